@@ -1,0 +1,228 @@
+//! Accounts (SPEC M8): domains, users with argon2id password hashes, mailboxes.
+//! Plain query functions over a connection, shared by the CLI, SMTP and (later) the API.
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use chrono::Utc;
+use mairust_entities::{domain, mailbox, user};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, Set, TransactionTrait,
+};
+
+use crate::smtp::proto::Address;
+
+/// Mailboxes every new user gets.
+pub const DEFAULT_MAILBOXES: [&str; 2] = ["INBOX", "Sent"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("domain `{0}` already exists")]
+    DomainExists(String),
+    #[error("domain `{0}` does not exist (add it with `mairust domain add {0}`)")]
+    NoSuchDomain(String),
+    #[error("user `{0}` already exists")]
+    UserExists(String),
+    #[error("user `{0}` does not exist")]
+    NoSuchUser(String),
+    #[error("`{0}` is not a valid {1}")]
+    Invalid(String, &'static str),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+pub fn normalize_domain(name: &str) -> Result<String, AccountError> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    match Address::parse(&format!("x@{name}")) {
+        Some(a) if !a.domain.starts_with('[') && a.domain.contains('.') || a.domain == "localhost" => {
+            Ok(a.domain)
+        }
+        _ => Err(AccountError::Invalid(name, "domain name")),
+    }
+}
+
+pub fn parse_address(address: &str) -> Result<Address, AccountError> {
+    Address::parse(address.trim()).ok_or_else(|| AccountError::Invalid(address.into(), "address"))
+}
+
+pub async fn add_domain(db: &DatabaseConnection, name: &str) -> Result<domain::Model, AccountError> {
+    let name = normalize_domain(name)?;
+    if find_domain(db, &name).await?.is_some() {
+        return Err(AccountError::DomainExists(name));
+    }
+    Ok(domain::ActiveModel {
+        name: Set(name),
+        created_at: Set(Utc::now().into()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?)
+}
+
+pub async fn find_domain<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+) -> Result<Option<domain::Model>, DbErr> {
+    domain::Entity::find()
+        .filter(domain::Column::Name.eq(name.to_ascii_lowercase()))
+        .one(db)
+        .await
+}
+
+pub async fn list_domains(db: &DatabaseConnection) -> Result<Vec<domain::Model>, DbErr> {
+    domain::Entity::find()
+        .order_by_asc(domain::Column::Name)
+        .all(db)
+        .await
+}
+
+/// Removes a domain and, by cascade, its users and their mailboxes.
+pub async fn remove_domain(db: &DatabaseConnection, name: &str) -> Result<(), AccountError> {
+    let name = normalize_domain(name)?;
+    let d = find_domain(db, &name)
+        .await?
+        .ok_or(AccountError::NoSuchDomain(name))?;
+    domain::Entity::delete_by_id(d.id).exec(db).await?;
+    Ok(())
+}
+
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    let hash: PasswordHash = Argon2::default()
+        .hash_password(password.as_bytes())
+        .map_err(|e| AccountError::Hash(e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+/// Constant-time check of a password against a stored PHC string. CPU-heavy: call it
+/// from a blocking thread.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|hash: PasswordHash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        .unwrap_or(false)
+}
+
+pub async fn add_user(
+    db: &DatabaseConnection,
+    address: &str,
+    password: &str,
+) -> Result<user::Model, AccountError> {
+    let addr = parse_address(address)?;
+    let key = addr.key();
+    if password.is_empty() {
+        return Err(AccountError::Invalid("(empty)".into(), "password"));
+    }
+    let hash = hash_password(password)?;
+    let txn = db.begin().await?;
+    let d = find_domain(&txn, &addr.domain)
+        .await?
+        .ok_or_else(|| AccountError::NoSuchDomain(addr.domain.clone()))?;
+    if find_user(&txn, &key).await?.is_some() {
+        return Err(AccountError::UserExists(key));
+    }
+    let now = Utc::now();
+    let u = user::ActiveModel {
+        domain_id: Set(d.id),
+        address: Set(key),
+        password_hash: Set(hash),
+        disabled: Set(false),
+        created_at: Set(now.into()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    for name in DEFAULT_MAILBOXES {
+        mailbox::ActiveModel {
+            user_id: Set(u.id),
+            name: Set(name.into()),
+            created_at: Set(now.into()),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(u)
+}
+
+pub async fn find_user<C: ConnectionTrait>(
+    db: &C,
+    address: &str,
+) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find()
+        .filter(user::Column::Address.eq(address.to_lowercase()))
+        .one(db)
+        .await
+}
+
+pub async fn list_users(
+    db: &DatabaseConnection,
+    domain_name: Option<&str>,
+) -> Result<Vec<user::Model>, AccountError> {
+    let mut q = user::Entity::find().order_by_asc(user::Column::Address);
+    if let Some(name) = domain_name {
+        let name = normalize_domain(name)?;
+        let d = find_domain(db, &name)
+            .await?
+            .ok_or(AccountError::NoSuchDomain(name))?;
+        q = q.filter(user::Column::DomainId.eq(d.id));
+    }
+    Ok(q.all(db).await?)
+}
+
+pub async fn remove_user(db: &DatabaseConnection, address: &str) -> Result<(), AccountError> {
+    let key = parse_address(address)?.key();
+    let u = find_user(db, &key)
+        .await?
+        .ok_or(AccountError::NoSuchUser(key))?;
+    user::Entity::delete_by_id(u.id).exec(db).await?;
+    Ok(())
+}
+
+/// A recipient resolved at RCPT time: whose INBOX the message goes into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRecipient {
+    pub address: String,
+    pub user_id: i64,
+    pub inbox_id: i64,
+}
+
+/// How a RCPT address relates to this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientLookup {
+    Local(LocalRecipient),
+    /// A local domain without such (enabled) user: 550 5.1.1.
+    UnknownUser,
+    /// Not one of our domains: relaying.
+    Remote,
+}
+
+pub async fn lookup_recipient(
+    db: &DatabaseConnection,
+    address: &Address,
+) -> Result<RecipientLookup, DbErr> {
+    let key = address.key();
+    if let Some(u) = find_user(db, &key).await? {
+        if u.disabled {
+            return Ok(RecipientLookup::UnknownUser);
+        }
+        let inbox = mailbox::Entity::find()
+            .filter(mailbox::Column::UserId.eq(u.id))
+            .filter(mailbox::Column::Name.eq("INBOX"))
+            .one(db)
+            .await?;
+        return Ok(match inbox {
+            Some(inbox) => RecipientLookup::Local(LocalRecipient {
+                address: key,
+                user_id: u.id,
+                inbox_id: inbox.id,
+            }),
+            None => RecipientLookup::UnknownUser,
+        });
+    }
+    if find_domain(db, &address.domain).await?.is_some() {
+        Ok(RecipientLookup::UnknownUser)
+    } else {
+        Ok(RecipientLookup::Remote)
+    }
+}

@@ -1,0 +1,434 @@
+//! The configuration model (SPEC O15). Loading (search path, `env:` values) lives in the
+//! binary; this module holds the types, their defaults and [`Config::validate`].
+//!
+//! Every struct denies unknown fields so a typo is an error that names the key, not a
+//! silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration value that is present but wrong: `key` is the dotted path.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Name used in the greeting, EHLO reply and Received headers.
+    pub hostname: String,
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: "localhost".into(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long running SMTP sessions may go on after SIGTERM before they get 421.
+    pub timeout_seconds: u64,
+    /// How long queue workers may finish in-flight deliveries after SIGTERM.
+    pub drain_timeout_seconds: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            timeout_seconds: 60,
+            drain_timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub listeners: Listeners,
+    pub tls: Option<TlsConfig>,
+    /// Offer AUTH on connections without TLS. Off by default: passwords in clear.
+    pub allow_plaintext_auth: bool,
+    /// An authenticated user may only use their own address in MAIL FROM (SPEC M3).
+    pub require_sender_match: bool,
+    pub limits: SmtpLimits,
+    /// Threads (actix arbiters) that run SMTP sessions; 0 = one per CPU.
+    pub workers: usize,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            listeners: Listeners::default(),
+            tls: None,
+            allow_plaintext_auth: false,
+            require_sender_match: true,
+            limits: SmtpLimits::default(),
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    pub inbound: ListenerConfig,
+    pub submission: ListenerConfig,
+    pub submissions: ListenerConfig,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            inbound: ListenerConfig::new("127.0.0.1:2525", true),
+            submission: ListenerConfig::new("127.0.0.1:2587", true),
+            submissions: ListenerConfig::new("127.0.0.1:2465", false),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ListenerConfig {
+    fn new(address: &str, enabled: bool) -> Self {
+        ListenerConfig {
+            address: address.into(),
+            enabled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// Create a self-signed certificate at the paths when they do not exist (development).
+    #[serde(default)]
+    pub self_signed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpLimits {
+    /// Bytes; larger messages get 552 5.3.4. Advertised in EHLO SIZE.
+    pub max_message_size: usize,
+    /// More RCPTs in one transaction get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Longest command or DATA line, CRLF included.
+    pub max_line_length: usize,
+    /// Idle time allowed while waiting for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    pub command_timeout_seconds: u64,
+    /// Idle time allowed between DATA chunks (RFC 5321 §4.5.3.2: 3 minutes).
+    pub data_timeout_seconds: u64,
+    /// Syntax errors and refused commands before the session is closed with 421.
+    pub max_bad_commands: u32,
+    /// Concurrent sessions over all listeners; more get 421 4.7.0.
+    pub max_sessions: usize,
+    /// Concurrent sessions from one IP address; more get 421 4.7.0.
+    pub max_sessions_per_ip: usize,
+}
+
+impl Default for SmtpLimits {
+    fn default() -> Self {
+        SmtpLimits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_line_length: 4096,
+            command_timeout_seconds: 300,
+            data_timeout_seconds: 180,
+            max_bad_commands: 20,
+            max_sessions: 10_000,
+            max_sessions_per_ip: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub address: String,
+    pub workers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            address: "127.0.0.1:8080".into(),
+            workers: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path?mode=rwc` or `postgres://user@host:port/db`.
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Also bounds how long a query waits for a pool connection, so a dead database
+    /// turns into a quick tempfail rather than a hang.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+}
+
+fn default_max_connections() -> u32 {
+    16
+}
+
+fn default_connect_timeout() -> u64 {
+    3
+}
+
+impl DatabaseConfig {
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Fs,
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    pub fs: Option<FsStorageConfig>,
+    pub s3: Option<S3StorageConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsStorageConfig {
+    pub path: PathBuf,
+    /// fsync bodies before 250 (SPEC M4). Only for throwaway test setups turn it off.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3StorageConfig {
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// For S3-compatible stores (MinIO, moto ...); AWS when absent.
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Key prefix inside the bucket, so several installations can share one.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Seconds between dependency probes.
+    pub interval_seconds: f64,
+    /// A probe slower than this counts as a failure.
+    pub probe_timeout_seconds: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_seconds: 5.0,
+            probe_timeout_seconds: 2.0,
+        }
+    }
+}
+
+impl HealthConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.interval_seconds)
+    }
+
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.probe_timeout_seconds)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// trace, debug, info, warn or error (or a tracing filter directive).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("`{value}` is not an IP:port address")))
+}
+
+impl Config {
+    /// Checks what types alone cannot: addresses, ranges, and that the chosen storage
+    /// backend has its section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, l) in self.smtp.listener_list() {
+            if l.enabled {
+                parse_addr(&format!("smtp.listeners.{name}.address"), &l.address)?;
+            }
+        }
+        if self.smtp.listeners.submissions.enabled && self.smtp.tls.is_none() {
+            return Err(ConfigError::new(
+                "smtp.listeners.submissions",
+                "implicit TLS needs smtp.tls (cert_path, key_path)",
+            ));
+        }
+        if self.http.enabled {
+            parse_addr("http.address", &self.http.address)?;
+        }
+        let limits = &self.smtp.limits;
+        let positive = [
+            ("max_message_size", limits.max_message_size as u64),
+            ("max_recipients", limits.max_recipients as u64),
+            ("command_timeout_seconds", limits.command_timeout_seconds),
+            ("data_timeout_seconds", limits.data_timeout_seconds),
+            ("max_sessions", limits.max_sessions as u64),
+            ("max_sessions_per_ip", limits.max_sessions_per_ip as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    format!("smtp.limits.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if limits.max_line_length < 1000 {
+            return Err(ConfigError::new(
+                "smtp.limits.max_line_length",
+                "must be at least 1000 (RFC 5321 §4.5.3.1.6)",
+            ));
+        }
+        if self.server.hostname.is_empty() || self.server.hostname.contains(char::is_whitespace) {
+            return Err(ConfigError::new("server.hostname", "must be a host name"));
+        }
+        if !(self.database.is_sqlite() || self.database.url.starts_with("postgres")) {
+            return Err(ConfigError::new(
+                "database.url",
+                "must start with sqlite: or postgres:",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::new("database.max_connections", "must be greater than 0"));
+        }
+        match self.storage.backend {
+            StorageBackend::Fs if self.storage.fs.is_none() => {
+                return Err(ConfigError::new("storage.fs", "missing for backend fs"));
+            }
+            StorageBackend::S3 => match &self.storage.s3 {
+                None => return Err(ConfigError::new("storage.s3", "missing for backend s3")),
+                Some(s3) if s3.bucket.is_empty() => {
+                    return Err(ConfigError::new("storage.s3.bucket", "must not be empty"));
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        if !(self.health.interval_seconds > 0.0 && self.health.probe_timeout_seconds > 0.0) {
+            return Err(ConfigError::new("health", "interval and probe timeout must be > 0"));
+        }
+        if !matches!(
+            self.logging.level.as_str(),
+            "trace" | "debug" | "info" | "warn" | "error"
+        ) && !self.logging.level.contains('=')
+        {
+            return Err(ConfigError::new(
+                "logging.level",
+                "must be trace, debug, info, warn, error or a filter directive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SmtpConfig {
+    pub fn listener_list(&self) -> [(&'static str, &ListenerConfig); 3] {
+        [
+            ("inbound", &self.listeners.inbound),
+            ("submission", &self.listeners.submission),
+            ("submissions", &self.listeners.submissions),
+        ]
+    }
+}

@@ -1,0 +1,106 @@
+//! Opening the database and checking its schema version against the migrations this
+//! binary knows (SPEC O9).
+
+use std::time::Duration;
+
+use mairust_migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
+
+use crate::config::DatabaseConfig;
+
+pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    if config.is_sqlite() {
+        create_sqlite_parent(&config.url);
+    }
+    let timeout = Duration::from_secs(config.connect_timeout_seconds);
+    let mut options = ConnectOptions::new(config.url.clone());
+    options
+        .max_connections(config.max_connections)
+        .min_connections(1)
+        .connect_timeout(timeout)
+        .acquire_timeout(timeout)
+        .sqlx_logging(false)
+        // WAL + synchronous FULL: a commit is durable when it returns (SPEC M4).
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+                .create_if_missing(true)
+        });
+    Database::connect(options).await
+}
+
+/// `sqlite://data/mairust.db?mode=rwc` → create `data/` so a fresh checkout just runs.
+fn create_sqlite_parent(url: &str) {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return;
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(parent);
+    }
+}
+
+/// Where the database's schema stands relative to this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaStatus {
+    /// No migration applied yet: `serve` initialises it.
+    Fresh,
+    Current,
+    /// Older schema: the operator runs `mairust migrate`.
+    Behind { pending: Vec<String> },
+    /// Migrations this binary does not know: a newer version wrote this database.
+    Ahead { unknown: Vec<String> },
+}
+
+pub async fn schema_status(db: &DatabaseConnection) -> Result<SchemaStatus, DbErr> {
+    let applied: Vec<String> = Migrator::get_migration_models(db)
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    let known: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    let unknown: Vec<String> = applied
+        .iter()
+        .filter(|v| !known.contains(v))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Ok(SchemaStatus::Ahead { unknown });
+    }
+    if applied.is_empty() {
+        return Ok(SchemaStatus::Fresh);
+    }
+    let pending: Vec<String> = known
+        .iter()
+        .filter(|v| !applied.contains(v))
+        .cloned()
+        .collect();
+    if pending.is_empty() {
+        Ok(SchemaStatus::Current)
+    } else {
+        Ok(SchemaStatus::Behind { pending })
+    }
+}
+
+/// Applies every pending migration.
+pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// A cheap round trip, used by the health probe.
+pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
+    db.execute_unprepared("SELECT 1").await.map(|_| ())
+}

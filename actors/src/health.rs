@@ -1,0 +1,202 @@
+//! HealthMonitor: probes the database and the object store every `health.interval`, and
+//! at once when another actor reports a failure. The result lives in [`HealthState`],
+//! which SMTP sessions read to answer 451 while a dependency is down (tempfail mode) and
+//! which `/health/ready` reports. Recovery is noticed by the next probe: no restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix::prelude::*;
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+
+use crate::config::HealthConfig;
+use crate::database;
+use crate::storage::bodies::BodyStore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dependency {
+    Database,
+    Storage,
+}
+
+/// The latest probe results, shared without locks by every session and HTTP worker.
+#[derive(Debug)]
+pub struct HealthState {
+    database_up: AtomicBool,
+    storage_up: AtomicBool,
+    database_latency_ms: AtomicU64,
+    storage_latency_ms: AtomicU64,
+    started: Instant,
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        HealthState {
+            database_up: AtomicBool::new(true),
+            storage_up: AtomicBool::new(true),
+            database_latency_ms: AtomicU64::new(0),
+            storage_latency_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DependencyHealth {
+    pub up: bool,
+    pub latency_ms: u64,
+}
+
+impl HealthState {
+    /// New mail can be accepted only while both dependencies answer (SPEC M4).
+    pub fn accepting_mail(&self) -> bool {
+        self.database_up.load(Ordering::Acquire) && self.storage_up.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, dependency: Dependency) -> DependencyHealth {
+        let (up, latency) = match dependency {
+            Dependency::Database => (&self.database_up, &self.database_latency_ms),
+            Dependency::Storage => (&self.storage_up, &self.storage_latency_ms),
+        };
+        DependencyHealth {
+            up: up.load(Ordering::Acquire),
+            latency_ms: latency.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Records a probe result; returns true when the state flipped.
+    fn set(&self, dependency: Dependency, up: bool, latency_ms: u64) -> bool {
+        let (flag, latency) = match dependency {
+            Dependency::Database => (&self.database_up, &self.database_latency_ms),
+            Dependency::Storage => (&self.storage_up, &self.storage_latency_ms),
+        };
+        latency.store(latency_ms, Ordering::Relaxed);
+        flag.swap(up, Ordering::AcqRel) != up
+    }
+
+    /// A failure seen by a caller counts at once: stop accepting before the next probe.
+    pub fn mark_down(&self, dependency: Dependency) -> bool {
+        self.set(dependency, false, 0)
+    }
+}
+
+/// An actor saw a dependency fail: probe now instead of waiting for the interval.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct DependencyFailed(pub Dependency);
+
+/// Run the probes once and wait for them (used at startup and by tests).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProbeNow;
+
+pub struct HealthMonitor {
+    state: Arc<HealthState>,
+    db: DatabaseConnection,
+    bodies: BodyStore,
+    config: HealthConfig,
+    node_id: String,
+    probing: bool,
+}
+
+impl HealthMonitor {
+    pub fn new(
+        state: Arc<HealthState>,
+        db: DatabaseConnection,
+        bodies: BodyStore,
+        config: HealthConfig,
+        node_id: String,
+    ) -> Self {
+        HealthMonitor {
+            state,
+            db,
+            bodies,
+            config,
+            node_id,
+            probing: false,
+        }
+    }
+
+    fn probe(&mut self) -> Option<impl Future<Output = ()> + use<>> {
+        if self.probing {
+            return None;
+        }
+        self.probing = true;
+        let (db, bodies, state) = (self.db.clone(), self.bodies.clone(), self.state.clone());
+        let (timeout, node) = (self.config.probe_timeout(), self.node_id.clone());
+        Some(async move {
+            let db_probe = async {
+                let start = Instant::now();
+                let ok = matches!(
+                    tokio::time::timeout(timeout, database::ping(&db)).await,
+                    Ok(Ok(()))
+                );
+                (ok, start.elapsed().as_millis() as u64)
+            };
+            let store_probe = async {
+                let start = Instant::now();
+                let result = tokio::time::timeout(timeout, bodies.probe(&node)).await;
+                if let Ok(Err(e)) = &result {
+                    tracing::debug!(component = "supervisor", error = %e, "storage probe failed");
+                }
+                (matches!(result, Ok(Ok(()))), start.elapsed().as_millis() as u64)
+            };
+            let ((db_ok, db_ms), (store_ok, store_ms)) = futures::join!(db_probe, store_probe);
+            for (dep, ok, ms) in [
+                (Dependency::Database, db_ok, db_ms),
+                (Dependency::Storage, store_ok, store_ms),
+            ] {
+                if state.set(dep, ok, ms) {
+                    if ok {
+                        tracing::info!(component = "supervisor", event = "dependency_up", dependency = ?dep, "dependency recovered, accepting mail again");
+                    } else {
+                        tracing::error!(component = "supervisor", event = "dependency_down", dependency = ?dep, "dependency down, SMTP answers 451 until it returns");
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Actor for HealthMonitor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.interval(), |act, ctx| {
+            if let Some(fut) = act.probe() {
+                ctx.spawn(fut.into_actor(act).map(|_, act, _| act.probing = false));
+            }
+        });
+    }
+}
+
+impl Handler<DependencyFailed> for HealthMonitor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DependencyFailed, ctx: &mut Context<Self>) {
+        if self.state.mark_down(msg.0) {
+            tracing::error!(component = "supervisor", event = "dependency_down", dependency = ?msg.0, "dependency failed in use, SMTP answers 451 until it returns");
+        }
+        if let Some(fut) = self.probe() {
+            ctx.spawn(fut.into_actor(self).map(|_, act, _| act.probing = false));
+        }
+    }
+}
+
+impl Handler<ProbeNow> for HealthMonitor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: ProbeNow, _: &mut Context<Self>) -> Self::Result {
+        match self.probe() {
+            Some(fut) => Box::pin(fut.into_actor(self).map(|_, act, _| act.probing = false)),
+            None => Box::pin(actix::fut::ready(())),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! SmtpListener: the accept loop of one listener (SPEC M1), with the session limits of
+//! SPEC M2 (total and per IP; more get 421 4.7.0). Each accepted connection becomes an
+//! SmtpSession actor on one of the SMTP arbiters, round robin. On shutdown the listener
+//! stops accepting and drops its socket.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use super::proto::reply;
+use super::session::actor::SmtpSession;
+use super::session::{ListenerKind, SessionContext};
+use crate::shutdown::Phase;
+
+/// Counts open sessions in total and per client IP. The ShutdownCoordinator waits on
+/// it: every session holds a [`SessionGuard`] whose drop is its deregistration.
+pub struct SessionRegistry {
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+    max_total: usize,
+    max_per_ip: usize,
+    idle: Notify,
+}
+
+pub struct SessionGuard {
+    registry: Arc<SessionRegistry>,
+    ip: IpAddr,
+}
+
+impl SessionRegistry {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(SessionRegistry {
+            per_ip: Mutex::new(HashMap::new()),
+            total: AtomicUsize::new(0),
+            max_total,
+            max_per_ip,
+            idle: Notify::new(),
+        })
+    }
+
+    pub fn active(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    /// A place for a new session, or `None` when a limit is reached.
+    pub fn try_register(self: &Arc<Self>, ip: IpAddr) -> Option<SessionGuard> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip || self.total.load(Ordering::Acquire) >= self.max_total {
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *count += 1;
+        self.total.fetch_add(1, Ordering::AcqRel);
+        Some(SessionGuard {
+            registry: self.clone(),
+            ip,
+        })
+    }
+
+    /// Resolves when no session is open.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut per_ip = self.registry.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        drop(per_ip);
+        if self.registry.total.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.registry.idle.notify_waiters();
+        }
+    }
+}
+
+pub struct SmtpListener {
+    kind: ListenerKind,
+    socket: Option<std::net::TcpListener>,
+    ctx: Arc<SessionContext>,
+    arbiters: Arc<Vec<ArbiterHandle>>,
+    next_arbiter: Arc<AtomicUsize>,
+    registry: Arc<SessionRegistry>,
+}
+
+impl SmtpListener {
+    pub fn new(
+        kind: ListenerKind,
+        socket: std::net::TcpListener,
+        ctx: Arc<SessionContext>,
+        arbiters: Arc<Vec<ArbiterHandle>>,
+        next_arbiter: Arc<AtomicUsize>,
+        registry: Arc<SessionRegistry>,
+    ) -> Self {
+        SmtpListener {
+            kind,
+            socket: Some(socket),
+            ctx,
+            arbiters,
+            next_arbiter,
+            registry,
+        }
+    }
+}
+
+impl Actor for SmtpListener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(socket) = self.socket.take() else {
+            return;
+        };
+        let (kind, sctx, arbiters, next, registry) = (
+            self.kind,
+            self.ctx.clone(),
+            self.arbiters.clone(),
+            self.next_arbiter.clone(),
+            self.registry.clone(),
+        );
+        let fut = async move {
+            let listener = match socket
+                .set_nonblocking(true)
+                .and_then(|_| tokio::net::TcpListener::from_std(socket))
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(component = "smtp", listener = kind.name(), error = %e, "cannot start listener");
+                    return;
+                }
+            };
+            let mut shutdown = sctx.shutdown.clone();
+            loop {
+                if *shutdown.borrow() != Phase::Running {
+                    break;
+                }
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = shutdown.changed() => continue,
+                };
+                let (stream, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(component = "smtp", listener = kind.name(), error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Some(guard) = registry.try_register(remote.ip()) else {
+                    tracing::info!(component = "smtp", listener = kind.name(), remote = %remote, event = "session_limit", "too many sessions, refused");
+                    actix::spawn(async move {
+                        let mut stream = stream;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            stream.write_all(&reply::TOO_MANY_SESSIONS.to_bytes()),
+                        )
+                        .await;
+                    });
+                    continue;
+                };
+                let std_stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(component = "smtp", error = %e, "cannot hand over connection");
+                        continue;
+                    }
+                };
+                let arbiter = &arbiters[next.fetch_add(1, Ordering::Relaxed) % arbiters.len()];
+                let sctx = sctx.clone();
+                SmtpSession::start_in_arbiter(arbiter, move |_| {
+                    SmtpSession::new(std_stream, sctx, kind, remote, guard)
+                });
+            }
+            tracing::info!(component = "smtp", listener = kind.name(), event = "listener_closed", "stopped accepting connections");
+        };
+        ctx.spawn(fut.into_actor(self).map(|_, _, ctx| ctx.stop()));
+    }
+}

@@ -1,0 +1,256 @@
+//! The DATA phase (RFC 5321 §4.1.1.4, §4.5.2): end detection and dot-unstuffing.
+//!
+//! The only end of data is `<CRLF>.<CRLF>`, where the first CRLF ends the previous line
+//! (or is the end of the DATA command itself). `<LF>.<LF>`, `<LF>.<CRLF>`,
+//! `<CR>.<CR>` and other variants do not end the message: they are content, and the
+//! content is then refused as a whole (bare LF/CR), which closes the SMTP smuggling hole
+//! (CVE-2023-51764 and relatives). Memory is bounded by `max_size` and `max_line`.
+
+use super::reply::{self, Reply};
+
+/// What went wrong with a message body; checked in this order when the body ends.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BodyFaults {
+    pub too_big: bool,
+    pub bare_newline: bool,
+    pub nul: bool,
+    pub line_too_long: bool,
+}
+
+impl BodyFaults {
+    pub fn reply(&self) -> Option<Reply> {
+        if self.too_big {
+            Some(reply::MESSAGE_TOO_BIG)
+        } else if self.bare_newline {
+            Some(reply::BARE_LF_IN_DATA)
+        } else if self.nul {
+            Some(reply::NUL_IN_DATA)
+        } else if self.line_too_long {
+            Some(reply::DATA_LINE_TOO_LONG)
+        } else {
+            None
+        }
+    }
+}
+
+/// Receives one message body. Feed it bytes with [`DataReceiver::feed`] until it says
+/// the body is complete; bytes after the terminator are left for the command reader.
+#[derive(Debug)]
+pub struct DataReceiver {
+    body: Vec<u8>,
+    max_size: usize,
+    max_line: usize,
+    faults: BodyFaults,
+    /// The previous line ended with CRLF (true at the start: DATA's own CRLF).
+    after_crlf: bool,
+    /// Inside an over-long line whose start was not kept.
+    discarding: bool,
+    /// The discarded part of the current line ended in CR (for a CRLF split there).
+    discard_last_cr: bool,
+}
+
+impl DataReceiver {
+    pub fn new(max_size: usize, max_line: usize) -> Self {
+        DataReceiver {
+            body: Vec::with_capacity(8192.min(max_size)),
+            max_size,
+            max_line,
+            faults: BodyFaults::default(),
+            after_crlf: true,
+            discarding: false,
+            discard_last_cr: false,
+        }
+    }
+
+    /// Consumes complete lines from `buf`. Returns the number of bytes consumed and
+    /// whether the terminating `.` line was seen.
+    pub fn feed(&mut self, buf: &[u8]) -> (usize, bool) {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let rest = &buf[pos..];
+            let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
+                if self.discarding || rest.len() > self.max_line {
+                    // Drop what we have of an over-long line; it can't be the terminator.
+                    self.faults.line_too_long = true;
+                    self.discarding = true;
+                    self.discard_last_cr = rest.last() == Some(&b'\r');
+                    return (buf.len(), false);
+                }
+                return (pos, false);
+            };
+            let line = &rest[..=lf];
+            pos += lf + 1;
+            let crlf = if lf > 0 {
+                rest[lf - 1] == b'\r'
+            } else {
+                self.discarding && self.discard_last_cr
+            };
+            if self.discarding {
+                self.discarding = false;
+                self.after_crlf = crlf;
+                if !crlf {
+                    self.faults.bare_newline = true;
+                }
+                continue;
+            }
+            if self.after_crlf && line == b".\r\n" {
+                return (pos, true);
+            }
+            if line.len() > self.max_line {
+                self.faults.line_too_long = true;
+            }
+            let content = if crlf { &line[..line.len() - 2] } else { &line[..line.len() - 1] };
+            if !crlf || content.contains(&b'\r') {
+                self.faults.bare_newline = true;
+            }
+            if content.contains(&0) {
+                self.faults.nul = true;
+            }
+            self.after_crlf = crlf;
+            // Dot-unstuffing (§4.5.2): a leading dot was doubled by the client.
+            let content = content.strip_prefix(b".").unwrap_or(content);
+            if self.body.len() + content.len() + 2 > self.max_size {
+                self.faults.too_big = true;
+            }
+            if !self.faults.too_big {
+                self.body.extend_from_slice(content);
+                self.body.extend_from_slice(b"\r\n");
+            }
+        }
+        (pos, false)
+    }
+
+    /// Bytes received so far (after unstuffing), or zero once over the limit.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// The finished body, or the reply that refuses it.
+    pub fn finish(self) -> Result<Vec<u8>, Reply> {
+        match self.faults.reply() {
+            Some(reply) => Err(reply),
+            None => Ok(self.body),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8]) -> (usize, bool, DataReceiver) {
+        let mut d = DataReceiver::new(1 << 20, 1000);
+        let (n, done) = d.feed(input);
+        (n, done, d)
+    }
+
+    #[test]
+    fn simple_body_and_pipelined_rest() {
+        let (n, done, d) = run(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+        assert!(done);
+        assert_eq!(n, 24);
+        assert_eq!(d.finish().unwrap(), b"Subject: hi\r\n\r\nbody\r\n");
+    }
+
+    #[test]
+    fn empty_body() {
+        let (n, done, d) = run(b".\r\n");
+        assert!(done && n == 3);
+        assert!(d.finish().unwrap().is_empty());
+    }
+
+    #[test]
+    fn dot_unstuffing() {
+        let (_, done, d) = run(b"..leading\r\n...\r\n.\r\n");
+        assert!(done);
+        assert_eq!(d.finish().unwrap(), b".leading\r\n..\r\n");
+    }
+
+    #[test]
+    fn split_across_feeds() {
+        let mut d = DataReceiver::new(1 << 20, 1000);
+        let input = b"line one\r\nline two\r\n.\r\n";
+        let mut buf = Vec::new();
+        let mut done = false;
+        for b in input {
+            buf.push(*b);
+            let (n, fin) = d.feed(&buf);
+            buf.drain(..n);
+            done |= fin;
+        }
+        assert!(done);
+        assert_eq!(d.finish().unwrap(), b"line one\r\nline two\r\n");
+    }
+
+    #[test]
+    fn smuggling_lf_dot_lf_does_not_end_data() {
+        let input = b"Subject: x\r\n\r\nhello\n.\nMAIL FROM:<evil@x.test>\r\n";
+        let (n, done, _) = run(input);
+        assert!(!done);
+        assert_eq!(n, input.len());
+    }
+
+    #[test]
+    fn smuggling_variants_do_not_end_data() {
+        for input in [
+            &b"a\r\n\n.\r\n"[..],
+            b"a\n.\r\n",
+            b"a\r.\r\n",
+            b"a\r\n.\n",
+            b"a\r\n.\r\r\n",
+            b"a\r\n\r.\r\n",
+        ] {
+            let (_, done, d) = run(input);
+            assert!(!done, "{input:?} ended DATA");
+            assert!(d.faults.bare_newline, "{input:?} not flagged");
+        }
+    }
+
+    #[test]
+    fn bare_lf_body_is_refused_at_the_real_end() {
+        let (_, done, d) = run(b"a\nb\r\n.\r\n");
+        assert!(done);
+        assert_eq!(d.finish().unwrap_err(), reply::BARE_LF_IN_DATA);
+    }
+
+    #[test]
+    fn nul_is_refused() {
+        let (_, done, d) = run(b"a\0b\r\n.\r\n");
+        assert!(done);
+        assert_eq!(d.finish().unwrap_err(), reply::NUL_IN_DATA);
+    }
+
+    #[test]
+    fn too_big_stops_buffering() {
+        let mut d = DataReceiver::new(10, 1000);
+        let (_, done) = d.feed(b"0123456789\r\nmore\r\n.\r\n");
+        assert!(done);
+        assert!(d.len() <= 10);
+        assert_eq!(d.finish().unwrap_err(), reply::MESSAGE_TOO_BIG);
+    }
+
+    #[test]
+    fn long_line_bounded_and_refused() {
+        let mut d = DataReceiver::new(1 << 20, 16);
+        let (n, done) = d.feed(&[b'x'; 100]);
+        assert_eq!((n, done), (100, false));
+        let (_, done) = d.feed(b"yy\r\n.\r\n");
+        assert!(done);
+        assert_eq!(d.finish().unwrap_err(), reply::DATA_LINE_TOO_LONG);
+    }
+
+    #[test]
+    fn crlf_split_inside_discarded_line() {
+        let mut d = DataReceiver::new(1 << 20, 16);
+        let mut long = vec![b'x'; 40];
+        long.push(b'\r');
+        d.feed(&long);
+        let (_, done) = d.feed(b"\n.\r\n");
+        assert!(done);
+        assert_eq!(d.finish().unwrap_err(), reply::DATA_LINE_TOO_LONG);
+    }
+}

@@ -1,0 +1,16 @@
+//! The SMTP wire protocol as pure functions over bytes: no I/O, no runtime.
+//!
+//! - [`line`]: splits the command stream into CRLF lines, bounded in length
+//! - [`command`]: parses a line into a [`command::Command`]
+//! - [`data`]: receives a DATA body (end detection, dot-unstuffing, smuggling defence)
+//! - [`reply`]: reply codes and enhanced status codes as named constants
+//! - [`auth`]: SASL PLAIN and LOGIN decoding
+
+pub mod auth;
+pub mod command;
+pub mod data;
+pub mod line;
+pub mod reply;
+
+pub use command::{Address, Command};
+pub use reply::Reply;

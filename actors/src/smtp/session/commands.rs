@@ -1,0 +1,381 @@
+//! One handler per SMTP verb (RFC 5321 §4.1.1), plus AUTH (RFC 4954) and the end of DATA.
+
+use std::time::Duration;
+
+use super::{AuthStep, Envelope, Flow, Session, State};
+use crate::accounts::{self, RecipientLookup};
+use crate::health::{Dependency, DependencyFailed};
+use crate::smtp::proto::auth::{self, Credentials};
+use crate::smtp::proto::command::{self, Command, MailFrom, RcptTo};
+use crate::smtp::proto::data::DataReceiver;
+use crate::smtp::proto::reply::{self, Reply};
+use crate::storage::{IncomingMessage, StoreMessage};
+
+impl Session {
+    pub(super) async fn on_line(&mut self, line: &[u8]) -> Flow {
+        if let State::Auth(step) = std::mem::replace(&mut self.state, State::Command) {
+            return self.on_auth_response(step, line).await;
+        }
+        let command = match command::parse(line) {
+            Ok(c) => c,
+            Err(reply) => return self.refuse(reply),
+        };
+        // Shutdown: a session without an open transaction is told to go away; one with
+        // a transaction may finish it first (SPEC O11).
+        if (self.draining || *self.shutdown.borrow() != crate::shutdown::Phase::Running)
+            && !self.in_transaction()
+            && command != Command::Quit
+        {
+            self.reply(reply::SHUTTING_DOWN);
+            return Flow::Close;
+        }
+        match command {
+            Command::Ehlo(domain) => self.ehlo(domain, true),
+            Command::Helo(domain) => self.ehlo(domain, false),
+            Command::Mail(mail) => self.mail(mail),
+            Command::Rcpt(rcpt) => self.rcpt(rcpt).await,
+            Command::Data => self.data(),
+            Command::Rset => {
+                self.envelope = Envelope::default();
+                self.reply(reply::RESET_OK);
+                Flow::Continue
+            }
+            Command::Noop => {
+                self.reply(reply::NOOP_OK);
+                Flow::Continue
+            }
+            Command::Quit => {
+                self.reply(reply::BYE);
+                Flow::Close
+            }
+            Command::Vrfy => {
+                self.reply(reply::CANNOT_VRFY);
+                Flow::Continue
+            }
+            Command::Help => {
+                self.reply(reply::HELP);
+                Flow::Continue
+            }
+            Command::StartTls => self.starttls(),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
+        }
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.client.tls || self.ctx.config.smtp.allow_plaintext_auth
+    }
+
+    /// EHLO/HELO (§4.1.1.1): resets the transaction and lists the extensions.
+    fn ehlo(&mut self, domain: String, esmtp: bool) -> Flow {
+        self.envelope = Envelope::default();
+        let hostname = &self.ctx.config.server.hostname;
+        let text = if esmtp {
+            let mut lines = vec![
+                format!("{hostname} Hello {domain} [{}]", self.remote.ip()),
+                "PIPELINING".to_string(),
+                format!("SIZE {}", self.ctx.config.smtp.limits.max_message_size),
+                "8BITMIME".to_string(),
+                "ENHANCEDSTATUSCODES".to_string(),
+                "SMTPUTF8".to_string(),
+            ];
+            if self.ctx.tls.is_some() && !self.client.tls {
+                lines.push("STARTTLS".to_string());
+            }
+            if self.auth_offered() {
+                lines.push("AUTH PLAIN LOGIN".to_string());
+            }
+            lines.join("\n")
+        } else {
+            format!("{hostname} Hello {domain}")
+        };
+        self.client.helo = Some(domain);
+        self.client.esmtp = esmtp;
+        self.reply(Reply::plain(250, text));
+        Flow::Continue
+    }
+
+    /// MAIL FROM (§4.1.1.2) with SIZE (RFC 1870) and the submission policy (SPEC M3).
+    fn mail(&mut self, mail: MailFrom) -> Flow {
+        if self.client.helo.is_none() {
+            return self.refuse(reply::BAD_SEQUENCE_HELO);
+        }
+        if self.envelope.mail.is_some() {
+            return self.refuse(reply::BAD_SEQUENCE_MAIL);
+        }
+        if self.listener.requires_auth() && self.client.authenticated.is_none() {
+            return self.refuse(reply::AUTH_REQUIRED);
+        }
+        if !self.ctx.health.accepting_mail() {
+            self.reply(reply::TEMPFAIL_SYSTEM);
+            return Flow::Continue;
+        }
+        if mail.size.is_some_and(|s| s > self.ctx.config.smtp.limits.max_message_size as u64) {
+            self.reply(reply::MESSAGE_TOO_BIG);
+            return Flow::Continue;
+        }
+        if let (Some(user), Some(sender)) = (&self.client.authenticated, &mail.sender)
+            && self.ctx.config.smtp.require_sender_match
+            && &sender.key() != user
+        {
+            return self.refuse(reply::SENDER_NOT_OWNED);
+        }
+        self.envelope.mail = Some(mail);
+        self.reply(reply::SENDER_OK);
+        Flow::Continue
+    }
+
+    /// RCPT TO (§4.1.1.3): local users only until the outbound queue exists (SPEC M3).
+    async fn rcpt(&mut self, rcpt: RcptTo) -> Flow {
+        let Some(mail) = &self.envelope.mail else {
+            return self.refuse(reply::BAD_SEQUENCE_NEED_MAIL);
+        };
+        if !rcpt.recipient.is_ascii() && !mail.smtputf8 {
+            return self.refuse(reply::SMTPUTF8_REQUIRED);
+        }
+        if self.envelope.rcpt_count >= self.ctx.config.smtp.limits.max_recipients {
+            self.reply(reply::TOO_MANY_RECIPIENTS);
+            return Flow::Continue;
+        }
+        match accounts::lookup_recipient(&self.ctx.db, &rcpt.recipient).await {
+            Ok(RecipientLookup::Local(local)) => {
+                self.envelope.rcpt_count += 1;
+                if !self.envelope.recipients.iter().any(|r| r.user_id == local.user_id) {
+                    self.envelope.recipients.push(local);
+                }
+                self.reply(reply::RECIPIENT_OK);
+                Flow::Continue
+            }
+            Ok(RecipientLookup::UnknownUser) => self.refuse(reply::NO_SUCH_USER),
+            Ok(RecipientLookup::Remote) => {
+                tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "relay_denied", "relay attempt refused");
+                self.refuse(reply::RELAY_DENIED)
+            }
+            Err(e) => {
+                tracing::warn!(component = "smtp", session_id = %self.id, error = %e, "recipient lookup failed");
+                self.ctx.health_monitor.do_send(DependencyFailed(Dependency::Database));
+                self.reply(reply::TEMPFAIL_SYSTEM);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// DATA (§4.1.1.4): switch to the body receiver after 354.
+    fn data(&mut self) -> Flow {
+        if self.envelope.mail.is_none() {
+            return self.refuse(reply::BAD_SEQUENCE_NEED_MAIL);
+        }
+        if self.envelope.recipients.is_empty() {
+            return self.refuse(reply::BAD_SEQUENCE_NEED_RCPT);
+        }
+        if !self.ctx.health.accepting_mail() {
+            self.reply(reply::TEMPFAIL_SYSTEM);
+            return Flow::Continue;
+        }
+        let limits = &self.ctx.config.smtp.limits;
+        self.state = State::Data(DataReceiver::new(
+            limits.max_message_size,
+            limits.max_line_length,
+        ));
+        self.reply(reply::START_DATA);
+        Flow::Continue
+    }
+
+    /// The body is complete: store it durably, then answer (SPEC M4).
+    pub(super) async fn finish_data(&mut self, receiver: DataReceiver) -> Reply {
+        let envelope = std::mem::take(&mut self.envelope);
+        let body = match receiver.finish() {
+            Ok(body) => body,
+            Err(reply) => {
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_refused", reply = %reply, "message refused");
+                return reply;
+            }
+        };
+        if !self.ctx.health.accepting_mail() {
+            return reply::TEMPFAIL_SYSTEM;
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let sender = envelope
+            .mail
+            .as_ref()
+            .and_then(|m| m.sender.as_ref())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut stored = self.received_header(&id, &envelope).into_bytes();
+        stored.extend_from_slice(&body);
+        drop(body);
+        let message = IncomingMessage::new(
+            id.clone(),
+            stored,
+            sender,
+            envelope.recipients,
+            self.listener.name(),
+            self.remote.ip(),
+        );
+        let size = message.body.len();
+        let message_id = message.meta.message_id.clone().unwrap_or_default();
+        match self.ctx.storage.send(StoreMessage(message)).await {
+            Ok(Ok(())) => {
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_stored", id = %id, size, message_id = %message_id, "message stored");
+                Reply::dynamic(250, "2.0.0", format!("OK queued as {id}"))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(component = "smtp", session_id = %self.id, event = "message_tempfail", error = %e, "message not stored");
+                reply::TEMPFAIL_SYSTEM
+            }
+            Err(e) => {
+                tracing::error!(component = "smtp", session_id = %self.id, error = %e, "storage actor unreachable");
+                reply::TEMPFAIL_SYSTEM
+            }
+        }
+    }
+
+    /// The trace header of RFC 5321 §4.4.
+    fn received_header(&self, id: &str, envelope: &Envelope) -> String {
+        let protocol = match (self.client.esmtp, self.client.tls, &self.client.authenticated) {
+            (false, _, _) => "SMTP",
+            (true, false, None) => "ESMTP",
+            (true, true, None) => "ESMTPS",
+            (true, false, Some(_)) => "ESMTPA",
+            (true, true, Some(_)) => "ESMTPSA",
+        };
+        let helo: String = self
+            .client
+            .helo
+            .as_deref()
+            .unwrap_or("unknown")
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        let for_clause = match envelope.recipients.as_slice() {
+            [one] => format!("\r\n\tfor <{}>", one.address),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ([{ip}])\r\n\tby {host} (MaiRust) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n",
+            ip = self.remote.ip(),
+            host = self.ctx.config.server.hostname,
+            date = chrono::Utc::now().to_rfc2822(),
+        )
+    }
+
+    /// STARTTLS (RFC 3207).
+    fn starttls(&mut self) -> Flow {
+        if self.client.tls {
+            return self.refuse(reply::ALREADY_TLS);
+        }
+        if self.ctx.tls.is_none() {
+            self.reply(reply::TLS_UNAVAILABLE);
+            return Flow::Continue;
+        }
+        self.reply(reply::READY_TLS);
+        Flow::StartTls
+    }
+
+    /// AUTH (RFC 4954 §4): PLAIN and LOGIN, only over TLS unless configured otherwise.
+    async fn auth(&mut self, mechanism: String, initial: Option<String>) -> Flow {
+        if self.client.helo.is_none() {
+            return self.refuse(reply::BAD_SEQUENCE_HELO);
+        }
+        if self.client.authenticated.is_some() {
+            return self.refuse(reply::ALREADY_AUTHENTICATED);
+        }
+        if self.envelope.mail.is_some() {
+            return self.refuse(reply::AUTH_IN_TRANSACTION);
+        }
+        if !self.auth_offered() {
+            return self.refuse(reply::ENCRYPTION_REQUIRED);
+        }
+        match (mechanism.as_str(), initial) {
+            ("PLAIN", Some(initial)) => self.auth_plain(&initial).await,
+            ("PLAIN", None) => {
+                self.state = State::Auth(AuthStep::PlainResponse);
+                self.reply(Reply::plain(334, ""));
+                Flow::Continue
+            }
+            ("LOGIN", Some(initial)) => {
+                match auth::decode_response(&initial).and_then(auth::decode_text) {
+                    Ok(username) => {
+                        self.state = State::Auth(AuthStep::LoginPassword(username));
+                        self.reply(Reply::plain(334, auth::LOGIN_PASSWORD_CHALLENGE));
+                        Flow::Continue
+                    }
+                    Err(reply) => self.refuse(reply),
+                }
+            }
+            ("LOGIN", None) => {
+                self.state = State::Auth(AuthStep::LoginUsername);
+                self.reply(Reply::plain(334, auth::LOGIN_USERNAME_CHALLENGE));
+                Flow::Continue
+            }
+            _ => self.refuse(reply::AUTH_MECHANISM_UNSUPPORTED),
+        }
+    }
+
+    async fn on_auth_response(&mut self, step: AuthStep, line: &[u8]) -> Flow {
+        let Ok(line) = std::str::from_utf8(line) else {
+            return self.refuse(reply::INVALID_BASE64);
+        };
+        match step {
+            AuthStep::PlainResponse => self.auth_plain(line).await,
+            AuthStep::LoginUsername => {
+                match auth::decode_response(line).and_then(auth::decode_text) {
+                    Ok(username) => {
+                        self.state = State::Auth(AuthStep::LoginPassword(username));
+                        self.reply(Reply::plain(334, auth::LOGIN_PASSWORD_CHALLENGE));
+                        Flow::Continue
+                    }
+                    Err(reply) => self.refuse(reply),
+                }
+            }
+            AuthStep::LoginPassword(username) => {
+                match auth::decode_response(line).and_then(auth::decode_text) {
+                    Ok(password) => self.verify(Credentials { username, password }).await,
+                    Err(reply) => self.refuse(reply),
+                }
+            }
+        }
+    }
+
+    async fn auth_plain(&mut self, response: &str) -> Flow {
+        match auth::decode_response(response).and_then(|r| auth::decode_plain(&r)) {
+            Ok(credentials) => self.verify(credentials).await,
+            Err(reply) => self.refuse(reply),
+        }
+    }
+
+    async fn verify(&mut self, credentials: Credentials) -> Flow {
+        let key = credentials.username.trim().to_lowercase();
+        let user = match accounts::find_user(&self.ctx.db, &key).await {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::warn!(component = "smtp", session_id = %self.id, error = %e, "user lookup failed");
+                self.ctx.health_monitor.do_send(DependencyFailed(Dependency::Database));
+                self.reply(reply::AUTH_TEMPFAIL);
+                return Flow::Continue;
+            }
+        };
+        // Hash even for unknown users so timing does not tell which addresses exist.
+        let (phc, enabled) = match &user {
+            Some(u) => (u.password_hash.clone(), !u.disabled),
+            None => (DUMMY_HASH.to_string(), false),
+        };
+        let password = credentials.password;
+        let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&password, &phc))
+            .await
+            .unwrap_or(false);
+        if ok && enabled {
+            tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_success", user = %key, "authenticated");
+            self.client.authenticated = Some(key);
+            self.reply(reply::AUTH_OK);
+            Flow::Continue
+        } else {
+            tracing::warn!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_failure", user = %key, "authentication failed");
+            // Slow down guessing a little without holding a thread.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            self.refuse(reply::AUTH_FAILED)
+        }
+    }
+}
+
+/// An argon2id hash of a random password, verified against for unknown users.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Xq5Ux3ZF3bw3d3C6VNaF0VvN8mP3CMCh0X3QqK1Wd4o";

@@ -1,0 +1,352 @@
+//! One SMTP session: a state machine driven by bytes from any stream.
+//!
+//! The session keeps what the client said (the [`Envelope`]) apart from what it may do
+//! ([`ClientState`]: HELO, TLS, authenticated user, error count). It is generic over the
+//! stream (plain TCP, TLS, or an in-memory pipe in tests) and does its own buffering:
+//! replies to pipelined commands (RFC 2920) are collected and written in one go before
+//! the session waits for more input.
+//!
+//! - [`commands`]: one handler per SMTP verb
+//! - [`actor`]: the SmtpSession actor that owns a session and its connection
+
+pub mod actor;
+mod commands;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, Recipient};
+use bytes::{Buf, BytesMut};
+use sea_orm::DatabaseConnection;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::proto::command::MailFrom;
+use super::proto::data::DataReceiver;
+use super::proto::line::{LineEvent, LineReader};
+use super::proto::reply::{self, Reply};
+use crate::accounts::LocalRecipient;
+use crate::config::Config;
+use crate::health::{DependencyFailed, HealthState};
+use crate::shutdown::Phase;
+use crate::storage::StorageActor;
+
+/// Any byte stream a session can run over.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
+pub type BoxStream = Box<dyn AsyncStream>;
+
+/// Which listener accepted the connection; decides policy (SPEC M1, M3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// MX: mail for local domains from anyone.
+    Inbound,
+    /// Port 587: AUTH required before MAIL.
+    Submission,
+    /// Port 465: implicit TLS, AUTH required.
+    Submissions,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Inbound => "inbound",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+        }
+    }
+
+    fn requires_auth(self) -> bool {
+        !matches!(self, ListenerKind::Inbound)
+    }
+}
+
+/// What every session on every listener shares.
+pub struct SessionContext {
+    pub config: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub storage: Addr<StorageActor>,
+    pub health: Arc<HealthState>,
+    pub health_monitor: Recipient<DependencyFailed>,
+    pub tls: Option<TlsAcceptor>,
+    pub shutdown: watch::Receiver<Phase>,
+}
+
+/// What the client said in the current mail transaction (RFC 5321 §3.3).
+#[derive(Debug, Default)]
+struct Envelope {
+    mail: Option<MailFrom>,
+    recipients: Vec<LocalRecipient>,
+    /// Accepted RCPTs, duplicates included, for the recipients limit.
+    rcpt_count: usize,
+}
+
+/// What the client is and may do, independent of the transaction.
+#[derive(Debug, Default)]
+struct ClientState {
+    helo: Option<String>,
+    esmtp: bool,
+    tls: bool,
+    /// Lowercase address of the authenticated user.
+    authenticated: Option<String>,
+    bad_commands: u32,
+}
+
+#[derive(Debug)]
+enum AuthStep {
+    PlainResponse,
+    LoginUsername,
+    LoginPassword(String),
+}
+
+#[derive(Debug)]
+enum State {
+    Command,
+    Data(DataReceiver),
+    Auth(AuthStep),
+}
+
+/// What the read/write loop does after a batch of input was handled.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    StartTls,
+    Close,
+}
+
+pub struct Session {
+    ctx: Arc<SessionContext>,
+    listener: ListenerKind,
+    remote: SocketAddr,
+    id: String,
+    rbuf: BytesMut,
+    out: Vec<u8>,
+    lines: LineReader,
+    state: State,
+    client: ClientState,
+    envelope: Envelope,
+    shutdown: watch::Receiver<Phase>,
+    /// Shutdown began while a transaction was open: finish it, then say 421.
+    draining: bool,
+}
+
+enum ReadOutcome {
+    Data,
+    Eof,
+    Timeout,
+    Shutdown(Phase),
+    Error(std::io::Error),
+}
+
+impl Session {
+    pub fn new(ctx: Arc<SessionContext>, listener: ListenerKind, remote: SocketAddr) -> Self {
+        let shutdown = ctx.shutdown.clone();
+        Session {
+            ctx,
+            listener,
+            remote,
+            id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
+            rbuf: BytesMut::with_capacity(8192),
+            out: Vec::with_capacity(1024),
+            lines: LineReader::default(),
+            state: State::Command,
+            client: ClientState::default(),
+            envelope: Envelope::default(),
+            shutdown,
+            draining: false,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs the session to its end. Errors end this session only (STYLE 6).
+    pub async fn run(mut self, stream: BoxStream) {
+        let mut stream = stream;
+        if self.listener == ListenerKind::Submissions {
+            match self.tls_handshake(stream).await {
+                Some(s) => stream = s,
+                None => return,
+            }
+        }
+        tracing::debug!(component = "smtp", session_id = %self.id, listener = self.listener.name(), remote = %self.remote, event = "session_start", "session started");
+        if *self.shutdown.borrow() != Phase::Running {
+            self.reply(reply::SHUTTING_DOWN);
+            let _ = self.flush(&mut stream).await;
+            return;
+        }
+        let greeting = format!("{} ESMTP MaiRust", self.ctx.config.server.hostname);
+        self.reply(Reply::plain(220, greeting));
+        loop {
+            let flow = self.process_input().await;
+            if let Err(e) = self.flush(&mut stream).await {
+                tracing::debug!(component = "smtp", session_id = %self.id, error = %e, "write failed");
+                return;
+            }
+            match flow {
+                Flow::Close => break,
+                Flow::StartTls => {
+                    // RFC 3207 §4.2: discard anything pipelined after STARTTLS (no
+                    // plaintext command injection) and forget the pre-TLS state.
+                    self.rbuf.clear();
+                    match self.tls_handshake(stream).await {
+                        Some(s) => stream = s,
+                        None => return,
+                    }
+                    continue;
+                }
+                Flow::Continue => {}
+            }
+            match self.read_more(&mut stream).await {
+                ReadOutcome::Data => {}
+                ReadOutcome::Eof => {
+                    if matches!(self.state, State::Data(_)) {
+                        tracing::info!(component = "smtp", session_id = %self.id, event = "data_unterminated", "connection closed inside DATA; nothing stored");
+                    }
+                    break;
+                }
+                ReadOutcome::Timeout => {
+                    self.reply(reply::TIMEOUT);
+                    let _ = self.flush(&mut stream).await;
+                    break;
+                }
+                ReadOutcome::Shutdown(phase) => {
+                    if phase == Phase::Closing || !self.in_transaction() {
+                        self.reply(reply::SHUTTING_DOWN);
+                        let _ = self.flush(&mut stream).await;
+                        break;
+                    }
+                    self.draining = true;
+                }
+                ReadOutcome::Error(e) => {
+                    tracing::debug!(component = "smtp", session_id = %self.id, error = %e, "read failed");
+                    break;
+                }
+            }
+        }
+        let _ = stream.shutdown().await;
+        tracing::debug!(component = "smtp", session_id = %self.id, event = "session_end", "session ended");
+    }
+
+    async fn tls_handshake(&mut self, stream: BoxStream) -> Option<BoxStream> {
+        let acceptor = self.ctx.tls.clone()?;
+        let timeout = Duration::from_secs(self.ctx.config.smtp.limits.command_timeout_seconds);
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                self.client = ClientState {
+                    tls: true,
+                    bad_commands: self.client.bad_commands,
+                    ..ClientState::default()
+                };
+                self.envelope = Envelope::default();
+                self.state = State::Command;
+                Some(Box::new(tls))
+            }
+            Ok(Err(e)) => {
+                tracing::info!(component = "smtp", session_id = %self.id, event = "tls_failed", error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.envelope.mail.is_some() || matches!(self.state, State::Data(_))
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    async fn flush(&mut self, stream: &mut BoxStream) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        stream.write_all(&self.out).await?;
+        stream.flush().await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    async fn read_more(&mut self, stream: &mut BoxStream) -> ReadOutcome {
+        let limits = &self.ctx.config.smtp.limits;
+        let timeout = Duration::from_secs(match self.state {
+            State::Data(_) => limits.data_timeout_seconds,
+            _ => limits.command_timeout_seconds,
+        });
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(8192);
+        }
+        tokio::select! {
+            read = tokio::time::timeout(timeout, stream.read_buf(&mut self.rbuf)) => match read {
+                Ok(Ok(0)) => ReadOutcome::Eof,
+                Ok(Ok(_)) => ReadOutcome::Data,
+                Ok(Err(e)) => ReadOutcome::Error(e),
+                Err(_) => ReadOutcome::Timeout,
+            },
+            changed = self.shutdown.changed() => {
+                match changed {
+                    Ok(()) => ReadOutcome::Shutdown(*self.shutdown.borrow_and_update()),
+                    Err(_) => ReadOutcome::Shutdown(Phase::Closing),
+                }
+            }
+        }
+    }
+
+    /// Handles every complete command (or the DATA body) in the buffer.
+    async fn process_input(&mut self) -> Flow {
+        let max_line = self.ctx.config.smtp.limits.max_line_length;
+        loop {
+            if let State::Data(receiver) = &mut self.state {
+                let (consumed, done) = receiver.feed(&self.rbuf);
+                self.rbuf.advance(consumed);
+                if !done {
+                    return Flow::Continue;
+                }
+                let State::Data(receiver) = std::mem::replace(&mut self.state, State::Command)
+                else {
+                    unreachable!("state checked above");
+                };
+                let reply = self.finish_data(receiver).await;
+                self.reply(reply);
+                continue;
+            }
+            let (consumed, line) = match self.lines.next(&self.rbuf, max_line) {
+                LineEvent::NeedMore { consumed } => {
+                    self.rbuf.advance(consumed);
+                    return Flow::Continue;
+                }
+                LineEvent::Line { consumed, line } => (consumed, Ok(line.to_vec())),
+                LineEvent::Invalid { consumed, reply } => (consumed, Err(reply)),
+            };
+            self.rbuf.advance(consumed);
+            let flow = match line {
+                Ok(line) => self.on_line(&line).await,
+                Err(reply) => {
+                    if matches!(self.state, State::Auth(_)) {
+                        self.state = State::Command;
+                    }
+                    self.refuse(reply)
+                }
+            };
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+    }
+
+    /// Sends a negative reply and counts it; too many end the session (SPEC M2).
+    fn refuse(&mut self, reply: Reply) -> Flow {
+        self.reply(reply);
+        self.client.bad_commands += 1;
+        if self.client.bad_commands >= self.ctx.config.smtp.limits.max_bad_commands {
+            tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "too_many_errors", "closing session after too many errors");
+            self.reply(reply::TOO_MANY_ERRORS);
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+}

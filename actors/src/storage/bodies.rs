@@ -1,0 +1,172 @@
+//! Message bodies as immutable objects: local files or S3 through one `object_store` API.
+//!
+//! Durability (SPEC M4): S3 acknowledges a PUT only once it is stored. For local files
+//! the store writes without fsync and [`BodyStore::sync`] makes a whole batch durable
+//! with one `syncfs(2)` of the filesystem: the group commit's single flush.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+
+use crate::config::{StorageBackend, StorageConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("object store not found: {0}")]
+    NotFound(String),
+    #[error("filesystem sync failed: {0}")]
+    Sync(std::io::Error),
+    #[error("object store configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Clone)]
+pub struct BodyStore {
+    store: Arc<dyn ObjectStore>,
+    /// For `fs` with fsync on: the directory whose filesystem `sync` flushes.
+    sync_root: Option<PathBuf>,
+    description: String,
+}
+
+impl std::fmt::Debug for BodyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+impl BodyStore {
+    pub fn open(config: &StorageConfig) -> Result<BodyStore, BodyError> {
+        match config.backend {
+            StorageBackend::Fs => {
+                let fs = config
+                    .fs
+                    .as_ref()
+                    .ok_or_else(|| BodyError::Config("storage.fs missing".into()))?;
+                std::fs::create_dir_all(&fs.path).map_err(|e| {
+                    BodyError::Config(format!("cannot create {}: {e}", fs.path.display()))
+                })?;
+                let store = LocalFileSystem::new_with_prefix(&fs.path)?;
+                Ok(BodyStore {
+                    store: Arc::new(store),
+                    sync_root: fs.fsync.then(|| fs.path.clone()),
+                    description: format!("fs:{}", fs.path.display()),
+                })
+            }
+            StorageBackend::S3 => {
+                let s3 = config
+                    .s3
+                    .as_ref()
+                    .ok_or_else(|| BodyError::Config("storage.s3 missing".into()))?;
+                // Short timeouts and few retries: an unreachable store must turn into
+                // a quick 451 and a health flip, not a client waiting for minutes.
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_allow_http(s3.allow_http)
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(2))
+                            .with_timeout(Duration::from_secs(10))
+                            .with_allow_http(s3.allow_http),
+                    )
+                    .with_retry(RetryConfig {
+                        max_retries: 2,
+                        retry_timeout: Duration::from_secs(5),
+                        ..RetryConfig::default()
+                    });
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(key) = &s3.access_key_id {
+                    builder = builder.with_access_key_id(key);
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    builder = builder.with_secret_access_key(secret);
+                }
+                let store = builder.build()?;
+                let description = format!("s3:{}/{}", s3.bucket, s3.prefix);
+                let store: Arc<dyn ObjectStore> = if s3.prefix.is_empty() {
+                    Arc::new(store)
+                } else {
+                    Arc::new(PrefixStore::new(store, s3.prefix.as_str()))
+                };
+                Ok(BodyStore {
+                    store,
+                    sync_root: None,
+                    description,
+                })
+            }
+        }
+    }
+
+    pub async fn put(&self, key: &str, body: Bytes) -> Result<(), BodyError> {
+        self.store
+            .put(&ObjectPath::from(key), PutPayload::from_bytes(body))
+            .await?;
+        Ok(())
+    }
+
+    /// `put` with an owned key, for futures that outlive the caller's borrow.
+    pub async fn put_keyed(&self, key: String, body: Bytes) -> Result<(), BodyError> {
+        self.put(&key, body).await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, BodyError> {
+        match self.store.get(&ObjectPath::from(key)).await {
+            Ok(result) => Ok(result.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => Err(BodyError::NotFound(key.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), BodyError> {
+        self.store.delete(&ObjectPath::from(key)).await?;
+        Ok(())
+    }
+
+    /// Makes every completed `put` durable. One `syncfs` for a batch on `fs`; nothing
+    /// to do on S3, whose PUT is durable when acknowledged.
+    pub async fn sync(&self) -> Result<(), BodyError> {
+        let Some(root) = self.sync_root.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || syncfs(&root))
+            .await
+            .map_err(|e| BodyError::Sync(std::io::Error::other(e)))?
+            .map_err(BodyError::Sync)
+    }
+
+    /// Writes, reads back and deletes a probe object: the health check of SPEC O12.
+    pub async fn probe(&self, node: &str) -> Result<(), BodyError> {
+        let key = format!("health/probe-{node}");
+        let payload = Bytes::from_static(b"mairust health probe");
+        self.put(&key, payload.clone()).await?;
+        let got = self.get(&key).await?;
+        self.delete(&key).await?;
+        if got != payload {
+            return Err(BodyError::Config("probe object read back differs".into()));
+        }
+        Ok(())
+    }
+}
+
+fn syncfs(root: &std::path::Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(root)?;
+    // SAFETY: `dir` is an open file descriptor for the duration of the call.
+    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -1,0 +1,134 @@
+//! A received message ready to be stored: body, envelope, and header fields parsed with
+//! mail-parser (SPEC M5). Parsing happens in the session, on its own thread, so the
+//! StorageActor only does I/O.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use chrono::{DateTime, FixedOffset};
+use mail_parser::MessageParser;
+use sha2::{Digest, Sha256};
+
+use crate::accounts::LocalRecipient;
+
+/// Header fields indexed in the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageMeta {
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub date: Option<DateTime<FixedOffset>>,
+    pub attachments: i32,
+}
+
+impl MessageMeta {
+    /// Parses the headers; a message mail-parser cannot read is still stored, unindexed.
+    pub fn parse(raw: &[u8]) -> MessageMeta {
+        let Some(msg) = MessageParser::default().parse(raw) else {
+            return MessageMeta::default();
+        };
+        let list = |a: Option<&mail_parser::Address>| {
+            a.map(|a| {
+                a.iter()
+                    .filter_map(|addr| addr.address())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|s| !s.is_empty())
+        };
+        MessageMeta {
+            message_id: msg.message_id().map(str::to_string),
+            subject: msg.subject().map(str::to_string),
+            from: list(msg.from()),
+            to: list(msg.to()),
+            date: msg
+                .date()
+                .and_then(|d| DateTime::parse_from_rfc3339(&d.to_rfc3339()).ok()),
+            attachments: msg.attachment_count() as i32,
+        }
+    }
+}
+
+/// One message for the StorageActor: stored once, indexed in every recipient's INBOX.
+#[derive(Debug, Clone)]
+pub struct IncomingMessage {
+    /// UUIDv7; also names the object.
+    pub id: String,
+    /// The bytes as stored: our Received header followed by what the client sent.
+    pub body: Bytes,
+    pub sha256: String,
+    pub meta: MessageMeta,
+    /// Reverse-path, empty for `<>`.
+    pub envelope_from: String,
+    pub recipients: Vec<LocalRecipient>,
+    pub listener: &'static str,
+    pub remote_ip: IpAddr,
+}
+
+impl IncomingMessage {
+    pub fn new(
+        id: String,
+        body: Vec<u8>,
+        envelope_from: String,
+        recipients: Vec<LocalRecipient>,
+        listener: &'static str,
+        remote_ip: IpAddr,
+    ) -> Self {
+        let meta = MessageMeta::parse(&body);
+        let sha256 = hex(&Sha256::digest(&body));
+        IncomingMessage {
+            id,
+            body: Bytes::from(body),
+            sha256,
+            meta,
+            envelope_from,
+            recipients,
+            listener,
+            remote_ip,
+        }
+    }
+
+    /// `messages/<2 hex of the random tail>/<id>.eml`: spreads files over directories.
+    pub fn object_key(&self) -> String {
+        object_key(&self.id)
+    }
+}
+
+pub fn object_key(id: &str) -> String {
+    let shard = id.get(id.len().saturating_sub(2)..).unwrap_or("00");
+    format!("messages/{shard}/{id}.eml")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_indexed_headers() {
+        let raw = b"From: Alice <alice@a.test>\r\nTo: bob@b.test, carol@b.test\r\nSubject: Hello\r\nMessage-ID: <abc@a.test>\r\nDate: Tue, 1 Jul 2025 10:00:00 +0200\r\n\r\nbody\r\n";
+        let m = MessageMeta::parse(raw);
+        assert_eq!(m.message_id.as_deref(), Some("abc@a.test"));
+        assert_eq!(m.subject.as_deref(), Some("Hello"));
+        assert_eq!(m.from.as_deref(), Some("alice@a.test"));
+        assert_eq!(m.to.as_deref(), Some("bob@b.test, carol@b.test"));
+        assert_eq!(m.date.unwrap().to_rfc3339(), "2025-07-01T10:00:00+02:00");
+        assert_eq!(m.attachments, 0);
+    }
+
+    #[test]
+    fn object_keys_are_sharded() {
+        assert_eq!(
+            object_key("0190a0b0-0000-7000-8000-0000000000ab"),
+            "messages/ab/0190a0b0-0000-7000-8000-0000000000ab.eml"
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Supervisor: the root of the actor tree. It owns the configuration, the database
+//! connection pool and the object store handle, and starts the children in dependency
+//! order: HealthMonitor, StorageActor, ShutdownCoordinator, then the SMTP listeners whose
+//! sessions run on `smtp.workers` arbiters. The HTTP server is started by `serve` with
+//! the handles from [`Supervisor::handles`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use sea_orm::DatabaseConnection;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Config;
+use crate::health::{HealthMonitor, HealthState, ProbeNow};
+use crate::shutdown::{Phase, ShutdownCoordinator};
+use crate::smtp::listener::{SessionRegistry, SmtpListener};
+use crate::smtp::session::{ListenerKind, SessionContext};
+use crate::smtp::tls;
+use crate::storage::{BodyStore, StorageActor};
+
+/// What the HTTP server and `serve` need from the running tree.
+#[derive(Clone)]
+pub struct Handles {
+    pub config: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub bodies: BodyStore,
+    pub health: Arc<HealthState>,
+    pub health_monitor: Addr<HealthMonitor>,
+    pub storage: Addr<StorageActor>,
+    pub shutdown: Addr<ShutdownCoordinator>,
+    pub sessions: Arc<SessionRegistry>,
+    /// Bound addresses, by listener name (port 0 in the config becomes a real port).
+    pub listeners: Vec<(&'static str, SocketAddr)>,
+    pub node_id: String,
+}
+
+pub struct Supervisor {
+    handles: Handles,
+    /// Arbiters running SMTP sessions; stopped with the supervisor.
+    arbiters: Arc<Vec<ArbiterHandle>>,
+}
+
+/// The handles of the running tree.
+#[derive(Message)]
+#[rtype(result = "Handles")]
+pub struct GetHandles;
+
+impl Supervisor {
+    /// Builds and starts the tree. `finished` fires when the graceful shutdown is done.
+    pub async fn start(
+        config: Arc<Config>,
+        db: DatabaseConnection,
+        finished: oneshot::Sender<()>,
+    ) -> anyhow::Result<Addr<Supervisor>> {
+        let node_id = format!(
+            "{}-{}",
+            config.server.hostname,
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let bodies = BodyStore::open(&config.storage).context("storage")?;
+        let health = Arc::new(HealthState::default());
+        let health_monitor = HealthMonitor::new(
+            health.clone(),
+            db.clone(),
+            bodies.clone(),
+            config.health.clone(),
+            node_id.clone(),
+        )
+        .start();
+        // Know the dependencies' state before the first client does.
+        health_monitor.send(ProbeNow).await.ok();
+        let storage = StorageActor::new(
+            db.clone(),
+            bodies.clone(),
+            health.clone(),
+            health_monitor.clone().recipient(),
+        )
+        .start();
+
+        let limits = &config.smtp.limits;
+        let sessions = SessionRegistry::new(limits.max_sessions, limits.max_sessions_per_ip);
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let shutdown = ShutdownCoordinator::new(
+            phase_tx,
+            sessions.clone(),
+            Duration::from_secs(config.server.shutdown.timeout_seconds),
+            finished,
+        )
+        .start();
+
+        let tls = match &config.smtp.tls {
+            Some(t) => Some(tls::load_acceptor(t, &config.server.hostname)?),
+            None => None,
+        };
+        let ctx = Arc::new(SessionContext {
+            config: config.clone(),
+            db: db.clone(),
+            storage: storage.clone(),
+            health: health.clone(),
+            health_monitor: health_monitor.clone().recipient(),
+            tls,
+            shutdown: phase_rx,
+        });
+        let workers = match config.smtp.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let arbiters: Arc<Vec<ArbiterHandle>> =
+            Arc::new((0..workers).map(|_| Arbiter::new().handle()).collect());
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut listeners = Vec::new();
+        for (name, kind) in [
+            ("inbound", ListenerKind::Inbound),
+            ("submission", ListenerKind::Submission),
+            ("submissions", ListenerKind::Submissions),
+        ] {
+            let lc = match name {
+                "inbound" => &config.smtp.listeners.inbound,
+                "submission" => &config.smtp.listeners.submission,
+                _ => &config.smtp.listeners.submissions,
+            };
+            if !lc.enabled {
+                continue;
+            }
+            let socket = std::net::TcpListener::bind(&lc.address)
+                .with_context(|| format!("smtp.listeners.{name}: cannot listen on {}", lc.address))?;
+            let local = socket.local_addr()?;
+            tracing::info!(component = "smtp", event = "listening", listener = name, addr = %local, "SMTP listener ready");
+            listeners.push((name, local));
+            SmtpListener::new(kind, socket, ctx.clone(), arbiters.clone(), next.clone(), sessions.clone())
+                .start();
+        }
+        let handles = Handles {
+            config,
+            db,
+            bodies,
+            health,
+            health_monitor,
+            storage,
+            shutdown,
+            sessions,
+            listeners,
+            node_id,
+        };
+        Ok(Supervisor { handles, arbiters }.start())
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for arbiter in self.arbiters.iter() {
+            arbiter.stop();
+        }
+    }
+}
+
+impl Handler<GetHandles> for Supervisor {
+    type Result = MessageResult<GetHandles>;
+
+    fn handle(&mut self, _: GetHandles, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.handles.clone())
+    }
+}

@@ -1,0 +1,18 @@
+//! MaiRust schema migrations. Every migration has a real `down` step; the order of
+//! [`Migrator::migrations`] is the schema's version history.
+//!
+//! - `m20261129_000001_accounts_and_messages`: domains, users, mailboxes, messages and
+//!   the per-recipient mailbox index.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261129_000001_accounts_and_messages;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261129_000001_accounts_and_messages::Migration)]
+    }
+}

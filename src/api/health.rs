@@ -1,0 +1,61 @@
+//! Health endpoints (SPEC O12, seed §8).
+//!
+//! - `/health/live`: the process answers (no dependency checked).
+//! - `/health/ready`: 200 while the database and the object store answer, else 503.
+//! - `/health`: the same report as ready, always 200, for humans and dashboards.
+//!
+//! Status: `unhealthy` when the database is down (nothing works), `degraded` when only
+//! the object store is down (metadata still readable, new mail tempfails), else
+//! `healthy`. The values are the HealthMonitor's latest probes, so these handlers never
+//! wait on a dead dependency.
+
+use actix_web::{HttpResponse, web};
+use mairust_actors::health::Dependency;
+use mairust_actors::supervisor::Handles;
+use serde_json::json;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready));
+}
+
+fn report(handles: &Handles) -> (bool, serde_json::Value) {
+    let db = handles.health.get(Dependency::Database);
+    let storage = handles.health.get(Dependency::Storage);
+    let word = |up: bool| if up { "healthy" } else { "unhealthy" };
+    let status = match (db.up, storage.up) {
+        (true, true) => "healthy",
+        (true, false) => "degraded",
+        _ => "unhealthy",
+    };
+    let body = json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": handles.health.uptime_seconds(),
+        "checks": {
+            "database": {"status": word(db.up), "latency_ms": db.latency_ms},
+            "storage": {"status": word(storage.up), "latency_ms": storage.latency_ms},
+            "smtp": {
+                "status": if handles.health.accepting_mail() { "healthy" } else { "unhealthy" },
+                "sessions": handles.sessions.active(),
+            },
+        }
+    });
+    (db.up && storage.up, body)
+}
+
+async fn health(handles: web::Data<Handles>) -> HttpResponse {
+    HttpResponse::Ok().json(report(&handles).1)
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "healthy"}))
+}
+
+async fn ready(handles: web::Data<Handles>) -> HttpResponse {
+    match report(&handles) {
+        (true, body) => HttpResponse::Ok().json(body),
+        (false, body) => HttpResponse::ServiceUnavailable().json(body),
+    }
+}

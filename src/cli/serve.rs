@@ -1,0 +1,54 @@
+//! `mairust serve`: opens the database (initialising a fresh one, refusing an older or
+//! newer schema), starts the actor tree and the HTTP server, and waits for the
+//! ShutdownCoordinator to finish the graceful shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mairust_actors::config::Config;
+use mairust_actors::database::{self, SchemaStatus};
+use mairust_actors::supervisor::{GetHandles, Supervisor};
+use tokio::sync::oneshot;
+
+pub fn run(config: Config, path: &Path) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    actix_rt::System::new().block_on(async move {
+        tracing::info!(component = "supervisor", event = "starting", config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting MaiRust");
+        let db = database::connect(&config.database)
+            .await
+            .with_context(|| format!("cannot connect to the database ({})", super::redact(&config.database.url)))?;
+        match database::schema_status(&db).await? {
+            SchemaStatus::Current => {}
+            SchemaStatus::Fresh => {
+                database::migrate_up(&db).await.context("initialising the database")?;
+                tracing::info!(component = "supervisor", event = "database_initialised", "fresh database initialised");
+            }
+            status => return Err(super::schema_error(&status)),
+        }
+        let (finished_tx, finished_rx) = oneshot::channel();
+        let supervisor = Supervisor::start(config.clone(), db.clone(), finished_tx).await?;
+        let handles = supervisor.send(GetHandles).await?;
+        let http = if config.http.enabled {
+            let (server, addrs) = crate::api::server(handles.clone())
+                .with_context(|| format!("http.address: cannot listen on {}", config.http.address))?;
+            for addr in &addrs {
+                tracing::info!(component = "api", event = "listening", listener = "http", addr = %addr, "HTTP server ready");
+            }
+            let handle = server.handle();
+            actix_rt::spawn(server);
+            Some(handle)
+        } else {
+            None
+        };
+        tracing::info!(component = "supervisor", event = "ready", node = %handles.node_id, "MaiRust is ready");
+        let _ = finished_rx.await;
+        if let Some(http) = http {
+            http.stop(true).await;
+        }
+        actix::System::current().stop();
+        db.close().await.ok();
+        tracing::info!(component = "supervisor", event = "stopped", "MaiRust stopped");
+        Ok(())
+    })
+}

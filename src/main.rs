@@ -1,0 +1,100 @@
+//! `mairust`: the mail server and its operator's CLI in one binary.
+//!
+//! Layout:
+//! - `config`: finding and loading config.yaml (search path, `env:` values)
+//! - `telemetry`: logging setup
+//! - `api/`: the actix-web HTTP server (health endpoints)
+//! - `cli/`: one module per subcommand group (serve, migrate, domain, user)
+
+mod api;
+mod cli;
+mod config;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mairust", version, about = "MaiRust mail server")]
+struct Cli {
+    /// Configuration file (else $MAIRUST_CONFIG, ./config.yaml, ~/.config/mairust/config.yaml,
+    /// /etc/mairust/config.yaml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (SMTP listeners, HTTP health endpoints).
+    Serve,
+    /// Apply pending database migrations, or show their status.
+    Migrate {
+        #[command(subcommand)]
+        action: Option<cli::migrate::MigrateAction>,
+    },
+    /// Manage local domains.
+    Domain {
+        #[command(subcommand)]
+        action: cli::accounts::DomainAction,
+    },
+    /// Manage users (mailboxes INBOX and Sent are created with each user).
+    User {
+        #[command(subcommand)]
+        action: cli::accounts::UserAction,
+    },
+    /// Check the configuration file and print where it was found.
+    ConfigCheck,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (config, path) = match config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mairust: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve => {
+            telemetry::init(&config.logging);
+            cli::serve::run(config, &path)
+        }
+        Command::ConfigCheck => {
+            println!("configuration OK: {}", path.display());
+            Ok(())
+        }
+        command => {
+            telemetry::init_cli();
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("mairust: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async move {
+                match command {
+                    Command::Migrate { action } => cli::migrate::run(&config, action).await,
+                    Command::Domain { action } => cli::accounts::domain(&config, action).await,
+                    Command::User { action } => cli::accounts::user(&config, action).await,
+                    Command::Serve | Command::ConfigCheck => unreachable!("handled above"),
+                }
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mairust: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
