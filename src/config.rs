@@ -35,8 +35,8 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<(Config, PathBuf)> {
         let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
         bail!("no configuration file found (tried: {})", tried.join(", "));
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let config = parse(&text).with_context(|| format!("in {}", path.display()))?;
     Ok((config, path.clone()))
 }
@@ -50,7 +50,11 @@ pub fn parse(text: &str) -> anyhow::Result<Config> {
     resolve_env(&mut value, "")?;
     let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { "(top level)".to_string() } else { key };
+        let key = if key == "." {
+            "(top level)".to_string()
+        } else {
+            key
+        };
         anyhow::anyhow!("invalid configuration: {key}: {}", e.inner())
     })?;
     config.validate()?;
@@ -71,7 +75,11 @@ fn resolve_env(value: &mut Value, path: &str) -> anyhow::Result<()> {
         }
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 resolve_env(v, &sub)?;
             }
         }
@@ -89,7 +97,8 @@ fn resolve_env(value: &mut Value, path: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "database:\n  url: sqlite://x.db\nstorage:\n  backend: fs\n  fs:\n    path: ./objects\n";
+    const MINIMAL: &str =
+        "database:\n  url: sqlite://x.db\nstorage:\n  backend: fs\n  fs:\n    path: ./objects\n";
 
     #[test]
     fn minimal_config_gets_defaults() {
@@ -101,18 +110,22 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = parse(&format!("{MINIMAL}smtp:\n  limits:\n    max_recipents: 5\n"))
-            .unwrap_err()
-            .to_string();
+        let err = parse(&format!(
+            "{MINIMAL}smtp:\n  limits:\n    max_recipents: 5\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("smtp.limits"), "{err}");
         assert!(err.contains("max_recipents"), "{err}");
     }
 
     #[test]
     fn wrong_type_is_named() {
-        let err = parse(&format!("{MINIMAL}smtp:\n  limits:\n    max_recipients: many\n"))
-            .unwrap_err()
-            .to_string();
+        let err = parse(&format!(
+            "{MINIMAL}smtp:\n  limits:\n    max_recipients: many\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("smtp.limits.max_recipients"), "{err}");
     }
 
@@ -133,7 +146,10 @@ mod tests {
         let err = parse("database:\n  url: env:MAIRUST_TEST_UNSET_Y\nstorage:\n  backend: fs\n  fs:\n    path: o\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("database.url") && err.contains("MAIRUST_TEST_UNSET_Y"), "{err}");
+        assert!(
+            err.contains("database.url") && err.contains("MAIRUST_TEST_UNSET_Y"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub enum AccountError {
 pub fn normalize_domain(name: &str) -> Result<String, AccountError> {
     let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
     match Address::parse(&format!("x@{name}")) {
-        Some(a) if !a.domain.starts_with('[') && a.domain.contains('.') || a.domain == "localhost" => {
+        Some(a)
+            if !a.domain.starts_with('[') && a.domain.contains('.') || a.domain == "localhost" =>
+        {
             Ok(a.domain)
         }
         _ => Err(AccountError::Invalid(name, "domain name")),
@@ -46,7 +48,10 @@ pub fn parse_address(address: &str) -> Result<Address, AccountError> {
     Address::parse(address.trim()).ok_or_else(|| AccountError::Invalid(address.into(), "address"))
 }
 
-pub async fn add_domain(db: &DatabaseConnection, name: &str) -> Result<domain::Model, AccountError> {
+pub async fn add_domain(
+    db: &DatabaseConnection,
+    name: &str,
+) -> Result<domain::Model, AccountError> {
     let name = normalize_domain(name)?;
     if find_domain(db, &name).await?.is_some() {
         return Err(AccountError::DomainExists(name));
@@ -98,7 +103,11 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
 /// from a blocking thread.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|hash: PasswordHash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+        .map(|hash: PasswordHash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

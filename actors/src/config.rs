@@ -391,7 +391,10 @@ impl Config {
             ));
         }
         if self.database.max_connections == 0 {
-            return Err(ConfigError::new("database.max_connections", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "database.max_connections",
+                "must be greater than 0",
+            ));
         }
         match self.storage.backend {
             StorageBackend::Fs if self.storage.fs.is_none() => {
@@ -407,7 +410,10 @@ impl Config {
             _ => {}
         }
         if !(self.health.interval_seconds > 0.0 && self.health.probe_timeout_seconds > 0.0) {
-            return Err(ConfigError::new("health", "interval and probe timeout must be > 0"));
+            return Err(ConfigError::new(
+                "health",
+                "interval and probe timeout must be > 0",
+            ));
         }
         if !matches!(
             self.logging.level.as_str(),

@@ -57,9 +57,13 @@ pub enum SchemaStatus {
     Fresh,
     Current,
     /// Older schema: the operator runs `mairust migrate`.
-    Behind { pending: Vec<String> },
+    Behind {
+        pending: Vec<String>,
+    },
     /// Migrations this binary does not know: a newer version wrote this database.
-    Ahead { unknown: Vec<String> },
+    Ahead {
+        unknown: Vec<String>,
+    },
 }
 
 pub async fn schema_status(db: &DatabaseConnection) -> Result<SchemaStatus, DbErr> {

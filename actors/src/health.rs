@@ -146,7 +146,10 @@ impl HealthMonitor {
                 if let Ok(Err(e)) = &result {
                     tracing::debug!(component = "supervisor", error = %e, "storage probe failed");
                 }
-                (matches!(result, Ok(Ok(()))), start.elapsed().as_millis() as u64)
+                (
+                    matches!(result, Ok(Ok(()))),
+                    start.elapsed().as_millis() as u64,
+                )
             };
             let ((db_ok, db_ms), (store_ok, store_ms)) = futures::join!(db_probe, store_probe);
             for (dep, ok, ms) in [

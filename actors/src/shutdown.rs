@@ -87,27 +87,49 @@ impl Handler<BeginShutdown> for ShutdownCoordinator {
             Phase::Running => {}
             Phase::Draining => {
                 // A second signal: stop waiting.
-                tracing::warn!(component = "supervisor", reason = msg.reason, "second shutdown signal, closing sessions now");
+                tracing::warn!(
+                    component = "supervisor",
+                    reason = msg.reason,
+                    "second shutdown signal, closing sessions now"
+                );
                 self.phase.send_replace(Phase::Closing);
                 return;
             }
             Phase::Closing => return,
         }
-        tracing::info!(component = "supervisor", event = "shutdown_begin", reason = msg.reason, sessions = self.registry.active(), timeout_seconds = self.timeout.as_secs(), "graceful shutdown: no new connections, waiting for sessions");
+        tracing::info!(
+            component = "supervisor",
+            event = "shutdown_begin",
+            reason = msg.reason,
+            sessions = self.registry.active(),
+            timeout_seconds = self.timeout.as_secs(),
+            "graceful shutdown: no new connections, waiting for sessions"
+        );
         self.phase.send_replace(Phase::Draining);
         let registry = self.registry.clone();
         let timeout = self.timeout;
         let phase = self.phase.clone();
         let fut = async move {
-            if tokio::time::timeout(timeout, registry.wait_idle()).await.is_err() {
-                tracing::warn!(component = "supervisor", sessions = registry.active(), "shutdown timeout reached, closing remaining sessions with 421");
+            if tokio::time::timeout(timeout, registry.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    component = "supervisor",
+                    sessions = registry.active(),
+                    "shutdown timeout reached, closing remaining sessions with 421"
+                );
                 phase.send_replace(Phase::Closing);
                 // Sessions answer 421 at once; the bound only covers a stuck peer write.
                 let _ = tokio::time::timeout(Duration::from_secs(10), registry.wait_idle()).await;
             }
         };
         ctx.spawn(fut.into_actor(self).map(|_, act, _| {
-            tracing::info!(component = "supervisor", event = "shutdown_sessions_done", "all SMTP sessions closed");
+            tracing::info!(
+                component = "supervisor",
+                event = "shutdown_sessions_done",
+                "all SMTP sessions closed"
+            );
             if let Some(finished) = act.finished.take() {
                 let _ = finished.send(());
             }

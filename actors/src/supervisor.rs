@@ -126,13 +126,21 @@ impl Supervisor {
             if !lc.enabled {
                 continue;
             }
-            let socket = std::net::TcpListener::bind(&lc.address)
-                .with_context(|| format!("smtp.listeners.{name}: cannot listen on {}", lc.address))?;
+            let socket = std::net::TcpListener::bind(&lc.address).with_context(|| {
+                format!("smtp.listeners.{name}: cannot listen on {}", lc.address)
+            })?;
             let local = socket.local_addr()?;
             tracing::info!(component = "smtp", event = "listening", listener = name, addr = %local, "SMTP listener ready");
             listeners.push((name, local));
-            SmtpListener::new(kind, socket, ctx.clone(), arbiters.clone(), next.clone(), sessions.clone())
-                .start();
+            SmtpListener::new(
+                kind,
+                socket,
+                ctx.clone(),
+                arbiters.clone(),
+                next.clone(),
+                sessions.clone(),
+            )
+            .start();
         }
         let handles = Handles {
             config,

@@ -76,7 +76,11 @@ pub async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
                 bail!("empty password on standard input");
             }
             let u = accounts::add_user(&db, &address, &password).await?;
-            println!("added user {} (mailboxes: {})", u.address, accounts::DEFAULT_MAILBOXES.join(", "));
+            println!(
+                "added user {} (mailboxes: {})",
+                u.address,
+                accounts::DEFAULT_MAILBOXES.join(", ")
+            );
         }
         UserAction::List { domain } => {
             for u in accounts::list_users(&db, domain.as_deref()).await? {

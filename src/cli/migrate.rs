@@ -15,9 +15,12 @@ pub enum MigrateAction {
 }
 
 pub async fn run(config: &Config, action: Option<MigrateAction>) -> anyhow::Result<()> {
-    let db = database::connect(&config.database)
-        .await
-        .with_context(|| format!("cannot connect to the database ({})", super::redact(&config.database.url)))?;
+    let db = database::connect(&config.database).await.with_context(|| {
+        format!(
+            "cannot connect to the database ({})",
+            super::redact(&config.database.url)
+        )
+    })?;
     let status = database::schema_status(&db).await?;
     match action.unwrap_or(MigrateAction::Up) {
         MigrateAction::Up => {
@@ -32,7 +35,9 @@ pub async fn run(config: &Config, action: Option<MigrateAction>) -> anyhow::Resu
             for m in &pending {
                 println!("applying {}", m.name());
             }
-            database::migrate_up(&db).await.context("migration failed")?;
+            database::migrate_up(&db)
+                .await
+                .context("migration failed")?;
             println!("applied {} migration(s)", pending.len());
         }
         MigrateAction::Status => {
@@ -42,7 +47,11 @@ pub async fn run(config: &Config, action: Option<MigrateAction>) -> anyhow::Resu
                 .map(|m| m.version)
                 .collect();
             for m in Migrator::migrations() {
-                let state = if applied.iter().any(|a| a == m.name()) { "applied" } else { "pending" };
+                let state = if applied.iter().any(|a| a == m.name()) {
+                    "applied"
+                } else {
+                    "pending"
+                };
                 println!("{state:8} {}", m.name());
             }
             if let SchemaStatus::Ahead { unknown } = &status {

@@ -12,13 +12,18 @@ use sea_orm::DatabaseConnection;
 
 /// Connects for a CLI command and refuses to work on a schema that is not current.
 pub async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection> {
-    let db = database::connect(&config.database)
-        .await
-        .with_context(|| format!("cannot connect to the database ({})", redact(&config.database.url)))?;
+    let db = database::connect(&config.database).await.with_context(|| {
+        format!(
+            "cannot connect to the database ({})",
+            redact(&config.database.url)
+        )
+    })?;
     match database::schema_status(&db).await? {
         SchemaStatus::Current => Ok(db),
         SchemaStatus::Fresh => {
-            database::migrate_up(&db).await.context("initialising the database")?;
+            database::migrate_up(&db)
+                .await
+                .context("initialising the database")?;
             Ok(db)
         }
         status => Err(schema_error(&status)),

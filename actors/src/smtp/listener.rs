@@ -82,7 +82,11 @@ impl SessionRegistry {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let mut per_ip = self.registry.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = self
+            .registry
+            .per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(count) = per_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -193,7 +197,12 @@ impl Actor for SmtpListener {
                     SmtpSession::new(std_stream, sctx, kind, remote, guard)
                 });
             }
-            tracing::info!(component = "smtp", listener = kind.name(), event = "listener_closed", "stopped accepting connections");
+            tracing::info!(
+                component = "smtp",
+                listener = kind.name(),
+                event = "listener_closed",
+                "stopped accepting connections"
+            );
         };
         ctx.spawn(fut.into_actor(self).map(|_, _, ctx| ctx.stop()));
     }

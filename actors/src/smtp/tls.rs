@@ -17,14 +17,31 @@ pub fn load_acceptor(config: &TlsConfig, hostname: &str) -> anyhow::Result<TlsAc
         write_self_signed(config, hostname)?;
     }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_path)
-        .with_context(|| format!("smtp.tls.cert_path: cannot read {}", config.cert_path.display()))?
+        .with_context(|| {
+            format!(
+                "smtp.tls.cert_path: cannot read {}",
+                config.cert_path.display()
+            )
+        })?
         .collect::<Result<_, _>>()
-        .with_context(|| format!("smtp.tls.cert_path: bad PEM in {}", config.cert_path.display()))?;
+        .with_context(|| {
+            format!(
+                "smtp.tls.cert_path: bad PEM in {}",
+                config.cert_path.display()
+            )
+        })?;
     if certs.is_empty() {
-        anyhow::bail!("smtp.tls.cert_path: no certificate in {}", config.cert_path.display());
+        anyhow::bail!(
+            "smtp.tls.cert_path: no certificate in {}",
+            config.cert_path.display()
+        );
     }
-    let key = PrivateKeyDer::from_pem_file(&config.key_path)
-        .with_context(|| format!("smtp.tls.key_path: cannot read a private key from {}", config.key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&config.key_path).with_context(|| {
+        format!(
+            "smtp.tls.key_path: cannot read a private key from {}",
+            config.key_path.display()
+        )
+    })?;
     let server = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -41,13 +58,15 @@ fn write_self_signed(config: &TlsConfig, hostname: &str) -> anyhow::Result<()> {
         .context("generating a self-signed certificate")?;
     for path in [&config.cert_path, &config.key_path] {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
     }
     std::fs::write(&config.cert_path, certified.cert.pem())
         .with_context(|| format!("writing {}", config.cert_path.display()))?;
-    write_private(&config.key_path, certified.signing_key.serialize_pem().as_bytes())?;
+    write_private(
+        &config.key_path,
+        certified.signing_key.serialize_pem().as_bytes(),
+    )?;
     tracing::warn!(component = "smtp", event = "self_signed_certificate", path = %config.cert_path.display(), "created a self-signed TLS certificate; replace it for production");
     Ok(())
 }

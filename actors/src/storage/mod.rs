@@ -8,6 +8,6 @@ pub mod actor;
 pub mod bodies;
 pub mod envelope;
 
-pub use actor::{StorageActor, StoreMessage, StoreError};
+pub use actor::{StorageActor, StoreError, StoreMessage};
 pub use bodies::BodyStore;
 pub use envelope::{IncomingMessage, MessageMeta};

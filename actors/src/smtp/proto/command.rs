@@ -51,9 +51,9 @@ fn valid_local(local: &str) -> bool {
     !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| {
-            c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || !c.is_ascii()
-        })
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c) || !c.is_ascii())
 }
 
 fn valid_domain(domain: &str) -> bool {
@@ -66,7 +66,9 @@ fn valid_domain(domain: &str) -> bool {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.chars().all(|c| c.is_alphanumeric() || c == '-' || !c.is_ascii())
+            && label
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || !c.is_ascii())
     })
 }
 
@@ -154,9 +156,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "STARTTLS" => no_args(Command::StartTls),
         "AUTH" => parse_auth(rest),
         "" => Err(reply::SYNTAX_ERROR),
-        "EXPN" | "TURN" | "ETRN" | "BDAT" | "SEND" | "SOML" | "SAML" => {
-            Err(reply::NOT_IMPLEMENTED)
-        }
+        "EXPN" | "TURN" | "ETRN" | "BDAT" | "SEND" | "SOML" | "SAML" => Err(reply::NOT_IMPLEMENTED),
         _ => Err(reply::SYNTAX_ERROR),
     }
 }
@@ -225,9 +225,10 @@ fn parse_mail(rest: &str) -> Result<MailFrom, Reply> {
         };
         match (key.to_ascii_uppercase().as_str(), value) {
             ("SIZE", Some(v)) => {
-                mail.size = Some(v.parse().map_err(|_| {
-                    Reply::new(501, "5.5.4", "Invalid SIZE parameter")
-                })?)
+                mail.size = Some(
+                    v.parse()
+                        .map_err(|_| Reply::new(501, "5.5.4", "Invalid SIZE parameter"))?,
+                )
             }
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => {
                 mail.body = Body::EightBitMime
@@ -262,11 +263,19 @@ fn parse_auth(rest: &str) -> Result<Command, Reply> {
     let mut parts = rest.split_ascii_whitespace();
     let mechanism = parts
         .next()
-        .ok_or(Reply::new(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"))?
+        .ok_or(Reply::new(
+            501,
+            "5.5.4",
+            "Syntax: AUTH mechanism [initial-response]",
+        ))?
         .to_ascii_uppercase();
     let initial = parts.next().map(str::to_string);
     if parts.next().is_some() {
-        return Err(Reply::new(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"));
+        return Err(Reply::new(
+            501,
+            "5.5.4",
+            "Syntax: AUTH mechanism [initial-response]",
+        ));
     }
     Ok(Command::Auth { mechanism, initial })
 }
@@ -281,15 +290,22 @@ mod tests {
 
     #[test]
     fn ehlo_and_helo() {
-        assert_eq!(parse(b"EHLO client.test"), Ok(Command::Ehlo("client.test".into())));
-        assert_eq!(parse(b"helo client.test"), Ok(Command::Helo("client.test".into())));
+        assert_eq!(
+            parse(b"EHLO client.test"),
+            Ok(Command::Ehlo("client.test".into()))
+        );
+        assert_eq!(
+            parse(b"helo client.test"),
+            Ok(Command::Helo("client.test".into()))
+        );
         assert_eq!(parse(b"EHLO").unwrap_err().code, 501);
         assert_eq!(parse(b"EHLO a b").unwrap_err().code, 501);
     }
 
     #[test]
     fn mail_from_with_parameters() {
-        let cmd = parse(b"MAIL FROM:<Alice@Example.TEST> SIZE=1000 BODY=8BITMIME SMTPUTF8").unwrap();
+        let cmd =
+            parse(b"MAIL FROM:<Alice@Example.TEST> SIZE=1000 BODY=8BITMIME SMTPUTF8").unwrap();
         assert_eq!(
             cmd,
             Command::Mail(MailFrom {
@@ -302,7 +318,10 @@ mod tests {
                 smtputf8: true,
             })
         );
-        assert!(matches!(parse(b"mail from: <a@b.test>"), Ok(Command::Mail(_))));
+        assert!(matches!(
+            parse(b"mail from: <a@b.test>"),
+            Ok(Command::Mail(_))
+        ));
     }
 
     #[test]
@@ -321,7 +340,12 @@ mod tests {
         assert_eq!(parse(b"MAIL FROM:<a@b.test> SIZE=x").unwrap_err().code, 501);
         assert_eq!(parse(b"MAIL FROM:<not-an-address>").unwrap_err().code, 553);
         assert_eq!(parse(b"MAIL FROM:<a@b.test>junk").unwrap_err().code, 501);
-        assert_eq!(parse("MAIL FROM:<j\u{f6}rg@b.test>".as_bytes()).unwrap_err().code, 553);
+        assert_eq!(
+            parse("MAIL FROM:<j\u{f6}rg@b.test>".as_bytes())
+                .unwrap_err()
+                .code,
+            553
+        );
         assert!(parse("MAIL FROM:<j\u{f6}rg@b.test> SMTPUTF8".as_bytes()).is_ok());
     }
 
@@ -334,7 +358,10 @@ mod tests {
             }))
         );
         assert_eq!(parse(b"RCPT TO:<>").unwrap_err().code, 553);
-        assert_eq!(parse(b"RCPT TO:<a@b.test> NOTIFY=NEVER").unwrap_err().code, 555);
+        assert_eq!(
+            parse(b"RCPT TO:<a@b.test> NOTIFY=NEVER").unwrap_err().code,
+            555
+        );
         assert_eq!(parse(b"RCPT FROM:<a@b.test>").unwrap_err().code, 501);
     }
 
@@ -374,7 +401,10 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert_eq!(parse(b"MAIL\0FROM:<a@b.test>").unwrap_err(), reply::NUL_IN_COMMAND);
+        assert_eq!(
+            parse(b"MAIL\0FROM:<a@b.test>").unwrap_err(),
+            reply::NUL_IN_COMMAND
+        );
         assert_eq!(parse(&[0xff, 0xfe, b'A']).unwrap_err().code, 500);
     }
 

@@ -99,7 +99,11 @@ impl DataReceiver {
             if line.len() > self.max_line {
                 self.faults.line_too_long = true;
             }
-            let content = if crlf { &line[..line.len() - 2] } else { &line[..line.len() - 1] };
+            let content = if crlf {
+                &line[..line.len() - 2]
+            } else {
+                &line[..line.len() - 1]
+            };
             if !crlf || content.contains(&b'\r') {
                 self.faults.bare_newline = true;
             }

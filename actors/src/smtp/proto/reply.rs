@@ -124,22 +124,15 @@ pub const TIMEOUT: Reply = Reply::new(
     "4.4.2",
     "Timeout exceeded, closing transmission channel",
 );
-pub const TOO_MANY_SESSIONS: Reply = Reply::new(
-    421,
-    "4.7.0",
-    "Too many connections, try again later",
-);
+pub const TOO_MANY_SESSIONS: Reply =
+    Reply::new(421, "4.7.0", "Too many connections, try again later");
 pub const TOO_MANY_ERRORS: Reply = Reply::new(
     421,
     "4.7.0",
     "Too many errors, closing transmission channel",
 );
 pub const TLS_UNAVAILABLE: Reply = Reply::new(454, "4.7.0", "TLS not available");
-pub const AUTH_TEMPFAIL: Reply = Reply::new(
-    454,
-    "4.7.0",
-    "Temporary authentication failure",
-);
+pub const AUTH_TEMPFAIL: Reply = Reply::new(454, "4.7.0", "Temporary authentication failure");
 
 // Permanent failures.
 pub const SYNTAX_ERROR: Reply = Reply::new(500, "5.5.2", "Syntax error, command unrecognized");
@@ -158,17 +151,11 @@ pub const BAD_SEQUENCE_MAIL: Reply = Reply::new(503, "5.5.1", "Sender already sp
 pub const BAD_SEQUENCE_NEED_MAIL: Reply = Reply::new(503, "5.5.1", "Need MAIL before RCPT");
 pub const BAD_SEQUENCE_NEED_RCPT: Reply = Reply::new(503, "5.5.1", "Need RCPT before DATA");
 pub const ALREADY_AUTHENTICATED: Reply = Reply::new(503, "5.5.1", "Already authenticated");
-pub const AUTH_IN_TRANSACTION: Reply = Reply::new(
-    503,
-    "5.5.1",
-    "AUTH not permitted during a mail transaction",
-);
+pub const AUTH_IN_TRANSACTION: Reply =
+    Reply::new(503, "5.5.1", "AUTH not permitted during a mail transaction");
 pub const ALREADY_TLS: Reply = Reply::new(503, "5.5.1", "TLS already active");
-pub const AUTH_MECHANISM_UNSUPPORTED: Reply = Reply::new(
-    504,
-    "5.5.4",
-    "Unrecognized authentication mechanism",
-);
+pub const AUTH_MECHANISM_UNSUPPORTED: Reply =
+    Reply::new(504, "5.5.4", "Unrecognized authentication mechanism");
 pub const AUTH_REQUIRED: Reply = Reply::new(530, "5.7.0", "Authentication required");
 pub const AUTH_FAILED: Reply = Reply::new(535, "5.7.8", "Authentication credentials invalid");
 /// RFC 4954 §6: 538 5.7.11 Encryption required for requested authentication mechanism.
@@ -185,11 +172,7 @@ pub const BARE_LF_IN_DATA: Reply = Reply::new(
     "Message rejected: bare <LF> or <CR> in content, lines must end with <CR><LF>",
 );
 pub const NUL_IN_DATA: Reply = Reply::new(550, "5.6.0", "Message rejected: NUL byte in content");
-pub const DATA_LINE_TOO_LONG: Reply = Reply::new(
-    550,
-    "5.6.0",
-    "Message rejected: line too long",
-);
+pub const DATA_LINE_TOO_LONG: Reply = Reply::new(550, "5.6.0", "Message rejected: line too long");
 pub const MESSAGE_TOO_BIG: Reply = Reply::new(
     552,
     "5.3.4",
@@ -201,13 +184,11 @@ pub const SENDER_NOT_OWNED: Reply = Reply::new(
     "Sender address not owned by authenticated user",
 );
 pub const BAD_SENDER_SYNTAX: Reply = Reply::new(553, "5.1.7", "Invalid sender address syntax");
-pub const BAD_RECIPIENT_SYNTAX: Reply = Reply::new(553, "5.1.3", "Invalid recipient address syntax");
+pub const BAD_RECIPIENT_SYNTAX: Reply =
+    Reply::new(553, "5.1.3", "Invalid recipient address syntax");
 pub const UNKNOWN_PARAMETER: Reply = Reply::new(555, "5.5.4", "Unsupported MAIL/RCPT parameter");
-pub const SMTPUTF8_REQUIRED: Reply = Reply::new(
-    553,
-    "5.6.7",
-    "Non-ASCII address requires SMTPUTF8",
-);
+pub const SMTPUTF8_REQUIRED: Reply =
+    Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
 
 #[cfg(test)]
 mod tests {
@@ -216,7 +197,10 @@ mod tests {
     #[test]
     fn single_line_reply() {
         assert_eq!(OK.to_bytes(), b"250 2.0.0 OK\r\n");
-        assert_eq!(START_DATA.to_bytes(), b"354 End data with <CR><LF>.<CR><LF>\r\n");
+        assert_eq!(
+            START_DATA.to_bytes(),
+            b"354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
     }
 
     #[test]

@@ -109,7 +109,10 @@ impl Session {
             self.reply(reply::TEMPFAIL_SYSTEM);
             return Flow::Continue;
         }
-        if mail.size.is_some_and(|s| s > self.ctx.config.smtp.limits.max_message_size as u64) {
+        if mail
+            .size
+            .is_some_and(|s| s > self.ctx.config.smtp.limits.max_message_size as u64)
+        {
             self.reply(reply::MESSAGE_TOO_BIG);
             return Flow::Continue;
         }
@@ -139,7 +142,12 @@ impl Session {
         match accounts::lookup_recipient(&self.ctx.db, &rcpt.recipient).await {
             Ok(RecipientLookup::Local(local)) => {
                 self.envelope.rcpt_count += 1;
-                if !self.envelope.recipients.iter().any(|r| r.user_id == local.user_id) {
+                if !self
+                    .envelope
+                    .recipients
+                    .iter()
+                    .any(|r| r.user_id == local.user_id)
+                {
                     self.envelope.recipients.push(local);
                 }
                 self.reply(reply::RECIPIENT_OK);
@@ -152,7 +160,9 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!(component = "smtp", session_id = %self.id, error = %e, "recipient lookup failed");
-                self.ctx.health_monitor.do_send(DependencyFailed(Dependency::Database));
+                self.ctx
+                    .health_monitor
+                    .do_send(DependencyFailed(Dependency::Database));
                 self.reply(reply::TEMPFAIL_SYSTEM);
                 Flow::Continue
             }
@@ -231,7 +241,11 @@ impl Session {
 
     /// The trace header of RFC 5321 §4.4.
     fn received_header(&self, id: &str, envelope: &Envelope) -> String {
-        let protocol = match (self.client.esmtp, self.client.tls, &self.client.authenticated) {
+        let protocol = match (
+            self.client.esmtp,
+            self.client.tls,
+            &self.client.authenticated,
+        ) {
             (false, _, _) => "SMTP",
             (true, false, None) => "ESMTP",
             (true, true, None) => "ESMTPS",
@@ -349,7 +363,9 @@ impl Session {
             Ok(user) => user,
             Err(e) => {
                 tracing::warn!(component = "smtp", session_id = %self.id, error = %e, "user lookup failed");
-                self.ctx.health_monitor.do_send(DependencyFailed(Dependency::Database));
+                self.ctx
+                    .health_monitor
+                    .do_send(DependencyFailed(Dependency::Database));
                 self.reply(reply::AUTH_TEMPFAIL);
                 return Flow::Continue;
             }
