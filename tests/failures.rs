@@ -1,0 +1,331 @@
+//! Failure behaviour (SPEC M4, O8, O11): dependency outages give 451 and heal without a
+//! restart; SIGTERM lets open transactions finish; SIGKILL never loses a message that
+//! was answered 250.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::raw::RawClient;
+use common::{Backend, Options, S3Target, TestServer, eventually, message};
+
+async fn transaction_reply(server: &TestServer, message_id: &str) -> u16 {
+    let (mut c, greeting) = RawClient::connect(server.inbound).await;
+    assert_eq!(greeting.code, 220);
+    c.expect("EHLO client.test", 250).await;
+    let r = c.cmd("MAIL FROM:<s@remote.test>").await;
+    if r.code != 250 {
+        assert!(r.text.starts_with("4.3.0"), "{} {}", r.code, r.text);
+        return r.code;
+    }
+    let r = c.cmd("RCPT TO:<bob@example.test>").await;
+    if r.code != 250 {
+        return r.code;
+    }
+    let r = c.cmd("DATA").await;
+    if r.code != 354 {
+        return r.code;
+    }
+    c.send(message("s@remote.test", "bob@example.test", message_id, "x").as_bytes())
+        .await;
+    c.send(b".\r\n").await;
+    c.reply().await.unwrap().code
+}
+
+/// A private moto_server, so an outage test can stop "S3" without touching others.
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start(port: u16) -> Moto {
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server on PATH");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        common::block_on(async move {
+            reqwest::Client::new()
+                .put(format!("http://127.0.0.1:{port}/outage"))
+                .send()
+                .await
+                .expect("create bucket");
+        });
+        Moto { child, port }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn storage_outage_tempfails_and_recovers_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::new(dir.path());
+    let s3 = backend.s3.is_some();
+    let mut moto = None;
+    let storage_yaml = if s3 {
+        let m = Moto::start(free_port());
+        let yaml = common::s3_yaml(&S3Target {
+            endpoint: format!("http://127.0.0.1:{}", m.port),
+            bucket: "outage".into(),
+            prefix: "p".into(),
+        });
+        moto = Some(m);
+        Some(yaml)
+    } else {
+        None
+    };
+    let server = TestServer::start_on(dir, backend, Options::default(), storage_yaml);
+    assert_eq!(transaction_reply(&server, "before@remote.test").await, 250);
+
+    // Take the object store away.
+    let objects = server.dir.path().join("objects");
+    let port = moto.as_ref().map(|m| m.port);
+    if s3 {
+        drop(moto.take());
+    } else {
+        std::fs::rename(&objects, server.dir.path().join("objects.away")).unwrap();
+        std::fs::write(&objects, b"not a directory").unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.http_get("/health/ready").await.0 == 503
+        })
+        .await,
+        "ready did not turn 503"
+    );
+    let (_, body) = server.http_get("/health/ready").await;
+    assert_eq!(body["checks"]["storage"]["status"], "unhealthy", "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(transaction_reply(&server, "during@remote.test").await, 451);
+
+    // Bring it back: the server notices by itself.
+    if let Some(port) = port {
+        moto = Some(Moto::start(port));
+    } else {
+        std::fs::remove_file(&objects).unwrap();
+        std::fs::rename(server.dir.path().join("objects.away"), &objects).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.http_get("/health/ready").await.0 == 200
+        })
+        .await,
+        "ready did not recover"
+    );
+    assert_eq!(transaction_reply(&server, "after@remote.test").await, 250);
+    assert_eq!(server.messages_with_id("after@remote.test").await.len(), 1);
+    assert!(
+        server
+            .messages_with_id("during@remote.test")
+            .await
+            .is_empty()
+    );
+    drop(moto);
+}
+
+#[tokio::test]
+async fn database_outage_tempfails_and_recovers_without_restart() {
+    if common::postgres_url().is_none() {
+        eprintln!("database outage test runs on PostgreSQL (MAIRUST_TEST_POSTGRES_URL)");
+        return;
+    }
+    let server = TestServer::start();
+    assert_eq!(
+        transaction_reply(&server, "db-before@remote.test").await,
+        250
+    );
+    server.backend.pg_block(true);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.http_get("/health/ready").await.0 == 503
+        })
+        .await
+    );
+    let (_, body) = server.http_get("/health/ready").await;
+    assert_eq!(body["status"], "unhealthy", "{body}");
+    let code = transaction_reply(&server, "db-during@remote.test").await;
+    assert_eq!(code, 451);
+    server.backend.pg_block(false);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            server.http_get("/health/ready").await.0 == 200
+        })
+        .await,
+        "database recovery not noticed"
+    );
+    assert_eq!(
+        transaction_reply(&server, "db-after@remote.test").await,
+        250
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_open_transaction_finish() {
+    let mut server = TestServer::start();
+    let (mut open, _) = RawClient::connect(server.inbound).await;
+    open.expect("EHLO client.test", 250).await;
+    open.expect("MAIL FROM:<s@remote.test>", 250).await;
+    open.expect("RCPT TO:<bob@example.test>", 250).await;
+    open.expect("DATA", 354).await;
+    open.send(b"Subject: drain\r\nMessage-ID: <drain@remote.test>\r\n\r\nfirst half\r\n")
+        .await;
+    let (mut idle, _) = RawClient::connect(server.inbound).await;
+    idle.expect("EHLO idle.test", 250).await;
+
+    server.signal(libc::SIGTERM);
+    // The idle session is told to go away; new connections are not accepted.
+    let r = idle.reply().await.expect("421 to idle session");
+    assert_eq!(r.code, 421, "{}", r.text);
+    let inbound = server.inbound;
+    assert!(
+        eventually(Duration::from_secs(5), || async move {
+            tokio::net::TcpStream::connect(inbound).await.is_err()
+        })
+        .await,
+        "listener still accepting"
+    );
+    // The open transaction completes normally.
+    open.send(b"second half\r\n.\r\n").await;
+    let r = open.reply().await.unwrap();
+    assert_eq!(r.code, 250, "{}", r.text);
+    open.expect("QUIT", 221).await;
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(server.messages_with_id("drain@remote.test").await.len(), 1);
+}
+
+#[tokio::test]
+async fn sigterm_timeout_closes_stuck_sessions_with_421() {
+    let mut server = TestServer::start_with(Options {
+        shutdown_timeout_seconds: 1,
+        ..Options::default()
+    });
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    c.expect("EHLO client.test", 250).await;
+    c.expect("MAIL FROM:<s@remote.test>", 250).await;
+    let start = Instant::now();
+    server.signal(libc::SIGTERM);
+    let r = c.reply().await.expect("421 after the timeout");
+    assert_eq!(r.code, 421);
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn sigkill_loses_no_acknowledged_message() {
+    let mut server = TestServer::start();
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..8 {
+        let (addr, acked, stop) = (server.inbound, acknowledged.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = 0;
+            'outer: while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                    break;
+                };
+                drop(stream);
+                let (mut c, _) = RawClient::connect(addr).await;
+                if c.cmd("EHLO crash.test").await.code != 250 {
+                    break;
+                }
+                for _ in 0..20 {
+                    n += 1;
+                    let id = format!("crash-{client}-{n}@remote.test");
+                    c.send(
+                        format!(
+                            "MAIL FROM:<s@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                    let (Some(a), Some(b), Some(d)) =
+                        (c.reply().await, c.reply().await, c.reply().await)
+                    else {
+                        break 'outer;
+                    };
+                    if (a.code, b.code, d.code) != (250, 250, 354) {
+                        break 'outer;
+                    }
+                    c.send(
+                        format!(
+                            "{}.\r\n",
+                            message("s@remote.test", "bob@example.test", &id, "crash test body")
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                    match c.reply().await {
+                        Some(r) if r.code == 250 => acked.lock().unwrap().push(id),
+                        _ => break 'outer,
+                    }
+                }
+            }
+        }));
+    }
+    // Let mail flow, then kill the server mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acknowledged.lock().unwrap().len() < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(5));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    let acked = acknowledged.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 50,
+        "too few messages before the kill: {}",
+        acked.len()
+    );
+
+    server.spawn();
+    let mut missing = Vec::new();
+    for id in &acked {
+        let rows = server.messages_with_id(id).await;
+        let Some(row) = rows.first() else {
+            missing.push(id.clone());
+            continue;
+        };
+        let body = server.object(&row.object_key).await;
+        match body {
+            Some(b) if b.len() as i64 == row.size => {}
+            _ => missing.push(format!("{id} (object)")),
+        }
+    }
+    eprintln!(
+        "crash test: {} acknowledged before SIGKILL, {} missing",
+        acked.len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
