@@ -41,7 +41,9 @@ struct Moto {
 
 impl Moto {
     fn start(port: u16) -> Moto {
-        let child = std::process::Command::new("moto_server")
+        let program =
+            std::env::var("MAIRUST_TEST_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let child = std::process::Command::new(program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -259,13 +261,8 @@ async fn sigkill_loses_no_acknowledged_message() {
                 for _ in 0..20 {
                     n += 1;
                     let id = format!("crash-{client}-{n}@remote.test");
-                    c.send(
-                        format!(
-                            "MAIL FROM:<s@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
+                    c.send(b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+                        .await;
                     let (Some(a), Some(b), Some(d)) =
                         (c.reply().await, c.reply().await, c.reply().await)
                     else {

@@ -1,14 +1,14 @@
 //! The MaiRust mail engine: the actor tree and everything it runs.
 //!
 //! Layout:
-//! - [`supervisor`]: root of the tree, starts the rest in order
-//! - [`smtp`]: pure protocol (`smtp::proto`), sessions, listeners, TLS
-//! - [`storage`]: StorageActor with group commit, object store (fs | s3)
-//! - [`health`]: HealthMonitor and the shared [`health::HealthState`]
-//! - [`shutdown`]: ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
-//! - [`accounts`]: domains, users, mailboxes (query functions)
-//! - [`database`]: connection and schema version checks
-//! - [`config`]: the configuration model and its validation
+//! - [`supervisor`] — root of the tree, starts the rest in order
+//! - [`smtp`] — pure protocol (`smtp::proto`), sessions, listeners, TLS
+//! - [`storage`] — StorageActor with group commit, object store (fs | s3)
+//! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
+//! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
+//! - [`accounts`] — domains, users, mailboxes (query functions)
+//! - [`database`] — connection and schema version checks
+//! - [`config`] — the configuration model and its validation
 
 pub mod accounts;
 pub mod config;

@@ -1,10 +1,10 @@
 //! The SMTP wire protocol as pure functions over bytes: no I/O, no runtime.
 //!
-//! - [`line`]: splits the command stream into CRLF lines, bounded in length
-//! - [`command`]: parses a line into a [`command::Command`]
-//! - [`data`]: receives a DATA body (end detection, dot-unstuffing, smuggling defence)
-//! - [`reply`]: reply codes and enhanced status codes as named constants
-//! - [`auth`]: SASL PLAIN and LOGIN decoding
+//! - [`line`] — splits the command stream into CRLF lines, bounded in length
+//! - [`command`] — parses a line into a [`command::Command`]
+//! - [`data`] — receives a DATA body (end detection, dot-unstuffing, smuggling defence)
+//! - [`reply`] — reply codes and enhanced status codes as named constants
+//! - [`auth`] — SASL PLAIN and LOGIN decoding
 
 pub mod auth;
 pub mod command;

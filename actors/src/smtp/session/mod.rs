@@ -6,8 +6,8 @@
 //! replies to pipelined commands (RFC 2920) are collected and written in one go before
 //! the session waits for more input.
 //!
-//! - [`commands`]: one handler per SMTP verb
-//! - [`actor`]: the SmtpSession actor that owns a session and its connection
+//! - [`commands`] — one handler per SMTP verb
+//! - [`actor`] — the SmtpSession actor that owns a session and its connection
 
 pub mod actor;
 mod commands;

@@ -1,0 +1,162 @@
+//! The CLI: configuration errors name the key, account commands validate their input,
+//! and `serve` refuses a schema it does not know.
+
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, TestServer};
+use sea_orm::ConnectionTrait;
+
+fn run_with_config(yaml: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap()
+}
+
+const BASE: &str = "database:\n  url: sqlite://./db.sqlite?mode=rwc\nstorage:\n  backend: fs\n  fs:\n    path: ./objects\n";
+
+#[test]
+fn config_errors_name_the_key_and_exit_2() {
+    for (yaml, needle) in [
+        (format!("{BASE}smtp:\n  limits:\n    max_mesage_size: 10\n"), "max_mesage_size"),
+        (format!("{BASE}smtp:\n  limits:\n    max_recipients: -1\n"), "smtp.limits.max_recipients"),
+        (format!("{BASE}http:\n  address: not-an-address\n"), "http.address"),
+        (format!("{BASE}logging:\n  format: xml\n"), "logging.format"),
+        ("database:\n  url: env:MAIRUST_SURELY_UNSET\nstorage:\n  backend: fs\n  fs:\n    path: o\n".to_string(), "MAIRUST_SURELY_UNSET"),
+        ("storage: [unclosed\n".to_string(), "YAML"),
+    ] {
+        let out = run_with_config(&yaml, &["config-check"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {err}");
+        assert!(err.contains(needle), "{yaml}: error does not name {needle}: {err}");
+    }
+    let out = run_with_config(BASE, &["config-check"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn missing_config_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env_remove("MAIRUST_CONFIG")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no configuration file found"));
+}
+
+#[test]
+fn account_commands_validate_input() {
+    let yaml = BASE;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(run(&["domain", "add", "Example.TEST"], "").0, Some(0));
+    let (code, _, err) = run(&["domain", "add", "example.test"], "");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = run(&["domain", "add", "not a domain"], "");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a valid domain"), "{err}");
+    let (code, _, err) = run(
+        &["user", "add", "bob@nowhere.test", "--password-stdin"],
+        "pw\n",
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("mairust domain add nowhere.test"), "{err}");
+    let (code, _, err) = run(&["user", "add", "bob@example.test"], "pw\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--password-stdin"), "{err}");
+    let (code, _, err) = run(
+        &["user", "add", "bob@example.test", "--password-stdin"],
+        "\n",
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("empty password"), "{err}");
+    assert_eq!(
+        run(
+            &["user", "add", "Bob@Example.test", "--password-stdin"],
+            "pw\n"
+        )
+        .0,
+        Some(0)
+    );
+    let (code, _, err) = run(
+        &["user", "add", "bob@example.test", "--password-stdin"],
+        "pw\n",
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already exists"), "{err}");
+    let (_, out, _) = run(&["user", "list"], "");
+    assert_eq!(out.trim(), "bob@example.test");
+    let (_, out, _) = run(&["domain", "list"], "");
+    assert_eq!(out.trim(), "example.test");
+    assert_eq!(run(&["user", "remove", "bob@example.test"], "").0, Some(0));
+    let (code, _, err) = run(&["user", "remove", "bob@example.test"], "");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("does not exist"), "{err}");
+    assert_eq!(run(&["domain", "remove", "example.test"], "").0, Some(0));
+    let (_, out, _) = run(&["migrate", "status"], "");
+    assert!(out.contains("applied"), "{out}");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_newer_schema() {
+    let mut server = TestServer::start();
+    server.kill();
+    let db = server.db().await;
+    db.execute_unprepared(
+        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m20991231_000001_from_the_future', 0)",
+    )
+    .await
+    .unwrap();
+    db.close().await.ok();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&server.config_path)
+        .arg("serve")
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("newer than this version"), "{err}");
+    assert!(err.contains("m20991231_000001_from_the_future"), "{err}");
+    assert!(err.contains("mairust migrate rollback"), "{err}");
+}
