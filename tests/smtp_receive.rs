@@ -425,3 +425,49 @@ async fn health_endpoints() {
     let (status, _) = server.http_get("/health").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn implicit_tls_submissions() {
+    let server = TestServer::start_with(Options {
+        submissions: true,
+        ..Options::default()
+    });
+    let bob = TestServer::address("bob");
+    let mut client = SmtpClientBuilder::new("localhost".to_string(), server.submissions.port())
+        .unwrap()
+        .implicit_tls(true)
+        .allow_invalid_certs()
+        .credentials((bob.clone(), common::PASSWORD.to_string()))
+        .connect()
+        .await
+        .expect("implicit TLS and AUTH");
+    let body = message(&bob, &bob, "implicit@example.test", "over port 465");
+    client
+        .send(Message::new(
+            bob.as_str(),
+            [bob.as_str()],
+            body.trim_end().as_bytes(),
+        ))
+        .await
+        .expect("sent");
+    client.quit().await.ok();
+    let rows = server.messages_with_id("implicit@example.test").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].listener, "submissions");
+}
+
+#[tokio::test]
+async fn idle_client_gets_421_after_the_command_timeout() {
+    let server = TestServer::start_with(Options {
+        command_timeout_seconds: 1,
+        ..Options::default()
+    });
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    c.expect("EHLO client.test", 250).await;
+    let start = std::time::Instant::now();
+    let r = c.reply().await.expect("421 on timeout");
+    assert_eq!(r.code, 421, "{}", r.text);
+    assert!(r.text.starts_with("4.4.2"), "{}", r.text);
+    assert!(start.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(c.closed().await);
+}

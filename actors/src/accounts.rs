@@ -206,27 +206,48 @@ pub enum RecipientLookup {
     Remote,
 }
 
+/// One round trip for the common case (a local user): the user and their INBOX.
 pub async fn lookup_recipient(
     db: &DatabaseConnection,
     address: &Address,
 ) -> Result<RecipientLookup, DbErr> {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
     let key = address.key();
-    if let Some(u) = find_user(db, &key).await? {
-        if u.disabled {
-            return Ok(RecipientLookup::UnknownUser);
-        }
-        let inbox = mailbox::Entity::find()
-            .filter(mailbox::Column::UserId.eq(u.id))
-            .filter(mailbox::Column::Name.eq("INBOX"))
-            .one(db)
-            .await?;
-        return Ok(match inbox {
-            Some(inbox) => RecipientLookup::Local(LocalRecipient {
+    let (users, boxes) = (Alias::new("users"), Alias::new("mailboxes"));
+    let query = Query::select()
+        .expr_as(
+            Expr::col((users.clone(), Alias::new("id"))),
+            Alias::new("user_id"),
+        )
+        .expr_as(
+            Expr::col((users.clone(), Alias::new("disabled"))),
+            Alias::new("disabled"),
+        )
+        .expr_as(
+            Expr::col((boxes.clone(), Alias::new("id"))),
+            Alias::new("inbox_id"),
+        )
+        .from(users.clone())
+        .join(
+            JoinType::LeftJoin,
+            boxes.clone(),
+            Expr::col((boxes.clone(), Alias::new("user_id")))
+                .equals((users.clone(), Alias::new("id")))
+                .and(Expr::col((boxes.clone(), Alias::new("name"))).eq("INBOX")),
+        )
+        .and_where(Expr::col((users, Alias::new("address"))).eq(key.clone()))
+        .to_owned();
+    if let Some(row) = db.query_one(&query).await? {
+        let user_id: i64 = row.try_get("", "user_id")?;
+        let disabled: bool = row.try_get("", "disabled")?;
+        let inbox_id: Option<i64> = row.try_get("", "inbox_id")?;
+        return Ok(match (disabled, inbox_id) {
+            (false, Some(inbox_id)) => RecipientLookup::Local(LocalRecipient {
                 address: key,
-                user_id: u.id,
-                inbox_id: inbox.id,
+                user_id,
+                inbox_id,
             }),
-            None => RecipientLookup::UnknownUser,
+            _ => RecipientLookup::UnknownUser,
         });
     }
     if find_domain(db, &address.domain).await?.is_some() {

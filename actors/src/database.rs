@@ -10,8 +10,12 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 use crate::config::DatabaseConfig;
 
 pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
-    if config.is_sqlite() {
-        create_sqlite_parent(&config.url);
+    if let Some(parent) = sqlite_path(&config.url)
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        && !parent.as_os_str().is_empty()
+    {
+        let _ = std::fs::create_dir_all(parent);
     }
     let timeout = Duration::from_secs(config.connect_timeout_seconds);
     let mut options = ConnectOptions::new(config.url.clone());
@@ -32,8 +36,11 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
     Database::connect(options).await
 }
 
-/// `sqlite://data/mairust.db?mode=rwc` → create `data/` so a fresh checkout just runs.
-fn create_sqlite_parent(url: &str) {
+/// The file of a `sqlite:` URL (`sqlite://data/mairust.db?mode=rwc` → `data/mairust.db`).
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:")
@@ -41,13 +48,9 @@ fn create_sqlite_parent(url: &str) {
         .next()
         .unwrap_or("");
     if path.is_empty() || path == ":memory:" {
-        return;
+        return None;
     }
-    if let Some(parent) = std::path::Path::new(path).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        let _ = std::fs::create_dir_all(parent);
-    }
+    Some(std::path::PathBuf::from(path))
 }
 
 /// Where the database's schema stands relative to this binary's migrations.

@@ -191,6 +191,8 @@ pub struct Options {
     pub shutdown_timeout_seconds: u64,
     pub command_timeout_seconds: u64,
     pub allow_plaintext_auth: bool,
+    /// Also run the implicit-TLS `submissions` listener.
+    pub submissions: bool,
     pub users: Vec<String>,
 }
 
@@ -204,6 +206,7 @@ impl Default for Options {
             shutdown_timeout_seconds: 10,
             command_timeout_seconds: 30,
             allow_plaintext_auth: false,
+            submissions: false,
             users: vec!["bob".into(), "alice".into(), "carol".into()],
         }
     }
@@ -217,6 +220,7 @@ pub struct TestServer {
     child: Option<Child>,
     pub inbound: SocketAddr,
     pub submission: SocketAddr,
+    pub submissions: SocketAddr,
     pub http: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -254,6 +258,7 @@ impl TestServer {
             child: None,
             inbound: "0.0.0.0:0".parse().unwrap(),
             submission: "0.0.0.0:0".parse().unwrap(),
+            submissions: "0.0.0.0:0".parse().unwrap(),
             http: "0.0.0.0:0".parse().unwrap(),
             logs: Arc::new(Mutex::new(Vec::new())),
         };
@@ -312,6 +317,7 @@ impl TestServer {
                     match name {
                         "inbound" => self.inbound = addr,
                         "submission" => self.submission = addr,
+                        "submissions" => self.submissions = addr,
                         "http" => self.http = addr,
                         _ => {}
                     }
@@ -466,6 +472,9 @@ smtp:
       address: 127.0.0.1:0
     submission:
       address: 127.0.0.1:0
+    submissions:
+      address: 127.0.0.1:0
+      enabled: {submissions}
   tls:
     cert_path: {dir}/tls/cert.pem
     key_path: {dir}/tls/key.pem
@@ -493,6 +502,7 @@ logging:
         dir = dir.display(),
         shutdown = o.shutdown_timeout_seconds,
         plain = o.allow_plaintext_auth,
+        submissions = o.submissions,
         size = o.max_message_size,
         rcpts = o.max_recipients,
         bad = o.max_bad_commands,

@@ -1,13 +1,19 @@
 //! StorageActor: stores received messages with group commit (SPEC M4).
 //!
-//! Messages that arrive while a batch is being committed wait and form the next batch.
-//! One batch = its objects written in parallel, one `sync` of the object store (one
-//! `syncfs` on fs), then one database transaction for all rows. Each caller gets its
-//! answer only after that transaction committed, so a 250 always means "durable".
-//! A failure answers every caller of the batch with [`StoreError`] (451 upstream) and
-//! tells the HealthMonitor.
+//! Two stages, each working on one batch at a time, so one batch's database commit
+//! overlaps the next batch's object writes:
+//!
+//! 1. objects: the batch's bodies are written and made durable together (one blocking
+//!    task and one `syncfs` on fs; acknowledged PUTs on S3);
+//! 2. rows: everything whose objects are durable is inserted in one transaction.
+//!
+//! Messages arriving while a stage is busy wait and form its next batch. A caller gets
+//! its answer only after its rows committed, so 250 always means durable, and a row
+//! never refers to an object that is not durable. A failure answers the callers of that
+//! batch with [`StoreError`] (451 upstream) and tells the HealthMonitor.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -29,6 +35,15 @@ pub enum StoreError {
     Stopped,
 }
 
+impl StoreError {
+    fn dependency(&self) -> Dependency {
+        match self {
+            StoreError::Database(_) => Dependency::Database,
+            _ => Dependency::Storage,
+        }
+    }
+}
+
 /// Store this message durably; answers once it is (or is not).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
@@ -36,15 +51,20 @@ pub struct StoreMessage(pub IncomingMessage);
 
 type Waiter = (IncomingMessage, oneshot::Sender<Result<(), StoreError>>);
 
+/// Upper bound of messages per stage batch, to bound latency and memory.
+const MAX_BATCH: usize = 256;
+
 pub struct StorageActor {
     db: DatabaseConnection,
     bodies: BodyStore,
     health: Arc<HealthState>,
     health_monitor: Recipient<DependencyFailed>,
+    /// Waiting for stage 1.
     pending: Vec<Waiter>,
-    committing: bool,
-    /// Upper bound of messages per transaction, to bound latency and memory.
-    max_batch: usize,
+    /// Stage 1 done, waiting for stage 2.
+    staged: Vec<Waiter>,
+    stage1_busy: bool,
+    stage2_busy: bool,
 }
 
 impl StorageActor {
@@ -60,58 +80,96 @@ impl StorageActor {
             health,
             health_monitor,
             pending: Vec::new(),
-            committing: false,
-            max_batch: 256,
+            staged: Vec::new(),
+            stage1_busy: false,
+            stage2_busy: false,
         }
     }
 
-    fn commit_next(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || self.pending.is_empty() {
+    fn stage1(&mut self, ctx: &mut Context<Self>) {
+        if self.stage1_busy || self.pending.is_empty() {
             return;
         }
-        self.committing = true;
-        let take = self.pending.len().min(self.max_batch);
+        self.stage1_busy = true;
+        let take = self.pending.len().min(MAX_BATCH);
         let batch: Vec<Waiter> = self.pending.drain(..take).collect();
-        let (db, bodies) = (self.db.clone(), self.bodies.clone());
+        let bodies = self.bodies.clone();
         let fut = async move {
-            let (messages, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let result = commit_batch(&db, &bodies, &messages).await;
-            for waiter in waiters {
-                let _ = waiter.send(result.clone());
-            }
-            result
+            let objects = batch
+                .iter()
+                .map(|(m, _)| (m.object_key(), m.body.clone()))
+                .collect();
+            let result = bodies
+                .put_batch(objects)
+                .await
+                .map_err(|e| StoreError::Storage(e.to_string()));
+            (batch, result)
         };
-        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
-            act.committing = false;
-            if let Err(e) = result {
-                let dependency = match e {
-                    StoreError::Database(_) => Dependency::Database,
-                    _ => Dependency::Storage,
-                };
-                tracing::error!(component = "storage", event = "store_failed", error = %e, "batch not stored");
-                act.health.mark_down(dependency);
-                act.health_monitor.do_send(DependencyFailed(dependency));
+        ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
+            act.stage1_busy = false;
+            match result {
+                Ok(()) => {
+                    act.staged.extend(batch);
+                    act.stage2(ctx);
+                }
+                Err(e) => act.fail_batch(batch, &e),
             }
-            act.commit_next(ctx);
+            act.stage1(ctx);
         }));
+    }
+
+    fn stage2(&mut self, ctx: &mut Context<Self>) {
+        if self.stage2_busy || self.staged.is_empty() {
+            return;
+        }
+        self.stage2_busy = true;
+        let take = self.staged.len().min(MAX_BATCH);
+        let batch: Vec<Waiter> = self.staged.drain(..take).collect();
+        let db = self.db.clone();
+        let fut = async move {
+            let started = Instant::now();
+            let messages: Vec<&IncomingMessage> = batch.iter().map(|(m, _)| m).collect();
+            let result = insert_rows(&db, &messages).await;
+            (batch, result, started.elapsed())
+        };
+        ctx.spawn(fut.into_actor(self).map(
+            |(batch, result, took): (Vec<Waiter>, _, Duration), act, ctx| {
+                act.stage2_busy = false;
+                match result {
+                    Ok(()) => {
+                        tracing::debug!(
+                            component = "storage",
+                            event = "batch_committed",
+                            messages = batch.len(),
+                            us = took.as_micros() as u64,
+                            "batch committed"
+                        );
+                        for (_, waiter) in batch {
+                            let _ = waiter.send(Ok(()));
+                        }
+                    }
+                    Err(e) => act.fail_batch(batch, &e),
+                }
+                act.stage2(ctx);
+            },
+        ));
+    }
+
+    fn fail_batch(&mut self, batch: Vec<Waiter>, error: &StoreError) {
+        tracing::error!(component = "storage", event = "store_failed", error = %error, messages = batch.len(), "batch not stored");
+        let dependency = error.dependency();
+        self.health.mark_down(dependency);
+        self.health_monitor.do_send(DependencyFailed(dependency));
+        for (_, waiter) in batch {
+            let _ = waiter.send(Err(error.clone()));
+        }
     }
 }
 
-async fn commit_batch(
+async fn insert_rows(
     db: &DatabaseConnection,
-    bodies: &BodyStore,
-    messages: &[IncomingMessage],
+    messages: &[&IncomingMessage],
 ) -> Result<(), StoreError> {
-    let puts = messages
-        .iter()
-        .map(|m| bodies.put_keyed(m.object_key(), m.body.clone()));
-    for result in futures::future::join_all(puts).await {
-        result.map_err(|e| StoreError::Storage(e.to_string()))?;
-    }
-    bodies
-        .sync()
-        .await
-        .map_err(|e| StoreError::Storage(e.to_string()))?;
     let now = Utc::now();
     let rows: Vec<message::ActiveModel> = messages
         .iter()
@@ -176,7 +234,7 @@ impl Actor for StorageActor {
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         // Callers still waiting get a tempfail rather than silence.
-        for (_, waiter) in self.pending.drain(..) {
+        for (_, waiter) in self.pending.drain(..).chain(self.staged.drain(..)) {
             let _ = waiter.send(Err(StoreError::Stopped));
         }
         Running::Stop
@@ -189,7 +247,7 @@ impl Handler<StoreMessage> for StorageActor {
     fn handle(&mut self, msg: StoreMessage, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.pending.push((msg.0, tx));
-        self.commit_next(ctx);
+        self.stage1(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Stopped)) })
     }
 }

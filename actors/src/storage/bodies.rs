@@ -1,8 +1,10 @@
 //! Message bodies as immutable objects: local files or S3 through one `object_store` API.
 //!
 //! Durability (SPEC M4): S3 acknowledges a PUT only once it is stored. For local files
-//! the store writes without fsync and [`BodyStore::sync`] makes a whole batch durable
-//! with one `syncfs(2)` of the filesystem: the group commit's single flush.
+//! [`BodyStore::put_batch`] writes a whole batch in one blocking task (temporary file,
+//! rename, the same layout `object_store`'s LocalFileSystem reads) and makes it durable
+//! with one `syncfs(2)` of the filesystem: the group commit's single flush, and one
+//! thread hop instead of one per message.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +34,10 @@ pub enum BodyError {
 #[derive(Clone)]
 pub struct BodyStore {
     store: Arc<dyn ObjectStore>,
-    /// For `fs` with fsync on: the directory whose filesystem `sync` flushes.
-    sync_root: Option<PathBuf>,
+    /// For `fs`: the root directory (batch writes go there directly).
+    fs_root: Option<PathBuf>,
+    /// For `fs` with fsync on: flush the filesystem after a batch.
+    fsync: bool,
     description: String,
 }
 
@@ -57,7 +61,8 @@ impl BodyStore {
                 let store = LocalFileSystem::new_with_prefix(&fs.path)?;
                 Ok(BodyStore {
                     store: Arc::new(store),
-                    sync_root: fs.fsync.then(|| fs.path.clone()),
+                    fs_root: Some(fs.path.clone()),
+                    fsync: fs.fsync,
                     description: format!("fs:{}", fs.path.display()),
                 })
             }
@@ -101,7 +106,8 @@ impl BodyStore {
                 };
                 Ok(BodyStore {
                     store,
-                    sync_root: None,
+                    fs_root: None,
+                    fsync: false,
                     description,
                 })
             }
@@ -133,16 +139,19 @@ impl BodyStore {
         Ok(())
     }
 
-    /// Makes every completed `put` durable. One `syncfs` for a batch on `fs`; nothing
-    /// to do on S3, whose PUT is durable when acknowledged.
-    pub async fn sync(&self) -> Result<(), BodyError> {
-        let Some(root) = self.sync_root.clone() else {
+    /// Stores a batch of objects and returns once all of them are durable.
+    pub async fn put_batch(&self, objects: Vec<(String, Bytes)>) -> Result<(), BodyError> {
+        let Some(root) = self.fs_root.clone() else {
+            let puts = objects
+                .into_iter()
+                .map(|(key, body)| self.put_keyed(key, body));
+            for result in futures::future::join_all(puts).await {
+                result?;
+            }
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || syncfs(&root))
-            .await
-            .map_err(|e| BodyError::Sync(std::io::Error::other(e)))?
-            .map_err(BodyError::Sync)
+        let fsync = self.fsync;
+        blocking(move || write_files(&root, &objects, fsync)).await
     }
 
     /// Writes, reads back and deletes a probe object: the health check of SPEC O12.
@@ -157,6 +166,46 @@ impl BodyStore {
         }
         Ok(())
     }
+}
+
+async fn blocking(
+    f: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> Result<(), BodyError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BodyError::Sync(std::io::Error::other(e)))?
+        .map_err(BodyError::Sync)
+}
+
+/// Writes each object as `root/key` through a temporary file and a rename, so a reader
+/// never sees half an object, then flushes the filesystem once.
+fn write_files(
+    root: &std::path::Path,
+    objects: &[(String, Bytes)],
+    fsync: bool,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    for (key, body) in objects {
+        let path = root.join(key);
+        let tmp = path.with_extension("eml.tmp");
+        let mut file = match std::fs::File::create(&tmp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = tmp.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::File::create(&tmp)?
+            }
+            Err(e) => return Err(e),
+        };
+        file.write_all(body)?;
+        drop(file);
+        std::fs::rename(&tmp, &path)?;
+    }
+    if fsync {
+        syncfs(root)?;
+    }
+    Ok(())
 }
 
 fn syncfs(root: &std::path::Path) -> std::io::Result<()> {

@@ -45,7 +45,7 @@ pub struct DataReceiver {
     after_crlf: bool,
     /// Inside an over-long line whose start was not kept.
     discarding: bool,
-    /// The discarded part of the current line ended in CR (for a CRLF split there).
+    /// The last discarded byte was CR (a CRLF may be split across reads).
     discard_last_cr: bool,
 }
 
@@ -70,35 +70,29 @@ impl DataReceiver {
             let rest = &buf[pos..];
             let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
                 if self.discarding || rest.len() > self.max_line {
-                    // Drop what we have of an over-long line; it can't be the terminator.
-                    self.faults.line_too_long = true;
-                    self.discarding = true;
-                    self.discard_last_cr = rest.last() == Some(&b'\r');
+                    // An over-long line: checked and dropped as it arrives.
+                    self.discard(rest);
                     return (buf.len(), false);
                 }
                 return (pos, false);
             };
             let line = &rest[..=lf];
             pos += lf + 1;
-            let crlf = if lf > 0 {
-                rest[lf - 1] == b'\r'
-            } else {
-                self.discarding && self.discard_last_cr
-            };
-            if self.discarding {
-                self.discarding = false;
-                self.after_crlf = crlf;
+            if self.discarding || line.len() > self.max_line {
+                self.discard(&line[..lf]);
+                let crlf = self.discard_last_cr;
                 if !crlf {
                     self.faults.bare_newline = true;
                 }
+                self.after_crlf = crlf;
+                self.discarding = false;
+                self.discard_last_cr = false;
                 continue;
             }
             if self.after_crlf && line == b".\r\n" {
                 return (pos, true);
             }
-            if line.len() > self.max_line {
-                self.faults.line_too_long = true;
-            }
+            let crlf = lf > 0 && rest[lf - 1] == b'\r';
             let content = if crlf {
                 &line[..line.len() - 2]
             } else {
@@ -122,6 +116,22 @@ impl DataReceiver {
             }
         }
         (pos, false)
+    }
+
+    /// Part of an over-long line (without its LF): not kept, but checked for the same
+    /// faults as any line, so the outcome never depends on how the bytes were split.
+    fn discard(&mut self, bytes: &[u8]) {
+        self.faults.line_too_long = true;
+        self.discarding = true;
+        for &b in bytes {
+            if self.discard_last_cr {
+                self.faults.bare_newline = true;
+            }
+            if b == 0 {
+                self.faults.nul = true;
+            }
+            self.discard_last_cr = b == b'\r';
+        }
     }
 
     /// Bytes received so far (after unstuffing), or zero once over the limit.
@@ -256,5 +266,60 @@ mod tests {
         let (_, done) = d.feed(b"\n.\r\n");
         assert!(done);
         assert_eq!(d.finish().unwrap_err(), reply::DATA_LINE_TOO_LONG);
+    }
+
+    /// A tiny deterministic generator, so the property tests need no extra crate.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Random bodies made of the bytes that matter (CR, LF, dot, NUL, text), fed whole
+    /// and in random pieces: the outcome must not depend on how the bytes arrive, and
+    /// memory stays within the limits.
+    #[test]
+    fn chunking_never_changes_the_outcome() {
+        let alphabet = [b'\r', b'\n', b'.', b'a', b'\0', b' '];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..3000 {
+            let len = (rng.next() % 200) as usize;
+            let mut input: Vec<u8> = (0..len)
+                .map(|_| alphabet[(rng.next() % alphabet.len() as u64) as usize])
+                .collect();
+            input.extend_from_slice(b"\r\n.\r\n");
+            let whole = {
+                let mut d = DataReceiver::new(64, 32);
+                let (n, done) = d.feed(&input);
+                assert!(d.len() <= 64);
+                (n, done, d.finish())
+            };
+            let mut d = DataReceiver::new(64, 32);
+            let mut buf = Vec::new();
+            let mut consumed_total = 0;
+            let mut done = false;
+            let mut pos = 0;
+            while pos < input.len() && !done {
+                let step = 1 + (rng.next() % 7) as usize;
+                let end = (pos + step).min(input.len());
+                buf.extend_from_slice(&input[pos..end]);
+                pos = end;
+                let (n, fin) = d.feed(&buf);
+                buf.drain(..n);
+                consumed_total += n;
+                done = fin;
+                assert!(buf.len() <= 32 + 7, "unbounded buffering");
+            }
+            assert_eq!(done, whole.1, "{input:?}");
+            if done {
+                assert_eq!(consumed_total, whole.0, "{input:?}");
+                assert_eq!(d.finish(), whole.2, "{input:?}");
+            }
+        }
     }
 }
