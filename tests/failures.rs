@@ -187,10 +187,7 @@ async fn database_outage_tempfails_and_recovers_without_restart() {
 async fn sigterm_lets_an_open_transaction_finish() {
     let mut server = TestServer::start();
     let (mut open, _) = RawClient::connect(server.inbound).await;
-    open.expect("EHLO client.test", 250).await;
-    open.expect("MAIL FROM:<s@remote.test>", 250).await;
-    open.expect("RCPT TO:<bob@example.test>", 250).await;
-    open.expect("DATA", 354).await;
+    open.begin_data("bob@example.test").await;
     open.send(b"Subject: drain\r\nMessage-ID: <drain@remote.test>\r\n\r\nfirst half\r\n")
         .await;
     let (mut idle, _) = RawClient::connect(server.inbound).await;

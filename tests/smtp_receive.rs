@@ -255,32 +255,13 @@ async fn pipelined_transaction() {
         b"MAIL FROM:<s@remote.test>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n",
     )
     .await;
-    let codes: Vec<u16> = [
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-    ]
-    .iter()
-    .map(|r| r.code)
-    .collect();
-    assert_eq!(codes, [250, 250, 550, 250, 354]);
+    assert_eq!(c.codes(5).await, [250, 250, 550, 250, 354]);
     // Body, end, next transaction and QUIT in one write.
     c.send(
         b"Subject: p1\r\nMessage-ID: <p1@remote.test>\r\n\r\nfirst\r\n.\r\nMAIL FROM:<s@remote.test>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\n",
     )
     .await;
-    let codes: Vec<u16> = [
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-        c.reply().await.unwrap(),
-    ]
-    .iter()
-    .map(|r| r.code)
-    .collect();
-    assert_eq!(codes, [250, 250, 250, 354]);
+    assert_eq!(c.codes(4).await, [250, 250, 250, 354]);
     c.send(b"Subject: p2\r\nMessage-ID: <p2@remote.test>\r\n\r\nsecond\r\n.\r\nQUIT\r\n")
         .await;
     assert_eq!(c.reply().await.unwrap().code, 250);
@@ -299,10 +280,7 @@ async fn smuggling_attempts_do_not_end_data() {
         .enumerate()
     {
         let (mut c, _) = RawClient::connect(server.inbound).await;
-        c.expect("EHLO client.test", 250).await;
-        c.expect("MAIL FROM:<s@remote.test>", 250).await;
-        c.expect("RCPT TO:<bob@example.test>", 250).await;
-        c.expect("DATA", 354).await;
+        c.begin_data("bob@example.test").await;
         let mut data = format!("Subject: outer\r\nMessage-ID: <outer{n}@remote.test>\r\n\r\nhello")
             .into_bytes();
         data.extend_from_slice(smuggle);
@@ -371,10 +349,7 @@ async fn malformed_input_gets_errors_and_others_are_served() {
 
     // NUL inside DATA refuses the message only.
     let (mut c, _) = RawClient::connect(server.inbound).await;
-    c.expect("EHLO client.test", 250).await;
-    c.expect("MAIL FROM:<s@remote.test>", 250).await;
-    c.expect("RCPT TO:<bob@example.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.begin_data("bob@example.test").await;
     c.send(b"Subject: nul\r\n\r\na\0b\r\n.\r\n").await;
     assert_eq!(c.reply().await.unwrap().code, 550);
     c.expect("NOOP", 250).await;
@@ -385,10 +360,7 @@ async fn malformed_input_gets_errors_and_others_are_served() {
 async fn unterminated_data_stores_nothing() {
     let server = TestServer::start();
     let (mut c, _) = RawClient::connect(server.inbound).await;
-    c.expect("EHLO client.test", 250).await;
-    c.expect("MAIL FROM:<s@remote.test>", 250).await;
-    c.expect("RCPT TO:<bob@example.test>", 250).await;
-    c.expect("DATA", 354).await;
+    c.begin_data("bob@example.test").await;
     c.send(b"Subject: cut\r\nMessage-ID: <cut@remote.test>\r\n\r\nhalf a messa")
         .await;
     drop(c);

@@ -78,6 +78,23 @@ impl RawClient {
         r
     }
 
+    /// Reads `n` replies (answers to pipelined commands) and returns their codes.
+    pub async fn codes(&mut self, n: usize) -> Vec<u16> {
+        let mut codes = Vec::with_capacity(n);
+        for _ in 0..n {
+            codes.push(self.reply().await.expect("reply").code);
+        }
+        codes
+    }
+
+    /// EHLO, MAIL FROM:<s@remote.test>, RCPT TO:<rcpt>, DATA, each expected to succeed.
+    pub async fn begin_data(&mut self, rcpt: &str) {
+        self.expect("EHLO client.test", 250).await;
+        self.expect("MAIL FROM:<s@remote.test>", 250).await;
+        self.expect(&format!("RCPT TO:<{rcpt}>"), 250).await;
+        self.expect("DATA", 354).await;
+    }
+
     /// True when the server closed the connection.
     pub async fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];

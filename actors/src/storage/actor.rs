@@ -59,12 +59,12 @@ pub struct StorageActor {
     bodies: BodyStore,
     health: Arc<HealthState>,
     health_monitor: Recipient<DependencyFailed>,
-    /// Waiting for stage 1.
+    /// Waiting for their objects to be written.
     pending: Vec<Waiter>,
-    /// Stage 1 done, waiting for stage 2.
+    /// Objects durable, waiting for their rows.
     staged: Vec<Waiter>,
-    stage1_busy: bool,
-    stage2_busy: bool,
+    writing_objects: bool,
+    committing_rows: bool,
 }
 
 impl StorageActor {
@@ -81,16 +81,16 @@ impl StorageActor {
             health_monitor,
             pending: Vec::new(),
             staged: Vec::new(),
-            stage1_busy: false,
-            stage2_busy: false,
+            writing_objects: false,
+            committing_rows: false,
         }
     }
 
-    fn stage1(&mut self, ctx: &mut Context<Self>) {
-        if self.stage1_busy || self.pending.is_empty() {
+    fn write_objects(&mut self, ctx: &mut Context<Self>) {
+        if self.writing_objects || self.pending.is_empty() {
             return;
         }
-        self.stage1_busy = true;
+        self.writing_objects = true;
         let take = self.pending.len().min(MAX_BATCH);
         let batch: Vec<Waiter> = self.pending.drain(..take).collect();
         let bodies = self.bodies.clone();
@@ -106,23 +106,23 @@ impl StorageActor {
             (batch, result)
         };
         ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
-            act.stage1_busy = false;
+            act.writing_objects = false;
             match result {
                 Ok(()) => {
                     act.staged.extend(batch);
-                    act.stage2(ctx);
+                    act.commit_rows(ctx);
                 }
                 Err(e) => act.fail_batch(batch, &e),
             }
-            act.stage1(ctx);
+            act.write_objects(ctx);
         }));
     }
 
-    fn stage2(&mut self, ctx: &mut Context<Self>) {
-        if self.stage2_busy || self.staged.is_empty() {
+    fn commit_rows(&mut self, ctx: &mut Context<Self>) {
+        if self.committing_rows || self.staged.is_empty() {
             return;
         }
-        self.stage2_busy = true;
+        self.committing_rows = true;
         let take = self.staged.len().min(MAX_BATCH);
         let batch: Vec<Waiter> = self.staged.drain(..take).collect();
         let db = self.db.clone();
@@ -134,7 +134,7 @@ impl StorageActor {
         };
         ctx.spawn(fut.into_actor(self).map(
             |(batch, result, took): (Vec<Waiter>, _, Duration), act, ctx| {
-                act.stage2_busy = false;
+                act.committing_rows = false;
                 match result {
                     Ok(()) => {
                         tracing::debug!(
@@ -150,7 +150,7 @@ impl StorageActor {
                     }
                     Err(e) => act.fail_batch(batch, &e),
                 }
-                act.stage2(ctx);
+                act.commit_rows(ctx);
             },
         ));
     }
@@ -247,7 +247,7 @@ impl Handler<StoreMessage> for StorageActor {
     fn handle(&mut self, msg: StoreMessage, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.pending.push((msg.0, tx));
-        self.stage1(ctx);
+        self.write_objects(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Stopped)) })
     }
 }
