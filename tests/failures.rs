@@ -323,3 +323,35 @@ async fn sigkill_loses_no_acknowledged_message() {
     );
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
+
+#[tokio::test]
+async fn restart_removes_rows_whose_object_never_reached_the_disk() {
+    if common::postgres_url().is_some() {
+        eprintln!("crash recovery of unflushed rows applies to SQLite (parallel flushes)");
+        return;
+    }
+    let mut server = TestServer::start();
+    assert_eq!(transaction_reply(&server, "kept@remote.test").await, 250);
+    assert_eq!(transaction_reply(&server, "torn@remote.test").await, 250);
+    server.kill();
+    // What a crash between the row flush and the object flush leaves behind.
+    let torn = server.messages_with_id("torn@remote.test").await.remove(0);
+    if server.backend.s3.is_some() {
+        let config = common::mairust_actors_config(&server.config_path);
+        let store = mairust_actors::storage::BodyStore::open(&config.storage).unwrap();
+        store.delete(&torn.object_key).await.unwrap();
+    } else {
+        std::fs::remove_file(server.dir.path().join("objects").join(&torn.object_key)).unwrap();
+    }
+    server.spawn();
+    assert!(server.messages_with_id("torn@remote.test").await.is_empty());
+    assert_eq!(
+        server.index_count(&torn.id).await,
+        0,
+        "mailbox entry left behind"
+    );
+    let kept = server.messages_with_id("kept@remote.test").await;
+    assert_eq!(kept.len(), 1);
+    assert!(server.object(&kept[0].object_key).await.is_some());
+    assert!(server.log_contains("unflushed_row_removed"));
+}

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -20,7 +19,7 @@ use crate::shutdown::{Phase, ShutdownCoordinator};
 use crate::smtp::listener::{SessionRegistry, SmtpListener};
 use crate::smtp::session::{ListenerKind, SessionContext};
 use crate::smtp::tls;
-use crate::storage::{BodyStore, StorageActor};
+use crate::storage::{BodyStore, CommitMode, StorageActor, recover_unflushed};
 
 /// What the HTTP server and `serve` need from the running tree.
 #[derive(Clone)]
@@ -73,9 +72,26 @@ impl Supervisor {
         .start();
         // Know the dependencies' state before the first client does.
         health_monitor.send(ProbeNow).await.ok();
+        // SQLite is single-node and only this process writes it: both flushes may run
+        // at once, after removing what a crash left half-flushed (see storage::actor).
+        let mode = if config.database.is_sqlite() {
+            let removed = recover_unflushed(&db, &bodies).await?;
+            if removed > 0 {
+                tracing::warn!(
+                    component = "storage",
+                    event = "recovered",
+                    removed,
+                    "removed rows of unacknowledged messages left by a crash"
+                );
+            }
+            CommitMode::Parallel
+        } else {
+            CommitMode::Ordered
+        };
         let storage = StorageActor::new(
             db.clone(),
             bodies.clone(),
+            mode,
             health.clone(),
             health_monitor.clone().recipient(),
         )
@@ -111,7 +127,6 @@ impl Supervisor {
         };
         let arbiters: Arc<Vec<ArbiterHandle>> =
             Arc::new((0..workers).map(|_| Arbiter::new().handle()).collect());
-        let next = Arc::new(AtomicUsize::new(0));
         let mut listeners = Vec::new();
         for (name, kind) in [
             ("inbound", ListenerKind::Inbound),
@@ -132,15 +147,15 @@ impl Supervisor {
             let local = socket.local_addr()?;
             tracing::info!(component = "smtp", event = "listening", listener = name, addr = %local, "SMTP listener ready");
             listeners.push((name, local));
-            SmtpListener::new(
-                kind,
-                socket,
-                ctx.clone(),
-                arbiters.clone(),
-                next.clone(),
-                sessions.clone(),
-            )
-            .start();
+            for arbiter in arbiters.iter() {
+                let socket = socket
+                    .try_clone()
+                    .with_context(|| format!("smtp.listeners.{name}: cannot share the socket"))?;
+                let (ctx, sessions) = (ctx.clone(), sessions.clone());
+                SmtpListener::start_in_arbiter(arbiter, move |_| {
+                    SmtpListener::new(kind, socket, ctx, sessions)
+                });
+            }
         }
         let handles = Handles {
             config,

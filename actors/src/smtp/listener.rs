@@ -1,7 +1,9 @@
-//! SmtpListener: the accept loop of one listener (SPEC M1), with the session limits of
-//! SPEC M2 (total and per IP; more get 421 4.7.0). Each accepted connection becomes an
-//! SmtpSession actor on one of the SMTP arbiters, round robin. On shutdown the listener
-//! stops accepting and drops its socket.
+//! SmtpListener: an accept loop of one listener (SPEC M1), with the session limits of
+//! SPEC M2 (total and per IP; more get 421 4.7.0). Every SMTP arbiter runs one
+//! SmtpListener per listening socket (clones of one socket), and each accepted
+//! connection becomes an SmtpSession actor on that same arbiter: no thread hop per
+//! connection, and the kernel spreads connections over the arbiters. On shutdown the
+//! listeners stop accepting and drop their sockets.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -102,10 +104,9 @@ impl Drop for SessionGuard {
 
 pub struct SmtpListener {
     kind: ListenerKind,
+    /// Taken in `started`, where it is registered with this arbiter's reactor.
     socket: Option<std::net::TcpListener>,
     ctx: Arc<SessionContext>,
-    arbiters: Arc<Vec<ArbiterHandle>>,
-    next_arbiter: Arc<AtomicUsize>,
     registry: Arc<SessionRegistry>,
 }
 
@@ -114,16 +115,12 @@ impl SmtpListener {
         kind: ListenerKind,
         socket: std::net::TcpListener,
         ctx: Arc<SessionContext>,
-        arbiters: Arc<Vec<ArbiterHandle>>,
-        next_arbiter: Arc<AtomicUsize>,
         registry: Arc<SessionRegistry>,
     ) -> Self {
         SmtpListener {
             kind,
             socket: Some(socket),
             ctx,
-            arbiters,
-            next_arbiter,
             registry,
         }
     }
@@ -136,13 +133,7 @@ impl Actor for SmtpListener {
         let Some(socket) = self.socket.take() else {
             return;
         };
-        let (kind, sctx, arbiters, next, registry) = (
-            self.kind,
-            self.ctx.clone(),
-            self.arbiters.clone(),
-            self.next_arbiter.clone(),
-            self.registry.clone(),
-        );
+        let (kind, sctx, registry) = (self.kind, self.ctx.clone(), self.registry.clone());
         let fut = async move {
             let listener = match socket
                 .set_nonblocking(true)
@@ -184,18 +175,7 @@ impl Actor for SmtpListener {
                     });
                     continue;
                 };
-                let std_stream = match stream.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(component = "smtp", error = %e, "cannot hand over connection");
-                        continue;
-                    }
-                };
-                let arbiter = &arbiters[next.fetch_add(1, Ordering::Relaxed) % arbiters.len()];
-                let sctx = sctx.clone();
-                SmtpSession::start_in_arbiter(arbiter, move |_| {
-                    SmtpSession::new(std_stream, sctx, kind, remote, guard)
-                });
+                SmtpSession::new(stream, sctx.clone(), kind, remote, guard).start();
             }
             tracing::info!(
                 component = "smtp",

@@ -1,24 +1,34 @@
 //! StorageActor: stores received messages with group commit (SPEC M4).
 //!
-//! Two stages, each working on one batch at a time, so one batch's database commit
-//! overlaps the next batch's object writes:
+//! Two lanes, each working on one batch at a time: the object lane writes a batch of
+//! bodies and makes them durable together (one blocking task and one `syncfs` on fs;
+//! acknowledged PUTs on S3); the row lane inserts a batch of rows in one durable
+//! transaction. Messages arriving while a lane is busy wait and form its next batch. A
+//! caller is answered only when its message is through both lanes, so 250 always means
+//! durable. How the lanes are chained depends on the [`CommitMode`]:
 //!
-//! 1. objects: the batch's bodies are written and made durable together (one blocking
-//!    task and one `syncfs` on fs; acknowledged PUTs on S3);
-//! 2. rows: everything whose objects are durable is inserted in one transaction.
+//! - `Ordered` (PostgreSQL, possibly several nodes): a message enters the row lane only
+//!   after its object is durable, so a row never points at a missing object.
+//! - `Parallel` (SQLite: one node, nothing else writes): a message enters both lanes at
+//!   once, so its latency is the slower flush, not the sum of both. A crash between the
+//!   two flushes can leave a row without its object, but only for a message that was
+//!   never acknowledged; [`recover_unflushed`] removes such rows before the next start
+//!   accepts mail, and a failed object write removes its rows at once.
 //!
-//! Messages arriving while a stage is busy wait and form its next batch. A caller gets
-//! its answer only after its rows committed, so 250 always means durable, and a row
-//! never refers to an object that is not durable. A failure answers the callers of that
-//! batch with [`StoreError`] (451 upstream) and tells the HealthMonitor.
+//! A failure answers the callers of that batch with [`StoreError`] (451 upstream) and
+//! tells the HealthMonitor.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use chrono::Utc;
 use mairust_entities::{mailbox_message, message};
-use sea_orm::{DatabaseConnection, EntityTrait, Set, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
 use tokio::sync::oneshot;
 
 use super::bodies::BodyStore;
@@ -44,25 +54,45 @@ impl StoreError {
     }
 }
 
+/// How the object and row lanes are chained; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    Ordered,
+    Parallel,
+}
+
 /// Store this message durably; answers once it is (or is not).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct StoreMessage(pub IncomingMessage);
 
-type Waiter = (IncomingMessage, oneshot::Sender<Result<(), StoreError>>);
-
-/// Upper bound of messages per stage batch, to bound latency and memory.
+/// Upper bound of messages per lane batch, to bound latency and memory.
 const MAX_BATCH: usize = 256;
+
+type Entry = (u64, Arc<IncomingMessage>);
+
+/// A caller waiting for its message to pass the lanes it still needs.
+struct Waiter {
+    reply: oneshot::Sender<Result<(), StoreError>>,
+    lanes_left: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Objects,
+    Rows,
+}
 
 pub struct StorageActor {
     db: DatabaseConnection,
     bodies: BodyStore,
+    mode: CommitMode,
     health: Arc<HealthState>,
     health_monitor: Recipient<DependencyFailed>,
-    /// Waiting for their objects to be written.
-    pending: Vec<Waiter>,
-    /// Objects durable, waiting for their rows.
-    staged: Vec<Waiter>,
+    next_seq: u64,
+    waiters: HashMap<u64, Waiter>,
+    object_queue: Vec<Entry>,
+    row_queue: Vec<Entry>,
     writing_objects: bool,
     committing_rows: bool,
 }
@@ -71,33 +101,42 @@ impl StorageActor {
     pub fn new(
         db: DatabaseConnection,
         bodies: BodyStore,
+        mode: CommitMode,
         health: Arc<HealthState>,
         health_monitor: Recipient<DependencyFailed>,
     ) -> Self {
         StorageActor {
             db,
             bodies,
+            mode,
             health,
             health_monitor,
-            pending: Vec::new(),
-            staged: Vec::new(),
+            next_seq: 0,
+            waiters: HashMap::new(),
+            object_queue: Vec::new(),
+            row_queue: Vec::new(),
             writing_objects: false,
             committing_rows: false,
         }
     }
 
+    fn start_lanes(&mut self, ctx: &mut Context<Self>) {
+        self.write_objects(ctx);
+        self.commit_rows(ctx);
+    }
+
     fn write_objects(&mut self, ctx: &mut Context<Self>) {
-        if self.writing_objects || self.pending.is_empty() {
+        if self.writing_objects || self.object_queue.is_empty() {
             return;
         }
         self.writing_objects = true;
-        let take = self.pending.len().min(MAX_BATCH);
-        let batch: Vec<Waiter> = self.pending.drain(..take).collect();
+        let take = self.object_queue.len().min(MAX_BATCH);
+        let batch: Vec<Entry> = self.object_queue.drain(..take).collect();
         let bodies = self.bodies.clone();
         let fut = async move {
             let objects = batch
                 .iter()
-                .map(|(m, _)| (m.object_key(), m.body.clone()))
+                .map(|(_, m)| (m.object_key(), m.body.clone()))
                 .collect();
             let result = bodies
                 .put_batch(objects)
@@ -107,62 +146,93 @@ impl StorageActor {
         };
         ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
             act.writing_objects = false;
-            match result {
-                Ok(()) => {
-                    act.staged.extend(batch);
-                    act.commit_rows(ctx);
-                }
-                Err(e) => act.fail_batch(batch, &e),
+            if result.is_err() && act.mode == CommitMode::Parallel {
+                act.remove_rows(&batch, ctx);
             }
-            act.write_objects(ctx);
+            if result.is_ok() && act.mode == CommitMode::Ordered {
+                act.row_queue.extend(batch.iter().cloned());
+            }
+            act.lane_done(Lane::Objects, &batch, result);
+            act.start_lanes(ctx);
         }));
     }
 
     fn commit_rows(&mut self, ctx: &mut Context<Self>) {
-        if self.committing_rows || self.staged.is_empty() {
+        if self.committing_rows || self.row_queue.is_empty() {
             return;
         }
         self.committing_rows = true;
-        let take = self.staged.len().min(MAX_BATCH);
-        let batch: Vec<Waiter> = self.staged.drain(..take).collect();
+        let take = self.row_queue.len().min(MAX_BATCH);
+        let batch: Vec<Entry> = self.row_queue.drain(..take).collect();
         let db = self.db.clone();
         let fut = async move {
             let started = Instant::now();
-            let messages: Vec<&IncomingMessage> = batch.iter().map(|(m, _)| m).collect();
+            let messages: Vec<&IncomingMessage> = batch.iter().map(|(_, m)| m.as_ref()).collect();
             let result = insert_rows(&db, &messages).await;
-            (batch, result, started.elapsed())
+            tracing::debug!(
+                component = "storage",
+                event = "rows_committed",
+                messages = batch.len(),
+                us = started.elapsed().as_micros() as u64,
+                ok = result.is_ok(),
+                "rows committed"
+            );
+            (batch, result)
         };
-        ctx.spawn(fut.into_actor(self).map(
-            |(batch, result, took): (Vec<Waiter>, _, Duration), act, ctx| {
-                act.committing_rows = false;
-                match result {
-                    Ok(()) => {
-                        tracing::debug!(
-                            component = "storage",
-                            event = "batch_committed",
-                            messages = batch.len(),
-                            us = took.as_micros() as u64,
-                            "batch committed"
-                        );
-                        for (_, waiter) in batch {
-                            let _ = waiter.send(Ok(()));
-                        }
-                    }
-                    Err(e) => act.fail_batch(batch, &e),
-                }
-                act.commit_rows(ctx);
-            },
-        ));
+        ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
+            act.committing_rows = false;
+            act.lane_done(Lane::Rows, &batch, result);
+            act.start_lanes(ctx);
+        }));
     }
 
-    fn fail_batch(&mut self, batch: Vec<Waiter>, error: &StoreError) {
-        tracing::error!(component = "storage", event = "store_failed", error = %error, messages = batch.len(), "batch not stored");
-        let dependency = error.dependency();
-        self.health.mark_down(dependency);
-        self.health_monitor.do_send(DependencyFailed(dependency));
-        for (_, waiter) in batch {
-            let _ = waiter.send(Err(error.clone()));
+    /// A lane finished a batch: answer the callers that need nothing more.
+    fn lane_done(&mut self, lane: Lane, batch: &[Entry], result: Result<(), StoreError>) {
+        if let Err(e) = &result {
+            tracing::error!(component = "storage", event = "store_failed", lane = ?lane, error = %e, messages = batch.len(), "batch not stored");
+            let dependency = e.dependency();
+            self.health.mark_down(dependency);
+            self.health_monitor.do_send(DependencyFailed(dependency));
         }
+        for (seq, _) in batch {
+            let finished = match (&result, self.waiters.get_mut(seq)) {
+                // Already answered: the other lane failed.
+                (_, None) => false,
+                (Err(_), Some(_)) => true,
+                (Ok(()), Some(waiter)) => {
+                    // In Ordered mode the object lane only hands over to the row lane.
+                    let counts = self.mode == CommitMode::Parallel || lane == Lane::Rows;
+                    if counts {
+                        waiter.lanes_left -= 1;
+                    }
+                    waiter.lanes_left == 0
+                }
+            };
+            if finished && let Some(waiter) = self.waiters.remove(seq) {
+                let _ = waiter.reply.send(result.clone());
+            }
+        }
+    }
+
+    /// Parallel mode, objects failed: their rows (committed or about to be) must go.
+    fn remove_rows(&mut self, batch: &[Entry], ctx: &mut Context<Self>) {
+        // Rows not committed yet: take them out of the queue.
+        self.row_queue
+            .retain(|(seq, _)| !batch.iter().any(|(s, _)| s == seq));
+        let ids: Vec<String> = batch.iter().map(|(_, m)| m.id.clone()).collect();
+        let db = self.db.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = message::Entity::delete_many()
+                    .filter(message::Column::Id.is_in(ids))
+                    .exec(&db)
+                    .await
+                {
+                    tracing::warn!(component = "storage", error = %e, "could not remove rows of unstored objects; recover_unflushed removes them at the next start");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 
@@ -229,13 +299,47 @@ async fn insert_rows(
     txn.commit().await.map_err(db_err)
 }
 
+/// Parallel mode, before accepting mail: rows among the newest whose object is missing
+/// were committed while their object was not flushed when the process died, so they
+/// were never acknowledged. Removes them (their mailbox entries go by cascade) and
+/// returns how many.
+pub async fn recover_unflushed(
+    db: &DatabaseConnection,
+    bodies: &BodyStore,
+) -> Result<usize, StoreError> {
+    let db_err = |e: sea_orm::DbErr| StoreError::Database(e.to_string());
+    // At most two batches per lane can be in flight; look well past that.
+    let newest = message::Entity::find()
+        .order_by_desc(message::Column::ReceivedAt)
+        .limit(4 * MAX_BATCH as u64)
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    let mut removed = 0;
+    for row in newest {
+        let present = bodies
+            .exists(&row.object_key)
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        if !present {
+            message::Entity::delete_by_id(row.id.clone())
+                .exec(db)
+                .await
+                .map_err(db_err)?;
+            tracing::warn!(component = "storage", event = "unflushed_row_removed", id = %row.id, "removed the row of a message that was never acknowledged (crash before its object was flushed)");
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 impl Actor for StorageActor {
     type Context = Context<Self>;
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         // Callers still waiting get a tempfail rather than silence.
-        for (_, waiter) in self.pending.drain(..).chain(self.staged.drain(..)) {
-            let _ = waiter.send(Err(StoreError::Stopped));
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.reply.send(Err(StoreError::Stopped));
         }
         Running::Stop
     }
@@ -246,8 +350,25 @@ impl Handler<StoreMessage> for StorageActor {
 
     fn handle(&mut self, msg: StoreMessage, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.pending.push((msg.0, tx));
-        self.write_objects(ctx);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = (seq, Arc::new(msg.0));
+        let lanes_left = match self.mode {
+            CommitMode::Ordered => 1,
+            CommitMode::Parallel => {
+                self.row_queue.push(entry.clone());
+                2
+            }
+        };
+        self.object_queue.push(entry);
+        self.waiters.insert(
+            seq,
+            Waiter {
+                reply: tx,
+                lanes_left,
+            },
+        );
+        self.start_lanes(ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Stopped)) })
     }
 }

@@ -134,6 +134,14 @@ impl BodyStore {
         }
     }
 
+    pub async fn exists(&self, key: &str) -> Result<bool, BodyError> {
+        match self.store.head(&ObjectPath::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), BodyError> {
         self.store.delete(&ObjectPath::from(key)).await?;
         Ok(())

@@ -1,6 +1,6 @@
-//! The SmtpSession actor: one per connection, started on one of the SMTP arbiters. It
-//! owns the connection and its [`Session`]; the session's end stops the actor, and
-//! `stopped` releases the connection's place in the [`SessionRegistry`].
+//! The SmtpSession actor: one per connection, started on the arbiter that accepted it.
+//! It owns the connection and its [`Session`]; the session's end stops the actor, and
+//! dropping it releases the connection's place in the SessionRegistry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,16 +11,14 @@ use super::{ListenerKind, Session, SessionContext};
 use crate::smtp::listener::SessionGuard;
 
 pub struct SmtpSession {
-    /// Taken in `started`: a std socket so it can cross to this actor's arbiter and be
-    /// registered with that arbiter's reactor.
-    socket: Option<std::net::TcpStream>,
+    socket: Option<tokio::net::TcpStream>,
     session: Option<Session>,
     _guard: SessionGuard,
 }
 
 impl SmtpSession {
     pub fn new(
-        socket: std::net::TcpStream,
+        socket: tokio::net::TcpStream,
         ctx: Arc<SessionContext>,
         listener: ListenerKind,
         remote: SocketAddr,
@@ -43,15 +41,8 @@ impl Actor for SmtpSession {
             return;
         };
         let fut = async move {
-            match tokio::net::TcpStream::from_std(socket) {
-                Ok(tcp) => {
-                    let _ = tcp.set_nodelay(true);
-                    session.run(Box::new(tcp)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(component = "smtp", session_id = %session.id(), error = %e, "cannot register connection")
-                }
-            }
+            let _ = socket.set_nodelay(true);
+            session.run(Box::new(socket)).await;
         };
         ctx.spawn(fut.into_actor(self).map(|_, _, ctx| ctx.stop()));
     }
