@@ -2,9 +2,9 @@
 //!
 //! Durability (SPEC M4): S3 acknowledges a PUT only once it is stored. For local files
 //! [`BodyStore::put_batch`] writes a whole batch in one blocking task (temporary file,
-//! rename, the same layout `object_store`'s LocalFileSystem reads) and makes it durable
-//! with one `syncfs(2)` of the filesystem: the group commit's single flush, and one
-//! thread hop instead of one per message.
+//! fsync, rename, in the layout `object_store`'s LocalFileSystem reads), then flushes
+//! each directory that got new names once: one thread hop per batch, and the files'
+//! flushes run in parallel so the filesystem can merge their journal commits.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -185,45 +185,98 @@ async fn blocking(
         .map_err(BodyError::Sync)
 }
 
+/// Threads flushing one batch's files at once.
+const MAX_FLUSH_THREADS: usize = 16;
+
 /// Writes each object as `root/key` through a temporary file and a rename, so a reader
-/// never sees half an object, then flushes the filesystem once.
+/// never sees half an object. With `fsync`, each file's data is flushed before its
+/// rename (in parallel threads for a batch, so the filesystem merges their journal
+/// commits), then each directory that got new entries is flushed once.
 fn write_files(
     root: &std::path::Path,
     objects: &[(String, Bytes)],
     fsync: bool,
 ) -> std::io::Result<()> {
-    use std::io::Write;
-    for (key, body) in objects {
-        let path = root.join(key);
-        let tmp = path.with_extension("eml.tmp");
-        let mut file = match std::fs::File::create(&tmp) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = tmp.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                std::fs::File::create(&tmp)?
-            }
-            Err(e) => return Err(e),
-        };
-        file.write_all(body)?;
-        drop(file);
-        std::fs::rename(&tmp, &path)?;
-    }
+    let created: Vec<Vec<std::path::PathBuf>> = if fsync && objects.len() > 1 {
+        let per_thread = objects.len().div_ceil(MAX_FLUSH_THREADS);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = objects
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|object| write_file(root, object, true))
+                            .collect::<std::io::Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")))
+                })
+                .collect::<std::io::Result<Vec<Vec<_>>>>()
+                .map(|v| v.into_iter().flatten().collect())
+        })?
+    } else {
+        objects
+            .iter()
+            .map(|object| write_file(root, object, fsync))
+            .collect::<std::io::Result<_>>()?
+    };
     if fsync {
-        syncfs(root)?;
+        let mut dirs: Vec<std::path::PathBuf> = objects
+            .iter()
+            .filter_map(|(key, _)| root.join(key).parent().map(std::path::Path::to_path_buf))
+            .chain(created.into_iter().flatten())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
     }
     Ok(())
 }
 
-fn syncfs(root: &std::path::Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let dir = std::fs::File::open(root)?;
-    // SAFETY: `dir` is an open file descriptor for the duration of the call.
-    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+/// Writes one object; returns the directories whose entries changed because this call
+/// created directories (their parents need a flush too).
+fn write_file(
+    root: &std::path::Path,
+    (key, body): &(String, Bytes),
+    fsync: bool,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    use std::io::Write;
+    let path = root.join(key);
+    let tmp = path.with_extension("eml.tmp");
+    let mut created = Vec::new();
+    let mut file = match std::fs::File::create(&tmp) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut dir = tmp.parent();
+            while let Some(d) = dir {
+                if d.exists() || d == root {
+                    break;
+                }
+                if let Some(parent) = d.parent() {
+                    created.push(parent.to_path_buf());
+                }
+                dir = d.parent();
+            }
+            if let Some(parent) = tmp.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(&tmp)?
+        }
+        Err(e) => return Err(e),
+    };
+    file.write_all(body)?;
+    if fsync {
+        file.sync_data()?;
     }
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    Ok(created)
 }

@@ -89,15 +89,25 @@ impl IncomingMessage {
         }
     }
 
-    /// `messages/<2 hex of the random tail>/<id>.eml`: spreads files over directories.
     pub fn object_key(&self) -> String {
         object_key(&self.id)
     }
 }
 
+/// `messages/YYYY-MM-DD/HH/<id>.eml`, from the time in the UUIDv7: messages received
+/// together share a directory (one directory flush per batch), and no directory grows
+/// without bound.
 pub fn object_key(id: &str) -> String {
-    let shard = id.get(id.len().saturating_sub(2)..).unwrap_or("00");
-    format!("messages/{shard}/{id}.eml")
+    let millis = uuid::Uuid::parse_str(id)
+        .ok()
+        .and_then(|u| u.get_timestamp())
+        .map(|ts| {
+            let (secs, nanos) = ts.to_unix();
+            secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+        })
+        .unwrap_or(0);
+    let time = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
+    format!("messages/{}/{id}.eml", time.format("%Y-%m-%d/%H"))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -127,10 +137,8 @@ mod tests {
     }
 
     #[test]
-    fn object_keys_are_sharded() {
-        assert_eq!(
-            object_key("0190a0b0-0000-7000-8000-0000000000ab"),
-            "messages/ab/0190a0b0-0000-7000-8000-0000000000ab.eml"
-        );
+    fn object_keys_follow_arrival_time() {
+        let id = "01a228ad-3a7f-777d-9ebf-478a3a300e45";
+        assert_eq!(object_key(id), format!("messages/2026-11-29/18/{id}.eml"));
     }
 }
