@@ -1,0 +1,130 @@
+//! The session state machine driven through an in-memory pipe: no socket, no listener,
+//! the real StorageActor and HealthMonitor on a temporary SQLite database and directory.
+
+use std::sync::Arc;
+
+use actix::Actor;
+use mairust_actors::accounts;
+use mairust_actors::config::{
+    Config, DatabaseConfig, FsStorageConfig, StorageBackend, StorageConfig,
+};
+use mairust_actors::database;
+use mairust_actors::health::{HealthMonitor, HealthState};
+use mairust_actors::shutdown::Phase;
+use mairust_actors::smtp::session::{ListenerKind, Session, SessionContext};
+use mairust_actors::storage::{BodyStore, CommitMode, StorageActor};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+fn config(dir: &std::path::Path) -> Config {
+    let database = DatabaseConfig {
+        url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()),
+        max_connections: 4,
+        connect_timeout_seconds: 2,
+    };
+    let storage = StorageConfig {
+        backend: StorageBackend::Fs,
+        fs: Some(FsStorageConfig {
+            path: dir.join("objects"),
+            fsync: true,
+        }),
+        s3: None,
+    };
+    Config {
+        server: Default::default(),
+        smtp: Default::default(),
+        http: Default::default(),
+        database,
+        storage,
+        health: Default::default(),
+        logging: Default::default(),
+    }
+}
+
+#[actix_rt::test]
+async fn a_whole_transaction_over_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Arc::new(config(dir.path()));
+    let db = database::connect(&config.database).await.unwrap();
+    database::migrate_up(&db).await.unwrap();
+    accounts::add_domain(&db, "example.test").await.unwrap();
+    accounts::add_user(&db, "bob@example.test", "pw")
+        .await
+        .unwrap();
+    let bodies = BodyStore::open(&config.storage).unwrap();
+    let health = Arc::new(HealthState::default());
+    let monitor = HealthMonitor::new(
+        health.clone(),
+        db.clone(),
+        bodies.clone(),
+        config.health.clone(),
+        "test".into(),
+    )
+    .start();
+    let storage = StorageActor::new(
+        db.clone(),
+        bodies,
+        CommitMode::Parallel,
+        health.clone(),
+        monitor.clone().recipient(),
+    )
+    .start();
+    let (_phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);
+    let ctx = Arc::new(SessionContext {
+        config,
+        db: db.clone(),
+        storage,
+        health,
+        health_monitor: monitor.recipient(),
+        tls: None,
+        shutdown: phase_rx,
+    });
+
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let session = Session::new(
+        ctx,
+        ListenerKind::Inbound,
+        "192.0.2.7:4000".parse().unwrap(),
+    );
+    let running = actix_rt::spawn(session.run(Box::new(server)));
+
+    let (read, mut write) = tokio::io::split(client);
+    let mut lines = BufReader::new(read).lines();
+    let mut next = async || lines.next_line().await.unwrap().unwrap();
+    assert!(next().await.starts_with("220 "));
+    write
+        .write_all(b"EHLO pipe.test\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    let mut ehlo = vec![next().await];
+    while ehlo.last().unwrap().starts_with("250-") {
+        ehlo.push(next().await);
+    }
+    assert!(
+        !ehlo.iter().any(|l| l.contains("STARTTLS")),
+        "no TLS configured: {ehlo:?}"
+    );
+    assert!(next().await.starts_with("250 2.1.0"));
+    assert!(next().await.starts_with("250 2.1.5"));
+    assert!(next().await.starts_with("354"));
+    write
+        .write_all(b"Subject: pipe\r\nMessage-ID: <pipe@remote.test>\r\n\r\n..dot\r\n.\r\nQUIT\r\n")
+        .await
+        .unwrap();
+    let stored = next().await;
+    assert!(stored.starts_with("250 2.0.0 OK queued as "), "{stored}");
+    assert!(next().await.starts_with("221"));
+    running.await.unwrap();
+
+    let id = stored.rsplit(' ').next().unwrap();
+    let key = mairust_actors::storage::envelope::object_key(id);
+    let body = std::fs::read(dir.path().join("objects").join(key)).unwrap();
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.starts_with("Received: from pipe.test ([192.0.2.7])"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\r\n\r\n.dot\r\n"),
+        "dot-unstuffed: {text:?}"
+    );
+}
