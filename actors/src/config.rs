@@ -89,7 +89,7 @@ pub struct SmtpConfig {
     /// An authenticated user may only use their own address in MAIL FROM (SPEC M3).
     pub require_sender_match: bool,
     pub limits: SmtpLimits,
-    /// Threads (actix arbiters) that run SMTP sessions; 0 = one per CPU.
+    /// Threads (actix arbiters) that run SMTP sessions; 0 = one per CPU minus one.
     pub workers: usize,
 }
 

@@ -122,7 +122,10 @@ impl Supervisor {
             shutdown: phase_rx,
         });
         let workers = match config.smtp.workers {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // One per CPU but one, left for the storage, database and HTTP threads.
+            0 => {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            }
             n => n,
         };
         let arbiters: Arc<Vec<ArbiterHandle>> =
