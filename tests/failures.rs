@@ -355,3 +355,56 @@ async fn restart_removes_rows_whose_object_never_reached_the_disk() {
     assert!(server.object(&kept[0].object_key).await.is_some());
     assert!(server.log_contains("unflushed_row_removed"));
 }
+
+#[tokio::test]
+async fn locked_sqlite_database_tempfails_and_recovers_without_restart() {
+    if common::postgres_url().is_some() {
+        eprintln!("this outage is SQLite's: another process holding the write lock");
+        return;
+    }
+    let server = TestServer::start();
+    assert_eq!(
+        transaction_reply(&server, "lock-before@remote.test").await,
+        250
+    );
+    // Another process takes the write lock and keeps it (a stuck tool, a backup ...).
+    let mut options = sea_orm::ConnectOptions::new(server.backend.db_url.clone());
+    options.max_connections(1).min_connections(1);
+    let locker = sea_orm::Database::connect(options).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    locker.execute_unprepared("BEGIN EXCLUSIVE").await.unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        transaction_reply(&server, "lock-during@remote.test").await,
+        451
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "tempfail took too long"
+    );
+    locker.execute_unprepared("COMMIT").await.unwrap();
+    locker.close().await.ok();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.http_get("/health/ready").await.0 == 200
+        })
+        .await
+    );
+    assert_eq!(
+        transaction_reply(&server, "lock-after@remote.test").await,
+        250
+    );
+    assert!(
+        server
+            .messages_with_id("lock-during@remote.test")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        server
+            .messages_with_id("lock-after@remote.test")
+            .await
+            .len(),
+        1
+    );
+}

@@ -71,10 +71,11 @@ const MAX_BATCH: usize = 256;
 
 type Entry = (u64, Arc<IncomingMessage>);
 
-/// A caller waiting for its message to pass the lanes it still needs.
+/// A caller waiting for its message to pass both lanes.
 struct Waiter {
     reply: oneshot::Sender<Result<(), StoreError>>,
-    lanes_left: u8,
+    object_done: bool,
+    rows_done: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,10 @@ pub struct StorageActor {
     row_queue: Vec<Entry>,
     writing_objects: bool,
     committing_rows: bool,
+    /// Parallel mode: messages whose rows are committed but whose object is not yet
+    /// durable. Bounded by `MAX_BATCH`, so at most two batches of rows can ever be
+    /// ahead of their objects, which is what [`recover_unflushed`] relies on.
+    rows_ahead: usize,
 }
 
 impl StorageActor {
@@ -117,6 +122,7 @@ impl StorageActor {
             row_queue: Vec::new(),
             writing_objects: false,
             committing_rows: false,
+            rows_ahead: 0,
         }
     }
 
@@ -158,7 +164,7 @@ impl StorageActor {
     }
 
     fn commit_rows(&mut self, ctx: &mut Context<Self>) {
-        if self.committing_rows || self.row_queue.is_empty() {
+        if self.committing_rows || self.row_queue.is_empty() || self.rows_ahead >= MAX_BATCH {
             return;
         }
         self.committing_rows = true;
@@ -195,19 +201,24 @@ impl StorageActor {
             self.health_monitor.do_send(DependencyFailed(dependency));
         }
         for (seq, _) in batch {
-            let finished = match (&result, self.waiters.get_mut(seq)) {
+            let Some(waiter) = self.waiters.get_mut(seq) else {
                 // Already answered: the other lane failed.
-                (_, None) => false,
-                (Err(_), Some(_)) => true,
-                (Ok(()), Some(waiter)) => {
-                    // In Ordered mode the object lane only hands over to the row lane.
-                    let counts = self.mode == CommitMode::Parallel || lane == Lane::Rows;
-                    if counts {
-                        waiter.lanes_left -= 1;
-                    }
-                    waiter.lanes_left == 0
-                }
+                continue;
             };
+            let was_ahead = waiter.rows_done && !waiter.object_done;
+            if result.is_ok() {
+                match lane {
+                    Lane::Objects => waiter.object_done = true,
+                    Lane::Rows => waiter.rows_done = true,
+                }
+            }
+            let is_ahead = waiter.rows_done && !waiter.object_done;
+            let finished = result.is_err() || (waiter.rows_done && waiter.object_done);
+            match (was_ahead, is_ahead && !finished) {
+                (false, true) => self.rows_ahead += 1,
+                (true, false) => self.rows_ahead -= 1,
+                _ => {}
+            }
             if finished && let Some(waiter) = self.waiters.remove(seq) {
                 let _ = waiter.reply.send(result.clone());
             }
@@ -308,7 +319,8 @@ pub async fn recover_unflushed(
     bodies: &BodyStore,
 ) -> Result<usize, StoreError> {
     let db_err = |e: sea_orm::DbErr| StoreError::Database(e.to_string());
-    // At most two batches per lane can be in flight; look well past that.
+    // At most two batches of rows can be ahead of their objects (`rows_ahead`);
+    // look well past that.
     let newest = message::Entity::find()
         .order_by_desc(message::Column::ReceivedAt)
         .limit(4 * MAX_BATCH as u64)
@@ -353,19 +365,16 @@ impl Handler<StoreMessage> for StorageActor {
         let seq = self.next_seq;
         self.next_seq += 1;
         let entry = (seq, Arc::new(msg.0));
-        let lanes_left = match self.mode {
-            CommitMode::Ordered => 1,
-            CommitMode::Parallel => {
-                self.row_queue.push(entry.clone());
-                2
-            }
-        };
+        if self.mode == CommitMode::Parallel {
+            self.row_queue.push(entry.clone());
+        }
         self.object_queue.push(entry);
         self.waiters.insert(
             seq,
             Waiter {
                 reply: tx,
-                lanes_left,
+                object_done: false,
+                rows_done: false,
             },
         );
         self.start_lanes(ctx);
