@@ -187,6 +187,11 @@ impl StorageActor {
         };
         ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
             act.committing_rows = false;
+            if result.is_err() {
+                // Their callers get 451: objects not written yet need not be.
+                act.object_queue
+                    .retain(|(seq, _)| !batch.iter().any(|(s, _)| s == seq));
+            }
             act.lane_done(Lane::Rows, &batch, result);
             act.start_lanes(ctx);
         }));
