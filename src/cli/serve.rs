@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 pub fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    raise_fd_limit(config.smtp.limits.max_sessions);
     actix_rt::System::new().block_on(async move {
         tracing::info!(component = "supervisor", event = "starting", config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting MaiRust");
         let db = database::connect(&config.database)
@@ -51,4 +52,39 @@ pub fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         tracing::info!(component = "supervisor", event = "stopped", "MaiRust stopped");
         Ok(())
     })
+}
+
+/// Each SMTP session holds a socket: raise the soft open-files limit to the hard one
+/// (service managers often start processes at 1024) and warn when it is still too low
+/// for `smtp.limits.max_sessions`.
+fn raise_fd_limit(max_sessions: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    let needed = max_sessions as u64 + 256;
+    if limit.rlim_cur < needed {
+        tracing::warn!(
+            component = "supervisor",
+            event = "fd_limit_low",
+            limit = limit.rlim_cur,
+            needed,
+            "open-files limit is below smtp.limits.max_sessions; raise LimitNOFILE or lower max_sessions"
+        );
+    }
 }
