@@ -30,6 +30,24 @@ async fn send_plain(
     result.map(|_| ())
 }
 
+/// STARTTLS (or implicit TLS) and AUTH with a self-signed server certificate.
+async fn tls_login(
+    port: u16,
+    implicit: bool,
+    user: &str,
+    password: &str,
+) -> mail_send::Result<
+    mail_send::SmtpClient<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>,
+> {
+    SmtpClientBuilder::new("localhost".to_string(), port)
+        .unwrap()
+        .implicit_tls(implicit)
+        .allow_invalid_certs()
+        .credentials((user.to_string(), password.to_string()))
+        .connect()
+        .await
+}
+
 #[tokio::test]
 async fn delivers_to_one_local_recipient() {
     let server = TestServer::start();
@@ -153,12 +171,7 @@ async fn size_limit_gives_552() {
 async fn starttls_then_auth_then_send() {
     let server = TestServer::start();
     let bob = TestServer::address("bob");
-    let mut client = SmtpClientBuilder::new("localhost".to_string(), server.submission.port())
-        .unwrap()
-        .implicit_tls(false)
-        .allow_invalid_certs()
-        .credentials((bob.clone(), common::PASSWORD.to_string()))
-        .connect()
+    let mut client = tls_login(server.submission.port(), false, &bob, common::PASSWORD)
         .await
         .expect("STARTTLS and AUTH");
     let body = message(
@@ -187,20 +200,9 @@ async fn starttls_then_auth_then_send() {
 async fn wrong_password_and_foreign_sender_are_refused() {
     let server = TestServer::start();
     let bob = TestServer::address("bob");
-    let bad = SmtpClientBuilder::new("localhost".to_string(), server.submission.port())
-        .unwrap()
-        .implicit_tls(false)
-        .allow_invalid_certs()
-        .credentials((bob.clone(), "wrong password".to_string()))
-        .connect()
-        .await;
+    let bad = tls_login(server.submission.port(), false, &bob, "wrong password").await;
     assert!(bad.is_err(), "wrong password accepted");
-    let mut client = SmtpClientBuilder::new("localhost".to_string(), server.submission.port())
-        .unwrap()
-        .implicit_tls(false)
-        .allow_invalid_certs()
-        .credentials((bob.clone(), common::PASSWORD.to_string()))
-        .connect()
+    let mut client = tls_login(server.submission.port(), false, &bob, common::PASSWORD)
         .await
         .expect("login");
     let alice = TestServer::address("alice");
@@ -405,12 +407,7 @@ async fn implicit_tls_submissions() {
         ..Options::default()
     });
     let bob = TestServer::address("bob");
-    let mut client = SmtpClientBuilder::new("localhost".to_string(), server.submissions.port())
-        .unwrap()
-        .implicit_tls(true)
-        .allow_invalid_certs()
-        .credentials((bob.clone(), common::PASSWORD.to_string()))
-        .connect()
+    let mut client = tls_login(server.submissions.port(), true, &bob, common::PASSWORD)
         .await
         .expect("implicit TLS and AUTH");
     let body = message(&bob, &bob, "implicit@example.test", "over port 465");
