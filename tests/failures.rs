@@ -111,10 +111,7 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
         std::fs::write(&objects, b"not a directory").unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            server.http_get("/health/ready").await.0 == 503
-        })
-        .await,
+        server.wait_ready_status(503, Duration::from_secs(10)).await,
         "ready did not turn 503"
     );
     let (_, body) = server.http_get("/health/ready").await;
@@ -130,10 +127,7 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
         std::fs::rename(server.dir.path().join("objects.away"), &objects).unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            server.http_get("/health/ready").await.0 == 200
-        })
-        .await,
+        server.wait_ready_status(200, Duration::from_secs(10)).await,
         "ready did not recover"
     );
     assert_eq!(transaction_reply(&server, "after@remote.test").await, 250);
@@ -159,22 +153,14 @@ async fn database_outage_tempfails_and_recovers_without_restart() {
         250
     );
     server.backend.pg_block(true);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            server.http_get("/health/ready").await.0 == 503
-        })
-        .await
-    );
+    assert!(server.wait_ready_status(503, Duration::from_secs(10)).await);
     let (_, body) = server.http_get("/health/ready").await;
     assert_eq!(body["status"], "unhealthy", "{body}");
     let code = transaction_reply(&server, "db-during@remote.test").await;
     assert_eq!(code, 451);
     server.backend.pg_block(false);
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            server.http_get("/health/ready").await.0 == 200
-        })
-        .await,
+        server.wait_ready_status(200, Duration::from_secs(15)).await,
         "database recovery not noticed"
     );
     assert_eq!(
@@ -384,12 +370,7 @@ async fn locked_sqlite_database_tempfails_and_recovers_without_restart() {
     );
     locker.execute_unprepared("COMMIT").await.unwrap();
     locker.close().await.ok();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            server.http_get("/health/ready").await.0 == 200
-        })
-        .await
-    );
+    assert!(server.wait_ready_status(200, Duration::from_secs(10)).await);
     assert_eq!(
         transaction_reply(&server, "lock-after@remote.test").await,
         250

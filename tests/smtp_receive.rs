@@ -153,11 +153,11 @@ async fn size_limit_gives_552() {
     c.expect("MAIL FROM:<s@remote.test>", 250).await;
     c.expect("RCPT TO:<bob@example.test>", 250).await;
     c.expect("DATA", 354).await;
+    // Three lines of 990 bytes: valid lines, 2,970 bytes over a 2,000-byte limit.
+    let line = format!("{}\r\n", "x".repeat(988));
     let big = format!(
-        "Subject: big\r\nMessage-ID: <big@remote.test>\r\n\r\n{}\r\n.\r\n",
-        "x".repeat(990)
-            .repeat(3)
-            .replace(&"x".repeat(990), &format!("{}\r\n", "x".repeat(988)))
+        "Subject: big\r\nMessage-ID: <big@remote.test>\r\n\r\n{}.\r\n",
+        line.repeat(3)
     );
     c.send(big.as_bytes()).await;
     let r = c.reply().await.unwrap();

@@ -36,7 +36,8 @@ pub fn normalize_domain(name: &str) -> Result<String, AccountError> {
     let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
     match Address::parse(&format!("x@{name}")) {
         Some(a)
-            if !a.domain.starts_with('[') && a.domain.contains('.') || a.domain == "localhost" =>
+            if (!a.domain.starts_with('[') && a.domain.contains('.'))
+                || a.domain == "localhost" =>
         {
             Ok(a.domain)
         }

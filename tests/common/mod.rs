@@ -438,6 +438,14 @@ impl TestServer {
         store.get(key).await.ok().map(|b| b.to_vec())
     }
 
+    /// Polls `/health/ready` until it answers `status` (true) or `timeout` passes.
+    pub async fn wait_ready_status(&self, status: u16, timeout: Duration) -> bool {
+        eventually(timeout, || async {
+            self.http_get("/health/ready").await.0 == status
+        })
+        .await
+    }
+
     pub async fn http_get(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = reqwest::get(format!("http://{}{path}", self.http))
             .await

@@ -142,7 +142,7 @@ impl StorageActor {
         let fut = async move {
             let objects = batch
                 .iter()
-                .map(|(_, m)| (m.object_key(), m.body.clone()))
+                .map(|(_, m)| (m.object_key.clone(), m.body.clone()))
                 .collect();
             let result = bodies
                 .put_batch(objects)
@@ -261,7 +261,7 @@ async fn insert_rows(
         .iter()
         .map(|m| message::ActiveModel {
             id: Set(m.id.clone()),
-            object_key: Set(m.object_key()),
+            object_key: Set(m.object_key.clone()),
             size: Set(m.body.len() as i64),
             sha256: Set(m.sha256.clone()),
             message_id: Set(m.meta.message_id.clone()),

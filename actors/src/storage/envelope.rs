@@ -55,6 +55,8 @@ impl MessageMeta {
 pub struct IncomingMessage {
     /// UUIDv7; also names the object.
     pub id: String,
+    /// Where the body goes in the object store (see [`object_key`]).
+    pub object_key: String,
     /// The bytes as stored: our Received header followed by what the client sent.
     pub body: Bytes,
     pub sha256: String,
@@ -78,6 +80,7 @@ impl IncomingMessage {
         let meta = MessageMeta::parse(&body);
         let sha256 = hex(&Sha256::digest(&body));
         IncomingMessage {
+            object_key: object_key(&id),
             id,
             body: Bytes::from(body),
             sha256,
@@ -87,10 +90,6 @@ impl IncomingMessage {
             listener,
             remote_ip,
         }
-    }
-
-    pub fn object_key(&self) -> String {
-        object_key(&self.id)
     }
 }
 
