@@ -92,7 +92,6 @@ impl Supervisor {
             db.clone(),
             bodies.clone(),
             mode,
-            health.clone(),
             health_monitor.clone().recipient(),
         )
         .start();

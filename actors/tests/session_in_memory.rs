@@ -64,7 +64,6 @@ async fn a_whole_transaction_over_a_pipe() {
         db.clone(),
         bodies,
         CommitMode::Parallel,
-        health.clone(),
         monitor.clone().recipient(),
     )
     .start();

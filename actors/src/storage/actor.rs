@@ -33,7 +33,7 @@ use tokio::sync::oneshot;
 
 use super::bodies::BodyStore;
 use super::envelope::IncomingMessage;
-use crate::health::{Dependency, DependencyFailed, HealthState};
+use crate::health::{Dependency, DependencyFailed};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -88,7 +88,8 @@ pub struct StorageActor {
     db: DatabaseConnection,
     bodies: BodyStore,
     mode: CommitMode,
-    health: Arc<HealthState>,
+    /// Told of every failure: it marks the dependency down (451 from then on),
+    /// logs the transition and probes at once.
     health_monitor: Recipient<DependencyFailed>,
     next_seq: u64,
     waiters: HashMap<u64, Waiter>,
@@ -107,14 +108,12 @@ impl StorageActor {
         db: DatabaseConnection,
         bodies: BodyStore,
         mode: CommitMode,
-        health: Arc<HealthState>,
         health_monitor: Recipient<DependencyFailed>,
     ) -> Self {
         StorageActor {
             db,
             bodies,
             mode,
-            health,
             health_monitor,
             next_seq: 0,
             waiters: HashMap::new(),
@@ -202,7 +201,6 @@ impl StorageActor {
         if let Err(e) = &result {
             tracing::error!(component = "storage", event = "store_failed", lane = ?lane, error = %e, messages = batch.len(), "batch not stored");
             let dependency = e.dependency();
-            self.health.mark_down(dependency);
             self.health_monitor.do_send(DependencyFailed(dependency));
         }
         for (seq, _) in batch {
