@@ -4,7 +4,7 @@
 //! - `config`: finding and loading config.yaml (search path, `env:` values)
 //! - `telemetry`: logging setup
 //! - `api/`: the actix-web HTTP server (health endpoints)
-//! - `cli/`: one module per subcommand group (serve, migrate, domain, user)
+//! - `cli/`: one module per subcommand group (serve, migrate, domain, user, queue)
 
 mod api;
 mod cli;
@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server (SMTP listeners, HTTP health endpoints).
+    /// Run the server (SMTP listeners, queue workers, HTTP health endpoints).
     Serve,
     /// Apply pending database migrations, or show their status.
     Migrate {
@@ -45,6 +45,11 @@ enum Command {
     User {
         #[command(subcommand)]
         action: cli::accounts::UserAction,
+    },
+    /// Inspect and edit the outbound queue (works with or without a running server).
+    Queue {
+        #[command(subcommand)]
+        action: cli::queue::QueueAction,
     },
     /// Check the configuration file and print where it was found.
     ConfigCheck,
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
                     Command::Migrate { action } => cli::migrate::run(&config, action).await,
                     Command::Domain { action } => cli::accounts::domain(&config, action).await,
                     Command::User { action } => cli::accounts::user(&config, action).await,
+                    Command::Queue { action } => cli::queue::run(&config, action).await,
                     Command::Serve | Command::ConfigCheck => unreachable!("handled above"),
                 }
             })

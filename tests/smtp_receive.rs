@@ -4,7 +4,7 @@
 mod common;
 
 use common::raw::RawClient;
-use common::{Options, TestServer, message};
+use common::{Options, TestServer, message, tls_login};
 use mail_send::SmtpClientBuilder;
 use mail_send::smtp::message::Message;
 
@@ -28,24 +28,6 @@ async fn send_plain(
         .await;
     client.quit().await.ok();
     result.map(|_| ())
-}
-
-/// STARTTLS (or implicit TLS) and AUTH with a self-signed server certificate.
-async fn tls_login(
-    port: u16,
-    implicit: bool,
-    user: &str,
-    password: &str,
-) -> mail_send::Result<
-    mail_send::SmtpClient<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>,
-> {
-    SmtpClientBuilder::new("localhost".to_string(), port)
-        .unwrap()
-        .implicit_tls(implicit)
-        .allow_invalid_certs()
-        .credentials((user.to_string(), password.to_string()))
-        .connect()
-        .await
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! Every struct denies unknown fields so a typo is an error that names the key, not a
 //! silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -334,6 +339,156 @@ impl Default for LoggingConfig {
     }
 }
 
+/// The outbound queue (SPEC M6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// QueueWorker actors on this node; 0 = this node delivers nothing (it still queues).
+    pub workers: usize,
+    /// Entries one worker claims at a time.
+    pub batch_size: usize,
+    /// How often an idle worker looks for due entries (other nodes' mail, retries).
+    pub poll_interval_seconds: f64,
+    /// How long a claim holds; a dead node's entries return after it. Renewed while the
+    /// worker is still delivering.
+    pub lease_seconds: f64,
+    /// After this long in the queue, pending recipients are bounced.
+    pub max_age_seconds: f64,
+    pub retry: RetryConfig,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            workers: 4,
+            batch_size: 64,
+            poll_interval_seconds: 1.0,
+            lease_seconds: 300.0,
+            max_age_seconds: 5.0 * 86_400.0,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// Delay before retry n (n = 1, 2 ...): `initial × factor^(n-1)`, at most `max`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub initial_seconds: f64,
+    pub factor: f64,
+    pub max_seconds: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_seconds: 300.0,
+            factor: 2.0,
+            max_seconds: 4.0 * 3600.0,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait after the `attempts`-th failed attempt (1-based).
+    pub fn delay(&self, attempts: u32) -> Duration {
+        let exponent = attempts.saturating_sub(1).min(64) as i32;
+        let secs = (self.initial_seconds * self.factor.powi(exponent)).min(self.max_seconds);
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// STARTTLS on outbound connections.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    /// Use STARTTLS when the server offers it, without checking its certificate (the
+    /// common practice between MTAs: RFC 7435), plain otherwise.
+    #[default]
+    Opportunistic,
+    /// Never start TLS.
+    Disabled,
+}
+
+/// How outbound mail reaches other servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Fixed next hops by recipient domain (`example.org: mx.example.org:25`), before
+    /// the smarthost and MX lookup.
+    pub routes: BTreeMap<String, String>,
+    /// All other mail goes to this `host:port` instead of the domain's MX.
+    pub smarthost: Option<String>,
+    /// EHLO name; `server.hostname` when absent.
+    pub helo_name: Option<String>,
+    /// Port used for hosts found by MX lookup.
+    pub mx_port: u16,
+    pub connect_timeout_seconds: f64,
+    /// Per command, and for the whole DATA transfer.
+    pub command_timeout_seconds: f64,
+    pub tls: OutboundTls,
+    /// Messages sent over one connection before it is closed and a new one opened.
+    pub max_messages_per_connection: usize,
+    pub dns: DnsConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            routes: BTreeMap::new(),
+            smarthost: None,
+            helo_name: None,
+            mx_port: 25,
+            connect_timeout_seconds: 30.0,
+            command_timeout_seconds: 300.0,
+            tls: OutboundTls::Opportunistic,
+            max_messages_per_connection: 100,
+            dns: DnsConfig::default(),
+        }
+    }
+}
+
+/// Name servers for MX lookups; the system's (`/etc/resolv.conf`) when empty.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// `IP` or `IP:port` entries.
+    pub nameservers: Vec<String>,
+}
+
+impl DnsConfig {
+    pub fn nameserver_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.nameservers
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "delivery.dns.nameservers",
+                            format!("`{s}` is not an IP or IP:port"),
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+/// `host:port` with a port; the host may be a name or an IP (IPv6 in brackets).
+fn check_host_port(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(key, format!("`{value}` is not host:port")))
+    }
+}
+
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value
         .parse()
@@ -415,6 +570,7 @@ impl Config {
                 "interval and probe timeout must be > 0",
             ));
         }
+        self.validate_queue()?;
         if !matches!(
             self.logging.level.as_str(),
             "trace" | "debug" | "info" | "warn" | "error"
@@ -425,6 +581,55 @@ impl Config {
                 "must be trace, debug, info, warn, error or a filter directive",
             ));
         }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_queue(&self) -> Result<(), ConfigError> {
+        let q = &self.queue;
+        let positive = [
+            ("queue.poll_interval_seconds", q.poll_interval_seconds),
+            ("queue.lease_seconds", q.lease_seconds),
+            ("queue.max_age_seconds", q.max_age_seconds),
+            ("queue.retry.initial_seconds", q.retry.initial_seconds),
+            ("queue.retry.max_seconds", q.retry.max_seconds),
+            (
+                "delivery.connect_timeout_seconds",
+                self.delivery.connect_timeout_seconds,
+            ),
+            (
+                "delivery.command_timeout_seconds",
+                self.delivery.command_timeout_seconds,
+            ),
+        ];
+        for (key, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::new(key, "must be a number greater than 0"));
+            }
+        }
+        if !(q.retry.factor.is_finite() && q.retry.factor >= 1.0) {
+            return Err(ConfigError::new("queue.retry.factor", "must be at least 1"));
+        }
+        if q.batch_size == 0 {
+            return Err(ConfigError::new(
+                "queue.batch_size",
+                "must be greater than 0",
+            ));
+        }
+        if self.delivery.max_messages_per_connection == 0 {
+            return Err(ConfigError::new(
+                "delivery.max_messages_per_connection",
+                "must be greater than 0",
+            ));
+        }
+        for (domain, target) in &self.delivery.routes {
+            check_host_port(&format!("delivery.routes.{domain}"), target)?;
+        }
+        if let Some(smarthost) = &self.delivery.smarthost {
+            check_host_port("delivery.smarthost", smarthost)?;
+        }
+        self.delivery.dns.nameserver_addrs()?;
         Ok(())
     }
 }

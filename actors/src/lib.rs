@@ -4,6 +4,7 @@
 //! - [`supervisor`] — root of the tree, starts the rest in order
 //! - [`smtp`] — pure protocol (`smtp::proto`), sessions, listeners, TLS
 //! - [`storage`] — StorageActor with group commit, object store (fs | s3)
+//! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
 //! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
 //! - [`accounts`] — domains, users, mailboxes (query functions)
@@ -14,6 +15,7 @@ pub mod accounts;
 pub mod config;
 pub mod database;
 pub mod health;
+pub mod queue;
 pub mod shutdown;
 pub mod smtp;
 pub mod storage;

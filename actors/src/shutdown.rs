@@ -2,6 +2,9 @@
 //! open sessions may finish for `server.shutdown.timeout_seconds`, then the remaining
 //! ones get 421 and are closed. When every session is gone the coordinator reports
 //! `Finished` so `serve` can stop the HTTP server, close the database and exit 0.
+//! Meanwhile the QueueWorkers finish the delivery in flight for up to
+//! `server.shutdown.drain_timeout_seconds` and release the rest; the coordinator waits
+//! for them too.
 //!
 //! The phase is a `watch` channel every listener and session observes (STYLE 7); the
 //! wait is on the [`SessionRegistry`] count, not on senders being dropped.
@@ -10,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::smtp::listener::SessionRegistry;
 
@@ -34,6 +37,10 @@ pub struct ShutdownCoordinator {
     phase: watch::Sender<Phase>,
     registry: Arc<SessionRegistry>,
     timeout: Duration,
+    /// Closed when every QueueWorker has finished its in-flight deliveries and released
+    /// the rest (each holds a sender).
+    queue_done: Option<mpsc::Receiver<()>>,
+    drain_timeout: Duration,
     finished: Option<oneshot::Sender<()>>,
 }
 
@@ -42,12 +49,16 @@ impl ShutdownCoordinator {
         phase: watch::Sender<Phase>,
         registry: Arc<SessionRegistry>,
         timeout: Duration,
+        queue_done: mpsc::Receiver<()>,
+        drain_timeout: Duration,
         finished: oneshot::Sender<()>,
     ) -> Self {
         ShutdownCoordinator {
             phase,
             registry,
             timeout,
+            queue_done: Some(queue_done),
+            drain_timeout,
             finished: Some(finished),
         }
     }
@@ -109,7 +120,29 @@ impl Handler<BeginShutdown> for ShutdownCoordinator {
         let registry = self.registry.clone();
         let timeout = self.timeout;
         let phase = self.phase.clone();
-        let fut = async move {
+        let queue_done = self.queue_done.take();
+        // Workers enforce the drain timeout themselves; this bound only covers a worker
+        // stuck recording its results.
+        let queue_bound = self.drain_timeout + Duration::from_secs(10);
+        let queue = async move {
+            if let Some(mut done) = queue_done {
+                if tokio::time::timeout(queue_bound, done.recv())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        component = "supervisor",
+                        "queue workers did not finish in time"
+                    );
+                }
+                tracing::info!(
+                    component = "supervisor",
+                    event = "shutdown_queue_done",
+                    "queue workers finished"
+                );
+            }
+        };
+        let sessions = async move {
             if tokio::time::timeout(timeout, registry.wait_idle())
                 .await
                 .is_err()
@@ -123,6 +156,9 @@ impl Handler<BeginShutdown> for ShutdownCoordinator {
                 // Sessions answer 421 at once; the bound only covers a stuck peer write.
                 let _ = tokio::time::timeout(Duration::from_secs(10), registry.wait_idle()).await;
             }
+        };
+        let fut = async move {
+            futures::join!(sessions, queue);
         };
         ctx.spawn(fut.into_actor(self).map(|_, act, _| {
             tracing::info!(

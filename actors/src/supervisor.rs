@@ -1,7 +1,8 @@
 //! Supervisor: the root of the actor tree. It owns the configuration, the database
 //! connection pool and the object store handle, and starts the children in dependency
-//! order: HealthMonitor, StorageActor, ShutdownCoordinator, then the SMTP listeners whose
-//! sessions run on `smtp.workers` arbiters. The HTTP server is started by `serve` with
+//! order: HealthMonitor, StorageActor, ShutdownCoordinator, the QueueWorkers (on an
+//! arbiter of their own), then the SMTP listeners whose sessions run on `smtp.workers`
+//! arbiters. The HTTP server is started by `serve` with
 //! the handles from [`Supervisor::handles`].
 
 use std::net::SocketAddr;
@@ -11,15 +12,18 @@ use std::time::Duration;
 use actix::prelude::*;
 use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::health::{HealthMonitor, HealthState, ProbeNow};
+use crate::queue::client::ClientSettings;
+use crate::queue::route::{HickoryResolver, NoResolver, Resolver, Router};
+use crate::queue::{QueueContext, QueueWorker};
 use crate::shutdown::{Phase, ShutdownCoordinator};
 use crate::smtp::listener::{SessionRegistry, SmtpListener};
 use crate::smtp::session::{ListenerKind, SessionContext};
 use crate::smtp::tls;
-use crate::storage::{BodyStore, CommitMode, StorageActor, recover_unflushed};
+use crate::storage::{BodyStore, CommitMode, QueueHook, StorageActor, recover_unflushed};
 
 /// What the HTTP server and `serve` need from the running tree.
 #[derive(Clone)]
@@ -88,24 +92,70 @@ impl Supervisor {
         } else {
             CommitMode::Ordered
         };
+        let wakeup = Arc::new(Notify::new());
         let storage = StorageActor::new(
             db.clone(),
             bodies.clone(),
             mode,
             health_monitor.clone().recipient(),
+            QueueHook {
+                max_age: Duration::from_secs_f64(config.queue.max_age_seconds),
+                wakeup: wakeup.clone(),
+            },
         )
         .start();
 
         let limits = &config.smtp.limits;
         let sessions = SessionRegistry::new(limits.max_sessions, limits.max_sessions_per_ip);
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let (queue_done_tx, queue_done_rx) = mpsc::channel(1);
         let shutdown = ShutdownCoordinator::new(
             phase_tx,
             sessions.clone(),
             Duration::from_secs(config.server.shutdown.timeout_seconds),
+            queue_done_rx,
+            Duration::from_secs(config.server.shutdown.drain_timeout_seconds),
             finished,
         )
         .start();
+
+        // The queue workers run on their own thread, beside the SMTP arbiters.
+        let resolver: Arc<dyn Resolver> = match HickoryResolver::new(
+            &config.delivery.dns.nameserver_addrs()?,
+        ) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                tracing::warn!(component = "queue", error = %e, "no DNS resolver: mail without a route waits in the queue");
+                Arc::new(NoResolver(e))
+            }
+        };
+        let queue_ctx = Arc::new(QueueContext {
+            config: config.clone(),
+            db: db.clone(),
+            bodies: bodies.clone(),
+            storage: storage.clone(),
+            health: health.clone(),
+            health_monitor: health_monitor.clone().recipient(),
+            node_id: node_id.clone(),
+            router: Router::new(&config.delivery, resolver),
+            client: ClientSettings::new(&config).map_err(anyhow::Error::msg)?,
+            wakeup,
+            shutdown: phase_rx.clone(),
+        });
+        let queue_arbiter = Arbiter::new().handle();
+        for index in 0..config.queue.workers {
+            let (ctx, done) = (queue_ctx.clone(), queue_done_tx.clone());
+            QueueWorker::start_in_arbiter(&queue_arbiter, move |_| {
+                QueueWorker::new(ctx, index, done)
+            });
+        }
+        drop(queue_done_tx);
+        tracing::info!(
+            component = "queue",
+            event = "queue_started",
+            workers = config.queue.workers,
+            "queue workers started"
+        );
 
         let tls = match &config.smtp.tls {
             Some(t) => Some(tls::load_acceptor(t, &config.server.hostname)?),
@@ -127,8 +177,8 @@ impl Supervisor {
             }
             n => n,
         };
-        let arbiters: Arc<Vec<ArbiterHandle>> =
-            Arc::new((0..workers).map(|_| Arbiter::new().handle()).collect());
+        let smtp_arbiters: Vec<ArbiterHandle> =
+            (0..workers).map(|_| Arbiter::new().handle()).collect();
         let mut listeners = Vec::new();
         for (name, kind) in [
             ("inbound", ListenerKind::Inbound),
@@ -149,7 +199,7 @@ impl Supervisor {
             let local = socket.local_addr()?;
             tracing::info!(component = "smtp", event = "listening", listener = name, addr = %local, "SMTP listener ready");
             listeners.push((name, local));
-            for arbiter in arbiters.iter() {
+            for arbiter in smtp_arbiters.iter() {
                 let socket = socket
                     .try_clone()
                     .with_context(|| format!("smtp.listeners.{name}: cannot share the socket"))?;
@@ -159,6 +209,9 @@ impl Supervisor {
                 });
             }
         }
+        let mut arbiters = smtp_arbiters;
+        arbiters.push(queue_arbiter);
+        let arbiters = Arc::new(arbiters);
         let handles = Handles {
             config,
             db,

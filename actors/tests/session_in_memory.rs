@@ -12,7 +12,7 @@ use mairust_actors::database;
 use mairust_actors::health::{HealthMonitor, HealthState};
 use mairust_actors::shutdown::Phase;
 use mairust_actors::smtp::session::{ListenerKind, Session, SessionContext};
-use mairust_actors::storage::{BodyStore, CommitMode, StorageActor};
+use mairust_actors::storage::{BodyStore, CommitMode, QueueHook, StorageActor};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn config(dir: &std::path::Path) -> Config {
@@ -37,6 +37,8 @@ fn config(dir: &std::path::Path) -> Config {
         storage,
         health: Default::default(),
         logging: Default::default(),
+        queue: Default::default(),
+        delivery: Default::default(),
     }
 }
 
@@ -65,6 +67,10 @@ async fn a_whole_transaction_over_a_pipe() {
         bodies,
         CommitMode::Parallel,
         monitor.clone().recipient(),
+        QueueHook {
+            max_age: std::time::Duration::from_secs(3600),
+            wakeup: Arc::new(tokio::sync::Notify::new()),
+        },
     )
     .start();
     let (_phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);

@@ -4,9 +4,13 @@
 //! - [`domain`], [`user`], [`mailbox`]: accounts (SPEC M8)
 //! - [`message`] — one row per received message, its body is one object in the store
 //! - [`mailbox_message`] — the message indexed in one recipient's mailbox (SPEC M5)
+//! - [`queue_entry`], [`queue_recipient`], [`queue_history`] — the outbound queue (SPEC M6)
 
 pub mod domain;
 pub mod mailbox;
 pub mod mailbox_message;
 pub mod message;
+pub mod queue_entry;
+pub mod queue_history;
+pub mod queue_recipient;
 pub mod user;

@@ -3,16 +3,22 @@
 //!
 //! - `m20261129_000001_accounts_and_messages`: domains, users, mailboxes, messages and
 //!   the per-recipient mailbox index.
+//! - `m20261129_000002_outbound_queue`: queue entries, their recipients, and the
+//!   delivery history.
 
 pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_accounts_and_messages;
+mod m20261129_000002_outbound_queue;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261129_000001_accounts_and_messages::Migration)]
+        vec![
+            Box::new(m20261129_000001_accounts_and_messages::Migration),
+            Box::new(m20261129_000002_outbound_queue::Migration),
+        ]
     }
 }

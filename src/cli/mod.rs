@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod migrate;
+pub mod queue;
 pub mod serve;
 
 use anyhow::Context;

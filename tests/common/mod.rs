@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod sink;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -113,6 +114,16 @@ impl Backend {
         }
     }
 
+    /// The same database and object store for another node; dropping it drops nothing.
+    pub fn shared(&self) -> Backend {
+        Backend {
+            db_url: self.db_url.clone(),
+            storage_yaml: self.storage_yaml.clone(),
+            pg: None,
+            s3: self.s3.clone(),
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.pg.is_some()
     }
@@ -194,6 +205,8 @@ pub struct Options {
     /// Also run the implicit-TLS `submissions` listener.
     pub submissions: bool,
     pub users: Vec<String>,
+    /// YAML appended to the configuration (`queue:` and `delivery:` sections).
+    pub extra_yaml: String,
 }
 
 impl Default for Options {
@@ -208,6 +221,7 @@ impl Default for Options {
             allow_plaintext_auth: false,
             submissions: false,
             users: vec!["bob".into(), "alice".into(), "carol".into()],
+            extra_yaml: String::new(),
         }
     }
 }
@@ -243,25 +257,7 @@ impl TestServer {
         options: Options,
         storage_yaml: Option<String>,
     ) -> TestServer {
-        let config_path = dir.path().join("config.yaml");
-        let storage = storage_yaml.unwrap_or_else(|| backend.storage_yaml.clone());
-        std::fs::write(
-            &config_path,
-            config_yaml(dir.path(), &backend.db_url, &storage, &options),
-        )
-        .unwrap();
-        let mut server = TestServer {
-            dir,
-            backend,
-            options: options.clone(),
-            config_path,
-            child: None,
-            inbound: "0.0.0.0:0".parse().unwrap(),
-            submission: "0.0.0.0:0".parse().unwrap(),
-            submissions: "0.0.0.0:0".parse().unwrap(),
-            http: "0.0.0.0:0".parse().unwrap(),
-            logs: Arc::new(Mutex::new(Vec::new())),
-        };
+        let mut server = Self::configure(dir, backend, options.clone(), storage_yaml);
         server.cli_ok(&["domain", "add", DOMAIN], None);
         for user in &options.users {
             server.cli_ok(
@@ -276,6 +272,57 @@ impl TestServer {
         }
         server.spawn();
         server
+    }
+
+    /// Another node on this server's database and object store (accounts exist).
+    pub fn start_node(&self, options: Options) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = Self::configure(dir, self.backend.shared(), options, None);
+        node.spawn();
+        node
+    }
+
+    /// Writes the configuration; starts nothing.
+    fn configure(
+        dir: tempfile::TempDir,
+        backend: Backend,
+        options: Options,
+        storage_yaml: Option<String>,
+    ) -> TestServer {
+        let config_path = dir.path().join("config.yaml");
+        let storage = storage_yaml.unwrap_or_else(|| backend.storage_yaml.clone());
+        std::fs::write(
+            &config_path,
+            config_yaml(dir.path(), &backend.db_url, &storage, &options),
+        )
+        .unwrap();
+        TestServer {
+            dir,
+            backend,
+            options: options.clone(),
+            config_path,
+            child: None,
+            inbound: "0.0.0.0:0".parse().unwrap(),
+            submission: "0.0.0.0:0".parse().unwrap(),
+            submissions: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            logs: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Rewrites the configuration with new options (takes effect at the next spawn).
+    pub fn reconfigure(&mut self, options: Options) {
+        std::fs::write(
+            &self.config_path,
+            config_yaml(
+                self.dir.path(),
+                &self.backend.db_url,
+                &self.backend.storage_yaml,
+                &options,
+            ),
+        )
+        .unwrap();
+        self.options = options;
     }
 
     /// Starts (or restarts) the server process on the same configuration and data.
@@ -431,6 +478,34 @@ impl TestServer {
         n
     }
 
+    /// Messages in a local user's mailboxes, oldest first.
+    pub async fn inbox(&self, user: &str) -> Vec<message::Model> {
+        use sea_orm::QueryOrder;
+        let db = self.db().await;
+        let user = mairust_entities::user::Entity::find()
+            .filter(mairust_entities::user::Column::Address.eq(Self::address(user)))
+            .one(&db)
+            .await
+            .unwrap()
+            .expect("user exists");
+        let ids: Vec<String> = mailbox_message::Entity::find()
+            .filter(mailbox_message::Column::UserId.eq(user.id))
+            .all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.message_id)
+            .collect();
+        let rows = message::Entity::find()
+            .filter(message::Column::Id.is_in(ids))
+            .order_by_asc(message::Column::Id)
+            .all(&db)
+            .await
+            .unwrap();
+        db.close().await.ok();
+        rows
+    }
+
     /// The stored body of a message, read through the server's own storage code.
     pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
         let config = mairust_actors_config(&self.config_path);
@@ -506,7 +581,8 @@ database:
 logging:
   level: info
   format: json
-"#,
+{extra}"#,
+        extra = o.extra_yaml,
         dir = dir.display(),
         shutdown = o.shutdown_timeout_seconds,
         plain = o.allow_plaintext_auth,
@@ -540,6 +616,24 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// STARTTLS (or implicit TLS) and AUTH with a self-signed server certificate.
+pub async fn tls_login(
+    port: u16,
+    implicit: bool,
+    user: &str,
+    password: &str,
+) -> mail_send::Result<
+    mail_send::SmtpClient<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>,
+> {
+    mail_send::SmtpClientBuilder::new("localhost".to_string(), port)
+        .unwrap()
+        .implicit_tls(implicit)
+        .allow_invalid_certs()
+        .credentials((user.to_string(), password.to_string()))
+        .connect()
+        .await
 }
 
 /// Standard base64, for SASL exchanges in raw tests.

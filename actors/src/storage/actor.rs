@@ -15,6 +15,9 @@
 //!   never acknowledged; [`recover_unflushed`] removes such rows before the next start
 //!   accepts mail, and a failed object write removes its rows at once.
 //!
+//! Messages with remote recipients get their queue rows in the same transaction, so
+//! 250 means queued (SPEC M6); the commit wakes this node's QueueWorkers.
+//!
 //! A failure answers the callers of that batch with [`StoreError`] (451 upstream) and
 //! tells the HealthMonitor.
 
@@ -101,6 +104,17 @@ pub struct StorageActor {
     /// durable. Bounded by `MAX_BATCH`, so at most two batches of rows can ever be
     /// ahead of their objects, which is what [`recover_unflushed`] relies on.
     rows_ahead: usize,
+    /// Outbound messages enter the queue in the same row transaction (SPEC M6).
+    queue: QueueHook,
+}
+
+/// What the row lane needs to enqueue outbound mail.
+#[derive(Clone)]
+pub struct QueueHook {
+    /// `queue.max_age`: when pending recipients are given up.
+    pub max_age: std::time::Duration,
+    /// Wakes this node's QueueWorkers when new entries are committed.
+    pub wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl StorageActor {
@@ -109,6 +123,7 @@ impl StorageActor {
         bodies: BodyStore,
         mode: CommitMode,
         health_monitor: Recipient<DependencyFailed>,
+        queue: QueueHook,
     ) -> Self {
         StorageActor {
             db,
@@ -122,6 +137,7 @@ impl StorageActor {
             writing_objects: false,
             committing_rows: false,
             rows_ahead: 0,
+            queue,
         }
     }
 
@@ -170,10 +186,14 @@ impl StorageActor {
         let take = self.row_queue.len().min(MAX_BATCH);
         let batch: Vec<Entry> = self.row_queue.drain(..take).collect();
         let db = self.db.clone();
+        let queue = self.queue.clone();
         let fut = async move {
             let started = Instant::now();
             let messages: Vec<&IncomingMessage> = batch.iter().map(|(_, m)| m.as_ref()).collect();
-            let result = insert_rows(&db, &messages).await;
+            let result = insert_rows(&db, &messages, queue.max_age).await;
+            if result.is_ok() && messages.iter().any(|m| !m.outbound.is_empty()) {
+                queue.wakeup.notify_waiters();
+            }
             tracing::debug!(
                 component = "storage",
                 event = "rows_committed",
@@ -253,6 +273,7 @@ impl StorageActor {
 async fn insert_rows(
     db: &DatabaseConnection,
     messages: &[&IncomingMessage],
+    max_age: std::time::Duration,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
     let rows: Vec<message::ActiveModel> = messages
@@ -272,7 +293,8 @@ async fn insert_rows(
             envelope_to: Set(m
                 .recipients
                 .iter()
-                .map(|r| r.address.as_str())
+                .map(|r| r.address.clone())
+                .chain(m.outbound.iter().map(|a| a.to_string()))
                 .collect::<Vec<_>>()
                 .join(",")),
             listener: Set(m.listener.to_string()),
@@ -310,6 +332,9 @@ async fn insert_rows(
             .await
             .map_err(db_err)?;
     }
+    crate::queue::store::enqueue(&txn, messages, max_age, now)
+        .await
+        .map_err(db_err)?;
     txn.commit().await.map_err(db_err)
 }
 

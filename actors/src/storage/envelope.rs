@@ -10,6 +10,7 @@ use mail_parser::MessageParser;
 use sha2::{Digest, Sha256};
 
 use crate::accounts::LocalRecipient;
+use crate::smtp::proto::command::Address;
 
 /// Header fields indexed in the database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,7 +51,8 @@ impl MessageMeta {
     }
 }
 
-/// One message for the StorageActor: stored once, indexed in every recipient's INBOX.
+/// One message for the StorageActor: stored once, indexed in every local recipient's
+/// INBOX, queued for the remote ones.
 #[derive(Debug, Clone)]
 pub struct IncomingMessage {
     /// UUIDv7; also names the object.
@@ -64,6 +66,8 @@ pub struct IncomingMessage {
     /// Reverse-path, empty for `<>`.
     pub envelope_from: String,
     pub recipients: Vec<LocalRecipient>,
+    /// Remote recipients: the message also enters the outbound queue (SPEC M6).
+    pub outbound: Vec<Address>,
     pub listener: &'static str,
     pub remote_ip: IpAddr,
 }
@@ -76,6 +80,7 @@ impl IncomingMessage {
         recipients: Vec<LocalRecipient>,
         listener: &'static str,
         remote_ip: IpAddr,
+        outbound: Vec<Address>,
     ) -> Self {
         let meta = MessageMeta::parse(&body);
         let sha256 = hex(&Sha256::digest(&body));
@@ -87,6 +92,7 @@ impl IncomingMessage {
             meta,
             envelope_from,
             recipients,
+            outbound,
             listener,
             remote_ip,
         }

@@ -8,6 +8,6 @@ pub mod actor;
 pub mod bodies;
 pub mod envelope;
 
-pub use actor::{CommitMode, StorageActor, StoreError, StoreMessage, recover_unflushed};
+pub use actor::{CommitMode, QueueHook, StorageActor, StoreError, StoreMessage, recover_unflushed};
 pub use bodies::BodyStore;
 pub use envelope::{IncomingMessage, MessageMeta};

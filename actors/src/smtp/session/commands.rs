@@ -127,7 +127,8 @@ impl Session {
         Flow::Continue
     }
 
-    /// RCPT TO (§4.1.1.3): local users only until the outbound queue exists (SPEC M3).
+    /// RCPT TO (§4.1.1.3): local users from anyone, other domains only from authenticated
+    /// clients (SPEC M3): never an open relay.
     async fn rcpt(&mut self, rcpt: RcptTo) -> Flow {
         let Some(mail) = &self.envelope.mail else {
             return self.refuse(reply::BAD_SEQUENCE_NEED_MAIL);
@@ -154,6 +155,16 @@ impl Session {
                 Flow::Continue
             }
             Ok(RecipientLookup::UnknownUser) => self.refuse(reply::NO_SUCH_USER),
+            Ok(RecipientLookup::Remote) if self.client.authenticated.is_some() => {
+                // Authenticated submission may send anywhere: the outbound queue.
+                self.envelope.rcpt_count += 1;
+                let key = rcpt.recipient.key();
+                if !self.envelope.outbound.iter().any(|a| a.key() == key) {
+                    self.envelope.outbound.push(rcpt.recipient);
+                }
+                self.reply(reply::RECIPIENT_OK);
+                Flow::Continue
+            }
             Ok(RecipientLookup::Remote) => {
                 tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "relay_denied", "relay attempt refused");
                 self.refuse(reply::RELAY_DENIED)
@@ -174,7 +185,7 @@ impl Session {
         if self.envelope.mail.is_none() {
             return self.refuse(reply::BAD_SEQUENCE_NEED_MAIL);
         }
-        if self.envelope.recipients.is_empty() {
+        if self.envelope.recipients.is_empty() && self.envelope.outbound.is_empty() {
             return self.refuse(reply::BAD_SEQUENCE_NEED_RCPT);
         }
         if !self.ctx.health.accepting_mail() {
@@ -220,6 +231,7 @@ impl Session {
             envelope.recipients,
             self.listener.name(),
             self.remote.ip(),
+            envelope.outbound,
         );
         let size = message.body.len();
         let message_id = message.meta.message_id.clone().unwrap_or_default();
@@ -260,8 +272,9 @@ impl Session {
             .chars()
             .filter(|c| !c.is_control())
             .collect();
-        let for_clause = match envelope.recipients.as_slice() {
-            [one] => format!("\r\n\tfor <{}>", one.address),
+        let for_clause = match (envelope.recipients.as_slice(), envelope.outbound.as_slice()) {
+            ([one], []) => format!("\r\n\tfor <{}>", one.address),
+            ([], [one]) => format!("\r\n\tfor <{one}>"),
             _ => String::new(),
         };
         format!(

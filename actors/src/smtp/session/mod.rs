@@ -79,6 +79,8 @@ pub struct SessionContext {
 struct Envelope {
     mail: Option<MailFrom>,
     recipients: Vec<LocalRecipient>,
+    /// Remote recipients of an authenticated client: they go to the outbound queue.
+    outbound: Vec<super::proto::command::Address>,
     /// Accepted RCPTs, duplicates included, for the recipients limit.
     rcpt_count: usize,
 }

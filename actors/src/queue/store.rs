@@ -1,0 +1,727 @@
+//! The queue's tables: enqueue (inside the StorageActor's row transaction), claim with a
+//! lease, record the outcome of an attempt, and the operator's reads and edits
+//! (`mairust queue ...`). The database is the only place queue state lives: a worker
+//! holds nothing a crash could lose.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use mairust_entities::{mailbox_message, message, queue_entry, queue_history, queue_recipient};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use serde::Serialize;
+
+use crate::storage::IncomingMessage;
+
+/// Recipient status values.
+pub const PENDING: &str = "pending";
+pub const DELIVERED: &str = "delivered";
+pub const FAILED: &str = "failed";
+
+/// Bind-parameter budget per statement, well under SQLite's limit.
+const CHUNK: usize = 200;
+
+fn ts(t: DateTime<Utc>) -> DateTime<FixedOffset> {
+    t.fixed_offset()
+}
+
+fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Rows for messages with remote recipients; run inside the StorageActor's transaction
+/// so 250 means the queue entry is committed with the message (SPEC M4, M6).
+pub async fn enqueue<C: ConnectionTrait>(
+    txn: &C,
+    messages: &[&IncomingMessage],
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let queued: Vec<&&IncomingMessage> =
+        messages.iter().filter(|m| !m.outbound.is_empty()).collect();
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let entries: Vec<queue_entry::ActiveModel> = queued
+        .iter()
+        .map(|m| queue_entry::ActiveModel {
+            id: Set(m.id.clone()),
+            message_id: Set(m.id.clone()),
+            envelope_from: Set(m.envelope_from.clone()),
+            created_at: Set(ts(now)),
+            expires_at: Set(ts(after(now, max_age))),
+            next_attempt_at: Set(ts(now)),
+            attempts: Set(0),
+            lease_owner: Set(None),
+            lease_until: Set(None),
+        })
+        .collect();
+    let recipients: Vec<queue_recipient::ActiveModel> = queued
+        .iter()
+        .flat_map(|m| {
+            m.outbound.iter().map(|a| queue_recipient::ActiveModel {
+                entry_id: Set(m.id.clone()),
+                address: Set(a.to_string()),
+                domain: Set(a.domain.clone()),
+                status: Set(PENDING.into()),
+                attempts: Set(0),
+                next_attempt_at: Set(ts(now)),
+                last_reply: Set(None),
+                updated_at: Set(ts(now)),
+                ..Default::default()
+            })
+        })
+        .collect();
+    for chunk in entries.chunks(CHUNK / 10) {
+        queue_entry::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    for chunk in recipients.chunks(CHUNK / 10) {
+        queue_recipient::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A claimed entry with what a delivery attempt needs.
+#[derive(Debug, Clone)]
+pub struct ClaimedEntry {
+    pub id: String,
+    pub message_id: String,
+    pub object_key: String,
+    pub envelope_from: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Attempts before this one.
+    pub attempts: i32,
+    /// Its pending recipients: all of them are tried in this attempt.
+    pub recipients: Vec<ClaimedRecipient>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedRecipient {
+    pub id: i64,
+    pub address: String,
+    pub domain: String,
+}
+
+/// Claims up to `limit` due entries for `owner` until `now + lease`. On PostgreSQL the
+/// candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on any
+/// node never take the same entry; SQLite serialises writers. An entry whose lease ran
+/// out (its node died) is due again.
+pub async fn claim(
+    db: &DatabaseConnection,
+    owner: &str,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<ClaimedEntry>, DbErr> {
+    let now = Utc::now();
+    let txn = db.begin().await?;
+    let due = Query::select()
+        .column(queue_entry::Column::Id)
+        .from(queue_entry::Entity)
+        .and_where(queue_entry::Column::NextAttemptAt.lte(ts(now)))
+        .cond_where(
+            sea_orm::Condition::any()
+                .add(queue_entry::Column::LeaseUntil.is_null())
+                .add(queue_entry::Column::LeaseUntil.lt(ts(now))),
+        )
+        .order_by(queue_entry::Column::NextAttemptAt, sea_orm::Order::Asc)
+        .limit(limit as u64)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    let update = Query::update()
+        .table(queue_entry::Entity)
+        .values([
+            (queue_entry::Column::LeaseOwner, owner.into()),
+            (
+                queue_entry::Column::LeaseUntil,
+                ts(after(now, lease)).into(),
+            ),
+        ])
+        .and_where(Expr::col(queue_entry::Column::Id).in_subquery(due))
+        .returning_col(queue_entry::Column::Id)
+        .to_owned();
+    let ids: Vec<String> = txn
+        .query_all(&update)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String>("", "id"))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        txn.commit().await?;
+        return Ok(Vec::new());
+    }
+    let entries = queue_entry::Entity::find()
+        .filter(queue_entry::Column::Id.is_in(ids.clone()))
+        .order_by_asc(queue_entry::Column::NextAttemptAt)
+        .all(&txn)
+        .await?;
+    let keys: HashMap<String, String> = message::Entity::find()
+        .select_only()
+        .column(message::Column::Id)
+        .column(message::Column::ObjectKey)
+        .filter(message::Column::Id.is_in(entries.iter().map(|e| e.message_id.clone())))
+        .into_tuple::<(String, String)>()
+        .all(&txn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut recipients: HashMap<String, Vec<ClaimedRecipient>> = HashMap::new();
+    for r in queue_recipient::Entity::find()
+        .filter(queue_recipient::Column::EntryId.is_in(ids))
+        .filter(queue_recipient::Column::Status.eq(PENDING))
+        .order_by_asc(queue_recipient::Column::Id)
+        .all(&txn)
+        .await?
+    {
+        recipients
+            .entry(r.entry_id)
+            .or_default()
+            .push(ClaimedRecipient {
+                id: r.id,
+                address: r.address,
+                domain: r.domain,
+            });
+    }
+    txn.commit().await?;
+    Ok(entries
+        .into_iter()
+        .map(|e| ClaimedEntry {
+            object_key: keys.get(&e.message_id).cloned().unwrap_or_default(),
+            recipients: recipients.remove(&e.id).unwrap_or_default(),
+            id: e.id,
+            message_id: e.message_id,
+            envelope_from: e.envelope_from,
+            created_at: e.created_at.to_utc(),
+            expires_at: e.expires_at.to_utc(),
+            attempts: e.attempts,
+        })
+        .collect())
+}
+
+/// Extends the lease of entries this owner still holds (a long batch).
+pub async fn renew(
+    db: &DatabaseConnection,
+    owner: &str,
+    ids: &[String],
+    lease: Duration,
+) -> Result<(), DbErr> {
+    let until = ts(after(Utc::now(), lease));
+    for chunk in ids.chunks(CHUNK) {
+        queue_entry::Entity::update_many()
+            .col_expr(queue_entry::Column::LeaseUntil, Expr::value(until))
+            .filter(queue_entry::Column::Id.is_in(chunk.to_vec()))
+            .filter(queue_entry::Column::LeaseOwner.eq(owner))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What happened to one recipient in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        reply: String,
+    },
+    /// Try again later (4xx, connection failure).
+    Deferred {
+        reply: String,
+    },
+    /// Given up: 5xx, or `queue.max_age` reached. A DSN has been sent (unless the sender
+    /// is null).
+    Failed {
+        reply: String,
+        expired: bool,
+    },
+    /// Not attempted (shutdown): back to the queue as it was.
+    Released,
+}
+
+impl Outcome {
+    fn history_name(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Delivered { .. } => Some("delivered"),
+            Outcome::Deferred { .. } => Some("deferred"),
+            Outcome::Failed { expired: false, .. } => Some("bounced"),
+            Outcome::Failed { expired: true, .. } => Some("expired"),
+            Outcome::Released => None,
+        }
+    }
+
+    fn reply(&self) -> Option<&str> {
+        match self {
+            Outcome::Delivered { reply }
+            | Outcome::Deferred { reply }
+            | Outcome::Failed { reply, .. } => Some(reply),
+            Outcome::Released => None,
+        }
+    }
+
+    fn is_final(&self) -> bool {
+        matches!(self, Outcome::Delivered { .. } | Outcome::Failed { .. })
+    }
+}
+
+/// The result of one attempt on one recipient.
+#[derive(Debug, Clone)]
+pub struct RecipientResult {
+    pub recipient: ClaimedRecipient,
+    pub outcome: Outcome,
+    pub remote_host: Option<String>,
+}
+
+/// The result of one attempt on one claimed entry: one result per claimed recipient.
+#[derive(Debug, Clone)]
+pub struct EntryResult {
+    pub entry: ClaimedEntry,
+    pub recipients: Vec<RecipientResult>,
+}
+
+/// Records a batch of attempts in one transaction and returns the object keys that no
+/// row needs any more (finished outbound-only messages); the caller deletes them after
+/// the commit. Entries whose recipients are all final are removed from the live tables;
+/// the history keeps every attempt. Everything is conditional on still holding the
+/// lease, so a node that lost its entries cannot overwrite the new owner's work.
+pub async fn record(
+    db: &DatabaseConnection,
+    owner: &str,
+    node_id: &str,
+    results: &[EntryResult],
+    retry: &crate::config::RetryConfig,
+) -> Result<Vec<String>, DbErr> {
+    let now = Utc::now();
+    let history: Vec<queue_history::ActiveModel> = results
+        .iter()
+        .flat_map(|e| {
+            e.recipients.iter().filter_map(|r| {
+                let outcome = r.outcome.history_name()?;
+                Some(queue_history::ActiveModel {
+                    entry_id: Set(e.entry.id.clone()),
+                    message_id: Set(e.entry.message_id.clone()),
+                    envelope_from: Set(e.entry.envelope_from.clone()),
+                    recipient: Set(r.recipient.address.clone()),
+                    outcome: Set(outcome.into()),
+                    attempt: Set(e.entry.attempts + 1),
+                    reply: Set(r.outcome.reply().map(str::to_string)),
+                    remote_host: Set(r.remote_host.clone()),
+                    node_id: Set(node_id.to_string()),
+                    at: Set(ts(now)),
+                    ..Default::default()
+                })
+            })
+        })
+        .collect();
+    let (finished, open): (Vec<&EntryResult>, Vec<&EntryResult>) = results
+        .iter()
+        .partition(|e| e.recipients.iter().all(|r| r.outcome.is_final()));
+
+    let txn = db.begin().await?;
+    let finished_ids: Vec<String> = finished.iter().map(|e| e.entry.id.clone()).collect();
+    // Writes first: on SQLite the transaction then holds the write lock from the start.
+    for chunk in finished_ids.chunks(CHUNK) {
+        queue_entry::Entity::delete_many()
+            .filter(queue_entry::Column::Id.is_in(chunk.to_vec()))
+            .filter(queue_entry::Column::LeaseOwner.eq(owner))
+            .exec(&txn)
+            .await?;
+    }
+    for chunk in history.chunks(CHUNK / 10) {
+        queue_history::Entity::insert_many(chunk.to_vec())
+            .exec(&txn)
+            .await?;
+    }
+    for e in open {
+        let attempted = e.recipients.iter().any(|r| r.outcome != Outcome::Released);
+        let attempts = e.entry.attempts + i32::from(attempted);
+        let deferred = e
+            .recipients
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Deferred { .. }));
+        let next = if deferred {
+            after(now, retry.delay(Ord::max(attempts, 1) as u32))
+        } else {
+            now
+        };
+        for r in e
+            .recipients
+            .iter()
+            .filter(|r| r.outcome != Outcome::Released)
+        {
+            let status = match r.outcome {
+                Outcome::Delivered { .. } => DELIVERED,
+                Outcome::Failed { .. } => FAILED,
+                _ => PENDING,
+            };
+            queue_recipient::Entity::update_many()
+                .col_expr(queue_recipient::Column::Status, Expr::value(status))
+                .col_expr(
+                    queue_recipient::Column::Attempts,
+                    Expr::col(queue_recipient::Column::Attempts).add(1),
+                )
+                .col_expr(
+                    queue_recipient::Column::LastReply,
+                    Expr::value(r.outcome.reply().map(str::to_string)),
+                )
+                .col_expr(
+                    queue_recipient::Column::NextAttemptAt,
+                    Expr::value(ts(next)),
+                )
+                .col_expr(queue_recipient::Column::UpdatedAt, Expr::value(ts(now)))
+                .filter(queue_recipient::Column::Id.eq(r.recipient.id))
+                .exec(&txn)
+                .await?;
+        }
+        queue_entry::Entity::update_many()
+            .col_expr(queue_entry::Column::Attempts, Expr::value(attempts))
+            .col_expr(queue_entry::Column::NextAttemptAt, Expr::value(ts(next)))
+            .col_expr(
+                queue_entry::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                queue_entry::Column::LeaseUntil,
+                Expr::value(Option::<DateTime<FixedOffset>>::None),
+            )
+            .filter(queue_entry::Column::Id.eq(e.entry.id.clone()))
+            .filter(queue_entry::Column::LeaseOwner.eq(owner))
+            .exec(&txn)
+            .await?;
+    }
+    let message_ids: Vec<String> = finished
+        .iter()
+        .map(|e| e.entry.message_id.clone())
+        .collect();
+    let keys = drop_unreferenced_messages(&txn, &message_ids).await?;
+    txn.commit().await?;
+    Ok(keys)
+}
+
+/// Deletes the `messages` rows among `ids` that no mailbox and no queue entry uses any
+/// more, and returns their object keys.
+async fn drop_unreferenced_messages<C: ConnectionTrait>(
+    txn: &C,
+    ids: &[String],
+) -> Result<Vec<String>, DbErr> {
+    let mut keys = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let mut used: HashSet<String> = mailbox_message::Entity::find()
+            .select_only()
+            .column(mailbox_message::Column::MessageId)
+            .filter(mailbox_message::Column::MessageId.is_in(chunk.to_vec()))
+            .into_tuple::<String>()
+            .all(txn)
+            .await?
+            .into_iter()
+            .collect();
+        used.extend(
+            queue_entry::Entity::find()
+                .select_only()
+                .column(queue_entry::Column::MessageId)
+                .filter(queue_entry::Column::MessageId.is_in(chunk.to_vec()))
+                .into_tuple::<String>()
+                .all(txn)
+                .await?,
+        );
+        let unused: Vec<String> = chunk
+            .iter()
+            .filter(|id| !used.contains(*id))
+            .cloned()
+            .collect();
+        if unused.is_empty() {
+            continue;
+        }
+        keys.extend(
+            message::Entity::find()
+                .select_only()
+                .column(message::Column::ObjectKey)
+                .filter(message::Column::Id.is_in(unused.clone()))
+                .into_tuple::<String>()
+                .all(txn)
+                .await?,
+        );
+        message::Entity::delete_many()
+            .filter(message::Column::Id.is_in(unused))
+            .exec(txn)
+            .await?;
+    }
+    Ok(keys)
+}
+
+/// Gives claimed entries back without an attempt (shutdown, or a worker that lost its
+/// dependencies mid-batch).
+pub async fn release(db: &DatabaseConnection, owner: &str, ids: &[String]) -> Result<(), DbErr> {
+    for chunk in ids.chunks(CHUNK) {
+        queue_entry::Entity::update_many()
+            .col_expr(
+                queue_entry::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                queue_entry::Column::LeaseUntil,
+                Expr::value(Option::<DateTime<FixedOffset>>::None),
+            )
+            .filter(queue_entry::Column::Id.is_in(chunk.to_vec()))
+            .filter(queue_entry::Column::LeaseOwner.eq(owner))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One entry as `mairust queue list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryView {
+    pub id: String,
+    pub envelope_from: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub attempts: i32,
+    /// The node delivering it right now, if any.
+    pub lease_owner: Option<String>,
+    pub size: Option<i64>,
+    pub recipients: Vec<RecipientView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientView {
+    pub address: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_reply: Option<String>,
+}
+
+/// Entries in order of their next attempt, at most `limit`.
+pub async fn list(db: &DatabaseConnection, limit: u64) -> Result<Vec<EntryView>, DbErr> {
+    let entries = queue_entry::Entity::find()
+        .order_by_asc(queue_entry::Column::NextAttemptAt)
+        .order_by_asc(queue_entry::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?;
+    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    let mut recipients: HashMap<String, Vec<RecipientView>> = HashMap::new();
+    let mut sizes: HashMap<String, i64> = HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        for r in queue_recipient::Entity::find()
+            .filter(queue_recipient::Column::EntryId.is_in(chunk.to_vec()))
+            .order_by_asc(queue_recipient::Column::Id)
+            .all(db)
+            .await?
+        {
+            recipients
+                .entry(r.entry_id)
+                .or_default()
+                .push(RecipientView {
+                    address: r.address,
+                    status: r.status,
+                    attempts: r.attempts,
+                    last_reply: r.last_reply,
+                });
+        }
+        sizes.extend(
+            message::Entity::find()
+                .select_only()
+                .column(message::Column::Id)
+                .column(message::Column::Size)
+                .filter(message::Column::Id.is_in(chunk.to_vec()))
+                .into_tuple::<(String, i64)>()
+                .all(db)
+                .await?,
+        );
+    }
+    let now = Utc::now();
+    Ok(entries
+        .into_iter()
+        .map(|e| EntryView {
+            size: sizes.get(&e.message_id).copied(),
+            recipients: recipients.remove(&e.id).unwrap_or_default(),
+            lease_owner: e
+                .lease_owner
+                .filter(|_| e.lease_until.is_some_and(|u| u.to_utc() > now)),
+            id: e.id,
+            envelope_from: e.envelope_from,
+            created_at: e.created_at.to_utc(),
+            expires_at: e.expires_at.to_utc(),
+            next_attempt_at: e.next_attempt_at.to_utc(),
+            attempts: e.attempts,
+        })
+        .collect())
+}
+
+/// Queue figures for `mairust queue stats` (and later /metrics and `mairust status`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Entries in the queue.
+    pub entries: u64,
+    /// Recipients still to be delivered.
+    pub pending_recipients: u64,
+    /// Entries due now and not being delivered.
+    pub due: u64,
+    /// Entries some node is delivering right now.
+    pub in_flight: u64,
+    /// Entries waiting for a retry after a failed attempt.
+    pub deferred: u64,
+    pub oldest_age_seconds: Option<i64>,
+    /// Outcomes recorded in the last hour, from the history.
+    pub last_hour: HistoryCounts,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct HistoryCounts {
+    pub delivered: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub expired: u64,
+}
+
+pub async fn stats(db: &DatabaseConnection) -> Result<QueueStats, DbErr> {
+    let now = Utc::now();
+    let entries = queue_entry::Entity::find().count(db).await?;
+    let pending_recipients = queue_recipient::Entity::find()
+        .filter(queue_recipient::Column::Status.eq(PENDING))
+        .count(db)
+        .await?;
+    let leased = || {
+        sea_orm::Condition::all()
+            .add(queue_entry::Column::LeaseUntil.is_not_null())
+            .add(queue_entry::Column::LeaseUntil.gte(ts(now)))
+    };
+    let in_flight = queue_entry::Entity::find()
+        .filter(leased())
+        .count(db)
+        .await?;
+    let due = queue_entry::Entity::find()
+        .filter(queue_entry::Column::NextAttemptAt.lte(ts(now)))
+        .filter(leased().not())
+        .count(db)
+        .await?;
+    let deferred = queue_entry::Entity::find()
+        .filter(queue_entry::Column::Attempts.gt(0))
+        .count(db)
+        .await?;
+    let oldest = queue_entry::Entity::find()
+        .order_by_asc(queue_entry::Column::CreatedAt)
+        .one(db)
+        .await?
+        .map(|e| (now - e.created_at.to_utc()).num_seconds());
+    let mut last_hour = HistoryCounts::default();
+    let rows: Vec<(String, i64)> = queue_history::Entity::find()
+        .select_only()
+        .column(queue_history::Column::Outcome)
+        .column_as(queue_history::Column::Id.count(), "n")
+        .filter(queue_history::Column::At.gte(ts(now - chrono::Duration::hours(1))))
+        .group_by(queue_history::Column::Outcome)
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (outcome, n) in rows {
+        let n = n as u64;
+        match outcome.as_str() {
+            "delivered" => last_hour.delivered = n,
+            "deferred" => last_hour.deferred = n,
+            "bounced" => last_hour.bounced = n,
+            "expired" => last_hour.expired = n,
+            _ => {}
+        }
+    }
+    Ok(QueueStats {
+        entries,
+        pending_recipients,
+        due,
+        in_flight,
+        deferred,
+        oldest_age_seconds: oldest,
+        last_hour,
+    })
+}
+
+/// Makes an entry due now (`mairust queue retry`). False when there is no such entry.
+pub async fn retry_now(db: &DatabaseConnection, id: &str) -> Result<bool, DbErr> {
+    let now = ts(Utc::now());
+    let txn = db.begin().await?;
+    let updated = queue_entry::Entity::update_many()
+        .col_expr(queue_entry::Column::NextAttemptAt, Expr::value(now))
+        .filter(queue_entry::Column::Id.eq(id))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    queue_recipient::Entity::update_many()
+        .col_expr(queue_recipient::Column::NextAttemptAt, Expr::value(now))
+        .filter(queue_recipient::Column::EntryId.eq(id))
+        .filter(queue_recipient::Column::Status.eq(PENDING))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(updated > 0)
+}
+
+/// Removes an entry without delivering or bouncing it (`mairust queue delete`); its
+/// pending recipients go to the history as `deleted`. Returns the object key to delete
+/// when no other row uses the body, `None` when there is no such entry.
+pub async fn delete(
+    db: &DatabaseConnection,
+    id: &str,
+    node_id: &str,
+) -> Result<Option<Vec<String>>, DbErr> {
+    let txn = db.begin().await?;
+    let Some(entry) = queue_entry::Entity::find_by_id(id.to_string())
+        .one(&txn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let now = ts(Utc::now());
+    let pending = queue_recipient::Entity::find()
+        .filter(queue_recipient::Column::EntryId.eq(id))
+        .filter(queue_recipient::Column::Status.eq(PENDING))
+        .all(&txn)
+        .await?;
+    queue_entry::Entity::delete_by_id(id.to_string())
+        .exec(&txn)
+        .await?;
+    let history: Vec<queue_history::ActiveModel> = pending
+        .into_iter()
+        .map(|r| queue_history::ActiveModel {
+            entry_id: Set(entry.id.clone()),
+            message_id: Set(entry.message_id.clone()),
+            envelope_from: Set(entry.envelope_from.clone()),
+            recipient: Set(r.address),
+            outcome: Set("deleted".into()),
+            attempt: Set(entry.attempts),
+            reply: Set(Some("deleted by the operator".into())),
+            remote_host: Set(None),
+            node_id: Set(node_id.to_string()),
+            at: Set(now),
+            ..Default::default()
+        })
+        .collect();
+    for chunk in history.chunks(CHUNK / 10) {
+        queue_history::Entity::insert_many(chunk.to_vec())
+            .exec(&txn)
+            .await?;
+    }
+    let keys = drop_unreferenced_messages(&txn, std::slice::from_ref(&entry.message_id)).await?;
+    txn.commit().await?;
+    Ok(Some(keys))
+}
+
+/// Outcomes recorded for one entry, oldest first (tests and `queue list --json`).
+pub async fn history(
+    db: &DatabaseConnection,
+    entry_id: &str,
+) -> Result<Vec<queue_history::Model>, DbErr> {
+    queue_history::Entity::find()
+        .filter(queue_history::Column::EntryId.eq(entry_id))
+        .order_by_asc(queue_history::Column::Id)
+        .all(db)
+        .await
+}

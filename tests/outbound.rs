@@ -1,0 +1,491 @@
+//! The outbound queue end to end: mail submitted over SMTP is queued, delivered to an
+//! in-test SMTP server standing for the remote side (routed with `delivery.routes`),
+//! retried, bounced with a DSN, and inspected with `mairust queue`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::raw::RawClient;
+use common::sink::Sink;
+use common::{Options, PASSWORD, TestServer, eventually, message, tls_login};
+use mail_send::smtp::message::Message;
+use mairust_entities::{message as message_entity, queue_entry, queue_history};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+
+const REMOTE: &str = "remote.test";
+
+/// Fast retries, short lifetime; `routes` sends domains to local ports.
+fn options(routes: &[(&str, SocketAddr)], max_age_seconds: f64) -> Options {
+    let mut yaml = format!(
+        "queue:\n  workers: 2\n  poll_interval_seconds: 0.2\n  lease_seconds: 10\n  max_age_seconds: {max_age_seconds}\n  retry:\n    initial_seconds: 0.5\n    factor: 1.5\n    max_seconds: 1\ndelivery:\n  connect_timeout_seconds: 2\n  command_timeout_seconds: 10\n  routes:\n"
+    );
+    for (domain, addr) in routes {
+        yaml.push_str(&format!("    {domain}: {addr}\n"));
+    }
+    Options {
+        extra_yaml: yaml,
+        ..Options::default()
+    }
+}
+
+/// Submits over port 587 as `user` (STARTTLS + AUTH), like a mail client.
+async fn submit(server: &TestServer, user: &str, from: &str, to: &[&str], body: &str) {
+    let login = TestServer::address(user);
+    let mut client = tls_login(server.submission.port(), false, &login, PASSWORD)
+        .await
+        .expect("login");
+    client
+        .send(Message::new(
+            from,
+            to.iter().copied(),
+            body.strip_suffix("\r\n").unwrap_or(body).as_bytes(),
+        ))
+        .await
+        .expect("submission accepted");
+    client.quit().await.ok();
+}
+
+async fn queue_len(server: &TestServer) -> u64 {
+    let db = server.db().await;
+    let n = queue_entry::Entity::find().count(&db).await.unwrap();
+    db.close().await.ok();
+    n
+}
+
+/// (outcome, recipient) of every attempt on the entry of the message with `message_id`.
+async fn history_of(server: &TestServer, entry_id: &str) -> Vec<(String, String)> {
+    let db = server.db().await;
+    let rows = queue_history::Entity::find()
+        .filter(queue_history::Column::EntryId.eq(entry_id))
+        .order_by_asc(queue_history::Column::Id)
+        .all(&db)
+        .await
+        .unwrap();
+    db.close().await.ok();
+    rows.into_iter().map(|h| (h.outcome, h.recipient)).collect()
+}
+
+/// The queue id (= message id) of a submitted message, from the log of its storage.
+async fn queue_id(server: &TestServer, message_id: &str) -> String {
+    let db = server.db().await;
+    let history = queue_history::Entity::find()
+        .order_by_asc(queue_history::Column::Id)
+        .all(&db)
+        .await
+        .unwrap();
+    let rows = message_entity::Entity::find()
+        .filter(message_entity::Column::MessageId.eq(message_id))
+        .all(&db)
+        .await
+        .unwrap();
+    db.close().await.ok();
+    if let Some(row) = rows.first() {
+        return row.id.clone();
+    }
+    // An outbound-only message's row is gone once delivered; the history keeps its id.
+    history
+        .iter()
+        .rev()
+        .find(|h| !h.message_id.is_empty())
+        .map(|h| h.entry_id.clone())
+        .expect("message known")
+}
+
+/// The outcomes of every attempt on an entry, oldest first.
+async fn outcomes(server: &TestServer, entry_id: &str) -> Vec<String> {
+    history_of(server, entry_id)
+        .await
+        .into_iter()
+        .map(|(outcome, _)| outcome)
+        .collect()
+}
+
+/// An address nothing listens on: an unreachable remote host.
+fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn bounces(inbox: &[message_entity::Model]) -> Vec<&message_entity::Model> {
+    inbox
+        .iter()
+        .filter(|m| m.subject.as_deref() == Some("Undelivered Mail Returned to Sender"))
+        .collect()
+}
+
+#[tokio::test]
+async fn submitted_mail_is_delivered_once_and_local_copies_stay() {
+    let sink = Sink::start();
+    let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 60.0));
+    let bob = TestServer::address("bob");
+    let alice = TestServer::address("alice");
+    let far = format!("friend@{REMOTE}");
+    let body = message(&bob, &far, "out-1@example.test", "Hello over there");
+    submit(&server, "bob", &bob, &[&far, &alice], &body).await;
+
+    assert!(sink.wait_for(1, Duration::from_secs(10)), "delivered");
+    let got = &sink.received()[0];
+    assert_eq!(got.from, bob);
+    assert_eq!(got.rcpts, vec![far.clone()]);
+    let data = String::from_utf8(got.data.clone()).unwrap();
+    assert!(data.starts_with("Received: from "), "{data}");
+    assert!(
+        data.ends_with(&body),
+        "body delivered as submitted:\n{data}"
+    );
+    // The local recipient has the same message; the queue is empty again.
+    let stored = server.messages_with_id("out-1@example.test").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(server.inbox("alice").await.len(), 1);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            queue_len(&server).await == 0
+        })
+        .await
+    );
+    assert_eq!(
+        history_of(&server, &stored[0].id).await,
+        vec![("delivered".to_string(), far.clone())]
+    );
+    let object = server.object(&stored[0].object_key).await;
+    assert!(object.is_some(), "alice's copy keeps the body");
+
+    // A message only for the remote side: delivered, then its row and body go.
+    let body = message(&bob, &far, "out-2@example.test", "Only remote");
+    submit(&server, "bob", &bob, &[&far], &body).await;
+    assert!(sink.wait_for(2, Duration::from_secs(10)));
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server
+                .messages_with_id("out-2@example.test")
+                .await
+                .is_empty()
+        })
+        .await
+    );
+    // Nothing is delivered twice, even after more polling.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sink.count(), 2);
+    assert_eq!(sink.rcpt_attempts(&far), 2);
+}
+
+#[tokio::test]
+async fn temporary_failure_is_retried_until_delivered() {
+    let sink = Sink::start();
+    let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 60.0));
+    let bob = TestServer::address("bob");
+    let far = format!("busy@{REMOTE}");
+    sink.script_rcpt(&far, &["451 4.3.0 try later", "452 4.2.2 mailbox full"]);
+    let body = message(&bob, &far, "retry-1@example.test", "Patience");
+    submit(&server, "bob", &bob, &[&far], &body).await;
+
+    assert!(
+        sink.wait_for(1, Duration::from_secs(15)),
+        "delivered on retry"
+    );
+    assert_eq!(sink.rcpt_attempts(&far), 3);
+    let id = queue_id(&server, "retry-1@example.test").await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            queue_len(&server).await == 0
+        })
+        .await
+    );
+    let outcomes: Vec<String> = outcomes(&server, &id).await;
+    assert_eq!(outcomes, ["deferred", "deferred", "delivered"]);
+    assert!(bounces(&server.inbox("bob").await).is_empty(), "no bounce");
+}
+
+#[tokio::test]
+async fn permanent_failure_bounces_exactly_once() {
+    let sink = Sink::start();
+    let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 60.0));
+    let bob = TestServer::address("bob");
+    let gone = format!("gone@{REMOTE}");
+    let fine = format!("fine@{REMOTE}");
+    sink.script_rcpt(&gone, &["550 5.1.1 no such user here"]);
+    let body = message(&bob, &gone, "bounce-1@example.test", "To someone who left");
+    submit(&server, "bob", &bob, &[&gone, &fine], &body).await;
+
+    assert!(
+        sink.wait_for(1, Duration::from_secs(10)),
+        "the good recipient gets it"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            bounces(&server.inbox("bob").await).len() == 1
+        })
+        .await,
+        "one DSN in the sender's INBOX"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let inbox = server.inbox("bob").await;
+    let dsns = bounces(&inbox);
+    assert_eq!(dsns.len(), 1, "exactly one DSN");
+    let dsn = dsns[0];
+    assert_eq!(dsn.envelope_from, "", "a DSN has the null sender");
+    let raw = String::from_utf8(server.object(&dsn.object_key).await.unwrap()).unwrap();
+    assert!(raw.contains("multipart/report"), "{raw}");
+    assert!(
+        raw.contains("report-type=delivery-status")
+            || raw.contains("report-type=\"delivery-status\""),
+        "{raw}"
+    );
+    assert!(
+        raw.contains(&format!("Final-Recipient: rfc822; {gone}")),
+        "{raw}"
+    );
+    assert!(raw.contains("Status: 5.1.1"), "{raw}");
+    assert!(raw.contains("550 5.1.1 no such user here"), "{raw}");
+    assert!(
+        !raw.contains(&format!("Final-Recipient: rfc822; {fine}")),
+        "{raw}"
+    );
+    assert_eq!(sink.rcpt_attempts(&gone), 1, "a 5xx is not retried");
+    assert_eq!(queue_len(&server).await, 0);
+}
+
+#[tokio::test]
+async fn unreachable_host_is_retried_then_bounced_after_max_age() {
+    // A port nothing listens on.
+    let closed = closed_port();
+    let server = TestServer::start_with(options(&[(REMOTE, closed)], 3.0));
+    let bob = TestServer::address("bob");
+    let far = format!("someone@{REMOTE}");
+    let body = message(&bob, &far, "expire-1@example.test", "Nobody home");
+    submit(&server, "bob", &bob, &[&far], &body).await;
+    let id = queue_id(&server, "expire-1@example.test").await;
+
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            bounces(&server.inbox("bob").await).len() == 1
+        })
+        .await,
+        "bounced after max_age"
+    );
+    let outcomes: Vec<String> = outcomes(&server, &id).await;
+    assert!(
+        outcomes.len() >= 3,
+        "retried before giving up: {outcomes:?}"
+    );
+    assert!(
+        outcomes[..outcomes.len() - 1]
+            .iter()
+            .all(|o| o == "deferred"),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes.last().map(String::as_str), Some("expired"));
+    let inbox = server.inbox("bob").await;
+    let raw =
+        String::from_utf8(server.object(&bounces(&inbox)[0].object_key).await.unwrap()).unwrap();
+    assert!(raw.contains("Status: 4.4.7"), "{raw}");
+    assert!(raw.contains("4.4.1"), "the last error is quoted: {raw}");
+    assert_eq!(queue_len(&server).await, 0);
+}
+
+#[tokio::test]
+async fn a_bounce_is_never_sent_to_the_null_sender() {
+    let sink = Sink::start();
+    let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 60.0));
+    let far = format!("gone@{REMOTE}");
+    sink.script_rcpt(&far, &["550 5.1.1 no such user"]);
+    let body = message("", &far, "null-1@example.test", "A notification");
+    submit(&server, "bob", "", &[&far], &body).await;
+    let id = queue_id(&server, "null-1@example.test").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            history_of(&server, &id)
+                .await
+                .iter()
+                .any(|(o, _)| o == "bounced")
+        })
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            queue_len(&server).await == 0
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        server.inbox("bob").await.is_empty(),
+        "no DSN anywhere local"
+    );
+    assert_eq!(sink.count(), 0, "and none sent out");
+    assert!(server.log_contains("bounce_suppressed"));
+}
+
+#[tokio::test]
+async fn unauthenticated_clients_still_cannot_relay() {
+    let sink = Sink::start();
+    let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 60.0));
+    let (mut c, greeting) = RawClient::connect(server.inbound).await;
+    assert_eq!(greeting.code, 220);
+    c.expect("EHLO attacker.test", 250).await;
+    c.expect("MAIL FROM:<spam@attacker.test>", 250).await;
+    let r = c.cmd(&format!("RCPT TO:<victim@{REMOTE}>")).await;
+    assert_eq!(r.code, 550, "{r:?}");
+    assert!(r.text.starts_with("5.7.1"), "{}", r.text);
+    // Even with a local sender address.
+    c.expect("RSET", 250).await;
+    c.expect(&format!("MAIL FROM:<{}>", TestServer::address("bob")), 250)
+        .await;
+    let r = c.cmd(&format!("RCPT TO:<victim@{REMOTE}>")).await;
+    assert_eq!(r.code, 550);
+    // Submission without AUTH refuses the transaction itself.
+    let (mut s, _) = RawClient::connect(server.submission).await;
+    s.expect("EHLO attacker.test", 250).await;
+    let r = s.cmd("MAIL FROM:<spam@attacker.test>").await;
+    assert_eq!(r.code, 530, "{r:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(queue_len(&server).await, 0);
+    assert_eq!(sink.count(), 0);
+}
+
+#[tokio::test]
+async fn queue_cli_lists_retries_and_deletes_with_and_without_the_server() {
+    let closed = closed_port();
+    let mut opts = options(&[(REMOTE, closed)], 3600.0);
+    // Slow retries so the entries stay put while we look.
+    opts.extra_yaml = opts
+        .extra_yaml
+        .replace("initial_seconds: 0.5", "initial_seconds: 600")
+        .replace("max_seconds: 1", "max_seconds: 600");
+    let mut server = TestServer::start_with(opts);
+    let bob = TestServer::address("bob");
+    let far = format!("later@{REMOTE}");
+    for n in 1..=2 {
+        let body = message(&bob, &far, &format!("cli-{n}@example.test"), "Queued");
+        submit(&server, "bob", &bob, &[&far], &body).await;
+    }
+    let first = server.messages_with_id("cli-1@example.test").await[0]
+        .id
+        .clone();
+    let second = server.messages_with_id("cli-2@example.test").await[0]
+        .id
+        .clone();
+    // Wait for the first (failed) attempt so the entries are deferred.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            history_of(&server, &second).await.len() == 1
+        })
+        .await
+    );
+
+    // While the server runs.
+    let list = server.cli_ok(&["queue", "list"], None);
+    assert!(list.contains(&first) && list.contains(&second), "{list}");
+    assert!(list.contains(&format!("pending {far}")), "{list}");
+    assert!(list.contains("next attempt in"), "{list}");
+    assert!(list.contains("4.4.1"), "last error shown: {list}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["queue", "stats", "--json"], None)).unwrap();
+    assert_eq!(stats["entries"], 2, "{stats}");
+    assert_eq!(stats["pending_recipients"], 2, "{stats}");
+    assert_eq!(stats["deferred"], 2, "{stats}");
+    assert_eq!(stats["last_hour"]["deferred"], 2, "{stats}");
+
+    // And while it is stopped.
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+    let listed: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["queue", "list", "--json"], None)).unwrap();
+    let entries = listed.as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["recipients"][0]["address"], far.as_str());
+    assert_eq!(entries[0]["attempts"], 1);
+    assert!(
+        entries.iter().all(|e| e["lease_owner"].is_null()),
+        "released on shutdown"
+    );
+
+    let out = server.cli_ok(&["queue", "retry", &first], None);
+    assert!(out.contains("due now"), "{out}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&server.cli_ok(&["queue", "stats", "--json"], None)).unwrap();
+    assert_eq!(stats["due"], 1, "{stats}");
+
+    let out = server.cli_ok(&["queue", "delete", &second], None);
+    assert!(out.contains("deleted"), "{out}");
+    assert_eq!(queue_len(&server).await, 1);
+    assert!(
+        server
+            .messages_with_id("cli-2@example.test")
+            .await
+            .is_empty(),
+        "its row went"
+    );
+    let outcomes: Vec<String> = outcomes(&server, &second).await;
+    assert_eq!(outcomes, ["deferred", "deleted"]);
+
+    for args in [
+        ["queue", "retry", "no-such-id"],
+        ["queue", "delete", "no-such-id"],
+    ] {
+        let out = server.cli(&args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no queued message with id no-such-id"),
+            "{err}"
+        );
+    }
+
+    // Started again, the retried entry is attempted at once.
+    server.spawn();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            history_of(&server, &first).await.len() == 2
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn delivery_pauses_while_the_database_is_down_and_resumes() {
+    let sink = Sink::start();
+    let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 600.0));
+    if !server.backend.is_postgres() {
+        eprintln!("skipped: needs MAIRUST_TEST_POSTGRES_URL (a database that can be stopped)");
+        return;
+    }
+    let bob = TestServer::address("bob");
+    let far = format!("friend@{REMOTE}");
+    let body = message(&bob, &far, "pause-1@example.test", "Before the outage");
+    submit(&server, "bob", &bob, &[&far], &body).await;
+    assert!(sink.wait_for(1, Duration::from_secs(10)));
+
+    server.backend.pg_block(true);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            server.log_contains("queue_paused")
+        })
+        .await,
+        "the queue notices"
+    );
+    server.backend.pg_block(false);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            server.log_contains("queue_resumed")
+        })
+        .await,
+        "and resumes by itself"
+    );
+    let body = message(&bob, &far, "pause-2@example.test", "After the outage");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            server.wait_ready_status(200, Duration::from_secs(1)).await
+        })
+        .await
+    );
+    submit(&server, "bob", &bob, &[&far], &body).await;
+    assert!(
+        sink.wait_for(2, Duration::from_secs(10)),
+        "delivered after recovery"
+    );
+}
