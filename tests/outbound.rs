@@ -390,6 +390,20 @@ async fn queue_cli_lists_retries_and_deletes_with_and_without_the_server() {
     assert_eq!(stats["deferred"], 2, "{stats}");
     assert_eq!(stats["last_hour"]["deferred"], 2, "{stats}");
 
+    // /health reports the queue from the last probe.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let (status, body) = server.http_get("/health").await;
+            status == 200
+                && body["checks"]["queue"]["length"] == 2
+                && body["checks"]["queue"]["status"] == "healthy"
+                && body["checks"]["queue"]["oldest_age_seconds"].is_i64()
+        })
+        .await,
+        "{:?}",
+        server.http_get("/health").await
+    );
+
     // And while it is stopped.
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(20)).success());
@@ -488,4 +502,141 @@ async fn delivery_pauses_while_the_database_is_down_and_resumes() {
         sink.wait_for(2, Duration::from_secs(10)),
         "delivered after recovery"
     );
+}
+
+/// One worker claiming up to ten entries; `drain_seconds` after SIGTERM.
+fn drain_options(sink: &Sink, workers: usize, drain_seconds: u64) -> Options {
+    let mut o = options(&[(REMOTE, sink.addr)], 600.0);
+    o.extra_yaml = o.extra_yaml.replace(
+        "workers: 2",
+        &format!("workers: {workers}\n  batch_size: 10"),
+    );
+    o.drain_timeout_seconds = drain_seconds;
+    o
+}
+
+/// Entries left in the queue and how many of them still carry a lease.
+async fn leftovers(server: &TestServer) -> (usize, usize) {
+    let db = server.db().await;
+    let rows = queue_entry::Entity::find().all(&db).await.unwrap();
+    db.close().await.ok();
+    let leased = rows.iter().filter(|e| e.lease_owner.is_some()).count();
+    (rows.len(), leased)
+}
+
+/// Queues `n` messages with no worker running, then starts the server's workers, so
+/// one worker claims them all as one batch.
+async fn queue_then_deliver(server: &mut TestServer, sink: &Sink, n: usize, drain_seconds: u64) {
+    submit_many(server, "drain", n).await;
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    server.reconfigure(drain_options(sink, 1, drain_seconds));
+    server.spawn();
+}
+
+async fn submit_many(server: &TestServer, prefix: &str, n: usize) {
+    let bob = TestServer::address("bob");
+    let far = format!("friend@{REMOTE}");
+    for i in 0..n {
+        let body = message(&bob, &far, &format!("{prefix}-{i}@example.test"), "Drain");
+        submit(server, "bob", &bob, &[&far], &body).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_delivery_in_flight_and_releases_the_rest() {
+    let sink = Sink::start();
+    let mut server = TestServer::start_with(drain_options(&sink, 0, 10));
+    sink.set_data_delay(Duration::from_millis(1500));
+    queue_then_deliver(&mut server, &sink, 5, 10).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sink.data_started() >= 1
+        })
+        .await,
+        "a delivery is in flight"
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    let delivered = sink.count();
+    assert_eq!(
+        delivered, 1,
+        "the message in flight was finished, no other started"
+    );
+    assert_eq!(leftovers(&server).await, (4, 0), "the rest released");
+
+    // The next start delivers the rest, nothing twice.
+    sink.set_data_delay(Duration::ZERO);
+    server.spawn();
+    assert!(sink.wait_for(5, Duration::from_secs(15)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ids: Vec<String> = sink
+        .received()
+        .iter()
+        .filter_map(|r| r.message_id())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), sink.count()), (5, 5), "each delivered once");
+}
+
+#[tokio::test]
+async fn drain_timeout_abandons_a_stuck_delivery_and_keeps_the_message() {
+    let sink = Sink::start();
+    let mut server = TestServer::start_with(drain_options(&sink, 0, 1));
+    sink.set_data_delay(Duration::from_secs(30));
+    queue_then_deliver(&mut server, &sink, 2, 1).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sink.data_started() >= 1
+        })
+        .await,
+        "a delivery is in flight"
+    );
+    let asked = std::time::Instant::now();
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "did not wait for the stuck server: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(leftovers(&server).await, (2, 0), "both kept, released");
+}
+
+#[tokio::test]
+async fn starttls_is_used_when_the_remote_server_offers_it() {
+    // The remote side is another MaiRust, whose inbound listener offers STARTTLS.
+    let remote = TestServer::start();
+    remote.cli_ok(&["domain", "add", REMOTE], None);
+    remote.cli_ok(
+        &[
+            "user",
+            "add",
+            &format!("friend@{REMOTE}"),
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    let server = TestServer::start_with(options(&[(REMOTE, remote.inbound)], 60.0));
+    let bob = TestServer::address("bob");
+    let far = format!("friend@{REMOTE}");
+    let body = message(&bob, &far, "tls-1@example.test", "Encrypted on the way");
+    submit(&server, "bob", &bob, &[&far], &body).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !remote
+                .messages_with_id("tls-1@example.test")
+                .await
+                .is_empty()
+        })
+        .await,
+        "delivered to the remote server"
+    );
+    let row = &remote.messages_with_id("tls-1@example.test").await[0];
+    assert_eq!(row.envelope_from, bob);
+    let raw = String::from_utf8(remote.object(&row.object_key).await.unwrap()).unwrap();
+    let first_received = raw.lines().take(3).collect::<Vec<_>>().join(" ");
+    assert!(first_received.contains("with ESMTPS"), "{first_received}");
+    assert!(raw.ends_with(&body), "{raw}");
 }

@@ -2,9 +2,10 @@
 //! at once when another actor reports a failure. The result lives in [`HealthState`],
 //! which SMTP sessions read to answer 451 while a dependency is down (tempfail mode) and
 //! which `/health/ready` reports. Recovery is noticed by the next probe: no restart.
+//! The database probe also counts the outbound queue, so health reports never query.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -29,6 +30,10 @@ pub struct HealthState {
     storage_up: AtomicBool,
     database_latency_ms: AtomicU64,
     storage_latency_ms: AtomicU64,
+    /// Outbound queue entries, counted at each database probe (all nodes' queue).
+    queue_length: AtomicU64,
+    /// Age of the oldest queue entry in seconds; -1 when the queue is empty.
+    queue_oldest_seconds: AtomicI64,
     started: Instant,
 }
 
@@ -39,9 +44,18 @@ impl Default for HealthState {
             storage_up: AtomicBool::new(true),
             database_latency_ms: AtomicU64::new(0),
             storage_latency_ms: AtomicU64::new(0),
+            queue_length: AtomicU64::new(0),
+            queue_oldest_seconds: AtomicI64::new(-1),
             started: Instant::now(),
         }
     }
+}
+
+/// The queue as of the last database probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueHealth {
+    pub length: u64,
+    pub oldest_age_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +79,20 @@ impl HealthState {
             up: up.load(Ordering::Acquire),
             latency_ms: latency.load(Ordering::Relaxed),
         }
+    }
+
+    pub fn queue(&self) -> QueueHealth {
+        let oldest = self.queue_oldest_seconds.load(Ordering::Relaxed);
+        QueueHealth {
+            length: self.queue_length.load(Ordering::Relaxed),
+            oldest_age_seconds: (oldest >= 0).then_some(oldest),
+        }
+    }
+
+    fn set_queue(&self, length: u64, oldest_age_seconds: Option<i64>) {
+        self.queue_length.store(length, Ordering::Relaxed);
+        self.queue_oldest_seconds
+            .store(oldest_age_seconds.unwrap_or(-1), Ordering::Relaxed);
     }
 
     pub fn uptime_seconds(&self) -> u64 {
@@ -138,7 +166,14 @@ impl HealthMonitor {
                     tokio::time::timeout(timeout, database::ping(&db)).await,
                     Ok(Ok(()))
                 );
-                (ok, start.elapsed().as_millis() as u64)
+                let ms = start.elapsed().as_millis() as u64;
+                if ok
+                    && let Ok(Ok((length, oldest))) =
+                        tokio::time::timeout(timeout, crate::queue::store::length(&db)).await
+                {
+                    state.set_queue(length, oldest);
+                }
+                (ok, ms)
             };
             let store_probe = async {
                 let start = Instant::now();

@@ -4,6 +4,9 @@
 //! - `/health/ready`: 200 while the database and the object store answer, else 503.
 //! - `/health`: the same report as ready, always 200, for humans and dashboards.
 //!
+//! The queue check gives the queue length and the oldest entry's age as of the last
+//! database probe.
+//!
 //! Status: `unhealthy` when the database is down (nothing works), `degraded` when only
 //! the object store is down (metadata still readable, new mail tempfails), else
 //! `healthy`. The values are the HealthMonitor's latest probes, so these handlers never
@@ -23,6 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn report(handles: &Handles) -> (bool, serde_json::Value) {
     let db = handles.health.get(Dependency::Database);
     let storage = handles.health.get(Dependency::Storage);
+    let queue = handles.health.queue();
     let word = |up: bool| if up { "healthy" } else { "unhealthy" };
     let status = match (db.up, storage.up) {
         (true, true) => "healthy",
@@ -36,6 +40,13 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
         "checks": {
             "database": {"status": word(db.up), "latency_ms": db.latency_ms},
             "storage": {"status": word(storage.up), "latency_ms": storage.latency_ms},
+            "queue": {
+                // Workers pause while the database is down.
+                "status": word(db.up),
+                "length": queue.length,
+                "oldest_age_seconds": queue.oldest_age_seconds,
+                "workers": handles.config.queue.workers,
+            },
             "smtp": {
                 "status": if handles.health.accepting_mail() { "healthy" } else { "unhealthy" },
                 "sessions": handles.sessions.active(),

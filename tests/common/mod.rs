@@ -200,6 +200,7 @@ pub struct Options {
     pub max_bad_commands: u32,
     pub max_sessions_per_ip: usize,
     pub shutdown_timeout_seconds: u64,
+    pub drain_timeout_seconds: u64,
     pub command_timeout_seconds: u64,
     pub allow_plaintext_auth: bool,
     /// Also run the implicit-TLS `submissions` listener.
@@ -217,6 +218,7 @@ impl Default for Options {
             max_bad_commands: 10,
             max_sessions_per_ip: 200,
             shutdown_timeout_seconds: 10,
+            drain_timeout_seconds: 10,
             command_timeout_seconds: 30,
             allow_plaintext_auth: false,
             submissions: false,
@@ -549,6 +551,7 @@ pub fn config_yaml(dir: &Path, db_url: &str, storage: &str, o: &Options) -> Stri
   hostname: mx.example.test
   shutdown:
     timeout_seconds: {shutdown}
+    drain_timeout_seconds: {drain}
 smtp:
   listeners:
     inbound:
@@ -585,6 +588,7 @@ logging:
         extra = o.extra_yaml,
         dir = dir.display(),
         shutdown = o.shutdown_timeout_seconds,
+        drain = o.drain_timeout_seconds,
         plain = o.allow_plaintext_auth,
         submissions = o.submissions,
         size = o.max_message_size,

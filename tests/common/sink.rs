@@ -39,6 +39,10 @@ struct State {
     received: Vec<Received>,
     /// Every RCPT seen, accepted or not.
     rcpt_attempts: Vec<String>,
+    /// Wait before answering the end of DATA (a slow remote server).
+    data_delay: Duration,
+    /// Bodies fully received, answered or not.
+    data_started: usize,
 }
 
 pub struct Sink {
@@ -105,6 +109,16 @@ impl Sink {
             .unwrap()
             .data_script
             .extend(replies.iter().map(|r| r.to_string()));
+    }
+
+    /// Makes the sink wait this long before answering each message's final dot.
+    pub fn set_data_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().data_delay = delay;
+    }
+
+    /// Messages whose data arrived (answered or still being answered).
+    pub fn data_started(&self) -> usize {
+        self.state.lock().unwrap().data_started
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -201,6 +215,12 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                     }
                     data.extend_from_slice(&l);
                 }
+                let delay = {
+                    let mut st = state.lock().unwrap();
+                    st.data_started += 1;
+                    st.data_delay
+                };
+                std::thread::sleep(delay);
                 let mut st = state.lock().unwrap();
                 let reply = st
                     .data_script

@@ -170,6 +170,12 @@ impl Connection {
         let mut client = SmtpClient::connect(hop.addr, settings.connect_timeout)
             .await
             .map_err(|e| plain(e.into()))?;
+        // Commands and data are written in pieces and flushed once (see `boxed`): no
+        // Nagle delay waiting for the peer's delayed ACK after each flush.
+        client
+            .stream
+            .set_nodelay(true)
+            .map_err(|e| plain(ConnectionError(e.to_string())))?;
         client.timeout = settings.command_timeout;
         let greeting = tokio::time::timeout(settings.command_timeout, client.read())
             .await
@@ -321,12 +327,14 @@ impl Connection {
     }
 }
 
+/// The connection behind a buffer: mail-send writes a command or a body in several
+/// pieces and flushes once, so each flush is one write to the socket (one TLS record).
 fn boxed<T>(client: SmtpClient<T>) -> SmtpClient<BoxStream>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     SmtpClient {
-        stream: Box::new(client.stream),
+        stream: Box::new(tokio::io::BufStream::new(client.stream)),
         timeout: client.timeout,
     }
 }

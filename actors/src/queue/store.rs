@@ -585,7 +585,7 @@ pub struct HistoryCounts {
 
 pub async fn stats(db: &DatabaseConnection) -> Result<QueueStats, DbErr> {
     let now = Utc::now();
-    let entries = queue_entry::Entity::find().count(db).await?;
+    let (entries, oldest) = length(db).await?;
     let pending_recipients = queue_recipient::Entity::find()
         .filter(queue_recipient::Column::Status.eq(PENDING))
         .count(db)
@@ -608,11 +608,6 @@ pub async fn stats(db: &DatabaseConnection) -> Result<QueueStats, DbErr> {
         .filter(queue_entry::Column::Attempts.gt(0))
         .count(db)
         .await?;
-    let oldest = queue_entry::Entity::find()
-        .order_by_asc(queue_entry::Column::CreatedAt)
-        .one(db)
-        .await?
-        .map(|e| (now - e.created_at.to_utc()).num_seconds());
     let mut last_hour = HistoryCounts::default();
     let rows: Vec<(String, i64)> = queue_history::Entity::find()
         .select_only()
@@ -642,6 +637,17 @@ pub async fn stats(db: &DatabaseConnection) -> Result<QueueStats, DbErr> {
         oldest_age_seconds: oldest,
         last_hour,
     })
+}
+
+/// Entries in the queue and the age of the oldest in seconds (health and metrics).
+pub async fn length(db: &DatabaseConnection) -> Result<(u64, Option<i64>), DbErr> {
+    let length = queue_entry::Entity::find().count(db).await?;
+    let oldest = queue_entry::Entity::find()
+        .order_by_asc(queue_entry::Column::CreatedAt)
+        .one(db)
+        .await?
+        .map(|e| (Utc::now() - e.created_at.to_utc()).num_seconds());
+    Ok((length, oldest))
 }
 
 /// Makes an entry due now (`mairust queue retry`). False when there is no such entry.

@@ -176,11 +176,12 @@ async fn process(q: &QueueContext, owner: &str, entries: Vec<ClaimedEntry>) {
     loop {
         match store::record(&q.db, owner, &q.node_id, &results, retry).await {
             Ok(keys) => {
-                for key in keys {
-                    if let Err(e) = q.bodies.delete(&key).await {
+                let deletes = keys.iter().map(|key| async move {
+                    if let Err(e) = q.bodies.delete(key).await {
                         tracing::warn!(component = "queue", key = %key, error = %e, "could not delete the body of a finished message (db check finds it)");
                     }
-                }
+                });
+                futures::future::join_all(deletes).await;
                 return;
             }
             Err(e) => {
