@@ -61,10 +61,10 @@ async fn queue_messages(server: &TestServer, round: &str) {
     for t in tasks {
         t.await.unwrap();
     }
-    eprintln!(
+    report(&format!(
         "{round}: queued {MESSAGES} messages in {:.1}s",
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 /// Message-ID → times received, for one round.
@@ -110,6 +110,20 @@ async fn delivering_nodes(server: &TestServer) -> HashMap<String, usize> {
     by_node
 }
 
+/// Figures for the CI log: also written to target/tmp/two_nodes.txt, which `.ci/run`
+/// prints (test output is captured).
+fn report(line: &str) {
+    eprintln!("{line}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("two_nodes.txt");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    use std::io::Write;
+    writeln!(f, "{line}").unwrap();
+}
+
 fn stop(server: &mut TestServer) {
     server.signal(libc::SIGTERM);
     assert!(server.wait_exit(Duration::from_secs(30)).success());
@@ -134,15 +148,17 @@ async fn two_nodes_share_one_queue_and_take_over_from_a_killed_node() {
     let mut b = a.start_node(options(&sink, WORKERS));
     let started = Instant::now();
     let seen = wait_all(&sink, "r1", Duration::from_secs(120));
-    eprintln!(
+    report(&format!(
         "round 1: delivered in {:.1}s by two nodes",
         started.elapsed().as_secs_f64()
-    );
+    ));
     assert_eq!(seen.len(), MESSAGES, "every message delivered");
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     let nodes = delivering_nodes(&a).await;
-    eprintln!("round 1: {MESSAGES} messages, each delivered once; by node: {nodes:?}");
+    report(&format!(
+        "round 1: {MESSAGES} messages, each delivered once; by node: {nodes:?}"
+    ));
     assert_eq!(nodes.len(), 2, "both nodes delivered: {nodes:?}");
 
     // Round 2: queue again, start both, kill one mid-run.
@@ -164,11 +180,11 @@ async fn two_nodes_share_one_queue_and_take_over_from_a_killed_node() {
     b.wait_exit(Duration::from_secs(10));
     let seen = wait_all(&sink, "r2", Duration::from_secs(120));
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
-    eprintln!(
-        "round 2: node killed after {before_kill} deliveries; all {} delivered; duplicates: {duplicates} (at most {} could be in flight on the killed node)",
+    report(&format!(
+        "round 2: node killed after {before_kill} deliveries; {} of {MESSAGES} delivered; duplicates: {duplicates} (at most {} could be in flight on the killed node)",
         seen.len(),
         WORKERS * BATCH
-    );
+    ));
     assert_eq!(
         seen.len(),
         MESSAGES,
@@ -179,5 +195,7 @@ async fn two_nodes_share_one_queue_and_take_over_from_a_killed_node() {
         "duplicates beyond what the dead node had in flight: {duplicates}"
     );
     let nodes = delivering_nodes(&a).await;
-    eprintln!("deliveries recorded by node over both rounds: {nodes:?}");
+    report(&format!(
+        "deliveries recorded by node over both rounds: {nodes:?}"
+    ));
 }
