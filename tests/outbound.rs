@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::dns::{DnsServer, Zone};
 use common::raw::RawClient;
 use common::sink::Sink;
 use common::{Options, PASSWORD, TestServer, eventually, message, tls_login};
@@ -16,16 +17,15 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder}
 
 const REMOTE: &str = "remote.test";
 
-/// Fast retries, short lifetime; `routes` sends domains to local ports.
+/// Fast retries, short lifetime; `routes` sends domains to local ports. The
+/// `delivery:` section comes last, so a test may append keys to it.
 fn options(routes: &[(&str, SocketAddr)], max_age_seconds: f64) -> Options {
-    let mut yaml = format!(
-        "queue:\n  workers: 2\n  poll_interval_seconds: 0.2\n  lease_seconds: 10\n  max_age_seconds: {max_age_seconds}\n  retry:\n    initial_seconds: 0.5\n    factor: 1.5\n    max_seconds: 1\ndelivery:\n  connect_timeout_seconds: 2\n  command_timeout_seconds: 10\n  routes:\n"
-    );
-    for (domain, addr) in routes {
-        yaml.push_str(&format!("    {domain}: {addr}\n"));
-    }
+    let routes: Vec<String> = routes.iter().map(|(d, a)| format!("{d}: {a}")).collect();
     Options {
-        extra_yaml: yaml,
+        extra_yaml: format!(
+            "queue:\n  workers: 2\n  poll_interval_seconds: 0.2\n  lease_seconds: 10\n  max_age_seconds: {max_age_seconds}\n  retry:\n    initial_seconds: 0.5\n    factor: 1.5\n    max_seconds: 1\ndelivery:\n  connect_timeout_seconds: 2\n  command_timeout_seconds: 10\n  routes: {{{}}}\n",
+            routes.join(", ")
+        ),
         ..Options::default()
     }
 }
@@ -179,7 +179,8 @@ async fn temporary_failure_is_retried_until_delivered() {
     let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 60.0));
     let bob = TestServer::address("bob");
     let far = format!("busy@{REMOTE}");
-    sink.script_rcpt(&far, &["451 4.3.0 try later", "452 4.2.2 mailbox full"]);
+    // A NUL in a reply must not break recording (PostgreSQL refuses NUL in text).
+    sink.script_rcpt(&far, &["451 4.3.0 try\0later", "452 4.2.2 mailbox full"]);
     let body = message(&bob, &far, "retry-1@example.test", "Patience");
     submit(&server, "bob", &bob, &[&far], &body).await;
 
@@ -197,6 +198,17 @@ async fn temporary_failure_is_retried_until_delivered() {
     );
     let outcomes: Vec<String> = outcomes(&server, &id).await;
     assert_eq!(outcomes, ["deferred", "deferred", "delivered"]);
+    let db = server.db().await;
+    let first = queue_history::Entity::find()
+        .filter(queue_history::Column::EntryId.eq(&id))
+        .order_by_asc(queue_history::Column::Id)
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    db.close().await.ok();
+    assert_eq!(first.reply.as_deref(), Some("451 4.3.0 try later"));
+    assert_eq!(first.remote_host.as_deref(), Some("127.0.0.1"));
     assert!(bounces(&server.inbox("bob").await).is_empty(), "no bounce");
 }
 
@@ -639,4 +651,70 @@ async fn starttls_is_used_when_the_remote_server_offers_it() {
     let first_received = raw.lines().take(3).collect::<Vec<_>>().join(" ");
     assert!(first_received.contains("with ESMTPS"), "{first_received}");
     assert!(raw.ends_with(&body), "{raw}");
+}
+
+#[tokio::test]
+async fn mx_records_from_the_configured_name_server_decide_the_next_hop() {
+    let sink = Sink::start();
+    let localhost = std::net::Ipv4Addr::LOCALHOST;
+    let mut zone = Zone::default();
+    zone.mx.insert(
+        "mx-domain.test".into(),
+        vec![(10, "mail.mx-domain.test".into())],
+    );
+    zone.a.insert("mail.mx-domain.test".into(), vec![localhost]);
+    // No MX: the domain's own address (RFC 5321 §5.1).
+    zone.a.insert("plain.test".into(), vec![localhost]);
+    // Null MX (RFC 7505): accepts no mail.
+    zone.mx
+        .insert("nomail.test".into(), vec![(0, String::new())]);
+    let dns = DnsServer::start(zone);
+    let mut opts = options(&[], 60.0);
+    opts.extra_yaml.push_str(&format!(
+        "  mx_port: {}\n  dns:\n    nameservers: [\"{}\"]\n",
+        sink.addr.port(),
+        dns.addr
+    ));
+    let server = TestServer::start_with(opts);
+    let bob = TestServer::address("bob");
+    let rcpts = [
+        "a@mx-domain.test",
+        "b@plain.test",
+        "c@nomail.test",
+        "d@nowhere.test",
+    ];
+    let body = message(&bob, rcpts[0], "mx-1@example.test", "Found by MX");
+    submit(&server, "bob", &bob, &rcpts, &body).await;
+
+    assert!(
+        sink.wait_for(2, Duration::from_secs(10)),
+        "MX and implicit MX delivered"
+    );
+    let mut got: Vec<String> = sink
+        .received()
+        .iter()
+        .flat_map(|r| r.rcpts.clone())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a@mx-domain.test", "b@plain.test"]);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            bounces(&server.inbox("bob").await).len() == 1
+        })
+        .await,
+        "one DSN for the two undeliverable domains"
+    );
+    let inbox = server.inbox("bob").await;
+    let raw =
+        String::from_utf8(server.object(&bounces(&inbox)[0].object_key).await.unwrap()).unwrap();
+    assert!(
+        raw.contains("Final-Recipient: rfc822; c@nomail.test"),
+        "{raw}"
+    );
+    assert!(raw.contains("Status: 5.1.10"), "{raw}");
+    assert!(
+        raw.contains("Final-Recipient: rfc822; d@nowhere.test"),
+        "{raw}"
+    );
+    assert!(raw.contains("Status: 5.1.2"), "{raw}");
 }

@@ -143,9 +143,7 @@ async fn act(
             }
         }
         QueueAction::Delete { id, json } => {
-            let Some(keys) = store::delete(db, &id, "cli").await? else {
-                bail!("no queued message with id {id}");
-            };
+            let keys = store::delete(db, &id, "cli").await?;
             let mut kept = Vec::new();
             if !keys.is_empty() {
                 let bodies = BodyStore::open(&config.storage)?;

@@ -3,6 +3,7 @@
 //! `MAIRUST_TEST_S3_ENDPOINT` are set (`.ci/run` sets both).
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod raw;
 pub mod sink;
 

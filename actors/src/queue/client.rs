@@ -22,6 +22,26 @@ pub struct RemoteReply {
     pub text: String,
 }
 
+/// Longest remote text kept in the queue, the history and DSNs.
+const MAX_TEXT: usize = 512;
+
+/// Remote text made safe to store and quote: control characters (NUL, CR, LF ...)
+/// become spaces, and it is cut at [`MAX_TEXT`] bytes on a character boundary.
+pub fn sanitize(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
 impl RemoteReply {
     fn from_response(r: &Response<String>) -> Self {
         let esc = if r.esc[0] > 0 {
@@ -31,8 +51,13 @@ impl RemoteReply {
         };
         RemoteReply {
             code: r.code,
-            text: format!("{}{}", esc, r.message.replace(['\r', '\n'], " ")),
+            text: sanitize(&format!("{esc}{}", r.message)),
         }
+    }
+
+    /// 421: the server is closing the connection.
+    pub fn closes_connection(&self) -> bool {
+        self.code == 421
     }
 
     /// Reads back a reply as recorded (`550 5.1.1 text`).
@@ -79,7 +104,7 @@ pub struct ConnectionError(pub String);
 
 impl From<mail_send::Error> for ConnectionError {
     fn from(e: mail_send::Error) -> Self {
-        ConnectionError(e.to_string())
+        ConnectionError(sanitize(&e.to_string()))
     }
 }
 
@@ -299,15 +324,25 @@ impl Connection {
                 recipients: rcpt_replies.to_vec(),
             });
         }
-        // mail-send ends the data with CRLF.CRLF: a body that ends in CRLF already
-        // gives up its own, or the message would grow a blank line.
-        let data = body.strip_suffix(b"\r\n").unwrap_or(body);
-        let final_reply = match self.client.data(data).await {
-            Ok(r) => RemoteReply::from_response(&r),
-            Err(mail_send::Error::UnexpectedReply(r)) => RemoteReply::from_response(&r),
-            Err(e) => return Err(e.into()),
+        let go_ahead = RemoteReply::from_response(&self.client.cmd(b"DATA\r\n").await?);
+        let final_reply = if go_ahead.code != 354 {
+            // The transaction is still open on the server: RSET before the next one.
+            go_ahead
+        } else {
+            // mail-send ends the data with CRLF.CRLF: a body that ends in CRLF already
+            // gives up its own, or the message would grow a blank line.
+            let data = body.strip_suffix(b"\r\n").unwrap_or(body);
+            let timeout = self.client.timeout;
+            let reply = tokio::time::timeout(timeout, async {
+                self.client.write_message(data).await?;
+                self.client.read().await
+            })
+            .await
+            .map_err(|_| ConnectionError("timeout sending the message".into()))??;
+            // The final reply ends the transaction, whatever it says.
+            self.dirty = false;
+            RemoteReply::from_response(&reply)
         };
-        self.dirty = false;
         Ok(TransactionResult {
             recipients: rcpt_replies
                 .iter()

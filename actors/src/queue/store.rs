@@ -10,8 +10,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use mairust_entities::{mailbox_message, message, queue_entry, queue_history, queue_recipient};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::Serialize;
 
@@ -130,7 +130,7 @@ pub async fn claim(
         .cond_where(
             sea_orm::Condition::any()
                 .add(queue_entry::Column::LeaseUntil.is_null())
-                .add(queue_entry::Column::LeaseUntil.lt(ts(now))),
+                .add(Expr::col(queue_entry::Column::LeaseUntil).lt(lease_now(db))),
         )
         .order_by(queue_entry::Column::NextAttemptAt, sea_orm::Order::Asc)
         .limit(limit as u64)
@@ -140,10 +140,7 @@ pub async fn claim(
         .table(queue_entry::Entity)
         .values([
             (queue_entry::Column::LeaseOwner, owner.into()),
-            (
-                queue_entry::Column::LeaseUntil,
-                ts(after(now, lease)).into(),
-            ),
+            (queue_entry::Column::LeaseUntil, lease_until(db, lease)),
         ])
         .and_where(Expr::col(queue_entry::Column::Id).in_subquery(due))
         .returning_col(queue_entry::Column::Id)
@@ -206,23 +203,47 @@ pub async fn claim(
         .collect())
 }
 
-/// Extends the lease of entries this owner still holds (a long batch).
+/// Extends the lease of entries this owner still holds (a long batch); returns how
+/// many it still holds.
 pub async fn renew(
     db: &DatabaseConnection,
     owner: &str,
     ids: &[String],
     lease: Duration,
-) -> Result<(), DbErr> {
-    let until = ts(after(Utc::now(), lease));
+) -> Result<usize, DbErr> {
+    let until = lease_until(db, lease);
+    let mut held = 0;
     for chunk in ids.chunks(CHUNK) {
-        queue_entry::Entity::update_many()
-            .col_expr(queue_entry::Column::LeaseUntil, Expr::value(until))
+        held += queue_entry::Entity::update_many()
+            .col_expr(queue_entry::Column::LeaseUntil, until.clone())
             .filter(queue_entry::Column::Id.is_in(chunk.to_vec()))
             .filter(queue_entry::Column::LeaseOwner.eq(owner))
             .exec(db)
-            .await?;
+            .await?
+            .rows_affected as usize;
     }
-    Ok(())
+    Ok(held)
+}
+
+/// "Now" for lease comparisons: on PostgreSQL the database's clock, which every node
+/// shares, so a node whose own clock runs ahead cannot take live leases; on SQLite (one
+/// node) the local clock, in the same text form as the stored values.
+fn lease_now(db: &DatabaseConnection) -> sea_orm::sea_query::SimpleExpr {
+    match db.get_database_backend() {
+        DbBackend::Postgres => Expr::current_timestamp(),
+        _ => Expr::value(ts(Utc::now())),
+    }
+}
+
+/// `now + lease` on the same clock as [`lease_now`].
+fn lease_until(db: &DatabaseConnection, lease: Duration) -> sea_orm::sea_query::SimpleExpr {
+    match db.get_database_backend() {
+        DbBackend::Postgres => Expr::cust(format!(
+            "CURRENT_TIMESTAMP + INTERVAL '{} milliseconds'",
+            lease.as_millis()
+        )),
+        _ => Expr::value(ts(after(Utc::now(), lease))),
+    }
 }
 
 /// What happened to one recipient in one attempt.
@@ -288,8 +309,9 @@ pub struct EntryResult {
 /// Records a batch of attempts in one transaction and returns the object keys that no
 /// row needs any more (finished outbound-only messages); the caller deletes them after
 /// the commit. Entries whose recipients are all final are removed from the live tables;
-/// the history keeps every attempt. Everything is conditional on still holding the
-/// lease, so a node that lost its entries cannot overwrite the new owner's work.
+/// the history keeps every attempt. Only entries this owner still holds are touched
+/// (each write is conditional on the lease, and the rest follows from what matched),
+/// so a worker that lost its lease cannot overwrite the new owner's work.
 pub async fn record(
     db: &DatabaseConnection,
     owner: &str,
@@ -298,45 +320,24 @@ pub async fn record(
     retry: &crate::config::RetryConfig,
 ) -> Result<Vec<String>, DbErr> {
     let now = Utc::now();
-    let history: Vec<queue_history::ActiveModel> = results
-        .iter()
-        .flat_map(|e| {
-            e.recipients.iter().filter_map(|r| {
-                let outcome = r.outcome.history_name()?;
-                Some(queue_history::ActiveModel {
-                    entry_id: Set(e.entry.id.clone()),
-                    message_id: Set(e.entry.message_id.clone()),
-                    envelope_from: Set(e.entry.envelope_from.clone()),
-                    recipient: Set(r.recipient.address.clone()),
-                    outcome: Set(outcome.into()),
-                    attempt: Set(e.entry.attempts + 1),
-                    reply: Set(r.outcome.reply().map(str::to_string)),
-                    remote_host: Set(r.remote_host.clone()),
-                    node_id: Set(node_id.to_string()),
-                    at: Set(ts(now)),
-                    ..Default::default()
-                })
-            })
-        })
-        .collect();
     let (finished, open): (Vec<&EntryResult>, Vec<&EntryResult>) = results
         .iter()
         .partition(|e| e.recipients.iter().all(|r| r.outcome.is_final()));
 
     let txn = db.begin().await?;
-    let finished_ids: Vec<String> = finished.iter().map(|e| e.entry.id.clone()).collect();
     // Writes first: on SQLite the transaction then holds the write lock from the start.
+    let mut held: HashSet<String> = HashSet::new();
+    let finished_ids: Vec<String> = finished.iter().map(|e| e.entry.id.clone()).collect();
     for chunk in finished_ids.chunks(CHUNK) {
-        queue_entry::Entity::delete_many()
-            .filter(queue_entry::Column::Id.is_in(chunk.to_vec()))
-            .filter(queue_entry::Column::LeaseOwner.eq(owner))
-            .exec(&txn)
-            .await?;
-    }
-    for chunk in history.chunks(CHUNK / 10) {
-        queue_history::Entity::insert_many(chunk.to_vec())
-            .exec(&txn)
-            .await?;
+        let delete = Query::delete()
+            .from_table(queue_entry::Entity)
+            .and_where(queue_entry::Column::Id.is_in(chunk.to_vec()))
+            .and_where(queue_entry::Column::LeaseOwner.eq(owner))
+            .returning_col(queue_entry::Column::Id)
+            .to_owned();
+        for row in txn.query_all(&delete).await? {
+            held.insert(row.try_get::<String>("", "id")?);
+        }
     }
     for e in open {
         let attempted = e.recipients.iter().any(|r| r.outcome != Outcome::Released);
@@ -350,6 +351,26 @@ pub async fn record(
         } else {
             now
         };
+        let matched = queue_entry::Entity::update_many()
+            .col_expr(queue_entry::Column::Attempts, Expr::value(attempts))
+            .col_expr(queue_entry::Column::NextAttemptAt, Expr::value(ts(next)))
+            .col_expr(
+                queue_entry::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                queue_entry::Column::LeaseUntil,
+                Expr::value(Option::<DateTime<FixedOffset>>::None),
+            )
+            .filter(queue_entry::Column::Id.eq(e.entry.id.clone()))
+            .filter(queue_entry::Column::LeaseOwner.eq(owner))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if matched == 0 {
+            continue;
+        }
+        held.insert(e.entry.id.clone());
         for r in e
             .recipients
             .iter()
@@ -379,28 +400,48 @@ pub async fn record(
                 .exec(&txn)
                 .await?;
         }
-        queue_entry::Entity::update_many()
-            .col_expr(queue_entry::Column::Attempts, Expr::value(attempts))
-            .col_expr(queue_entry::Column::NextAttemptAt, Expr::value(ts(next)))
-            .col_expr(
-                queue_entry::Column::LeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                queue_entry::Column::LeaseUntil,
-                Expr::value(Option::<DateTime<FixedOffset>>::None),
-            )
-            .filter(queue_entry::Column::Id.eq(e.entry.id.clone()))
-            .filter(queue_entry::Column::LeaseOwner.eq(owner))
+    }
+    let history: Vec<queue_history::ActiveModel> = results
+        .iter()
+        .filter(|e| held.contains(&e.entry.id))
+        .flat_map(|e| {
+            e.recipients.iter().filter_map(|r| {
+                let outcome = r.outcome.history_name()?;
+                Some(queue_history::ActiveModel {
+                    entry_id: Set(e.entry.id.clone()),
+                    message_id: Set(e.entry.message_id.clone()),
+                    envelope_from: Set(e.entry.envelope_from.clone()),
+                    recipient: Set(r.recipient.address.clone()),
+                    outcome: Set(outcome.into()),
+                    attempt: Set(e.entry.attempts + 1),
+                    reply: Set(r.outcome.reply().map(str::to_string)),
+                    remote_host: Set(r.remote_host.clone()),
+                    node_id: Set(node_id.to_string()),
+                    at: Set(ts(now)),
+                    ..Default::default()
+                })
+            })
+        })
+        .collect();
+    for chunk in history.chunks(CHUNK / 10) {
+        queue_history::Entity::insert_many(chunk.to_vec())
             .exec(&txn)
             .await?;
     }
     let message_ids: Vec<String> = finished
         .iter()
+        .filter(|e| held.contains(&e.entry.id))
         .map(|e| e.entry.message_id.clone())
         .collect();
     let keys = drop_unreferenced_messages(&txn, &message_ids).await?;
     txn.commit().await?;
+    if held.len() < results.len() {
+        tracing::warn!(
+            component = "queue",
+            lost = results.len() - held.len(),
+            "outcomes of entries whose lease was lost were not recorded"
+        );
+    }
     Ok(keys)
 }
 
@@ -453,27 +494,6 @@ async fn drop_unreferenced_messages<C: ConnectionTrait>(
             .await?;
     }
     Ok(keys)
-}
-
-/// Gives claimed entries back without an attempt (shutdown, or a worker that lost its
-/// dependencies mid-batch).
-pub async fn release(db: &DatabaseConnection, owner: &str, ids: &[String]) -> Result<(), DbErr> {
-    for chunk in ids.chunks(CHUNK) {
-        queue_entry::Entity::update_many()
-            .col_expr(
-                queue_entry::Column::LeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                queue_entry::Column::LeaseUntil,
-                Expr::value(Option::<DateTime<FixedOffset>>::None),
-            )
-            .filter(queue_entry::Column::Id.is_in(chunk.to_vec()))
-            .filter(queue_entry::Column::LeaseOwner.eq(owner))
-            .exec(db)
-            .await?;
-    }
-    Ok(())
 }
 
 /// One entry as `mairust queue list` shows it.
@@ -670,21 +690,51 @@ pub async fn retry_now(db: &DatabaseConnection, id: &str) -> Result<bool, DbErr>
     Ok(updated > 0)
 }
 
+/// Why `queue delete` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("no queued message with id {0}")]
+    NotFound(String),
+    #[error("{id} is being delivered right now by {owner}; try again when that attempt is over")]
+    InFlight { id: String, owner: String },
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
 /// Removes an entry without delivering or bouncing it (`mairust queue delete`); its
-/// pending recipients go to the history as `deleted`. Returns the object key to delete
-/// when no other row uses the body, `None` when there is no such entry.
+/// pending recipients go to the history as `deleted`. Returns the object keys to delete
+/// when no other row uses the body. An entry a worker holds right now is refused.
 pub async fn delete(
     db: &DatabaseConnection,
     id: &str,
     node_id: &str,
-) -> Result<Option<Vec<String>>, DbErr> {
+) -> Result<Vec<String>, DeleteError> {
     let txn = db.begin().await?;
-    let Some(entry) = queue_entry::Entity::find_by_id(id.to_string())
+    // A write first: on SQLite the transaction holds the write lock from here on.
+    let marked = queue_entry::Entity::update_many()
+        .col_expr(
+            queue_entry::Column::Attempts,
+            Expr::col(queue_entry::Column::Attempts),
+        )
+        .filter(queue_entry::Column::Id.eq(id))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let entry = match queue_entry::Entity::find_by_id(id.to_string())
         .one(&txn)
         .await?
-    else {
-        return Ok(None);
+    {
+        Some(entry) if marked > 0 => entry,
+        _ => return Err(DeleteError::NotFound(id.to_string())),
     };
+    if let (Some(owner), Some(until)) = (&entry.lease_owner, entry.lease_until)
+        && until.to_utc() > Utc::now()
+    {
+        return Err(DeleteError::InFlight {
+            id: id.to_string(),
+            owner: owner.clone(),
+        });
+    }
     let now = ts(Utc::now());
     let pending = queue_recipient::Entity::find()
         .filter(queue_recipient::Column::EntryId.eq(id))
@@ -717,7 +767,7 @@ pub async fn delete(
     }
     let keys = drop_unreferenced_messages(&txn, std::slice::from_ref(&entry.message_id)).await?;
     txn.commit().await?;
-    Ok(Some(keys))
+    Ok(keys)
 }
 
 /// Outcomes recorded for one entry, oldest first (tests and `queue list --json`).

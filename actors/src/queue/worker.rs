@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::health::{Dependency, DependencyFailed, HealthState};
 use crate::shutdown::Phase;
 use crate::smtp::proto::command::Address;
+use crate::storage::bodies::BodyError;
 use crate::storage::{BodyStore, IncomingMessage, StorageActor, StoreMessage};
 
 /// What every worker of a node shares.
@@ -149,32 +150,45 @@ async fn process(q: &QueueContext, owner: &str, entries: Vec<ClaimedEntry>) {
         let mut results = deliver(q, &entries, &bodies).await;
         expire(&mut results);
         send_bounces(q, &mut results, &bodies).await;
-        results
+        for e in &results {
+            log_results(e);
+        }
+        record(q, owner, &results).await;
     };
-    // Keep the claim alive while a long batch is delivered.
+    // Keep the claim alive while a long batch is delivered and recorded.
     let renew = async {
         loop {
             tokio::time::sleep(lease / 3).await;
-            if let Err(e) = store::renew(&q.db, owner, &ids, lease).await {
-                tracing::warn!(component = "queue", error = %e, "lease renewal failed");
+            match store::renew(&q.db, owner, &ids, lease).await {
+                Ok(held) if held < ids.len() => {
+                    tracing::warn!(
+                        component = "queue",
+                        held,
+                        claimed = ids.len(),
+                        "lost the lease of some entries; their outcome will not be recorded by this node"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(component = "queue", error = %e, "lease renewal failed"),
             }
         }
     };
-    let results = tokio::select! {
-        results = work => results,
+    tokio::select! {
+        _ = work => {}
         _ = renew => unreachable!("the renewal loop never ends"),
-    };
-    for e in &results {
-        log_results(e);
     }
-    // Record until it works or the lease is about to run out: while the database is
-    // down the outcomes wait here rather than be lost (a lost record means the entry
-    // is delivered again after the lease).
-    let deadline = tokio::time::Instant::now() + lease.mul_f64(0.9);
+}
+
+/// Records the outcomes, retrying while the database is down: the outcomes wait here
+/// rather than be lost (a lost record means the entry is delivered again after its
+/// lease). The lease is renewed meanwhile; after `lease_seconds` it gives up.
+async fn record(q: &QueueContext, owner: &str, results: &[EntryResult]) {
+    let lease = Duration::from_secs_f64(q.config.queue.lease_seconds);
+    let deadline = tokio::time::Instant::now() + lease;
     let retry = &q.config.queue.retry;
     let poll = Duration::from_secs_f64(q.config.queue.poll_interval_seconds);
     loop {
-        match store::record(&q.db, owner, &q.node_id, &results, retry).await {
+        match store::record(&q.db, owner, &q.node_id, results, retry).await {
             Ok(keys) => {
                 let deletes = keys.iter().map(|key| async move {
                     if let Err(e) = q.bodies.delete(key).await {
@@ -202,20 +216,43 @@ async fn process(q: &QueueContext, owner: &str, entries: Vec<ClaimedEntry>) {
     }
 }
 
-async fn load_bodies(q: &QueueContext, entries: &[ClaimedEntry]) -> Vec<Result<Bytes, String>> {
+/// A message body as loaded for delivery.
+enum Body {
+    Loaded(Bytes),
+    /// No object under the key.
+    Missing,
+    /// The object store failed.
+    Unavailable(String),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Loaded(b) => b,
+            _ => &[],
+        }
+    }
+}
+
+async fn load_bodies(q: &QueueContext, entries: &[ClaimedEntry]) -> Vec<Body> {
     let loads = entries.iter().map(|e| async move {
-        q.bodies
-            .get(&e.object_key)
-            .await
-            .map_err(|err| err.to_string())
+        match q.bodies.get(&e.object_key).await {
+            Ok(b) => Body::Loaded(b),
+            Err(BodyError::NotFound(_)) => Body::Missing,
+            Err(err) => Body::Unavailable(err.to_string()),
+        }
     });
     let bodies = futures::future::join_all(loads).await;
-    if bodies.iter().any(Result::is_err) {
+    if bodies.iter().any(|b| matches!(b, Body::Unavailable(_))) {
         q.health_monitor
             .do_send(DependencyFailed(Dependency::Storage));
     }
     bodies
 }
+
+/// How long a missing body may just be late: on SQLite a message's row can commit
+/// before its object is flushed (storage::actor, Parallel mode).
+const YOUNG: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 fn result_for(r: &ClaimedRecipient, outcome: Outcome, host: Option<&str>) -> RecipientResult {
     RecipientResult {
@@ -246,12 +283,9 @@ async fn drain_deadline(mut shutdown: watch::Receiver<Phase>, timeout: Duration)
 }
 
 /// Delivers a batch: recipients grouped by destination, one connection per destination
-/// carrying its messages one after another.
-async fn deliver(
-    q: &QueueContext,
-    entries: &[ClaimedEntry],
-    bodies: &[Result<Bytes, String>],
-) -> Vec<EntryResult> {
+/// carrying its messages one after another. Once shutdown began and the drain time is
+/// over, whatever is still going is abandoned and its recipients released.
+async fn deliver(q: &QueueContext, entries: &[ClaimedEntry], bodies: &[Body]) -> Vec<EntryResult> {
     let mut results: Vec<EntryResult> = entries
         .iter()
         .map(|e| EntryResult {
@@ -259,11 +293,26 @@ async fn deliver(
             recipients: Vec::with_capacity(e.recipients.len()),
         })
         .collect();
+    let now = Utc::now();
     // destination -> [(entry index, its recipients there)]
     let mut groups: BTreeMap<String, Vec<(usize, Vec<&ClaimedRecipient>)>> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
-        if let Err(err) = &bodies[i] {
-            let reply = format!("451 4.3.0 message body unavailable: {err}");
+        let unavailable = match &bodies[i] {
+            Body::Loaded(_) => None,
+            Body::Missing if now - e.created_at < YOUNG => {
+                // Not flushed yet: try again shortly, not an attempt.
+                results[i].recipients.extend(
+                    e.recipients
+                        .iter()
+                        .map(|r| result_for(r, Outcome::Released, None)),
+                );
+                continue;
+            }
+            Body::Missing => Some("message body missing from the object store".to_string()),
+            Body::Unavailable(err) => Some(format!("message body unavailable: {err}")),
+        };
+        if let Some(why) = unavailable {
+            let reply = format!("451 4.3.0 {why}");
             results[i].recipients.extend(e.recipients.iter().map(|r| {
                 result_for(
                     r,
@@ -286,20 +335,26 @@ async fn deliver(
             groups.entry(dest).or_default().push((i, rcpts));
         }
     }
-    let drain = Duration::from_secs_f64(q.config.server.shutdown.drain_timeout_seconds as f64);
+    let drain = Duration::from_secs(q.config.server.shutdown.drain_timeout_seconds);
     let deadline = drain_deadline(q.shutdown.clone(), drain);
     tokio::pin!(deadline);
     for (dest, items) in groups {
-        deliver_destination(
-            q,
-            &dest,
-            items,
-            entries,
-            bodies,
-            &mut results,
-            deadline.as_mut(),
-        )
-        .await;
+        let abandoned = tokio::select! {
+            _ = deliver_destination(q, &dest, items, entries, bodies, &mut results) => false,
+            _ = deadline.as_mut() => true,
+        };
+        if abandoned {
+            tracing::warn!(component = "queue", destination = %dest, "drain timeout: deliveries abandoned, entries released");
+            break;
+        }
+    }
+    // Recipients without a result were not (or not completely) tried: released.
+    for (e, r) in entries.iter().zip(results.iter_mut()) {
+        for rcpt in &e.recipients {
+            if !r.recipients.iter().any(|x| x.recipient.id == rcpt.id) {
+                r.recipients.push(result_for(rcpt, Outcome::Released, None));
+            }
+        }
     }
     results
 }
@@ -309,9 +364,8 @@ async fn deliver_destination(
     dest: &str,
     items: Vec<(usize, Vec<&ClaimedRecipient>)>,
     entries: &[ClaimedEntry],
-    bodies: &[Result<Bytes, String>],
+    bodies: &[Body],
     results: &mut [EntryResult],
-    mut deadline: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) {
     let hops = match q.router.hops(dest).await {
         Ok(hops) => hops,
@@ -338,25 +392,23 @@ async fn deliver_destination(
     let mut sent = 0usize;
     let mut unreachable: Option<String> = None;
     for (i, rcpts) in items {
-        let released = |results: &mut [EntryResult]| {
-            results[i]
-                .recipients
-                .extend(rcpts.iter().map(|r| result_for(r, Outcome::Released, None)));
-        };
+        // Shutdown: start nothing new (what is left gets released).
         if *q.shutdown.borrow() != Phase::Running {
-            released(results);
-            continue;
+            break;
         }
-        if let Some(reply) = &unreachable {
+        let defer_all = |results: &mut [EntryResult], reply: &str, host: Option<&str>| {
             results[i].recipients.extend(rcpts.iter().map(|r| {
                 result_for(
                     r,
                     Outcome::Deferred {
-                        reply: reply.clone(),
+                        reply: reply.to_string(),
                     },
-                    None,
+                    host,
                 )
             }));
+        };
+        if let Some(reply) = &unreachable {
+            defer_all(results, reply, None);
             continue;
         }
         if sent >= max_per_connection
@@ -364,61 +416,42 @@ async fn deliver_destination(
         {
             c.quit().await;
         }
-        if conn.is_none() {
-            match Connection::open(&hops, &q.client).await {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Connection::open(&hops, &q.client).await {
                 Ok(c) => {
-                    conn = Some(c);
                     sent = 0;
+                    conn.insert(c)
                 }
                 Err(e) => {
                     let reply = format!("451 4.4.1 cannot deliver to {dest}: {e}");
-                    results[i].recipients.extend(rcpts.iter().map(|r| {
-                        result_for(
-                            r,
-                            Outcome::Deferred {
-                                reply: reply.clone(),
-                            },
-                            None,
-                        )
-                    }));
+                    defer_all(results, &reply, None);
                     unreachable = Some(reply);
                     continue;
                 }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
+            },
+        };
         let host = c.host.clone();
         let addrs: Vec<&str> = rcpts.iter().map(|r| r.address.as_str()).collect();
-        let body = bodies[i].as_ref().map(|b| b.as_ref()).unwrap_or_default();
-        let sent_result = tokio::select! {
-            r = c.send(&entries[i].envelope_from, &addrs, body) => Some(r),
-            _ = deadline.as_mut() => None,
-        };
         sent += 1;
-        match sent_result {
-            Some(Ok(result)) => {
+        match c
+            .send(&entries[i].envelope_from, &addrs, bodies[i].bytes())
+            .await
+        {
+            Ok(result) => {
+                let closing = result.recipients.iter().any(RemoteReply::closes_connection);
                 for (r, reply) in rcpts.iter().zip(&result.recipients) {
                     results[i]
                         .recipients
                         .push(result_for(r, outcome_of(reply), Some(&host)));
                 }
+                if closing {
+                    conn = None;
+                }
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 let reply = format!("451 4.4.2 connection to {host} lost: {e}");
-                results[i].recipients.extend(rcpts.iter().map(|r| {
-                    result_for(
-                        r,
-                        Outcome::Deferred {
-                            reply: reply.clone(),
-                        },
-                        Some(&host),
-                    )
-                }));
-                conn = None;
-            }
-            None => {
-                tracing::warn!(component = "queue", id = %entries[i].id, "drain timeout: delivery abandoned, entry released");
-                released(results);
+                defer_all(results, &reply, Some(&host));
                 conn = None;
             }
         }
@@ -446,11 +479,7 @@ fn expire(results: &mut [EntryResult]) {
 /// One DSN per entry for the recipients that failed in this attempt, to the envelope
 /// sender; none for the null sender. A DSN that cannot be stored turns its failures
 /// back into deferrals, so the bounce is retried rather than lost.
-async fn send_bounces(
-    q: &QueueContext,
-    results: &mut [EntryResult],
-    bodies: &[Result<Bytes, String>],
-) {
+async fn send_bounces(q: &QueueContext, results: &mut [EntryResult], bodies: &[Body]) {
     for (i, e) in results.iter_mut().enumerate() {
         let failed: Vec<FailedRecipient> = e
             .recipients
@@ -477,7 +506,7 @@ async fn send_bounces(
             tracing::info!(component = "queue", event = "bounce_suppressed", id = %e.entry.id, "not bouncing a message from the null sender");
             continue;
         }
-        let original = bodies[i].as_ref().map(|b| b.as_ref()).unwrap_or_default();
+        let original = bodies[i].bytes();
         if let Err(err) = bounce(q, &e.entry, &failed, original).await {
             tracing::warn!(component = "queue", id = %e.entry.id, error = %err, "DSN not stored; failure will be retried");
             for r in &mut e.recipients {

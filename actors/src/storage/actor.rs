@@ -16,7 +16,8 @@
 //!   accepts mail, and a failed object write removes its rows at once.
 //!
 //! Messages with remote recipients get their queue rows in the same transaction, so
-//! 250 means queued (SPEC M6); the commit wakes this node's QueueWorkers.
+//! 250 means queued (SPEC M6); once through both lanes they wake this node's
+//! QueueWorkers.
 //!
 //! A failure answers the callers of that batch with [`StoreError`] (451 upstream) and
 //! tells the HealthMonitor.
@@ -191,9 +192,6 @@ impl StorageActor {
             let started = Instant::now();
             let messages: Vec<&IncomingMessage> = batch.iter().map(|(_, m)| m.as_ref()).collect();
             let result = insert_rows(&db, &messages, queue.max_age).await;
-            if result.is_ok() && messages.iter().any(|m| !m.outbound.is_empty()) {
-                queue.wakeup.notify_waiters();
-            }
             tracing::debug!(
                 component = "storage",
                 event = "rows_committed",
@@ -223,7 +221,8 @@ impl StorageActor {
             let dependency = e.dependency();
             self.health_monitor.do_send(DependencyFailed(dependency));
         }
-        for (seq, _) in batch {
+        let mut queued = false;
+        for (seq, message) in batch {
             let Some(waiter) = self.waiters.get_mut(seq) else {
                 // Already answered: the other lane failed.
                 continue;
@@ -243,8 +242,13 @@ impl StorageActor {
                 _ => {}
             }
             if finished && let Some(waiter) = self.waiters.remove(seq) {
+                queued |= result.is_ok() && !message.outbound.is_empty();
                 let _ = waiter.reply.send(result.clone());
             }
+        }
+        // New queue entries whose body and rows are both durable: deliver them now.
+        if queued {
+            self.queue.wakeup.notify_waiters();
         }
     }
 
