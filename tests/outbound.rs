@@ -590,6 +590,11 @@ async fn sigterm_finishes_the_delivery_in_flight_and_releases_the_rest() {
     ids.sort();
     ids.dedup();
     assert_eq!((ids.len(), sink.count()), (5, 5), "each delivered once");
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::Acquire),
+        2,
+        "one connection per run: the four after the restart shared one"
+    );
 }
 
 #[tokio::test]

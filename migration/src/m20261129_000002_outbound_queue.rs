@@ -97,6 +97,15 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
+                    .name("ix_queue_entries_created")
+                    .table(QueueEntries::Table)
+                    .col(QueueEntries::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
                     .name("ix_queue_entries_message")
                     .table(QueueEntries::Table)
                     .col(QueueEntries::MessageId)
