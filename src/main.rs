@@ -3,8 +3,8 @@
 //! Layout:
 //! - `config`: finding and loading config.yaml (search path, `env:` values)
 //! - `telemetry`: logging setup
-//! - `api/`: the actix-web HTTP server (health endpoints)
-//! - `cli/`: one module per subcommand group (serve, migrate, domain, user, queue)
+//! - `api/`: the actix-web HTTP server (health endpoints, REST API, OpenAPI)
+//! - `cli/`: one module per subcommand group (serve, migrate, domain, user, queue, admin)
 
 mod api;
 mod cli;
@@ -45,6 +45,11 @@ enum Command {
     User {
         #[command(subcommand)]
         action: cli::accounts::UserAction,
+    },
+    /// API keys for the REST API (the first admin key comes from here).
+    Admin {
+        #[command(subcommand)]
+        action: cli::admin::AdminAction,
     },
     /// Inspect and edit the outbound queue (works with or without a running server).
     Queue {
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
                     Command::Domain { action } => cli::accounts::domain(&config, action).await,
                     Command::User { action } => cli::accounts::user(&config, action).await,
                     Command::Queue { action } => cli::queue::run(&config, action).await,
+                    Command::Admin { action } => cli::admin::run(&config, action).await,
                     Command::Serve | Command::ConfigCheck => unreachable!("handled above"),
                 }
             })

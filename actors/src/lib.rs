@@ -8,10 +8,12 @@
 //! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
 //! - [`accounts`] — domains, users, mailboxes (query functions)
+//! - [`apikeys`] — REST API keys and scopes
 //! - [`database`] — connection and schema version checks
 //! - [`config`] — the configuration model and its validation
 
 pub mod accounts;
+pub mod apikeys;
 pub mod config;
 pub mod database;
 pub mod health;

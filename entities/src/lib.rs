@@ -4,8 +4,10 @@
 //! - [`domain`], [`user`], [`mailbox`]: accounts (SPEC M8)
 //! - [`message`] — one row per received message, its body is one object in the store
 //! - [`mailbox_message`] — the message indexed in one recipient's mailbox (SPEC M5)
+//! - [`api_key`] — REST API keys (SPEC A2)
 //! - [`queue_entry`], [`queue_recipient`], [`queue_history`] — the outbound queue (SPEC M6)
 
+pub mod api_key;
 pub mod domain;
 pub mod mailbox;
 pub mod mailbox_message;

@@ -5,11 +5,13 @@
 //!   the per-recipient mailbox index.
 //! - `m20261129_000002_outbound_queue`: queue entries, their recipients, and the
 //!   delivery history.
+//! - `m20261129_000003_api_keys`: REST API keys.
 
 pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_accounts_and_messages;
 mod m20261129_000002_outbound_queue;
+mod m20261129_000003_api_keys;
 
 pub struct Migrator;
 
@@ -19,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261129_000001_accounts_and_messages::Migration),
             Box::new(m20261129_000002_outbound_queue::Migration),
+            Box::new(m20261129_000003_api_keys::Migration),
         ]
     }
 }

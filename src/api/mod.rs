@@ -1,22 +1,71 @@
-//! The HTTP server (actix-web): health endpoints now, the REST API and /metrics later.
+//! The HTTP server (actix-web): health endpoints and the REST API under `/api/v1` with
+//! its OpenAPI document; /metrics later.
+//!
+//! - [`health`] — /health, /health/live, /health/ready
+//! - [`v1`] — the REST API (SPEC A1–A6)
+//! - [`auth`] — API keys and scopes, failed-auth rate limiting
+//! - [`error`] — the one error body (SPEC A3)
 
+pub mod auth;
+pub mod error;
 pub mod health;
+pub mod v1;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use mairust_actors::supervisor::Handles;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+
+/// The OpenAPI document of `/api/v1`, collected from the registered routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = App::new()
+        .into_utoipa_app()
+        .openapi(v1::ApiDoc::openapi())
+        .service(utoipa_actix_web::scope("/api/v1").configure(v1::routes))
+        .split_for_parts();
+    api
+}
 
 pub fn server(
     handles: Handles,
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let config = handles.config.clone();
     let data = web::Data::new(handles);
-    let server =
-        HttpServer::new(move || App::new().app_data(data.clone()).configure(health::routes))
-            .workers(config.http.workers.max(1))
-            // The ShutdownCoordinator owns the signals; `serve` stops this server itself.
-            .disable_signals()
-            .shutdown_timeout(5)
-            .bind(&config.http.address)?;
+    let limiter = web::Data::new(auth::AuthLimiter::default());
+    let document = web::Data::new(serde_json::to_vec(&openapi()).map_err(std::io::Error::other)?);
+    let server = HttpServer::new(move || {
+        let (app, _) = App::new()
+            .app_data(data.clone())
+            .app_data(limiter.clone())
+            .app_data(document.clone())
+            .configure(error::configure_extractors)
+            .configure(health::routes)
+            .into_utoipa_app()
+            .openapi(v1::ApiDoc::openapi())
+            .service(
+                utoipa_actix_web::scope("/api/v1")
+                    .configure(v1::routes)
+                    .route("/openapi.json", web::get().to(openapi_json))
+                    .default_service(web::to(not_found)),
+            )
+            .split_for_parts();
+        app.default_service(web::to(not_found))
+    })
+    .workers(config.http.workers.max(1))
+    // The ShutdownCoordinator owns the signals; `serve` stops this server itself.
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(&config.http.address)?;
     let addrs = server.addrs();
     Ok((server.run(), addrs))
+}
+
+async fn openapi_json(document: web::Data<Vec<u8>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.get_ref().clone())
+}
+
+async fn not_found() -> Result<HttpResponse, error::ApiError> {
+    Err(error::ApiError::not_found("no such route"))
 }

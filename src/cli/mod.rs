@@ -2,6 +2,7 @@
 //! error (exit code 1) when it could not do what was asked.
 
 pub mod accounts;
+pub mod admin;
 pub mod migrate;
 pub mod queue;
 pub mod serve;

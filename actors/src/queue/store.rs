@@ -14,6 +14,7 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::storage::IncomingMessage;
 
@@ -496,8 +497,8 @@ async fn drop_unreferenced_messages<C: ConnectionTrait>(
     Ok(keys)
 }
 
-/// One entry as `mairust queue list` shows it.
-#[derive(Debug, Clone, Serialize)]
+/// One entry as `mairust queue list` and `GET /api/v1/queue` show it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EntryView {
     pub id: String,
     pub envelope_from: String,
@@ -511,7 +512,7 @@ pub struct EntryView {
     pub recipients: Vec<RecipientView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RecipientView {
     pub address: String,
     pub status: String,
@@ -578,7 +579,7 @@ pub async fn list(db: &DatabaseConnection, limit: u64) -> Result<Vec<EntryView>,
 }
 
 /// Queue figures for `mairust queue stats` (and later /metrics and `mairust status`).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct QueueStats {
     /// Entries in the queue.
     pub entries: u64,
@@ -595,7 +596,7 @@ pub struct QueueStats {
     pub last_hour: HistoryCounts,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default, ToSchema)]
 pub struct HistoryCounts {
     pub delivered: u64,
     pub deferred: u64,

@@ -1,0 +1,127 @@
+//! Bearer API keys (SPEC A2): the [`Authenticated`] extractor verifies the key, answers
+//! 401 without or with a bad key, 429 after too many failures from one address, and 503
+//! at once while the database is down (SPEC A6); [`require`] turns a missing scope
+//! into 403.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use futures::future::LocalBoxFuture;
+use mairust_actors::apikeys::{self, Caller, Scope};
+use mairust_actors::health::Dependency;
+use mairust_actors::supervisor::Handles;
+
+use super::error::{ApiError, ErrorCode};
+
+/// Failed authentications allowed per client address and window.
+const MAX_FAILURES: u32 = 10;
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts failed authentications per client address (in memory, per node).
+#[derive(Default)]
+pub struct AuthLimiter {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl AuthLimiter {
+    /// Seconds until the address may try again, when it is blocked.
+    fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&ip) {
+            Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < WINDOW => {
+                Some((WINDOW - since.elapsed()).as_secs().max(1))
+            }
+            _ => None,
+        }
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget old windows so the map cannot grow without bound.
+        if map.len() > 10_000 {
+            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        }
+        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
+/// The verified caller of an API request.
+pub struct Authenticated(pub Caller);
+
+impl Authenticated {
+    /// 403 unless the key has `scope` (admin has all).
+    pub fn require(&self, scope: Scope) -> Result<&Caller, ApiError> {
+        if self.0.has(scope) {
+            Ok(&self.0)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this API key lacks the `{scope}` scope"),
+            ))
+        }
+    }
+}
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let handles = req.app_data::<web::Data<Handles>>().cloned();
+        let limiter = req.app_data::<web::Data<AuthLimiter>>().cloned();
+        let ip = req
+            .peer_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(|t| t.trim().to_string());
+        Box::pin(async move {
+            let (Some(handles), Some(limiter)) = (handles, limiter) else {
+                return Err(ApiError::new(
+                    ErrorCode::InternalError,
+                    "API not configured",
+                ));
+            };
+            if let Some(wait) = limiter.blocked(ip) {
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("too many failed authentications from {ip}; retry in {wait} s"),
+                ));
+            }
+            if !handles.health.get(Dependency::Database).up {
+                return Err(ApiError::unavailable());
+            }
+            let Some(token) = token.filter(|t| !t.is_empty()) else {
+                limiter.failed(ip);
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "missing API key: send Authorization: Bearer <key>",
+                ));
+            };
+            match apikeys::verify(&handles.db, &token).await? {
+                Some(caller) => Ok(Authenticated(caller)),
+                None => {
+                    limiter.failed(ip);
+                    tracing::warn!(component = "api", event = "auth_failure", remote = %ip, "invalid API key");
+                    Err(ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "invalid or revoked API key",
+                    ))
+                }
+            }
+        })
+    }
+}

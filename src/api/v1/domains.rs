@@ -1,0 +1,179 @@
+//! `/api/v1/domains`: the domains this server receives mail for.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use mairust_actors::accounts::{self, AccountError};
+use mairust_actors::apikeys::Scope;
+use mairust_actors::supervisor::Handles;
+use mairust_entities::domain;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Page, PageQuery};
+use crate::api::auth::Authenticated;
+use crate::api::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainView {
+    pub id: i64,
+    /// Lower-case domain name.
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<domain::Model> for DomainView {
+    fn from(d: domain::Model) -> Self {
+        DomainView {
+            id: d.id,
+            name: d.name,
+            created_at: d.created_at.to_utc(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDomain {
+    /// e.g. `example.org`.
+    pub name: String,
+}
+
+/// Account errors as API errors.
+pub fn account_error(e: AccountError) -> ApiError {
+    match e {
+        AccountError::Db(e) => e.into(),
+        AccountError::DomainExists(_) | AccountError::UserExists(_) => {
+            ApiError::conflict(e.to_string())
+        }
+        AccountError::NoSuchDomain(d) => ApiError::not_found(format!("no domain {d}")),
+        AccountError::NoSuchUser(u) => ApiError::not_found(format!("no user {u}")),
+        AccountError::Invalid(value, what) => {
+            ApiError::field(what, format!("`{value}` is not a valid {what}"))
+        }
+        AccountError::Hash(_) => {
+            tracing::error!(component = "api", error = %e, "password hashing failed");
+            ApiError::new(
+                crate::api::error::ErrorCode::InternalError,
+                "internal error",
+            )
+        }
+    }
+}
+
+/// List domains.
+#[utoipa::path(
+    tag = "domains",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of domains", body = Page<DomainView>),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
+        (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["read"]))
+)]
+#[get("/domains")]
+pub async fn list(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<DomainView>>, ApiError> {
+    auth.require(Scope::Read)?;
+    let limit = query.limit()?;
+    let mut select = domain::Entity::find().order_by_asc(domain::Column::Id);
+    if let Some(after) = query.after_id()? {
+        select = select.filter(domain::Column::Id.gt(after));
+    }
+    let rows = select.limit(limit + 1).all(&handles.db).await?;
+    let items = rows.into_iter().map(DomainView::from).collect();
+    Ok(web::Json(Page::from_fetched(items, limit, |d| {
+        d.id.to_string()
+    })))
+}
+
+/// Add a domain.
+#[utoipa::path(
+    tag = "domains",
+    request_body = NewDomain,
+    responses(
+        (status = 201, description = "Created", body = DomainView),
+        (status = 400, description = "Not a JSON body", body = ErrorBody),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
+        (status = 409, description = "The domain exists", body = ErrorBody),
+        (status = 422, description = "Not a domain name", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["write"]))
+)]
+#[post("/domains")]
+pub async fn create(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    body: web::Json<NewDomain>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Write)?;
+    let d = accounts::add_domain(&handles.db, &body.name)
+        .await
+        .map_err(account_error)?;
+    Ok(HttpResponse::Created().json(DomainView::from(d)))
+}
+
+/// Get a domain.
+#[utoipa::path(
+    tag = "domains",
+    params(("name" = String, Path, description = "Domain name")),
+    responses(
+        (status = 200, description = "The domain", body = DomainView),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
+        (status = 404, description = "No such domain", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["read"]))
+)]
+#[get("/domains/{name}")]
+pub async fn get(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    name: web::Path<String>,
+) -> Result<web::Json<DomainView>, ApiError> {
+    auth.require(Scope::Read)?;
+    let name = name.into_inner().to_ascii_lowercase();
+    accounts::find_domain(&handles.db, &name)
+        .await?
+        .map(|d| web::Json(d.into()))
+        .ok_or_else(|| ApiError::not_found(format!("no domain {name}")))
+}
+
+/// Remove a domain with its users and their mailboxes.
+#[utoipa::path(
+    tag = "domains",
+    params(("name" = String, Path, description = "Domain name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such domain", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["write"]))
+)]
+#[delete("/domains/{name}")]
+pub async fn delete(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Write)?;
+    accounts::remove_domain(&handles.db, &name)
+        .await
+        .map_err(account_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}

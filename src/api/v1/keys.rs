@@ -1,0 +1,168 @@
+//! `/api/v1/api-keys` (admin): create (the key is shown once), list, revoke.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use mairust_actors::apikeys::{self, KeyError, Scope};
+use mairust_actors::supervisor::Handles;
+use mairust_entities::api_key;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Page, PageQuery};
+use crate::api::auth::Authenticated;
+use crate::api::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: i64,
+    pub name: String,
+    /// The public start of the key (`mr_xxxxxxxx`).
+    pub prefix: String,
+    /// read, write, send, admin.
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<api_key::Model> for ApiKeyView {
+    fn from(k: api_key::Model) -> Self {
+        ApiKeyView {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            scopes: apikeys::parse_scopes(&k.scopes)
+                .into_iter()
+                .map(|s| s.to_string())
+                .collect(),
+            created_at: k.created_at.to_utc(),
+            last_used_at: k.last_used_at.map(|t| t.to_utc()),
+            revoked_at: k.revoked_at.map(|t| t.to_utc()),
+        }
+    }
+}
+
+/// A new key: `key` is shown only in this answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub key: String,
+    #[serde(flatten)]
+    pub api_key: ApiKeyView,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// What the key is for, e.g. `admin-ui`.
+    pub name: String,
+    /// One or more of read, write, send, admin.
+    pub scopes: Vec<String>,
+}
+
+fn key_error(e: KeyError) -> ApiError {
+    match e {
+        KeyError::Invalid(m) => ApiError::field("name", m),
+        KeyError::NotFound(id) => ApiError::not_found(format!("no API key with id {id}")),
+        KeyError::Db(e) => e.into(),
+    }
+}
+
+/// List API keys (revoked ones included).
+#[utoipa::path(
+    tag = "api-keys",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of keys", body = Page<ApiKeyView>),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
+        (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["admin"]))
+)]
+#[get("/api-keys")]
+pub async fn list(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<Page<ApiKeyView>>, ApiError> {
+    auth.require(Scope::Admin)?;
+    let limit = query.limit()?;
+    let mut select = api_key::Entity::find().order_by_asc(api_key::Column::Id);
+    if let Some(after) = query.after_id()? {
+        select = select.filter(api_key::Column::Id.gt(after));
+    }
+    let rows = select.limit(limit + 1).all(&handles.db).await?;
+    let items = rows.into_iter().map(ApiKeyView::from).collect();
+    Ok(web::Json(Page::from_fetched(items, limit, |k| {
+        k.id.to_string()
+    })))
+}
+
+/// Create an API key.
+#[utoipa::path(
+    tag = "api-keys",
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "Created; the key is in this answer only", body = CreatedKey),
+        (status = 400, description = "Not a JSON body", body = ErrorBody),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
+        (status = 422, description = "Invalid name or scopes", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["admin"]))
+)]
+#[post("/api-keys")]
+pub async fn create(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    body: web::Json<NewKey>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.require(Scope::Admin)?;
+    let scopes = body
+        .scopes
+        .iter()
+        .map(|s| s.parse::<Scope>())
+        .collect::<Result<_, _>>()
+        .map_err(|m| ApiError::field("scopes", m))?;
+    let created = apikeys::create(&handles.db, &body.name, &scopes)
+        .await
+        .map_err(key_error)?;
+    tracing::info!(component = "api", event = "api_key_created", by = %caller.name, id = created.record.id, scopes = %created.record.scopes, "API key created");
+    Ok(HttpResponse::Created().json(CreatedKey {
+        key: created.key,
+        api_key: created.record.into(),
+    }))
+}
+
+/// Revoke an API key; it stops working at once.
+#[utoipa::path(
+    tag = "api-keys",
+    params(("id" = i64, Path, description = "Key id")),
+    responses(
+        (status = 200, description = "Revoked", body = ApiKeyView),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["admin"]))
+)]
+#[delete("/api-keys/{id}")]
+pub async fn revoke(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    id: web::Path<i64>,
+) -> Result<web::Json<ApiKeyView>, ApiError> {
+    let caller = auth.require(Scope::Admin)?;
+    let key = apikeys::revoke(&handles.db, id.into_inner())
+        .await
+        .map_err(key_error)?;
+    tracing::info!(component = "api", event = "api_key_revoked", by = %caller.name, id = key.id, "API key revoked");
+    Ok(web::Json(key.into()))
+}

@@ -1,0 +1,138 @@
+//! `/api/v1` (SPEC A1–A6). Every handler is annotated for utoipa and registered with
+//! `service(...)` on a utoipa-actix-web scope, so the OpenAPI document at
+//! `/api/v1/openapi.json` is collected from the routes themselves.
+//!
+//! - [`domains`], [`users`] — accounts (SPEC M8)
+//! - [`queue`] — the outbound queue (SPEC M6, O13)
+//! - [`keys`] — API keys (SPEC A2)
+
+pub mod domains;
+pub mod keys;
+pub mod queue;
+pub mod users;
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::error::{ApiError, ErrorBody};
+
+/// Longest page a list returns.
+pub const MAX_LIMIT: u64 = 500;
+pub const DEFAULT_LIMIT: u64 = 50;
+
+/// `limit` and `cursor` of every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u64>,
+    /// `pagination.cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<u64, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::field("limit", "must be between 1 and 500")),
+        }
+    }
+
+    /// The cursor as the id it stands for.
+    pub fn after_id(&self) -> Result<Option<i64>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>()
+                    .map_err(|_| ApiError::field("cursor", "not a cursor from this list"))
+            })
+            .transpose()
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pagination {
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub cursor: Option<String>,
+    pub has_more: bool,
+}
+
+/// A page of a list (SPEC A3).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+impl<T: ToSchema> Page<T> {
+    /// From `limit + 1` fetched items: the extra one only says there is more.
+    pub fn from_fetched(mut items: Vec<T>, limit: u64, cursor_of: impl Fn(&T) -> String) -> Self {
+        let has_more = items.len() as u64 > limit;
+        items.truncate(limit as usize);
+        let cursor = if has_more {
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
+        Page {
+            data: items,
+            pagination: Pagination { cursor, has_more },
+        }
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key from `mairust admin create-key` or POST /api/v1/api-keys",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document's fixed parts; paths and schemas come from the routes.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "MaiRust API", description = "Administration API of the MaiRust mail server. Errors are always `{\"error\":{\"code\",\"message\",\"details\"}}`."),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "domains", description = "Local domains"),
+        (name = "users", description = "Users and their mailboxes"),
+        (name = "queue", description = "The outbound queue"),
+        (name = "api-keys", description = "API keys (admin)")
+    )
+)]
+pub struct ApiDoc;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(domains::list)
+        .service(domains::create)
+        .service(domains::get)
+        .service(domains::delete)
+        .service(users::list)
+        .service(users::create)
+        .service(users::get)
+        .service(users::delete)
+        .service(queue::list)
+        .service(queue::stats)
+        .service(queue::retry)
+        .service(queue::delete)
+        .service(keys::list)
+        .service(keys::create)
+        .service(keys::revoke);
+}

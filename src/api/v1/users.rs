@@ -1,0 +1,200 @@
+//! `/api/v1/users`: local users (INBOX and Sent are created with each).
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use chrono::{DateTime, Utc};
+use mairust_actors::accounts;
+use mairust_actors::apikeys::Scope;
+use mairust_actors::supervisor::Handles;
+use mairust_entities::{mailbox, user};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::domains::account_error;
+use super::{Page, PageQuery};
+use crate::api::auth::Authenticated;
+use crate::api::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: i64,
+    /// Lower-case address.
+    pub address: String,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    /// Mailbox names (INBOX, Sent, custom); only in single-user answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailboxes: Option<Vec<String>>,
+}
+
+impl From<user::Model> for UserView {
+    fn from(u: user::Model) -> Self {
+        UserView {
+            id: u.id,
+            address: u.address,
+            disabled: u.disabled,
+            created_at: u.created_at.to_utc(),
+            mailboxes: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    /// `local@domain`; the domain must exist.
+    pub address: String,
+    /// Stored as an argon2id hash.
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    /// Only users of this domain.
+    pub domain: Option<String>,
+}
+
+/// List users.
+#[utoipa::path(
+    tag = "users",
+    params(PageQuery, UserFilter),
+    responses(
+        (status = 200, description = "A page of users", body = Page<UserView>),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
+        (status = 404, description = "No such domain", body = ErrorBody),
+        (status = 422, description = "Invalid limit, cursor or domain", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["read"]))
+)]
+#[get("/users")]
+pub async fn list(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    page: web::Query<PageQuery>,
+    filter: web::Query<UserFilter>,
+) -> Result<web::Json<Page<UserView>>, ApiError> {
+    auth.require(Scope::Read)?;
+    let limit = page.limit()?;
+    let mut select = user::Entity::find().order_by_asc(user::Column::Id);
+    if let Some(after) = page.after_id()? {
+        select = select.filter(user::Column::Id.gt(after));
+    }
+    if let Some(name) = &filter.domain {
+        let name = accounts::normalize_domain(name).map_err(account_error)?;
+        let d = accounts::find_domain(&handles.db, &name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no domain {name}")))?;
+        select = select.filter(user::Column::DomainId.eq(d.id));
+    }
+    let rows = select.limit(limit + 1).all(&handles.db).await?;
+    let items = rows.into_iter().map(UserView::from).collect();
+    Ok(web::Json(Page::from_fetched(items, limit, |u| {
+        u.id.to_string()
+    })))
+}
+
+/// Add a user.
+#[utoipa::path(
+    tag = "users",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 400, description = "Not a JSON body", body = ErrorBody),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "The address's domain does not exist", body = ErrorBody),
+        (status = 409, description = "The user exists", body = ErrorBody),
+        (status = 422, description = "Invalid address or empty password", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["write"]))
+)]
+#[post("/users")]
+pub async fn create(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    body: web::Json<NewUser>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Write)?;
+    if body.password.is_empty() {
+        return Err(ApiError::field("password", "must not be empty"));
+    }
+    let u = accounts::add_user(&handles.db, &body.address, &body.password)
+        .await
+        .map_err(account_error)?;
+    Ok(HttpResponse::Created().json(with_mailboxes(&handles, u).await?))
+}
+
+async fn with_mailboxes(handles: &Handles, u: user::Model) -> Result<UserView, ApiError> {
+    let names: Vec<String> = mailbox::Entity::find()
+        .select_only()
+        .column(mailbox::Column::Name)
+        .filter(mailbox::Column::UserId.eq(u.id))
+        .order_by_asc(mailbox::Column::Id)
+        .into_tuple()
+        .all(&handles.db)
+        .await?;
+    let mut view = UserView::from(u);
+    view.mailboxes = Some(names);
+    Ok(view)
+}
+
+/// Get a user with their mailboxes.
+#[utoipa::path(
+    tag = "users",
+    params(("address" = String, Path, description = "The user's address")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["read"]))
+)]
+#[get("/users/{address}")]
+pub async fn get(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    address: web::Path<String>,
+) -> Result<web::Json<UserView>, ApiError> {
+    auth.require(Scope::Read)?;
+    let u = accounts::find_user(&handles.db, &address)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user {address}")))?;
+    Ok(web::Json(with_mailboxes(&handles, u).await?))
+}
+
+/// Remove a user and their mailboxes.
+#[utoipa::path(
+    tag = "users",
+    params(("address" = String, Path, description = "The user's address")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 422, description = "Not an address", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["write"]))
+)]
+#[delete("/users/{address}")]
+pub async fn delete(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    address: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Write)?;
+    accounts::remove_user(&handles.db, &address)
+        .await
+        .map_err(account_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}

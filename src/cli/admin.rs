@@ -1,0 +1,87 @@
+//! `mairust admin create-key|list-keys|revoke-key`: API keys from the command line, for
+//! the first admin key and for recovery (SPEC A2).
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use clap::Subcommand;
+use mairust_actors::apikeys::{self, Scope};
+use mairust_actors::config::Config;
+
+#[derive(Subcommand)]
+pub enum AdminAction {
+    /// Create an API key and print it (it is shown only once).
+    CreateKey {
+        /// read, write, send or admin; repeat for several.
+        #[arg(long = "scope", required = true, value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+        /// What the key is for.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List API keys (never their secrets).
+    ListKeys {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key by id.
+    RevokeKey { id: i64 },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    s.parse()
+}
+
+pub async fn run(config: &Config, action: AdminAction) -> anyhow::Result<()> {
+    let db = super::open_current(config).await?;
+    let result = act(&db, action).await;
+    db.close().await?;
+    result
+}
+
+async fn act(db: &sea_orm::DatabaseConnection, action: AdminAction) -> anyhow::Result<()> {
+    match action {
+        AdminAction::CreateKey { scopes, name, json } => {
+            let scopes: BTreeSet<Scope> = scopes.into_iter().collect();
+            let created = apikeys::create(db, &name, &scopes)
+                .await
+                .context("creating the API key")?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": created.record.id, "key": created.key, "scopes": created.record.scopes, "name": created.record.name})
+                );
+            } else {
+                println!("{}", created.key);
+                eprintln!(
+                    "API key {} ({}) with scopes: {}. It is shown only now; store it safely.",
+                    created.record.id, created.record.prefix, created.record.scopes
+                );
+            }
+        }
+        AdminAction::ListKeys { json } => {
+            let keys = apikeys::list(db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                for k in keys {
+                    let state = match k.revoked_at {
+                        Some(t) => format!("revoked {}", t.to_utc().format("%Y-%m-%d %H:%M")),
+                        None => "active".into(),
+                    };
+                    println!(
+                        "{}  {}  {}  [{}]  {}",
+                        k.id, k.prefix, k.name, k.scopes, state
+                    );
+                }
+            }
+        }
+        AdminAction::RevokeKey { id } => {
+            let k = apikeys::revoke(db, id).await?;
+            println!("API key {} ({}) revoked", k.id, k.prefix);
+        }
+    }
+    Ok(())
+}

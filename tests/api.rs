@@ -1,0 +1,376 @@
+//! The REST API against the running server with reqwest: auth and scopes, the error
+//! and list shapes of SPEC A3, pagination, and the OpenAPI document.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::TestServer;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+struct Api<'a> {
+    server: &'a TestServer,
+    client: Client,
+}
+
+impl<'a> Api<'a> {
+    fn new(server: &'a TestServer) -> Self {
+        Api {
+            server,
+            client: Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("http://{}/api/v1{path}", self.server.http));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+}
+
+/// A key made with the CLI, as an operator makes the first one.
+fn cli_key(server: &TestServer, scopes: &[&str]) -> String {
+    let mut args = vec!["admin", "create-key", "--name", "test"];
+    for s in scopes {
+        args.extend(["--scope", s]);
+    }
+    server.cli_ok(&args, None).trim().to_string()
+}
+
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn keys_scopes_and_errors() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let admin = cli_key(&server, &["admin"]);
+    assert!(admin.starts_with("mr_"), "{admin}");
+
+    let (s, b) = api.call(Method::GET, "/domains", None, None).await;
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let (s, b) = api
+        .call(Method::GET, "/domains", Some("mr_00000000_nonsense"), None)
+        .await;
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let (s, b) = api.call(Method::GET, "/domains", Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["data"][0]["name"], common::DOMAIN);
+    assert_eq!(b["pagination"]["has_more"], false);
+
+    // A read-only key, made through the API.
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&admin),
+            Some(json!({"name": "reader", "scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let reader = b["key"].as_str().unwrap().to_string();
+    let reader_id = b["id"].as_i64().unwrap();
+    assert_eq!(b["scopes"], json!(["read"]));
+    let (s, _) = api.call(Method::GET, "/domains", Some(&reader), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/domains",
+            Some(&reader),
+            Some(json!({"name": "other.test"})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (s, b) = api
+        .call(Method::GET, "/api-keys", Some(&reader), None)
+        .await;
+    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&admin),
+            Some(json!({"name": "bad", "scopes": ["root"]})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+    assert_eq!(b["error"]["details"][0]["field"], "scopes", "{b}");
+
+    // Listing never shows secrets; revoking stops the key at once.
+    let (s, b) = api.call(Method::GET, "/api-keys", Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    assert!(!b.to_string().contains(&reader), "secret listed");
+    let (s, b) = api
+        .call(
+            Method::DELETE,
+            &format!("/api-keys/{reader_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["revoked_at"].is_string(), "{b}");
+    let (s, b) = api.call(Method::GET, "/domains", Some(&reader), None).await;
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    let (s, b) = api
+        .call(Method::DELETE, "/api-keys/999999", Some(&admin), None)
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    // Bad bodies and unknown routes keep the error shape.
+    let resp = api
+        .client
+        .post(format!("http://{}/api/v1/domains", server.http))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/domains",
+            Some(&admin),
+            Some(json!({"name": "x.test", "color": "blue"})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+    let (s, b) = api
+        .call(Method::GET, "/nothing-here", Some(&admin), None)
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (s, b) = api
+        .call(Method::GET, "/domains?limit=0", Some(&admin), None)
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+}
+
+#[tokio::test]
+async fn domains_and_users_with_pagination() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let key = cli_key(&server, &["read", "write"]);
+
+    for n in 0..6 {
+        let (s, b) = api
+            .call(
+                Method::POST,
+                "/domains",
+                Some(&key),
+                Some(json!({"name": format!("D{n}.Example.org")})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        assert_eq!(b["name"], format!("d{n}.example.org"));
+    }
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/domains",
+            Some(&key),
+            Some(json!({"name": "d0.example.org"})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "CONFLICT");
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/domains",
+            Some(&key),
+            Some(json!({"name": "not a domain"})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+
+    // 7 domains in pages of 3: every one once, in order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/domains?limit=3&cursor={c}"),
+            None => "/domains?limit=3".to_string(),
+        };
+        let (s, b) = api.call(Method::GET, &path, Some(&key), None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        for d in b["data"].as_array().unwrap() {
+            seen.push(d["name"].as_str().unwrap().to_string());
+        }
+        if b["pagination"]["has_more"] == false {
+            assert!(b["pagination"]["cursor"].is_null());
+            break;
+        }
+        cursor = Some(b["pagination"]["cursor"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 7, "no repeats");
+
+    // Users.
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/users",
+            Some(&key),
+            Some(json!({"address": "Dora@d1.example.org", "password": "long enough secret"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["address"], "dora@d1.example.org");
+    assert_eq!(b["mailboxes"], json!(["INBOX", "Sent"]));
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/users",
+            Some(&key),
+            Some(json!({"address": "x@nowhere.example", "password": "pw"})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/users",
+            Some(&key),
+            Some(json!({"address": "y@d1.example.org", "password": ""})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+    let (s, b) = api
+        .call(
+            Method::GET,
+            "/users?domain=d1.example.org",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["data"].as_array().unwrap().len(), 1);
+    let (s, b) = api
+        .call(Method::GET, "/users/dora@d1.example.org", Some(&key), None)
+        .await;
+    assert_eq!(
+        (s, b["address"].clone()),
+        (StatusCode::OK, json!("dora@d1.example.org"))
+    );
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            "/users/dora@d1.example.org",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = api
+        .call(Method::GET, "/users/dora@d1.example.org", Some(&key), None)
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (s, _) = api
+        .call(Method::DELETE, "/domains/d5.example.org", Some(&key), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = api
+        .call(Method::GET, "/domains/d5.example.org", Some(&key), None)
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    // The queue routes answer in the same shapes.
+    let (s, b) = api.call(Method::GET, "/queue", Some(&key), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["data"], json!([]));
+    let (s, b) = api
+        .call(Method::GET, "/queue/stats", Some(&key), None)
+        .await;
+    assert_eq!((s, b["entries"].clone()), (StatusCode::OK, json!(0)));
+    let (s, b) = api
+        .call(Method::POST, "/queue/nope/retry", Some(&key), None)
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn failed_authentication_is_rate_limited() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let good = cli_key(&server, &["read"]);
+    let mut last = StatusCode::OK;
+    for _ in 0..12 {
+        last = api
+            .call(Method::GET, "/domains", Some("mr_deadbeef_wrong"), None)
+            .await
+            .0;
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    // Blocked for this address, even with a good key, until the window ends.
+    let (s, b) = api.call(Method::GET, "/domains", Some(&good), None).await;
+    assert_error(s, &b, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_route() {
+    let server = TestServer::start();
+    let resp = reqwest::get(format!("http://{}/api/v1/openapi.json", server.http))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: Value = resp.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let expected = [
+        ("/api/v1/domains", vec!["get", "post"]),
+        ("/api/v1/domains/{name}", vec!["get", "delete"]),
+        ("/api/v1/users", vec!["get", "post"]),
+        ("/api/v1/users/{address}", vec!["get", "delete"]),
+        ("/api/v1/queue", vec!["get"]),
+        ("/api/v1/queue/stats", vec!["get"]),
+        ("/api/v1/queue/{id}/retry", vec!["post"]),
+        ("/api/v1/queue/{id}", vec!["delete"]),
+        ("/api/v1/api-keys", vec!["get", "post"]),
+        ("/api/v1/api-keys/{id}", vec!["delete"]),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys());
+    for (path, methods) in expected {
+        let item = &paths[path];
+        for m in methods {
+            let op = &item[m];
+            assert!(op.is_object(), "{m} {path} missing");
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{m} {path}: 401 documented"
+            );
+            assert!(op["security"].is_array(), "{m} {path}: security");
+        }
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
