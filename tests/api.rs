@@ -350,6 +350,9 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/domains/{name}", vec!["get", "delete"]),
         ("/api/v1/users", vec!["get", "post"]),
         ("/api/v1/users/{address}", vec!["get", "delete"]),
+        ("/api/v1/messages", vec!["get"]),
+        ("/api/v1/messages/{id}", vec!["get", "patch", "delete"]),
+        ("/api/v1/messages/{id}/raw", vec!["get"]),
         ("/api/v1/queue", vec!["get"]),
         ("/api/v1/queue/stats", vec!["get"]),
         ("/api/v1/queue/{id}/retry", vec!["post"]),
@@ -373,4 +376,227 @@ async fn openapi_document_describes_every_route() {
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+/// Delivers a message to local users over the inbound listener.
+async fn deliver(server: &TestServer, to: &[&str], message_id: &str, subject_word: &str) -> String {
+    let from = "sender@remote.test";
+    let body = common::message(from, to[0], message_id, subject_word);
+    let mut client =
+        mail_send::SmtpClientBuilder::new("localhost".to_string(), server.inbound.port())
+            .unwrap()
+            .connect_plain()
+            .await
+            .unwrap();
+    client
+        .send(mail_send::smtp::message::Message::new(
+            from,
+            to.iter().copied(),
+            body.strip_suffix("\r\n").unwrap().as_bytes(),
+        ))
+        .await
+        .unwrap();
+    client.quit().await.ok();
+    body
+}
+
+#[tokio::test]
+async fn messages_list_filter_raw_flags_and_soft_delete() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let key = cli_key(&server, &["read", "write"]);
+    let bob = TestServer::address("bob");
+    let alice = TestServer::address("alice");
+    let mut bodies = Vec::new();
+    for n in 0..5 {
+        bodies.push(
+            deliver(
+                &server,
+                &[&bob],
+                &format!("m{n}@remote.test"),
+                &format!("word{n}"),
+            )
+            .await,
+        );
+    }
+    let shared = deliver(&server, &[&bob, &alice], "shared@remote.test", "both").await;
+
+    // Newest first, pages of 2 with no gaps or repeats: 7 entries (the shared one twice).
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/messages?limit=2&cursor={c}"),
+            None => "/messages?limit=2".into(),
+        };
+        let (s, b) = api.call(Method::GET, &path, Some(&key), None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        ids.extend(
+            b["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_i64().unwrap()),
+        );
+        match b["pagination"]["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 7, "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+
+    // Filters.
+    let count = |b: &Value| {
+        b["data"]
+            .as_array()
+            .unwrap_or_else(|| {
+                let logs = server.logs.lock().unwrap().join("\n");
+                panic!(
+                    "{b}\n{}",
+                    logs.lines()
+                        .filter(|l| l.contains("error"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })
+            .len()
+    };
+    let (_, b) = api
+        .call(
+            Method::GET,
+            &format!("/messages?user={alice}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(count(&b), 1, "{b}");
+    assert_eq!(b["data"][0]["mailbox"], "INBOX");
+    assert_eq!(b["data"][0]["header_message_id"], "shared@remote.test");
+    let (_, b) = api
+        .call(Method::GET, "/messages?q=M3@REMOTE", Some(&key), None)
+        .await;
+    assert_eq!(count(&b), 1, "q matches the subject, case-insensitive: {b}");
+    let (_, b) = api
+        .call(
+            Method::GET,
+            "/messages?from=sender%40remote",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(count(&b), 7, "{b}");
+    let (_, b) = api
+        .call(
+            Method::GET,
+            &format!("/messages?to={alice}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(count(&b), 0, "the To header names bob only: {b}");
+    let (_, b) = api
+        .call(
+            Method::GET,
+            "/messages?before=2000-01-01T00:00:00Z",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(count(&b), 0, "{b}");
+    let (_, b) = api
+        .call(
+            Method::GET,
+            "/messages?after=2000-01-01T00:00:00Z",
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(count(&b), 7, "{b}");
+    let mailbox = b["data"][0]["mailbox_id"].as_i64().unwrap();
+    let (_, b) = api
+        .call(
+            Method::GET,
+            &format!("/messages?mailbox={mailbox}"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert!(count(&b) >= 1, "{b}");
+    let (s, b) = api
+        .call(Method::GET, "/messages?after=yesterday", Some(&key), None)
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+
+    // Raw bytes are what was received, after our Received header.
+    let (_, b) = api
+        .call(Method::GET, "/messages?q=m0@remote", Some(&key), None)
+        .await;
+    let id = b["data"][0]["id"].as_i64().unwrap();
+    let raw = api
+        .client
+        .get(format!("http://{}/api/v1/messages/{id}/raw", server.http))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert_eq!(raw.headers()["content-type"], "message/rfc822");
+    let raw = raw.text().await.unwrap();
+    assert!(raw.starts_with("Received: from "), "{raw}");
+    assert!(raw.ends_with(&bodies[0]), "{raw}");
+    let stored = server.messages_with_id("m0@remote.test").await;
+    assert_eq!(
+        raw.as_bytes(),
+        server.object(&stored[0].object_key).await.unwrap()
+    );
+    let _ = shared;
+
+    // Flags and tags.
+    let (s, b) = api
+        .call(
+            Method::PATCH,
+            &format!("/messages/{id}"),
+            Some(&key),
+            Some(json!({"flags": ["\\Seen"], "tags": ["invoice", "2026:q4", "invoice"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["flags"], json!(["\\Seen"]));
+    assert_eq!(b["tags"], json!(["invoice", "2026:q4"]));
+    let (_, b) = api
+        .call(Method::GET, "/messages?tag=invoice", Some(&key), None)
+        .await;
+    assert_eq!(count(&b), 1, "{b}");
+    assert_eq!(b["data"][0]["id"], id);
+    let (_, b) = api
+        .call(Method::GET, "/messages?tag=invo", Some(&key), None)
+        .await;
+    assert_eq!(count(&b), 0, "whole tags only: {b}");
+    let (s, b) = api
+        .call(
+            Method::PATCH,
+            &format!("/messages/{id}"),
+            Some(&key),
+            Some(json!({"tags": ["has space"]})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+
+    // Soft delete: gone from the API, the stored message stays for the purge job.
+    let (s, _) = api
+        .call(Method::DELETE, &format!("/messages/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = api
+        .call(Method::GET, &format!("/messages/{id}"), Some(&key), None)
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (s, b) = api
+        .call(Method::DELETE, &format!("/messages/{id}"), Some(&key), None)
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (_, b) = api.call(Method::GET, "/messages", Some(&key), None).await;
+    assert_eq!(count(&b), 6);
+    assert_eq!(server.messages_with_id("m0@remote.test").await.len(), 1);
 }

@@ -3,11 +3,13 @@
 //! `/api/v1/openapi.json` is collected from the routes themselves.
 //!
 //! - [`domains`], [`users`] — accounts (SPEC M8)
+//! - [`messages`] — messages in mailboxes: list, get, raw, flags/tags, soft delete
 //! - [`queue`] — the outbound queue (SPEC M6, O13)
 //! - [`keys`] — API keys (SPEC A2)
 
 pub mod domains;
 pub mod keys;
+pub mod messages;
 pub mod queue;
 pub mod users;
 
@@ -113,6 +115,7 @@ impl Modify for BearerAuth {
     tags(
         (name = "domains", description = "Local domains"),
         (name = "users", description = "Users and their mailboxes"),
+        (name = "messages", description = "Messages in mailboxes"),
         (name = "queue", description = "The outbound queue"),
         (name = "api-keys", description = "API keys (admin)")
     )
@@ -128,6 +131,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(users::create)
         .service(users::get)
         .service(users::delete)
+        .service(messages::list)
+        .service(messages::get)
+        .service(messages::raw)
+        .service(messages::update)
+        .service(messages::remove)
         .service(queue::list)
         .service(queue::stats)
         .service(queue::retry)

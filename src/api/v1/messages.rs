@@ -1,0 +1,458 @@
+//! `/api/v1/messages`: messages as they sit in mailboxes. The id is the mailbox entry's
+//! (a message delivered to three users is three entries sharing one stored body);
+//! flags, tags and the soft delete (SPEC M7) belong to the entry.
+
+use actix_web::{HttpResponse, delete, get, patch, web};
+use chrono::{DateTime, FixedOffset, Utc};
+use mairust_actors::apikeys::Scope;
+use mairust_actors::health::Dependency;
+use mairust_actors::storage::bodies::BodyError;
+use mairust_actors::supervisor::Handles;
+use mairust_entities::mailbox_message;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryResult, Set};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{Page, PageQuery};
+use crate::api::auth::Authenticated;
+use crate::api::error::{ApiError, ErrorBody, ErrorCode};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    /// The mailbox entry's id.
+    pub id: i64,
+    /// The stored message's id (shared by every recipient's entry).
+    pub message_id: String,
+    pub user: String,
+    pub mailbox_id: i64,
+    pub mailbox: String,
+    pub subject: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// The Date header.
+    pub date: Option<DateTime<Utc>>,
+    /// The Message-ID header, without angle brackets.
+    pub header_message_id: Option<String>,
+    pub size: i64,
+    pub attachments: i32,
+    /// Reverse-path; empty for the null sender.
+    pub envelope_from: String,
+    pub received_at: DateTime<Utc>,
+    pub flags: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessageFilter {
+    /// Text in the subject, From or To (case-insensitive).
+    pub q: Option<String>,
+    /// Text in the From header.
+    pub from: Option<String>,
+    /// Text in the To header.
+    pub to: Option<String>,
+    /// Received at or after this time (RFC 3339).
+    pub after: Option<DateTime<FixedOffset>>,
+    /// Received before this time (RFC 3339).
+    pub before: Option<DateTime<FixedOffset>>,
+    /// Only this mailbox (id).
+    pub mailbox: Option<i64>,
+    /// Only messages with this tag.
+    pub tag: Option<String>,
+    /// Only this user's mailboxes (address).
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessagePatch {
+    /// Replaces the flags, e.g. `["\\Seen", "\\Flagged"]`.
+    pub flags: Option<Vec<String>>,
+    /// Replaces the tags: letters, digits and `-_.:/`, 1 to 64 characters each.
+    pub tags: Option<Vec<String>>,
+}
+
+fn col(table: &str, column: &str) -> Expr {
+    Expr::col((Alias::new(table), Alias::new(column)))
+}
+
+/// Entries with their message, user and mailbox; soft-deleted ones left out.
+fn base_select() -> SelectStatement {
+    let mut q = Query::select();
+    for (table, column, name) in [
+        ("mm", "id", "id"),
+        ("mm", "message_id", "message_id"),
+        ("mm", "mailbox_id", "mailbox_id"),
+        ("mm", "flags", "flags"),
+        ("mm", "tags", "tags"),
+        ("u", "address", "user"),
+        ("b", "name", "mailbox"),
+        ("m", "subject", "subject"),
+        ("m", "from_addr", "from_addr"),
+        ("m", "to_addrs", "to_addrs"),
+        ("m", "date", "date"),
+        ("m", "message_id", "header_message_id"),
+        ("m", "size", "size"),
+        ("m", "attachments", "attachments"),
+        ("m", "envelope_from", "envelope_from"),
+        ("m", "received_at", "received_at"),
+    ] {
+        q.expr_as(col(table, column), Alias::new(name));
+    }
+    q.from_as(Alias::new("mailbox_messages"), Alias::new("mm"))
+        .join_as(
+            JoinType::InnerJoin,
+            Alias::new("messages"),
+            Alias::new("m"),
+            col("m", "id").equals((Alias::new("mm"), Alias::new("message_id"))),
+        )
+        .join_as(
+            JoinType::InnerJoin,
+            Alias::new("users"),
+            Alias::new("u"),
+            col("u", "id").equals((Alias::new("mm"), Alias::new("user_id"))),
+        )
+        .join_as(
+            JoinType::InnerJoin,
+            Alias::new("mailboxes"),
+            Alias::new("b"),
+            col("b", "id").equals((Alias::new("mm"), Alias::new("mailbox_id"))),
+        )
+        .and_where(col("mm", "deleted_at").is_null());
+    q.to_owned()
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+fn view(row: &QueryResult) -> Result<MessageView, sea_orm::DbErr> {
+    let date: Option<DateTime<FixedOffset>> = row.try_get("", "date")?;
+    let received: DateTime<FixedOffset> = row.try_get("", "received_at")?;
+    Ok(MessageView {
+        id: row.try_get("", "id")?,
+        message_id: row.try_get("", "message_id")?,
+        user: row.try_get("", "user")?,
+        mailbox_id: row.try_get("", "mailbox_id")?,
+        mailbox: row.try_get("", "mailbox")?,
+        subject: row.try_get("", "subject")?,
+        from: row.try_get("", "from_addr")?,
+        to: row.try_get("", "to_addrs")?,
+        date: date.map(|d| d.to_utc()),
+        header_message_id: row.try_get("", "header_message_id")?,
+        size: row.try_get("", "size")?,
+        attachments: row.try_get("", "attachments")?,
+        envelope_from: row.try_get("", "envelope_from")?,
+        received_at: received.to_utc(),
+        flags: words(&row.try_get::<String>("", "flags")?),
+        tags: words(&row.try_get::<String>("", "tags")?),
+    })
+}
+
+/// `text` with LIKE's wildcards escaped (escape character `\`).
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Case-insensitive "contains" on a column.
+fn contains(table: &str, column: &str, text: &str) -> Expr {
+    let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
+    Expr::expr(Func::lower(col(table, column)))
+        .like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\'))
+}
+
+const TAG_CHARS: &str = "-_.:/";
+
+fn valid_tag(t: &str) -> bool {
+    (1..=64).contains(&t.len())
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || TAG_CHARS.contains(c))
+}
+
+fn valid_flag(f: &str) -> bool {
+    let name = f.strip_prefix('\\').unwrap_or(f);
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c))
+}
+
+async fn fetch(handles: &Handles, id: i64) -> Result<MessageView, ApiError> {
+    let select = base_select().and_where(col("mm", "id").eq(id)).to_owned();
+    match handles.db.query_one(&select).await? {
+        Some(row) => Ok(view(&row)?),
+        None => Err(ApiError::not_found(format!("no message {id}"))),
+    }
+}
+
+/// List messages, newest first.
+#[utoipa::path(
+    tag = "messages",
+    params(PageQuery, MessageFilter),
+    responses(
+        (status = 200, description = "A page of messages", body = Page<MessageView>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
+        (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["read"]))
+)]
+#[get("/messages")]
+pub async fn list(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    page: web::Query<PageQuery>,
+    filter: web::Query<MessageFilter>,
+) -> Result<web::Json<Page<MessageView>>, ApiError> {
+    auth.require(Scope::Read)?;
+    let limit = page.limit()?;
+    let mut select = base_select();
+    if let Some(before_id) = page.after_id()? {
+        select.and_where(col("mm", "id").lt(before_id));
+    }
+    if let Some(q) = &filter.q {
+        select.cond_where(
+            sea_orm::Condition::any()
+                .add(contains("m", "subject", q))
+                .add(contains("m", "from_addr", q))
+                .add(contains("m", "to_addrs", q)),
+        );
+    }
+    if let Some(from) = &filter.from {
+        select.and_where(contains("m", "from_addr", from));
+    }
+    if let Some(to) = &filter.to {
+        select.and_where(contains("m", "to_addrs", to));
+    }
+    if let Some(after) = filter.after {
+        select.and_where(col("m", "received_at").gte(after.to_utc().fixed_offset()));
+    }
+    if let Some(before) = filter.before {
+        select.and_where(col("m", "received_at").lt(before.to_utc().fixed_offset()));
+    }
+    if let Some(mailbox) = filter.mailbox {
+        select.and_where(col("mm", "mailbox_id").eq(mailbox));
+    }
+    if let Some(user) = &filter.user {
+        select.and_where(col("u", "address").eq(user.trim().to_lowercase()));
+    }
+    if let Some(tag) = &filter.tag {
+        if !valid_tag(tag) {
+            return Err(ApiError::field("tag", "not a tag"));
+        }
+        // Tags are stored space-separated: the whole word, wherever it stands.
+        let escaped = escape_like(tag);
+        let like = |pattern: String| {
+            col("mm", "tags").like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\'))
+        };
+        select.cond_where(
+            sea_orm::Condition::any()
+                .add(col("mm", "tags").eq(tag.as_str()))
+                .add(like(format!("{escaped} %")))
+                .add(like(format!("% {escaped}")))
+                .add(like(format!("% {escaped} %"))),
+        );
+    }
+    select
+        .order_by((Alias::new("mm"), Alias::new("id")), Order::Desc)
+        .limit(limit + 1);
+    let rows = handles.db.query_all(&select).await?;
+    let items = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
+    Ok(web::Json(Page::from_fetched(items, limit, |m| {
+        m.id.to_string()
+    })))
+}
+
+/// Get one message's metadata.
+#[utoipa::path(
+    tag = "messages",
+    params(("id" = i64, Path, description = "Mailbox entry id")),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
+        (status = 404, description = "No such message (or deleted)", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["read"]))
+)]
+#[get("/messages/{id}")]
+pub async fn get(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    id: web::Path<i64>,
+) -> Result<web::Json<MessageView>, ApiError> {
+    auth.require(Scope::Read)?;
+    Ok(web::Json(fetch(&handles, id.into_inner()).await?))
+}
+
+/// The message as received (RFC 5322 bytes, our Received header first).
+#[utoipa::path(
+    tag = "messages",
+    params(("id" = i64, Path, description = "Mailbox entry id")),
+    responses(
+        (status = 200, description = "The raw message", content_type = "message/rfc822", body = Vec<u8>),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
+        (status = 404, description = "No such message (or deleted)", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 500, description = "The body is missing from the object store", body = ErrorBody),
+        (status = 503, description = "Database or object store unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["read"]))
+)]
+#[get("/messages/{id}/raw")]
+pub async fn raw(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Read)?;
+    let id = id.into_inner();
+    let select = Query::select()
+        .expr_as(col("m", "object_key"), Alias::new("object_key"))
+        .from_as(Alias::new("mailbox_messages"), Alias::new("mm"))
+        .join_as(
+            JoinType::InnerJoin,
+            Alias::new("messages"),
+            Alias::new("m"),
+            col("m", "id").equals((Alias::new("mm"), Alias::new("message_id"))),
+        )
+        .and_where(col("mm", "id").eq(id))
+        .and_where(col("mm", "deleted_at").is_null())
+        .to_owned();
+    let Some(row) = handles.db.query_one(&select).await? else {
+        return Err(ApiError::not_found(format!("no message {id}")));
+    };
+    let key: String = row.try_get("", "object_key")?;
+    if !handles.health.get(Dependency::Storage).up {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the object store is unavailable; the message body cannot be read now",
+        ));
+    }
+    match handles.bodies.get(&key).await {
+        Ok(bytes) => Ok(HttpResponse::Ok()
+            .content_type("message/rfc822")
+            .body(bytes)),
+        Err(BodyError::NotFound(_)) => {
+            tracing::error!(component = "api", id, key = %key, "message body missing from the object store");
+            Err(ApiError::new(
+                ErrorCode::InternalError,
+                "the message body is missing from the object store (run `mairust db check`)",
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(component = "api", id, error = %e, "object store read failed");
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the object store is unavailable; the message body cannot be read now",
+            ))
+        }
+    }
+}
+
+/// Replace a message's flags and/or tags.
+#[utoipa::path(
+    tag = "messages",
+    params(("id" = i64, Path, description = "Mailbox entry id")),
+    request_body = MessagePatch,
+    responses(
+        (status = 200, description = "The updated message", body = MessageView),
+        (status = 400, description = "Not a JSON body", body = ErrorBody),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such message (or deleted)", body = ErrorBody),
+        (status = 422, description = "Invalid flag or tag", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["write"]))
+)]
+#[patch("/messages/{id}")]
+pub async fn update(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    id: web::Path<i64>,
+    body: web::Json<MessagePatch>,
+) -> Result<web::Json<MessageView>, ApiError> {
+    auth.require(Scope::Write)?;
+    let id = id.into_inner();
+    let body = body.into_inner();
+    fetch(&handles, id).await?;
+    let mut entry = mailbox_message::ActiveModel {
+        id: Set(id),
+        ..Default::default()
+    };
+    if let Some(flags) = body.flags {
+        if let Some(bad) = flags.iter().find(|f| !valid_flag(f)) {
+            return Err(ApiError::field("flags", format!("`{bad}` is not a flag")));
+        }
+        entry.flags = Set(dedup(flags).join(" "));
+    }
+    if let Some(tags) = body.tags {
+        if let Some(bad) = tags.iter().find(|t| !valid_tag(t)) {
+            return Err(ApiError::field(
+                "tags",
+                format!("`{bad}` is not a tag (letters, digits, {TAG_CHARS}; 1 to 64)"),
+            ));
+        }
+        entry.tags = Set(dedup(tags).join(" "));
+    }
+    mailbox_message::Entity::update(entry)
+        .exec(&handles.db)
+        .await?;
+    Ok(web::Json(fetch(&handles, id).await?))
+}
+
+fn dedup(mut items: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|i| seen.insert(i.clone()));
+    items
+}
+
+/// Delete a message from its mailbox (soft delete: hidden from now on, purged later).
+#[utoipa::path(
+    tag = "messages",
+    params(("id" = i64, Path, description = "Mailbox entry id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
+        (status = 404, description = "No such message (or already deleted)", body = ErrorBody),
+        (status = 429, description = "Too many failed authentications", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody)
+    ),
+    security(("bearer" = ["write"]))
+)]
+#[delete("/messages/{id}")]
+pub async fn remove(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    auth.require(Scope::Write)?;
+    let id = id.into_inner();
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let deleted = mailbox_message::Entity::update_many()
+        .col_expr(
+            mailbox_message::Column::DeletedAt,
+            Expr::value(Utc::now().fixed_offset()),
+        )
+        .filter(mailbox_message::Column::Id.eq(id))
+        .filter(mailbox_message::Column::DeletedAt.is_null())
+        .exec(&handles.db)
+        .await?
+        .rows_affected;
+    if deleted == 0 {
+        return Err(ApiError::not_found(format!("no message {id}")));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
