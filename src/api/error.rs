@@ -55,6 +55,24 @@ pub struct ErrorDetail {
     pub details: Option<serde_json::Value>,
 }
 
+/// The answers every authenticated route may give besides its own (for OpenAPI).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AuthErrors {
+    /// No or invalid API key.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The key lacks the scope this route needs.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// Too many failed authentications from this address.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// The database is unavailable.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {

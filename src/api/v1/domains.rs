@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{Page, PageQuery};
 use crate::api::auth::Authenticated;
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DomainView {
@@ -67,11 +67,8 @@ pub fn account_error(e: AccountError) -> ApiError {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of domains", body = Page<DomainView>),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
         (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["read"]))
 )]
@@ -101,12 +98,9 @@ pub async fn list(
     responses(
         (status = 201, description = "Created", body = DomainView),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
         (status = 409, description = "The domain exists", body = ErrorBody),
         (status = 422, description = "Not a domain name", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["write"]))
 )]
@@ -129,11 +123,8 @@ pub async fn create(
     params(("name" = String, Path, description = "Domain name")),
     responses(
         (status = 200, description = "The domain", body = DomainView),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
         (status = 404, description = "No such domain", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["read"]))
 )]
@@ -157,11 +148,8 @@ pub async fn get(
     params(("name" = String, Path, description = "Domain name")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
         (status = 404, description = "No such domain", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["write"]))
 )]

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{Page, PageQuery};
 use crate::api::auth::Authenticated;
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyView {
@@ -74,11 +74,8 @@ fn key_error(e: KeyError) -> ApiError {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of keys", body = Page<ApiKeyView>),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
         (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -108,11 +105,8 @@ pub async fn list(
     responses(
         (status = 201, description = "Created; the key is in this answer only", body = CreatedKey),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
         (status = 422, description = "Invalid name or scopes", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -145,11 +139,8 @@ pub async fn create(
     params(("id" = i64, Path, description = "Key id")),
     responses(
         (status = 200, description = "Revoked", body = ApiKeyView),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["admin"]))
 )]

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{Page, PageQuery};
 use crate::api::auth::Authenticated;
-use crate::api::error::{ApiError, ErrorBody, ErrorCode};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageView {
@@ -195,11 +195,8 @@ async fn fetch(handles: &Handles, id: i64) -> Result<MessageView, ApiError> {
     responses(
         (status = 200, description = "A page of messages", body = Page<MessageView>),
         (status = 400, description = "Malformed query", body = ErrorBody),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
         (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["read"]))
 )]
@@ -275,11 +272,8 @@ pub async fn list(
     params(("id" = i64, Path, description = "Mailbox entry id")),
     responses(
         (status = 200, description = "The message", body = MessageView),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
         (status = 404, description = "No such message (or deleted)", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["read"]))
 )]
@@ -367,12 +361,9 @@ pub async fn raw(
     responses(
         (status = 200, description = "The updated message", body = MessageView),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
         (status = 404, description = "No such message (or deleted)", body = ErrorBody),
         (status = 422, description = "Invalid flag or tag", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["write"]))
 )]
@@ -424,11 +415,8 @@ fn dedup(mut items: Vec<String>) -> Vec<String> {
     params(("id" = i64, Path, description = "Mailbox entry id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
         (status = 404, description = "No such message (or already deleted)", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["write"]))
 )]

@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 
 use super::{MAX_LIMIT, Page, Pagination};
 use crate::api::auth::Authenticated;
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 
 #[derive(Debug, serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -24,11 +24,8 @@ pub struct QueueQuery {
     params(QueueQuery),
     responses(
         (status = 200, description = "Queued messages (one page; `has_more` says whether more are queued)", body = Page<EntryView>),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
         (status = 422, description = "Invalid limit", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["read"]))
 )]
@@ -61,10 +58,7 @@ pub async fn list(
     tag = "queue",
     responses(
         (status = 200, description = "Queue figures", body = QueueStats),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["read"]))
 )]
@@ -82,11 +76,8 @@ pub async fn stats(
     params(("id" = String, Path, description = "Queue id")),
     responses(
         (status = 204, description = "Due now"),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
         (status = 404, description = "Not queued", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["write"]))
 )]
@@ -112,12 +103,9 @@ pub async fn retry(
     params(("id" = String, Path, description = "Queue id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
         (status = 404, description = "Not queued", body = ErrorBody),
         (status = 409, description = "Being delivered right now", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["write"]))
 )]

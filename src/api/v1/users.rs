@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::domains::account_error;
 use super::{Page, PageQuery};
 use crate::api::auth::Authenticated;
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
@@ -61,12 +61,9 @@ pub struct UserFilter {
     params(PageQuery, UserFilter),
     responses(
         (status = 200, description = "A page of users", body = Page<UserView>),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
         (status = 404, description = "No such domain", body = ErrorBody),
         (status = 422, description = "Invalid limit, cursor or domain", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["read"]))
 )]
@@ -104,13 +101,10 @@ pub async fn list(
     responses(
         (status = 201, description = "Created", body = UserView),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
         (status = 404, description = "The address's domain does not exist", body = ErrorBody),
         (status = 409, description = "The user exists", body = ErrorBody),
         (status = 422, description = "Invalid address or empty password", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["write"]))
 )]
@@ -150,11 +144,8 @@ async fn with_mailboxes(handles: &Handles, u: user::Model) -> Result<UserView, A
     params(("address" = String, Path, description = "The user's address")),
     responses(
         (status = 200, description = "The user", body = UserView),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["read"]))
 )]
@@ -177,12 +168,9 @@ pub async fn get(
     params(("address" = String, Path, description = "The user's address")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the write scope", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
         (status = 422, description = "Not an address", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody)
+        AuthErrors
     ),
     security(("bearer" = ["write"]))
 )]
