@@ -353,6 +353,7 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/messages", vec!["get"]),
         ("/api/v1/messages/{id}", vec!["get", "patch", "delete"]),
         ("/api/v1/messages/{id}/raw", vec!["get"]),
+        ("/api/v1/send", vec!["post"]),
         ("/api/v1/queue", vec!["get"]),
         ("/api/v1/queue/stats", vec!["get"]),
         ("/api/v1/queue/{id}/retry", vec!["post"]),
@@ -599,4 +600,84 @@ async fn messages_list_filter_raw_flags_and_soft_delete() {
     let (_, b) = api.call(Method::GET, "/messages", Some(&key), None).await;
     assert_eq!(count(&b), 6);
     assert_eq!(server.messages_with_id("m0@remote.test").await.len(), 1);
+}
+
+#[tokio::test]
+async fn send_delivers_locally_and_through_the_queue() {
+    let sink = common::sink::Sink::start();
+    let options = common::Options {
+        extra_yaml: format!(
+            "queue:\n  poll_interval_seconds: 0.2\ndelivery:\n  routes: {{remote.test: {}}}\n",
+            sink.addr
+        ),
+        ..common::Options::default()
+    };
+    let server = TestServer::start_with(options);
+    let api = Api::new(&server);
+    let key = cli_key(&server, &["send"]);
+    let reader = cli_key(&server, &["read"]);
+    let bob = TestServer::address("bob");
+    let alice = TestServer::address("alice");
+    let request = json!({
+        "from": bob,
+        "from_name": "Bob Example",
+        "to": [alice, "friend@remote.test"],
+        "bcc": ["hidden@remote.test"],
+        "subject": "Built by the API",
+        "text": "Hello from the API",
+    });
+    let (s, b) = api
+        .call(Method::POST, "/send", Some(&reader), Some(request.clone()))
+        .await;
+    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let (s, b) = api
+        .call(Method::POST, "/send", Some(&key), Some(request))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["delivered"], json!([alice]));
+    assert_eq!(
+        b["queued"],
+        json!(["friend@remote.test", "hidden@remote.test"])
+    );
+    assert!(
+        sink.wait_for(1, std::time::Duration::from_secs(10)),
+        "queued and delivered"
+    );
+    let got = &sink.received()[0];
+    assert_eq!(got.from, bob);
+    assert_eq!(got.rcpts, ["friend@remote.test", "hidden@remote.test"]);
+    let text = String::from_utf8_lossy(&got.data);
+    assert!(text.contains("Subject: Built by the API"), "{text}");
+    assert!(text.contains("Hello from the API"), "{text}");
+    assert!(
+        !text.contains("hidden@remote.test"),
+        "Bcc not in the headers: {text}"
+    );
+    assert_eq!(server.inbox("alice").await.len(), 1);
+
+    for (body, field) in [
+        (
+            json!({"from": "x@elsewhere.test", "to": [alice], "subject": "s", "text": "t"}),
+            "from",
+        ),
+        (
+            json!({"from": bob, "to": ["nobody@example.test"], "subject": "s", "text": "t"}),
+            "to",
+        ),
+        (
+            json!({"from": bob, "to": ["not an address"], "subject": "s", "text": "t"}),
+            "to",
+        ),
+        (json!({"from": bob, "to": [alice], "subject": "s"}), "text"),
+        (
+            json!({"from": bob, "to": [], "subject": "s", "text": "t"}),
+            "to",
+        ),
+    ] {
+        let (s, b) = api
+            .call(Method::POST, "/send", Some(&key), Some(body))
+            .await;
+        assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+        assert_eq!(b["error"]["details"][0]["field"], field, "{b}");
+    }
 }

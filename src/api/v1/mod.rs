@@ -5,12 +5,14 @@
 //! - [`domains`], [`users`] — accounts (SPEC M8)
 //! - [`messages`] — messages in mailboxes: list, get, raw, flags/tags, soft delete
 //! - [`queue`] — the outbound queue (SPEC M6, O13)
+//! - [`send`] — POST /send: build, store, deliver or queue
 //! - [`keys`] — API keys (SPEC A2)
 
 pub mod domains;
 pub mod keys;
 pub mod messages;
 pub mod queue;
+pub mod send;
 pub mod users;
 
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,7 @@ impl Modify for BearerAuth {
         (name = "domains", description = "Local domains"),
         (name = "users", description = "Users and their mailboxes"),
         (name = "messages", description = "Messages in mailboxes"),
+        (name = "send", description = "Sending mail"),
         (name = "queue", description = "The outbound queue"),
         (name = "api-keys", description = "API keys (admin)")
     )
@@ -136,6 +139,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(messages::raw)
         .service(messages::update)
         .service(messages::remove)
+        .service(send::send)
         .service(queue::list)
         .service(queue::stats)
         .service(queue::retry)
