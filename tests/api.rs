@@ -319,6 +319,62 @@ async fn domains_and_users_with_pagination() {
 }
 
 #[tokio::test]
+async fn deprecated_alias_announces_its_sunset() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let options = common::Options {
+        extra_yaml: format!(
+            "queue:\n  retry:\n    initial_seconds: 600\ndelivery:\n  routes: {{remote.test: {closed}}}\n"
+        ),
+        ..common::Options::default()
+    };
+    let server = TestServer::start_with(options);
+    let api = Api::new(&server);
+    let key = cli_key(&server, &["send", "write", "read"]);
+    let bob = TestServer::address("bob");
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/send",
+            Some(&key),
+            Some(json!({"from": bob, "to": ["x@remote.test"], "subject": "s", "text": "t"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let resp = api
+        .client
+        .post(format!(
+            "http://{}/api/v1/queue/{id}/retry-now",
+            server.http
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let h = resp.headers();
+    assert_eq!(h["deprecation"], "@1795910400");
+    assert_eq!(h["sunset"], "Mon, 29 Nov 2027 00:00:00 GMT");
+    assert_eq!(
+        h["link"].to_str().unwrap(),
+        format!("</api/v1/queue/{id}/retry>; rel=\"successor-version\"")
+    );
+    // The successor carries none of that.
+    let resp = api
+        .client
+        .post(format!("http://{}/api/v1/queue/{id}/retry", server.http))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(resp.headers().get("deprecation").is_none());
+}
+
+#[tokio::test]
 async fn failed_authentication_is_rate_limited() {
     let server = TestServer::start();
     let api = Api::new(&server);
@@ -357,6 +413,7 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/queue", vec!["get"]),
         ("/api/v1/queue/stats", vec!["get"]),
         ("/api/v1/queue/{id}/retry", vec!["post"]),
+        ("/api/v1/queue/{id}/retry-now", vec!["post"]),
         ("/api/v1/queue/{id}", vec!["delete"]),
         ("/api/v1/api-keys", vec!["get", "post"]),
         ("/api/v1/api-keys/{id}", vec!["delete"]),
@@ -376,6 +433,11 @@ async fn openapi_document_describes_every_route() {
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert_eq!(
+        paths["/api/v1/queue/{id}/retry-now"]["post"]["deprecated"],
+        true
+    );
+    assert!(paths["/api/v1/queue/{id}/retry"]["post"]["deprecated"].is_null());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }
 
@@ -680,4 +742,41 @@ async fn send_delivers_locally_and_through_the_queue() {
         assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
         assert_eq!(b["error"]["details"][0]["field"], field, "{b}");
     }
+}
+
+#[tokio::test]
+async fn database_outage_answers_503_quickly() {
+    let server = TestServer::start();
+    if !server.backend.is_postgres() {
+        eprintln!("skipped: needs MAIRUST_TEST_POSTGRES_URL (a database that can be stopped)");
+        return;
+    }
+    let api = Api::new(&server);
+    let key = cli_key(&server, &["read"]);
+    let (s, _) = api.call(Method::GET, "/domains", Some(&key), None).await;
+    assert_eq!(s, StatusCode::OK);
+    server.backend.pg_block(true);
+    // Once the health monitor has seen it (0.2 s probes in tests), every route that
+    // needs the database answers at once.
+    assert!(
+        server
+            .wait_ready_status(503, std::time::Duration::from_secs(10))
+            .await
+    );
+    let started = std::time::Instant::now();
+    let (s, b) = api.call(Method::GET, "/domains", Some(&key), None).await;
+    assert_error(s, &b, StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    server.backend.pg_block(false);
+    assert!(
+        server
+            .wait_ready_status(200, std::time::Duration::from_secs(15))
+            .await
+    );
+    let (s, _) = api.call(Method::GET, "/domains", Some(&key), None).await;
+    assert_eq!(s, StatusCode::OK, "recovered by itself");
 }

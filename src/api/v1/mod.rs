@@ -7,9 +7,11 @@
 //! - [`queue`] — the outbound queue (SPEC M6, O13)
 //! - [`send`] — POST /send: build, store, deliver or queue
 //! - [`keys`] — API keys (SPEC A2)
+//! - [`legacy`] — deprecated aliases with Deprecation/Sunset headers (SPEC A5)
 
 pub mod domains;
 pub mod keys;
+pub mod legacy;
 pub mod messages;
 pub mod queue;
 pub mod send;
@@ -125,6 +127,32 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
+/// Marks a response of a deprecated route (SPEC A5): `Deprecation` (RFC 9745, when it
+/// was deprecated), `Sunset` (RFC 8594, when it goes away) and a `Link` to its successor.
+pub fn deprecated(
+    response: &mut actix_web::HttpResponse,
+    since: i64,
+    sunset: i64,
+    successor: &str,
+) {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    let sunset = chrono::DateTime::from_timestamp(sunset, 0)
+        .unwrap_or_default()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("deprecation", format!("@{since}")),
+        ("sunset", sunset),
+        ("link", format!("<{successor}>; rel=\"successor-version\"")),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+#[allow(deprecated)]
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(domains::list)
         .service(domains::create)
@@ -143,6 +171,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(queue::list)
         .service(queue::stats)
         .service(queue::retry)
+        .service(legacy::retry_now)
         .service(queue::delete)
         .service(keys::list)
         .service(keys::create)

@@ -88,7 +88,11 @@ pub async fn retry(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::Write)?;
-    if store::retry_now(&handles.db, &id).await? {
+    retry_entry(&handles, &id).await
+}
+
+pub(super) async fn retry_entry(handles: &Handles, id: &str) -> Result<HttpResponse, ApiError> {
+    if store::retry_now(&handles.db, id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::not_found(format!(
