@@ -143,6 +143,12 @@ async fn keys_scopes_and_errors() {
         .call(Method::DELETE, "/api-keys/999999", Some(&admin), None)
         .await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+    let (_, b) = api.call(Method::GET, "/api-keys", Some(&admin), None).await;
+    let admin_id = b["data"][0]["id"].as_i64().unwrap();
+    let (s, b) = api
+        .call(Method::DELETE, &format!("/api-keys/{admin_id}"), Some(&admin), None)
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "CONFLICT");
 
     // Bad bodies and unknown routes keep the error shape.
     let resp = api

@@ -44,6 +44,8 @@ pub struct Config {
     #[serde(default)]
     pub logging: LoggingConfig,
     #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
     pub queue: QueueConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -335,6 +337,22 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: "info".into(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// The REST API (SPEC A1–A6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Failed authentications allowed per client address and minute; more get 429.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            auth_failures_per_minute: 10,
         }
     }
 }

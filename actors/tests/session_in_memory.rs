@@ -37,6 +37,7 @@ fn config(dir: &std::path::Path) -> Config {
         storage,
         health: Default::default(),
         logging: Default::default(),
+        api: Default::default(),
         queue: Default::default(),
         delivery: Default::default(),
     }

@@ -16,22 +16,28 @@ use mairust_actors::supervisor::Handles;
 
 use super::error::{ApiError, ErrorCode};
 
-/// Failed authentications allowed per client address and window.
-const MAX_FAILURES: u32 = 10;
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Counts failed authentications per client address (in memory, per node).
-#[derive(Default)]
+/// Counts failed authentications per client address (in memory, per node); more than
+/// `api.auth_failures_per_minute` in a minute block the address until the minute ends.
 pub struct AuthLimiter {
+    max_failures: u32,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl AuthLimiter {
+    pub fn new(max_failures: u32) -> Self {
+        AuthLimiter {
+            max_failures,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Seconds until the address may try again, when it is blocked.
     fn blocked(&self, ip: IpAddr) -> Option<u64> {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&ip) {
-            Some((n, since)) if *n >= MAX_FAILURES && since.elapsed() < WINDOW => {
+            Some((n, since)) if *n >= self.max_failures && since.elapsed() < WINDOW => {
                 Some((WINDOW - since.elapsed()).as_secs().max(1))
             }
             _ => None,

@@ -48,11 +48,17 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
-    /// Field errors for VALIDATION_ERROR (`[{"field": "...", "message": "..."}]`), else
-    /// absent.
+    /// Which fields were wrong (VALIDATION_ERROR about named fields); else absent.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub details: Option<serde_json::Value>,
+    pub details: Option<Vec<FieldError>>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The body, query or path field.
+    pub field: String,
+    pub message: String,
 }
 
 /// The answers every authenticated route may give besides its own (for OpenAPI).
@@ -78,7 +84,7 @@ pub enum AuthErrors {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    pub details: Option<serde_json::Value>,
+    pub details: Option<Vec<FieldError>>,
 }
 
 impl ApiError {
@@ -103,7 +109,10 @@ impl ApiError {
         let message = message.into();
         ApiError {
             code: ErrorCode::ValidationError,
-            details: Some(serde_json::json!([{"field": field, "message": message}])),
+            details: Some(vec![FieldError {
+                field: field.to_string(),
+                message: message.clone(),
+            }]),
             message: format!("{field}: {message}"),
         }
     }

@@ -31,7 +31,7 @@ pub fn server(
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let config = handles.config.clone();
     let data = web::Data::new(handles);
-    let limiter = web::Data::new(auth::AuthLimiter::default());
+    let limiter = web::Data::new(auth::AuthLimiter::new(config.api.auth_failures_per_minute));
     let document = web::Data::new(serde_json::to_vec(&openapi()).map_err(std::io::Error::other)?);
     let server = HttpServer::new(move || {
         let (app, _) = App::new()

@@ -49,7 +49,11 @@ pub fn account_error(e: AccountError) -> ApiError {
         AccountError::NoSuchDomain(d) => ApiError::not_found(format!("no domain {d}")),
         AccountError::NoSuchUser(u) => ApiError::not_found(format!("no user {u}")),
         AccountError::Invalid(value, what) => {
-            ApiError::field(what, format!("`{value}` is not a valid {what}"))
+            let field = match what {
+                "domain name" => "name",
+                other => other,
+            };
+            ApiError::field(field, format!("`{value}` is not a valid {what}"))
         }
         AccountError::Hash(_) => {
             tracing::error!(component = "api", error = %e, "password hashing failed");
@@ -67,6 +71,7 @@ pub fn account_error(e: AccountError) -> ApiError {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of domains", body = Page<DomainView>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
         AuthErrors
     ),
@@ -149,6 +154,7 @@ pub async fn get(
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such domain", body = ErrorBody),
+        (status = 422, description = "Not a domain name", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["write"]))

@@ -74,6 +74,7 @@ fn key_error(e: KeyError) -> ApiError {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of keys", body = Page<ApiKeyView>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 422, description = "Invalid limit or cursor", body = ErrorBody),
         AuthErrors
     ),
@@ -140,6 +141,7 @@ pub async fn create(
     responses(
         (status = 200, description = "Revoked", body = ApiKeyView),
         (status = 404, description = "No such key", body = ErrorBody),
+        (status = 409, description = "The key making the request cannot revoke itself", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["admin"]))
@@ -151,9 +153,13 @@ pub async fn revoke(
     id: web::Path<i64>,
 ) -> Result<web::Json<ApiKeyView>, ApiError> {
     let caller = auth.require(Scope::Admin)?;
-    let key = apikeys::revoke(&handles.db, id.into_inner())
-        .await
-        .map_err(key_error)?;
+    let id = id.into_inner();
+    if id == caller.key_id {
+        return Err(ApiError::conflict(
+            "a key cannot revoke itself; use another admin key or `mairust admin revoke-key`",
+        ));
+    }
+    let key = apikeys::revoke(&handles.db, id).await.map_err(key_error)?;
     tracing::info!(component = "api", event = "api_key_revoked", by = %caller.name, id = key.id, "API key revoked");
     Ok(web::Json(key.into()))
 }

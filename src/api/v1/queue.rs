@@ -24,6 +24,7 @@ pub struct QueueQuery {
     params(QueueQuery),
     responses(
         (status = 200, description = "Queued messages (one page; `has_more` says whether more are queued)", body = Page<EntryView>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 422, description = "Invalid limit", body = ErrorBody),
         AuthErrors
     ),

@@ -61,6 +61,7 @@ pub struct UserFilter {
     params(PageQuery, UserFilter),
     responses(
         (status = 200, description = "A page of users", body = Page<UserView>),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 404, description = "No such domain", body = ErrorBody),
         (status = 422, description = "Invalid limit, cursor or domain", body = ErrorBody),
         AuthErrors
@@ -81,7 +82,8 @@ pub async fn list(
         select = select.filter(user::Column::Id.gt(after));
     }
     if let Some(name) = &filter.domain {
-        let name = accounts::normalize_domain(name).map_err(account_error)?;
+        let name = accounts::normalize_domain(name)
+            .map_err(|_| ApiError::field("domain", format!("`{name}` is not a domain name")))?;
         let d = accounts::find_domain(&handles.db, &name)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no domain {name}")))?;
