@@ -146,7 +146,12 @@ async fn keys_scopes_and_errors() {
     let (_, b) = api.call(Method::GET, "/api-keys", Some(&admin), None).await;
     let admin_id = b["data"][0]["id"].as_i64().unwrap();
     let (s, b) = api
-        .call(Method::DELETE, &format!("/api-keys/{admin_id}"), Some(&admin), None)
+        .call(
+            Method::DELETE,
+            &format!("/api-keys/{admin_id}"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert_error(s, &b, StatusCode::CONFLICT, "CONFLICT");
 

@@ -46,6 +46,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
+    pub hooks: Vec<HookConfig>,
+    #[serde(default)]
     pub queue: QueueConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -341,6 +343,67 @@ impl Default for LoggingConfig {
     }
 }
 
+/// When a hook is called (SPEC M9).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookEvent {
+    /// After DATA, before 250: may allow, reject (550 5.7.1), tempfail (451 4.7.1) or tag.
+    PreReceive,
+    /// After the message is stored; the answer is not awaited.
+    PostReceive,
+    /// Before a message with remote recipients is queued: may allow, reject or tempfail.
+    PreSend,
+}
+
+/// What happens to the message when a hook cannot give an answer.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookFallback {
+    #[default]
+    Allow,
+    Reject,
+    Tempfail,
+}
+
+/// An HTTP hook (SPEC M9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Names the hook in logs, metrics and the signature.
+    pub id: String,
+    pub event: HookEvent,
+    pub url: String,
+    /// HMAC-SHA256 key for `X-MaiRust-Signature`.
+    pub secret: String,
+    #[serde(default = "default_hook_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub on_timeout: HookFallback,
+    /// Connection errors, non-2xx answers and unreadable answers.
+    #[serde(default)]
+    pub on_error: HookFallback,
+    /// Consecutive failures that open the circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker skips the hook before one trial call.
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_seconds: f64,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_hook_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_cooldown() -> f64 {
+    30.0
+}
+
 /// The REST API (SPEC A1–A6).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -589,6 +652,7 @@ impl Config {
             ));
         }
         self.validate_queue()?;
+        self.validate_hooks()?;
         if !matches!(
             self.logging.level.as_str(),
             "trace" | "debug" | "info" | "warn" | "error"
@@ -604,6 +668,41 @@ impl Config {
 }
 
 impl Config {
+    fn validate_hooks(&self) -> Result<(), ConfigError> {
+        let mut ids = std::collections::HashSet::new();
+        for (i, h) in self.hooks.iter().enumerate() {
+            let key = |field: &str| format!("hooks[{i}].{field}");
+            if h.id.is_empty() || !ids.insert(h.id.as_str()) {
+                return Err(ConfigError::new(key("id"), "must be present and unique"));
+            }
+            if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    key("url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if h.secret.len() < 16 {
+                return Err(ConfigError::new(
+                    key("secret"),
+                    "must be at least 16 characters",
+                ));
+            }
+            if h.timeout_ms == 0 || h.breaker_failures == 0 {
+                return Err(ConfigError::new(
+                    key("timeout_ms"),
+                    "timeout_ms and breaker_failures must be greater than 0",
+                ));
+            }
+            if !(h.breaker_cooldown_seconds.is_finite() && h.breaker_cooldown_seconds > 0.0) {
+                return Err(ConfigError::new(
+                    key("breaker_cooldown_seconds"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_queue(&self) -> Result<(), ConfigError> {
         let q = &self.queue;
         let positive = [

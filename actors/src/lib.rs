@@ -5,6 +5,7 @@
 //! - [`smtp`] — pure protocol (`smtp::proto`), sessions, listeners, TLS
 //! - [`storage`] — StorageActor with group commit, object store (fs | s3)
 //! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
+//! - [`hooks`] — HTTP hooks: HMAC-signed calls, fallbacks, circuit breakers
 //! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
 //! - [`accounts`] — domains, users, mailboxes (query functions)
@@ -17,6 +18,7 @@ pub mod apikeys;
 pub mod config;
 pub mod database;
 pub mod health;
+pub mod hooks;
 pub mod queue;
 pub mod shutdown;
 pub mod smtp;

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::health::{HealthMonitor, HealthState, ProbeNow};
+use crate::hooks::HookDispatcher;
 use crate::queue::client::ClientSettings;
 use crate::queue::route::{HickoryResolver, NoResolver, Resolver, Router};
 use crate::queue::{QueueContext, QueueWorker};
@@ -39,6 +40,7 @@ pub struct Handles {
     /// Bound addresses, by listener name (port 0 in the config becomes a real port).
     pub listeners: Vec<(&'static str, SocketAddr)>,
     pub node_id: String,
+    pub hooks: Arc<HookDispatcher>,
 }
 
 pub struct Supervisor {
@@ -161,6 +163,7 @@ impl Supervisor {
             Some(t) => Some(tls::load_acceptor(t, &config.server.hostname)?),
             None => None,
         };
+        let hooks = Arc::new(HookDispatcher::new(&config.hooks));
         let ctx = Arc::new(SessionContext {
             config: config.clone(),
             db: db.clone(),
@@ -169,6 +172,7 @@ impl Supervisor {
             health_monitor: health_monitor.clone().recipient(),
             tls,
             shutdown: phase_rx,
+            hooks: hooks.clone(),
         });
         let workers = match config.smtp.workers {
             // One per CPU but one, left for the storage, database and HTTP threads.
@@ -223,6 +227,7 @@ impl Supervisor {
             sessions,
             listeners,
             node_id,
+            hooks,
         };
         Ok(Supervisor { handles, arbiters }.start())
     }

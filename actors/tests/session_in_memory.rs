@@ -38,6 +38,7 @@ fn config(dir: &std::path::Path) -> Config {
         health: Default::default(),
         logging: Default::default(),
         api: Default::default(),
+        hooks: Vec::new(),
         queue: Default::default(),
         delivery: Default::default(),
     }
@@ -83,6 +84,7 @@ async fn a_whole_transaction_over_a_pipe() {
         health_monitor: monitor.recipient(),
         tls: None,
         shutdown: phase_rx,
+        hooks: Arc::new(mairust_actors::hooks::HookDispatcher::new(&[])),
     });
 
     let (client, server) = tokio::io::duplex(64 * 1024);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod hook_receiver;
 pub mod raw;
 pub mod sink;
 

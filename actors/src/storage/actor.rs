@@ -314,7 +314,7 @@ async fn insert_rows(
                 message_id: Set(m.id.clone()),
                 user_id: Set(r.user_id),
                 flags: Set(String::new()),
-                tags: Set(String::new()),
+                tags: Set(m.tags.join(" ")),
                 created_at: Set(now.into()),
                 deleted_at: Set(None),
                 ..Default::default()

@@ -68,6 +68,8 @@ pub struct IncomingMessage {
     pub recipients: Vec<LocalRecipient>,
     /// Remote recipients: the message also enters the outbound queue (SPEC M6).
     pub outbound: Vec<Address>,
+    /// Tags for the mailbox entries (from pre_receive hooks).
+    pub tags: Vec<String>,
     pub listener: &'static str,
     pub remote_ip: IpAddr,
 }
@@ -93,6 +95,7 @@ impl IncomingMessage {
             envelope_from,
             recipients,
             outbound,
+            tags: Vec::new(),
             listener,
             remote_ip,
         }

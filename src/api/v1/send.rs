@@ -9,6 +9,8 @@ use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
 use mairust_actors::apikeys::Scope;
+use mairust_actors::config::HookEvent;
+use mairust_actors::hooks::Verdict;
 use mairust_actors::smtp::proto::command::Address;
 use mairust_actors::storage::{IncomingMessage, StoreMessage};
 use mairust_actors::supervisor::Handles;
@@ -172,6 +174,23 @@ pub async fn send(
     let delivered: Vec<String> = local.iter().map(|l| l.address.clone()).collect();
     let queued: Vec<String> = remote.iter().map(|a| a.to_string()).collect();
     let message = IncomingMessage::new(id.clone(), stored, sender, local, "api", remote_ip, remote);
+    if !message.outbound.is_empty() && handles.hooks.has(HookEvent::PreSend) {
+        match handles.hooks.pre_send(&message).await {
+            Verdict::Allow { .. } => {}
+            Verdict::Reject(text) => {
+                return Err(ApiError::field(
+                    "to",
+                    format!("refused by a pre_send hook: {text}"),
+                ));
+            }
+            Verdict::Tempfail(text) => {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("deferred by a pre_send hook, try again later: {text}"),
+                ));
+            }
+        }
+    }
     match handles.storage.send(StoreMessage(message)).await {
         Ok(Ok(())) => {
             tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.0.key_id, delivered = delivered.len(), queued = queued.len(), "message accepted through the API");

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use super::{AuthStep, Envelope, Flow, Session, State};
 use crate::accounts::{self, RecipientLookup};
+use crate::config::HookEvent;
 use crate::health::{Dependency, DependencyFailed};
+use crate::hooks::Verdict;
 use crate::smtp::proto::auth::{self, Credentials};
 use crate::smtp::proto::command::{self, Command, MailFrom, RcptTo};
 use crate::smtp::proto::data::DataReceiver;
@@ -224,7 +226,7 @@ impl Session {
         let mut stored = self.received_header(&id, &envelope).into_bytes();
         stored.extend_from_slice(&body);
         drop(body);
-        let message = IncomingMessage::new(
+        let mut message = IncomingMessage::new(
             id.clone(),
             stored,
             sender,
@@ -233,10 +235,39 @@ impl Session {
             self.remote.ip(),
             envelope.outbound,
         );
+        let hooks = self.ctx.hooks.clone();
+        let mut verdicts = Vec::new();
+        if hooks.has(HookEvent::PreReceive) {
+            verdicts.push(hooks.pre_receive(&message).await);
+        }
+        if !message.outbound.is_empty() && hooks.has(HookEvent::PreSend) {
+            verdicts.push(hooks.pre_send(&message).await);
+        }
+        for verdict in verdicts {
+            match verdict {
+                Verdict::Allow { tags } => message.tags.extend(tags),
+                Verdict::Reject(text) => {
+                    tracing::info!(component = "smtp", session_id = %self.id, event = "message_rejected_by_hook", id = %id, "message rejected by a hook");
+                    return Reply::dynamic(
+                        550,
+                        "5.7.1",
+                        or_default(text, "message refused by policy"),
+                    );
+                }
+                Verdict::Tempfail(text) => {
+                    tracing::info!(component = "smtp", session_id = %self.id, event = "message_tempfailed_by_hook", id = %id, "message deferred by a hook");
+                    return Reply::dynamic(451, "4.7.1", or_default(text, "try again later"));
+                }
+            }
+        }
         let size = message.body.len();
         let message_id = message.meta.message_id.clone().unwrap_or_default();
+        let told = hooks.has(HookEvent::PostReceive).then(|| message.clone());
         match self.ctx.storage.send(StoreMessage(message)).await {
             Ok(Ok(())) => {
+                if let Some(stored) = told {
+                    hooks.post_receive(&stored);
+                }
                 tracing::info!(component = "smtp", session_id = %self.id, event = "message_stored", id = %id, size, message_id = %message_id, "message stored");
                 Reply::dynamic(250, "2.0.0", format!("OK queued as {id}"))
             }
@@ -403,6 +434,16 @@ impl Session {
             tokio::time::sleep(Duration::from_millis(250)).await;
             self.refuse(reply::AUTH_FAILED)
         }
+    }
+}
+
+/// A hook's reply text, single-line and bounded, or `default` when it gave none.
+fn or_default(text: String, default: &str) -> String {
+    let text = crate::queue::client::sanitize(text.trim());
+    if text.is_empty() {
+        default.to_string()
+    } else {
+        text
     }
 }
 

@@ -72,6 +72,7 @@ pub struct SessionContext {
     pub health_monitor: Recipient<DependencyFailed>,
     pub tls: Option<TlsAcceptor>,
     pub shutdown: watch::Receiver<Phase>,
+    pub hooks: Arc<crate::hooks::HookDispatcher>,
 }
 
 /// What the client said in the current mail transaction (RFC 5321 §3.3).

@@ -1,0 +1,434 @@
+//! HTTP hooks (SPEC M9): other programs take part in mail processing.
+//!
+//! - `pre_receive`: after DATA, before 250; the answer may allow, reject (550 5.7.1),
+//!   tempfail (451 4.7.1) or add tags to the message.
+//! - `post_receive`: after the message is stored; not awaited.
+//! - `pre_send`: before a message with remote recipients is queued; allow, reject or
+//!   tempfail.
+//!
+//! Requests are JSON POSTs signed with `X-MaiRust-Timestamp` and `X-MaiRust-Signature:
+//! sha256=HMAC(secret, timestamp + "\n" + hook_id + "\n" + hex(sha256(body)))`. Each
+//! hook has its timeout and `on_timeout` / `on_error` fallbacks, and a circuit breaker:
+//! after `breaker_failures` consecutive failures it opens and the hook is skipped (its
+//! `on_error` fallback applies at once, so SMTP stays fast); after the cool-down one
+//! trial call is let through (half-open), and success closes it again.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{HookConfig, HookEvent, HookFallback};
+use crate::storage::IncomingMessage;
+use crate::storage::envelope::hex;
+
+/// The signature header value for a request body.
+pub fn signature(secret: &str, timestamp: i64, hook_id: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(format!("{timestamp}\n{hook_id}\n{}", hex(&Sha256::digest(body))).as_bytes());
+    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+}
+
+/// What the hooks decided about a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow { tags: Vec<String> },
+    Reject(String),
+    Tempfail(String),
+}
+
+/// A hook's answer (2xx with this JSON; an empty body means allow).
+#[derive(Debug, Default, Deserialize)]
+struct Answer {
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// What a hook is told about the message.
+#[derive(Debug, Serialize)]
+struct Request<'a> {
+    hook_id: &'a str,
+    event: HookEvent,
+    message: MessageInfo<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct MessageInfo<'a> {
+    id: &'a str,
+    envelope_from: &'a str,
+    recipients: Vec<String>,
+    size: usize,
+    subject: Option<&'a str>,
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    message_id: Option<&'a str>,
+    listener: &'a str,
+    remote_ip: String,
+    /// The whole message, base64 (not for post_receive: fetch it through the API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<String>,
+}
+
+fn describe(m: &IncomingMessage, with_raw: bool) -> MessageInfo<'_> {
+    MessageInfo {
+        id: &m.id,
+        envelope_from: &m.envelope_from,
+        recipients: m
+            .recipients
+            .iter()
+            .map(|r| r.address.clone())
+            .chain(m.outbound.iter().map(|a| a.to_string()))
+            .collect(),
+        size: m.body.len(),
+        subject: m.meta.subject.as_deref(),
+        from: m.meta.from.as_deref(),
+        to: m.meta.to.as_deref(),
+        message_id: m.meta.message_id.as_deref(),
+        listener: m.listener,
+        remote_ip: m.remote_ip.to_string(),
+        raw: with_raw.then(|| base64::engine::general_purpose::STANDARD.encode(&m.body)),
+    }
+}
+
+/// Circuit breaker state of one hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum BreakerState {
+    Closed { failures: u32 },
+    Open { retry_in_ms: u64 },
+    HalfOpen,
+}
+
+#[derive(Debug)]
+enum Breaker {
+    Closed(u32),
+    Open(Instant),
+    /// One trial call is in flight.
+    HalfOpen,
+}
+
+struct Hook {
+    config: HookConfig,
+    breaker: Mutex<Breaker>,
+}
+
+/// How one call went.
+enum Outcome {
+    Answered(Answer),
+    TimedOut,
+    Failed(String),
+    /// The breaker is open: not called.
+    Skipped,
+}
+
+impl Hook {
+    fn cooldown(&self) -> Duration {
+        Duration::from_secs_f64(self.config.breaker_cooldown_seconds)
+    }
+
+    /// Whether to call now; moves an open breaker past its cool-down to half-open.
+    fn admit(&self) -> bool {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        match *b {
+            Breaker::Closed(_) => true,
+            Breaker::Open(since) if since.elapsed() >= self.cooldown() => {
+                *b = Breaker::HalfOpen;
+                tracing::info!(component = "hook", hook = %self.config.id, event = "breaker_half_open", "circuit breaker half-open: one trial call");
+                true
+            }
+            Breaker::Open(_) | Breaker::HalfOpen => false,
+        }
+    }
+
+    fn record(&self, ok: bool) {
+        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        let next = match (&*b, ok) {
+            (_, true) => Breaker::Closed(0),
+            (Breaker::Closed(n), false) if n + 1 < self.config.breaker_failures => {
+                Breaker::Closed(n + 1)
+            }
+            (_, false) => Breaker::Open(Instant::now()),
+        };
+        match (&*b, &next) {
+            (Breaker::Open(_) | Breaker::HalfOpen, Breaker::Closed(_)) => {
+                tracing::info!(component = "hook", hook = %self.config.id, event = "breaker_closed", "circuit breaker closed");
+            }
+            (Breaker::Closed(_) | Breaker::HalfOpen, Breaker::Open(_)) => {
+                tracing::warn!(component = "hook", hook = %self.config.id, event = "breaker_open", cooldown_seconds = self.config.breaker_cooldown_seconds, "circuit breaker open: hook skipped until the cool-down ends");
+            }
+            _ => {}
+        }
+        *b = next;
+    }
+
+    fn state(&self) -> BreakerState {
+        let b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        match *b {
+            Breaker::Closed(failures) => BreakerState::Closed { failures },
+            Breaker::Open(since) => BreakerState::Open {
+                retry_in_ms: self.cooldown().saturating_sub(since.elapsed()).as_millis() as u64,
+            },
+            Breaker::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+}
+
+/// Calls the configured hooks. Shared by every SMTP session and the API.
+pub struct HookDispatcher {
+    client: reqwest::Client,
+    hooks: Vec<Hook>,
+}
+
+impl HookDispatcher {
+    pub fn new(configs: &[HookConfig]) -> Self {
+        HookDispatcher {
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            hooks: configs
+                .iter()
+                .filter(|h| h.enabled)
+                .map(|config| Hook {
+                    config: config.clone(),
+                    breaker: Mutex::new(Breaker::Closed(0)),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn has(&self, event: HookEvent) -> bool {
+        self.hooks.iter().any(|h| h.config.event == event)
+    }
+
+    /// Every hook's breaker, for the API and `status`.
+    pub fn states(&self) -> Vec<(String, HookEvent, BreakerState)> {
+        self.hooks
+            .iter()
+            .map(|h| (h.config.id.clone(), h.config.event, h.state()))
+            .collect()
+    }
+
+    /// Closes a hook's breaker by hand; false when there is no such hook.
+    pub fn reset(&self, id: &str) -> bool {
+        match self.hooks.iter().find(|h| h.config.id == id) {
+            Some(h) => {
+                h.record(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn call(&self, hook: &Hook, body: &[u8]) -> Outcome {
+        if !hook.admit() {
+            return Outcome::Skipped;
+        }
+        let timestamp = chrono::Utc::now().timestamp();
+        let request = self
+            .client
+            .post(&hook.config.url)
+            .timeout(Duration::from_millis(hook.config.timeout_ms))
+            .header("Content-Type", "application/json")
+            .header("X-MaiRust-Hook", &hook.config.id)
+            .header("X-MaiRust-Timestamp", timestamp.to_string())
+            .header(
+                "X-MaiRust-Signature",
+                signature(&hook.config.secret, timestamp, &hook.config.id, body),
+            )
+            .body(body.to_vec());
+        let outcome = match request.send().await {
+            Err(e) if e.is_timeout() => Outcome::TimedOut,
+            Err(e) => Outcome::Failed(e.to_string()),
+            Ok(resp) if !resp.status().is_success() => {
+                Outcome::Failed(format!("answered {}", resp.status()))
+            }
+            Ok(resp) => match resp.bytes().await {
+                Err(e) if e.is_timeout() => Outcome::TimedOut,
+                Err(e) => Outcome::Failed(e.to_string()),
+                Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                    Outcome::Answered(Answer::default())
+                }
+                Ok(bytes) => match serde_json::from_slice::<Answer>(&bytes) {
+                    Ok(answer) => Outcome::Answered(answer),
+                    Err(e) => Outcome::Failed(format!("unreadable answer: {e}")),
+                },
+            },
+        };
+        hook.record(matches!(outcome, Outcome::Answered(_)));
+        outcome
+    }
+
+    /// Runs the hooks of `event` in order; the first reject or tempfail wins, tags add
+    /// up.
+    async fn decide(&self, event: HookEvent, message: &IncomingMessage) -> Verdict {
+        let mut tags = Vec::new();
+        for hook in self.hooks.iter().filter(|h| h.config.event == event) {
+            let body = serde_json::to_vec(&Request {
+                hook_id: &hook.config.id,
+                event,
+                message: describe(message, true),
+            })
+            .unwrap_or_default();
+            let started = Instant::now();
+            let outcome = self.call(hook, &body).await;
+            let fallback = |which: HookFallback, why: &str| match which {
+                HookFallback::Allow => None,
+                HookFallback::Reject => {
+                    Some(Verdict::Reject(format!("rejected by policy ({why})")))
+                }
+                HookFallback::Tempfail => Some(Verdict::Tempfail(format!(
+                    "policy check unavailable ({why}), try again later"
+                ))),
+            };
+            let verdict = match outcome {
+                Outcome::Answered(answer) => {
+                    tags.extend(answer.tags.into_iter().filter(|t| valid_tag(t)));
+                    let text = answer.message.unwrap_or_default();
+                    match answer.action.as_deref() {
+                        None | Some("allow") => None,
+                        Some("reject") => Some(Verdict::Reject(text)),
+                        Some("tempfail") => Some(Verdict::Tempfail(text)),
+                        Some(other) => {
+                            tracing::warn!(component = "hook", hook = %hook.config.id, action = other, "unknown action, applying on_error");
+                            fallback(hook.config.on_error, "unknown action")
+                        }
+                    }
+                }
+                Outcome::TimedOut => {
+                    tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_timeout", ms = started.elapsed().as_millis() as u64, "hook timed out");
+                    fallback(hook.config.on_timeout, "timeout")
+                }
+                Outcome::Failed(e) => {
+                    tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_error", error = %e, "hook failed");
+                    fallback(hook.config.on_error, "error")
+                }
+                Outcome::Skipped => fallback(hook.config.on_error, "circuit open"),
+            };
+            if let Some(v) = verdict {
+                tracing::info!(component = "hook", hook = %hook.config.id, id = %message.id, verdict = ?v, "hook verdict");
+                return v;
+            }
+        }
+        Verdict::Allow { tags }
+    }
+
+    pub async fn pre_receive(&self, message: &IncomingMessage) -> Verdict {
+        self.decide(HookEvent::PreReceive, message).await
+    }
+
+    pub async fn pre_send(&self, message: &IncomingMessage) -> Verdict {
+        self.decide(HookEvent::PreSend, message).await
+    }
+
+    /// Tells the post_receive hooks, without waiting for them.
+    pub fn post_receive(self: &Arc<Self>, message: &IncomingMessage) {
+        for (index, hook) in self.hooks.iter().enumerate() {
+            if hook.config.event != HookEvent::PostReceive {
+                continue;
+            }
+            let body = serde_json::to_vec(&Request {
+                hook_id: &hook.config.id,
+                event: HookEvent::PostReceive,
+                message: describe(message, false),
+            })
+            .unwrap_or_default();
+            let me = self.clone();
+            tokio::spawn(async move {
+                let hook = &me.hooks[index];
+                match me.call(hook, &body).await {
+                    Outcome::Failed(e) => {
+                        tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_error", error = %e, "post_receive hook failed")
+                    }
+                    Outcome::TimedOut => {
+                        tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_timeout", "post_receive hook timed out")
+                    }
+                    _ => {}
+                }
+            });
+        }
+    }
+}
+
+/// Tags a hook may add: as the API allows them.
+pub fn valid_tag(t: &str) -> bool {
+    (1..=64).contains(&t.len())
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(failures: u32, cooldown: f64) -> Hook {
+        Hook {
+            config: HookConfig {
+                id: "h".into(),
+                event: HookEvent::PreReceive,
+                url: "http://127.0.0.1:9".into(),
+                secret: "0123456789abcdef".into(),
+                timeout_ms: 100,
+                on_timeout: HookFallback::Allow,
+                on_error: HookFallback::Allow,
+                breaker_failures: failures,
+                breaker_cooldown_seconds: cooldown,
+                enabled: true,
+            },
+            breaker: Mutex::new(Breaker::Closed(0)),
+        }
+    }
+
+    #[test]
+    fn breaker_opens_after_consecutive_failures_and_half_opens_after_cooldown() {
+        let h = hook(3, 0.05);
+        for _ in 0..2 {
+            assert!(h.admit());
+            h.record(false);
+        }
+        assert_eq!(h.state(), BreakerState::Closed { failures: 2 });
+        h.record(true);
+        assert_eq!(
+            h.state(),
+            BreakerState::Closed { failures: 0 },
+            "success resets"
+        );
+        for _ in 0..3 {
+            assert!(h.admit());
+            h.record(false);
+        }
+        assert!(matches!(h.state(), BreakerState::Open { .. }));
+        assert!(!h.admit(), "open: skipped");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(h.admit(), "cool-down over: one trial");
+        assert_eq!(h.state(), BreakerState::HalfOpen);
+        assert!(!h.admit(), "only one trial at a time");
+        h.record(false);
+        assert!(
+            matches!(h.state(), BreakerState::Open { .. }),
+            "failed trial reopens"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(h.admit());
+        h.record(true);
+        assert_eq!(h.state(), BreakerState::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn signature_covers_timestamp_hook_and_body() {
+        let a = signature("0123456789abcdef", 1_700_000_000, "h", b"{}");
+        assert!(a.starts_with("sha256=") && a.len() == 7 + 64);
+        assert_ne!(a, signature("0123456789abcdef", 1_700_000_001, "h", b"{}"));
+        assert_ne!(a, signature("0123456789abcdef", 1_700_000_000, "g", b"{}"));
+        assert_ne!(a, signature("0123456789abcdef", 1_700_000_000, "h", b"{ }"));
+        assert_ne!(a, signature("fedcba9876543210", 1_700_000_000, "h", b"{}"));
+    }
+}

@@ -1,0 +1,145 @@
+//! A real local HTTP server standing for a hook: it checks every request's HMAC
+//! signature with the shared secret, records what it got, and answers from a script
+//! (status, JSON body, delay).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub hook: String,
+    pub signature_ok: bool,
+    pub body: serde_json::Value,
+}
+
+#[derive(Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Answer {
+    pub fn json(body: serde_json::Value) -> Self {
+        Answer {
+            status: 200,
+            body: body.to_string(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    script: VecDeque<Answer>,
+    /// When the script is used up.
+    default: Option<Answer>,
+}
+
+pub struct HookReceiver {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl HookReceiver {
+    pub fn start(secret: &str) -> HookReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let (st, secret) = (state.clone(), secret.to_string());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (st, secret) = (st.clone(), secret.clone());
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.trim_end().split_once(':') {
+                            headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+                        }
+                    }
+                    let get = |name: &str| {
+                        headers
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default()
+                    };
+                    let len: usize = get("content-length").parse().unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let (hook, timestamp) = (get("x-mairust-hook"), get("x-mairust-timestamp"));
+                    let mut mac =
+                        <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+                    mac.update(
+                        format!("{timestamp}\n{hook}\n{}", hex(&Sha256::digest(&body))).as_bytes(),
+                    );
+                    let expected = format!("sha256={}", hex(&mac.finalize().into_bytes()));
+                    let answer = {
+                        let mut s = st.lock().unwrap();
+                        s.calls.push(Call {
+                            hook,
+                            signature_ok: get("x-mairust-signature") == expected,
+                            body: serde_json::from_slice(&body).unwrap_or_default(),
+                        });
+                        s.script
+                            .pop_front()
+                            .or_else(|| s.default.clone())
+                            .unwrap_or_else(|| Answer::json(serde_json::json!({"action": "allow"})))
+                    };
+                    std::thread::sleep(answer.delay);
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                        answer.status,
+                        answer.body.len(),
+                        answer.body
+                    );
+                });
+            }
+        });
+        HookReceiver { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn script(&self, answers: &[Answer]) {
+        self.state
+            .lock()
+            .unwrap()
+            .script
+            .extend(answers.iter().cloned());
+    }
+
+    pub fn always(&self, answer: Answer) {
+        self.state.lock().unwrap().default = Some(answer);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().unwrap().calls.clone()
+    }
+}
