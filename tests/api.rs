@@ -426,6 +426,9 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/queue/{id}/retry", vec!["post"]),
         ("/api/v1/queue/{id}/retry-now", vec!["post"]),
         ("/api/v1/queue/{id}", vec!["delete"]),
+        ("/api/v1/hooks", vec!["get"]),
+        ("/api/v1/hooks/{id}/reset", vec!["post"]),
+        ("/api/v1/hooks/{id}/test", vec!["post"]),
         ("/api/v1/api-keys", vec!["get", "post"]),
         ("/api/v1/api-keys/{id}", vec!["delete"]),
     ];

@@ -211,3 +211,75 @@ async fn post_receive_is_told_after_storage() {
     );
     assert!(call.body["message"].get("raw").is_none());
 }
+
+#[tokio::test]
+async fn the_api_shows_resets_and_tests_hooks() {
+    let receiver = HookReceiver::start(SECRET);
+    receiver.always(Answer {
+        status: 503,
+        body: "{}".into(),
+        delay: Duration::ZERO,
+    });
+    let server = TestServer::start_with(options(&[hook(
+        "flaky",
+        "pre_receive",
+        &receiver.url(),
+        "    breaker_failures: 1\n    breaker_cooldown_seconds: 600\n",
+    )]));
+    let key = server
+        .cli_ok(&["admin", "create-key", "--scope", "admin"], None)
+        .trim()
+        .to_string();
+    let client = reqwest::Client::new();
+    let api = |path: &str| format!("http://{}/api/v1{path}", server.http);
+    let post = |path: &str| {
+        let request = client.post(api(path)).bearer_auth(&key);
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(send(&server, "first@remote.test").await.code, 250);
+    let list: serde_json::Value = client
+        .get(api("/hooks"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"][0]["id"], "flaky");
+    assert_eq!(list["data"][0]["breaker"]["state"], "open", "{list}");
+    assert!(
+        list.to_string().find(SECRET).is_none(),
+        "the secret is never shown"
+    );
+
+    // Open for ten minutes: a reset by hand lets the next message call the hook again.
+    send(&server, "skipped@remote.test").await;
+    assert_eq!(receiver.calls().len(), 1);
+    let reset = post("/hooks/flaky/reset").await;
+    assert_eq!(reset["breaker"]["state"], "closed", "{reset}");
+    receiver.always(Answer::json(json!({"action": "allow"})));
+    send(&server, "after-reset@remote.test").await;
+    assert_eq!(receiver.calls().len(), 2);
+
+    let test = post("/hooks/flaky/test").await;
+    assert_eq!(test["ok"], true, "{test}");
+    assert_eq!(test["status"], 200);
+    let last = receiver.calls().pop().unwrap();
+    assert!(last.signature_ok && last.body["test"] == true);
+    let missing = client
+        .post(api("/hooks/nope/test"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

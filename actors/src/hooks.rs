@@ -98,8 +98,20 @@ fn describe(m: &IncomingMessage, with_raw: bool) -> MessageInfo<'_> {
     }
 }
 
+/// What a test call found.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TestCall {
+    /// The hook answered 2xx.
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// The answer's body (at most 512 bytes, one line).
+    pub answer: String,
+    pub error: Option<String>,
+}
+
 /// Circuit breaker state of one hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum BreakerState {
     Closed { failures: u32 },
@@ -217,6 +229,62 @@ impl HookDispatcher {
             .collect()
     }
 
+    /// The configured hooks (enabled ones) with their breaker state.
+    pub fn list(&self) -> Vec<(HookConfig, BreakerState)> {
+        self.hooks
+            .iter()
+            .map(|h| (h.config.clone(), h.state()))
+            .collect()
+    }
+
+    /// Calls a hook with a made-up message, bypassing and not touching its breaker:
+    /// `None` when there is no such hook.
+    pub async fn test(&self, id: &str) -> Option<TestCall> {
+        let hook = self.hooks.iter().find(|h| h.config.id == id)?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "hook_id": hook.config.id,
+            "event": hook.config.event,
+            "test": true,
+            "message": {
+                "id": "00000000-0000-0000-0000-000000000000",
+                "envelope_from": "test@example.invalid",
+                "recipients": ["test@example.invalid"],
+                "size": 0,
+                "subject": "MaiRust hook test",
+                "listener": "test",
+                "remote_ip": "127.0.0.1"
+            }
+        }))
+        .unwrap_or_default();
+        let started = Instant::now();
+        let result = self.signed(hook, body).send().await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        Some(match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let answer = resp.text().await.unwrap_or_default();
+                TestCall {
+                    ok: (200..300).contains(&status),
+                    status: Some(status),
+                    latency_ms,
+                    answer: crate::queue::client::sanitize(&answer),
+                    error: None,
+                }
+            }
+            Err(e) => TestCall {
+                ok: false,
+                status: None,
+                latency_ms,
+                answer: String::new(),
+                error: Some(if e.is_timeout() {
+                    format!("timed out after {} ms", hook.config.timeout_ms)
+                } else {
+                    e.to_string()
+                }),
+            },
+        })
+    }
+
     /// Closes a hook's breaker by hand; false when there is no such hook.
     pub fn reset(&self, id: &str) -> bool {
         match self.hooks.iter().find(|h| h.config.id == id) {
@@ -228,13 +296,10 @@ impl HookDispatcher {
         }
     }
 
-    async fn call(&self, hook: &Hook, body: &[u8]) -> Outcome {
-        if !hook.admit() {
-            return Outcome::Skipped;
-        }
+    /// The POST of `body` to the hook, signed, with the hook's timeout.
+    fn signed(&self, hook: &Hook, body: Vec<u8>) -> reqwest::RequestBuilder {
         let timestamp = chrono::Utc::now().timestamp();
-        let request = self
-            .client
+        self.client
             .post(&hook.config.url)
             .timeout(Duration::from_millis(hook.config.timeout_ms))
             .header("Content-Type", "application/json")
@@ -242,10 +307,16 @@ impl HookDispatcher {
             .header("X-MaiRust-Timestamp", timestamp.to_string())
             .header(
                 "X-MaiRust-Signature",
-                signature(&hook.config.secret, timestamp, &hook.config.id, body),
+                signature(&hook.config.secret, timestamp, &hook.config.id, &body),
             )
-            .body(body.to_vec());
-        let outcome = match request.send().await {
+            .body(body)
+    }
+
+    async fn call(&self, hook: &Hook, body: &[u8]) -> Outcome {
+        if !hook.admit() {
+            return Outcome::Skipped;
+        }
+        let outcome = match self.signed(hook, body.to_vec()).send().await {
             Err(e) if e.is_timeout() => Outcome::TimedOut,
             Err(e) => Outcome::Failed(e.to_string()),
             Ok(resp) if !resp.status().is_success() => {

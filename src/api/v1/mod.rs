@@ -6,10 +6,12 @@
 //! - [`messages`] — messages in mailboxes: list, get, raw, flags/tags, soft delete
 //! - [`queue`] — the outbound queue (SPEC M6, O13)
 //! - [`send`] — POST /send: build, store, deliver or queue
+//! - [`hooks`] — hooks and their circuit breakers (SPEC M9)
 //! - [`keys`] — API keys (SPEC A2)
 //! - [`legacy`] — deprecated aliases with Deprecation/Sunset headers (SPEC A5)
 
 pub mod domains;
+pub mod hooks;
 pub mod keys;
 pub mod legacy;
 pub mod messages;
@@ -122,6 +124,7 @@ impl Modify for BearerAuth {
         (name = "messages", description = "Messages in mailboxes"),
         (name = "send", description = "Sending mail"),
         (name = "queue", description = "The outbound queue"),
+        (name = "hooks", description = "HTTP hooks (admin)"),
         (name = "api-keys", description = "API keys (admin)")
     )
 )]
@@ -173,6 +176,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(queue::retry)
         .service(legacy::retry_now)
         .service(queue::delete)
+        .service(hooks::list)
+        .service(hooks::reset)
+        .service(hooks::test)
         .service(keys::list)
         .service(keys::create)
         .service(keys::revoke);
