@@ -794,3 +794,75 @@ async fn database_outage_answers_503_quickly() {
     let (s, _) = api.call(Method::GET, "/domains", Some(&key), None).await;
     assert_eq!(s, StatusCode::OK, "recovered by itself");
 }
+
+#[tokio::test]
+async fn cors_for_the_configured_admin_ui_origin_only() {
+    let options = common::Options {
+        extra_yaml: "api:\n  cors:\n    allowed_origins: [\"https://admin.example.test\"]\n".into(),
+        ..common::Options::default()
+    };
+    let server = TestServer::start_with(options);
+    let key = cli_key(&server, &["read"]);
+    let client = Client::new();
+    let url = format!("http://{}/api/v1/domains", server.http);
+    let preflight = client
+        .request(Method::OPTIONS, &url)
+        .header("Origin", "https://admin.example.test")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://admin.example.test"
+    );
+    let methods = preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(methods.contains("PATCH"), "{methods}");
+    let get = client
+        .get(&url)
+        .bearer_auth(&key)
+        .header("Origin", "https://admin.example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), StatusCode::OK);
+    assert_eq!(
+        get.headers()["access-control-allow-origin"],
+        "https://admin.example.test"
+    );
+    let other = client
+        .get(&url)
+        .bearer_auth(&key)
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // A bad origin is a configuration error naming the key.
+    std::fs::write(
+        server.dir.path().join("bad.yaml"),
+        std::fs::read_to_string(&server.config_path)
+            .unwrap()
+            .replace(
+                "https://admin.example.test",
+                "https://admin.example.test/ui",
+            ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "--config",
+            server.dir.path().join("bad.yaml").to_str().unwrap(),
+            "config-check",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("api.cors.allowed_origins[0]"));
+}

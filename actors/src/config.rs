@@ -410,12 +410,33 @@ fn default_breaker_cooldown() -> f64 {
 pub struct ApiConfig {
     /// Failed authentications allowed per client address and minute; more get 429.
     pub auth_failures_per_minute: u32,
+    pub cors: CorsConfig,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             auth_failures_per_minute: 10,
+            cors: CorsConfig::default(),
+        }
+    }
+}
+
+/// Browsers may call the API from these origins (an Admin UI); none by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// `https://admin.example.org` (scheme, host, optional port; no path, no `*`).
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age_seconds: u32,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            max_age_seconds: 3600,
         }
     }
 }
@@ -653,6 +674,17 @@ impl Config {
         }
         self.validate_queue()?;
         self.validate_hooks()?;
+        for (i, origin) in self.api.cors.allowed_origins.iter().enumerate() {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            if !rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', '*', ' '])) {
+                return Err(ConfigError::new(
+                    format!("api.cors.allowed_origins[{i}]"),
+                    format!("`{origin}` is not an origin like https://admin.example.org"),
+                ));
+            }
+        }
         if !matches!(
             self.logging.level.as_str(),
             "trace" | "debug" | "info" | "warn" | "error"

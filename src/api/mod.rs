@@ -33,8 +33,10 @@ pub fn server(
     let data = web::Data::new(handles);
     let limiter = web::Data::new(auth::AuthLimiter::new(config.api.auth_failures_per_minute));
     let document = web::Data::new(serde_json::to_vec(&openapi()).map_err(std::io::Error::other)?);
+    let cors_config = config.api.cors.clone();
     let server = HttpServer::new(move || {
         let (app, _) = App::new()
+            .wrap(cors(&cors_config))
             .app_data(data.clone())
             .app_data(limiter.clone())
             .app_data(document.clone())
@@ -58,6 +60,23 @@ pub fn server(
     .bind(&config.http.address)?;
     let addrs = server.addrs();
     Ok((server.run(), addrs))
+}
+
+/// CORS for the configured Admin UI origins; with none, browsers get no CORS headers.
+fn cors(config: &mairust_actors::config::CorsConfig) -> actix_cors::Cors {
+    use actix_web::http::header;
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers(["Deprecation", "Sunset", "Link"])
+        .max_age(config.max_age_seconds as usize)
+        // Other origins simply get no CORS headers (the browser then refuses); clients
+        // that are not browsers are not affected.
+        .block_on_origin_mismatch(false);
+    for origin in &config.allowed_origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
 }
 
 async fn openapi_json(document: web::Data<Vec<u8>>) -> HttpResponse {
