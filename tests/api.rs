@@ -293,6 +293,61 @@ async fn domains_and_users_with_pagination() {
         (s, b["address"].clone()),
         (StatusCode::OK, json!("dora@d1.example.org"))
     );
+    // Mailboxes.
+    let boxes = "/users/dora@d1.example.org/mailboxes";
+    let (s, b) = api
+        .call(
+            Method::POST,
+            boxes,
+            Some(&key),
+            Some(json!({"name": "Invoices"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = api
+        .call(
+            Method::POST,
+            boxes,
+            Some(&key),
+            Some(json!({"name": "Invoices"})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "CONFLICT");
+    let (s, b) = api
+        .call(Method::POST, boxes, Some(&key), Some(json!({"name": ""})))
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+    let (_, b) = api.call(Method::GET, boxes, Some(&key), None).await;
+    let names: Vec<&str> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["INBOX", "Sent", "Invoices"]);
+    let (s, b) = api
+        .call(Method::DELETE, &format!("{boxes}/INBOX"), Some(&key), None)
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+    let (s, _) = api
+        .call(
+            Method::DELETE,
+            &format!("{boxes}/Invoices"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = api
+        .call(
+            Method::DELETE,
+            &format!("{boxes}/Invoices"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+
     let (s, _) = api
         .call(
             Method::DELETE,
@@ -417,6 +472,8 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/domains/{name}", vec!["get", "delete"]),
         ("/api/v1/users", vec!["get", "post"]),
         ("/api/v1/users/{address}", vec!["get", "delete"]),
+        ("/api/v1/users/{address}/mailboxes", vec!["get", "post"]),
+        ("/api/v1/users/{address}/mailboxes/{name}", vec!["delete"]),
         ("/api/v1/messages", vec!["get"]),
         ("/api/v1/messages/{id}", vec!["get", "patch", "delete"]),
         ("/api/v1/messages/{id}/raw", vec!["get"]),

@@ -26,6 +26,10 @@ pub enum AccountError {
     UserExists(String),
     #[error("user `{0}` does not exist")]
     NoSuchUser(String),
+    #[error("mailbox `{0}` already exists")]
+    MailboxExists(String),
+    #[error("mailbox `{0}` does not exist")]
+    NoSuchMailbox(String),
     #[error("`{0}` is not a valid {1}")]
     Invalid(String, &'static str),
     #[error("password hashing failed: {0}")]
@@ -186,6 +190,96 @@ pub async fn remove_user(db: &DatabaseConnection, address: &str) -> Result<(), A
         .await?
         .ok_or(AccountError::NoSuchUser(key))?;
     user::Entity::delete_by_id(u.id).exec(db).await?;
+    Ok(())
+}
+
+/// A user's mailboxes, INBOX first.
+pub async fn list_mailboxes(
+    db: &DatabaseConnection,
+    address: &str,
+) -> Result<Vec<mailbox::Model>, AccountError> {
+    let key = parse_address(address)?.key();
+    let u = find_user(db, &key)
+        .await?
+        .ok_or(AccountError::NoSuchUser(key))?;
+    Ok(mailbox::Entity::find()
+        .filter(mailbox::Column::UserId.eq(u.id))
+        .order_by_asc(mailbox::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// A custom mailbox name: 1 to 255 characters, no control characters, no `/` at the
+/// ends, and not one of the default names.
+fn check_mailbox_name(name: &str) -> Result<(), AccountError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(char::is_control)
+        && name.trim() == name
+        && !name.starts_with('/')
+        && !name.ends_with('/');
+    if ok {
+        Ok(())
+    } else {
+        Err(AccountError::Invalid(name.into(), "mailbox name"))
+    }
+}
+
+/// Adds a custom mailbox to a user.
+pub async fn add_mailbox(
+    db: &DatabaseConnection,
+    address: &str,
+    name: &str,
+) -> Result<mailbox::Model, AccountError> {
+    check_mailbox_name(name)?;
+    let key = parse_address(address)?.key();
+    let u = find_user(db, &key)
+        .await?
+        .ok_or(AccountError::NoSuchUser(key.clone()))?;
+    let exists = mailbox::Entity::find()
+        .filter(mailbox::Column::UserId.eq(u.id))
+        .filter(mailbox::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .is_some();
+    if exists {
+        return Err(AccountError::MailboxExists(format!("{key}/{name}")));
+    }
+    Ok(mailbox::ActiveModel {
+        user_id: Set(u.id),
+        name: Set(name.to_string()),
+        created_at: Set(Utc::now().into()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?)
+}
+
+/// Removes a custom mailbox and its message entries; INBOX and Sent stay.
+pub async fn remove_mailbox(
+    db: &DatabaseConnection,
+    address: &str,
+    name: &str,
+) -> Result<(), AccountError> {
+    if DEFAULT_MAILBOXES.contains(&name) {
+        return Err(AccountError::Invalid(
+            name.into(),
+            "mailbox to remove (INBOX and Sent stay)",
+        ));
+    }
+    let key = parse_address(address)?.key();
+    let u = find_user(db, &key)
+        .await?
+        .ok_or(AccountError::NoSuchUser(key.clone()))?;
+    let removed = mailbox::Entity::delete_many()
+        .filter(mailbox::Column::UserId.eq(u.id))
+        .filter(mailbox::Column::Name.eq(name))
+        .exec(db)
+        .await?
+        .rows_affected;
+    if removed == 0 {
+        return Err(AccountError::NoSuchMailbox(format!("{key}/{name}")));
+    }
     Ok(())
 }
 

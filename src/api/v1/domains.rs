@@ -43,14 +43,17 @@ pub struct NewDomain {
 pub fn account_error(e: AccountError) -> ApiError {
     match e {
         AccountError::Db(e) => e.into(),
-        AccountError::DomainExists(_) | AccountError::UserExists(_) => {
-            ApiError::conflict(e.to_string())
-        }
+        AccountError::DomainExists(_)
+        | AccountError::UserExists(_)
+        | AccountError::MailboxExists(_) => ApiError::conflict(e.to_string()),
         AccountError::NoSuchDomain(d) => ApiError::not_found(format!("no domain {d}")),
         AccountError::NoSuchUser(u) => ApiError::not_found(format!("no user {u}")),
+        AccountError::NoSuchMailbox(m) => ApiError::not_found(format!("no mailbox {m}")),
         AccountError::Invalid(value, what) => {
             let field = match what {
-                "domain name" => "name",
+                "domain name" | "mailbox name" | "mailbox to remove (INBOX and Sent stay)" => {
+                    "name"
+                }
                 other => other,
             };
             ApiError::field(field, format!("`{value}` is not a valid {what}"))

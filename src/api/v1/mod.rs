@@ -2,7 +2,7 @@
 //! `service(...)` on a utoipa-actix-web scope, so the OpenAPI document at
 //! `/api/v1/openapi.json` is collected from the routes themselves.
 //!
-//! - [`domains`], [`users`] — accounts (SPEC M8)
+//! - [`domains`], [`users`], [`mailboxes`] — accounts (SPEC M8)
 //! - [`messages`] — messages in mailboxes: list, get, raw, flags/tags, soft delete
 //! - [`queue`] — the outbound queue (SPEC M6, O13)
 //! - [`send`] — POST /send: build, store, deliver or queue
@@ -14,6 +14,7 @@ pub mod domains;
 pub mod hooks;
 pub mod keys;
 pub mod legacy;
+pub mod mailboxes;
 pub mod messages;
 pub mod queue;
 pub mod send;
@@ -165,6 +166,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(users::create)
         .service(users::get)
         .service(users::delete)
+        .service(mailboxes::list)
+        .service(mailboxes::create)
+        .service(mailboxes::remove)
         .service(messages::list)
         .service(messages::get)
         .service(messages::raw)
