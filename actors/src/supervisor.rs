@@ -143,6 +143,7 @@ impl Supervisor {
             client: ClientSettings::new(&config).map_err(anyhow::Error::msg)?,
             wakeup,
             shutdown: phase_rx.clone(),
+            paused: std::sync::atomic::AtomicBool::new(false),
         });
         let queue_arbiter = Arbiter::new().handle();
         for index in 0..config.queue.workers {

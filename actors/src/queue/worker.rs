@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -45,6 +46,9 @@ pub struct QueueContext {
     /// Notified by the StorageActor when it committed new queue entries.
     pub wakeup: Arc<Notify>,
     pub shutdown: watch::Receiver<Phase>,
+    /// Delivery paused because the database is down (shared so that the change is
+    /// logged once, by whichever worker sees it first).
+    pub paused: AtomicBool,
 }
 
 pub struct QueueWorker {
@@ -86,7 +90,6 @@ async fn run(q: Arc<QueueContext>, index: usize) {
     let poll = Duration::from_secs_f64(cfg.poll_interval_seconds);
     let lease = Duration::from_secs_f64(cfg.lease_seconds);
     let mut shutdown = q.shutdown.clone();
-    let mut paused = false;
     loop {
         if *shutdown.borrow() != Phase::Running {
             break;
@@ -95,23 +98,21 @@ async fn run(q: Arc<QueueContext>, index: usize) {
         let wake = q.wakeup.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        let database_up = q.health.get(Dependency::Database).up;
-        if database_up == paused {
-            paused = !database_up;
-            if index == 0 {
-                if paused {
-                    tracing::warn!(
-                        component = "queue",
-                        event = "queue_paused",
-                        "database down: delivery paused"
-                    );
-                } else {
-                    tracing::info!(
-                        component = "queue",
-                        event = "queue_resumed",
-                        "database back: delivery resumed"
-                    );
-                }
+        let paused = !q.health.get(Dependency::Database).up;
+        // Whichever worker sees the change first tells, once per change.
+        if q.paused.swap(paused, Ordering::AcqRel) != paused {
+            if paused {
+                tracing::warn!(
+                    component = "queue",
+                    event = "queue_paused",
+                    "database down: delivery paused"
+                );
+            } else {
+                tracing::info!(
+                    component = "queue",
+                    event = "queue_resumed",
+                    "database back: delivery resumed"
+                );
             }
         }
         let idle = if paused {
