@@ -284,3 +284,110 @@ async fn the_api_shows_resets_and_tests_hooks() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn hooks_created_through_the_api_take_effect() {
+    let receiver = HookReceiver::start(SECRET);
+    let configured = HookReceiver::start(SECRET);
+    let server = TestServer::start_with(options(&[hook(
+        "from-config",
+        "post_receive",
+        &configured.url(),
+        "",
+    )]));
+    let key = server
+        .cli_ok(&["admin", "create-key", "--scope", "admin"], None)
+        .trim()
+        .to_string();
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}/api/v1{path}", server.http);
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut request = client.request(method, url(path)).bearer_auth(&key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let new = json!({
+        "id": "api-policy",
+        "event": "pre_receive",
+        "url": receiver.url(),
+        "secret": SECRET,
+        "timeout_ms": 1000
+    });
+    let (s, b) = call(reqwest::Method::POST, "/hooks", Some(new.clone())).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        (b["source"].clone(), b["enabled"].clone()),
+        (json!("api"), json!(true))
+    );
+    assert!(!b.to_string().contains(SECRET), "secret not shown");
+    let (s, _) = call(reqwest::Method::POST, "/hooks", Some(new)).await;
+    assert_eq!(s, 409, "duplicate id");
+    let (s, b) = call(
+        reqwest::Method::POST,
+        "/hooks",
+        Some(json!({"id": "x", "event": "pre_receive", "url": "ftp://nope", "secret": SECRET})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["details"][0]["field"].clone()),
+        (422, json!("url"))
+    );
+    let (s, _) = call(
+        reqwest::Method::POST,
+        "/hooks",
+        Some(json!({"id": "y", "event": "pre_receive", "url": receiver.url(), "secret": SECRET, "colour": 1})),
+    )
+    .await;
+    assert_eq!(s, 422, "unknown field");
+
+    // Active at once on this node.
+    receiver.script(&[Answer::json(
+        json!({"action": "reject", "message": "api says no"}),
+    )]);
+    let r = send(&server, "via-api@remote.test").await;
+    assert_eq!((r.code, r.text.as_str()), (550, "5.7.1 api says no"));
+    assert!(receiver.calls()[0].signature_ok);
+
+    // Replaced: disabled, so the next message passes without a call.
+    let (s, b) = call(
+        reqwest::Method::PUT,
+        "/hooks/api-policy",
+        Some(json!({"event": "pre_receive", "url": receiver.url(), "secret": SECRET, "enabled": false})),
+    )
+    .await;
+    assert_eq!((s, b["enabled"].clone()), (200, json!(false)), "{b}");
+    assert_eq!(send(&server, "disabled@remote.test").await.code, 250);
+    assert_eq!(receiver.calls().len(), 1);
+
+    // config.yaml hooks are read-only here; API hooks can go.
+    let (s, b) = call(reqwest::Method::GET, "/hooks", None).await;
+    assert_eq!(s, 200);
+    let sources: Vec<_> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["id"].clone(), h["source"].clone()))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            (json!("from-config"), json!("config")),
+            (json!("api-policy"), json!("api"))
+        ]
+    );
+    let (s, _) = call(reqwest::Method::DELETE, "/hooks/from-config", None).await;
+    assert_eq!(s, 409);
+    let (s, _) = call(reqwest::Method::DELETE, "/hooks/api-policy", None).await;
+    assert_eq!(s, 204);
+    let (s, _) = call(reqwest::Method::GET, "/hooks/api-policy", None).await;
+    assert_eq!(s, 404);
+}

@@ -344,7 +344,7 @@ impl Default for LoggingConfig {
 }
 
 /// When a hook is called (SPEC M9).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HookEvent {
     /// After DATA, before 250: may allow, reject (550 5.7.1), tempfail (451 4.7.1) or tag.
@@ -356,7 +356,9 @@ pub enum HookEvent {
 }
 
 /// What happens to the message when a hook cannot give an answer.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HookFallback {
     #[default]
@@ -390,6 +392,40 @@ pub struct HookConfig {
     pub breaker_cooldown_seconds: f64,
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+impl HookConfig {
+    /// Checks one hook; the error names the field. Used for config.yaml and the API.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        let id_ok = (1..=64).contains(&self.id.len())
+            && self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !id_ok {
+            return Err(("id", "1 to 64 letters, digits, '-', '_' or '.'"));
+        }
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"));
+        if !rest.is_some_and(|r| !r.is_empty() && !r.contains(char::is_whitespace)) {
+            return Err(("url", "must be an http:// or https:// URL"));
+        }
+        if self.secret.len() < 16 {
+            return Err(("secret", "must be at least 16 characters"));
+        }
+        if !(1..=600_000).contains(&self.timeout_ms) {
+            return Err(("timeout_ms", "must be between 1 and 600000"));
+        }
+        if self.breaker_failures == 0 {
+            return Err(("breaker_failures", "must be greater than 0"));
+        }
+        if !(self.breaker_cooldown_seconds.is_finite() && self.breaker_cooldown_seconds > 0.0) {
+            return Err(("breaker_cooldown_seconds", "must be greater than 0"));
+        }
+        Ok(())
+    }
 }
 
 fn default_hook_timeout_ms() -> u64 {
@@ -703,34 +739,12 @@ impl Config {
     fn validate_hooks(&self) -> Result<(), ConfigError> {
         let mut ids = std::collections::HashSet::new();
         for (i, h) in self.hooks.iter().enumerate() {
-            let key = |field: &str| format!("hooks[{i}].{field}");
-            if h.id.is_empty() || !ids.insert(h.id.as_str()) {
-                return Err(ConfigError::new(key("id"), "must be present and unique"));
+            if !ids.insert(h.id.as_str()) {
+                return Err(ConfigError::new(format!("hooks[{i}].id"), "must be unique"));
             }
-            if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
-                return Err(ConfigError::new(
-                    key("url"),
-                    "must be an http:// or https:// URL",
-                ));
-            }
-            if h.secret.len() < 16 {
-                return Err(ConfigError::new(
-                    key("secret"),
-                    "must be at least 16 characters",
-                ));
-            }
-            if h.timeout_ms == 0 || h.breaker_failures == 0 {
-                return Err(ConfigError::new(
-                    key("timeout_ms"),
-                    "timeout_ms and breaker_failures must be greater than 0",
-                ));
-            }
-            if !(h.breaker_cooldown_seconds.is_finite() && h.breaker_cooldown_seconds > 0.0) {
-                return Err(ConfigError::new(
-                    key("breaker_cooldown_seconds"),
-                    "must be greater than 0",
-                ));
-            }
+            h.validate().map_err(|(field, reason)| {
+                ConfigError::new(format!("hooks[{i}].{field}"), reason)
+            })?;
         }
         Ok(())
     }

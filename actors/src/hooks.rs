@@ -13,7 +13,7 @@
 //! `on_error` fallback applies at once, so SMTP stays fast); after the cool-down one
 //! trial call is let through (half-open), and success closes it again.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -127,8 +127,19 @@ enum Breaker {
     HalfOpen,
 }
 
+/// Where a hook is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HookSource {
+    /// config.yaml: read-only through the API.
+    Config,
+    /// Created through the API, stored in the database.
+    Api,
+}
+
 struct Hook {
     config: HookConfig,
+    source: HookSource,
     breaker: Mutex<Breaker>,
 }
 
@@ -193,54 +204,89 @@ impl Hook {
     }
 }
 
-/// Calls the configured hooks. Shared by every SMTP session and the API.
+/// Calls the configured hooks. Shared by every SMTP session and the API. The set can
+/// change at run time (hooks created through the API): callers work on a snapshot.
 pub struct HookDispatcher {
     client: reqwest::Client,
-    hooks: Vec<Hook>,
+    from_config: Vec<HookConfig>,
+    hooks: RwLock<Arc<Vec<Arc<Hook>>>>,
 }
 
 impl HookDispatcher {
     pub fn new(configs: &[HookConfig]) -> Self {
-        HookDispatcher {
+        let dispatcher = HookDispatcher {
             client: reqwest::Client::builder()
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build()
                 .unwrap_or_default(),
-            hooks: configs
-                .iter()
-                .filter(|h| h.enabled)
-                .map(|config| Hook {
-                    config: config.clone(),
-                    breaker: Mutex::new(Breaker::Closed(0)),
+            from_config: configs.to_vec(),
+            hooks: RwLock::new(Arc::new(Vec::new())),
+        };
+        dispatcher.set_api_hooks(Vec::new());
+        dispatcher
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Hook>>> {
+        self.hooks.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the API-defined hooks (config.yaml's stay first and win on an id
+    /// clash). A hook that keeps its id keeps its breaker.
+    pub fn set_api_hooks(&self, api: Vec<HookConfig>) {
+        let old = self.snapshot();
+        let carried = |id: &str| {
+            old.iter()
+                .find(|h| h.config.id == id)
+                .map(|h| {
+                    let b = h.breaker.lock().unwrap_or_else(|e| e.into_inner());
+                    match *b {
+                        Breaker::Closed(n) => Breaker::Closed(n),
+                        Breaker::Open(t) => Breaker::Open(t),
+                        Breaker::HalfOpen => Breaker::Open(Instant::now()),
+                    }
                 })
-                .collect(),
+                .unwrap_or(Breaker::Closed(0))
+        };
+        let mut hooks: Vec<Arc<Hook>> = Vec::new();
+        let configured = self.from_config.iter().map(|c| (c, HookSource::Config));
+        let added = api.iter().map(|c| (c, HookSource::Api));
+        for (config, source) in configured.chain(added) {
+            if hooks.iter().any(|h| h.config.id == config.id) {
+                continue;
+            }
+            hooks.push(Arc::new(Hook {
+                breaker: Mutex::new(carried(&config.id)),
+                config: config.clone(),
+                source,
+            }));
         }
+        *self.hooks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(hooks);
+    }
+
+    /// Whether `id` is defined in config.yaml (and so not editable through the API).
+    pub fn is_configured(&self, id: &str) -> bool {
+        self.from_config.iter().any(|c| c.id == id)
     }
 
     pub fn has(&self, event: HookEvent) -> bool {
-        self.hooks.iter().any(|h| h.config.event == event)
+        self.snapshot()
+            .iter()
+            .any(|h| h.config.enabled && h.config.event == event)
     }
 
-    /// Every hook's breaker, for the API and `status`.
-    pub fn states(&self) -> Vec<(String, HookEvent, BreakerState)> {
-        self.hooks
+    /// Every hook with where it is defined and its breaker.
+    pub fn list(&self) -> Vec<(HookConfig, HookSource, BreakerState)> {
+        self.snapshot()
             .iter()
-            .map(|h| (h.config.id.clone(), h.config.event, h.state()))
-            .collect()
-    }
-
-    /// The configured hooks (enabled ones) with their breaker state.
-    pub fn list(&self) -> Vec<(HookConfig, BreakerState)> {
-        self.hooks
-            .iter()
-            .map(|h| (h.config.clone(), h.state()))
+            .map(|h| (h.config.clone(), h.source, h.state()))
             .collect()
     }
 
     /// Calls a hook with a made-up message, bypassing and not touching its breaker:
     /// `None` when there is no such hook.
     pub async fn test(&self, id: &str) -> Option<TestCall> {
-        let hook = self.hooks.iter().find(|h| h.config.id == id)?;
+        let hooks = self.snapshot();
+        let hook = hooks.iter().find(|h| h.config.id == id)?;
         let body = serde_json::to_vec(&serde_json::json!({
             "hook_id": hook.config.id,
             "event": hook.config.event,
@@ -287,7 +333,7 @@ impl HookDispatcher {
 
     /// Closes a hook's breaker by hand; false when there is no such hook.
     pub fn reset(&self, id: &str) -> bool {
-        match self.hooks.iter().find(|h| h.config.id == id) {
+        match self.snapshot().iter().find(|h| h.config.id == id) {
             Some(h) => {
                 h.record(true);
                 true
@@ -342,7 +388,11 @@ impl HookDispatcher {
     /// up.
     async fn decide(&self, event: HookEvent, message: &IncomingMessage) -> Verdict {
         let mut tags = Vec::new();
-        for hook in self.hooks.iter().filter(|h| h.config.event == event) {
+        let hooks = self.snapshot();
+        for hook in hooks
+            .iter()
+            .filter(|h| h.config.enabled && h.config.event == event)
+        {
             let body = serde_json::to_vec(&Request {
                 hook_id: &hook.config.id,
                 event,
@@ -402,8 +452,8 @@ impl HookDispatcher {
 
     /// Tells the post_receive hooks, without waiting for them.
     pub fn post_receive(self: &Arc<Self>, message: &IncomingMessage) {
-        for (index, hook) in self.hooks.iter().enumerate() {
-            if hook.config.event != HookEvent::PostReceive {
+        for hook in self.snapshot().iter() {
+            if !hook.config.enabled || hook.config.event != HookEvent::PostReceive {
                 continue;
             }
             let body = serde_json::to_vec(&Request {
@@ -412,10 +462,9 @@ impl HookDispatcher {
                 message: describe(message, false),
             })
             .unwrap_or_default();
-            let me = self.clone();
+            let (me, hook) = (self.clone(), hook.clone());
             tokio::spawn(async move {
-                let hook = &me.hooks[index];
-                match me.call(hook, &body).await {
+                match me.call(&hook, &body).await {
                     Outcome::Failed(e) => {
                         tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_error", error = %e, "post_receive hook failed")
                     }
@@ -427,6 +476,41 @@ impl HookDispatcher {
             });
         }
     }
+
+    /// Loads the API-defined hooks from the database (at start, after an API change,
+    /// and periodically so every node sees other nodes' changes).
+    pub async fn refresh(&self, db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+        use sea_orm::{EntityTrait, QueryOrder};
+        let rows = mairust_entities::hook::Entity::find()
+            .order_by_asc(mairust_entities::hook::Column::CreatedAt)
+            .all(db)
+            .await?;
+        self.set_api_hooks(rows.into_iter().filter_map(config_of).collect());
+        Ok(())
+    }
+}
+
+/// A stored hook as a [`HookConfig`]; rows that no longer parse are skipped (logged).
+pub fn config_of(row: mairust_entities::hook::Model) -> Option<HookConfig> {
+    let parse = |s: &str| serde_json::Value::String(s.to_string());
+    let config = (|| {
+        Some(HookConfig {
+            event: serde_json::from_value(parse(&row.event)).ok()?,
+            on_timeout: serde_json::from_value(parse(&row.on_timeout)).ok()?,
+            on_error: serde_json::from_value(parse(&row.on_error)).ok()?,
+            timeout_ms: u64::try_from(row.timeout_ms).ok()?,
+            breaker_failures: u32::try_from(row.breaker_failures).ok()?,
+            breaker_cooldown_seconds: row.breaker_cooldown_seconds,
+            enabled: row.enabled,
+            url: row.url.clone(),
+            secret: row.secret.clone(),
+            id: row.id.clone(),
+        })
+    })();
+    if config.is_none() {
+        tracing::warn!(component = "hook", hook = %row.id, "stored hook unreadable, ignored");
+    }
+    config
 }
 
 /// Tags a hook may add: as the API allows them.
@@ -454,6 +538,7 @@ mod tests {
                 breaker_cooldown_seconds: cooldown,
                 enabled: true,
             },
+            source: HookSource::Config,
             breaker: Mutex::new(Breaker::Closed(0)),
         }
     }

@@ -43,6 +43,9 @@ pub struct Handles {
     pub hooks: Arc<HookDispatcher>,
 }
 
+/// How often API-defined hooks are re-read from the database.
+const HOOK_REFRESH: Duration = Duration::from_secs(10);
+
 pub struct Supervisor {
     handles: Handles,
     /// Arbiters running SMTP sessions; stopped with the supervisor.
@@ -165,6 +168,21 @@ impl Supervisor {
             None => None,
         };
         let hooks = Arc::new(HookDispatcher::new(&config.hooks));
+        if let Err(e) = hooks.refresh(&db).await {
+            tracing::warn!(component = "hook", error = %e, "hooks from the database not loaded yet");
+        }
+        // Hooks created through the API on any node reach this one within seconds.
+        {
+            let (hooks, db) = (hooks.clone(), db.clone());
+            actix::spawn(async move {
+                loop {
+                    tokio::time::sleep(HOOK_REFRESH).await;
+                    if let Err(e) = hooks.refresh(&db).await {
+                        tracing::debug!(component = "hook", error = %e, "hook refresh failed");
+                    }
+                }
+            });
+        }
         let ctx = Arc::new(SessionContext {
             config: config.clone(),
             db: db.clone(),

@@ -6,12 +6,14 @@
 //! - `m20261129_000002_outbound_queue`: queue entries, their recipients, and the
 //!   delivery history.
 //! - `m20261129_000003_api_keys`: REST API keys.
+//! - `m20261129_000004_hooks`: hooks created through the API.
 
 pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_accounts_and_messages;
 mod m20261129_000002_outbound_queue;
 mod m20261129_000003_api_keys;
+mod m20261129_000004_hooks;
 
 pub struct Migrator;
 
@@ -22,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_accounts_and_messages::Migration),
             Box::new(m20261129_000002_outbound_queue::Migration),
             Box::new(m20261129_000003_api_keys::Migration),
+            Box::new(m20261129_000004_hooks::Migration),
         ]
     }
 }

@@ -1,12 +1,16 @@
-//! `/api/v1/hooks` (admin): the configured hooks with their circuit breakers, a manual
-//! breaker reset, and a test call.
+//! `/api/v1/hooks` (admin): hooks from config.yaml (read-only here) and hooks created
+//! through the API (stored in the database, seen by every node within seconds), their
+//! circuit breakers, a manual breaker reset, and a test call.
 
-use actix_web::{get, post, web};
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use chrono::Utc;
 use mairust_actors::apikeys::Scope;
 use mairust_actors::config::{HookConfig, HookEvent, HookFallback};
-use mairust_actors::hooks::{BreakerState, TestCall};
+use mairust_actors::hooks::{BreakerState, HookSource, TestCall};
 use mairust_actors::supervisor::Handles;
-use serde::Serialize;
+use mairust_entities::hook;
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::auth::Authenticated;
@@ -15,16 +19,15 @@ use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HookView {
     pub id: String,
-    #[schema(value_type = String, example = "pre_receive")]
     pub event: HookEvent,
     pub url: String,
     pub timeout_ms: u64,
-    #[schema(value_type = String, example = "allow")]
     pub on_timeout: HookFallback,
-    #[schema(value_type = String, example = "allow")]
     pub on_error: HookFallback,
     pub breaker_failures: u32,
     pub breaker_cooldown_seconds: f64,
+    pub enabled: bool,
+    pub source: HookSource,
     pub breaker: BreakerState,
 }
 
@@ -33,7 +36,31 @@ pub struct HookList {
     pub data: Vec<HookView>,
 }
 
-fn view(config: HookConfig, breaker: BreakerState) -> HookView {
+/// A hook as created or replaced through the API (the secret is never shown back).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookInput {
+    /// Required to create: 1 to 64 letters, digits, '-', '_' or '.'. When replacing,
+    /// absent or the same as in the path.
+    pub id: Option<String>,
+    pub event: HookEvent,
+    /// http:// or https:// URL the hook is POSTed to.
+    pub url: String,
+    /// HMAC-SHA256 key, at least 16 characters.
+    pub secret: String,
+    /// Default 2000.
+    pub timeout_ms: Option<u64>,
+    pub on_timeout: Option<HookFallback>,
+    pub on_error: Option<HookFallback>,
+    /// Default 5.
+    pub breaker_failures: Option<u32>,
+    /// Default 30.
+    pub breaker_cooldown_seconds: Option<f64>,
+    /// Default true.
+    pub enabled: Option<bool>,
+}
+
+fn view(config: HookConfig, source: HookSource, breaker: BreakerState) -> HookView {
     HookView {
         id: config.id,
         event: config.event,
@@ -43,6 +70,8 @@ fn view(config: HookConfig, breaker: BreakerState) -> HookView {
         on_error: config.on_error,
         breaker_failures: config.breaker_failures,
         breaker_cooldown_seconds: config.breaker_cooldown_seconds,
+        enabled: config.enabled,
+        source,
         breaker,
     }
 }
@@ -52,12 +81,62 @@ fn find(handles: &Handles, id: &str) -> Result<HookView, ApiError> {
         .hooks
         .list()
         .into_iter()
-        .find(|(c, _)| c.id == id)
-        .map(|(c, b)| view(c, b))
+        .find(|(c, _, _)| c.id == id)
+        .map(|(c, s, b)| view(c, s, b))
         .ok_or_else(|| ApiError::not_found(format!("no hook {id}")))
 }
 
-/// List the hooks (from config.yaml) and their circuit breakers.
+fn checked(id: String, input: HookInput) -> Result<HookConfig, ApiError> {
+    let config = HookConfig {
+        id,
+        event: input.event,
+        url: input.url,
+        secret: input.secret,
+        timeout_ms: input.timeout_ms.unwrap_or(2000),
+        on_timeout: input.on_timeout.unwrap_or_default(),
+        on_error: input.on_error.unwrap_or_default(),
+        breaker_failures: input.breaker_failures.unwrap_or(5),
+        breaker_cooldown_seconds: input.breaker_cooldown_seconds.unwrap_or(30.0),
+        enabled: input.enabled.unwrap_or(true),
+    };
+    config
+        .validate()
+        .map_err(|(field, reason)| ApiError::field(field, reason))?;
+    Ok(config)
+}
+
+fn text<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn row(config: &HookConfig) -> hook::ActiveModel {
+    let now = Utc::now().fixed_offset();
+    hook::ActiveModel {
+        id: Set(config.id.clone()),
+        event: Set(text(config.event)),
+        url: Set(config.url.clone()),
+        secret: Set(config.secret.clone()),
+        timeout_ms: Set(config.timeout_ms as i64),
+        on_timeout: Set(text(config.on_timeout)),
+        on_error: Set(text(config.on_error)),
+        breaker_failures: Set(config.breaker_failures as i32),
+        breaker_cooldown_seconds: Set(config.breaker_cooldown_seconds),
+        enabled: Set(config.enabled),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+fn read_only(id: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "hook {id} is defined in config.yaml; change it there"
+    ))
+}
+
+/// List every hook and its circuit breaker.
 #[utoipa::path(
     tag = "hooks",
     responses((status = 200, description = "The hooks", body = HookList), AuthErrors),
@@ -74,9 +153,153 @@ pub async fn list(
             .hooks
             .list()
             .into_iter()
-            .map(|(c, b)| view(c, b))
+            .map(|(c, s, b)| view(c, s, b))
             .collect(),
     }))
+}
+
+/// Get a hook.
+#[utoipa::path(
+    tag = "hooks",
+    params(("id" = String, Path, description = "Hook id")),
+    responses(
+        (status = 200, description = "The hook", body = HookView),
+        (status = 404, description = "No such hook", body = ErrorBody),
+        AuthErrors
+    ),
+    security(("bearer" = ["admin"]))
+)]
+#[get("/hooks/{id}")]
+pub async fn get(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    id: web::Path<String>,
+) -> Result<web::Json<HookView>, ApiError> {
+    auth.require(Scope::Admin)?;
+    Ok(web::Json(find(&handles, &id)?))
+}
+
+/// Create a hook (active on every node within seconds, at once on this one).
+#[utoipa::path(
+    tag = "hooks",
+    request_body = HookInput,
+    responses(
+        (status = 201, description = "Created", body = HookView),
+        (status = 400, description = "Not a JSON body", body = ErrorBody),
+        (status = 409, description = "A hook with this id exists", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+        AuthErrors
+    ),
+    security(("bearer" = ["admin"]))
+)]
+#[post("/hooks")]
+pub async fn create(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    body: web::Json<HookInput>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.require(Scope::Admin)?;
+    let mut input = body.into_inner();
+    let Some(id) = input.id.take() else {
+        return Err(ApiError::field("id", "required"));
+    };
+    let config = checked(id, input)?;
+    if handles.hooks.is_configured(&config.id)
+        || hook::Entity::find_by_id(config.id.clone())
+            .one(&handles.db)
+            .await?
+            .is_some()
+    {
+        return Err(ApiError::conflict(format!("hook {} exists", config.id)));
+    }
+    row(&config).insert(&handles.db).await?;
+    handles.hooks.refresh(&handles.db).await?;
+    tracing::info!(component = "api", event = "hook_created", hook = %config.id, by = %caller.name, "hook created");
+    Ok(HttpResponse::Created().json(find(&handles, &config.id)?))
+}
+
+/// Replace a hook created through the API.
+#[utoipa::path(
+    tag = "hooks",
+    params(("id" = String, Path, description = "Hook id")),
+    request_body = HookInput,
+    responses(
+        (status = 200, description = "Replaced", body = HookView),
+        (status = 400, description = "Not a JSON body", body = ErrorBody),
+        (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 409, description = "Defined in config.yaml", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody),
+        AuthErrors
+    ),
+    security(("bearer" = ["admin"]))
+)]
+#[put("/hooks/{id}")]
+pub async fn replace(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    id: web::Path<String>,
+    body: web::Json<HookInput>,
+) -> Result<web::Json<HookView>, ApiError> {
+    let caller = auth.require(Scope::Admin)?;
+    let id = id.into_inner();
+    if handles.hooks.is_configured(&id) {
+        return Err(read_only(&id));
+    }
+    let Some(existing) = hook::Entity::find_by_id(id.clone())
+        .one(&handles.db)
+        .await?
+    else {
+        return Err(ApiError::not_found(format!("no hook {id}")));
+    };
+    let mut input = body.into_inner();
+    if input.id.take().is_some_and(|given| given != id) {
+        return Err(ApiError::field(
+            "id",
+            "differs from the path (ids cannot change)",
+        ));
+    }
+    let config = checked(id, input)?;
+    let mut active = row(&config);
+    active.created_at = Set(existing.created_at);
+    active.update(&handles.db).await?;
+    handles.hooks.refresh(&handles.db).await?;
+    tracing::info!(component = "api", event = "hook_replaced", hook = %config.id, by = %caller.name, "hook replaced");
+    Ok(web::Json(find(&handles, &config.id)?))
+}
+
+/// Delete a hook created through the API.
+#[utoipa::path(
+    tag = "hooks",
+    params(("id" = String, Path, description = "Hook id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 409, description = "Defined in config.yaml", body = ErrorBody),
+        AuthErrors
+    ),
+    security(("bearer" = ["admin"]))
+)]
+#[delete("/hooks/{id}")]
+pub async fn remove(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth.require(Scope::Admin)?;
+    let id = id.into_inner();
+    if handles.hooks.is_configured(&id) {
+        return Err(read_only(&id));
+    }
+    let removed = hook::Entity::delete_by_id(id.clone())
+        .exec(&handles.db)
+        .await?
+        .rows_affected;
+    if removed == 0 {
+        return Err(ApiError::not_found(format!("no hook {id}")));
+    }
+    handles.hooks.refresh(&handles.db).await?;
+    tracing::info!(component = "api", event = "hook_deleted", hook = %id, by = %caller.name, "hook deleted");
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Close a hook's circuit breaker now.
