@@ -554,7 +554,7 @@ async fn messages_list_filter_raw_flags_and_soft_delete() {
             .await,
         );
     }
-    let shared = deliver(&server, &[&bob, &alice], "shared@remote.test", "both").await;
+    deliver(&server, &[&bob, &alice], "shared@remote.test", "both").await;
 
     // Newest first, pages of 2 with no gaps or repeats: 7 entries (the shared one twice).
     let mut ids = Vec::new();
@@ -685,7 +685,6 @@ async fn messages_list_filter_raw_flags_and_soft_delete() {
         raw.as_bytes(),
         server.object(&stored[0].object_key).await.unwrap()
     );
-    let _ = shared;
 
     // Flags and tags.
     let (s, b) = api

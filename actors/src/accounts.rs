@@ -30,6 +30,8 @@ pub enum AccountError {
     MailboxExists(String),
     #[error("mailbox `{0}` does not exist")]
     NoSuchMailbox(String),
+    #[error("mailbox `{0}` comes with every user and cannot be removed")]
+    DefaultMailbox(String),
     #[error("`{0}` is not a valid {1}")]
     Invalid(String, &'static str),
     #[error("password hashing failed: {0}")]
@@ -262,10 +264,7 @@ pub async fn remove_mailbox(
     name: &str,
 ) -> Result<(), AccountError> {
     if DEFAULT_MAILBOXES.contains(&name) {
-        return Err(AccountError::Invalid(
-            name.into(),
-            "mailbox to remove (INBOX and Sent stay)",
-        ));
+        return Err(AccountError::DefaultMailbox(name.into()));
     }
     let key = parse_address(address)?.key();
     let u = find_user(db, &key)

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{HookConfig, HookEvent, HookFallback};
 use crate::storage::IncomingMessage;
-use crate::storage::envelope::hex;
+use crate::storage::envelope::{hex, valid_tag};
 
 /// The signature header value for a request body.
 pub fn signature(secret: &str, timestamp: i64, hook_id: &str, body: &[u8]) -> String {
@@ -511,13 +511,6 @@ pub fn config_of(row: mairust_entities::hook::Model) -> Option<HookConfig> {
         tracing::warn!(component = "hook", hook = %row.id, "stored hook unreadable, ignored");
     }
     config
-}
-
-/// Tags a hook may add: as the API allows them.
-pub fn valid_tag(t: &str) -> bool {
-    (1..=64).contains(&t.len())
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
 }
 
 #[cfg(test)]

@@ -144,17 +144,10 @@ async fn act(
         }
         QueueAction::Delete { id, json } => {
             let keys = store::delete(db, &id, "cli").await?;
-            let mut kept = Vec::new();
             if !keys.is_empty() {
-                let bodies = BodyStore::open(&config.storage)?;
-                for key in &keys {
-                    if let Err(e) = bodies.delete(key).await {
-                        kept.push(format!("{key}: {e}"));
-                    }
-                }
-            }
-            for k in &kept {
-                eprintln!("mairust: warning: body not deleted (db check will find it): {k}");
+                BodyStore::open(&config.storage)?
+                    .delete_unreferenced(&keys)
+                    .await;
             }
             if json {
                 println!("{}", serde_json::json!({"id": id, "deleted": true}));

@@ -407,28 +407,24 @@ pub async fn record(
         .filter(|e| held.contains(&e.entry.id))
         .flat_map(|e| {
             e.recipients.iter().filter_map(|r| {
-                let outcome = r.outcome.history_name()?;
-                Some(queue_history::ActiveModel {
-                    entry_id: Set(e.entry.id.clone()),
-                    message_id: Set(e.entry.message_id.clone()),
-                    envelope_from: Set(e.entry.envelope_from.clone()),
-                    recipient: Set(r.recipient.address.clone()),
-                    outcome: Set(outcome.into()),
-                    attempt: Set(e.entry.attempts + 1),
-                    reply: Set(r.outcome.reply().map(str::to_string)),
-                    remote_host: Set(r.remote_host.clone()),
-                    node_id: Set(node_id.to_string()),
-                    at: Set(ts(now)),
-                    ..Default::default()
-                })
+                let about = HistoryOf {
+                    entry_id: &e.entry.id,
+                    message_id: &e.entry.message_id,
+                    envelope_from: &e.entry.envelope_from,
+                    attempt: e.entry.attempts + 1,
+                    node_id,
+                    at: ts(now),
+                };
+                Some(about.row(
+                    &r.recipient.address,
+                    r.outcome.history_name()?,
+                    r.outcome.reply(),
+                    r.remote_host.as_deref(),
+                ))
             })
         })
         .collect();
-    for chunk in history.chunks(CHUNK / 10) {
-        queue_history::Entity::insert_many(chunk.to_vec())
-            .exec(&txn)
-            .await?;
-    }
+    insert_history(&txn, history).await?;
     let message_ids: Vec<String> = finished
         .iter()
         .filter(|e| held.contains(&e.entry.id))
@@ -444,6 +440,52 @@ pub async fn record(
         );
     }
     Ok(keys)
+}
+
+/// The entry a history row is about, and when and where it was written.
+struct HistoryOf<'a> {
+    entry_id: &'a str,
+    message_id: &'a str,
+    envelope_from: &'a str,
+    attempt: i32,
+    node_id: &'a str,
+    at: DateTime<FixedOffset>,
+}
+
+impl HistoryOf<'_> {
+    fn row(
+        &self,
+        recipient: &str,
+        outcome: &str,
+        reply: Option<&str>,
+        remote_host: Option<&str>,
+    ) -> queue_history::ActiveModel {
+        queue_history::ActiveModel {
+            entry_id: Set(self.entry_id.to_string()),
+            message_id: Set(self.message_id.to_string()),
+            envelope_from: Set(self.envelope_from.to_string()),
+            recipient: Set(recipient.to_string()),
+            outcome: Set(outcome.to_string()),
+            attempt: Set(self.attempt),
+            reply: Set(reply.map(str::to_string)),
+            remote_host: Set(remote_host.map(str::to_string)),
+            node_id: Set(self.node_id.to_string()),
+            at: Set(self.at),
+            ..Default::default()
+        }
+    }
+}
+
+async fn insert_history<C: ConnectionTrait>(
+    txn: &C,
+    rows: Vec<queue_history::ActiveModel>,
+) -> Result<(), DbErr> {
+    for chunk in rows.chunks(CHUNK / 10) {
+        queue_history::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Deletes the `messages` rows among `ids` that no mailbox and no queue entry uses any
@@ -747,25 +789,19 @@ pub async fn delete(
         .await?;
     let history: Vec<queue_history::ActiveModel> = pending
         .into_iter()
-        .map(|r| queue_history::ActiveModel {
-            entry_id: Set(entry.id.clone()),
-            message_id: Set(entry.message_id.clone()),
-            envelope_from: Set(entry.envelope_from.clone()),
-            recipient: Set(r.address),
-            outcome: Set("deleted".into()),
-            attempt: Set(entry.attempts),
-            reply: Set(Some("deleted by the operator".into())),
-            remote_host: Set(None),
-            node_id: Set(node_id.to_string()),
-            at: Set(now),
-            ..Default::default()
+        .map(|r| {
+            HistoryOf {
+                entry_id: &entry.id,
+                message_id: &entry.message_id,
+                envelope_from: &entry.envelope_from,
+                attempt: entry.attempts,
+                node_id,
+                at: now,
+            }
+            .row(&r.address, "deleted", Some("deleted by the operator"), None)
         })
         .collect();
-    for chunk in history.chunks(CHUNK / 10) {
-        queue_history::Entity::insert_many(chunk.to_vec())
-            .exec(&txn)
-            .await?;
-    }
+    insert_history(&txn, history).await?;
     let keys = drop_unreferenced_messages(&txn, std::slice::from_ref(&entry.message_id)).await?;
     txn.commit().await?;
     Ok(keys)

@@ -191,12 +191,7 @@ async fn record(q: &QueueContext, owner: &str, results: &[EntryResult]) {
     loop {
         match store::record(&q.db, owner, &q.node_id, results, retry).await {
             Ok(keys) => {
-                let deletes = keys.iter().map(|key| async move {
-                    if let Err(e) = q.bodies.delete(key).await {
-                        tracing::warn!(component = "queue", key = %key, error = %e, "could not delete the body of a finished message (db check finds it)");
-                    }
-                });
-                futures::future::join_all(deletes).await;
+                q.bodies.delete_unreferenced(&keys).await;
                 return;
             }
             Err(e) => {

@@ -148,6 +148,17 @@ impl BodyStore {
     }
 
     /// Stores a batch of objects and returns once all of them are durable.
+    /// Deletes objects no row refers to any more, concurrently; a failure is logged
+    /// and left for `db check` (an orphan object loses nothing).
+    pub async fn delete_unreferenced(&self, keys: &[String]) {
+        let deletes = keys.iter().map(|key| async move {
+            if let Err(e) = self.delete(key).await {
+                tracing::warn!(component = "storage", key = %key, error = %e, "could not delete an object no row refers to (db check finds it)");
+            }
+        });
+        futures::future::join_all(deletes).await;
+    }
+
     pub async fn put_batch(&self, objects: Vec<(String, Bytes)>) -> Result<(), BodyError> {
         let Some(root) = self.fs_root.clone() else {
             let puts = objects

@@ -102,6 +102,17 @@ impl IncomingMessage {
     }
 }
 
+/// Characters a tag may hold besides ASCII letters and digits.
+pub const TAG_CHARS: &str = "-_.:/";
+
+/// A mailbox entry's tag (set through the API or by a pre_receive hook): 1 to 64
+/// letters, digits or [`TAG_CHARS`].
+pub fn valid_tag(t: &str) -> bool {
+    (1..=64).contains(&t.len())
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || TAG_CHARS.contains(c))
+}
+
 /// `messages/YYYY-MM-DD/HH/<id>.eml`, from the time in the UUIDv7: messages received
 /// together share a directory (one directory flush per batch), and no directory grows
 /// without bound.

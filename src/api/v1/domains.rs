@@ -49,11 +49,10 @@ pub fn account_error(e: AccountError) -> ApiError {
         AccountError::NoSuchDomain(d) => ApiError::not_found(format!("no domain {d}")),
         AccountError::NoSuchUser(u) => ApiError::not_found(format!("no user {u}")),
         AccountError::NoSuchMailbox(m) => ApiError::not_found(format!("no mailbox {m}")),
+        AccountError::DefaultMailbox(_) => ApiError::field("name", e.to_string()),
         AccountError::Invalid(value, what) => {
             let field = match what {
-                "domain name" | "mailbox name" | "mailbox to remove (INBOX and Sent stay)" => {
-                    "name"
-                }
+                "domain name" | "mailbox name" => "name",
                 other => other,
             };
             ApiError::field(field, format!("`{value}` is not a valid {what}"))

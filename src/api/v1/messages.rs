@@ -7,6 +7,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use mairust_actors::apikeys::Scope;
 use mairust_actors::health::Dependency;
 use mairust_actors::storage::bodies::BodyError;
+use mairust_actors::storage::envelope::{TAG_CHARS, valid_tag};
 use mairust_actors::supervisor::Handles;
 use mairust_entities::mailbox_message;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement};
@@ -162,14 +163,6 @@ fn contains(table: &str, column: &str, text: &str) -> Expr {
     let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
     Expr::expr(Func::lower(col(table, column)))
         .like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\'))
-}
-
-const TAG_CHARS: &str = "-_.:/";
-
-fn valid_tag(t: &str) -> bool {
-    (1..=64).contains(&t.len())
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || TAG_CHARS.contains(c))
 }
 
 fn valid_flag(f: &str) -> bool {

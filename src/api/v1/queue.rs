@@ -6,7 +6,7 @@ use mairust_actors::queue::store::{self, DeleteError, EntryView, QueueStats};
 use mairust_actors::supervisor::Handles;
 use utoipa::IntoParams;
 
-use super::{MAX_LIMIT, Page, Pagination};
+use super::{Page, Pagination};
 use crate::api::auth::Authenticated;
 use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 
@@ -37,11 +37,7 @@ pub async fn list(
     query: web::Query<QueueQuery>,
 ) -> Result<web::Json<Page<EntryView>>, ApiError> {
     auth.require(Scope::Read)?;
-    let limit = match query.limit {
-        None => super::DEFAULT_LIMIT,
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => return Err(ApiError::field("limit", "must be between 1 and 500")),
-    };
+    let limit = super::page_limit(query.limit)?;
     let mut entries = store::list(&handles.db, limit + 1).await?;
     let has_more = entries.len() as u64 > limit;
     entries.truncate(limit as usize);
@@ -131,10 +127,6 @@ pub async fn delete(
         Err(e @ DeleteError::InFlight { .. }) => return Err(ApiError::conflict(e.to_string())),
         Err(DeleteError::Db(e)) => return Err(e.into()),
     };
-    for key in keys {
-        if let Err(e) = handles.bodies.delete(&key).await {
-            tracing::warn!(component = "api", key = %key, error = %e, "body of a deleted queue entry not deleted (db check finds it)");
-        }
-    }
+    handles.bodies.delete_unreferenced(&keys).await;
     Ok(HttpResponse::NoContent().finish())
 }
