@@ -471,7 +471,7 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/domains", vec!["get", "post"]),
         ("/api/v1/domains/{name}", vec!["get", "delete"]),
         ("/api/v1/users", vec!["get", "post"]),
-        ("/api/v1/users/{address}", vec!["get", "delete"]),
+        ("/api/v1/users/{address}", vec!["get", "patch", "delete"]),
         ("/api/v1/users/{address}/mailboxes", vec!["get", "post"]),
         ("/api/v1/users/{address}/mailboxes/{name}", vec!["delete"]),
         ("/api/v1/messages", vec!["get"]),
@@ -489,6 +489,7 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/hooks/{id}/test", vec!["post"]),
         ("/api/v1/api-keys", vec!["get", "post"]),
         ("/api/v1/api-keys/{id}", vec!["delete"]),
+        ("/api/v1/audit", vec!["get"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys());
@@ -922,4 +923,259 @@ async fn cors_for_the_configured_admin_ui_origin_only() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("api.cors.allowed_origins[0]"));
+}
+
+/// Audit entries (SPEC O5) for key creation and revocation, account changes and failed
+/// logins, in the file and through the admin-only read route.
+#[tokio::test]
+async fn audit_entries_for_keys_accounts_and_failed_logins() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let admin = cli_key(&server, &["admin"]);
+    let bob = TestServer::address("bob");
+
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/api-keys",
+            Some(&admin),
+            Some(json!({"name": "ui", "scopes": ["read", "write"]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let ui_id = b["id"].as_i64().unwrap();
+    let ui_key = b["key"].as_str().unwrap().to_string();
+    let ui_target = ui_id.to_string();
+    let (s, b) = api
+        .call(
+            Method::DELETE,
+            &format!("/api-keys/{ui_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // The revoked key, a made-up key and no key: three failed authentications.
+    let (s, _) = api.call(Method::GET, "/domains", Some(&ui_key), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = api
+        .call(Method::GET, "/domains", Some("mr_deadbeef_nonsense"), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = api.call(Method::GET, "/domains", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // A password change: the old password stops working, the new one works.
+    let (s, b) = api
+        .call(
+            Method::PATCH,
+            &format!("/users/{bob}"),
+            Some(&admin),
+            Some(json!({"password": "a new long password"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["disabled"], false);
+    let port = server.submission.port();
+    assert!(
+        common::tls_login(port, false, &bob, common::PASSWORD)
+            .await
+            .is_err()
+    );
+    let ok = common::tls_login(port, false, &bob, "a new long password").await;
+    assert!(ok.is_ok(), "new password refused");
+    drop(ok);
+    // Disabled: no login even with the right password.
+    let (s, b) = api
+        .call(
+            Method::PATCH,
+            &format!("/users/{bob}"),
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["disabled"], true);
+    assert!(
+        common::tls_login(port, false, &bob, "a new long password")
+            .await
+            .is_err()
+    );
+    // Nothing to change, an empty password, an unknown user.
+    for (body, want, code) in [
+        (
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        ),
+        (
+            json!({"password": ""}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+        ),
+    ] {
+        let (s, b) = api
+            .call(
+                Method::PATCH,
+                &format!("/users/{bob}"),
+                Some(&admin),
+                Some(body),
+            )
+            .await;
+        assert_error(s, &b, want, code);
+    }
+    let (s, b) = api
+        .call(
+            Method::PATCH,
+            "/users/nobody@example.test",
+            Some(&admin),
+            Some(json!({"disabled": false})),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
+    // A domain from the CLI.
+    server.cli_ok(&["domain", "add", "audited.test"], None);
+
+    // Read back: admin only, newest first, filters.
+    let reader = cli_key(&server, &["read"]);
+    let (s, b) = api.call(Method::GET, "/audit", Some(&reader), None).await;
+    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let all = |query: &'static str| {
+        let (api, admin) = (&api, &admin);
+        async move {
+            let (s, b) = api
+                .call(Method::GET, &format!("/audit{query}"), Some(admin), None)
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            b["data"].as_array().unwrap().clone()
+        }
+    };
+    let entries = all("?limit=500").await;
+    let ids: Vec<i64> = entries.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "not newest first: {ids:?}"
+    );
+    let created = all("?event=api_key.create").await;
+    // The CLI's admin key, the API's `ui` key, the CLI's reader key.
+    assert_eq!(created.len(), 3, "{created:?}");
+    let by_api = created
+        .iter()
+        .find(|e| e["target"].as_str() == Some(ui_target.as_str()))
+        .expect("API key creation audited");
+    assert_eq!(by_api["outcome"], "success");
+    assert!(
+        by_api["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("api-key:test#"),
+        "{by_api}"
+    );
+    assert_eq!(by_api["remote"], "127.0.0.1");
+    assert_eq!(by_api["details"]["scopes"], "read write");
+    assert!(
+        created
+            .iter()
+            .any(|e| e["actor"].as_str().unwrap().starts_with("cli:"))
+    );
+    let revoked = all("?event=api_key.revoke").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["target"].as_str(), Some(ui_target.as_str()));
+    let failed_api = all("?event=auth.api_key&outcome=failure").await;
+    assert_eq!(failed_api.len(), 3, "{failed_api:?}");
+    let reasons: HashSet<&str> = failed_api
+        .iter()
+        .map(|e| e["details"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        HashSet::from(["no key", "invalid or revoked key"]),
+        "{failed_api:?}"
+    );
+    // SMTP logins are recorded without waiting; give them a moment.
+    let mut logins = Vec::new();
+    for _ in 0..50 {
+        logins = all("?event=auth.login").await;
+        if logins.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let outcome_reason: Vec<(String, Value)> = logins
+        .iter()
+        .rev()
+        .map(|e| {
+            assert_eq!(e["actor"], format!("smtp:{bob}"));
+            assert_eq!(e["details"]["listener"], "submission");
+            (
+                e["outcome"].as_str().unwrap().to_string(),
+                e["details"]["reason"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcome_reason,
+        vec![
+            ("failure".into(), json!("wrong password")),
+            ("success".into(), Value::Null),
+            ("failure".into(), json!("user disabled")),
+        ]
+    );
+    let changes = all("?event=user.change").await;
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0]["details"]["disabled"], true);
+    assert_eq!(changes[1]["details"]["password_changed"], true);
+    let domain = all("?event=domain.create&target=audited.test").await;
+    assert_eq!(domain.len(), 1);
+    assert!(domain[0]["actor"].as_str().unwrap().starts_with("cli:"));
+    // Pagination across the whole log: no gaps, no repeats.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/audit?limit=2&cursor={c}"),
+            None => "/audit?limit=2".to_string(),
+        };
+        let (s, b) = api.call(Method::GET, &path, Some(&admin), None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        seen.extend(
+            b["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_i64().unwrap()),
+        );
+        match b["pagination"]["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let now = all("?limit=500").await;
+    let now_ids: Vec<i64> = now.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert_eq!(seen, now_ids);
+    let (s, b) = api
+        .call(Method::GET, "/audit?outcome=maybe", Some(&admin), None)
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
+
+    // The file has every database entry, as JSON lines, in order.
+    let text = std::fs::read_to_string(server.dir.path().join("audit.log")).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    for key in ["timestamp", "node", "event", "outcome", "actor"] {
+        assert!(lines.iter().all(|l| !l[key].is_null()), "{key} missing");
+    }
+    let file_events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    for e in &now {
+        assert!(file_events.contains(&e["event"].as_str().unwrap()));
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["event"] == "api_key.create")
+            .count(),
+        3
+    );
 }

@@ -30,6 +30,7 @@ fn config_errors_name_the_key_and_exit_2() {
         (format!("{BASE}smtp:\n  limits:\n    max_recipients: -1\n"), "smtp.limits.max_recipients"),
         (format!("{BASE}http:\n  address: not-an-address\n"), "http.address"),
         (format!("{BASE}logging:\n  format: xml\n"), "logging.format"),
+        (format!("{BASE}audit:\n  retention_days: 0\n"), "audit.retention_days"),
         ("database:\n  url: env:MAIRUST_SURELY_UNSET\nstorage:\n  backend: fs\n  fs:\n    path: o\n".to_string(), "MAIRUST_SURELY_UNSET"),
         ("storage: [unclosed\n".to_string(), "YAML"),
     ] {
@@ -126,6 +127,41 @@ fn account_commands_validate_input() {
     );
     let (_, out, _) = run(&["user", "list"], "");
     assert_eq!(out.trim(), "bob@example.test");
+    // Password change and disable/enable.
+    fails(
+        &["user", "passwd", "bob@example.test"],
+        "new\n",
+        "--password-stdin",
+    );
+    fails(
+        &["user", "passwd", "bob@example.test", "--password-stdin"],
+        "\n",
+        "empty password",
+    );
+    fails(
+        &["user", "passwd", "eve@example.test", "--password-stdin"],
+        "new\n",
+        "does not exist",
+    );
+    let (code, out, _) = run(
+        &["user", "passwd", "bob@example.test", "--password-stdin"],
+        "new\n",
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "password of bob@example.test changed")
+    );
+    assert_eq!(run(&["user", "disable", "bob@example.test"], "").0, Some(0));
+    let (_, out, _) = run(&["user", "list"], "");
+    assert_eq!(out.trim(), "bob@example.test (disabled)");
+    assert_eq!(run(&["user", "enable", "Bob@example.test"], "").0, Some(0));
+    let (_, out, _) = run(&["user", "list"], "");
+    assert_eq!(out.trim(), "bob@example.test");
+    fails(
+        &["user", "disable", "not-an-address"],
+        "",
+        "not a valid address",
+    );
     let (_, out, _) = run(&["domain", "list"], "");
     assert_eq!(out.trim(), "example.test");
     assert_eq!(run(&["user", "remove", "bob@example.test"], "").0, Some(0));

@@ -186,6 +186,38 @@ pub async fn list_users(
     Ok(q.all(db).await?)
 }
 
+/// What [`update_user`] changes; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct UserChange {
+    pub password: Option<String>,
+    /// A disabled user cannot log in and receives no mail (550 5.1.1).
+    pub disabled: Option<bool>,
+}
+
+/// Sets a user's password and/or disabled flag.
+pub async fn update_user(
+    db: &DatabaseConnection,
+    address: &str,
+    change: UserChange,
+) -> Result<user::Model, AccountError> {
+    let key = parse_address(address)?.key();
+    if change.password.as_deref() == Some("") {
+        return Err(AccountError::Invalid("(empty)".into(), "password"));
+    }
+    let hash = change.password.as_deref().map(hash_password).transpose()?;
+    let u = find_user(db, &key)
+        .await?
+        .ok_or(AccountError::NoSuchUser(key))?;
+    let mut active: user::ActiveModel = u.into();
+    if let Some(hash) = hash {
+        active.password_hash = Set(hash);
+    }
+    if let Some(disabled) = change.disabled {
+        active.disabled = Set(disabled);
+    }
+    Ok(active.update(db).await?)
+}
+
 pub async fn remove_user(db: &DatabaseConnection, address: &str) -> Result<(), AccountError> {
     let key = parse_address(address)?.key();
     let u = find_user(db, &key)

@@ -51,6 +51,8 @@ pub struct Config {
     pub queue: QueueConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -339,6 +341,25 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: "info".into(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// The audit log (SPEC O5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The append-only JSON-lines file; without it events go to the database only.
+    pub path: Option<PathBuf>,
+    /// Database entries older than this are pruned (the file is never rewritten).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: None,
+            retention_days: 180,
         }
     }
 }
@@ -710,6 +731,12 @@ impl Config {
         }
         self.validate_queue()?;
         self.validate_hooks()?;
+        if self.audit.retention_days == 0 {
+            return Err(ConfigError::new(
+                "audit.retention_days",
+                "must be greater than 0",
+            ));
+        }
         for (i, origin) in self.api.cors.allowed_origins.iter().enumerate() {
             let rest = origin
                 .strip_prefix("https://")

@@ -7,6 +7,7 @@
 //! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
 //! - [`hooks`] — HTTP hooks: HMAC-signed calls, fallbacks, circuit breakers
 //! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
+//! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
@@ -15,10 +16,12 @@
 
 pub mod accounts;
 pub mod apikeys;
+pub mod audit;
 pub mod config;
 pub mod database;
 pub mod health;
 pub mod hooks;
+pub mod janitor;
 pub mod queue;
 pub mod shutdown;
 pub mod smtp;

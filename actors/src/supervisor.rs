@@ -14,9 +14,11 @@ use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::health::{HealthMonitor, HealthState, ProbeNow};
 use crate::hooks::HookDispatcher;
+use crate::janitor::Janitor;
 use crate::queue::client::ClientSettings;
 use crate::queue::route::{HickoryResolver, NoResolver, Resolver, Router};
 use crate::queue::{QueueContext, QueueWorker};
@@ -41,6 +43,7 @@ pub struct Handles {
     pub listeners: Vec<(&'static str, SocketAddr)>,
     pub node_id: String,
     pub hooks: Arc<HookDispatcher>,
+    pub audit: Arc<AuditLog>,
 }
 
 /// How often API-defined hooks are re-read from the database.
@@ -70,6 +73,8 @@ impl Supervisor {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let bodies = BodyStore::open(&config.storage).context("storage")?;
+        let audit = AuditLog::open(&config.audit, db.clone(), node_id.clone())?;
+        Janitor::new(audit.clone(), config.audit.retention_days).start();
         let health = Arc::new(HealthState::default());
         let health_monitor = HealthMonitor::new(
             health.clone(),
@@ -192,6 +197,7 @@ impl Supervisor {
             tls,
             shutdown: phase_rx,
             hooks: hooks.clone(),
+            audit: audit.clone(),
         });
         let workers = match config.smtp.workers {
             // One per CPU but one, left for the storage, database and HTTP threads.
@@ -247,6 +253,7 @@ impl Supervisor {
             listeners,
             node_id,
             hooks,
+            audit,
         };
         Ok(Supervisor { handles, arbiters }.start())
     }

@@ -41,6 +41,7 @@ fn config(dir: &std::path::Path) -> Config {
         hooks: Vec::new(),
         queue: Default::default(),
         delivery: Default::default(),
+        audit: Default::default(),
     }
 }
 
@@ -85,6 +86,8 @@ async fn a_whole_transaction_over_a_pipe() {
         tls: None,
         shutdown: phase_rx,
         hooks: Arc::new(mairust_actors::hooks::HookDispatcher::new(&[])),
+        audit: mairust_actors::audit::AuditLog::open(&Default::default(), db.clone(), "test")
+            .unwrap(),
     });
 
     let (client, server) = tokio::io::duplex(64 * 1024);

@@ -5,10 +5,12 @@
 //! - [`message`] — one row per received message, its body is one object in the store
 //! - [`mailbox_message`] — the message indexed in one recipient's mailbox (SPEC M5)
 //! - [`api_key`] — REST API keys (SPEC A2)
+//! - [`audit_entry`] — the audit log (SPEC O5)
 //! - [`hook`] — hooks created through the API (SPEC M9)
 //! - [`queue_entry`], [`queue_recipient`], [`queue_history`] — the outbound queue (SPEC M6)
 
 pub mod api_key;
+pub mod audit_entry;
 pub mod domain;
 pub mod hook;
 pub mod mailbox;

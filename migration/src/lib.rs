@@ -7,6 +7,7 @@
 //!   delivery history.
 //! - `m20261129_000003_api_keys`: REST API keys.
 //! - `m20261129_000004_hooks`: hooks created through the API.
+//! - `m20261130_000005_audit_log`: the audit log's database copy.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -14,6 +15,7 @@ mod m20261129_000001_accounts_and_messages;
 mod m20261129_000002_outbound_queue;
 mod m20261129_000003_api_keys;
 mod m20261129_000004_hooks;
+mod m20261130_000005_audit_log;
 
 pub struct Migrator;
 
@@ -25,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_outbound_queue::Migration),
             Box::new(m20261129_000003_api_keys::Migration),
             Box::new(m20261129_000004_hooks::Migration),
+            Box::new(m20261130_000005_audit_log::Migration),
         ]
     }
 }

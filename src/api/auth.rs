@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use futures::future::LocalBoxFuture;
 use mairust_actors::apikeys::{self, Caller, Scope};
+use mairust_actors::audit::Entry;
 use mairust_actors::health::Dependency;
 use mairust_actors::supervisor::Handles;
 
@@ -59,19 +60,33 @@ impl AuthLimiter {
 }
 
 /// The verified caller of an API request.
-pub struct Authenticated(pub Caller);
+pub struct Authenticated {
+    pub caller: Caller,
+    pub remote: IpAddr,
+}
 
 impl Authenticated {
     /// 403 unless the key has `scope` (admin has all).
     pub fn require(&self, scope: Scope) -> Result<&Caller, ApiError> {
-        if self.0.has(scope) {
-            Ok(&self.0)
+        if self.caller.has(scope) {
+            Ok(&self.caller)
         } else {
             Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!("this API key lacks the `{scope}` scope"),
             ))
         }
+    }
+}
+
+impl Authenticated {
+    /// An audit entry for something this caller did (SPEC O5).
+    pub fn did(&self, event: &'static str) -> Entry {
+        Entry::success(
+            event,
+            format!("api-key:{}#{}", self.caller.name, self.caller.key_id),
+        )
+        .remote(self.remote)
     }
 }
 
@@ -112,16 +127,34 @@ impl FromRequest for Authenticated {
             }
             let Some(token) = token.filter(|t| !t.is_empty()) else {
                 limiter.failed(ip);
+                handles
+                    .audit
+                    .record(
+                        Entry::failure("auth.api_key", "api:anonymous")
+                            .remote(ip)
+                            .detail("reason", "no key"),
+                    )
+                    .await;
                 return Err(ApiError::new(
                     ErrorCode::Unauthorized,
                     "missing API key: send Authorization: Bearer <key>",
                 ));
             };
             match apikeys::verify(&handles.db, &token).await? {
-                Some(caller) => Ok(Authenticated(caller)),
+                Some(caller) => Ok(Authenticated { caller, remote: ip }),
                 None => {
                     limiter.failed(ip);
                     tracing::warn!(component = "api", event = "auth_failure", remote = %ip, "invalid API key");
+                    let prefix = token.get(..11).filter(|p| p.starts_with("mr_"));
+                    handles
+                        .audit
+                        .record(
+                            Entry::failure("auth.api_key", "api:anonymous")
+                                .remote(ip)
+                                .detail("reason", "invalid or revoked key")
+                                .detail("key_prefix", prefix),
+                        )
+                        .await;
                     Err(ApiError::new(
                         ErrorCode::Unauthorized,
                         "invalid or revoked API key",

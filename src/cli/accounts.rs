@@ -5,6 +5,7 @@ use std::io::Read;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use mairust_actors::accounts;
+use mairust_actors::audit::{AuditLog, Entry};
 use mairust_actors::config::Config;
 
 #[derive(Subcommand)]
@@ -34,13 +35,42 @@ pub enum UserAction {
     },
     /// Remove a user and their mailboxes.
     Remove { address: String },
+    /// Set a user's password, read from standard input.
+    Passwd {
+        address: String,
+        /// Read the new password from standard input (first line). Required.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user: no login, and mail to them is refused (550 5.1.1).
+    Disable { address: String },
+    /// Enable a disabled user.
+    Enable { address: String },
+}
+
+/// The first line of standard input, which must not be empty.
+fn password_from_stdin(password_stdin: bool) -> anyhow::Result<String> {
+    if !password_stdin {
+        bail!("give the password on standard input with --password-stdin");
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the password from standard input")?;
+    let password = input.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        bail!("empty password on standard input");
+    }
+    Ok(password)
 }
 
 pub async fn domain(config: &Config, action: DomainAction) -> anyhow::Result<()> {
     let db = super::open_current(config).await?;
+    let audit = super::audit_log(config, &db);
     match action {
         DomainAction::Add { name } => {
             let d = accounts::add_domain(&db, &name).await?;
+            super::audit(&audit, "domain.create", &d.name).await;
             println!("added domain {}", d.name);
         }
         DomainAction::List => {
@@ -50,6 +80,7 @@ pub async fn domain(config: &Config, action: DomainAction) -> anyhow::Result<()>
         }
         DomainAction::Remove { name } => {
             accounts::remove_domain(&db, &name).await?;
+            super::audit(&audit, "domain.delete", name.to_ascii_lowercase()).await;
             println!("removed domain {}", name.to_ascii_lowercase());
         }
     }
@@ -59,23 +90,15 @@ pub async fn domain(config: &Config, action: DomainAction) -> anyhow::Result<()>
 
 pub async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
     let db = super::open_current(config).await?;
+    let audit = super::audit_log(config, &db);
     match action {
         UserAction::Add {
             address,
             password_stdin,
         } => {
-            if !password_stdin {
-                bail!("give the password on standard input with --password-stdin");
-            }
-            let mut input = String::new();
-            std::io::stdin()
-                .read_to_string(&mut input)
-                .context("reading the password from standard input")?;
-            let password = input.lines().next().unwrap_or("").to_string();
-            if password.is_empty() {
-                bail!("empty password on standard input");
-            }
+            let password = password_from_stdin(password_stdin)?;
             let u = accounts::add_user(&db, &address, &password).await?;
+            super::audit(&audit, "user.create", &u.address).await;
             println!(
                 "added user {} (mailboxes: {})",
                 u.address,
@@ -90,9 +113,54 @@ pub async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
         }
         UserAction::Remove { address } => {
             accounts::remove_user(&db, &address).await?;
+            super::audit(&audit, "user.delete", address.to_lowercase()).await;
             println!("removed user {}", address.to_lowercase());
         }
+        UserAction::Passwd {
+            address,
+            password_stdin,
+        } => {
+            let password = password_from_stdin(password_stdin)?;
+            let change = accounts::UserChange {
+                password: Some(password),
+                disabled: None,
+            };
+            let u = accounts::update_user(&db, &address, change).await?;
+            audit
+                .record(
+                    Entry::success("user.change", super::cli_actor())
+                        .target(&u.address)
+                        .detail("password_changed", true),
+                )
+                .await;
+            println!("password of {} changed", u.address);
+        }
+        UserAction::Disable { address } => set_disabled(&db, &audit, &address, true).await?,
+        UserAction::Enable { address } => set_disabled(&db, &audit, &address, false).await?,
     }
     db.close().await?;
+    Ok(())
+}
+
+async fn set_disabled(
+    db: &sea_orm::DatabaseConnection,
+    audit: &AuditLog,
+    address: &str,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    let change = accounts::UserChange {
+        password: None,
+        disabled: Some(disabled),
+    };
+    let u = accounts::update_user(db, address, change).await?;
+    audit
+        .record(
+            Entry::success("user.change", super::cli_actor())
+                .target(&u.address)
+                .detail("disabled", disabled),
+        )
+        .await;
+    let state = if disabled { "disabled" } else { "enabled" };
+    println!("user {} {state}", u.address);
     Ok(())
 }

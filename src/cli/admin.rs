@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 use clap::Subcommand;
 use mairust_actors::apikeys::{self, Scope};
+use mairust_actors::audit::{AuditLog, Entry};
 use mairust_actors::config::Config;
 
 #[derive(Subcommand)]
@@ -36,18 +37,31 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
 
 pub async fn run(config: &Config, action: AdminAction) -> anyhow::Result<()> {
     let db = super::open_current(config).await?;
-    let result = act(&db, action).await;
+    let audit = super::audit_log(config, &db);
+    let result = act(&db, &audit, action).await;
     db.close().await?;
     result
 }
 
-async fn act(db: &sea_orm::DatabaseConnection, action: AdminAction) -> anyhow::Result<()> {
+async fn act(
+    db: &sea_orm::DatabaseConnection,
+    audit: &AuditLog,
+    action: AdminAction,
+) -> anyhow::Result<()> {
     match action {
         AdminAction::CreateKey { scopes, name, json } => {
             let scopes: BTreeSet<Scope> = scopes.into_iter().collect();
             let created = apikeys::create(db, &name, &scopes)
                 .await
                 .context("creating the API key")?;
+            audit
+                .record(
+                    Entry::success("api_key.create", super::cli_actor())
+                        .target(created.record.id)
+                        .detail("name", created.record.name.clone())
+                        .detail("scopes", created.record.scopes.clone()),
+                )
+                .await;
             if json {
                 println!(
                     "{}",
@@ -80,6 +94,13 @@ async fn act(db: &sea_orm::DatabaseConnection, action: AdminAction) -> anyhow::R
         }
         AdminAction::RevokeKey { id } => {
             let k = apikeys::revoke(db, id).await?;
+            audit
+                .record(
+                    Entry::success("api_key.revoke", super::cli_actor())
+                        .target(k.id)
+                        .detail("name", k.name.clone()),
+                )
+                .await;
             println!("API key {} ({}) revoked", k.id, k.prefix);
         }
     }

@@ -8,7 +8,10 @@ pub mod queue;
 pub mod serve;
 
 use anyhow::Context;
-use mairust_actors::config::Config;
+use std::sync::Arc;
+
+use mairust_actors::audit::{AuditLog, Entry};
+use mairust_actors::config::{AuditConfig, Config};
 use mairust_actors::database::{self, SchemaStatus};
 use sea_orm::DatabaseConnection;
 
@@ -30,6 +33,35 @@ pub async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection>
         }
         status => Err(schema_error(&status)),
     }
+}
+
+/// The audit log for a CLI command: actor `cli:$USER`. When the file cannot be opened
+/// (another user owns it) the entries still reach the database, with a warning.
+pub fn audit_log(config: &Config, db: &DatabaseConnection) -> Arc<AuditLog> {
+    let node = format!("{}-cli", config.server.hostname);
+    AuditLog::open(&config.audit, db.clone(), node.clone()).unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; audit entries go to the database only");
+        let database_only = AuditConfig {
+            path: None,
+            ..config.audit.clone()
+        };
+        AuditLog::open(&database_only, db.clone(), node).expect("no file to open")
+    })
+}
+
+/// `cli:USER`, the actor of audit entries made from the command line.
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// Records a successful CLI action.
+pub async fn audit(audit: &AuditLog, event: &'static str, target: impl std::fmt::Display) {
+    audit
+        .record(Entry::success(event, cli_actor()).target(target))
+        .await;
 }
 
 pub fn schema_error(status: &SchemaStatus) -> anyhow::Error {

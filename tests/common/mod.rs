@@ -586,6 +586,8 @@ database:
 logging:
   level: info
   format: json
+audit:
+  path: {dir}/audit.log
 {extra}"#,
         extra = o.extra_yaml,
         dir = dir.display(),

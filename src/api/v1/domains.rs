@@ -121,6 +121,10 @@ pub async fn create(
     let d = accounts::add_domain(&handles.db, &body.name)
         .await
         .map_err(account_error)?;
+    handles
+        .audit
+        .record(auth.did("domain.create").target(&d.name))
+        .await;
     Ok(HttpResponse::Created().json(DomainView::from(d)))
 }
 
@@ -171,5 +175,9 @@ pub async fn delete(
     accounts::remove_domain(&handles.db, &name)
         .await
         .map_err(account_error)?;
+    handles
+        .audit
+        .record(auth.did("domain.delete").target(name.to_ascii_lowercase()))
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }

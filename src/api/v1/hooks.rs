@@ -130,6 +130,22 @@ fn row(config: &HookConfig) -> hook::ActiveModel {
     }
 }
 
+/// The audit entry of a created or replaced hook (the secret stays out).
+async fn audit_change(
+    handles: &Handles,
+    auth: &Authenticated,
+    event: &'static str,
+    config: &HookConfig,
+) {
+    let entry = auth
+        .did(event)
+        .target(&config.id)
+        .detail("event", text(config.event))
+        .detail("url", config.url.clone())
+        .detail("enabled", config.enabled);
+    handles.audit.record(entry).await;
+}
+
 fn read_only(id: &str) -> ApiError {
     ApiError::conflict(format!(
         "hook {id} is defined in config.yaml; change it there"
@@ -198,7 +214,7 @@ pub async fn create(
     handles: web::Data<Handles>,
     body: web::Json<HookInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Admin)?;
+    auth.require(Scope::Admin)?;
     let mut input = body.into_inner();
     let Some(id) = input.id.take() else {
         return Err(ApiError::field("id", "required"));
@@ -214,7 +230,7 @@ pub async fn create(
     }
     row(&config).insert(&handles.db).await?;
     handles.hooks.refresh(&handles.db).await?;
-    tracing::info!(component = "api", event = "hook_created", hook = %config.id, by = %caller.name, "hook created");
+    audit_change(&handles, &auth, "hook.create", &config).await;
     Ok(HttpResponse::Created().json(find(&handles, &config.id)?))
 }
 
@@ -240,7 +256,7 @@ pub async fn replace(
     id: web::Path<String>,
     body: web::Json<HookInput>,
 ) -> Result<web::Json<HookView>, ApiError> {
-    let caller = auth.require(Scope::Admin)?;
+    auth.require(Scope::Admin)?;
     let id = id.into_inner();
     if handles.hooks.is_configured(&id) {
         return Err(read_only(&id));
@@ -263,7 +279,7 @@ pub async fn replace(
     active.created_at = Set(existing.created_at);
     active.update(&handles.db).await?;
     handles.hooks.refresh(&handles.db).await?;
-    tracing::info!(component = "api", event = "hook_replaced", hook = %config.id, by = %caller.name, "hook replaced");
+    audit_change(&handles, &auth, "hook.update", &config).await;
     Ok(web::Json(find(&handles, &config.id)?))
 }
 
@@ -285,7 +301,7 @@ pub async fn remove(
     handles: web::Data<Handles>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Admin)?;
+    auth.require(Scope::Admin)?;
     let id = id.into_inner();
     if handles.hooks.is_configured(&id) {
         return Err(read_only(&id));
@@ -298,7 +314,10 @@ pub async fn remove(
         return Err(ApiError::not_found(format!("no hook {id}")));
     }
     handles.hooks.refresh(&handles.db).await?;
-    tracing::info!(component = "api", event = "hook_deleted", hook = %id, by = %caller.name, "hook deleted");
+    handles
+        .audit
+        .record(auth.did("hook.delete").target(&id))
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -319,11 +338,14 @@ pub async fn reset(
     handles: web::Data<Handles>,
     id: web::Path<String>,
 ) -> Result<web::Json<HookView>, ApiError> {
-    let caller = auth.require(Scope::Admin)?;
+    auth.require(Scope::Admin)?;
     if !handles.hooks.reset(&id) {
         return Err(ApiError::not_found(format!("no hook {id}")));
     }
-    tracing::info!(component = "api", event = "hook_breaker_reset", hook = %id, by = %caller.name, "hook circuit breaker reset");
+    handles
+        .audit
+        .record(auth.did("hook.reset").target(id.as_str()))
+        .await;
     Ok(web::Json(find(&handles, &id)?))
 }
 

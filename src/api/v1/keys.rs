@@ -117,7 +117,7 @@ pub async fn create(
     handles: web::Data<Handles>,
     body: web::Json<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Admin)?;
+    auth.require(Scope::Admin)?;
     let scopes = body
         .scopes
         .iter()
@@ -127,7 +127,15 @@ pub async fn create(
     let created = apikeys::create(&handles.db, &body.name, &scopes)
         .await
         .map_err(key_error)?;
-    tracing::info!(component = "api", event = "api_key_created", by = %caller.name, id = created.record.id, scopes = %created.record.scopes, "API key created");
+    handles
+        .audit
+        .record(
+            auth.did("api_key.create")
+                .target(created.record.id)
+                .detail("name", created.record.name.clone())
+                .detail("scopes", created.record.scopes.clone()),
+        )
+        .await;
     Ok(HttpResponse::Created().json(CreatedKey {
         key: created.key,
         api_key: created.record.into(),
@@ -160,6 +168,13 @@ pub async fn revoke(
         ));
     }
     let key = apikeys::revoke(&handles.db, id).await.map_err(key_error)?;
-    tracing::info!(component = "api", event = "api_key_revoked", by = %caller.name, id = key.id, "API key revoked");
+    handles
+        .audit
+        .record(
+            auth.did("api_key.revoke")
+                .target(key.id)
+                .detail("name", key.name.clone()),
+        )
+        .await;
     Ok(web::Json(key.into()))
 }

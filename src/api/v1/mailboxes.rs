@@ -96,6 +96,14 @@ pub async fn create(
     let m = accounts::add_mailbox(&handles.db, &address, &body.name)
         .await
         .map_err(account_error)?;
+    handles
+        .audit
+        .record(
+            auth.did("mailbox.create")
+                .target(address.to_lowercase())
+                .detail("mailbox", m.name.clone()),
+        )
+        .await;
     Ok(HttpResponse::Created().json(MailboxView::from(m)))
 }
 
@@ -125,5 +133,13 @@ pub async fn remove(
     accounts::remove_mailbox(&handles.db, &address, &name)
         .await
         .map_err(account_error)?;
+    handles
+        .audit
+        .record(
+            auth.did("mailbox.delete")
+                .target(address.to_lowercase())
+                .detail("mailbox", name),
+        )
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }

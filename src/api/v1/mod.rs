@@ -8,8 +8,10 @@
 //! - [`send`] — POST /send: build, store, deliver or queue
 //! - [`hooks`] — hooks and their circuit breakers (SPEC M9)
 //! - [`keys`] — API keys (SPEC A2)
+//! - [`audit`] — the audit log (SPEC O5)
 //! - [`legacy`] — deprecated aliases with Deprecation/Sunset headers (SPEC A5)
 
+pub mod audit;
 pub mod domains;
 pub mod hooks;
 pub mod keys;
@@ -131,7 +133,8 @@ impl Modify for BearerAuth {
         (name = "send", description = "Sending mail"),
         (name = "queue", description = "The outbound queue"),
         (name = "hooks", description = "HTTP hooks (admin)"),
-        (name = "api-keys", description = "API keys (admin)")
+        (name = "api-keys", description = "API keys (admin)"),
+        (name = "audit", description = "The audit log (admin)")
     )
 )]
 pub struct ApiDoc;
@@ -170,6 +173,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(users::list)
         .service(users::create)
         .service(users::get)
+        .service(users::update)
         .service(users::delete)
         .service(mailboxes::list)
         .service(mailboxes::create)
@@ -194,5 +198,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(hooks::test)
         .service(keys::list)
         .service(keys::create)
-        .service(keys::revoke);
+        .service(keys::revoke)
+        .service(audit::list);
 }

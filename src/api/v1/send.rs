@@ -160,7 +160,10 @@ pub async fn send(
         chrono::Utc::now().to_rfc2822()
     );
     let raw = builder
-        .header("X-MaiRust-Api-Key", Raw::new(auth.0.key_id.to_string()))
+        .header(
+            "X-MaiRust-Api-Key",
+            Raw::new(auth.caller.key_id.to_string()),
+        )
         .write_to_vec()
         .map_err(|e| ApiError::new(ErrorCode::InternalError, e.to_string()))?;
     if raw.len() > handles.config.smtp.limits.max_message_size {
@@ -193,7 +196,7 @@ pub async fn send(
     }
     match handles.storage.send(StoreMessage(message)).await {
         Ok(Ok(())) => {
-            tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.0.key_id, delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
+            tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.caller.key_id, delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
             Ok(HttpResponse::Accepted().json(SendResponse {
                 id,
                 message_id,

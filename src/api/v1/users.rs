@@ -1,6 +1,6 @@
 //! `/api/v1/users`: local users (INBOX and Sent are created with each).
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use mairust_actors::accounts;
 use mairust_actors::apikeys::Scope;
@@ -123,6 +123,10 @@ pub async fn create(
     let u = accounts::add_user(&handles.db, &body.address, &body.password)
         .await
         .map_err(account_error)?;
+    handles
+        .audit
+        .record(auth.did("user.create").target(&u.address))
+        .await;
     Ok(HttpResponse::Created().json(with_mailboxes(&handles, u).await?))
 }
 
@@ -186,5 +190,67 @@ pub async fn delete(
     accounts::remove_user(&handles.db, &address)
         .await
         .map_err(account_error)?;
+    handles
+        .audit
+        .record(auth.did("user.delete").target(address.to_lowercase()))
+        .await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    /// A new password (stored as an argon2id hash).
+    pub password: Option<String>,
+    /// A disabled user cannot log in and receives no mail (550 5.1.1).
+    pub disabled: Option<bool>,
+}
+
+/// Change a user's password or disable/enable them.
+#[utoipa::path(
+    tag = "users",
+    params(("address" = String, Path, description = "The user's address")),
+    request_body = UserUpdate,
+    responses(
+        (status = 200, description = "The changed user", body = UserView),
+        (status = 400, description = "Not a JSON body", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 422, description = "Invalid address, empty password or nothing to change", body = ErrorBody),
+        AuthErrors
+    ),
+    security(("bearer" = ["write"]))
+)]
+#[patch("/users/{address}")]
+pub async fn update(
+    auth: Authenticated,
+    handles: web::Data<Handles>,
+    address: web::Path<String>,
+    body: web::Json<UserUpdate>,
+) -> Result<web::Json<UserView>, ApiError> {
+    auth.require(Scope::Write)?;
+    let UserUpdate { password, disabled } = body.into_inner();
+    if password.is_none() && disabled.is_none() {
+        return Err(ApiError::field("password", "give password and/or disabled"));
+    }
+    if password.as_deref() == Some("") {
+        return Err(ApiError::field("password", "must not be empty"));
+    }
+    let password_changed = password.is_some();
+    let u = accounts::update_user(
+        &handles.db,
+        &address,
+        accounts::UserChange { password, disabled },
+    )
+    .await
+    .map_err(account_error)?;
+    handles
+        .audit
+        .record(
+            auth.did("user.change")
+                .target(&u.address)
+                .detail("password_changed", password_changed)
+                .detail("disabled", disabled),
+        )
+        .await;
+    Ok(web::Json(with_mailboxes(&handles, u).await?))
 }

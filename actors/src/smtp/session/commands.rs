@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::{AuthStep, Envelope, Flow, Session, State};
 use crate::accounts::{self, RecipientLookup};
+use crate::audit::Entry;
 use crate::config::HookEvent;
 use crate::health::{Dependency, DependencyFailed};
 use crate::hooks::Verdict;
@@ -425,15 +426,36 @@ impl Session {
             .unwrap_or(false);
         if ok && enabled {
             tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_success", user = %key, "authenticated");
+            self.ctx
+                .audit
+                .spawn(self.login_entry(Entry::success("auth.login", format!("smtp:{key}"))));
             self.client.authenticated = Some(key);
             self.reply(reply::AUTH_OK);
             Flow::Continue
         } else {
             tracing::warn!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_failure", user = %key, "authentication failed");
+            let reason = match &user {
+                None => "unknown user",
+                Some(_) if !enabled => "user disabled",
+                Some(_) => "wrong password",
+            };
+            self.ctx.audit.spawn(
+                self.login_entry(Entry::failure("auth.login", format!("smtp:{key}")))
+                    .detail("reason", reason),
+            );
             // Slow down guessing a little without holding a thread.
             tokio::time::sleep(Duration::from_millis(250)).await;
             self.refuse(reply::AUTH_FAILED)
         }
+    }
+}
+
+impl Session {
+    fn login_entry(&self, entry: Entry) -> Entry {
+        entry
+            .remote(self.remote.ip())
+            .detail("listener", self.listener.name())
+            .detail("session_id", self.id.to_string())
     }
 }
 

@@ -73,6 +73,7 @@ pub struct SessionContext {
     pub tls: Option<TlsAcceptor>,
     pub shutdown: watch::Receiver<Phase>,
     pub hooks: Arc<crate::hooks::HookDispatcher>,
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// What the client said in the current mail transaction (RFC 5321 §3.3).
