@@ -260,6 +260,9 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     pub fs: Option<FsStorageConfig>,
     pub s3: Option<S3StorageConfig>,
+    /// Stored message bytes at which new mail gets 452 4.3.1; 0 for no limit.
+    #[serde(default)]
+    pub limit_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

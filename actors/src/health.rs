@@ -2,7 +2,8 @@
 //! at once when another actor reports a failure. The result lives in [`HealthState`],
 //! which SMTP sessions read to answer 451 while a dependency is down (tempfail mode) and
 //! which `/health/ready` reports. Recovery is noticed by the next probe: no restart.
-//! The database probe also counts the outbound queue, so health reports never query.
+//! The database probe also counts the outbound queue and the stored bytes, so health
+//! reports and metrics never query.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use crate::config::HealthConfig;
 use crate::database;
+use crate::metrics::metrics;
 use crate::storage::bodies::BodyStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,6 +36,10 @@ pub struct HealthState {
     queue_length: AtomicU64,
     /// Age of the oldest queue entry in seconds; -1 when the queue is empty.
     queue_oldest_seconds: AtomicI64,
+    /// Bytes of stored message bodies, summed at each database probe.
+    storage_bytes: AtomicU64,
+    /// `storage.limit_bytes`; 0 for none.
+    storage_limit_bytes: AtomicU64,
     started: Instant,
 }
 
@@ -46,6 +52,8 @@ impl Default for HealthState {
             storage_latency_ms: AtomicU64::new(0),
             queue_length: AtomicU64::new(0),
             queue_oldest_seconds: AtomicI64::new(-1),
+            storage_bytes: AtomicU64::new(0),
+            storage_limit_bytes: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -93,6 +101,34 @@ impl HealthState {
         self.queue_length.store(length, Ordering::Relaxed);
         self.queue_oldest_seconds
             .store(oldest_age_seconds.unwrap_or(-1), Ordering::Relaxed);
+        let m = metrics();
+        m.queue_length.set(length as i64);
+        m.queue_oldest_seconds.set(oldest_age_seconds.unwrap_or(0));
+    }
+
+    /// The store's size limit (`storage.limit_bytes`, 0 for none).
+    pub fn set_storage_limit(&self, limit: u64) {
+        self.storage_limit_bytes.store(limit, Ordering::Relaxed);
+        metrics().storage_limit_bytes.set(limit as i64);
+    }
+
+    fn set_storage_bytes(&self, bytes: u64) {
+        self.storage_bytes.store(bytes, Ordering::Relaxed);
+        metrics().storage_bytes.set(bytes as i64);
+    }
+
+    /// Bytes stored and the limit (0: none), as of the last probe.
+    pub fn storage(&self) -> (u64, u64) {
+        (
+            self.storage_bytes.load(Ordering::Relaxed),
+            self.storage_limit_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The store has reached `storage.limit_bytes`: new mail gets 452 4.3.1.
+    pub fn storage_full(&self) -> bool {
+        let (bytes, limit) = self.storage();
+        limit > 0 && bytes >= limit
     }
 
     pub fn uptime_seconds(&self) -> u64 {
@@ -106,6 +142,11 @@ impl HealthState {
             Dependency::Storage => (&self.storage_up, &self.storage_latency_ms),
         };
         latency.store(latency_ms, Ordering::Relaxed);
+        let name = match dependency {
+            Dependency::Database => "database",
+            Dependency::Storage => "storage",
+        };
+        metrics().up.with_label_values(&[name]).set(i64::from(up));
         flag.swap(up, Ordering::AcqRel) != up
     }
 
@@ -172,6 +213,12 @@ impl HealthMonitor {
                         tokio::time::timeout(timeout, crate::queue::store::length(&db)).await
                 {
                     state.set_queue(length, oldest);
+                }
+                if ok
+                    && let Ok(Ok(bytes)) =
+                        tokio::time::timeout(timeout, crate::storage::stored_bytes(&db)).await
+                {
+                    state.set_storage_bytes(bytes);
                 }
                 (ok, ms)
             };

@@ -359,6 +359,32 @@ impl HookDispatcher {
     }
 
     async fn call(&self, hook: &Hook, body: &[u8]) -> Outcome {
+        let outcome = self.call_uncounted(hook, body).await;
+        let m = crate::metrics::metrics();
+        let result = match &outcome {
+            Outcome::Answered(a) => match a.action.as_deref() {
+                None | Some("allow") => "allow",
+                Some("reject") => "reject",
+                Some("tempfail") => "tempfail",
+                Some(_) => "invalid",
+            },
+            Outcome::TimedOut => "timeout",
+            Outcome::Failed(_) => "error",
+            Outcome::Skipped => "skipped",
+        };
+        m.hook_calls
+            .with_label_values(&[hook.config.id.as_str(), result])
+            .inc();
+        if matches!(result, "timeout" | "error" | "invalid") {
+            m.plugin_errors
+                .with_label_values(&[hook.config.id.as_str()])
+                .inc();
+        }
+        outcome
+    }
+
+    /// One call, its breaker consulted and updated.
+    async fn call_uncounted(&self, hook: &Hook, body: &[u8]) -> Outcome {
         if !hook.admit() {
             return Outcome::Skipped;
         }

@@ -6,6 +6,7 @@
 //! - [`storage`] — StorageActor with group commit, object store (fs | s3)
 //! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
 //! - [`hooks`] — HTTP hooks: HMAC-signed calls, fallbacks, circuit breakers
+//! - [`metrics`] — the Prometheus registry and every metric (SPEC O1)
 //! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
@@ -22,6 +23,7 @@ pub mod database;
 pub mod health;
 pub mod hooks;
 pub mod janitor;
+pub mod metrics;
 pub mod queue;
 pub mod shutdown;
 pub mod smtp;

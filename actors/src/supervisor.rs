@@ -76,6 +76,7 @@ impl Supervisor {
         let audit = AuditLog::open(&config.audit, db.clone(), node_id.clone())?;
         Janitor::new(audit.clone(), config.audit.retention_days).start();
         let health = Arc::new(HealthState::default());
+        health.set_storage_limit(config.storage.limit_bytes);
         let health_monitor = HealthMonitor::new(
             health.clone(),
             db.clone(),

@@ -28,6 +28,7 @@ fn config(dir: &std::path::Path) -> Config {
             fsync: true,
         }),
         s3: None,
+        limit_bytes: 0,
     };
     Config {
         server: Default::default(),

@@ -1,5 +1,5 @@
-//! The HTTP server (actix-web): health endpoints and the REST API under `/api/v1` with
-//! its OpenAPI document; /metrics later.
+//! The HTTP server (actix-web): health endpoints, `/metrics` (Prometheus text format,
+//! SPEC O1) and the REST API under `/api/v1` with its OpenAPI document.
 //!
 //! - [`health`] — /health, /health/live, /health/ready
 //! - [`v1`] — the REST API (SPEC A1–A6)
@@ -34,9 +34,11 @@ pub fn server(
     let limiter = web::Data::new(auth::AuthLimiter::new(config.api.auth_failures_per_minute));
     let document = web::Data::new(serde_json::to_vec(&openapi()).map_err(std::io::Error::other)?);
     let cors_config = config.api.cors.clone();
+    let prometheus = prometheus_middleware().map_err(std::io::Error::other)?;
     let server = HttpServer::new(move || {
         let (app, _) = App::new()
             .wrap(cors(&cors_config))
+            .wrap(prometheus.clone())
             .app_data(data.clone())
             .app_data(limiter.clone())
             .app_data(document.clone())
@@ -62,11 +64,37 @@ pub fn server(
     Ok((server.run(), addrs))
 }
 
+/// `mairust_api_requests_total` and `mairust_api_duration_seconds` by route pattern
+/// (`/api/v1/messages/{id}`; `UNMATCHED` for paths no route knows, so scanners cannot
+/// blow up the label set), method and status code; and `GET /metrics` serving the
+/// process registry. Scrapes themselves are not counted.
+fn prometheus_middleware()
+-> Result<actix_web_prom::PrometheusMetrics, Box<dyn std::error::Error + Send + Sync>> {
+    use actix_web_prom::{
+        ActixMetricsConfiguration, LabelsConfiguration, PrometheusMetricsBuilder,
+    };
+    PrometheusMetricsBuilder::new("mairust")
+        .registry(mairust_actors::metrics::metrics().registry.clone())
+        .endpoint("/metrics")
+        .exclude("/metrics")
+        .mask_unmatched_patterns("UNMATCHED")
+        .buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ])
+        .metrics_configuration(
+            ActixMetricsConfiguration::default()
+                .http_requests_total_name("api_requests_total")
+                .http_requests_duration_seconds_name("api_duration_seconds")
+                .labels(LabelsConfiguration::default().endpoint("route")),
+        )
+        .build()
+}
+
 /// CORS for the configured Admin UI origins; with none, browsers get no CORS headers.
 fn cors(config: &mairust_actors::config::CorsConfig) -> actix_cors::Cors {
     use actix_web::http::header;
     let mut cors = actix_cors::Cors::default()
-        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .expose_headers(["Deprecation", "Sunset", "Link"])
         .max_age(config.max_age_seconds as usize)

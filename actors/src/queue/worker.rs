@@ -580,6 +580,10 @@ fn log_results(e: &EntryResult) {
             } => ("expired", reply),
             Outcome::Released => continue,
         };
+        crate::metrics::metrics()
+            .queue_deliveries
+            .with_label_values(&[event])
+            .inc();
         let host = r.remote_host.as_deref().unwrap_or("-");
         if event == "delivered" {
             tracing::info!(component = "queue", event, id = %e.entry.id, rcpt = %r.recipient.address, host, reply = %reply, attempt = e.entry.attempts + 1, "delivery result");

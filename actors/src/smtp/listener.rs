@@ -163,7 +163,10 @@ impl Actor for SmtpListener {
                         continue;
                     }
                 };
+                let counted = crate::metrics::metrics().smtp(kind);
+                counted.connections.inc();
                 let Some(guard) = registry.try_register(remote.ip()) else {
+                    counted.error_reply(reply::TOO_MANY_SESSIONS.code);
                     tracing::info!(component = "smtp", listener = kind.name(), remote = %remote, event = "session_limit", "too many sessions, refused");
                     actix::spawn(async move {
                         let mut stream = stream;

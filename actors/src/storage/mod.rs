@@ -11,3 +11,19 @@ pub mod envelope;
 pub use actor::{CommitMode, QueueHook, StorageActor, StoreError, StoreMessage, recover_unflushed};
 pub use bodies::BodyStore;
 pub use envelope::{IncomingMessage, MessageMeta};
+
+/// Bytes of all stored message bodies, from the database (`mairust_storage_bytes`).
+pub async fn stored_bytes(db: &sea_orm::DatabaseConnection) -> Result<u64, sea_orm::DbErr> {
+    use sea_orm::{EntityTrait, QuerySelect, sea_query::Expr};
+    // CAST: PostgreSQL sums bigint into numeric.
+    let total: Option<i64> = mairust_entities::message::Entity::find()
+        .select_only()
+        .column_as(
+            Expr::cust("CAST(COALESCE(SUM(size), 0) AS BIGINT)"),
+            "total",
+        )
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(total.unwrap_or(0).max(0) as u64)
+}

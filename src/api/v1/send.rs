@@ -76,6 +76,12 @@ pub async fn send(
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::Send)?;
+    if handles.health.storage_full() {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the message store is full (storage.limit_bytes); try again later",
+        ));
+    }
     let body = body.into_inner();
     let from = parse("from", &body.from)?;
     if accounts::find_domain(&handles.db, &from.domain)

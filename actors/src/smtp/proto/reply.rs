@@ -113,6 +113,8 @@ pub const TEMPFAIL_SYSTEM: Reply = Reply::new(
     "4.3.0",
     "Temporary local problem, please try again later",
 );
+/// RFC 3463 4.3.1: `storage.limit_bytes` reached.
+pub const STORAGE_FULL: Reply = Reply::new(452, "4.3.1", "Insufficient system storage");
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");
 pub const SHUTTING_DOWN: Reply = Reply::new(
     421,

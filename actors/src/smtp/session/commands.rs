@@ -112,6 +112,10 @@ impl Session {
             self.reply(reply::TEMPFAIL_SYSTEM);
             return Flow::Continue;
         }
+        if self.ctx.health.storage_full() {
+            self.reply(reply::STORAGE_FULL);
+            return Flow::Continue;
+        }
         if mail
             .size
             .is_some_and(|s| s > self.ctx.config.smtp.limits.max_message_size as u64)
@@ -126,6 +130,7 @@ impl Session {
             return self.refuse(reply::SENDER_NOT_OWNED);
         }
         self.envelope.mail = Some(mail);
+        self.envelope.started = Some(std::time::Instant::now());
         self.reply(reply::SENDER_OK);
         Flow::Continue
     }
@@ -429,11 +434,13 @@ impl Session {
             self.ctx
                 .audit
                 .spawn(self.login_entry(Entry::success("auth.login", format!("smtp:{key}"))));
+            self.metrics.auth_success.inc();
             self.client.authenticated = Some(key);
             self.reply(reply::AUTH_OK);
             Flow::Continue
         } else {
             tracing::warn!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_failure", user = %key, "authentication failed");
+            self.metrics.auth_failure.inc();
             let reason = match &user {
                 None => "unknown user",
                 Some(_) if !enabled => "user disabled",

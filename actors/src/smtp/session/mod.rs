@@ -14,7 +14,7 @@ mod commands;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Addr, Recipient};
 use bytes::{Buf, BytesMut};
@@ -30,6 +30,7 @@ use super::proto::reply::{self, Reply};
 use crate::accounts::LocalRecipient;
 use crate::config::Config;
 use crate::health::{DependencyFailed, HealthState};
+use crate::metrics::SmtpMetrics;
 use crate::shutdown::Phase;
 use crate::storage::StorageActor;
 
@@ -76,9 +77,27 @@ pub struct SessionContext {
     pub audit: Arc<crate::audit::AuditLog>,
 }
 
+/// Counts an open session in `mairust_smtp_sessions` for as long as it lives.
+struct OpenSession(&'static SmtpMetrics);
+
+impl OpenSession {
+    fn new(metrics: &'static SmtpMetrics) -> Self {
+        metrics.sessions.inc();
+        OpenSession(metrics)
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.sessions.dec();
+    }
+}
+
 /// What the client said in the current mail transaction (RFC 5321 §3.3).
 #[derive(Debug, Default)]
 struct Envelope {
+    /// When MAIL FROM was accepted: the transaction's start.
+    started: Option<Instant>,
     mail: Option<MailFrom>,
     recipients: Vec<LocalRecipient>,
     /// Remote recipients of an authenticated client: they go to the outbound queue.
@@ -134,6 +153,7 @@ pub struct Session {
     shutdown: watch::Receiver<Phase>,
     /// Shutdown began while a transaction was open: finish it, then say 421.
     draining: bool,
+    metrics: &'static SmtpMetrics,
 }
 
 enum ReadOutcome {
@@ -160,6 +180,7 @@ impl Session {
             envelope: Envelope::default(),
             shutdown,
             draining: false,
+            metrics: crate::metrics::metrics().smtp(listener),
         }
     }
 
@@ -170,6 +191,7 @@ impl Session {
     /// Runs the session to its end. Errors end this session only (STYLE 6).
     pub async fn run(mut self, stream: BoxStream) {
         let mut stream = stream;
+        let _open = OpenSession::new(self.metrics);
         if self.listener == ListenerKind::Submissions {
             match self.tls_handshake(stream).await {
                 Some(s) => stream = s,
@@ -262,6 +284,7 @@ impl Session {
     }
 
     fn reply(&mut self, reply: Reply) {
+        self.metrics.error_reply(reply.code);
         reply.write_to(&mut self.out);
     }
 
@@ -314,7 +337,19 @@ impl Session {
                 else {
                     unreachable!("state checked above");
                 };
+                let started = self.envelope.started;
                 let reply = self.finish_data(receiver).await;
+                let outcome = match reply.code {
+                    200..=299 => &self.metrics.accepted,
+                    400..=499 => &self.metrics.tempfailed,
+                    _ => &self.metrics.rejected,
+                };
+                outcome.inc();
+                if let Some(started) = started {
+                    self.metrics
+                        .duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 self.reply(reply);
                 continue;
             }

@@ -1,0 +1,234 @@
+//! Prometheus metrics (SPEC O1): one registry for the process, served at `/metrics` by the
+//! HTTP server (which adds `mairust_api_requests_total` and `mairust_api_duration_seconds`
+//! through actix-web-prom on the same registry).
+//!
+//! Labels are low-cardinality only: listener, result, reply code, dependency, hook id
+//! (operator-defined, bounded). Never an address, a message id or a client IP. Hot paths
+//! use children resolved once ([`SmtpMetrics`] per listener) so counting is an atomic add.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::smtp::session::ListenerKind;
+
+/// Per-listener SMTP metrics, resolved once.
+pub struct SmtpMetrics {
+    pub connections: IntCounter,
+    pub sessions: IntGauge,
+    pub accepted: IntCounter,
+    pub rejected: IntCounter,
+    pub tempfailed: IntCounter,
+    pub duration: Histogram,
+    pub auth_success: IntCounter,
+    pub auth_failure: IntCounter,
+    errors: IntCounterVec,
+    listener: &'static str,
+}
+
+impl SmtpMetrics {
+    /// Counts a 4xx/5xx reply by its basic code.
+    pub fn error_reply(&self, code: u16) {
+        if code >= 400 {
+            self.errors
+                .with_label_values(&[self.listener, code.to_string().as_str()])
+                .inc();
+        }
+    }
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    smtp: [SmtpMetrics; 3],
+    pub queue_length: IntGauge,
+    pub queue_oldest_seconds: IntGauge,
+    /// Per recipient: delivered, deferred, bounced.
+    pub queue_deliveries: IntCounterVec,
+    pub storage_bytes: IntGauge,
+    pub storage_limit_bytes: IntGauge,
+    pub hook_calls: IntCounterVec,
+    pub plugin_errors: IntCounterVec,
+    pub up: IntGaugeVec,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: T) -> T {
+    registry
+        .register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(
+        registry,
+        IntGauge::with_opts(Opts::new(name, help)).expect("valid metric"),
+    )
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let build = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("mairust_build_info", "Always 1; the version in a label"),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let connections = counter_vec(
+            &registry,
+            "mairust_smtp_connections_total",
+            "SMTP connections accepted, by listener",
+            &["listener"],
+        );
+        let sessions = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("mairust_smtp_sessions", "Open SMTP sessions, by listener"),
+                &["listener"],
+            )
+            .expect("valid metric"),
+        );
+        let messages = counter_vec(
+            &registry,
+            "mairust_smtp_messages_total",
+            "Messages at the end of DATA, by listener and result (accepted, rejected, tempfail)",
+            &["listener", "result"],
+        );
+        let errors = counter_vec(
+            &registry,
+            "mairust_smtp_errors_total",
+            "SMTP 4xx and 5xx replies sent, by listener and reply code",
+            &["listener", "code"],
+        );
+        let auth = counter_vec(
+            &registry,
+            "mairust_smtp_auth_total",
+            "SMTP AUTH attempts, by listener and result (success, failure)",
+            &["listener", "result"],
+        );
+        let duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "mairust_smtp_duration_seconds",
+                    "Whole SMTP transactions, MAIL FROM to the reply after DATA, by listener",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+                    30.0,
+                ]),
+                &["listener"],
+            )
+            .expect("valid metric"),
+        );
+        let smtp = [
+            ListenerKind::Inbound,
+            ListenerKind::Submission,
+            ListenerKind::Submissions,
+        ]
+        .map(|kind| {
+            let l = kind.name();
+            SmtpMetrics {
+                connections: connections.with_label_values(&[l]),
+                sessions: sessions.with_label_values(&[l]),
+                accepted: messages.with_label_values(&[l, "accepted"]),
+                rejected: messages.with_label_values(&[l, "rejected"]),
+                tempfailed: messages.with_label_values(&[l, "tempfail"]),
+                duration: duration.with_label_values(&[l]),
+                auth_success: auth.with_label_values(&[l, "success"]),
+                auth_failure: auth.with_label_values(&[l, "failure"]),
+                errors: errors.clone(),
+                listener: l,
+            }
+        });
+        let up = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "mairust_up",
+                    "1 when the dependency answers this node's health probe, else 0",
+                ),
+                &["dependency"],
+            )
+            .expect("valid metric"),
+        );
+        for dependency in ["database", "storage"] {
+            up.with_label_values(&[dependency]).set(0);
+        }
+        let queue_deliveries = counter_vec(
+            &registry,
+            "mairust_queue_deliveries_total",
+            "Outbound delivery results per recipient (delivered, deferred, bounced, expired)",
+            &["result"],
+        );
+        for result in ["delivered", "deferred", "bounced", "expired"] {
+            queue_deliveries.with_label_values(&[result]);
+        }
+        Metrics {
+            smtp,
+            queue_length: gauge(
+                &registry,
+                "mairust_queue_length",
+                "Outbound queue entries (all nodes), as of this node's last database probe",
+            ),
+            queue_oldest_seconds: gauge(
+                &registry,
+                "mairust_queue_oldest_seconds",
+                "Age of the oldest outbound queue entry in seconds (0 when empty)",
+            ),
+            queue_deliveries,
+            storage_bytes: gauge(
+                &registry,
+                "mairust_storage_bytes",
+                "Bytes of message bodies in the store, from the database",
+            ),
+            storage_limit_bytes: gauge(
+                &registry,
+                "mairust_storage_limit_bytes",
+                "storage.limit_bytes (0: no limit)",
+            ),
+            hook_calls: counter_vec(
+                &registry,
+                "mairust_hook_calls_total",
+                "Hook calls, by hook and result (allow, reject, tempfail, invalid, timeout, error, skipped)",
+                &["hook", "result"],
+            ),
+            plugin_errors: counter_vec(
+                &registry,
+                "mairust_plugin_errors_total",
+                "Hook (plugin) calls that failed: timeouts, connection errors, bad answers",
+                &["plugin"],
+            ),
+            up,
+            registry,
+        }
+    }
+
+    pub fn smtp(&self, listener: ListenerKind) -> &SmtpMetrics {
+        match listener {
+            ListenerKind::Inbound => &self.smtp[0],
+            ListenerKind::Submission => &self.smtp[1],
+            ListenerKind::Submissions => &self.smtp[2],
+        }
+    }
+}
