@@ -2,7 +2,7 @@
 //!
 //! Layout:
 //! - `config`: finding and loading config.yaml (search path, `env:` values)
-//! - `telemetry`: logging setup
+//! - `telemetry`: logs (text/JSON, file rotation, level reload) and OTLP traces
 //! - `api/`: the actix-web HTTP server (health endpoints, REST API, OpenAPI)
 //! - `cli/`: one module per subcommand group (serve, migrate, domain, user, queue, admin)
 
@@ -58,6 +58,9 @@ enum Command {
     },
     /// Check the configuration file and print where it was found.
     ConfigCheck,
+    /// Make the running server re-read its configuration (log level, hooks, rate
+    /// limits) and report the result.
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -70,10 +73,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve => {
-            telemetry::init(&config.logging);
-            cli::serve::run(config, &path)
-        }
+        Command::Serve => match telemetry::init(&config) {
+            Ok(telemetry) => cli::serve::run(config, &path, telemetry),
+            Err(e) => Err(e),
+        },
         Command::ConfigCheck => {
             println!("configuration OK: {}", path.display());
             Ok(())
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
                     Command::User { action } => cli::accounts::user(&config, action).await,
                     Command::Queue { action } => cli::queue::run(&config, action).await,
                     Command::Admin { action } => cli::admin::run(&config, action).await,
+                    Command::Reload => cli::reload::run(&config).await,
                     Command::Serve | Command::ConfigCheck => unreachable!("handled above"),
                 }
             })

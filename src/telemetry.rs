@@ -1,29 +1,176 @@
-//! Logging (SPEC O4): level and format from `logging`, JSON lines with flattened fields
-//! (`component`, `session_id`, `event` ...) or human text, on standard output.
+//! Logs and traces (SPEC O2, O4).
+//!
+//! - Logs: `logging.level` (changed at run time by [`set_level`]: SIGHUP, `mairust
+//!   reload`), `logging.format` `text` or `json`, on standard output or in
+//!   `logging.file` with size rotation and gzip of rotated files. A JSON line always has
+//!   `timestamp`, `level`, `component`, `message`, and the `request_id` / `session_id`
+//!   of the request or SMTP session it belongs to, then the event's own fields.
+//! - Traces: with `telemetry.tracing.enabled`, spans of the `mairust*` crates and the
+//!   HTTP root spans of tracing-actix-web go to an OTLP/HTTP collector, sampled at
+//!   `sample_rate` (parent-based: a sampled `traceparent` is followed). The level filter
+//!   of the logs does not apply to them.
 
+use std::fmt;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use mairust_actors::config::{LogFormat, LoggingConfig};
-use tracing_subscriber::EnvFilter;
+use anyhow::Context as _;
+use mairust_actors::config::{Config, LogFormat, LoggingConfig, TracingConfig};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber, span};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
-pub fn init(config: &LoggingConfig) {
-    // RUST_LOG, when set, overrides the configured level (for debugging).
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn,sea_orm=warn", config.level)));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = match config.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init(),
-    };
-    if let Err(e) = result {
-        eprintln!("logging already initialised: {e}");
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// What must outlive the server: the log writer's thread and the trace exporter.
+pub struct Telemetry {
+    _log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered and stops the exporter (graceful shutdown).
+    pub fn shutdown(self) {
+        if let Some(provider) = &self.traces
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(component = "supervisor", error = %e, "trace export at shutdown failed");
+        }
     }
+}
+
+fn filter(level: &str) -> EnvFilter {
+    EnvFilter::new(format!("{level},sqlx=warn,sea_orm=warn,h2=warn,hyper=warn"))
+}
+
+/// Sets up logging and tracing for `serve`.
+pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
+    let logging = &config.logging;
+    // RUST_LOG, when set, overrides the configured level (for debugging).
+    let initial = EnvFilter::try_from_default_env().unwrap_or_else(|_| filter(&logging.level));
+    let (level, handle) = reload::Layer::new(initial);
+    let (writer, guard) = log_writer(logging)?;
+    let to_terminal = logging.file.is_none() && std::io::stdout().is_terminal();
+    let fmt: BoxedLayer = match logging.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(JsonLines)
+            .with_writer(writer)
+            .with_filter(level)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(to_terminal)
+            .with_writer(writer)
+            .with_filter(level)
+            .boxed(),
+    };
+    let mut layers: Vec<BoxedLayer> = vec![SpanIds.boxed(), fmt];
+    let traces = if config.telemetry.tracing.enabled {
+        let provider = tracer_provider(&config.telemetry.tracing)?;
+        let tracer = provider.tracer("mairust");
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(EnvFilter::new(
+                    "off,mairust=info,mairust_actors=info,tracing_actix_web=info",
+                ))
+                .boxed(),
+        );
+        Some(provider)
+    } else {
+        None
+    };
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .context("logging already initialised")?;
+    let _ = LEVEL.set(handle);
+    Ok(Telemetry {
+        _log_writer: guard,
+        traces,
+    })
+}
+
+fn tracer_provider(config: &TracingConfig) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(config.traces_url())
+        .build()
+        .context("telemetry.tracing: cannot build the OTLP exporter")?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            config.sample_rate,
+        ))))
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("mairust")
+                .build(),
+        )
+        .build())
+}
+
+/// Standard output, or the rotating file behind a writer thread (lossless: a full
+/// buffer slows logging down rather than dropping lines).
+fn log_writer(
+    config: &LoggingConfig,
+) -> anyhow::Result<(
+    tracing_appender::non_blocking::NonBlocking,
+    Option<tracing_appender::non_blocking::WorkerGuard>,
+)> {
+    let Some(path) = &config.file else {
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(std::io::stdout());
+        return Ok((writer, Some(guard)));
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("logging.file: cannot create {}", dir.display()))?;
+    }
+    // Fail here, with the path, rather than inside the writer thread.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("logging.file: cannot open {}", path.display()))?;
+    let rotation = &config.rotation;
+    let bytes = ((rotation.max_size_mb * 1024.0 * 1024.0) as usize).max(1);
+    let file = file_rotate::FileRotate::new(
+        path,
+        file_rotate::suffix::AppendCount::new(rotation.max_files),
+        // Cut after the write that passes the size: lines stay whole.
+        file_rotate::ContentLimit::BytesSurpassed(bytes),
+        if rotation.compress {
+            file_rotate::compression::Compression::OnRotate(0)
+        } else {
+            file_rotate::compression::Compression::None
+        },
+        None,
+    );
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(file);
+    Ok((writer, Some(guard)))
+}
+
+/// Changes the log level of the running server.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let handle = LEVEL.get().ok_or("logging is not initialised")?;
+    handle.reload(filter(level)).map_err(|e| e.to_string())
 }
 
 /// CLI commands log only warnings, to standard error, so their output stays clean.
@@ -32,4 +179,159 @@ pub fn init_cli() {
         .with_env_filter(EnvFilter::new("warn,sqlx=error"))
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Span fields copied into every JSON line logged inside the span.
+const SPAN_IDS: [&str; 2] = ["request_id", "session_id"];
+
+/// The `request_id` / `session_id` a span was created with.
+struct Ids(Vec<(&'static str, String)>);
+
+/// Remembers [`SPAN_IDS`] fields of new spans for [`JsonLines`].
+struct SpanIds;
+
+impl<S> Layer<S> for SpanIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let mut ids = IdVisitor(Vec::new());
+        attrs.record(&mut ids);
+        if !ids.0.is_empty()
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(Ids(ids.0));
+        }
+    }
+}
+
+struct IdVisitor(Vec<(&'static str, String)>);
+
+impl Visit for IdVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if SPAN_IDS.contains(&field.name()) {
+            self.0.push((field.name(), value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if SPAN_IDS.contains(&field.name()) {
+            self.0.push((field.name(), format!("{value:?}")));
+        }
+    }
+}
+
+/// An event's fields as JSON values.
+struct JsonVisitor(Map<String, Value>);
+
+impl Visit for JsonVisitor {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+/// The component of an event that names none: from the module it comes from.
+fn component_of(target: &str) -> &'static str {
+    let module = target
+        .strip_prefix("mairust_actors::")
+        .or_else(|| target.strip_prefix("mairust::"))
+        .unwrap_or(target);
+    let first = module.split("::").next().unwrap_or("");
+    match first {
+        "smtp" => "smtp",
+        "queue" => "queue",
+        "storage" | "database" => "storage",
+        "hooks" => "hook",
+        "api" | "cli" => "api",
+        "audit" => "audit",
+        _ if target.starts_with("actix_web") || target.starts_with("tracing_actix_web") => "api",
+        _ if target.starts_with("sqlx") || target.starts_with("sea_orm") => "storage",
+        _ if target.starts_with("object_store") => "storage",
+        _ if target.starts_with("reqwest") => "hook",
+        _ => "supervisor",
+    }
+}
+
+/// One JSON object per line (SPEC O4).
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        let mut fields = JsonVisitor(Map::new());
+        event.record(&mut fields);
+        let mut fields = fields.0;
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert(
+            "level".into(),
+            meta.level().as_str().to_ascii_lowercase().into(),
+        );
+        let component = fields
+            .remove("component")
+            .unwrap_or_else(|| component_of(meta.target()).into());
+        line.insert("component".into(), component);
+        line.insert(
+            "message".into(),
+            fields.remove("message").unwrap_or_default(),
+        );
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                if let Some(Ids(ids)) = span.extensions().get::<Ids>() {
+                    for (name, value) in ids {
+                        line.insert((*name).into(), value.clone().into());
+                    }
+                }
+            }
+        }
+        line.extend(fields);
+        line.insert("target".into(), meta.target().into());
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component_of;
+
+    #[test]
+    fn components_from_targets() {
+        assert_eq!(component_of("mairust_actors::smtp::session"), "smtp");
+        assert_eq!(component_of("mairust_actors::queue::worker"), "queue");
+        assert_eq!(component_of("mairust_actors::storage::actor"), "storage");
+        assert_eq!(component_of("mairust_actors::hooks"), "hook");
+        assert_eq!(component_of("mairust::api::v1"), "api");
+        assert_eq!(component_of("actix_server::builder"), "supervisor");
+        assert_eq!(component_of("sqlx::query"), "storage");
+    }
 }

@@ -53,6 +53,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +63,8 @@ pub struct ServerConfig {
     /// Name used in the greeting, EHLO reply and Received headers.
     pub hostname: String,
     pub shutdown: ShutdownConfig,
+    /// `serve` writes its process id here (removed at exit); `mairust reload` reads it.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
         ServerConfig {
             hostname: "localhost".into(),
             shutdown: ShutdownConfig::default(),
+            pid_file: None,
         }
     }
 }
@@ -337,6 +342,9 @@ pub struct LoggingConfig {
     /// trace, debug, info, warn or error (or a tracing filter directive).
     pub level: String,
     pub format: LogFormat,
+    /// Log to this file instead of standard output, rotated by size.
+    pub file: Option<PathBuf>,
+    pub rotation: RotationConfig,
 }
 
 impl Default for LoggingConfig {
@@ -344,6 +352,80 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: "info".into(),
             format: LogFormat::Text,
+            file: None,
+            rotation: RotationConfig::default(),
+        }
+    }
+}
+
+/// Size-based rotation of `logging.file`: `mairust.log` → `mairust.log.1(.gz)` → ...
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationConfig {
+    /// Rotate once the file passes this size (fractions allowed).
+    pub max_size_mb: f64,
+    /// Rotated files kept; older ones are deleted.
+    pub max_files: usize,
+    /// gzip rotated files.
+    pub compress: bool,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        RotationConfig {
+            max_size_mb: 100.0,
+            max_files: 10,
+            compress: true,
+        }
+    }
+}
+
+/// OpenTelemetry (SPEC O2).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub tracing: TracingConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceExporter {
+    /// OTLP over HTTP with protobuf bodies (a collector's port 4318, Jaeger, Tempo).
+    #[default]
+    Otlp,
+}
+
+/// One trace per SMTP transaction and per API request, exported over OTLP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    pub enabled: bool,
+    pub exporter: TraceExporter,
+    /// The collector's OTLP/HTTP address; `/v1/traces` is added unless given.
+    pub endpoint: String,
+    /// Share of new traces kept, 0 to 1 (a `traceparent` that is sampled is followed).
+    pub sample_rate: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            enabled: false,
+            exporter: TraceExporter::Otlp,
+            endpoint: "http://127.0.0.1:4318".into(),
+            sample_rate: 1.0,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// The full OTLP/HTTP traces URL.
+    pub fn traces_url(&self) -> String {
+        let base = self.endpoint.trim_end_matches('/');
+        if base.ends_with("/v1/traces") {
+            base.to_string()
+        } else {
+            format!("{base}/v1/traces")
         }
     }
 }
@@ -734,6 +816,35 @@ impl Config {
         }
         self.validate_queue()?;
         self.validate_hooks()?;
+        let rotation = &self.logging.rotation;
+        if !(rotation.max_size_mb.is_finite() && rotation.max_size_mb > 0.0) {
+            return Err(ConfigError::new(
+                "logging.rotation.max_size_mb",
+                "must be greater than 0",
+            ));
+        }
+        if rotation.max_files == 0 {
+            return Err(ConfigError::new(
+                "logging.rotation.max_files",
+                "must be at least 1",
+            ));
+        }
+        let tracing = &self.telemetry.tracing;
+        if !(0.0..=1.0).contains(&tracing.sample_rate) {
+            return Err(ConfigError::new(
+                "telemetry.tracing.sample_rate",
+                "must be between 0 and 1",
+            ));
+        }
+        if tracing.enabled
+            && !(tracing.endpoint.starts_with("http://")
+                || tracing.endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "telemetry.tracing.endpoint",
+                "must be an http:// or https:// URL (OTLP/HTTP, e.g. http://collector:4318)",
+            ));
+        }
         if self.audit.retention_days == 0 {
             return Err(ConfigError::new(
                 "audit.retention_days",

@@ -20,6 +20,7 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::config::{HookConfig, HookEvent, HookFallback};
 use crate::storage::IncomingMessage;
@@ -208,7 +209,8 @@ impl Hook {
 /// change at run time (hooks created through the API): callers work on a snapshot.
 pub struct HookDispatcher {
     client: reqwest::Client,
-    from_config: Vec<HookConfig>,
+    /// config.yaml's hooks (replaced on reload) and the API's (from the database).
+    sources: RwLock<(Vec<HookConfig>, Vec<HookConfig>)>,
     hooks: RwLock<Arc<Vec<Arc<Hook>>>>,
 }
 
@@ -219,20 +221,35 @@ impl HookDispatcher {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build()
                 .unwrap_or_default(),
-            from_config: configs.to_vec(),
+            sources: RwLock::new((configs.to_vec(), Vec::new())),
             hooks: RwLock::new(Arc::new(Vec::new())),
         };
-        dispatcher.set_api_hooks(Vec::new());
+        dispatcher.rebuild();
         dispatcher
+    }
+
+    /// Replaces config.yaml's hooks (configuration reload).
+    pub fn set_config_hooks(&self, configs: &[HookConfig]) {
+        self.sources.write().unwrap_or_else(|e| e.into_inner()).0 = configs.to_vec();
+        self.rebuild();
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Hook>>> {
         self.hooks.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Replaces the API-defined hooks (config.yaml's stay first and win on an id
-    /// clash). A hook that keeps its id keeps its breaker.
+    /// Replaces the API-defined hooks.
     pub fn set_api_hooks(&self, api: Vec<HookConfig>) {
+        self.sources.write().unwrap_or_else(|e| e.into_inner()).1 = api;
+        self.rebuild();
+    }
+
+    /// The hook set from both sources: config.yaml's first, winning on an id clash. A
+    /// hook that keeps its id keeps its breaker.
+    fn rebuild(&self) {
+        // Exclusive: rebuilds run one at a time, each from the latest sources.
+        let sources = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        let (from_config, api) = &*sources;
         let old = self.snapshot();
         let carried = |id: &str| {
             old.iter()
@@ -248,7 +265,7 @@ impl HookDispatcher {
                 .unwrap_or(Breaker::Closed(0))
         };
         let mut hooks: Vec<Arc<Hook>> = Vec::new();
-        let configured = self.from_config.iter().map(|c| (c, HookSource::Config));
+        let configured = from_config.iter().map(|c| (c, HookSource::Config));
         let added = api.iter().map(|c| (c, HookSource::Api));
         for (config, source) in configured.chain(added) {
             if hooks.iter().any(|h| h.config.id == config.id) {
@@ -265,7 +282,8 @@ impl HookDispatcher {
 
     /// Whether `id` is defined in config.yaml (and so not editable through the API).
     pub fn is_configured(&self, id: &str) -> bool {
-        self.from_config.iter().any(|c| c.id == id)
+        let sources = self.sources.read().unwrap_or_else(|e| e.into_inner());
+        sources.0.iter().any(|c| c.id == id)
     }
 
     pub fn has(&self, event: HookEvent) -> bool {
@@ -426,7 +444,8 @@ impl HookDispatcher {
             })
             .unwrap_or_default();
             let started = Instant::now();
-            let outcome = self.call(hook, &body).await;
+            let span = tracing::info_span!("hook.call", hook = %hook.config.id, event = ?event);
+            let outcome = self.call(hook, &body).instrument(span).await;
             let fallback = |which: HookFallback, why: &str| match which {
                 HookFallback::Allow => None,
                 HookFallback::Reject => {
@@ -489,7 +508,10 @@ impl HookDispatcher {
             })
             .unwrap_or_default();
             let (me, hook) = (self.clone(), hook.clone());
-            tokio::spawn(async move {
+            // Its own trace, linked to the transaction's: it must not keep that open.
+            let span = tracing::info_span!(parent: None, "hook.call", hook = %hook.config.id, event = "post_receive");
+            span.follows_from(tracing::Span::current().id());
+            let task = async move {
                 match me.call(&hook, &body).await {
                     Outcome::Failed(e) => {
                         tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_error", error = %e, "post_receive hook failed")
@@ -499,7 +521,8 @@ impl HookDispatcher {
                     }
                     _ => {}
                 }
-            });
+            };
+            tokio::spawn(task.instrument(span));
         }
     }
 

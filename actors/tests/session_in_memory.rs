@@ -43,6 +43,7 @@ fn config(dir: &std::path::Path) -> Config {
         queue: Default::default(),
         delivery: Default::default(),
         audit: Default::default(),
+        telemetry: Default::default(),
     }
 }
 

@@ -14,6 +14,7 @@ use mairust_actors::apikeys::{self, Caller, Scope};
 use mairust_actors::audit::Entry;
 use mairust_actors::health::Dependency;
 use mairust_actors::supervisor::Handles;
+use tracing::Instrument;
 
 use super::error::{ApiError, ErrorCode};
 
@@ -22,23 +23,32 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Counts failed authentications per client address (in memory, per node); more than
 /// `api.auth_failures_per_minute` in a minute block the address until the minute ends.
 pub struct AuthLimiter {
-    max_failures: u32,
+    max_failures: std::sync::atomic::AtomicU32,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl AuthLimiter {
     pub fn new(max_failures: u32) -> Self {
         AuthLimiter {
-            max_failures,
+            max_failures: max_failures.into(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A new `api.auth_failures_per_minute` (configuration reload).
+    pub fn set_max_failures(&self, max_failures: u32) {
+        self.max_failures
+            .store(max_failures, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Seconds until the address may try again, when it is blocked.
     fn blocked(&self, ip: IpAddr) -> Option<u64> {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&ip) {
-            Some((n, since)) if *n >= self.max_failures && since.elapsed() < WINDOW => {
+            Some((n, since))
+                if *n >= self.max_failures.load(std::sync::atomic::Ordering::Relaxed)
+                    && since.elapsed() < WINDOW =>
+            {
                 Some((WINDOW - since.elapsed()).as_secs().max(1))
             }
             _ => None,
@@ -140,7 +150,10 @@ impl FromRequest for Authenticated {
                     "missing API key: send Authorization: Bearer <key>",
                 ));
             };
-            match apikeys::verify(&handles.db, &token).await? {
+            let verified = apikeys::verify(&handles.db, &token)
+                .instrument(tracing::info_span!("db.verify_api_key"))
+                .await?;
+            match verified {
                 Some(caller) => Ok(Authenticated { caller, remote: ip }),
                 None => {
                     limiter.failed(ip);

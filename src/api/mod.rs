@@ -28,17 +28,22 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn server(
     handles: Handles,
+    limiter: std::sync::Arc<auth::AuthLimiter>,
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let config = handles.config.clone();
     let data = web::Data::new(handles);
-    let limiter = web::Data::new(auth::AuthLimiter::new(config.api.auth_failures_per_minute));
+    let limiter = web::Data::from(limiter);
     let document = web::Data::new(serde_json::to_vec(&openapi()).map_err(std::io::Error::other)?);
     let cors_config = config.api.cors.clone();
     let prometheus = prometheus_middleware().map_err(std::io::Error::other)?;
     let server = HttpServer::new(move || {
+        // The last wrap is the outermost: the request span (W3C traceparent picked up)
+        // encloses the metrics, CORS and the access log line.
         let (app, _) = App::new()
+            .wrap(actix_web::middleware::from_fn(access_log))
             .wrap(cors(&cors_config))
             .wrap(prometheus.clone())
+            .wrap(tracing_actix_web::TracingLogger::default())
             .app_data(data.clone())
             .app_data(limiter.clone())
             .app_data(document.clone())
@@ -96,7 +101,7 @@ fn cors(config: &mairust_actors::config::CorsConfig) -> actix_cors::Cors {
     let mut cors = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
-        .expose_headers(["Deprecation", "Sunset", "Link"])
+        .expose_headers(["Deprecation", "Sunset", "Link", "X-Request-Id"])
         .max_age(config.max_age_seconds as usize)
         // Other origins simply get no CORS headers (the browser then refuses); clients
         // that are not browsers are not affected.
@@ -105,6 +110,40 @@ fn cors(config: &mairust_actors::config::CorsConfig) -> actix_cors::Cors {
         cors = cors.allowed_origin(origin);
     }
     cors
+}
+
+/// One log line per request, inside its span (so it carries `request_id`), and the
+/// request id in an `X-Request-Id` answer header.
+async fn access_log(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let started = std::time::Instant::now();
+    let request_id = req
+        .extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.to_string());
+    let method = req.method().to_string();
+    let mut res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "UNMATCHED".into());
+    let status = res.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if route != "/metrics" {
+        tracing::info!(component = "api", event = "request", method = %method, route = %route, status, duration_ms = ms, "request");
+    }
+    if let Some(id) = request_id
+        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id)
+    {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    Ok(res)
 }
 
 async fn openapi_json(document: web::Data<Vec<u8>>) -> HttpResponse {

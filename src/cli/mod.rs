@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod migrate;
 pub mod queue;
+pub mod reload;
 pub mod serve;
 
 use anyhow::Context;

@@ -11,10 +11,15 @@ use mairust_actors::database::{self, SchemaStatus};
 use mairust_actors::supervisor::{GetHandles, Supervisor};
 use tokio::sync::oneshot;
 
-pub fn run(config: Config, path: &Path) -> anyhow::Result<()> {
+pub fn run(
+    config: Config,
+    path: &Path,
+    telemetry: crate::telemetry::Telemetry,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
     raise_fd_limit(config.smtp.limits.max_sessions);
-    actix_rt::System::new().block_on(async move {
+    let pid_file = PidFile::create(config.server.pid_file.as_deref())?;
+    let result = actix_rt::System::new().block_on(async move {
         tracing::info!(component = "supervisor", event = "starting", config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting MaiRust");
         let db = database::connect(&config.database)
             .await
@@ -30,8 +35,14 @@ pub fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         let (finished_tx, finished_rx) = oneshot::channel();
         let supervisor = Supervisor::start(config.clone(), db.clone(), finished_tx).await?;
         let handles = supervisor.send(GetHandles).await?;
+        let limiter = Arc::new(crate::api::auth::AuthLimiter::new(config.api.auth_failures_per_minute));
+        super::reload::spawn_on_sighup(
+            path.to_path_buf(),
+            (*config).clone(),
+            super::reload::Reloadable { handles: handles.clone(), limiter: limiter.clone() },
+        );
         let http = if config.http.enabled {
-            let (server, addrs) = crate::api::server(handles.clone())
+            let (server, addrs) = crate::api::server(handles.clone(), limiter)
                 .with_context(|| format!("http.address: cannot listen on {}", config.http.address))?;
             for addr in &addrs {
                 tracing::info!(component = "api", event = "listening", listener = "http", addr = %addr, "HTTP server ready");
@@ -51,7 +62,36 @@ pub fn run(config: Config, path: &Path) -> anyhow::Result<()> {
         db.close().await.ok();
         tracing::info!(component = "supervisor", event = "stopped", "MaiRust stopped");
         Ok(())
-    })
+    });
+    drop(pid_file);
+    telemetry.shutdown();
+    result
+}
+
+/// `server.pid_file`: written at start, removed at exit.
+struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    fn create(path: Option<&Path>) -> anyhow::Result<PidFile> {
+        let Some(path) = path else {
+            return Ok(PidFile(None));
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("server.pid_file: cannot create {}", dir.display()))?;
+        }
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("server.pid_file: cannot write {}", path.display()))?;
+        Ok(PidFile(Some(path.to_path_buf())))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Each SMTP session holds a socket: raise the soft open-files limit to the hard one

@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod hook_receiver;
+pub mod otlp;
 pub mod raw;
 pub mod sink;
 
@@ -447,6 +448,16 @@ impl TestServer {
         format!("{user}@{DOMAIN}")
     }
 
+    /// The server's log lines so far, parsed (the tests run it with JSON logs).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub fn log_contains(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
@@ -551,6 +562,7 @@ pub fn config_yaml(dir: &Path, db_url: &str, storage: &str, o: &Options) -> Stri
     format!(
         r#"server:
   hostname: mx.example.test
+  pid_file: {dir}/mairust.pid
   shutdown:
     timeout_seconds: {shutdown}
     drain_timeout_seconds: {drain}

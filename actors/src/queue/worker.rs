@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -146,16 +147,22 @@ async fn run(q: Arc<QueueContext>, index: usize) {
 async fn process(q: &QueueContext, owner: &str, entries: Vec<ClaimedEntry>) {
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     let lease = Duration::from_secs_f64(q.config.queue.lease_seconds);
+    // One trace per claimed batch (SPEC O2): bodies, deliveries, bounces, records.
     let work = async {
-        let bodies = load_bodies(q, &entries).await;
+        let bodies = load_bodies(q, &entries)
+            .instrument(tracing::info_span!("storage.get_bodies"))
+            .await;
         let mut results = deliver(q, &entries, &bodies).await;
         expire(&mut results);
         send_bounces(q, &mut results, &bodies).await;
         for e in &results {
             log_results(e);
         }
-        record(q, owner, &results).await;
-    };
+        record(q, owner, &results)
+            .instrument(tracing::info_span!("db.record_results"))
+            .await;
+    }
+    .instrument(tracing::info_span!(parent: None, "queue.delivery", otel.kind = "client", entries = entries.len()));
     // Keep the claim alive while a long batch is delivered and recorded.
     let renew = async {
         loop {
@@ -336,7 +343,8 @@ async fn deliver(q: &QueueContext, entries: &[ClaimedEntry], bodies: &[Body]) ->
     tokio::pin!(deadline);
     for (dest, items) in groups {
         let abandoned = tokio::select! {
-            _ = deliver_destination(q, &dest, items, entries, bodies, &mut results) => false,
+            _ = deliver_destination(q, &dest, items, entries, bodies, &mut results)
+                .instrument(tracing::info_span!("delivery.destination", destination = %dest)) => false,
             _ = deadline.as_mut() => true,
         };
         if abandoned {
@@ -555,7 +563,7 @@ async fn bounce(
         IpAddr::V4(Ipv4Addr::LOCALHOST),
         outbound,
     );
-    match q.storage.send(StoreMessage(message)).await {
+    match q.storage.send(StoreMessage::new(message)).await {
         Ok(Ok(())) => {
             tracing::info!(component = "queue", event = "dsn_sent", id = %entry.id, dsn_id = %id, to = %entry.envelope_from, recipients = failed.len(), "delivery status notification sent");
             Ok(())

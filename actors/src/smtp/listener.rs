@@ -25,8 +25,8 @@ use crate::shutdown::Phase;
 pub struct SessionRegistry {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: AtomicUsize,
-    max_total: usize,
-    max_per_ip: usize,
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
     idle: Notify,
 }
 
@@ -40,10 +40,16 @@ impl SessionRegistry {
         Arc::new(SessionRegistry {
             per_ip: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
-            max_total,
-            max_per_ip,
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
             idle: Notify::new(),
         })
+    }
+
+    /// New limits for new sessions (configuration reload); open sessions stay.
+    pub fn set_limits(&self, max_total: usize, max_per_ip: usize) {
+        self.max_total.store(max_total, Ordering::Release);
+        self.max_per_ip.store(max_per_ip, Ordering::Release);
     }
 
     pub fn active(&self) -> usize {
@@ -54,7 +60,9 @@ impl SessionRegistry {
     pub fn try_register(self: &Arc<Self>, ip: IpAddr) -> Option<SessionGuard> {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let count = per_ip.entry(ip).or_insert(0);
-        if *count >= self.max_per_ip || self.total.load(Ordering::Acquire) >= self.max_total {
+        if *count >= self.max_per_ip.load(Ordering::Acquire)
+            || self.total.load(Ordering::Acquire) >= self.max_total.load(Ordering::Acquire)
+        {
             if *count == 0 {
                 per_ip.remove(&ip);
             }

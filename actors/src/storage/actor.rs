@@ -68,7 +68,15 @@ pub enum CommitMode {
 /// Store this message durably; answers once it is (or is not).
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
-pub struct StoreMessage(pub IncomingMessage);
+pub struct StoreMessage(pub IncomingMessage, pub tracing::Span);
+
+impl StoreMessage {
+    /// A message whose storage spans (`storage.put_body`, `db.commit`) become children
+    /// of the caller's current span: its SMTP transaction or API request trace.
+    pub fn new(message: IncomingMessage) -> Self {
+        StoreMessage(message, tracing::Span::current())
+    }
+}
 
 /// Upper bound of messages per lane batch, to bound latency and memory.
 const MAX_BATCH: usize = 256;
@@ -97,6 +105,8 @@ pub struct StorageActor {
     health_monitor: Recipient<DependencyFailed>,
     next_seq: u64,
     waiters: HashMap<u64, Waiter>,
+    /// The callers' spans, parents of each message's storage spans.
+    spans: HashMap<u64, tracing::Span>,
     object_queue: Vec<Entry>,
     row_queue: Vec<Entry>,
     writing_objects: bool,
@@ -133,6 +143,7 @@ impl StorageActor {
             health_monitor,
             next_seq: 0,
             waiters: HashMap::new(),
+            spans: HashMap::new(),
             object_queue: Vec::new(),
             row_queue: Vec::new(),
             writing_objects: false,
@@ -155,6 +166,11 @@ impl StorageActor {
         let take = self.object_queue.len().min(MAX_BATCH);
         let batch: Vec<Entry> = self.object_queue.drain(..take).collect();
         let bodies = self.bodies.clone();
+        let n = batch.len();
+        let spans = self.child_spans(
+            &batch,
+            |parent| tracing::info_span!(parent: parent, "storage.put_body", batch = n),
+        );
         let fut = async move {
             let objects = batch
                 .iter()
@@ -164,6 +180,7 @@ impl StorageActor {
                 .put_batch(objects)
                 .await
                 .map_err(|e| StoreError::Storage(e.to_string()));
+            drop(spans);
             (batch, result)
         };
         ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
@@ -188,6 +205,11 @@ impl StorageActor {
         let batch: Vec<Entry> = self.row_queue.drain(..take).collect();
         let db = self.db.clone();
         let queue = self.queue.clone();
+        let n = batch.len();
+        let spans = self.child_spans(
+            &batch,
+            |parent| tracing::info_span!(parent: parent, "db.commit", batch = n),
+        );
         let fut = async move {
             let started = Instant::now();
             let messages: Vec<&IncomingMessage> = batch.iter().map(|(_, m)| m.as_ref()).collect();
@@ -200,6 +222,7 @@ impl StorageActor {
                 ok = result.is_ok(),
                 "rows committed"
             );
+            drop(spans);
             (batch, result)
         };
         ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
@@ -212,6 +235,20 @@ impl StorageActor {
             act.lane_done(Lane::Rows, &batch, result);
             act.start_lanes(ctx);
         }));
+    }
+
+    /// One span per message of a batch, under that message's caller span; they close
+    /// when the batch is done (so a trace shows the batch its message waited for).
+    fn child_spans(
+        &self,
+        batch: &[Entry],
+        make: impl Fn(&tracing::Span) -> tracing::Span,
+    ) -> Vec<tracing::Span> {
+        batch
+            .iter()
+            .filter_map(|(seq, _)| self.spans.get(seq))
+            .map(make)
+            .collect()
     }
 
     /// A lane finished a batch: answer the callers that need nothing more.
@@ -242,6 +279,7 @@ impl StorageActor {
                 _ => {}
             }
             if finished && let Some(waiter) = self.waiters.remove(seq) {
+                self.spans.remove(seq);
                 queued |= result.is_ok() && !message.outbound.is_empty();
                 let _ = waiter.reply.send(result.clone());
             }
@@ -397,6 +435,9 @@ impl Handler<StoreMessage> for StorageActor {
         let seq = self.next_seq;
         self.next_seq += 1;
         let entry = (seq, Arc::new(msg.0));
+        if !msg.1.is_disabled() {
+            self.spans.insert(seq, msg.1);
+        }
         if self.mode == CommitMode::Parallel {
             self.row_queue.push(entry.clone());
         }

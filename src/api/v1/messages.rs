@@ -13,6 +13,7 @@ use mairust_entities::mailbox_message;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement};
 use sea_orm::{ConnectionTrait, EntityTrait, QueryResult, Set};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Page, PageQuery};
@@ -252,7 +253,11 @@ pub async fn list(
     select
         .order_by((Alias::new("mm"), Alias::new("id")), Order::Desc)
         .limit(limit + 1);
-    let rows = handles.db.query_all(&select).await?;
+    let rows = handles
+        .db
+        .query_all(&select)
+        .instrument(tracing::info_span!("db.list_messages", limit))
+        .await?;
     let items = rows.iter().map(view).collect::<Result<Vec<_>, _>>()?;
     Ok(web::Json(Page::from_fetched(items, limit, |m| {
         m.id.to_string()

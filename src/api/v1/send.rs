@@ -200,7 +200,7 @@ pub async fn send(
             }
         }
     }
-    match handles.storage.send(StoreMessage(message)).await {
+    match handles.storage.send(StoreMessage::new(message)).await {
         Ok(Ok(())) => {
             tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.caller.key_id, delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
             Ok(HttpResponse::Accepted().json(SendResponse {

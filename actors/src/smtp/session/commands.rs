@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::{AuthStep, Envelope, Flow, Session, State};
 use crate::accounts::{self, RecipientLookup};
 use crate::audit::Entry;
@@ -131,6 +133,14 @@ impl Session {
         }
         self.envelope.mail = Some(mail);
         self.envelope.started = Some(std::time::Instant::now());
+        // One trace per transaction (SPEC O2): MAIL FROM to the reply after DATA.
+        self.envelope.span = Some(tracing::info_span!(
+            "smtp.transaction",
+            otel.kind = "server",
+            listener = self.listener.name(),
+            session_id = %self.id,
+            smtp.reply_code = tracing::field::Empty,
+        ));
         self.reply(reply::SENDER_OK);
         Flow::Continue
     }
@@ -148,7 +158,16 @@ impl Session {
             self.reply(reply::TOO_MANY_RECIPIENTS);
             return Flow::Continue;
         }
-        match accounts::lookup_recipient(&self.ctx.db, &rcpt.recipient).await {
+        let lookup = accounts::lookup_recipient(&self.ctx.db, &rcpt.recipient);
+        let lookup = match &self.envelope.span {
+            Some(txn) => {
+                lookup
+                    .instrument(tracing::info_span!(parent: txn, "db.lookup_recipient"))
+                    .await
+            }
+            None => lookup.await,
+        };
+        match lookup {
             Ok(RecipientLookup::Local(local)) => {
                 self.envelope.rcpt_count += 1;
                 if !self
@@ -269,7 +288,9 @@ impl Session {
         let size = message.body.len();
         let message_id = message.meta.message_id.clone().unwrap_or_default();
         let told = hooks.has(HookEvent::PostReceive).then(|| message.clone());
-        match self.ctx.storage.send(StoreMessage(message)).await {
+        let span = tracing::info_span!("storage.store", size);
+        let request = span.in_scope(|| StoreMessage::new(message));
+        match self.ctx.storage.send(request).instrument(span).await {
             Ok(Ok(())) => {
                 if let Some(stored) = told {
                     hooks.post_receive(&stored);

@@ -22,6 +22,7 @@ use sea_orm::DatabaseConnection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
 
 use super::proto::command::MailFrom;
 use super::proto::data::DataReceiver;
@@ -98,6 +99,8 @@ impl Drop for OpenSession {
 struct Envelope {
     /// When MAIL FROM was accepted: the transaction's start.
     started: Option<Instant>,
+    /// The transaction's trace span; it ends with the reply after DATA.
+    span: Option<tracing::Span>,
     mail: Option<MailFrom>,
     recipients: Vec<LocalRecipient>,
     /// Remote recipients of an authenticated client: they go to the outbound queue.
@@ -338,7 +341,13 @@ impl Session {
                     unreachable!("state checked above");
                 };
                 let started = self.envelope.started;
-                let reply = self.finish_data(receiver).await;
+                let span = self
+                    .envelope
+                    .span
+                    .take()
+                    .unwrap_or_else(tracing::Span::none);
+                let reply = self.finish_data(receiver).instrument(span.clone()).await;
+                span.record("smtp.reply_code", reply.code);
                 let outcome = match reply.code {
                     200..=299 => &self.metrics.accepted,
                     400..=499 => &self.metrics.tempfailed,

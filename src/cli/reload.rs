@@ -1,0 +1,258 @@
+//! Configuration reload (SPEC O4, O15): on SIGHUP the server reads its configuration
+//! file again and, when it is valid, applies what can change at run time — the log level,
+//! config.yaml's hooks, the rate limits (`api.auth_failures_per_minute`,
+//! `smtp.limits.max_sessions`, `max_sessions_per_ip`) — and names the changed sections
+//! that need a restart. An invalid file changes nothing. Either way an audit entry
+//! `config.reload` says what happened.
+//!
+//! `mairust reload` sends SIGHUP to the process in `server.pid_file` and waits for that
+//! audit entry, so it can say whether the reload worked.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mairust_actors::audit::Entry;
+use mairust_actors::config::Config;
+use mairust_actors::supervisor::Handles;
+use mairust_entities::audit_entry;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use crate::api::auth::AuthLimiter;
+
+/// What the running server can change without a restart.
+pub struct Reloadable {
+    pub handles: Handles,
+    pub limiter: Arc<AuthLimiter>,
+}
+
+/// Sections whose change needs a restart, by name.
+fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut old_smtp = old.smtp.clone();
+    let mut new_smtp = new.smtp.clone();
+    // The session limits are applied live; everything else in smtp is not.
+    old_smtp.limits.max_sessions = 0;
+    old_smtp.limits.max_sessions_per_ip = 0;
+    new_smtp.limits.max_sessions = 0;
+    new_smtp.limits.max_sessions_per_ip = 0;
+    let mut old_logging = old.logging.clone();
+    old_logging.level = new.logging.level.clone();
+    let mut old_api = old.api.clone();
+    old_api.auth_failures_per_minute = new.api.auth_failures_per_minute;
+    let pairs = [
+        (
+            "server",
+            format!("{:?}", old.server),
+            format!("{:?}", new.server),
+        ),
+        ("smtp", format!("{old_smtp:?}"), format!("{new_smtp:?}")),
+        ("http", format!("{:?}", old.http), format!("{:?}", new.http)),
+        (
+            "database",
+            format!("{:?}", old.database),
+            format!("{:?}", new.database),
+        ),
+        (
+            "storage",
+            format!("{:?}", old.storage),
+            format!("{:?}", new.storage),
+        ),
+        (
+            "health",
+            format!("{:?}", old.health),
+            format!("{:?}", new.health),
+        ),
+        (
+            "logging",
+            format!("{old_logging:?}"),
+            format!("{:?}", new.logging),
+        ),
+        ("api", format!("{old_api:?}"), format!("{:?}", new.api)),
+        (
+            "queue",
+            format!("{:?}", old.queue),
+            format!("{:?}", new.queue),
+        ),
+        (
+            "delivery",
+            format!("{:?}", old.delivery),
+            format!("{:?}", new.delivery),
+        ),
+        (
+            "audit",
+            format!("{:?}", old.audit),
+            format!("{:?}", new.audit),
+        ),
+        (
+            "telemetry",
+            format!("{:?}", old.telemetry),
+            format!("{:?}", new.telemetry),
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
+/// Reads `path` and applies it over `running`; returns the audit entry that tells what
+/// happened and, when the file was valid, the new running configuration.
+pub fn apply(path: &Path, running: &Config, live: &Reloadable) -> (Entry, Option<Config>) {
+    let actor = "signal:SIGHUP";
+    let new = match crate::config::load(Some(path)) {
+        Ok((config, _)) => config,
+        Err(e) => {
+            tracing::error!(component = "supervisor", event = "reload_failed", error = %format!("{e:#}"), "configuration not reloaded; the running one stays");
+            let entry = Entry::failure("config.reload", actor)
+                .target(path.display())
+                .detail("error", format!("{e:#}"));
+            return (entry, None);
+        }
+    };
+    let mut changed = Vec::new();
+    if new.logging.level != running.logging.level {
+        match crate::telemetry::set_level(&new.logging.level) {
+            Ok(()) => changed.push("logging.level"),
+            Err(e) => {
+                tracing::error!(component = "supervisor", error = %e, "log level not changed")
+            }
+        }
+    }
+    if format!("{:?}", new.hooks) != format!("{:?}", running.hooks) {
+        live.handles.hooks.set_config_hooks(&new.hooks);
+        changed.push("hooks");
+    }
+    if new.api.auth_failures_per_minute != running.api.auth_failures_per_minute {
+        live.limiter
+            .set_max_failures(new.api.auth_failures_per_minute);
+        changed.push("api.auth_failures_per_minute");
+    }
+    let (old_limits, new_limits) = (&running.smtp.limits, &new.smtp.limits);
+    if (old_limits.max_sessions, old_limits.max_sessions_per_ip)
+        != (new_limits.max_sessions, new_limits.max_sessions_per_ip)
+    {
+        live.handles
+            .sessions
+            .set_limits(new_limits.max_sessions, new_limits.max_sessions_per_ip);
+        changed.push("smtp.limits.max_sessions");
+    }
+    let restart = restart_sections(running, &new);
+    tracing::info!(component = "supervisor", event = "reloaded", changed = ?changed, restart_needed = ?restart, "configuration reloaded");
+    if !restart.is_empty() {
+        tracing::warn!(component = "supervisor", sections = ?restart, "these sections changed but take effect only after a restart");
+    }
+    let entry = Entry::success("config.reload", actor)
+        .target(path.display())
+        .detail("changed", changed)
+        .detail("restart_needed", restart);
+    (entry, Some(new))
+}
+
+/// Reloads on every SIGHUP until the process ends.
+pub fn spawn_on_sighup(path: std::path::PathBuf, running: Config, live: Reloadable) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(component = "supervisor", error = %e, "cannot listen for SIGHUP; reload needs a restart");
+            return;
+        }
+    };
+    actix_rt::spawn(async move {
+        let mut running = running;
+        while hangups.recv().await.is_some() {
+            tracing::info!(component = "supervisor", event = "sighup", config = %path.display(), "SIGHUP: reloading the configuration");
+            let (entry, new) = apply(&path, &running, &live);
+            live.handles.audit.record(entry).await;
+            if let Some(new) = new {
+                running = new;
+            }
+        }
+    });
+}
+
+/// `mairust reload`: SIGHUP to the running server, then its verdict from the audit log.
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let Some(pid_file) = &config.server.pid_file else {
+        bail!(
+            "server.pid_file is not set in the configuration: set it (the server writes its process id there), or send SIGHUP to the server yourself"
+        );
+    };
+    let text = std::fs::read_to_string(pid_file).with_context(|| {
+        format!(
+            "cannot read {} (is the server running with this configuration?)",
+            pid_file.display()
+        )
+    })?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold a process id", pid_file.display()))?;
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        bail!(
+            "no process {pid} (from {}): the server is not running",
+            pid_file.display()
+        );
+    }
+    let db = super::open_current(config).await?;
+    let last_before = last_reload(&db).await?;
+    // SAFETY: sending SIGHUP to a process id read from the pid file.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        bail!(
+            "cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(entry) = last_reload(&db).await? else {
+            continue;
+        };
+        if last_before.as_ref().is_some_and(|b| b.id >= entry.id) {
+            continue;
+        }
+        let details: serde_json::Value = serde_json::from_str(&entry.details).unwrap_or_default();
+        db.close().await.ok();
+        if entry.outcome == "success" {
+            println!("configuration reloaded (process {pid})");
+            println!("  applied: {}", list(&details["changed"]));
+            let restart = list(&details["restart_needed"]);
+            if restart != "nothing" {
+                println!("  changed but needing a restart: {restart}");
+            }
+            return Ok(());
+        }
+        bail!(
+            "the server refused the new configuration and keeps the running one: {}",
+            details["error"].as_str().unwrap_or("see the server log")
+        );
+    }
+    db.close().await.ok();
+    bail!("SIGHUP sent to process {pid}, but it confirmed nothing within 10 s: see the server log")
+}
+
+fn list(value: &serde_json::Value) -> String {
+    let items: Vec<&str> = value
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if items.is_empty() {
+        "nothing".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+async fn last_reload(
+    db: &sea_orm::DatabaseConnection,
+) -> anyhow::Result<Option<audit_entry::Model>> {
+    Ok(audit_entry::Entity::find()
+        .filter(audit_entry::Column::Event.eq("config.reload"))
+        .order_by_desc(audit_entry::Column::Id)
+        .one(db)
+        .await?)
+}
