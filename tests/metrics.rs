@@ -102,6 +102,25 @@ impl Scrape {
     }
 }
 
+/// `mairust_*` names in a text.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("mairust_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        // Skip dashboard uids (`mairust-...`) and the like: only metric-shaped names.
+        let preceded = rest[..at].chars().last();
+        if !preceded.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            names.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
 async fn scrape(server: &TestServer) -> Scrape {
     let resp = reqwest::get(format!("http://{}/metrics", server.http))
         .await
@@ -357,6 +376,33 @@ async fn metrics_move_with_real_traffic() {
                 "{name} has a high-cardinality label value {value}"
             );
         }
+    }
+
+    // Every metric the dashboards and alert rules name is exported (SPEC O3).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana");
+    let mut shipped = String::new();
+    for dir in ["dashboards", "prometheus"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy() != "rules_test.yml" {
+                shipped.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let named = metric_names(&shipped);
+    assert!(named.len() >= 12, "{named:?}");
+    for name in &named {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|base| after.types.get(*base).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            after.types.contains_key(family),
+            "{name} is used in grafana/ but not exported"
+        );
     }
 
     // promtool (Debian package prometheus) lints the exposition.

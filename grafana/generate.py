@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Writes the Grafana dashboards in dashboards/ (provisioning-ready JSON).
+
+Run `python3 grafana/generate.py` after changing a panel; the JSON is what is shipped
+and what tests/metrics.rs checks against a live scrape (every metric named must exist).
+"""
+import json
+import pathlib
+
+HERE = pathlib.Path(__file__).parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'instance=~"$instance"'
+
+
+def target(expr, legend, ref):
+    return {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref}
+
+
+def panel(pid, title, exprs, unit="short", kind="timeseries", x=0, y=0, w=12, h=8, description=""):
+    p = {
+        "id": pid,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom", "showLegend": True}},
+        "targets": [target(e, l, chr(ord("A") + i)) for i, (e, l) in enumerate(exprs)],
+    }
+    if kind == "stat":
+        p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"}
+    return p
+
+
+def dashboard(uid, title, panels, description):
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["mairust"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                {
+                    "name": "instance",
+                    "label": "Node",
+                    "type": "query",
+                    "datasource": DS,
+                    "query": {"query": "label_values(mairust_build_info, instance)", "refId": "A"},
+                    "definition": "label_values(mairust_build_info, instance)",
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "current": {"text": "All", "value": "$__all"},
+                    "refresh": 2,
+                    "hide": 0,
+                },
+            ]
+        },
+        "panels": panels,
+    }
+
+
+def quantiles(metric, by, legend_by):
+    return [
+        (
+            f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket{{{SEL}}}[$__rate_interval])))",
+            f"p{int(q * 100)} {legend_by}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    ]
+
+
+DASHBOARDS = {
+    "mairust-smtp": dashboard(
+        "mairust-smtp",
+        "MaiRust / SMTP traffic",
+        [
+            panel(1, "Connections per second", [(f"sum by (listener) (rate(mairust_smtp_connections_total{{{SEL}}}[$__rate_interval]))", "{{listener}}")], "ops", x=0, y=0),
+            panel(2, "Open sessions", [(f"sum by (listener) (mairust_smtp_sessions{{{SEL}}})", "{{listener}}")], x=12, y=0),
+            panel(3, "Messages per second by result", [(f"sum by (listener, result) (rate(mairust_smtp_messages_total{{{SEL}}}[$__rate_interval]))", "{{listener}} {{result}}")], "ops", x=0, y=8,
+                  description="accepted: 250 after DATA; rejected: 5xx (policy, hooks); tempfail: 4xx (dependency down, hook tempfail)"),
+            panel(4, "Transaction duration (MAIL FROM to the reply after DATA)", quantiles("mairust_smtp_duration_seconds", "listener", "{{listener}}"), "s", x=12, y=8),
+            panel(5, "Error replies per second by code", [(f"sum by (listener, code) (rate(mairust_smtp_errors_total{{{SEL}}}[$__rate_interval]))", "{{listener}} {{code}}")], "ops", x=0, y=16),
+            panel(6, "AUTH attempts per second", [(f"sum by (listener, result) (rate(mairust_smtp_auth_total{{{SEL}}}[$__rate_interval]))", "{{listener}} {{result}}")], "ops", x=12, y=16),
+        ],
+        "SMTP listeners: connections, sessions, messages, errors, latency, logins",
+    ),
+    "mairust-api": dashboard(
+        "mairust-api",
+        "MaiRust / API performance",
+        [
+            panel(1, "Requests per second by route", [(f"sum by (route, method) (rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))", "{{method}} {{route}}")], "reqps", x=0, y=0),
+            panel(2, "Server errors (5xx) share", [(f'sum(rate(mairust_api_requests_total{{{SEL},status=~"5.."}}[$__rate_interval])) / sum(rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))', "5xx")], "percentunit", x=12, y=0),
+            panel(3, "Latency by route (p95)", [(f"histogram_quantile(0.95, sum by (le, route) (rate(mairust_api_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))", "{{route}}")], "s", x=0, y=8),
+            panel(4, "Latency, all routes", quantiles("mairust_api_duration_seconds", "instance", "{{instance}}"), "s", x=12, y=8),
+            panel(5, "Answers per second by status", [(f"sum by (status) (rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))", "{{status}}")], "reqps", x=0, y=16, w=24),
+        ],
+        "REST API: traffic, errors and latency by route pattern",
+    ),
+    "mairust-queue": dashboard(
+        "mairust-queue",
+        "MaiRust / Outbound queue",
+        [
+            panel(1, "Queue length", [(f"max(mairust_queue_length{{{SEL}}})", "entries")], x=0, y=0),
+            panel(2, "Oldest entry", [(f"max(mairust_queue_oldest_seconds{{{SEL}}})", "age")], "s", x=12, y=0),
+            panel(3, "Delivery results per second", [(f"sum by (result) (rate(mairust_queue_deliveries_total{{{SEL}}}[$__rate_interval]))", "{{result}}")], "ops", x=0, y=8, w=24,
+                  description="Per recipient and attempt: delivered, deferred (retry later), bounced (5xx), expired (queue.max_age_seconds)"),
+        ],
+        "Outbound queue: backlog, age and delivery results (all nodes share one queue)",
+    ),
+    "mairust-hooks": dashboard(
+        "mairust-hooks",
+        "MaiRust / Hooks and plugins",
+        [
+            panel(1, "Hook calls per second by result", [(f"sum by (hook, result) (rate(mairust_hook_calls_total{{{SEL}}}[$__rate_interval]))", "{{hook}} {{result}}")], "ops", x=0, y=0, w=24,
+                  description="skipped: the circuit breaker is open; timeout/error: on_timeout / on_error applied"),
+            panel(2, "Plugin errors per second", [(f"sum by (plugin) (rate(mairust_plugin_errors_total{{{SEL}}}[$__rate_interval]))", "{{plugin}}")], "ops", x=0, y=8),
+            panel(3, "Hook failure share", [(f'sum by (hook) (rate(mairust_hook_calls_total{{{SEL},result=~"timeout|error|invalid"}}[$__rate_interval])) / sum by (hook) (rate(mairust_hook_calls_total{{{SEL}}}[$__rate_interval]))', "{{hook}}")], "percentunit", x=12, y=8),
+        ],
+        "HTTP hooks: verdicts, failures, breaker skips",
+    ),
+    "mairust-storage": dashboard(
+        "mairust-storage",
+        "MaiRust / Storage and dependencies",
+        [
+            panel(1, "Dependencies up", [(f"min by (dependency) (mairust_up{{{SEL}}})", "{{dependency}}")], kind="stat", x=0, y=0, w=8, h=6),
+            panel(2, "Stored bytes", [(f"max(mairust_storage_bytes{{{SEL}}})", "stored")], "bytes", kind="stat", x=8, y=0, w=8, h=6),
+            panel(3, "Share of storage.limit_bytes", [(f"max(mairust_storage_bytes{{{SEL}}}) / max(mairust_storage_limit_bytes{{{SEL}}} > 0)", "used")], "percentunit", kind="stat", x=16, y=0, w=8, h=6),
+            panel(4, "Stored bytes over time", [(f"max(mairust_storage_bytes{{{SEL}}})", "stored"), (f"max(mairust_storage_limit_bytes{{{SEL}}} > 0)", "limit")], "bytes", x=0, y=6),
+            panel(5, "Dependency state over time", [(f"mairust_up{{{SEL}}}", "{{instance}} {{dependency}}")], x=12, y=6),
+            panel(6, "Versions running", [(f"count by (version) (mairust_build_info{{{SEL}}})", "{{version}}")], kind="stat", x=0, y=14, w=24, h=5),
+        ],
+        "Message store size against its limit, database and object store health, versions",
+    ),
+}
+
+for name, board in DASHBOARDS.items():
+    (HERE / "dashboards" / f"{name}.json").write_text(json.dumps(board, indent=2) + "\n")
+print(f"wrote {len(DASHBOARDS)} dashboards")
