@@ -436,3 +436,16 @@ async fn metrics_move_with_real_traffic() {
         Err(e) => eprintln!("promtool not run ({e}); install the Debian package prometheus"),
     }
 }
+
+#[tokio::test]
+async fn metrics_can_be_switched_off() {
+    let server = TestServer::start_with(Options {
+        extra_yaml: "telemetry:\n  metrics:\n    enabled: false\n".into(),
+        ..Options::default()
+    });
+    send_inbound(&server, 1).await;
+    let resp = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}

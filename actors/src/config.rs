@@ -385,6 +385,21 @@ impl Default for RotationConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     pub tracing: TracingConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics (SPEC O1) at `GET /metrics` on the HTTP address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// false: no /metrics and nothing counted on the SMTP path.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

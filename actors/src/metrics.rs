@@ -30,6 +30,26 @@ pub struct SmtpMetrics {
 }
 
 impl SmtpMetrics {
+    /// A transaction ended with `code` after DATA; `started` at its MAIL FROM.
+    pub fn transaction(&self, code: u16, started: Option<std::time::Instant>) {
+        match code {
+            200..=299 => self.accepted.inc(),
+            400..=499 => self.tempfailed.inc(),
+            _ => self.rejected.inc(),
+        }
+        if let Some(started) = started {
+            self.duration.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    pub fn auth(&self, ok: bool) {
+        if ok {
+            self.auth_success.inc();
+        } else {
+            self.auth_failure.inc();
+        }
+    }
+
     /// Counts a 4xx/5xx reply by its basic code.
     pub fn error_reply(&self, code: u16) {
         if code >= 400 {
@@ -59,6 +79,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
     &METRICS
+}
+
+/// The SMTP metrics of a listener, or `None` with `telemetry.metrics.enabled: false`
+/// (then sessions count nothing at all).
+pub fn smtp_if(enabled: bool, listener: ListenerKind) -> Option<&'static SmtpMetrics> {
+    enabled.then(|| metrics().smtp(listener))
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: T) -> T {

@@ -36,13 +36,17 @@ pub fn server(
     let document = web::Data::new(serde_json::to_vec(&openapi()).map_err(std::io::Error::other)?);
     let cors_config = config.api.cors.clone();
     let prometheus = prometheus_middleware().map_err(std::io::Error::other)?;
+    let metrics_on = config.telemetry.metrics.enabled;
     let server = HttpServer::new(move || {
         // The last wrap is the outermost: the request span (W3C traceparent picked up)
         // encloses the metrics, CORS and the access log line.
         let (app, _) = App::new()
             .wrap(actix_web::middleware::from_fn(access_log))
             .wrap(cors(&cors_config))
-            .wrap(prometheus.clone())
+            .wrap(actix_web::middleware::Condition::new(
+                metrics_on,
+                prometheus.clone(),
+            ))
             .wrap(tracing_actix_web::TracingLogger::default())
             .app_data(data.clone())
             .app_data(limiter.clone())

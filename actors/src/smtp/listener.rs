@@ -171,10 +171,14 @@ impl Actor for SmtpListener {
                         continue;
                     }
                 };
-                let counted = crate::metrics::metrics().smtp(kind);
-                counted.connections.inc();
+                let counted = crate::metrics::smtp_if(sctx.config.telemetry.metrics.enabled, kind);
+                if let Some(m) = counted {
+                    m.connections.inc();
+                }
                 let Some(guard) = registry.try_register(remote.ip()) else {
-                    counted.error_reply(reply::TOO_MANY_SESSIONS.code);
+                    if let Some(m) = counted {
+                        m.error_reply(reply::TOO_MANY_SESSIONS.code);
+                    }
                     tracing::info!(component = "smtp", listener = kind.name(), remote = %remote, event = "session_limit", "too many sessions, refused");
                     actix::spawn(async move {
                         let mut stream = stream;

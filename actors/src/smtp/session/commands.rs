@@ -455,13 +455,17 @@ impl Session {
             self.ctx
                 .audit
                 .spawn(self.login_entry(Entry::success("auth.login", format!("smtp:{key}"))));
-            self.metrics.auth_success.inc();
+            if let Some(m) = self.metrics {
+                m.auth(true);
+            }
             self.client.authenticated = Some(key);
             self.reply(reply::AUTH_OK);
             Flow::Continue
         } else {
             tracing::warn!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_failure", user = %key, "authentication failed");
-            self.metrics.auth_failure.inc();
+            if let Some(m) = self.metrics {
+                m.auth(false);
+            }
             let reason = match &user {
                 None => "unknown user",
                 Some(_) if !enabled => "user disabled",

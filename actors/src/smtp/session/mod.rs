@@ -156,7 +156,8 @@ pub struct Session {
     shutdown: watch::Receiver<Phase>,
     /// Shutdown began while a transaction was open: finish it, then say 421.
     draining: bool,
-    metrics: &'static SmtpMetrics,
+    /// None with `telemetry.metrics.enabled: false`.
+    metrics: Option<&'static SmtpMetrics>,
 }
 
 enum ReadOutcome {
@@ -170,6 +171,7 @@ enum ReadOutcome {
 impl Session {
     pub fn new(ctx: Arc<SessionContext>, listener: ListenerKind, remote: SocketAddr) -> Self {
         let shutdown = ctx.shutdown.clone();
+        let ctx_metrics = ctx.config.telemetry.metrics.enabled;
         Session {
             ctx,
             listener,
@@ -183,7 +185,7 @@ impl Session {
             envelope: Envelope::default(),
             shutdown,
             draining: false,
-            metrics: crate::metrics::metrics().smtp(listener),
+            metrics: crate::metrics::smtp_if(ctx_metrics, listener),
         }
     }
 
@@ -194,7 +196,7 @@ impl Session {
     /// Runs the session to its end. Errors end this session only (STYLE 6).
     pub async fn run(mut self, stream: BoxStream) {
         let mut stream = stream;
-        let _open = OpenSession::new(self.metrics);
+        let _open = self.metrics.map(OpenSession::new);
         if self.listener == ListenerKind::Submissions {
             match self.tls_handshake(stream).await {
                 Some(s) => stream = s,
@@ -287,7 +289,9 @@ impl Session {
     }
 
     fn reply(&mut self, reply: Reply) {
-        self.metrics.error_reply(reply.code);
+        if let Some(m) = self.metrics {
+            m.error_reply(reply.code);
+        }
         reply.write_to(&mut self.out);
     }
 
@@ -348,16 +352,8 @@ impl Session {
                     .unwrap_or_else(tracing::Span::none);
                 let reply = self.finish_data(receiver).instrument(span.clone()).await;
                 span.record("smtp.reply_code", reply.code);
-                let outcome = match reply.code {
-                    200..=299 => &self.metrics.accepted,
-                    400..=499 => &self.metrics.tempfailed,
-                    _ => &self.metrics.rejected,
-                };
-                outcome.inc();
-                if let Some(started) = started {
-                    self.metrics
-                        .duration
-                        .observe(started.elapsed().as_secs_f64());
+                if let Some(m) = self.metrics {
+                    m.transaction(reply.code, started);
                 }
                 self.reply(reply);
                 continue;
