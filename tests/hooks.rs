@@ -8,8 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::hook_receiver::{Answer, HookReceiver};
-use common::raw::RawClient;
-use common::{Options, TestServer, eventually, message};
+use common::{Options, TestServer, eventually};
 use serde_json::json;
 
 const SECRET: &str = "a-secret-of-enough-length";
@@ -25,23 +24,7 @@ fn hook(id: &str, event: &str, url: &str, extra: &str) -> String {
     format!("  - id: {id}\n    event: {event}\n    url: {url}\n    secret: {SECRET}\n{extra}")
 }
 
-/// One message to bob over the inbound listener; returns the reply to the final dot.
-async fn send(server: &TestServer, message_id: &str) -> common::raw::RawReply {
-    let (mut c, _) = RawClient::connect(server.inbound).await;
-    c.expect("EHLO client.test", 250).await;
-    c.expect("MAIL FROM:<a@remote.test>", 250).await;
-    c.expect(&format!("RCPT TO:<{}>", TestServer::address("bob")), 250)
-        .await;
-    c.expect("DATA", 354).await;
-    let body = message(
-        "a@remote.test",
-        &TestServer::address("bob"),
-        message_id,
-        "hi",
-    );
-    c.send(format!("{body}.\r\n").as_bytes()).await;
-    c.reply().await.expect("reply to the data")
-}
+use common::deliver_to_bob as send;
 
 #[tokio::test]
 async fn pre_receive_verdicts_become_smtp_replies_and_tags() {

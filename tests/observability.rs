@@ -10,29 +10,14 @@ use std::time::{Duration, Instant};
 
 use common::hook_receiver::HookReceiver;
 use common::otlp::{OtlpReceiver, Span};
-use common::raw::RawClient;
-use common::{Options, TestServer, message};
+use common::{Options, TestServer};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mairust");
 
 /// One message to bob over the inbound listener.
 async fn send_one(server: &TestServer, message_id: &str) {
-    let (mut c, _) = RawClient::connect(server.inbound).await;
-    c.expect("EHLO client.test", 250).await;
-    c.expect("MAIL FROM:<a@remote.test>", 250).await;
-    c.expect(&format!("RCPT TO:<{}>", TestServer::address("bob")), 250)
-        .await;
-    c.expect("DATA", 354).await;
-    let body = message(
-        "a@remote.test",
-        &TestServer::address("bob"),
-        message_id,
-        "hi",
-    );
-    c.send(format!("{body}.\r\n").as_bytes()).await;
-    assert_eq!(c.reply().await.unwrap().code, 250);
-    c.expect("QUIT", 221).await;
+    assert_eq!(common::deliver_to_bob(server, message_id).await.code, 250);
 }
 
 fn admin_key(server: &TestServer) -> String {

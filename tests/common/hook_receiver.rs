@@ -3,7 +3,7 @@
 //! (status, JSON body, delay).
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,37 +64,16 @@ impl HookReceiver {
                 let (st, secret) = (st.clone(), secret.clone());
                 std::thread::spawn(move || {
                     let mut out = stream.try_clone().unwrap();
-                    let mut reader = BufReader::new(stream);
-                    let mut headers = Vec::new();
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = line.trim_end().split_once(':') {
-                            headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
-                        }
-                    }
-                    let get = |name: &str| {
-                        headers
-                            .iter()
-                            .find(|(k, _)| k == name)
-                            .map(|(_, v)| v.clone())
-                            .unwrap_or_default()
-                    };
-                    let len: usize = get("content-length").parse().unwrap_or(0);
-                    let mut body = vec![0; len];
-                    if reader.read_exact(&mut body).is_err() {
+                    let Some(request) = super::http::read_request(stream) else {
                         return;
-                    }
+                    };
+                    let get = |name: &str| request.header(name);
+                    let body = &request.body;
                     let (hook, timestamp) = (get("x-mairust-hook"), get("x-mairust-timestamp"));
                     let mut mac =
                         <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
                     mac.update(
-                        format!("{timestamp}\n{hook}\n{}", hex(&Sha256::digest(&body))).as_bytes(),
+                        format!("{timestamp}\n{hook}\n{}", hex(&Sha256::digest(body))).as_bytes(),
                     );
                     let expected = format!("sha256={}", hex(&mac.finalize().into_bytes()));
                     let answer = {
@@ -102,7 +81,7 @@ impl HookReceiver {
                         s.calls.push(Call {
                             hook,
                             signature_ok: get("x-mairust-signature") == expected,
-                            body: serde_json::from_slice(&body).unwrap_or_default(),
+                            body: serde_json::from_slice(body).unwrap_or_default(),
                         });
                         s.script
                             .pop_front()

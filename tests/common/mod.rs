@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod hook_receiver;
+pub mod http;
 pub mod otlp;
 pub mod raw;
 pub mod sink;
@@ -613,6 +614,25 @@ audit:
         per_ip = o.max_sessions_per_ip,
         cmd_timeout = o.command_timeout_seconds,
     )
+}
+
+/// One message from a@remote.test to bob over the inbound listener; the reply to the
+/// final dot.
+pub async fn deliver_to_bob(server: &TestServer, message_id: &str) -> raw::RawReply {
+    let (mut c, _) = raw::RawClient::connect(server.inbound).await;
+    c.expect("EHLO client.test", 250).await;
+    c.expect("MAIL FROM:<a@remote.test>", 250).await;
+    c.expect(&format!("RCPT TO:<{}>", TestServer::address("bob")), 250)
+        .await;
+    c.expect("DATA", 354).await;
+    let body = message(
+        "a@remote.test",
+        &TestServer::address("bob"),
+        message_id,
+        "hi",
+    );
+    c.send(format!("{body}.\r\n").as_bytes()).await;
+    c.reply().await.expect("reply to the data")
 }
 
 /// A small RFC 5322 message with a unique Message-ID.

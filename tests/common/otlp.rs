@@ -1,7 +1,7 @@
 //! An OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf bodies) that keeps every
 //! span it is sent, for checking span trees.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 
@@ -58,27 +58,10 @@ impl OtlpReceiver {
                 let kept = kept.clone();
                 std::thread::spawn(move || {
                     let mut out = stream.try_clone().unwrap();
-                    let mut reader = BufReader::new(stream);
-                    let mut length = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = line.trim_end().split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
+                    let Some(http) = super::http::read_request(stream) else {
                         return;
-                    }
-                    let request = ExportTraceServiceRequest::decode(body.as_slice())
+                    };
+                    let request = ExportTraceServiceRequest::decode(http.body.as_slice())
                         .expect("an OTLP protobuf trace export");
                     let mut got = Vec::new();
                     for resource in request.resource_spans {
