@@ -83,6 +83,11 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                // Per span: no busy/idle clocks on every poll, no source location or
+                // thread attributes (cheaper on the SMTP path; SPEC O2 asks for spans).
+                .with_tracked_inactivity(false)
+                .with_location(false)
+                .with_threads(false)
                 .with_filter(EnvFilter::new(
                     "off,mairust=info,mairust_actors=info,tracing_actix_web=info",
                 ))

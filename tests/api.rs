@@ -1179,3 +1179,52 @@ async fn audit_entries_for_keys_accounts_and_failed_logins() {
         3
     );
 }
+
+/// Database audit entries older than `audit.retention_days` are pruned (at start, then
+/// hourly); younger ones stay.
+#[tokio::test]
+async fn old_audit_entries_are_pruned() {
+    use mairust_entities::audit_entry;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let mut server = TestServer::start_with(common::Options {
+        audit_retention_days: 2,
+        ..Default::default()
+    });
+    let db = server.db().await;
+    for (event, age_hours) in [("test.old", 24 * 3), ("test.recent", 1)] {
+        audit_entry::Entity::insert(audit_entry::ActiveModel {
+            at: Set((chrono::Utc::now() - chrono::Duration::hours(age_hours)).into()),
+            node: Set("test".into()),
+            event: Set(event.into()),
+            outcome: Set("success".into()),
+            actor: Set("test".into()),
+            remote: Set(None),
+            target: Set(None),
+            details: Set("{}".into()),
+            ..Default::default()
+        })
+        .exec(&db)
+        .await
+        .unwrap();
+    }
+    server.kill();
+    server.spawn();
+    let events = || async {
+        audit_entry::Entity::find()
+            .all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || async {
+            !events().await.contains(&"test.old".to_string())
+        })
+        .await,
+        "old entry kept"
+    );
+    assert!(events().await.contains(&"test.recent".to_string()));
+    assert!(server.log_contains("audit_pruned"));
+}

@@ -18,7 +18,6 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     raise_fd_limit(config.smtp.limits.max_sessions);
-    let pid_file = PidFile::create(config.server.pid_file.as_deref())?;
     let result = actix_rt::System::new().block_on(async move {
         tracing::info!(component = "supervisor", event = "starting", config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting MaiRust");
         let db = database::connect(&config.database)
@@ -53,6 +52,9 @@ pub fn run(
         } else {
             None
         };
+        // Written once everything listens: a second server that fails to bind does not
+        // take the running one's pid file.
+        let _pid_file = PidFile::create(config.server.pid_file.as_deref())?;
         tracing::info!(component = "supervisor", event = "ready", node = %handles.node_id, "MaiRust is ready");
         let _ = finished_rx.await;
         if let Some(http) = http {
@@ -63,7 +65,6 @@ pub fn run(
         tracing::info!(component = "supervisor", event = "stopped", "MaiRust stopped");
         Ok(())
     });
-    drop(pid_file);
     telemetry.shutdown();
     result
 }

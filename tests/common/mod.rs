@@ -212,6 +212,7 @@ pub struct Options {
     pub users: Vec<String>,
     /// YAML appended to the configuration (`queue:` and `delivery:` sections).
     pub extra_yaml: String,
+    pub audit_retention_days: u32,
 }
 
 impl Default for Options {
@@ -228,6 +229,7 @@ impl Default for Options {
             submissions: false,
             users: vec!["bob".into(), "alice".into(), "carol".into()],
             extra_yaml: String::new(),
+            audit_retention_days: 180,
         }
     }
 }
@@ -601,7 +603,9 @@ logging:
   format: json
 audit:
   path: {dir}/audit.log
+  retention_days: {retention}
 {extra}"#,
+        retention = o.audit_retention_days,
         extra = o.extra_yaml,
         dir = dir.display(),
         shutdown = o.shutdown_timeout_seconds,
