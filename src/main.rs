@@ -28,6 +28,13 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DbAction {
+    /// Compare the database with the object store and with itself (exit 1 while
+    /// problems remain).
+    Check(cli::dbcheck::CheckArgs),
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the server (SMTP listeners, queue workers, HTTP health endpoints).
     Serve,
@@ -61,6 +68,27 @@ enum Command {
     /// Make the running server re-read its configuration (log level, hooks, rate
     /// limits) and report the result.
     Reload,
+    /// Write a backup archive: database snapshot, configuration, message bodies.
+    Backup(cli::backup::BackupArgs),
+    /// Restore a backup archive into the configured database and object store.
+    Restore(cli::backup::RestoreArgs),
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Ask the running server whether it is ready (exit 0) or not (exit 1).
+    Health {
+        #[command(subcommand)]
+        action: cli::diag::HealthAction,
+    },
+    /// What the running server says about itself: version, uptime, listeners,
+    /// dependencies, queue, storage.
+    Status(cli::diag::StatusArgs),
+    /// Probe one dependency for real: db, storage or smtp.
+    Check(cli::diag::CheckArgs),
+    /// Show the JSON log file, filtered (`logging.file`).
+    Logs(cli::diag::LogsArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,17 +121,35 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(async move {
+            let verdict = runtime.block_on(async move {
+                let done = |r: anyhow::Result<()>| r.map(|()| true);
                 match command {
-                    Command::Migrate { action } => cli::migrate::run(&config, action).await,
-                    Command::Domain { action } => cli::accounts::domain(&config, action).await,
-                    Command::User { action } => cli::accounts::user(&config, action).await,
-                    Command::Queue { action } => cli::queue::run(&config, action).await,
-                    Command::Admin { action } => cli::admin::run(&config, action).await,
-                    Command::Reload => cli::reload::run(&config).await,
+                    Command::Migrate { action } => done(cli::migrate::run(&config, action).await),
+                    Command::Domain { action } => {
+                        done(cli::accounts::domain(&config, action).await)
+                    }
+                    Command::User { action } => done(cli::accounts::user(&config, action).await),
+                    Command::Queue { action } => done(cli::queue::run(&config, action).await),
+                    Command::Admin { action } => done(cli::admin::run(&config, action).await),
+                    Command::Reload => done(cli::reload::run(&config).await),
+                    Command::Backup(args) => done(cli::backup::backup(&config, &path, args).await),
+                    Command::Restore(args) => done(cli::backup::restore(&config, args).await),
+                    Command::Db {
+                        action: DbAction::Check(args),
+                    } => cli::dbcheck::run(&config, args).await,
+                    Command::Health { action } => cli::diag::health(&config, action).await,
+                    Command::Status(args) => cli::diag::status(&config, args).await,
+                    Command::Check(args) => cli::diag::check(&config, args).await,
+                    Command::Logs(args) => cli::diag::logs(&config, args).await,
                     Command::Serve | Command::ConfigCheck => unreachable!("handled above"),
                 }
-            })
+            });
+            match verdict {
+                // The command printed why: no error line, but a failing exit code.
+                Ok(false) => return ExitCode::FAILURE,
+                Ok(true) => Ok(()),
+                Err(e) => Err(e),
+            }
         }
     };
     match result {

@@ -33,13 +33,26 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
         (true, false) => "degraded",
         _ => "unhealthy",
     };
+    let (stored, limit) = handles.health.storage();
+    let listeners: serde_json::Map<String, serde_json::Value> = handles
+        .listeners
+        .iter()
+        .map(|(name, addr)| (name.to_string(), addr.to_string().into()))
+        .collect();
     let body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
+        "node": handles.node_id,
         "uptime_seconds": handles.health.uptime_seconds(),
+        "listeners": listeners,
         "checks": {
             "database": {"status": word(db.up), "latency_ms": db.latency_ms},
-            "storage": {"status": word(storage.up), "latency_ms": storage.latency_ms},
+            "storage": {
+                "status": word(storage.up),
+                "latency_ms": storage.latency_ms,
+                "bytes": stored,
+                "limit_bytes": limit,
+            },
             "queue": {
                 // Workers pause while the database is down.
                 "status": word(db.up),

@@ -3,6 +3,9 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod backup;
+pub mod dbcheck;
+pub mod diag;
 pub mod migrate;
 pub mod queue;
 pub mod reload;

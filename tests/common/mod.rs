@@ -213,6 +213,8 @@ pub struct Options {
     /// YAML appended to the configuration (`queue:` and `delivery:` sections).
     pub extra_yaml: String,
     pub audit_retention_days: u32,
+    /// Log to `DIR/log/mairust.log` instead of standard output (the harness tails it).
+    pub log_file: bool,
 }
 
 impl Default for Options {
@@ -230,6 +232,7 @@ impl Default for Options {
             users: vec!["bob".into(), "alice".into(), "carol".into()],
             extra_yaml: String::new(),
             audit_retention_days: 180,
+            log_file: false,
         }
     }
 }
@@ -280,6 +283,14 @@ impl TestServer {
         }
         server.spawn();
         server
+    }
+
+    /// A configuration on a fresh database and object store, with no accounts and no
+    /// process: for restore targets and CLI tests.
+    pub fn prepare(options: Options) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Backend::new(dir.path());
+        Self::configure(dir, backend, options, None)
     }
 
     /// Another node on this server's database and object store (accounts exist).
@@ -345,14 +356,25 @@ impl TestServer {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel::<serde_json::Value>();
         let logs = self.logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let _ = tx.send(v);
-                }
-                logs.lock().unwrap().push(line);
+        let keep = move |line: String| {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let _ = tx.send(v);
             }
-        });
+            logs.lock().unwrap().push(line);
+        };
+        if self.options.log_file {
+            // One follower per server: such servers are started once.
+            assert!(self.logs.lock().unwrap().is_empty(), "log_file: spawn once");
+            let path = self.dir.path().join("log/mairust.log");
+            let owner = Arc::downgrade(&self.logs);
+            std::thread::spawn(move || tail(&path, owner, keep));
+        } else {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    keep(line);
+                }
+            });
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -531,6 +553,19 @@ impl TestServer {
         store.get(key).await.ok().map(|b| b.to_vec())
     }
 
+    /// Keys of the stored objects under `prefix`.
+    pub async fn object_keys(&self, prefix: &str) -> Vec<String> {
+        let config = mairust_actors_config(&self.config_path);
+        let store = mairust_actors::storage::BodyStore::open(&config.storage).unwrap();
+        store
+            .list(prefix)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    }
+
     /// Polls `/health/ready` until it answers `status` (true) or `timeout` passes.
     pub async fn wait_ready_status(&self, status: u16, timeout: Duration) -> bool {
         eventually(timeout, || async {
@@ -558,6 +593,25 @@ pub fn mairust_actors_config(path: &Path) -> mairust_actors::config::Config {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Follows a log file, until the server object is dropped.
+fn tail(path: &Path, owner: std::sync::Weak<Mutex<Vec<String>>>, mut keep: impl FnMut(String)) {
+    let mut offset = 0usize;
+    while owner.strong_count() > 0 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.len() > offset {
+            // Whole lines only.
+            let end = text[offset..]
+                .rfind('\n')
+                .map_or(offset, |i| offset + i + 1);
+            for line in text[offset..end].lines() {
+                keep(line.to_string());
+            }
+            offset = end;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -601,11 +655,16 @@ database:
 logging:
   level: info
   format: json
-audit:
+{log_file}audit:
   path: {dir}/audit.log
   retention_days: {retention}
 {extra}"#,
         retention = o.audit_retention_days,
+        log_file = if o.log_file {
+            format!("  file: {}/log/mairust.log\n", dir.display())
+        } else {
+            String::new()
+        },
         extra = o.extra_yaml,
         dir = dir.display(),
         shutdown = o.shutdown_timeout_seconds,

@@ -31,6 +31,14 @@ pub enum BodyError {
     Config(String),
 }
 
+/// One stored object, as listed.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(Clone)]
 pub struct BodyStore {
     store: Arc<dyn ObjectStore>,
@@ -147,7 +155,23 @@ impl BodyStore {
         Ok(())
     }
 
-    /// Stores a batch of objects and returns once all of them are durable.
+    /// Every object whose key starts with `prefix` (a whole path segment, e.g.
+    /// `messages/`), for `db check` and `restore`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BodyError> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from(prefix);
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&prefix)).try_collect().await?;
+        Ok(metas
+            .into_iter()
+            .map(|m| ObjectInfo {
+                key: m.location.to_string(),
+                size: m.size,
+                last_modified: m.last_modified,
+            })
+            .collect())
+    }
+
     /// Deletes objects no row refers to any more, concurrently; a failure is logged
     /// and left for `db check` (an orphan object loses nothing).
     pub async fn delete_unreferenced(&self, keys: &[String]) {
@@ -159,6 +183,7 @@ impl BodyStore {
         futures::future::join_all(deletes).await;
     }
 
+    /// Stores a batch of objects and returns once all of them are durable.
     pub async fn put_batch(&self, objects: Vec<(String, Bytes)>) -> Result<(), BodyError> {
         let Some(root) = self.fs_root.clone() else {
             let puts = objects
