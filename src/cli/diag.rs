@@ -128,10 +128,13 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<bool> {
         duration(body["uptime_seconds"].as_u64().unwrap_or(0))
     );
     if let Some(listeners) = body["listeners"].as_object() {
-        let list: Vec<String> = listeners
+        let mut list: Vec<String> = listeners
             .iter()
             .map(|(name, addr)| format!("{name} {}", addr.as_str().unwrap_or("?")))
             .collect();
+        if let Ok(http) = reachable(&config.http.address, "http.address") {
+            list.push(format!("http {http}"));
+        }
         println!("  listeners   {}", list.join(", "));
     }
     for dep in ["database", "storage"] {
