@@ -62,10 +62,7 @@ async fn assert_untouched(target: &TestServer) {
 #[tokio::test]
 async fn backup_during_traffic_restores_every_acknowledged_message() {
     let server = TestServer::start();
-    let key = server
-        .cli_ok(&["admin", "create-key", "--scope", "admin"], None)
-        .trim()
-        .to_string();
+    let key = server.admin_key();
     let mut before = Vec::new();
     for i in 0..15 {
         let id = format!("before-{i}@remote.test");
@@ -151,19 +148,11 @@ async fn backup_during_traffic_restores_every_acknowledged_message() {
     }
     // The restored server serves them, to the restored API key.
     let client = reqwest::Client::new();
-    let list: serde_json::Value = client
-        .get(format!(
-            "http://{}/api/v1/messages?limit=500&user={}",
-            target.http,
-            TestServer::address("bob")
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let path = format!(
+        "/api/v1/messages?limit=500&user={}",
+        TestServer::address("bob")
+    );
+    let list = target.get_json(&key, &path).await;
     let data = list["data"].as_array().expect("a list");
     assert!(data.len() >= expected.len(), "{list}");
     let first = data
@@ -185,18 +174,9 @@ async fn backup_during_traffic_restores_every_acknowledged_message() {
         expected["before-0@remote.test"].as_slice()
     );
     // The restore is audited in the restored database, the backup in the source.
-    let audit: serde_json::Value = client
-        .get(format!(
-            "http://{}/api/v1/audit?event=backup.restore",
-            target.http
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = target
+        .get_json(&key, "/api/v1/audit?event=backup.restore")
+        .await;
     assert_eq!(audit["data"].as_array().unwrap().len(), 1, "{audit}");
 
     // A second restore over it needs --force.

@@ -38,11 +38,7 @@ fn kinds(json: &str) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn db_check_finds_planted_faults_and_fix_repairs_them() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead = common::free_port();
     let server = TestServer::start_with(Options {
         extra_yaml: format!(
             "queue:\n  retry:\n    initial_seconds: 3600\ndelivery:\n  connect_timeout_seconds: 1\n  routes:\n    remote.test: 127.0.0.1:{dead}\n"
@@ -54,10 +50,7 @@ async fn db_check_finds_planted_faults_and_fix_repairs_them() {
         assert_eq!(deliver_to_bob(&server, &id).await.code, 250);
     }
     // A queued message (its next hop refuses, next try in an hour).
-    let key = server
-        .cli_ok(&["admin", "create-key", "--scope", "admin"], None)
-        .trim()
-        .to_string();
+    let key = server.admin_key();
     let sent = reqwest::Client::new()
         .post(format!("http://{}/api/v1/send", server.http))
         .bearer_auth(&key)
@@ -188,18 +181,9 @@ async fn db_check_finds_planted_faults_and_fix_repairs_them() {
             .await
             .is_empty()
     );
-    let audit: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/api/v1/audit?event=db_check.lost_message",
-            server.http
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = server
+        .get_json(&key, "/api/v1/audit?event=db_check.lost_message")
+        .await;
     assert_eq!(audit["data"][0]["target"], lost.id.as_str(), "{audit}");
     assert_eq!(
         audit["data"][0]["details"]["message_id"],

@@ -5,15 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, TestServer};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Options, TestServer, free_port};
 
 /// (exit code, stdout, stderr)
 fn run(server: &TestServer, args: &[&str]) -> (Option<i32>, String, String) {
@@ -116,6 +108,35 @@ async fn diagnostics_against_a_live_and_a_stopped_server() {
         let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
         assert!(["info", "warn", "error"].contains(&v["level"].as_str().unwrap()));
     }
+    // --follow prints what is written after it started.
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_mairust"))
+        .args(["--config", server.config_path.to_str().unwrap()])
+        .args(["logs", "--follow", "--tail", "0", "--component", "api"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reqwest::get(format!("http://127.0.0.1:{http}/health/live"))
+        .await
+        .unwrap();
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("--follow printed the new request");
+    assert!(line.contains("route=/health/live"), "{line}");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
     let (code, _, err) = run(&server, &["logs", "--level", "loud"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("--level"), "{err}");

@@ -72,14 +72,6 @@ impl Drop for Moto {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn storage_outage_tempfails_and_recovers_without_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,7 +79,7 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
     let s3 = backend.s3.is_some();
     let mut moto = None;
     let storage_yaml = if s3 {
-        let m = Moto::start(free_port());
+        let m = Moto::start(common::free_port());
         let yaml = common::s3_yaml(&S3Target {
             endpoint: format!("http://127.0.0.1:{}", m.port),
             bucket: "outage".into(),

@@ -131,15 +131,6 @@ async fn scrape(server: &TestServer) -> Scrape {
     Scrape::parse(resp.text().await.unwrap())
 }
 
-/// A loopback port with nothing listening.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn send_inbound(server: &TestServer, n: usize) {
     let (mut c, _) = RawClient::connect(server.inbound).await;
     c.expect("EHLO client.test", 250).await;
@@ -164,7 +155,7 @@ async fn send_inbound(server: &TestServer, n: usize) {
 async fn metrics_move_with_real_traffic() {
     let receiver = HookReceiver::start("a-secret-of-enough-length");
     receiver.always(Answer::json(json!({"action": "allow"})));
-    let dead = closed_port();
+    let dead = common::free_port();
     let server = TestServer::start_with(Options {
         extra_yaml: format!(
             "hooks:\n  - id: scan\n    event: pre_receive\n    url: {}\n    secret: a-secret-of-enough-length\n  - id: archive\n    event: post_receive\n    url: http://127.0.0.1:{dead}/\n    secret: a-secret-of-enough-length\n    breaker_failures: 100\ndelivery:\n  routes:\n    remote.test: 127.0.0.1:{dead}\n  connect_timeout_seconds: 1\nqueue:\n  poll_interval_seconds: 0.2\n",

@@ -20,18 +20,11 @@ async fn send_one(server: &TestServer, message_id: &str) {
     assert_eq!(common::deliver_to_bob(server, message_id).await.code, 250);
 }
 
-fn admin_key(server: &TestServer) -> String {
-    server
-        .cli_ok(&["admin", "create-key", "--scope", "admin"], None)
-        .trim()
-        .to_string()
-}
-
 #[tokio::test]
 async fn json_lines_carry_component_and_request_or_session_id() {
     let server = TestServer::start();
     send_one(&server, "json-log@remote.test").await;
-    let key = admin_key(&server);
+    let key = server.admin_key();
     let resp = reqwest::Client::new()
         .get(format!("http://{}/api/v1/domains", server.http))
         .bearer_auth(&key)
@@ -172,19 +165,10 @@ async fn sighup_and_reload_change_the_level_without_restart() {
     );
 
     // Every reload is audited, the refused one as a failure.
-    let key = admin_key(&server);
-    let body: Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/api/v1/audit?event=config.reload",
-            server.http
-        ))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key = server.admin_key();
+    let body = server
+        .get_json(&key, "/api/v1/audit?event=config.reload")
+        .await;
     let outcomes: Vec<&str> = body["data"]
         .as_array()
         .unwrap()
@@ -227,11 +211,7 @@ async fn reload_without_a_pid_file_or_server_says_so() {
 #[test]
 fn log_file_rotates_by_size_and_gzips() {
     let dir = tempfile::tempdir().unwrap();
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let http_port = common::free_port();
     let storage = format!(
         "storage:\n  backend: fs\n  fs:\n    path: {}/objects\n",
         dir.path().display()
@@ -341,7 +321,7 @@ async fn otlp_span_trees_of_a_transaction_and_a_request() {
     let hook = HookReceiver::start("a-secret-of-enough-length");
     let mut server = TestServer::start_with(tracing_options(&collector, 1.0, &hook.url()));
     send_one(&server, "traced@remote.test").await;
-    let key = admin_key(&server);
+    let key = server.admin_key();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     let resp = reqwest::Client::new()
@@ -397,7 +377,7 @@ async fn sample_rate_zero_exports_nothing() {
     let hook = HookReceiver::start("a-secret-of-enough-length");
     let mut server = TestServer::start_with(tracing_options(&collector, 0.0, &hook.url()));
     send_one(&server, "untraced@remote.test").await;
-    let key = admin_key(&server);
+    let key = server.admin_key();
     let resp = reqwest::Client::new()
         .get(format!("http://{}/api/v1/messages?limit=5", server.http))
         .bearer_auth(&key)

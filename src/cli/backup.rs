@@ -307,11 +307,33 @@ fn append_file<W: Write>(
 }
 
 pub async fn backup(config: &Config, config_path: &Path, args: BackupArgs) -> anyhow::Result<()> {
-    let db = super::open_current(config).await?;
-    let work = tempfile::tempdir().context("temporary directory")?;
-    let (db_file, db_entry, inv) = snapshot(config, &db, work.path()).await?;
     let partial = args.output.with_extension("tar.partial");
-    let out = std::fs::File::create(&partial)
+    let result = write_backup(config, config_path, &args, &partial).await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+async fn write_backup(
+    config: &Config,
+    config_path: &Path,
+    args: &BackupArgs,
+    partial: &Path,
+) -> anyhow::Result<()> {
+    let db = super::open_current(config).await?;
+    // The snapshot goes beside the archive: same filesystem, not a small /tmp.
+    let dir = args
+        .output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let work = tempfile::Builder::new()
+        .prefix(".mairust-backup-")
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot create a temporary directory in {}", dir.display()))?;
+    let (db_file, db_entry, inv) = snapshot(config, &db, work.path()).await?;
+    let out = std::fs::File::create(partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(out));
     let mut files = Vec::new();
@@ -373,7 +395,7 @@ pub async fn backup(config: &Config, config_path: &Path, args: BackupArgs) -> an
         .map_err(|e| e.into_error())?
         .sync_all()
         .context("flushing the archive to disk")?;
-    std::fs::rename(&partial, &args.output)
+    std::fs::rename(partial, &args.output)
         .with_context(|| format!("renaming to {}", args.output.display()))?;
     let audit = super::audit_log(config, &db);
     audit
@@ -545,6 +567,30 @@ async fn target_contents(config: &Config, store: &BodyStore) -> anyhow::Result<V
     Ok(found)
 }
 
+async fn pg_restore(config: &Config, dump: &Path) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("pg_restore")
+        .args([
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "-d",
+        ])
+        .arg(&config.database.url)
+        .arg(dump)
+        .output()
+        .await
+        .context("running pg_restore (install the PostgreSQL client tools)")?;
+    if !out.status.success() {
+        bail!(
+            "pg_restore failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// Refuses while a server runs with this configuration's pid file.
 fn refuse_if_running(config: &Config) -> anyhow::Result<()> {
     let Some(pid_file) = &config.server.pid_file else {
@@ -602,7 +648,6 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let bar = progress(manifest.files.len() as u64, "restoring");
     let mut objects = 0u64;
-    let mut pg_dump = None;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
@@ -622,10 +667,12 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
             }
             std::fs::rename(&partial, &path)?;
         } else if name == PGDUMP_FILE {
+            // The database first (it comes first in the archive), then the bodies.
             let dump = work.path().join("mairust.pgdump");
             let mut out = std::fs::File::create(&dump)?;
             std::io::copy(&mut entry, &mut out)?;
-            pg_dump = Some(dump);
+            out.sync_all()?;
+            pg_restore(config, &dump).await?;
         } else if name == CONFIG_FILE {
             if let Some(path) = &args.config_to {
                 let mut out = std::fs::File::create(path)
@@ -644,28 +691,6 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if let Some(dump) = pg_dump {
-        let out = tokio::process::Command::new("pg_restore")
-            .args([
-                "--clean",
-                "--if-exists",
-                "--no-owner",
-                "--no-privileges",
-                "--exit-on-error",
-                "-d",
-            ])
-            .arg(&config.database.url)
-            .arg(&dump)
-            .output()
-            .await
-            .context("running pg_restore (install the PostgreSQL client tools)")?;
-        if !out.status.success() {
-            bail!(
-                "pg_restore failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-    }
     let db = database::connect(&config.database).await?;
     let audit = super::audit_log(config, &db);
     audit

@@ -299,7 +299,11 @@ async fn check_smtp(config: &Config, listener: &str) -> anyhow::Result<String> {
     }
     write.write_all(b"QUIT\r\n").await?;
     let _ = reply(&mut lines).await;
-    let extensions: Vec<&str> = ehlo.iter().skip(1).map(|l| &l[4..]).collect();
+    let extensions: Vec<&str> = ehlo
+        .iter()
+        .skip(1)
+        .map(|l| l.get(4..).unwrap_or(""))
+        .collect();
     Ok(format!(
         "{addr}: {} | {}",
         greeting[0].get(4..).unwrap_or(""),

@@ -553,6 +553,26 @@ impl TestServer {
         store.get(key).await.ok().map(|b| b.to_vec())
     }
 
+    /// A new admin API key, made with the CLI as an operator makes the first one.
+    pub fn admin_key(&self) -> String {
+        self.cli_ok(&["admin", "create-key", "--scope", "admin"], None)
+            .trim()
+            .to_string()
+    }
+
+    /// GET `path` (e.g. `/api/v1/audit`) with the API key `key`: the JSON answer.
+    pub async fn get_json(&self, key: &str, path: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("http://{}{path}", self.http))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Keys of the stored objects under `prefix`.
     pub async fn object_keys(&self, prefix: &str) -> Vec<String> {
         let config = mairust_actors_config(&self.config_path);
@@ -594,6 +614,15 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A loopback port nothing listens on (for fixed-port configurations and dead hops).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Follows a log file, until the server object is dropped.
