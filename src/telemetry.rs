@@ -320,7 +320,8 @@ where
             }
         }
         line.extend(fields);
-        line.insert("target".into(), meta.target().into());
+        // The module, unless the event has a `target` of its own (audit entries do).
+        line.entry("target").or_insert_with(|| meta.target().into());
         writeln!(writer, "{}", Value::Object(line))
     }
 }

@@ -176,6 +176,10 @@ async fn db_check_finds_planted_faults_and_fix_repairs_them() {
     assert!(entry.lease_owner.is_none() && entry.lease_until.is_none());
     assert!(!store.exists(orphan).await.unwrap());
     assert!(
+        store.exists(&format!("lost+found/{orphan}")).await.unwrap(),
+        "orphans are kept aside, not deleted"
+    );
+    assert!(
         server
             .messages_with_id("check-0@remote.test")
             .await
@@ -256,4 +260,51 @@ async fn migrate_rollback_to_a_middle_version_and_back() {
     assert!(text.contains("applied 2 migration(s)"), "{text}");
     server.spawn();
     assert_eq!(deliver_to_bob(&server, "after@remote.test").await.code, 250);
+}
+
+#[tokio::test]
+async fn nothing_is_created_on_a_wrong_or_empty_database() {
+    // A configuration whose database was never initialised (a wrong database.url).
+    let target = TestServer::prepare(Options::default());
+    let (code, text) = output(&target.cli(&["db", "check", "--fix"], None));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("no database at") || text.contains("is empty"),
+        "{text}"
+    );
+    let (code, text) = output(&target.cli(&["check", "db"], None));
+    if target.backend.is_postgres() {
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("empty: no schema yet"), "{text}");
+    } else {
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("no database at"), "{text}");
+    }
+    let (code, text) = output(&target.cli(
+        &[
+            "backup",
+            "--output",
+            target.dir.path().join("b.tar").to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(!target.dir.path().join("b.tar.partial").exists());
+    // Still untouched: a restore into it needs no --force.
+    assert!(!target.dir.path().join("mairust.db").exists());
+    if target.backend.is_postgres() {
+        use sea_orm::ConnectionTrait;
+        let db = target.db().await;
+        let n: i64 = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "n")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
 }

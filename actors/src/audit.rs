@@ -125,6 +125,19 @@ impl AuditLog {
         }))
     }
 
+    /// Opens the file at `audit.path` again: after logrotate moved it away, entries go
+    /// to the new file (SIGHUP does this).
+    pub fn reopen(&self) {
+        if let Some((path, file)) = &self.file {
+            match open_append(path) {
+                Ok(f) => *file.lock().unwrap_or_else(|e| e.into_inner()) = f,
+                Err(e) => {
+                    tracing::error!(component = "audit", error = %format!("{e:#}"), "cannot reopen the audit file; still writing to the old one")
+                }
+            }
+        }
+    }
+
     pub fn path(&self) -> Option<&Path> {
         self.file.as_ref().map(|(p, _)| p.as_path())
     }
@@ -184,7 +197,9 @@ impl AuditLog {
 
     /// Deletes database entries older than `days`; returns how many.
     pub async fn prune(&self, days: u32) -> Result<u64, sea_orm::DbErr> {
-        let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+        let cutoff = Utc::now()
+            .checked_sub_signed(chrono::Duration::days(i64::from(days)))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let done = audit_entry::Entity::delete_many()
             .filter(audit_entry::Column::At.lt(cutoff))
             .exec(&self.db)

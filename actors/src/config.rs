@@ -860,10 +860,10 @@ impl Config {
                 "must be an http:// or https:// URL (OTLP/HTTP, e.g. http://collector:4318)",
             ));
         }
-        if self.audit.retention_days == 0 {
+        if !(1..=36_500).contains(&self.audit.retention_days) {
             return Err(ConfigError::new(
                 "audit.retention_days",
-                "must be greater than 0",
+                "must be between 1 and 36500 (100 years)",
             ));
         }
         for (i, origin) in self.api.cors.allowed_origins.iter().enumerate() {

@@ -53,6 +53,27 @@ pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(path))
 }
 
+/// Whether any migration bookkeeping exists, checked without creating anything.
+pub async fn has_schema(db: &DatabaseConnection) -> Result<bool, DbErr> {
+    use sea_orm::Statement;
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Sqlite => {
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'"
+        }
+        _ => {
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'seaql_migrations'"
+        }
+    };
+    let n: i64 = db
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await?
+        .map(|r| r.try_get("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    Ok(n > 0)
+}
+
 /// Where the database's schema stands relative to this binary's migrations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaStatus {

@@ -128,6 +128,72 @@ impl Manifest {
     }
 }
 
+/// A new file only its owner can read: archives and restored databases hold password
+/// hashes, mail and the configuration's secrets.
+fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// The connection URL without its password, and the password (for `PGPASSWORD`): a
+/// password on a command line is readable by every local user.
+fn pg_url_and_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let Some((user, password)) = userinfo.split_once(':') else {
+        return (url.to_string(), None);
+    };
+    (
+        format!("{scheme}://{user}@{host}{tail}"),
+        Some(percent_decode(password)),
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `pg_dump` / `pg_restore` on `url`, the password in the environment.
+fn pg_command(program: &str, url: &str) -> tokio::process::Command {
+    let (url, password) = pg_url_and_password(url);
+    let mut cmd = tokio::process::Command::new(program);
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    cmd.arg("-d").arg(url);
+    cmd
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -229,13 +295,11 @@ async fn snapshot(
         .context("pg_export_snapshot returned no row")?
         .try_get("", "s")?;
     let inv = inventory(&txn).await?;
-    let out = tokio::process::Command::new("pg_dump")
+    let out = pg_command("pg_dump", &config.database.url)
         .args(["-Fc", "--no-owner", "--no-privileges", "--snapshot"])
         .arg(&snapshot_id)
         .arg("-f")
         .arg(&dump)
-        .arg("-d")
-        .arg(&config.database.url)
         .output()
         .await
         .context("running pg_dump (install the PostgreSQL client tools)")?;
@@ -321,7 +385,7 @@ async fn write_backup(
     args: &BackupArgs,
     partial: &Path,
 ) -> anyhow::Result<()> {
-    let db = super::open_current(config).await?;
+    let db = super::open_existing(config).await?;
     // The snapshot goes beside the archive: same filesystem, not a small /tmp.
     let dir = args
         .output
@@ -333,8 +397,7 @@ async fn write_backup(
         .tempdir_in(dir)
         .with_context(|| format!("cannot create a temporary directory in {}", dir.display()))?;
     let (db_file, db_entry, inv) = snapshot(config, &db, work.path()).await?;
-    let out = std::fs::File::create(partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let out = private_file(partial)?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(out));
     let mut files = Vec::new();
     append_file(&mut tar, &mut files, db_entry, &db_file)?;
@@ -363,7 +426,12 @@ async fn write_backup(
         bar.finish_and_clear();
     }
     let mut counts = inv.counts;
-    counts.insert("objects".into(), (inv.keys.len() - missing.len()) as u64);
+    let copied = if with_objects {
+        inv.keys.len() - missing.len()
+    } else {
+        0
+    };
+    counts.insert("objects".into(), copied as u64);
     let manifest = Manifest {
         format: FORMAT,
         mairust_version: env!("CARGO_PKG_VERSION").into(),
@@ -567,17 +635,21 @@ async fn target_contents(config: &Config, store: &BodyStore) -> anyhow::Result<V
     Ok(found)
 }
 
+/// Replaces the schema's contents with the dump's, in one transaction: a restore that
+/// fails leaves the database as it was, and tables of a newer schema do not linger.
 async fn pg_restore(config: &Config, dump: &Path) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new("pg_restore")
+    let db = database::connect(&config.database).await?;
+    db.execute_unprepared("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+        .await
+        .context("emptying the target schema")?;
+    db.close().await.ok();
+    let out = pg_command("pg_restore", &config.database.url)
         .args([
-            "--clean",
-            "--if-exists",
+            "--single-transaction",
             "--no-owner",
             "--no-privileges",
             "--exit-on-error",
-            "-d",
         ])
-        .arg(&config.database.url)
         .arg(dump)
         .output()
         .await
@@ -591,22 +663,30 @@ async fn pg_restore(config: &Config, dump: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses while a server runs with this configuration's pid file.
-fn refuse_if_running(config: &Config) -> anyhow::Result<()> {
-    let Some(pid_file) = &config.server.pid_file else {
-        return Ok(());
-    };
-    let Ok(text) = std::fs::read_to_string(pid_file) else {
-        return Ok(());
-    };
-    if let Ok(pid) = text.trim().parse::<i32>() {
-        // SAFETY: signal 0 only checks that the process exists.
-        if unsafe { libc::kill(pid, 0) } == 0 {
+/// Refuses while a server runs with this configuration: its pid file names a live
+/// process, or its HTTP address answers.
+async fn refuse_if_running(config: &Config) -> anyhow::Result<()> {
+    if let Some(pid_file) = &config.server.pid_file
+        && let Ok(text) = std::fs::read_to_string(pid_file)
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && pid > 0
+    {
+        // SAFETY: signal 0 only checks that the process exists; EPERM means it exists
+        // and belongs to another user.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if alive {
             bail!(
                 "a server is running on this configuration (process {pid}, {}): stop it before restoring",
                 pid_file.display()
             );
         }
+    }
+    if super::diag::server_answers(config).await {
+        bail!(
+            "a server answers at http.address {}: stop it before restoring",
+            config.http.address
+        );
     }
     Ok(())
 }
@@ -624,7 +704,7 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
             manifest.database
         );
     }
-    refuse_if_running(config)?;
+    refuse_if_running(config).await?;
     let store = BodyStore::open(&config.storage).context("opening the object store")?;
     let present = target_contents(config, &store).await?;
     if !present.is_empty() && !args.force {
@@ -658,8 +738,7 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)?;
             }
             let partial = path.with_extension("restoring");
-            let mut out = std::fs::File::create(&partial)
-                .with_context(|| format!("cannot create {}", partial.display()))?;
+            let mut out = private_file(&partial)?;
             std::io::copy(&mut entry, &mut out)?;
             out.sync_all()?;
             for suffix in ["-wal", "-shm"] {
@@ -675,8 +754,7 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
             pg_restore(config, &dump).await?;
         } else if name == CONFIG_FILE {
             if let Some(path) = &args.config_to {
-                let mut out = std::fs::File::create(path)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
+                let mut out = private_file(path)?;
                 std::io::copy(&mut entry, &mut out)?;
             }
         } else if let Some(key) = name.strip_prefix(OBJECTS) {

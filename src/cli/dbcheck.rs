@@ -6,7 +6,7 @@
 //! | `missing_object` | a message row whose body is not in the store | the body is lost: the row, its mailbox entries and queue entry are removed and each is written to the audit log (`db_check.lost_message`) — refused when more than 5 and more than 10% of the bodies are missing (a store misconfigured, not lost: check `storage`), unless `--accept-lost` |
 //! | `size_mismatch` | the row's size differs from the object's, its checksum matches | the row takes the object's size |
 //! | `checksum_mismatch` | the object's SHA-256 differs from the row's | reported (the body is damaged) |
-//! | `orphan_object` | a body under `messages/` that no row refers to | deleted once older than `--orphan-grace` (a body is written before its row) |
+//! | `orphan_object` | a body under `messages/` that no row refers to | moved to `lost+found/<key>` once older than `--orphan-grace` (a body is written before its row); kept, since it may be the only copy of a message whose row was lost — refused when more than 5 and more than 10% of the bodies are orphans, unless `--accept-orphans` |
 //! | `stale_lease` | a queue entry still leased long after the lease ran out | lease cleared |
 //! | `dangling_index` | a mailbox entry whose message or mailbox row is gone | entry deleted |
 //! | `dangling_queue` | a queue entry whose message row is gone, or a recipient whose entry is | reported / recipient deleted |
@@ -31,6 +31,9 @@ use sea_orm::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// Where `--fix` puts orphan bodies.
+const LOST_AND_FOUND: &str = "lost+found/";
+
 #[derive(Args)]
 pub struct CheckArgs {
     /// Repair what can be repaired safely.
@@ -46,6 +49,9 @@ pub struct CheckArgs {
     /// With --fix: remove the rows of missing bodies even when many are missing.
     #[arg(long)]
     accept_lost: bool,
+    /// With --fix: move orphan bodies to lost+found/ even when many are orphans.
+    #[arg(long)]
+    accept_orphans: bool,
     #[arg(long)]
     json: bool,
 }
@@ -81,7 +87,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
-    let db = super::open_current(config).await?;
+    let db = super::open_existing(config).await?;
     let audit = super::audit_log(config, &db);
     let store = BodyStore::open(&config.storage).context("opening the object store")?;
     let mut problems = Vec::new();
@@ -154,10 +160,14 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
 
     let grace = chrono::Duration::from_std(Duration::from_secs(args.orphan_grace))
         .unwrap_or(chrono::Duration::MAX);
-    for object in &objects {
-        if referenced.contains(object.key.as_str()) {
-            continue;
-        }
+    let orphans: Vec<_> = objects
+        .iter()
+        .filter(|o| !referenced.contains(o.key.as_str()))
+        .collect();
+    // Many orphans means rows were lost (an old database restored, the wrong database),
+    // not debris: leave the bodies where they are.
+    let many_orphans = orphans.len() > 5 && orphans.len() * 10 > objects.len();
+    for object in orphans {
         let age = chrono::Utc::now() - object.last_modified;
         let mut p = problem(
             "orphan_object",
@@ -169,8 +179,16 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
             ),
         );
         if args.fix {
-            if age >= grace {
+            if many_orphans && !args.accept_orphans {
+                p.detail.push_str(
+                    "; not moved: too many orphans, were rows lost? (--accept-orphans moves them)",
+                );
+            } else if age >= grace {
+                let kept = format!("{LOST_AND_FOUND}{}", object.key);
+                let body = store.get(&object.key).await?;
+                store.put(&kept, body).await?;
                 store.delete(&object.key).await?;
+                p.detail.push_str(&format!("; moved to {kept}"));
                 p.fixed = true;
             } else {
                 p.detail

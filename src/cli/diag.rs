@@ -52,6 +52,27 @@ async fn get(config: &Config, path: &str) -> anyhow::Result<(u16, Value)> {
     Ok((status, body))
 }
 
+/// Whether a server answers `/health/live` at the configured HTTP address.
+pub async fn server_answers(config: &Config) -> bool {
+    let Ok(addr) = reachable(&config.http.address, "http.address") else {
+        return false;
+    };
+    if !config.http.enabled {
+        return false;
+    }
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(format!("http://{addr}/health/live"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
 #[derive(Subcommand)]
 pub enum HealthAction {
     /// Exit 0 when the running server is ready (database and object store answer), 1
@@ -228,17 +249,29 @@ pub async fn check(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
 }
 
 async fn check_db(config: &Config) -> anyhow::Result<String> {
+    // Never create: a wrong path must not turn into a new, empty database.
+    if let Some(path) = database::sqlite_path(&config.database.url)
+        && !path.exists()
+    {
+        bail!("no database at {}", path.display());
+    }
     let db = database::connect(&config.database)
         .await
         .with_context(|| format!("cannot connect to {}", super::redact(&config.database.url)))?;
     database::ping(&db).await.context("query failed")?;
-    let status = database::schema_status(&db).await?;
-    db.close().await.ok();
     let backend = if config.database.is_sqlite() {
         "SQLite"
     } else {
         "PostgreSQL"
     };
+    if !database::has_schema(&db).await? {
+        db.close().await.ok();
+        return Ok(format!(
+            "{backend}, empty: no schema yet (the first `serve` creates it; is database.url right?)"
+        ));
+    }
+    let status = database::schema_status(&db).await?;
+    db.close().await.ok();
     match status {
         SchemaStatus::Current => Ok(format!("{backend}, schema current")),
         SchemaStatus::Fresh => Ok(format!("{backend}, empty (initialised at the first start)")),
@@ -441,10 +474,20 @@ async fn follow(path: &Path, mut file: std::fs::File, filter: &LogFilter) -> any
             continue;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        // Rotated: a new file under the same name.
+        // Rotated: finish the old file (lines written just before the rotation), then
+        // go on with the new one under the same name.
         if let Ok(meta) = std::fs::metadata(path)
             && meta.ino() != inode
         {
+            let mut rest = String::new();
+            reader.read_to_string(&mut rest)?;
+            partial.push_str(&rest);
+            for line in partial.lines() {
+                if let Some(out) = filter.show(line) {
+                    println!("{out}");
+                }
+            }
+            partial.clear();
             file = std::fs::File::open(path)?;
             inode = meta.ino();
             reader = std::io::BufReader::new(file.try_clone()?);

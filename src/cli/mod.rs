@@ -19,6 +19,36 @@ use mairust_actors::config::{AuditConfig, Config};
 use mairust_actors::database::{self, SchemaStatus};
 use sea_orm::DatabaseConnection;
 
+/// Connects to a database that must already exist with the current schema: for
+/// commands that read or repair data (a wrong `database.url` must not create an empty
+/// database that makes every stored body look orphaned).
+pub async fn open_existing(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    if let Some(path) = database::sqlite_path(&config.database.url)
+        && !path.exists()
+    {
+        anyhow::bail!(
+            "no database at {} (database.url): wrong path or working directory?",
+            path.display()
+        );
+    }
+    let db = database::connect(&config.database).await.with_context(|| {
+        format!(
+            "cannot connect to the database ({})",
+            redact(&config.database.url)
+        )
+    })?;
+    if !database::has_schema(&db).await? {
+        anyhow::bail!(
+            "the database ({}) is empty: no MaiRust schema; wrong database.url?",
+            redact(&config.database.url)
+        );
+    }
+    match database::schema_status(&db).await? {
+        SchemaStatus::Current => Ok(db),
+        status => Err(schema_error(&status)),
+    }
+}
+
 /// Connects for a CLI command and refuses to work on a schema that is not current.
 pub async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let db = database::connect(&config.database).await.with_context(|| {

@@ -97,61 +97,69 @@ fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         .collect()
 }
 
-/// Reads `path` and applies it over `running`; returns the audit entry that tells what
-/// happened and, when the file was valid, the new running configuration.
-pub fn apply(path: &Path, running: &Config, live: &Reloadable) -> (Entry, Option<Config>) {
+/// Reads `path` and applies what can change live over `applied` (the configuration the
+/// server runs with: the start one plus what earlier reloads applied); sections that
+/// differ from the start configuration are reported as needing a restart. Returns the
+/// audit entry that tells what happened.
+pub fn apply(path: &Path, started: &Config, applied: &mut Config, live: &Reloadable) -> Entry {
     let actor = "signal:SIGHUP";
     let new = match crate::config::load(Some(path)) {
         Ok((config, _)) => config,
         Err(e) => {
             tracing::error!(component = "supervisor", event = "reload_failed", error = %format!("{e:#}"), "configuration not reloaded; the running one stays");
-            let entry = Entry::failure("config.reload", actor)
+            return Entry::failure("config.reload", actor)
                 .target(path.display())
                 .detail("error", format!("{e:#}"));
-            return (entry, None);
         }
     };
     let mut changed = Vec::new();
-    if new.logging.level != running.logging.level {
+    if new.logging.level != applied.logging.level {
         match crate::telemetry::set_level(&new.logging.level) {
-            Ok(()) => changed.push("logging.level"),
+            Ok(()) => {
+                applied.logging.level = new.logging.level.clone();
+                changed.push("logging.level");
+            }
             Err(e) => {
                 tracing::error!(component = "supervisor", error = %e, "log level not changed")
             }
         }
     }
-    if format!("{:?}", new.hooks) != format!("{:?}", running.hooks) {
+    if format!("{:?}", new.hooks) != format!("{:?}", applied.hooks) {
         live.handles.hooks.set_config_hooks(&new.hooks);
+        applied.hooks = new.hooks.clone();
         changed.push("hooks");
     }
-    if new.api.auth_failures_per_minute != running.api.auth_failures_per_minute {
+    if new.api.auth_failures_per_minute != applied.api.auth_failures_per_minute {
         live.limiter
             .set_max_failures(new.api.auth_failures_per_minute);
+        applied.api.auth_failures_per_minute = new.api.auth_failures_per_minute;
         changed.push("api.auth_failures_per_minute");
     }
-    let (old_limits, new_limits) = (&running.smtp.limits, &new.smtp.limits);
+    let (old_limits, new_limits) = (&applied.smtp.limits, &new.smtp.limits);
     if (old_limits.max_sessions, old_limits.max_sessions_per_ip)
         != (new_limits.max_sessions, new_limits.max_sessions_per_ip)
     {
         live.handles
             .sessions
             .set_limits(new_limits.max_sessions, new_limits.max_sessions_per_ip);
+        applied.smtp.limits.max_sessions = new_limits.max_sessions;
+        applied.smtp.limits.max_sessions_per_ip = new_limits.max_sessions_per_ip;
         changed.push("smtp.limits.max_sessions");
     }
-    let restart = restart_sections(running, &new);
+    let restart = restart_sections(started, &new);
     tracing::info!(component = "supervisor", event = "reloaded", changed = ?changed, restart_needed = ?restart, "configuration reloaded");
     if !restart.is_empty() {
-        tracing::warn!(component = "supervisor", sections = ?restart, "these sections changed but take effect only after a restart");
+        tracing::warn!(component = "supervisor", sections = ?restart, "these sections differ from the running ones and take effect only after a restart");
     }
-    let entry = Entry::success("config.reload", actor)
+    Entry::success("config.reload", actor)
         .target(path.display())
         .detail("changed", changed)
-        .detail("restart_needed", restart);
-    (entry, Some(new))
+        .detail("restart_needed", restart)
 }
 
-/// Reloads on every SIGHUP until the process ends.
-pub fn spawn_on_sighup(path: std::path::PathBuf, running: Config, live: Reloadable) {
+/// Reloads on every SIGHUP until the process ends; each SIGHUP also reopens the audit
+/// file (after logrotate moved it).
+pub fn spawn_on_sighup(path: std::path::PathBuf, started: Config, live: Reloadable) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -161,14 +169,12 @@ pub fn spawn_on_sighup(path: std::path::PathBuf, running: Config, live: Reloadab
         }
     };
     actix_rt::spawn(async move {
-        let mut running = running;
+        let mut applied = started.clone();
         while hangups.recv().await.is_some() {
             tracing::info!(component = "supervisor", event = "sighup", config = %path.display(), "SIGHUP: reloading the configuration");
-            let (entry, new) = apply(&path, &running, &live);
+            live.handles.audit.reopen();
+            let entry = apply(&path, &started, &mut applied, &live);
             live.handles.audit.record(entry).await;
-            if let Some(new) = new {
-                running = new;
-            }
         }
     });
 }
@@ -189,16 +195,38 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let pid: i32 = text
         .trim()
         .parse()
+        .ok()
+        .filter(|p| *p > 0)
         .with_context(|| format!("{} does not hold a process id", pid_file.display()))?;
     // SAFETY: kill with signal 0 only checks that the process exists.
     if unsafe { libc::kill(pid, 0) } != 0 {
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+            bail!(
+                "process {pid} belongs to another user: run `mairust reload` as the server's user"
+            );
+        }
         bail!(
             "no process {pid} (from {}): the server is not running",
             pid_file.display()
         );
     }
+    // A pid file left by a crash may name a process that is not ours any more: SIGHUP
+    // would end most programs.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    if let Some(exe) = &exe
+        && !exe
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("mairust"))
+    {
+        bail!(
+            "process {pid} (from {}) is {}, not mairust: a stale pid file? not signalled",
+            pid_file.display(),
+            exe.display()
+        );
+    }
     let db = super::open_current(config).await?;
-    let last_before = last_reload(&db).await?;
+    let node_prefix = format!("{}-", config.server.hostname);
+    let last_before = last_reload(&db, &node_prefix).await?;
     // SAFETY: sending SIGHUP to a process id read from the pid file.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
         bail!(
@@ -209,7 +237,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let Some(entry) = last_reload(&db).await? else {
+        let Some(entry) = last_reload(&db, &node_prefix).await? else {
             continue;
         };
         if last_before.as_ref().is_some_and(|b| b.id >= entry.id) {
@@ -247,11 +275,15 @@ fn list(value: &serde_json::Value) -> String {
     }
 }
 
+/// The newest reload entry of a node of this host name (nodes are `HOSTNAME-xxxxxxxx`).
 async fn last_reload(
     db: &sea_orm::DatabaseConnection,
+    node_prefix: &str,
 ) -> anyhow::Result<Option<audit_entry::Model>> {
     Ok(audit_entry::Entity::find()
         .filter(audit_entry::Column::Event.eq("config.reload"))
+        .filter(audit_entry::Column::Node.starts_with(node_prefix))
+        .filter(audit_entry::Column::Node.ne(format!("{node_prefix}cli")))
         .order_by_desc(audit_entry::Column::Id)
         .one(db)
         .await?)
