@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mairust_actors::audit::Entry;
 use mairust_actors::config::{Config, StorageBackend};
@@ -39,6 +40,9 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// Object reads (backup) or writes (restore) in flight at once.
+const IN_FLIGHT: usize = 8;
 
 /// Archive format version written in the manifest.
 const FORMAT: u32 = 1;
@@ -411,8 +415,15 @@ async fn write_backup(
     if with_objects {
         let store = BodyStore::open(&config.storage).context("opening the object store")?;
         let bar = progress(inv.keys.len() as u64, "objects");
-        for key in &inv.keys {
-            match store.get(key).await {
+        // Reads run ahead of the (sequential) archive writes: S3 is latency-bound.
+        let mut reads = futures::stream::iter(inv.keys.iter())
+            .map(|key| {
+                let store = &store;
+                async move { (key, store.get(key).await) }
+            })
+            .buffered(IN_FLIGHT);
+        while let Some((key, read)) = reads.next().await {
+            match read {
                 Ok(bytes) => {
                     append_bytes(&mut tar, &mut files, &format!("{OBJECTS}{key}"), &bytes)?
                 }
@@ -728,6 +739,7 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let bar = progress(manifest.files.len() as u64, "restoring");
     let mut objects = 0u64;
+    let mut puts = futures::stream::FuturesUnordered::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
@@ -760,13 +772,25 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         } else if let Some(key) = name.strip_prefix(OBJECTS) {
             let mut bytes = Vec::with_capacity(entry.size() as usize);
             entry.read_to_end(&mut bytes)?;
-            store
-                .put(key, Bytes::from(bytes))
-                .await
-                .with_context(|| format!("storing object {key}"))?;
+            // Up to IN_FLIGHT writes at once while the archive is read on.
+            if puts.len() >= IN_FLIGHT
+                && let Some(done) = puts.next().await
+            {
+                done?;
+            }
+            let (store, key) = (&store, key.to_string());
+            puts.push(async move {
+                store
+                    .put(&key, Bytes::from(bytes))
+                    .await
+                    .with_context(|| format!("storing object {key}"))
+            });
             objects += 1;
         }
         bar.inc(1);
+    }
+    while let Some(done) = puts.next().await {
+        done?;
     }
     bar.finish_and_clear();
     let db = database::connect(&config.database).await?;
