@@ -440,3 +440,46 @@ async fn metrics_can_be_switched_off() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+/// `storage.limit_bytes`: once the stored bytes reach it, MAIL FROM gets 452 4.3.1 and
+/// POST /send 503; the gauges show both figures.
+#[tokio::test]
+async fn storage_limit_refuses_new_mail_with_452() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = common::Backend::new(dir.path());
+    let storage = format!("{}  limit_bytes: 1000\n", backend.storage_yaml);
+    let server = TestServer::start_on(dir, backend, Options::default(), Some(storage));
+    let key = server.admin_key();
+    // Each message is about 450 bytes stored: three pass the limit.
+    for i in 0..3 {
+        let id = format!("fill-{i}@remote.test");
+        assert_eq!(common::deliver_to_bob(&server, &id).await.code, 250);
+    }
+    let full = eventually(Duration::from_secs(10), || async {
+        scrape(&server).await.sum("mairust_storage_bytes", &[]) >= 1000.0
+    })
+    .await;
+    assert!(full, "stored bytes not counted");
+    let after = scrape(&server).await;
+    assert_eq!(after.sum("mairust_storage_limit_bytes", &[]), 1000.0);
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    c.expect("EHLO client.test", 250).await;
+    let reply = c.expect("MAIL FROM:<a@remote.test>", 452).await;
+    assert!(reply.text.contains("4.3.1"), "{}", reply.text);
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/send", server.http))
+        .bearer_auth(&key)
+        .json(&json!({"from": TestServer::address("bob"), "to": [TestServer::address("alice")], "subject": "s", "text": "t"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage.limit_bytes"),
+        "{body}"
+    );
+}
