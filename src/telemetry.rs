@@ -21,6 +21,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber, span};
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -59,6 +60,9 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     // RUST_LOG, when set, overrides the configured level (for debugging).
     let initial = EnvFilter::try_from_default_env().unwrap_or_else(|_| filter(&logging.level));
     let (level, handle) = reload::Layer::new(initial);
+    // Spans with a request_id / session_id are always entered for the log layer, so a
+    // warning logged inside a request carries its id even when info is filtered out.
+    let level = level.or(filter_fn(has_ids));
     let (writer, guard) = log_writer(logging)?;
     let to_terminal = logging.file.is_none() && std::io::stdout().is_terminal();
     let fmt: BoxedLayer = match logging.format {
@@ -73,7 +77,10 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             .with_filter(level)
             .boxed(),
     };
-    let mut layers: Vec<BoxedLayer> = vec![SpanIds.boxed(), fmt];
+    // SpanIds only looks at spans that carry an id: unfiltered, it would switch on every
+    // trace-level callsite of every library.
+    let ids = SpanIds.with_filter(filter_fn(has_ids));
+    let mut layers: Vec<BoxedLayer> = vec![ids.boxed(), fmt];
     let traces = if config.telemetry.tracing.enabled {
         let provider = tracer_provider(&config.telemetry.tracing)?;
         let tracer = provider.tracer("mairust");
@@ -188,6 +195,11 @@ pub fn init_cli() {
 
 /// Span fields copied into every JSON line logged inside the span.
 const SPAN_IDS: [&str; 2] = ["request_id", "session_id"];
+
+/// A span that carries one of [`SPAN_IDS`].
+fn has_ids(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && SPAN_IDS.iter().any(|f| meta.fields().field(f).is_some())
+}
 
 /// The `request_id` / `session_id` a span was created with.
 struct Ids(Vec<(&'static str, String)>);
