@@ -45,6 +45,31 @@ impl<'a> Api<'a> {
     }
 }
 
+impl Api<'_> {
+    /// Every item of a list, following `pagination.cursor` page by page; checks each
+    /// page answers 200 and that the cursor is null exactly on the last page.
+    async fn all_pages(&self, path: &str, key: &str) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match &cursor {
+                Some(c) => format!("{path}{sep}cursor={c}"),
+                None => path.to_string(),
+            };
+            let (s, b) = self.call(Method::GET, &page, Some(key), None).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            items.extend(b["data"].as_array().unwrap().iter().cloned());
+            let has_more = b["pagination"]["has_more"].as_bool().unwrap();
+            match b["pagination"]["cursor"].as_str() {
+                Some(c) if has_more => cursor = Some(c.to_string()),
+                None if !has_more => return items,
+                _ => panic!("cursor and has_more disagree: {b}"),
+            }
+        }
+    }
+}
+
 /// A key made with the CLI, as an operator makes the first one.
 fn cli_key(server: &TestServer, scopes: &[&str]) -> String {
     let mut args = vec!["admin", "create-key", "--name", "test"];
@@ -225,24 +250,12 @@ async fn domains_and_users_with_pagination() {
     assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
 
     // 7 domains in pages of 3: every one once, in order.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/domains?limit=3&cursor={c}"),
-            None => "/domains?limit=3".to_string(),
-        };
-        let (s, b) = api.call(Method::GET, &path, Some(&key), None).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        for d in b["data"].as_array().unwrap() {
-            seen.push(d["name"].as_str().unwrap().to_string());
-        }
-        if b["pagination"]["has_more"] == false {
-            assert!(b["pagination"]["cursor"].is_null());
-            break;
-        }
-        cursor = Some(b["pagination"]["cursor"].as_str().unwrap().to_string());
-    }
+    let seen: Vec<String> = api
+        .all_pages("/domains?limit=3", &key)
+        .await
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(seen.len(), 7, "{seen:?}");
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 7, "no repeats");
 
@@ -558,27 +571,12 @@ async fn messages_list_filter_raw_flags_and_soft_delete() {
     deliver(&server, &[&bob, &alice], "shared@remote.test", "both").await;
 
     // Newest first, pages of 2 with no gaps or repeats: 7 entries (the shared one twice).
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/messages?limit=2&cursor={c}"),
-            None => "/messages?limit=2".into(),
-        };
-        let (s, b) = api.call(Method::GET, &path, Some(&key), None).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        ids.extend(
-            b["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["id"].as_i64().unwrap()),
-        );
-        match b["pagination"]["cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let ids: Vec<i64> = api
+        .all_pages("/messages?limit=2", &key)
+        .await
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids.len(), 7, "{ids:?}");
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
 
@@ -1129,27 +1127,12 @@ async fn audit_entries_for_keys_accounts_and_failed_logins() {
     assert_eq!(domain.len(), 1);
     assert!(domain[0]["actor"].as_str().unwrap().starts_with("cli:"));
     // Pagination across the whole log: no gaps, no repeats.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/audit?limit=2&cursor={c}"),
-            None => "/audit?limit=2".to_string(),
-        };
-        let (s, b) = api.call(Method::GET, &path, Some(&admin), None).await;
-        assert_eq!(s, StatusCode::OK, "{b}");
-        seen.extend(
-            b["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["id"].as_i64().unwrap()),
-        );
-        match b["pagination"]["cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let seen: Vec<i64> = api
+        .all_pages("/audit?limit=2", &admin)
+        .await
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
     let now = all("?limit=500").await;
     let now_ids: Vec<i64> = now.iter().map(|e| e["id"].as_i64().unwrap()).collect();
     assert_eq!(seen, now_ids);

@@ -315,26 +315,31 @@ fn tracing_options(collector: &OtlpReceiver, rate: f64, hook_url: &str) -> Optio
     }
 }
 
+/// One SMTP transaction and one API request (with `traceparent` when given), then a
+/// graceful stop, which exports what is buffered.
+async fn traffic_then_stop(server: &mut TestServer, message_id: &str, traceparent: Option<&str>) {
+    send_one(server, message_id).await;
+    let key = server.admin_key();
+    let mut request = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/messages?limit=5", server.http))
+        .bearer_auth(&key);
+    if let Some(tp) = traceparent {
+        request = request.header("traceparent", tp);
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(30)).success());
+}
+
 #[tokio::test]
 async fn otlp_span_trees_of_a_transaction_and_a_request() {
     let collector = OtlpReceiver::start();
     let hook = HookReceiver::start("a-secret-of-enough-length");
     let mut server = TestServer::start_with(tracing_options(&collector, 1.0, &hook.url()));
-    send_one(&server, "traced@remote.test").await;
-    let key = server.admin_key();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
-    let resp = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/messages?limit=5", server.http))
-        .bearer_auth(&key)
-        .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    // A graceful stop exports what is buffered.
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    let traceparent = format!("00-{trace_id}-{parent_id}-01");
+    traffic_then_stop(&mut server, "traced@remote.test", Some(&traceparent)).await;
     let spans = collector.spans();
 
     let txn = spans
@@ -376,16 +381,6 @@ async fn sample_rate_zero_exports_nothing() {
     let collector = OtlpReceiver::start();
     let hook = HookReceiver::start("a-secret-of-enough-length");
     let mut server = TestServer::start_with(tracing_options(&collector, 0.0, &hook.url()));
-    send_one(&server, "untraced@remote.test").await;
-    let key = server.admin_key();
-    let resp = reqwest::Client::new()
-        .get(format!("http://{}/api/v1/messages?limit=5", server.http))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    traffic_then_stop(&mut server, "untraced@remote.test", None).await;
     assert!(collector.spans().is_empty(), "{:#?}", collector.spans());
 }

@@ -173,7 +173,13 @@ pub struct HealthMonitor {
     config: HealthConfig,
     node_id: String,
     probing: bool,
+    /// Probes so far; the stored bytes (a full sum over the messages) are summed only
+    /// every [`STORAGE_SUM_EVERY`] probes.
+    probes: u64,
 }
+
+/// Every how many probes the stored bytes are summed (30 s at the default 5 s interval).
+const STORAGE_SUM_EVERY: u64 = 6;
 
 impl HealthMonitor {
     pub fn new(
@@ -190,6 +196,7 @@ impl HealthMonitor {
             config,
             node_id,
             probing: false,
+            probes: 0,
         }
     }
 
@@ -198,6 +205,8 @@ impl HealthMonitor {
             return None;
         }
         self.probing = true;
+        let sum_storage = self.probes.is_multiple_of(STORAGE_SUM_EVERY);
+        self.probes += 1;
         let (db, bodies, state) = (self.db.clone(), self.bodies.clone(), self.state.clone());
         let (timeout, node) = (self.config.probe_timeout(), self.node_id.clone());
         Some(async move {
@@ -215,6 +224,7 @@ impl HealthMonitor {
                     state.set_queue(length, oldest);
                 }
                 if ok
+                    && sum_storage
                     && let Ok(Ok(bytes)) =
                         tokio::time::timeout(timeout, crate::storage::stored_bytes(&db)).await
                 {
