@@ -19,12 +19,12 @@ use crate::smtp::session::ListenerKind;
 pub struct SmtpMetrics {
     pub connections: IntCounter,
     pub sessions: IntGauge,
-    pub accepted: IntCounter,
-    pub rejected: IntCounter,
-    pub tempfailed: IntCounter,
-    pub duration: Histogram,
-    pub auth_success: IntCounter,
-    pub auth_failure: IntCounter,
+    accepted: IntCounter,
+    rejected: IntCounter,
+    tempfailed: IntCounter,
+    duration: Histogram,
+    auth_success: IntCounter,
+    auth_failure: IntCounter,
     errors: IntCounterVec,
     listener: &'static str,
 }

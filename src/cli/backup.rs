@@ -34,6 +34,7 @@ use mairust_actors::audit::Entry;
 use mairust_actors::config::{Config, StorageBackend};
 use mairust_actors::database;
 use mairust_actors::storage::BodyStore;
+use mairust_actors::storage::envelope::hex;
 use mairust_migration::MigratorTrait;
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, IsolationLevel, Statement, TransactionTrait,
@@ -196,10 +197,6 @@ fn pg_command(program: &str, url: &str) -> tokio::process::Command {
     }
     cmd.arg("-d").arg(url);
     cmd
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A progress bar on a terminal, nothing otherwise.

@@ -22,6 +22,7 @@ use mairust_actors::audit::{AuditLog, Entry};
 use mairust_actors::config::Config;
 use mairust_actors::storage::BodyStore;
 use mairust_actors::storage::bodies::BodyError;
+use mairust_actors::storage::envelope::hex;
 use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -80,10 +81,6 @@ fn problem(kind: &'static str, subject: impl Into<String>, detail: impl Into<Str
         detail: detail.into(),
         fixed: false,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
