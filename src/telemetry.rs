@@ -7,8 +7,9 @@
 //!   of the request or SMTP session it belongs to, then the event's own fields.
 //! - Traces: with `telemetry.tracing.enabled`, spans of the `mairust*` crates and the
 //!   HTTP root spans of tracing-actix-web go to an OTLP/HTTP collector, sampled at
-//!   `sample_rate` (parent-based: a sampled `traceparent` is followed). The level filter
-//!   of the logs does not apply to them.
+//!   `sample_rate` (parent-based: a sampled `traceparent` is followed; SMTP transactions
+//!   are sampled when they begin, see [`mairust_actors::trace`]). The level filter of the
+//!   logs does not apply to them.
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -16,8 +17,9 @@ use std::sync::OnceLock;
 
 use anyhow::Context as _;
 use mairust_actors::config::{Config, LogFormat, LoggingConfig, TracingConfig};
+use mairust_actors::trace;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SamplingResult, SdkTracerProvider, ShouldSample};
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber, span};
@@ -90,14 +92,14 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                // Per span: no busy/idle clocks on every poll, no source location or
-                // thread attributes (cheaper on the SMTP path; SPEC O2 asks for spans).
+                // Per span: no busy/idle clocks and no OpenTelemetry context switch on
+                // every poll (nothing here reads that context: parents come from the
+                // tracing spans), no source location or thread attributes.
                 .with_tracked_inactivity(false)
+                .with_context_activation(false)
                 .with_location(false)
                 .with_threads(false)
-                .with_filter(EnvFilter::new(
-                    "off,mairust=info,mairust_actors=info,tracing_actix_web=info",
-                ))
+                .with_filter(trace_filter())
                 .boxed(),
         );
         Some(provider)
@@ -115,6 +117,48 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
     })
 }
 
+/// What the trace export sees: the spans of the server's crates and of
+/// tracing-actix-web, except untraced SMTP transactions (see
+/// [`mairust_actors::trace`]), and as span events only warnings and errors.
+fn trace_filter() -> impl tracing_subscriber::layer::Filter<Registry> {
+    EnvFilter::new("off,mairust=info,mairust_actors=info,tracing_actix_web=info").and(filter_fn(
+        |meta| {
+            if meta.is_span() {
+                meta.target() != trace::UNTRACED
+            } else {
+                *meta.level() <= tracing::Level::WARN
+            }
+        },
+    ))
+}
+
+/// The exporter's sampler: SMTP transactions were sampled when they began (their root
+/// spans are all kept); other new traces are kept at `sample_rate`; a span with a parent
+/// follows it (a sampled `traceparent` included).
+#[derive(Debug, Clone)]
+struct Sampling {
+    ratio: Sampler,
+}
+
+impl ShouldSample for Sampling {
+    fn should_sample(
+        &self,
+        parent: Option<&opentelemetry::Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        kind: &opentelemetry::trace::SpanKind,
+        attributes: &[opentelemetry::KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> SamplingResult {
+        let sampler = if trace::HEAD_SAMPLED.contains(&name) {
+            &Sampler::AlwaysOn
+        } else {
+            &self.ratio
+        };
+        sampler.should_sample(parent, trace_id, name, kind, attributes, links)
+    }
+}
+
 fn tracer_provider(config: &TracingConfig) -> anyhow::Result<SdkTracerProvider> {
     use opentelemetry_otlp::WithExportConfig;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -124,9 +168,9 @@ fn tracer_provider(config: &TracingConfig) -> anyhow::Result<SdkTracerProvider> 
         .context("telemetry.tracing: cannot build the OTLP exporter")?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sample_rate,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampling {
+            ratio: Sampler::TraceIdRatioBased(config.sample_rate),
+        })))
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name("mairust")

@@ -384,3 +384,47 @@ async fn sample_rate_zero_exports_nothing() {
     traffic_then_stop(&mut server, "untraced@remote.test", None).await;
     assert!(collector.spans().is_empty(), "{:#?}", collector.spans());
 }
+
+#[tokio::test]
+async fn partial_sampling_exports_whole_transactions_only() {
+    let collector = OtlpReceiver::start();
+    let hook = HookReceiver::start("a-secret-of-enough-length");
+    let mut server = TestServer::start_with(tracing_options(&collector, 0.5, &hook.url()));
+    let sent = 24;
+    for n in 0..sent {
+        send_one(&server, &format!("sampled-{n}@remote.test")).await;
+    }
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    let spans = collector.spans();
+
+    let txns: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "smtp.transaction")
+        .collect();
+    // Each transaction is kept with probability 1/2: all or none of 24 is 2^-23.
+    assert!(
+        (1..sent).contains(&txns.len()),
+        "{} of {sent} transactions exported",
+        txns.len()
+    );
+    for txn in &txns {
+        assert_eq!(txn.parent_span_id, "", "a trace of its own");
+        let under_txn = children(&spans, txn);
+        assert_eq!(
+            names(&under_txn),
+            ["db.lookup_recipient", "hook.call", "storage.store"],
+            "{spans:#?}"
+        );
+        let store = under_txn
+            .iter()
+            .find(|s| s.name == "storage.store")
+            .unwrap();
+        assert_eq!(
+            names(&children(&spans, store)),
+            ["db.commit", "storage.put_body"]
+        );
+    }
+    // Nothing of an unsampled transaction leaks out as a trace of its own.
+    assert_eq!(spans.len(), txns.len() * 6, "{spans:#?}");
+}

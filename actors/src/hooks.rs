@@ -444,7 +444,9 @@ impl HookDispatcher {
             })
             .unwrap_or_default();
             let started = Instant::now();
-            let span = tracing::info_span!("hook.call", hook = %hook.config.id, event = ?event);
+            let span = crate::trace::child_span(
+                || tracing::info_span!("hook.call", hook = %hook.config.id, event = ?event),
+            );
             let outcome = self.call(hook, &body).instrument(span).await;
             let fallback = |which: HookFallback, why: &str| match which {
                 HookFallback::Allow => None,
@@ -508,9 +510,13 @@ impl HookDispatcher {
             })
             .unwrap_or_default();
             let (me, hook) = (self.clone(), hook.clone());
-            // Its own trace, linked to the transaction's: it must not keep that open.
-            let span = tracing::info_span!(parent: None, "hook.call", hook = %hook.config.id, event = "post_receive");
-            span.follows_from(tracing::Span::current().id());
+            // Its own trace, linked to the transaction's (when that is traced): it must
+            // not keep that open.
+            let span = crate::trace::child_span(|| {
+                let span = tracing::info_span!(parent: None, "hook.call", hook = %hook.config.id, event = "post_receive");
+                span.follows_from(tracing::Span::current().id());
+                span
+            });
             let task = async move {
                 match me.call(&hook, &body).await {
                     Outcome::Failed(e) => {

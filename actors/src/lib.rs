@@ -8,6 +8,7 @@
 //! - [`hooks`] — HTTP hooks: HMAC-signed calls, fallbacks, circuit breakers
 //! - [`metrics`] — the Prometheus registry and every metric (SPEC O1)
 //! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
+//! - [`trace`] — head sampling of SMTP transactions for the trace export
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
 //! - [`accounts`] — domains, users, mailboxes (query functions)
@@ -29,3 +30,4 @@ pub mod shutdown;
 pub mod smtp;
 pub mod storage;
 pub mod supervisor;
+pub mod trace;

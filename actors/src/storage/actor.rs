@@ -72,9 +72,10 @@ pub struct StoreMessage(pub IncomingMessage, pub tracing::Span);
 
 impl StoreMessage {
     /// A message whose storage spans (`storage.put_body`, `db.commit`) become children
-    /// of the caller's current span: its SMTP transaction or API request trace.
+    /// of the caller's current span: its SMTP transaction or API request trace (none
+    /// under an untraced transaction).
     pub fn new(message: IncomingMessage) -> Self {
-        StoreMessage(message, tracing::Span::current())
+        StoreMessage(message, crate::trace::child_span(tracing::Span::current))
     }
 }
 

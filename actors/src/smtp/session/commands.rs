@@ -15,6 +15,7 @@ use crate::smtp::proto::command::{self, Command, MailFrom, RcptTo};
 use crate::smtp::proto::data::DataReceiver;
 use crate::smtp::proto::reply::{self, Reply};
 use crate::storage::{IncomingMessage, StoreMessage};
+use crate::trace;
 
 impl Session {
     pub(super) async fn on_line(&mut self, line: &[u8]) -> Flow {
@@ -133,14 +134,24 @@ impl Session {
         }
         self.envelope.mail = Some(mail);
         self.envelope.started = Some(std::time::Instant::now());
-        // One trace per transaction (SPEC O2): MAIL FROM to the reply after DATA.
-        self.envelope.span = Some(tracing::info_span!(
-            "smtp.transaction",
-            otel.kind = "server",
-            listener = self.listener.name(),
-            session_id = %self.id,
-            smtp.reply_code = tracing::field::Empty,
-        ));
+        // One trace per transaction (SPEC O2): MAIL FROM to the reply after DATA, when
+        // sampled; otherwise a span the trace export ignores (it gives logs the session).
+        self.envelope.span = Some(if trace::sample(&self.ctx.config.telemetry.tracing) {
+            tracing::info_span!(
+                "smtp.transaction",
+                otel.kind = "server",
+                listener = self.listener.name(),
+                session_id = %self.id,
+                smtp.reply_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::info_span!(
+                target: trace::UNTRACED,
+                "smtp.transaction",
+                listener = self.listener.name(),
+                session_id = %self.id,
+            )
+        });
         self.reply(reply::SENDER_OK);
         Flow::Continue
     }
@@ -160,12 +171,12 @@ impl Session {
         }
         let lookup = accounts::lookup_recipient(&self.ctx.db, &rcpt.recipient);
         let lookup = match &self.envelope.span {
-            Some(txn) => {
+            Some(txn) if trace::traced(txn) => {
                 lookup
                     .instrument(tracing::info_span!(parent: txn, "db.lookup_recipient"))
                     .await
             }
-            None => lookup.await,
+            _ => lookup.await,
         };
         match lookup {
             Ok(RecipientLookup::Local(local)) => {
@@ -288,7 +299,7 @@ impl Session {
         let size = message.body.len();
         let message_id = message.meta.message_id.clone().unwrap_or_default();
         let told = hooks.has(HookEvent::PostReceive).then(|| message.clone());
-        let span = tracing::info_span!("storage.store", size);
+        let span = trace::child_span(|| tracing::info_span!("storage.store", size));
         let request = span.in_scope(|| StoreMessage::new(message));
         match self.ctx.storage.send(request).instrument(span).await {
             Ok(Ok(())) => {
