@@ -305,6 +305,26 @@ fn names(spans: &[&Span]) -> Vec<String> {
     n
 }
 
+/// A transaction's trace: its own root, with the recipient lookup, the pre_receive hook
+/// call and the store under it, and the body write and commit under the store.
+fn assert_whole_transaction(spans: &[Span], txn: &Span) {
+    assert_eq!(txn.parent_span_id, "", "a trace of its own");
+    let under_txn = children(spans, txn);
+    assert_eq!(
+        names(&under_txn),
+        ["db.lookup_recipient", "hook.call", "storage.store"],
+        "{spans:#?}"
+    );
+    let store = under_txn
+        .iter()
+        .find(|s| s.name == "storage.store")
+        .unwrap();
+    assert_eq!(
+        names(&children(spans, store)),
+        ["db.commit", "storage.put_body"]
+    );
+}
+
 fn tracing_options(collector: &OtlpReceiver, rate: f64, hook_url: &str) -> Options {
     Options {
         extra_yaml: format!(
@@ -346,23 +366,9 @@ async fn otlp_span_trees_of_a_transaction_and_a_request() {
         .iter()
         .find(|s| s.name == "smtp.transaction")
         .unwrap_or_else(|| panic!("no SMTP transaction span in {spans:#?}"));
-    assert_eq!(txn.parent_span_id, "", "a trace of its own");
     assert_eq!(txn.attribute("listener"), Some("inbound"));
     assert_eq!(txn.attribute("smtp.reply_code"), Some("250"));
-    let under_txn = children(&spans, txn);
-    assert_eq!(
-        names(&under_txn),
-        ["db.lookup_recipient", "hook.call", "storage.store"],
-        "{spans:#?}"
-    );
-    let store = under_txn
-        .iter()
-        .find(|s| s.name == "storage.store")
-        .unwrap();
-    assert_eq!(
-        names(&children(&spans, store)),
-        ["db.commit", "storage.put_body"]
-    );
+    assert_whole_transaction(&spans, txn);
 
     let request = spans
         .iter()
@@ -409,21 +415,7 @@ async fn partial_sampling_exports_whole_transactions_only() {
         txns.len()
     );
     for txn in &txns {
-        assert_eq!(txn.parent_span_id, "", "a trace of its own");
-        let under_txn = children(&spans, txn);
-        assert_eq!(
-            names(&under_txn),
-            ["db.lookup_recipient", "hook.call", "storage.store"],
-            "{spans:#?}"
-        );
-        let store = under_txn
-            .iter()
-            .find(|s| s.name == "storage.store")
-            .unwrap();
-        assert_eq!(
-            names(&children(&spans, store)),
-            ["db.commit", "storage.put_body"]
-        );
+        assert_whole_transaction(&spans, txn);
     }
     // Nothing of an unsampled transaction leaks out as a trace of its own.
     assert_eq!(spans.len(), txns.len() * 6, "{spans:#?}");
