@@ -105,10 +105,10 @@ DASHBOARDS = {
         "MaiRust / API performance",
         [
             panel(1, "Requests per second by route", [(f"sum by (route, method) (rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))", "{{method}} {{route}}")], "reqps", x=0, y=0),
-            panel(2, "Server errors (5xx) share", [(f'sum(rate(mairust_api_requests_total{{{SEL},status=~"5.."}}[$__rate_interval])) / sum(rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))', "5xx")], "percentunit", x=12, y=0),
+            panel(2, "Server errors (5xx) share", [(f'sum(rate(mairust_api_requests_total{{{SEL},status="5xx"}}[$__rate_interval])) / sum(rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))', "5xx")], "percentunit", x=12, y=0),
             panel(3, "Latency by route (p95)", [(f"histogram_quantile(0.95, sum by (le, route) (rate(mairust_api_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))", "{{route}}")], "s", x=0, y=8),
             panel(4, "Latency, all routes", quantiles("mairust_api_duration_seconds", "instance", "{{instance}}"), "s", x=12, y=8),
-            panel(5, "Answers per second by status", [(f"sum by (status) (rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))", "{{status}}")], "reqps", x=0, y=16, w=24),
+            panel(5, "Answers per second by status class", [(f"sum by (status) (rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))", "{{status}}")], "reqps", x=0, y=16, w=24),
         ],
         "REST API: traffic, errors and latency by route pattern",
     ),

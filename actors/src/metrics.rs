@@ -1,9 +1,9 @@
 //! Prometheus metrics (SPEC O1): one registry for the process, served at `/metrics` by the
-//! HTTP server (which adds `mairust_api_requests_total` and `mairust_api_duration_seconds`
-//! through actix-web-prom on the same registry).
+//! HTTP server, whose access-log middleware counts API requests ([`Metrics::api_request`]).
 //!
 //! Labels are low-cardinality only: listener, result, reply code, dependency, hook id
-//! (operator-defined, bounded). Never an address, a message id or a client IP. Hot paths
+//! (operator-defined, bounded), API route pattern, method and status class. Never an
+//! address, a message id, a client IP or a raw request path. Hot paths
 //! use children resolved once ([`SmtpMetrics`] per listener) so counting is an atomic add.
 
 use std::sync::LazyLock;
@@ -72,6 +72,8 @@ pub struct Metrics {
     pub hook_calls: IntCounterVec,
     pub plugin_errors: IntCounterVec,
     pub up: IntGaugeVec,
+    api_requests: IntCounterVec,
+    api_duration: HistogramVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -210,7 +212,30 @@ impl Metrics {
         for result in ["delivered", "deferred", "bounced", "expired"] {
             queue_deliveries.with_label_values(&[result]);
         }
+        let api_labels = &["route", "method", "status"];
+        let api_requests = counter_vec(
+            &registry,
+            "mairust_api_requests_total",
+            "HTTP API requests answered, by route pattern (UNMATCHED: no route), method and status class (2xx, 4xx, ...)",
+            api_labels,
+        );
+        let api_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "mairust_api_duration_seconds",
+                    "HTTP API request durations, by route pattern, method and status class",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+                api_labels,
+            )
+            .expect("valid metric"),
+        );
         Metrics {
+            api_requests,
+            api_duration,
             smtp,
             queue_length: gauge(
                 &registry,
@@ -248,6 +273,28 @@ impl Metrics {
             up,
             registry,
         }
+    }
+
+    /// One answered API request: `route` is the matched pattern (`/api/v1/messages/{id}`)
+    /// or `UNMATCHED`; methods outside HTTP's own are counted as `OTHER`.
+    pub fn api_request(&self, route: &str, method: &str, status: u16, took: std::time::Duration) {
+        const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+        let method = METHODS
+            .into_iter()
+            .find(|m| *m == method)
+            .unwrap_or("OTHER");
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let labels = [route, method, class];
+        self.api_requests.with_label_values(&labels).inc();
+        self.api_duration
+            .with_label_values(&labels)
+            .observe(took.as_secs_f64());
     }
 
     pub fn smtp(&self, listener: ListenerKind) -> &SmtpMetrics {

@@ -35,24 +35,25 @@ pub fn server(
     let limiter = web::Data::from(limiter);
     let document = web::Data::new(serde_json::to_vec(&openapi()).map_err(std::io::Error::other)?);
     let cors_config = config.api.cors.clone();
-    let prometheus = prometheus_middleware().map_err(std::io::Error::other)?;
     let metrics_on = config.telemetry.metrics.enabled;
     let server = HttpServer::new(move || {
         // The last wrap is the outermost: the request span (W3C traceparent picked up)
-        // encloses the metrics, CORS and the access log line.
+        // encloses the access log line and request metrics, which see CORS answers too.
         let (app, _) = App::new()
-            .wrap(actix_web::middleware::from_fn(access_log))
             .wrap(cors(&cors_config))
-            .wrap(actix_web::middleware::Condition::new(
-                metrics_on,
-                prometheus.clone(),
-            ))
+            .wrap(actix_web::middleware::from_fn(access_log))
             .wrap(tracing_actix_web::TracingLogger::default())
             .app_data(data.clone())
             .app_data(limiter.clone())
             .app_data(document.clone())
+            .app_data(web::Data::new(CountRequests(metrics_on)))
             .configure(error::configure_extractors)
             .configure(health::routes)
+            .configure(|cfg| {
+                if metrics_on {
+                    cfg.route("/metrics", web::get().to(metrics_text));
+                }
+            })
             .into_utoipa_app()
             .openapi(v1::ApiDoc::openapi())
             .service(
@@ -73,30 +74,23 @@ pub fn server(
     Ok((server.run(), addrs))
 }
 
-/// `mairust_api_requests_total` and `mairust_api_duration_seconds` by route pattern
-/// (`/api/v1/messages/{id}`; `UNMATCHED` for paths no route knows, so scanners cannot
-/// blow up the label set), method and status code; and `GET /metrics` serving the
-/// process registry. Scrapes themselves are not counted.
-fn prometheus_middleware()
--> Result<actix_web_prom::PrometheusMetrics, Box<dyn std::error::Error + Send + Sync>> {
-    use actix_web_prom::{
-        ActixMetricsConfiguration, LabelsConfiguration, PrometheusMetricsBuilder,
-    };
-    PrometheusMetricsBuilder::new("mairust")
-        .registry(mairust_actors::metrics::metrics().registry.clone())
-        .endpoint("/metrics")
-        .exclude("/metrics")
-        .mask_unmatched_patterns("UNMATCHED")
-        .buckets(&[
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ])
-        .metrics_configuration(
-            ActixMetricsConfiguration::default()
-                .http_requests_total_name("api_requests_total")
-                .http_requests_duration_seconds_name("api_duration_seconds")
-                .labels(LabelsConfiguration::default().endpoint("route")),
-        )
-        .build()
+/// `GET /metrics`: the process registry in the Prometheus text format (SPEC O1).
+async fn metrics_text() -> HttpResponse {
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut body = Vec::new();
+    match encoder.encode(
+        &mairust_actors::metrics::metrics().registry.gather(),
+        &mut body,
+    ) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(encoder.format_type())
+            .body(body),
+        Err(e) => {
+            tracing::error!(component = "api", error = %e, "metrics encoding failed");
+            HttpResponse::InternalServerError().finish()
+        }
+    }
 }
 
 /// CORS for the configured Admin UI origins; with none, browsers get no CORS headers.
@@ -116,8 +110,13 @@ fn cors(config: &mairust_actors::config::CorsConfig) -> actix_cors::Cors {
     cors
 }
 
-/// One log line per request, inside its span (so it carries `request_id`), and the
-/// request id in an `X-Request-Id` answer header.
+/// Whether [`access_log`] counts requests in the metrics (`telemetry.metrics.enabled`).
+struct CountRequests(bool);
+
+/// One log line per request, inside its span (so it carries `request_id`), the request
+/// id in an `X-Request-Id` answer header, and the request in `mairust_api_requests_total`
+/// and `mairust_api_duration_seconds` (scrapes of `/metrics` are neither logged nor
+/// counted).
 async fn access_log(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
@@ -129,14 +128,21 @@ async fn access_log(
         .get::<tracing_actix_web::RequestId>()
         .map(|id| id.to_string());
     let method = req.method().to_string();
+    let count = req
+        .app_data::<web::Data<CountRequests>>()
+        .is_some_and(|c| c.0);
     let mut res = next.call(req).await?;
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "UNMATCHED".into());
     let status = res.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    let ms = took.as_secs_f64() * 1000.0;
     if route != "/metrics" {
+        if count {
+            mairust_actors::metrics::metrics().api_request(&route, &method, status, took);
+        }
         tracing::info!(component = "api", event = "request", method = %method, route = %route, status, duration_ms = ms, "request");
     }
     if let Some(id) = request_id
