@@ -16,6 +16,8 @@ use crate::config::TracingConfig;
 pub const UNTRACED: &str = "mairust_actors::untraced";
 
 /// Names of root spans whose sampling was decided here: the exporter keeps them all.
+/// (`hook.call` is a root only for a post_receive call, which [`child_span`] makes only
+/// under a traced transaction; other hook calls are children of their request's span.)
 pub const HEAD_SAMPLED: &[&str] = &["smtp.transaction", "hook.call"];
 
 /// Whether a new SMTP transaction is traced: at `sample_rate` when tracing is on.
