@@ -132,9 +132,9 @@ fn trace_filter() -> impl tracing_subscriber::layer::Filter<Registry> {
     ))
 }
 
-/// The exporter's sampler: SMTP transactions were sampled when they began (their root
-/// spans are all kept); other new traces are kept at `sample_rate`; a span with a parent
-/// follows it (a sampled `traceparent` included).
+/// The exporter's sampler: a root span marked [`trace::FORCE_SAMPLE`] was sampled when
+/// its SMTP transaction began and is kept; other new traces are kept at `sample_rate`; a
+/// span with a parent follows it (a sampled `traceparent` included).
 #[derive(Debug, Clone)]
 struct Sampling {
     ratio: Sampler,
@@ -150,7 +150,11 @@ impl ShouldSample for Sampling {
         attributes: &[opentelemetry::KeyValue],
         links: &[opentelemetry::trace::Link],
     ) -> SamplingResult {
-        let sampler = if trace::HEAD_SAMPLED.contains(&name) {
+        let forced = attributes.iter().any(|kv| {
+            kv.key.as_str() == trace::FORCE_SAMPLE
+                && matches!(kv.value, opentelemetry::Value::I64(p) if p > 0)
+        });
+        let sampler = if forced {
             &Sampler::AlwaysOn
         } else {
             &self.ratio
@@ -384,7 +388,39 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::component_of;
+    use super::{Sampler, Sampling, ShouldSample, component_of, trace};
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{SpanKind, TraceId};
+    use opentelemetry_sdk::trace::SamplingDecision;
+
+    fn decide(sampling: &Sampling, attributes: &[KeyValue]) -> SamplingDecision {
+        sampling
+            .should_sample(
+                None,
+                TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736u128),
+                "smtp.transaction",
+                &SpanKind::Server,
+                attributes,
+                &[],
+            )
+            .decision
+    }
+
+    #[test]
+    fn marked_roots_are_kept_others_sampled_at_the_rate() {
+        let none = Sampling {
+            ratio: Sampler::TraceIdRatioBased(0.0),
+        };
+        let all = Sampling {
+            ratio: Sampler::TraceIdRatioBased(1.0),
+        };
+        let marked = [KeyValue::new(trace::FORCE_SAMPLE, 1i64)];
+        assert_eq!(decide(&none, &marked), SamplingDecision::RecordAndSample);
+        assert_eq!(decide(&none, &[]), SamplingDecision::Drop);
+        let unmarked = [KeyValue::new(trace::FORCE_SAMPLE, 0i64)];
+        assert_eq!(decide(&none, &unmarked), SamplingDecision::Drop);
+        assert_eq!(decide(&all, &[]), SamplingDecision::RecordAndSample);
+    }
 
     #[test]
     fn components_from_targets() {

@@ -513,7 +513,7 @@ impl HookDispatcher {
             // Its own trace, linked to the transaction's (when that is traced): it must
             // not keep that open.
             let span = crate::trace::child_span(|| {
-                let span = tracing::info_span!(parent: None, "hook.call", hook = %hook.config.id, event = "post_receive");
+                let span = tracing::info_span!(parent: None, "hook.call", sampling.priority = 1, hook = %hook.config.id, event = "post_receive");
                 span.follows_from(tracing::Span::current().id());
                 span
             });

@@ -224,7 +224,7 @@ impl Metrics {
             HistogramVec::new(
                 HistogramOpts::new(
                     "mairust_api_duration_seconds",
-                    "HTTP API request durations, by route pattern, method and status class",
+                    "HTTP API request durations, until the answer's head is ready (body transfer not included), by route pattern, method and status class",
                 )
                 .buckets(vec![
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,

@@ -5,8 +5,9 @@
 //! nothing: their `smtp.transaction` span has the [`UNTRACED`] target, which the trace
 //! export filters out (the logs still see it, for its `session_id`), and no child span
 //! (`db.*`, `storage.*`, `hook.call`) is made under it ([`traced`], [`child_span`]).
-//! The exporter's sampler keeps every traced transaction (the decision is made here);
-//! other roots (API requests, deliveries) are sampled by the exporter at the same rate.
+//! The exporter's sampler keeps every root marked [`FORCE_SAMPLE`] (the decision was made
+//! here); other roots (API requests, deliveries) are sampled by the exporter at the same
+//! rate.
 
 use tracing::Span;
 
@@ -15,10 +16,10 @@ use crate::config::TracingConfig;
 /// Target of the span of a transaction that is not traced.
 pub const UNTRACED: &str = "mairust_actors::untraced";
 
-/// Names of root spans whose sampling was decided here: the exporter keeps them all.
-/// (`hook.call` is a root only for a post_receive call, which [`child_span`] makes only
-/// under a traced transaction; other hook calls are children of their request's span.)
-pub const HEAD_SAMPLED: &[&str] = &["smtp.transaction", "hook.call"];
+/// The span field (OpenTracing's `sampling.priority`) on a root span whose sampling was
+/// decided here: `sampling.priority = 1` tells the exporter's sampler to keep it. Set on
+/// a traced `smtp.transaction` and on the post_receive `hook.call` trace linked to it.
+pub const FORCE_SAMPLE: &str = "sampling.priority";
 
 /// Whether a new SMTP transaction is traced: at `sample_rate` when tracing is on.
 pub fn sample(config: &TracingConfig) -> bool {

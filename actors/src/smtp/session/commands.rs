@@ -140,6 +140,7 @@ impl Session {
             tracing::info_span!(
                 "smtp.transaction",
                 otel.kind = "server",
+                sampling.priority = 1,
                 listener = self.listener.name(),
                 session_id = %self.id,
                 smtp.reply_code = tracing::field::Empty,
