@@ -223,16 +223,7 @@ struct Inventory {
 
 async fn inventory<C: ConnectionTrait>(c: &C) -> anyhow::Result<Inventory> {
     let backend = c.get_database_backend();
-    let rows = c
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT object_key FROM messages ORDER BY object_key",
-        ))
-        .await?;
-    let keys = rows
-        .iter()
-        .map(|r| r.try_get::<String>("", "object_key"))
-        .collect::<Result<_, _>>()?;
+    let keys = super::column(c, "SELECT object_key FROM messages ORDER BY object_key").await?;
     let mut counts = BTreeMap::new();
     for table in TABLES {
         let row = c
@@ -244,16 +235,8 @@ async fn inventory<C: ConnectionTrait>(c: &C) -> anyhow::Result<Inventory> {
             .context("COUNT returned no row")?;
         counts.insert(table.to_string(), row.try_get::<i64>("", "n")? as u64);
     }
-    let rows = c
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT version FROM seaql_migrations ORDER BY version",
-        ))
-        .await?;
-    let migrations = rows
-        .iter()
-        .map(|r| r.try_get::<String>("", "version"))
-        .collect::<Result<_, _>>()?;
+    let migrations =
+        super::column(c, "SELECT version FROM seaql_migrations ORDER BY version").await?;
     Ok(Inventory {
         keys,
         counts,

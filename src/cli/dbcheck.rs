@@ -26,8 +26,7 @@ use mairust_actors::storage::envelope::hex;
 use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -340,26 +339,13 @@ async fn check_leases(
     Ok(())
 }
 
-async fn ids(db: &DatabaseConnection, sql: &str) -> anyhow::Result<Vec<String>> {
-    let rows = db
-        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
-        .await?;
-    rows.iter()
-        .map(|r| {
-            r.try_get::<String>("", "id")
-                .or_else(|_| r.try_get::<i64>("", "id").map(|i| i.to_string()))
-                .map_err(Into::into)
-        })
-        .collect()
-}
-
 /// Rows that point at rows that are gone.
 async fn check_dangling(
     db: &DatabaseConnection,
     fix: bool,
     problems: &mut Vec<Problem>,
 ) -> anyhow::Result<()> {
-    let index = ids(
+    let index = super::column(
         db,
         "SELECT mm.id AS id FROM mailbox_messages mm \
          LEFT JOIN messages m ON m.id = mm.message_id \
@@ -379,7 +365,7 @@ async fn check_dangling(
         }
         problems.push(p);
     }
-    let entries = ids(
+    let entries = super::column(
         db,
         "SELECT q.id AS id FROM queue_entries q LEFT JOIN messages m ON m.id = q.message_id \
          WHERE m.id IS NULL",
@@ -392,7 +378,7 @@ async fn check_dangling(
             "its message row is gone: `mairust queue delete` it, or restore the message",
         ));
     }
-    let recipients = ids(
+    let recipients = super::column(
         db,
         "SELECT r.id AS id FROM queue_recipients r LEFT JOIN queue_entries q ON q.id = r.entry_id \
          WHERE q.id IS NULL",

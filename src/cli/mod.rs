@@ -98,6 +98,24 @@ pub async fn audit(audit: &AuditLog, event: &'static str, target: impl std::fmt:
         .await;
 }
 
+/// The single column of every row `sql` returns, as text (integers in decimal): the ids or
+/// keys the consistency check and the backup inventory compare.
+pub async fn column<C: sea_orm::ConnectionTrait>(c: &C, sql: &str) -> anyhow::Result<Vec<String>> {
+    let rows = c
+        .query_all_raw(sea_orm::Statement::from_string(
+            c.get_database_backend(),
+            sql,
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            r.try_get_by_index::<String>(0)
+                .or_else(|_| r.try_get_by_index::<i64>(0).map(|i| i.to_string()))
+                .map_err(Into::into)
+        })
+        .collect()
+}
+
 pub fn schema_error(status: &SchemaStatus) -> anyhow::Error {
     match status {
         SchemaStatus::Behind { pending } => anyhow::anyhow!(
