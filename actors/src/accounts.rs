@@ -118,17 +118,27 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Adds a user with `password`, hashed here on the caller's thread (CLI, tests).
 pub async fn add_user(
     db: &DatabaseConnection,
     address: &str,
     password: &str,
 ) -> Result<user::Model, AccountError> {
-    let addr = parse_address(address)?;
-    let key = addr.key();
     if password.is_empty() {
         return Err(AccountError::Invalid("(empty)".into(), "password"));
     }
-    let hash = hash_password(password)?;
+    add_user_hashed(db, address, hash_password(password)?).await
+}
+
+/// Adds a user whose password the caller hashed ([`hash_password`], through the
+/// node's `limits::PasswordGate` on a server).
+pub async fn add_user_hashed(
+    db: &DatabaseConnection,
+    address: &str,
+    hash: String,
+) -> Result<user::Model, AccountError> {
+    let addr = parse_address(address)?;
+    let key = addr.key();
     let txn = db.begin().await?;
     let d = find_domain(&txn, &addr.domain)
         .await?
@@ -189,7 +199,8 @@ pub async fn list_users(
 /// What [`update_user`] changes; `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub struct UserChange {
-    pub password: Option<String>,
+    /// A new password's hash ([`hash_password`]).
+    pub password_hash: Option<String>,
     /// A disabled user cannot log in and receives no mail (550 5.1.1).
     pub disabled: Option<bool>,
 }
@@ -201,10 +212,7 @@ pub async fn update_user(
     change: UserChange,
 ) -> Result<user::Model, AccountError> {
     let key = parse_address(address)?.key();
-    if change.password.as_deref() == Some("") {
-        return Err(AccountError::Invalid("(empty)".into(), "password"));
-    }
-    let hash = change.password.as_deref().map(hash_password).transpose()?;
+    let hash = change.password_hash;
     let u = find_user(db, &key)
         .await?
         .ok_or(AccountError::NoSuchUser(key))?;

@@ -55,6 +55,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +104,9 @@ pub struct SmtpConfig {
     pub tls: Option<TlsConfig>,
     /// Offer AUTH on connections without TLS. Off by default: passwords in clear.
     pub allow_plaintext_auth: bool,
+    /// Offer AUTH on the `inbound` (MX) listener too. Off by default: port 25 is where
+    /// password guessers knock, and users submit on `submission`/`submissions`.
+    pub auth_on_inbound: bool,
     /// An authenticated user may only use their own address in MAIL FROM (SPEC M3).
     pub require_sender_match: bool,
     pub limits: SmtpLimits,
@@ -115,6 +120,7 @@ impl Default for SmtpConfig {
             listeners: Listeners::default(),
             tls: None,
             allow_plaintext_auth: false,
+            auth_on_inbound: false,
             require_sender_match: true,
             limits: SmtpLimits::default(),
             workers: 0,
@@ -188,8 +194,30 @@ pub struct SmtpLimits {
     pub max_bad_commands: u32,
     /// Concurrent sessions over all listeners; more get 421 4.7.0.
     pub max_sessions: usize,
-    /// Concurrent sessions from one IP address; more get 421 4.7.0.
+    /// Concurrent sessions from one client address; more get 421 4.7.0. IPv6 clients
+    /// are counted by their `ipv6_prefix_length` network.
     pub max_sessions_per_ip: usize,
+    /// IPv6 addresses count as one client per network of this prefix length (a single
+    /// customer usually holds a whole /64); IPv4 addresses count one by one.
+    pub ipv6_prefix_length: u8,
+    /// A reply not taken by the client within this time ends the session (a client
+    /// that pipelines commands and never reads must not hold its slot).
+    pub write_timeout_seconds: u64,
+    /// After the first `data_timeout_seconds` of DATA, the body must arrive at least
+    /// this fast on average, or the session ends with 451 4.4.2 (no trickling).
+    pub data_min_rate_bytes_per_second: u64,
+    /// No session lasts longer than this, however busy (421 4.4.2 at the next read).
+    pub max_session_seconds: u64,
+    /// DATA bytes one session keeps in memory; beyond that the body is spooled to a
+    /// temporary file in `spool_dir`.
+    pub data_memory_bytes: usize,
+    /// DATA bytes all sessions together keep in memory (buffers and bodies being
+    /// stored). A session that finds none left spools to disk; a finished body that
+    /// cannot be loaded within `data_timeout_seconds` gets 451 4.3.0.
+    pub max_inflight_data_bytes: usize,
+    /// Where large bodies are spooled (unnamed files, gone when closed); the system's
+    /// temporary directory when absent.
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for SmtpLimits {
@@ -203,6 +231,13 @@ impl Default for SmtpLimits {
             max_bad_commands: 20,
             max_sessions: 10_000,
             max_sessions_per_ip: 100,
+            ipv6_prefix_length: 64,
+            write_timeout_seconds: 60,
+            data_min_rate_bytes_per_second: 500,
+            max_session_seconds: 1800,
+            data_memory_bytes: 256 * 1024,
+            max_inflight_data_bytes: 256 * 1024 * 1024,
+            spool_dir: None,
         }
     }
 }
@@ -307,6 +342,9 @@ pub struct HealthConfig {
     pub interval_seconds: f64,
     /// A probe slower than this counts as a failure.
     pub probe_timeout_seconds: f64,
+    /// Consecutive failed probes before a dependency is marked down (SMTP tempfails).
+    /// A failure seen by a caller only triggers probes at once; it never marks down.
+    pub failures_before_down: u32,
 }
 
 impl Default for HealthConfig {
@@ -314,6 +352,7 @@ impl Default for HealthConfig {
         HealthConfig {
             interval_seconds: 5.0,
             probe_timeout_seconds: 2.0,
+            failures_before_down: 2,
         }
     }
 }
@@ -460,6 +499,55 @@ impl Default for AuditConfig {
         AuditConfig {
             path: None,
             retention_days: 180,
+        }
+    }
+}
+
+/// Password checks (SMTP AUTH, and password hashing in the API): how many run at once
+/// on this node, and how failures are throttled per client address and per account.
+/// Counters live in memory on each node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Password verifications (argon2id, ~19 MiB and ~20 ms of CPU each) running at
+    /// once; more get 454 4.7.0 (SMTP) or 503 (API) at once. 0 = one per CPU.
+    pub max_concurrent_verifications: usize,
+    /// Failures from one client address (IPv6: its `smtp.limits.ipv6_prefix_length`
+    /// network) within `failure_window_seconds` before it is locked out.
+    pub max_failures_per_address: u32,
+    /// Failures for one account, from anywhere, before the account is locked out for
+    /// addresses that have not logged into it successfully within the lockout time.
+    pub max_failures_per_account: u32,
+    /// How long failures are remembered, and the period of the audit summaries.
+    pub failure_window_seconds: u64,
+    /// How long a locked-out address or account gets 454 4.7.0 without a check.
+    pub lockout_seconds: u64,
+    /// The answer to a failed attempt is delayed by this, doubled with each further
+    /// failure of the address in the window, up to `max_failure_delay_ms`.
+    pub failure_delay_ms: u64,
+    pub max_failure_delay_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_concurrent_verifications: 0,
+            max_failures_per_address: 10,
+            max_failures_per_account: 30,
+            failure_window_seconds: 900,
+            lockout_seconds: 900,
+            failure_delay_ms: 250,
+            max_failure_delay_ms: 5000,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// `max_concurrent_verifications` with 0 resolved to the CPU count.
+    pub fn verification_slots(&self) -> usize {
+        match self.max_concurrent_verifications {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }
@@ -613,6 +701,9 @@ pub struct QueueConfig {
     pub lease_seconds: f64,
     /// After this long in the queue, pending recipients are bounced.
     pub max_age_seconds: f64,
+    /// Message bytes one worker holds in memory at once: bodies are loaded per
+    /// destination in slices of at most this size (one larger message alone).
+    pub max_batch_bytes: u64,
     pub retry: RetryConfig,
 }
 
@@ -624,6 +715,7 @@ impl Default for QueueConfig {
             poll_interval_seconds: 1.0,
             lease_seconds: 300.0,
             max_age_seconds: 5.0 * 86_400.0,
+            max_batch_bytes: 64 * 1024 * 1024,
             retry: RetryConfig::default(),
         }
     }
@@ -780,6 +872,13 @@ impl Config {
             ("data_timeout_seconds", limits.data_timeout_seconds),
             ("max_sessions", limits.max_sessions as u64),
             ("max_sessions_per_ip", limits.max_sessions_per_ip as u64),
+            ("write_timeout_seconds", limits.write_timeout_seconds),
+            ("max_session_seconds", limits.max_session_seconds),
+            ("data_memory_bytes", limits.data_memory_bytes as u64),
+            (
+                "max_inflight_data_bytes",
+                limits.max_inflight_data_bytes as u64,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -795,6 +894,19 @@ impl Config {
                 "must be at least 1000 (RFC 5321 §4.5.3.1.6)",
             ));
         }
+        if !(32..=128).contains(&limits.ipv6_prefix_length) {
+            return Err(ConfigError::new(
+                "smtp.limits.ipv6_prefix_length",
+                "must be between 32 and 128",
+            ));
+        }
+        if limits.max_inflight_data_bytes < limits.max_message_size {
+            return Err(ConfigError::new(
+                "smtp.limits.max_inflight_data_bytes",
+                "must be at least smtp.limits.max_message_size (one whole message)",
+            ));
+        }
+        self.validate_auth()?;
         if self.server.hostname.is_empty() || self.server.hostname.contains(char::is_whitespace) {
             return Err(ConfigError::new("server.hostname", "must be a host name"));
         }
@@ -827,6 +939,12 @@ impl Config {
             return Err(ConfigError::new(
                 "health",
                 "interval and probe timeout must be > 0",
+            ));
+        }
+        if self.health.failures_before_down == 0 {
+            return Err(ConfigError::new(
+                "health.failures_before_down",
+                "must be at least 1",
             ));
         }
         self.validate_queue()?;
@@ -892,6 +1010,37 @@ impl Config {
 }
 
 impl Config {
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        let positive = [
+            (
+                "max_failures_per_address",
+                u64::from(a.max_failures_per_address),
+            ),
+            (
+                "max_failures_per_account",
+                u64::from(a.max_failures_per_account),
+            ),
+            ("failure_window_seconds", a.failure_window_seconds),
+            ("lockout_seconds", a.lockout_seconds),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    format!("auth.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if a.max_failure_delay_ms < a.failure_delay_ms {
+            return Err(ConfigError::new(
+                "auth.max_failure_delay_ms",
+                "must be at least auth.failure_delay_ms",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_hooks(&self) -> Result<(), ConfigError> {
         let mut ids = std::collections::HashSet::new();
         for (i, h) in self.hooks.iter().enumerate() {
@@ -929,6 +1078,12 @@ impl Config {
         }
         if !(q.retry.factor.is_finite() && q.retry.factor >= 1.0) {
             return Err(ConfigError::new("queue.retry.factor", "must be at least 1"));
+        }
+        if q.max_batch_bytes == 0 {
+            return Err(ConfigError::new(
+                "queue.max_batch_bytes",
+                "must be greater than 0",
+            ));
         }
         if q.batch_size == 0 {
             return Err(ConfigError::new(

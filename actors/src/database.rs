@@ -10,6 +10,22 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 use crate::config::DatabaseConfig;
 
 pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    connect_with(config, config.max_connections, 1, false).await
+}
+
+/// A connection of its own for the HealthMonitor's probes, so a probe never queues
+/// behind the load for a slot of the main pool: a busy pool is overload, not an outage.
+/// Opened lazily, so it can be made while the database is down.
+pub async fn connect_probe(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    connect_with(config, 1, 0, true).await
+}
+
+async fn connect_with(
+    config: &DatabaseConfig,
+    max_connections: u32,
+    min_connections: u32,
+    lazy: bool,
+) -> Result<DatabaseConnection, DbErr> {
     if let Some(parent) = sqlite_path(&config.url)
         .as_deref()
         .and_then(std::path::Path::parent)
@@ -20,8 +36,9 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
     let timeout = Duration::from_secs(config.connect_timeout_seconds);
     let mut options = ConnectOptions::new(config.url.clone());
     options
-        .max_connections(config.max_connections)
-        .min_connections(1)
+        .max_connections(max_connections)
+        .min_connections(min_connections)
+        .connect_lazy(lazy)
         .connect_timeout(timeout)
         .acquire_timeout(timeout)
         .sqlx_logging(false)

@@ -2,6 +2,11 @@
 //! at once when another actor reports a failure. The result lives in [`HealthState`],
 //! which SMTP sessions read to answer 451 while a dependency is down (tempfail mode) and
 //! which `/health/ready` reports. Recovery is noticed by the next probe: no restart.
+//!
+//! Only probes decide: a dependency is marked down after `health.failures_before_down`
+//! consecutive failed probes (a failed probe is confirmed by another one at once), never
+//! by one failed call, since under load a call can fail for want of a pool slot while
+//! the database is fine. The database probe runs on a connection of its own.
 //! The database probe also counts the outbound queue and the stored bytes, so health
 //! reports and metrics never query.
 
@@ -150,9 +155,13 @@ impl HealthState {
         flag.swap(up, Ordering::AcqRel) != up
     }
 
-    /// A failure seen by a caller counts at once: stop accepting before the next probe.
+    /// Marks a dependency down without a probe (tests, and callers that know).
     pub fn mark_down(&self, dependency: Dependency) -> bool {
         self.set(dependency, false, 0)
+    }
+
+    fn is_up(&self, dependency: Dependency) -> bool {
+        self.get(dependency).up
     }
 }
 
@@ -168,11 +177,14 @@ pub struct ProbeNow;
 
 pub struct HealthMonitor {
     state: Arc<HealthState>,
+    /// The probe's own connection ([`database::connect_probe`]).
     db: DatabaseConnection,
     bodies: BodyStore,
     config: HealthConfig,
     node_id: String,
     probing: bool,
+    /// Consecutive failed probes of the database and of the store.
+    failures: [u32; 2],
     /// Probes so far; the stored bytes (a full sum over the messages) are summed only
     /// every [`STORAGE_SUM_EVERY`] probes.
     probes: u64,
@@ -196,11 +208,12 @@ impl HealthMonitor {
             config,
             node_id,
             probing: false,
+            failures: [0, 0],
             probes: 0,
         }
     }
 
-    fn probe(&mut self) -> Option<impl Future<Output = ()> + use<>> {
+    fn probe(&mut self) -> Option<impl Future<Output = [(Dependency, bool, u64); 2]> + use<>> {
         if self.probing {
             return None;
         }
@@ -244,19 +257,50 @@ impl HealthMonitor {
                 )
             };
             let ((db_ok, db_ms), (store_ok, store_ms)) = futures::join!(db_probe, store_probe);
-            for (dep, ok, ms) in [
+            [
                 (Dependency::Database, db_ok, db_ms),
                 (Dependency::Storage, store_ok, store_ms),
-            ] {
-                if state.set(dep, ok, ms) {
-                    if ok {
-                        tracing::info!(component = "supervisor", event = "dependency_up", dependency = ?dep, "dependency recovered, accepting mail again");
-                    } else {
-                        tracing::error!(component = "supervisor", event = "dependency_down", dependency = ?dep, "dependency down, SMTP answers 451 until it returns");
-                    }
+            ]
+        })
+    }
+
+    /// Applies a probe's results: up at once, down after `failures_before_down`
+    /// consecutive failures. True when a failure awaits confirmation by another probe.
+    fn apply(&mut self, results: [(Dependency, bool, u64); 2]) -> bool {
+        let mut confirm = false;
+        for (dep, ok, ms) in results {
+            let failures = &mut self.failures[dep as usize];
+            *failures = if ok { 0 } else { failures.saturating_add(1) };
+            let down = *failures >= self.config.failures_before_down;
+            if !ok && !down {
+                confirm = true;
+                tracing::warn!(component = "supervisor", event = "probe_failed", dependency = ?dep, failures = *failures, "dependency probe failed; probing again before marking it down");
+                // Still up until confirmed; keep the latency figure current.
+                self.state.set(dep, self.state.is_up(dep), ms);
+                continue;
+            }
+            if self.state.set(dep, ok, ms) {
+                if ok {
+                    tracing::info!(component = "supervisor", event = "dependency_up", dependency = ?dep, "dependency recovered, accepting mail again");
+                } else {
+                    tracing::error!(component = "supervisor", event = "dependency_down", dependency = ?dep, failures = *failures, "dependency down, SMTP answers 451 until it returns");
                 }
             }
-        })
+        }
+        confirm
+    }
+
+    /// Runs a probe in the background unless one is running; a failure not yet
+    /// confirmed is probed again right away.
+    fn probe_in_background(&mut self, ctx: &mut Context<Self>) {
+        if let Some(fut) = self.probe() {
+            ctx.spawn(fut.into_actor(self).map(|results, act, ctx| {
+                act.probing = false;
+                if act.apply(results) {
+                    act.probe_in_background(ctx);
+                }
+            }));
+        }
     }
 }
 
@@ -265,9 +309,7 @@ impl Actor for HealthMonitor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.config.interval(), |act, ctx| {
-            if let Some(fut) = act.probe() {
-                ctx.spawn(fut.into_actor(act).map(|_, act, _| act.probing = false));
-            }
+            act.probe_in_background(ctx)
         });
     }
 }
@@ -275,22 +317,25 @@ impl Actor for HealthMonitor {
 impl Handler<DependencyFailed> for HealthMonitor {
     type Result = ();
 
-    fn handle(&mut self, msg: DependencyFailed, ctx: &mut Context<Self>) {
-        if self.state.mark_down(msg.0) {
-            tracing::error!(component = "supervisor", event = "dependency_down", dependency = ?msg.0, "dependency failed in use, SMTP answers 451 until it returns");
-        }
-        if let Some(fut) = self.probe() {
-            ctx.spawn(fut.into_actor(self).map(|_, act, _| act.probing = false));
-        }
+    /// A caller saw a failure: probe now. Only the probes mark a dependency down.
+    fn handle(&mut self, _: DependencyFailed, ctx: &mut Context<Self>) {
+        self.probe_in_background(ctx);
     }
 }
 
 impl Handler<ProbeNow> for HealthMonitor {
     type Result = ResponseActFuture<Self, ()>;
 
+    /// Probes until the result is settled (a failure confirmed or cleared).
     fn handle(&mut self, _: ProbeNow, _: &mut Context<Self>) -> Self::Result {
         match self.probe() {
-            Some(fut) => Box::pin(fut.into_actor(self).map(|_, act, _| act.probing = false)),
+            Some(fut) => Box::pin(fut.into_actor(self).then(|results, act, ctx| {
+                act.probing = false;
+                if act.apply(results) {
+                    ctx.notify(ProbeNow);
+                }
+                actix::fut::ready(())
+            })),
             None => Box::pin(actix::fut::ready(())),
         }
     }

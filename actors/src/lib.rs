@@ -11,6 +11,8 @@
 //! - [`trace`] — head sampling of SMTP transactions for the trace export
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
+//! - [`limits`] — bounds on what one client may take: password checks, failed-AUTH
+//!   throttling, DATA memory, per-address keys
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
 //! - [`database`] — connection and schema version checks
@@ -24,6 +26,7 @@ pub mod database;
 pub mod health;
 pub mod hooks;
 pub mod janitor;
+pub mod limits;
 pub mod metrics;
 pub mod queue;
 pub mod shutdown;

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub storage_limit_bytes: IntGauge,
     pub hook_calls: IntCounterVec,
     pub plugin_errors: IntCounterVec,
+    /// Resource limits hit by clients (`limits::Limit`), every label present from start.
+    limit_hits: IntCounterVec,
     pub up: IntGaugeVec,
     api_requests: IntCounterVec,
     api_duration: HistogramVec,
@@ -270,9 +272,26 @@ impl Metrics {
                 "Hook (plugin) calls that failed: timeouts, connection errors, bad answers",
                 &["plugin"],
             ),
+            limit_hits: {
+                let hits = counter_vec(
+                    &registry,
+                    "mairust_limit_hits_total",
+                    "Resource limits hit by clients: auth_busy, auth_locked, data_spooled, data_memory, data_rate, session_lifetime, write_timeout",
+                    &["limit"],
+                );
+                for limit in crate::limits::Limit::ALL {
+                    hits.with_label_values(&[limit.name()]);
+                }
+                hits
+            },
             up,
             registry,
         }
+    }
+
+    /// Counts a resource limit a client ran into (`limits::hit`).
+    pub fn limit_hit(&self, limit: &str) {
+        self.limit_hits.with_label_values(&[limit]).inc();
     }
 
     /// One answered API request: `route` is the matched pattern (`/api/v1/messages/{id}`)

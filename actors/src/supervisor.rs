@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::health::{HealthMonitor, HealthState, ProbeNow};
 use crate::hooks::HookDispatcher;
 use crate::janitor::Janitor;
+use crate::limits::NodeLimits;
 use crate::queue::client::ClientSettings;
 use crate::queue::route::{HickoryResolver, NoResolver, Resolver, Router};
 use crate::queue::{QueueContext, QueueWorker};
@@ -44,6 +45,7 @@ pub struct Handles {
     pub node_id: String,
     pub hooks: Arc<HookDispatcher>,
     pub audit: Arc<AuditLog>,
+    pub limits: Arc<NodeLimits>,
 }
 
 /// How often API-defined hooks are re-read from the database.
@@ -77,9 +79,12 @@ impl Supervisor {
         Janitor::new(audit.clone(), config.audit.retention_days).start();
         let health = Arc::new(HealthState::default());
         health.set_storage_limit(config.storage.limit_bytes);
+        let probe_db = crate::database::connect_probe(&config.database)
+            .await
+            .context("database (health probe connection)")?;
         let health_monitor = HealthMonitor::new(
             health.clone(),
-            db.clone(),
+            probe_db,
             bodies.clone(),
             config.health.clone(),
             node_id.clone(),
@@ -117,7 +122,12 @@ impl Supervisor {
         .start();
 
         let limits = &config.smtp.limits;
-        let sessions = SessionRegistry::new(limits.max_sessions, limits.max_sessions_per_ip);
+        let sessions = SessionRegistry::new(
+            limits.max_sessions,
+            limits.max_sessions_per_ip,
+            limits.ipv6_prefix_length,
+        );
+        let node_limits = NodeLimits::new(&config);
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let (queue_done_tx, queue_done_rx) = mpsc::channel(1);
         let shutdown = ShutdownCoordinator::new(
@@ -199,7 +209,13 @@ impl Supervisor {
             shutdown: phase_rx,
             hooks: hooks.clone(),
             audit: audit.clone(),
+            limits: node_limits.clone(),
         });
+        crate::limits::throttle::spawn_summaries(
+            audit.clone(),
+            node_limits.clone(),
+            ctx.shutdown.clone(),
+        );
         let workers = match config.smtp.workers {
             // One per CPU but one, left for the storage, database and HTTP threads.
             0 => {
@@ -255,6 +271,7 @@ impl Supervisor {
             node_id,
             hooks,
             audit,
+            limits: node_limits,
         };
         Ok(Supervisor { handles, arbiters }.start())
     }

@@ -44,6 +44,7 @@ fn config(dir: &std::path::Path) -> Config {
         delivery: Default::default(),
         audit: Default::default(),
         telemetry: Default::default(),
+        auth: Default::default(),
     }
 }
 
@@ -79,7 +80,9 @@ async fn a_whole_transaction_over_a_pipe() {
     )
     .start();
     let (_phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);
+    let limits = mairust_actors::limits::NodeLimits::new(&config);
     let ctx = Arc::new(SessionContext {
+        limits,
         config,
         db: db.clone(),
         storage,

@@ -121,8 +121,11 @@ pub async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
             password_stdin,
         } => {
             let password = password_from_stdin(password_stdin)?;
+            if password.is_empty() {
+                anyhow::bail!("the password must not be empty");
+            }
             let change = accounts::UserChange {
-                password: Some(password),
+                password_hash: Some(accounts::hash_password(&password)?),
                 disabled: None,
             };
             let u = accounts::update_user(&db, &address, change).await?;
@@ -149,7 +152,7 @@ async fn set_disabled(
     disabled: bool,
 ) -> anyhow::Result<()> {
     let change = accounts::UserChange {
-        password: None,
+        password_hash: None,
         disabled: Some(disabled),
     };
     let u = accounts::update_user(db, address, change).await?;

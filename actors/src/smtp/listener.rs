@@ -20,10 +20,13 @@ use super::session::actor::SmtpSession;
 use super::session::{ListenerKind, SessionContext};
 use crate::shutdown::Phase;
 
-/// Counts open sessions in total and per client IP. The ShutdownCoordinator waits on
-/// it: every session holds a [`SessionGuard`] whose drop is its deregistration.
+/// Counts open sessions in total and per client address (IPv6 per network of
+/// `smtp.limits.ipv6_prefix_length`, see [`crate::limits::client_key`]). The
+/// ShutdownCoordinator waits on it: every session holds a [`SessionGuard`] whose drop
+/// is its deregistration.
 pub struct SessionRegistry {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    ipv6_prefix: u8,
     total: AtomicUsize,
     max_total: AtomicUsize,
     max_per_ip: AtomicUsize,
@@ -36,9 +39,10 @@ pub struct SessionGuard {
 }
 
 impl SessionRegistry {
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+    pub fn new(max_total: usize, max_per_ip: usize, ipv6_prefix: u8) -> Arc<Self> {
         Arc::new(SessionRegistry {
             per_ip: Mutex::new(HashMap::new()),
+            ipv6_prefix,
             total: AtomicUsize::new(0),
             max_total: AtomicUsize::new(max_total),
             max_per_ip: AtomicUsize::new(max_per_ip),
@@ -58,6 +62,7 @@ impl SessionRegistry {
 
     /// A place for a new session, or `None` when a limit is reached.
     pub fn try_register(self: &Arc<Self>, ip: IpAddr) -> Option<SessionGuard> {
+        let ip = crate::limits::client_key(ip, self.ipv6_prefix);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= self.max_per_ip.load(Ordering::Acquire)

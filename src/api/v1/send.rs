@@ -2,6 +2,7 @@
 //! routed like a submission: local recipients get it in their INBOX, the others through
 //! the outbound queue (SPEC A1, M6). 202 only once it is durable.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
@@ -99,20 +100,30 @@ pub async fn send(
     if body.text.is_none() && body.html.is_none() {
         return Err(ApiError::field("text", "text or html is needed"));
     }
+    // Counted before any lookup (duplicates included, as over SMTP), so a request with
+    // thousands of recipients costs nothing but this check.
     let limit = handles.config.smtp.limits.max_recipients;
+    if body.to.len() + body.cc.len() + body.bcc.len() > limit {
+        return Err(ApiError::field(
+            "to",
+            format!("more than {limit} recipients (smtp.limits.max_recipients)"),
+        ));
+    }
     let mut local: Vec<LocalRecipient> = Vec::new();
     let mut remote: Vec<Address> = Vec::new();
+    let mut seen_local = HashSet::new();
+    let mut seen_remote = HashSet::new();
     for (field, list) in [("to", &body.to), ("cc", &body.cc), ("bcc", &body.bcc)] {
         for a in list {
             let address = parse(field, a)?;
             match accounts::lookup_recipient(&handles.db, &address).await? {
                 RecipientLookup::Local(r) => {
-                    if !local.iter().any(|l| l.user_id == r.user_id) {
+                    if seen_local.insert(r.user_id) {
                         local.push(r);
                     }
                 }
                 RecipientLookup::Remote => {
-                    if !remote.iter().any(|r| r.key() == address.key()) {
+                    if seen_remote.insert(address.key()) {
                         remote.push(address);
                     }
                 }
@@ -121,12 +132,6 @@ pub async fn send(
                 }
             }
         }
-    }
-    if local.len() + remote.len() > limit {
-        return Err(ApiError::field(
-            "to",
-            format!("more than {limit} recipients (smtp.limits.max_recipients)"),
-        ));
     }
 
     let id = uuid::Uuid::now_v7().to_string();

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::domains::account_error;
 use super::{Page, PageQuery};
 use crate::api::auth::Authenticated;
-use crate::api::error::{ApiError, AuthErrors, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
@@ -120,7 +120,9 @@ pub async fn create(
     if body.password.is_empty() {
         return Err(ApiError::field("password", "must not be empty"));
     }
-    let u = accounts::add_user(&handles.db, &body.address, &body.password)
+    accounts::parse_address(&body.address).map_err(account_error)?;
+    let hash = hash(&handles, body.password.clone()).await?;
+    let u = accounts::add_user_hashed(&handles.db, &body.address, hash)
         .await
         .map_err(account_error)?;
     handles
@@ -128,6 +130,18 @@ pub async fn create(
         .record(auth.did("user.create").target(&u.address))
         .await;
     Ok(HttpResponse::Created().json(with_mailboxes(&handles, u).await?))
+}
+
+/// Hashes a new password within the node's bound on password work (503 when every slot
+/// is taken), off the HTTP worker thread.
+async fn hash(handles: &Handles, password: String) -> Result<String, ApiError> {
+    handles
+        .limits
+        .password
+        .hash(password)
+        .await
+        .map_err(|busy| ApiError::new(ErrorCode::Unavailable, busy.to_string()))?
+        .map_err(account_error)
 }
 
 async fn with_mailboxes(handles: &Handles, u: user::Model) -> Result<UserView, ApiError> {
@@ -236,10 +250,18 @@ pub async fn update(
         return Err(ApiError::field("password", "must not be empty"));
     }
     let password_changed = password.is_some();
+    accounts::parse_address(&address).map_err(account_error)?;
+    let password_hash = match password {
+        Some(p) => Some(hash(&handles, p).await?),
+        None => None,
+    };
     let u = accounts::update_user(
         &handles.db,
         &address,
-        accounts::UserChange { password, disabled },
+        accounts::UserChange {
+            password_hash,
+            disabled,
+        },
     )
     .await
     .map_err(account_error)?;

@@ -35,9 +35,15 @@ impl BodyFaults {
 
 /// Receives one message body. Feed it bytes with [`DataReceiver::feed`] until it says
 /// the body is complete; bytes after the terminator are left for the command reader.
+/// The unstuffed body collects in a buffer the caller may empty at any time with
+/// [`DataReceiver::take_pending`] (to spool a large message to disk); the size limit
+/// counts every byte received, taken or not.
 #[derive(Debug)]
 pub struct DataReceiver {
+    /// Body bytes not yet taken by the caller.
     body: Vec<u8>,
+    /// Body bytes received in all (after unstuffing), up to the limit.
+    received: usize,
     max_size: usize,
     max_line: usize,
     faults: BodyFaults,
@@ -53,6 +59,7 @@ impl DataReceiver {
     pub fn new(max_size: usize, max_line: usize) -> Self {
         DataReceiver {
             body: Vec::with_capacity(8192.min(max_size)),
+            received: 0,
             max_size,
             max_line,
             faults: BodyFaults::default(),
@@ -107,12 +114,13 @@ impl DataReceiver {
             self.after_crlf = crlf;
             // Dot-unstuffing (§4.5.2): a leading dot was doubled by the client.
             let content = content.strip_prefix(b".").unwrap_or(content);
-            if self.body.len() + content.len() + 2 > self.max_size {
+            if self.received + content.len() + 2 > self.max_size {
                 self.faults.too_big = true;
             }
             if !self.faults.too_big {
                 self.body.extend_from_slice(content);
                 self.body.extend_from_slice(b"\r\n");
+                self.received += content.len() + 2;
             }
         }
         (pos, false)
@@ -134,16 +142,33 @@ impl DataReceiver {
         }
     }
 
-    /// Bytes received so far (after unstuffing), or zero once over the limit.
+    /// Body bytes received so far (after unstuffing), taken ones included.
     pub fn len(&self) -> usize {
-        self.body.len()
+        self.received
     }
 
     pub fn is_empty(&self) -> bool {
-        self.body.is_empty()
+        self.received == 0
     }
 
-    /// The finished body, or the reply that refuses it.
+    /// Body bytes held and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Takes the body bytes held so far; later bytes collect anew. A body already over
+    /// the limit keeps nothing (it will be refused), so there is nothing to take.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
+    }
+
+    /// Whether the body is already known to be refused at its end (too big, bare
+    /// newline, NUL, over-long line): nothing more of it needs keeping.
+    pub fn refused(&self) -> bool {
+        self.faults.reply().is_some()
+    }
+
+    /// The rest of the finished body (what was not taken), or the reply that refuses it.
     pub fn finish(self) -> Result<Vec<u8>, Reply> {
         match self.faults.reply() {
             Some(reply) => Err(reply),
@@ -266,6 +291,26 @@ mod tests {
         let (_, done) = d.feed(b"\n.\r\n");
         assert!(done);
         assert_eq!(d.finish().unwrap_err(), reply::DATA_LINE_TOO_LONG);
+    }
+
+    #[test]
+    fn taken_pieces_make_the_whole_body_and_count_toward_the_limit() {
+        let mut d = DataReceiver::new(20, 1000);
+        d.feed(b"0123456789\r\n");
+        let first = d.take_pending();
+        assert_eq!((d.len(), d.pending()), (12, 0));
+        let (_, done) = d.feed(b"abc\r\n.\r\n");
+        assert!(done);
+        let mut body = first;
+        body.extend(d.finish().unwrap());
+        assert_eq!(body, b"0123456789\r\nabc\r\n");
+
+        let mut d = DataReceiver::new(20, 1000);
+        d.feed(b"0123456789\r\n");
+        d.take_pending();
+        let (_, done) = d.feed(b"0123456789\r\n.\r\n");
+        assert!(done && d.refused());
+        assert_eq!(d.finish().unwrap_err(), reply::MESSAGE_TOO_BIG);
     }
 
     /// A tiny deterministic generator, so the property tests need no extra crate.

@@ -121,6 +121,15 @@ pub const SHUTTING_DOWN: Reply = Reply::new(
     "4.3.2",
     "Service shutting down, closing transmission channel",
 );
+/// The body came slower than `smtp.limits.data_min_rate_bytes_per_second`.
+pub const DATA_TOO_SLOW: Reply = Reply::new(421, "4.4.2", "Data transfer too slow, closing");
+/// The session reached `smtp.limits.max_session_seconds`.
+pub const SESSION_TOO_LONG: Reply = Reply::new(421, "4.4.2", "Session time limit reached, closing");
+/// AUTH on a listener that does not offer it (`inbound` unless `smtp.auth_on_inbound`).
+pub const AUTH_NOT_OFFERED: Reply =
+    Reply::new(503, "5.5.1", "Authentication not enabled on this port");
+/// The finished body found no room in memory within the DATA timeout.
+pub const SYSTEM_BUSY: Reply = Reply::new(451, "4.3.2", "System busy, try again later");
 pub const TIMEOUT: Reply = Reply::new(
     421,
     "4.4.2",
@@ -135,6 +144,18 @@ pub const TOO_MANY_ERRORS: Reply = Reply::new(
 );
 pub const TLS_UNAVAILABLE: Reply = Reply::new(454, "4.7.0", "TLS not available");
 pub const AUTH_TEMPFAIL: Reply = Reply::new(454, "4.7.0", "Temporary authentication failure");
+/// Every password-check slot of the node is taken (`auth.max_concurrent_verifications`).
+pub const AUTH_BUSY: Reply = Reply::new(
+    454,
+    "4.7.0",
+    "Too many authentications in progress, try again shortly",
+);
+/// The client's address or the account is locked out after failed attempts.
+pub const AUTH_LOCKED: Reply = Reply::new(
+    454,
+    "4.7.0",
+    "Too many failed authentications, try again later",
+);
 
 // Permanent failures.
 pub const SYNTAX_ERROR: Reply = Reply::new(500, "5.5.2", "Syntax error, command unrecognized");

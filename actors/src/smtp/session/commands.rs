@@ -4,12 +4,14 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use super::{AuthStep, Envelope, Flow, Session, State};
+use super::incoming::Incoming;
+use super::{AuthStep, Envelope, Flow, ListenerKind, Session, State};
 use crate::accounts::{self, RecipientLookup};
 use crate::audit::Entry;
 use crate::config::HookEvent;
 use crate::health::{Dependency, DependencyFailed};
 use crate::hooks::Verdict;
+use crate::limits::{self, Admission, Limit};
 use crate::smtp::proto::auth::{self, Credentials};
 use crate::smtp::proto::command::{self, Command, MailFrom, RcptTo};
 use crate::smtp::proto::data::DataReceiver;
@@ -67,8 +69,14 @@ impl Session {
         }
     }
 
+    /// AUTH is offered on this listener at all: not on `inbound` (port 25, where the
+    /// password guessers are) unless `smtp.auth_on_inbound`.
+    fn auth_on_listener(&self) -> bool {
+        self.listener != ListenerKind::Inbound || self.ctx.config.smtp.auth_on_inbound
+    }
+
     fn auth_offered(&self) -> bool {
-        self.client.tls || self.ctx.config.smtp.allow_plaintext_auth
+        self.auth_on_listener() && (self.client.tls || self.ctx.config.smtp.allow_plaintext_auth)
     }
 
     /// EHLO/HELO (§4.1.1.1): resets the transaction and lists the extensions.
@@ -232,18 +240,31 @@ impl Session {
             return Flow::Continue;
         }
         let limits = &self.ctx.config.smtp.limits;
-        self.state = State::Data(DataReceiver::new(
+        self.state = State::Data(Box::new(Incoming::new(DataReceiver::new(
             limits.max_message_size,
             limits.max_line_length,
-        ));
+        ))));
         self.reply(reply::START_DATA);
         Flow::Continue
     }
 
     /// The body is complete: store it durably, then answer (SPEC M4).
-    pub(super) async fn finish_data(&mut self, receiver: DataReceiver) -> Reply {
+    pub(super) async fn finish_data(&mut self, incoming: Incoming) -> Reply {
         let envelope = std::mem::take(&mut self.envelope);
-        let body = match receiver.finish() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let header = self.received_header(&id, &envelope).into_bytes();
+        let hooks = self.ctx.hooks.clone();
+        // A post_receive hook gets its own copy of the message while it is stored.
+        let copies = if hooks.has(HookEvent::PostReceive) {
+            2
+        } else {
+            1
+        };
+        let wait = Duration::from_secs(self.ctx.config.smtp.limits.data_timeout_seconds);
+        let body = match incoming
+            .finish(header, &self.ctx.limits.data, copies, wait)
+            .await
+        {
             Ok(body) => body,
             Err(reply) => {
                 tracing::info!(component = "smtp", session_id = %self.id, event = "message_refused", reply = %reply, "message refused");
@@ -253,16 +274,15 @@ impl Session {
         if !self.ctx.health.accepting_mail() {
             return reply::TEMPFAIL_SYSTEM;
         }
-        let id = uuid::Uuid::now_v7().to_string();
         let sender = envelope
             .mail
             .as_ref()
             .and_then(|m| m.sender.as_ref())
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let mut stored = self.received_header(&id, &envelope).into_bytes();
-        stored.extend_from_slice(&body);
-        drop(body);
+        // Held until the message is stored: the body's bytes count in the budget.
+        let _reservation = body.reservation;
+        let stored = body.bytes;
         let mut message = IncomingMessage::new(
             id.clone(),
             stored,
@@ -272,7 +292,6 @@ impl Session {
             self.remote.ip(),
             envelope.outbound,
         );
-        let hooks = self.ctx.hooks.clone();
         let mut verdicts = Vec::new();
         if hooks.has(HookEvent::PreReceive) {
             verdicts.push(hooks.pre_receive(&message).await);
@@ -379,6 +398,9 @@ impl Session {
         if self.envelope.mail.is_some() {
             return self.refuse(reply::AUTH_IN_TRANSACTION);
         }
+        if !self.auth_on_listener() {
+            return self.refuse(reply::AUTH_NOT_OFFERED);
+        }
         if !self.auth_offered() {
             return self.refuse(reply::ENCRYPTION_REQUIRED);
         }
@@ -440,12 +462,25 @@ impl Session {
         }
     }
 
+    /// Checks a password (RFC 4954 §4) within the node's bounds: a locked-out address
+    /// or account, or no free password-check slot, gets 454 4.7.0 without any work; a
+    /// failure is counted across connections and answered after a growing delay.
     async fn verify(&mut self, credentials: Credentials) -> Flow {
         let key = credentials.username.trim().to_lowercase();
+        let guards = self.ctx.limits.clone();
+        if let Admission::Locked { what, .. } = guards.auth.admit(self.client_key, &key) {
+            limits::hit(Limit::AuthLocked);
+            tracing::debug!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_locked", locked = ?what, "AUTH refused during a lockout");
+            return self.refuse(reply::AUTH_LOCKED);
+        }
+        let Ok(slot) = guards.password.slot() else {
+            tracing::debug!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_busy", "no password-check slot free");
+            return self.refuse(reply::AUTH_BUSY);
+        };
         let user = match accounts::find_user(&self.ctx.db, &key).await {
             Ok(user) => user,
             Err(e) => {
-                tracing::warn!(component = "smtp", session_id = %self.id, error = %e, "user lookup failed");
+                tracing::warn!(component = "smtp", session_id = %self.id, event = "auth_lookup_failed", error = %e, "user lookup failed");
                 self.ctx
                     .health_monitor
                     .do_send(DependencyFailed(Dependency::Database));
@@ -459,11 +494,16 @@ impl Session {
             None => (DUMMY_HASH.to_string(), false),
         };
         let password = credentials.password;
-        let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&password, &phc))
+        let Ok(ok) = slot
+            .run(move || accounts::verify_password(&password, &phc))
             .await
-            .unwrap_or(false);
+        else {
+            self.reply(reply::AUTH_TEMPFAIL);
+            return Flow::Continue;
+        };
         if ok && enabled {
             tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_success", user = %key, "authenticated");
+            guards.auth.succeeded(self.client_key, &key);
             self.ctx
                 .audit
                 .spawn(self.login_entry(Entry::success("auth.login", format!("smtp:{key}"))));
@@ -472,25 +512,49 @@ impl Session {
             }
             self.client.authenticated = Some(key);
             self.reply(reply::AUTH_OK);
-            Flow::Continue
-        } else {
-            tracing::warn!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_failure", user = %key, "authentication failed");
-            if let Some(m) = self.metrics {
-                m.auth(false);
-            }
-            let reason = match &user {
-                None => "unknown user",
-                Some(_) if !enabled => "user disabled",
-                Some(_) => "wrong password",
-            };
+            return Flow::Continue;
+        }
+        if let Some(m) = self.metrics {
+            m.auth(false);
+        }
+        let failure = guards.auth.failed(self.client_key, &key);
+        let reason = match &user {
+            None => "unknown user",
+            Some(_) if !enabled => "user disabled",
+            Some(_) => "wrong password",
+        };
+        // The first failure of an address in a summary period is logged and audited on
+        // its own; the rest go into the periodic summary (limits::throttle).
+        if failure.audit_now {
+            tracing::warn!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_failure", user = %key, reason, "authentication failed");
             self.ctx.audit.spawn(
                 self.login_entry(Entry::failure("auth.login", format!("smtp:{key}")))
                     .detail("reason", reason),
             );
-            // Slow down guessing a little without holding a thread.
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            self.refuse(reply::AUTH_FAILED)
+        } else {
+            tracing::debug!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_failure", user = %key, reason, "authentication failed");
         }
+        for (locked, what, target) in [
+            (
+                failure.locked_address,
+                "address",
+                self.client_key.to_string(),
+            ),
+            (failure.locked_account, "account", key.clone()),
+        ] {
+            if locked {
+                let lockout = self.ctx.config.auth.lockout_seconds;
+                tracing::warn!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_lockout", locked = what, target = %target, lockout_seconds = lockout, "too many failed authentications: locked out");
+                self.ctx.audit.spawn(
+                    self.login_entry(Entry::failure("auth.lockout", format!("smtp:{key}")))
+                        .target(format!("{what}:{target}"))
+                        .detail("lockout_seconds", lockout),
+                );
+            }
+        }
+        // Slow guessing down without holding a thread; the delay grows per failure.
+        tokio::time::sleep(failure.delay).await;
+        self.refuse(reply::AUTH_FAILED)
     }
 }
 

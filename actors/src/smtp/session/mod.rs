@@ -7,12 +7,18 @@
 //! the session waits for more input.
 //!
 //! - [`commands`] — one handler per SMTP verb
+//! - [`incoming`] — a DATA body on its way in: memory budget, spooling to disk
 //! - [`actor`] — the SmtpSession actor that owns a session and its connection
+//!
+//! Every wait on the client is bounded (SPEC M2, hostile clients): reads by the command
+//! or DATA timeout, DATA as a whole by a minimum rate, every write by
+//! `write_timeout_seconds`, and the whole session by `max_session_seconds`.
 
 pub mod actor;
 mod commands;
+mod incoming;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +31,12 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use super::proto::command::MailFrom;
-use super::proto::data::DataReceiver;
 use super::proto::line::{LineEvent, LineReader};
 use super::proto::reply::{self, Reply};
 use crate::accounts::LocalRecipient;
 use crate::config::Config;
 use crate::health::{DependencyFailed, HealthState};
+use crate::limits::{self, Limit, NodeLimits};
 use crate::metrics::SmtpMetrics;
 use crate::shutdown::Phase;
 use crate::storage::StorageActor;
@@ -76,6 +82,7 @@ pub struct SessionContext {
     pub shutdown: watch::Receiver<Phase>,
     pub hooks: Arc<crate::hooks::HookDispatcher>,
     pub audit: Arc<crate::audit::AuditLog>,
+    pub limits: Arc<NodeLimits>,
 }
 
 /// Counts an open session in `mairust_smtp_sessions` for as long as it lives.
@@ -127,10 +134,9 @@ enum AuthStep {
     LoginPassword(String),
 }
 
-#[derive(Debug)]
 enum State {
     Command,
-    Data(DataReceiver),
+    Data(Box<incoming::Incoming>),
     Auth(AuthStep),
 }
 
@@ -146,6 +152,10 @@ pub struct Session {
     ctx: Arc<SessionContext>,
     listener: ListenerKind,
     remote: SocketAddr,
+    /// The remote address as per-address limits count it (IPv6 by prefix).
+    client_key: IpAddr,
+    /// For `max_session_seconds`.
+    started: Instant,
     id: String,
     rbuf: BytesMut,
     out: Vec<u8>,
@@ -163,19 +173,43 @@ pub struct Session {
 enum ReadOutcome {
     Data,
     Eof,
-    Timeout,
+    Timeout(Deadline),
     Shutdown(Phase),
     Error(std::io::Error),
+}
+
+/// Which bound ended a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// The command or DATA timeout: the client said nothing for too long.
+    Idle,
+    /// DATA arrived slower than the minimum rate.
+    DataRate,
+    /// The session's lifetime is over.
+    Lifetime,
+}
+
+impl Deadline {
+    fn reply(self) -> Reply {
+        match self {
+            Deadline::Idle => reply::TIMEOUT,
+            Deadline::DataRate => reply::DATA_TOO_SLOW,
+            Deadline::Lifetime => reply::SESSION_TOO_LONG,
+        }
+    }
 }
 
 impl Session {
     pub fn new(ctx: Arc<SessionContext>, listener: ListenerKind, remote: SocketAddr) -> Self {
         let shutdown = ctx.shutdown.clone();
         let ctx_metrics = ctx.config.telemetry.metrics.enabled;
+        let client_key = ctx.limits.client(remote.ip());
         Session {
             ctx,
             listener,
             remote,
+            client_key,
+            started: Instant::now(),
             id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
             rbuf: BytesMut::with_capacity(8192),
             out: Vec::with_capacity(1024),
@@ -239,8 +273,16 @@ impl Session {
                     }
                     break;
                 }
-                ReadOutcome::Timeout => {
-                    self.reply(reply::TIMEOUT);
+                ReadOutcome::Timeout(deadline) => {
+                    match deadline {
+                        Deadline::Idle => {}
+                        Deadline::DataRate => limits::hit(Limit::DataRate),
+                        Deadline::Lifetime => limits::hit(Limit::SessionLifetime),
+                    }
+                    if deadline != Deadline::Idle {
+                        tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "session_deadline", deadline = ?deadline, "session ended by a time limit");
+                    }
+                    self.reply(deadline.reply());
                     let _ = self.flush(&mut stream).await;
                     break;
                 }
@@ -258,7 +300,8 @@ impl Session {
                 }
             }
         }
-        let _ = stream.shutdown().await;
+        // A TLS close_notify is a write too: bounded like the others.
+        let _ = tokio::time::timeout(self.write_timeout(), stream.shutdown()).await;
         tracing::debug!(component = "smtp", session_id = %self.id, event = "session_end", "session ended");
     }
 
@@ -295,31 +338,88 @@ impl Session {
         reply.write_to(&mut self.out);
     }
 
+    fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.ctx.config.smtp.limits.write_timeout_seconds)
+    }
+
+    /// Writes the collected replies; a client that does not take them within
+    /// `write_timeout_seconds` (its receive window stays full) ends the session.
     async fn flush(&mut self, stream: &mut BoxStream) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        stream.write_all(&self.out).await?;
-        stream.flush().await?;
+        let write = async {
+            stream.write_all(&self.out).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.write_timeout(), write).await {
+            Ok(result) => result?,
+            Err(_) => {
+                limits::hit(Limit::WriteTimeout);
+                tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "write_timeout", "client does not read its replies; closing");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client did not read its replies",
+                ));
+            }
+        }
         self.out.clear();
         Ok(())
     }
 
-    async fn read_more(&mut self, stream: &mut BoxStream) -> ReadOutcome {
+    /// How long the next read may wait, and which bound that is: the idle timeout of
+    /// the phase, the DATA minimum rate (after a first `data_timeout_seconds` of grace,
+    /// the body must average `data_min_rate_bytes_per_second`), and the session's
+    /// lifetime, whichever ends first.
+    fn read_deadline(&self) -> (Duration, Deadline) {
         let limits = &self.ctx.config.smtp.limits;
-        let timeout = Duration::from_secs(match self.state {
-            State::Data(_) => limits.data_timeout_seconds,
-            _ => limits.command_timeout_seconds,
-        });
+        let now = Instant::now();
+        let mut bound = match &self.state {
+            State::Data(_) => (
+                Duration::from_secs(limits.data_timeout_seconds),
+                Deadline::Idle,
+            ),
+            _ => (
+                Duration::from_secs(limits.command_timeout_seconds),
+                Deadline::Idle,
+            ),
+        };
+        if let State::Data(incoming) = &self.state
+            && limits.data_min_rate_bytes_per_second > 0
+        {
+            let allowed = Duration::from_secs(limits.data_timeout_seconds)
+                + Duration::from_secs_f64(
+                    incoming.bytes_in as f64 / limits.data_min_rate_bytes_per_second as f64,
+                );
+            let left = (incoming.started + allowed).saturating_duration_since(now);
+            if left < bound.0 {
+                bound = (left, Deadline::DataRate);
+            }
+        }
+        let lifetime = (self.started + Duration::from_secs(limits.max_session_seconds))
+            .saturating_duration_since(now);
+        if lifetime < bound.0 {
+            bound = (lifetime, Deadline::Lifetime);
+        }
+        bound
+    }
+
+    async fn read_more(&mut self, stream: &mut BoxStream) -> ReadOutcome {
+        let (timeout, deadline) = self.read_deadline();
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(8192);
         }
         tokio::select! {
             read = tokio::time::timeout(timeout, stream.read_buf(&mut self.rbuf)) => match read {
                 Ok(Ok(0)) => ReadOutcome::Eof,
-                Ok(Ok(_)) => ReadOutcome::Data,
+                Ok(Ok(n)) => {
+                    if let State::Data(incoming) = &mut self.state {
+                        incoming.bytes_in += n as u64;
+                    }
+                    ReadOutcome::Data
+                }
                 Ok(Err(e)) => ReadOutcome::Error(e),
-                Err(_) => ReadOutcome::Timeout,
+                Err(_) => ReadOutcome::Timeout(deadline),
             },
             changed = self.shutdown.changed() => {
                 match changed {
@@ -334,13 +434,21 @@ impl Session {
     async fn process_input(&mut self) -> Flow {
         let max_line = self.ctx.config.smtp.limits.max_line_length;
         loop {
-            if let State::Data(receiver) = &mut self.state {
-                let (consumed, done) = receiver.feed(&self.rbuf);
+            if let State::Data(incoming) = &mut self.state {
+                let (consumed, done) = incoming.receiver.feed(&self.rbuf);
                 self.rbuf.advance(consumed);
                 if !done {
+                    let limits = &self.ctx.config.smtp.limits;
+                    incoming
+                        .settle(
+                            &self.ctx.limits.data,
+                            limits.data_memory_bytes,
+                            limits.spool_dir.as_deref(),
+                        )
+                        .await;
                     return Flow::Continue;
                 }
-                let State::Data(receiver) = std::mem::replace(&mut self.state, State::Command)
+                let State::Data(incoming) = std::mem::replace(&mut self.state, State::Command)
                 else {
                     unreachable!("state checked above");
                 };
@@ -350,7 +458,7 @@ impl Session {
                     .span
                     .take()
                     .unwrap_or_else(tracing::Span::none);
-                let reply = self.finish_data(receiver).instrument(span.clone()).await;
+                let reply = self.finish_data(*incoming).instrument(span.clone()).await;
                 span.record("smtp.reply_code", reply.code);
                 if let Some(m) = self.metrics {
                     m.transaction(reply.code, started);

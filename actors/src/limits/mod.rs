@@ -1,0 +1,93 @@
+//! Resource bounds that keep one hostile client from hurting everyone else: each is a
+//! small piece of state shared by the sessions (and the API) of one node, testable
+//! without a socket.
+//!
+//! - [`address`] — the client key that per-address limits count by (IPv6 by prefix)
+//! - [`password`] — [`PasswordGate`]: a node-wide bound on concurrent password work
+//! - [`throttle`] — [`AuthThrottle`]: failed AUTH per address and per account: delay,
+//!   lockout, and audit summaries instead of one entry per guess
+//! - [`memory`] — [`DataBudget`]: the node-wide budget of DATA bytes held in memory
+
+pub mod address;
+pub mod memory;
+pub mod password;
+pub mod throttle;
+
+pub use address::client_key;
+pub use memory::{DataBudget, Reservation};
+pub use password::{Busy, PasswordGate};
+pub use throttle::{Admission, AuthThrottle};
+
+/// The limits' shared state on one node: built once by the Supervisor, held by every
+/// SMTP session and the HTTP API.
+pub struct NodeLimits {
+    pub password: PasswordGate,
+    pub auth: AuthThrottle,
+    pub data: DataBudget,
+    /// `smtp.limits.ipv6_prefix_length`.
+    pub ipv6_prefix: u8,
+}
+
+impl NodeLimits {
+    pub fn new(config: &crate::config::Config) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(NodeLimits {
+            password: PasswordGate::new(config.auth.verification_slots()),
+            auth: AuthThrottle::new(&config.auth),
+            data: DataBudget::new(config.smtp.limits.max_inflight_data_bytes),
+            ipv6_prefix: config.smtp.limits.ipv6_prefix_length,
+        })
+    }
+
+    /// The key per-address limits count `ip` under.
+    pub fn client(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
+        client_key(ip, self.ipv6_prefix)
+    }
+}
+
+/// Counts a limit that was hit, by name (`mairust_limit_hits_total{limit}`).
+pub fn hit(limit: Limit) {
+    crate::metrics::metrics().limit_hit(limit.name());
+}
+
+/// The limits counted in `mairust_limit_hits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// No password-check slot free: 454 / 503 at once.
+    AuthBusy,
+    /// AUTH from a locked-out address or for a locked-out account.
+    AuthLocked,
+    /// A session's body went to a spool file (large, or the memory budget was spent).
+    DataSpooled,
+    /// A finished body waited in vain for memory budget: 451.
+    DataMemory,
+    /// DATA slower than `data_min_rate_bytes_per_second`.
+    DataRate,
+    /// A session reached `max_session_seconds`.
+    SessionLifetime,
+    /// A client did not read its replies within `write_timeout_seconds`.
+    WriteTimeout,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 7] = [
+        Limit::AuthBusy,
+        Limit::AuthLocked,
+        Limit::DataSpooled,
+        Limit::DataMemory,
+        Limit::DataRate,
+        Limit::SessionLifetime,
+        Limit::WriteTimeout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::AuthBusy => "auth_busy",
+            Limit::AuthLocked => "auth_locked",
+            Limit::DataSpooled => "data_spooled",
+            Limit::DataMemory => "data_memory",
+            Limit::DataRate => "data_rate",
+            Limit::SessionLifetime => "session_lifetime",
+            Limit::WriteTimeout => "write_timeout",
+        }
+    }
+}

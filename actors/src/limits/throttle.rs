@@ -1,0 +1,480 @@
+//! Failed-AUTH throttling across connections: per client address (see
+//! [`super::client_key`]) and per account. Each failure delays its answer a little more
+//! (backoff); enough failures in `auth.failure_window_seconds` lock the address, or the
+//! account, out for `auth.lockout_seconds`, during which AUTH gets 454 4.7.0 without a
+//! password check. An account lockout spares addresses that logged into it successfully
+//! within the lockout time, so a guesser cannot lock its owner out.
+//!
+//! The audit trail is kept but bounded: the first failure of an address in a summary
+//! period is audited on its own, and the rest are counted into one summary entry per
+//! address and period ([`AuthThrottle::take_summaries`]), so a flood of guesses cannot
+//! become a flood of database writes. All maps are bounded ([`MAX_TRACKED`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::AuthConfig;
+
+/// Entries kept per map. Past it, expired entries are dropped first, then entries that
+/// lock nothing out.
+pub const MAX_TRACKED: usize = 100_000;
+/// Accounts named in one summary entry.
+const SUMMARY_ACCOUNTS: usize = 5;
+/// Longest account name kept as a key (the client chooses it).
+const MAX_ACCOUNT_KEY: usize = 320;
+
+/// Whether an AUTH attempt may be checked at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    /// Locked out: answer 454 4.7.0 without checking.
+    Locked {
+        what: LockedOut,
+        retry_after: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockedOut {
+    Address,
+    Account,
+}
+
+/// What a failure led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Wait this long before answering 535.
+    pub delay: Duration,
+    /// The first failure of this address in the current summary period: audit it on
+    /// its own (the others go into the summary).
+    pub audit_now: bool,
+    /// This failure locked the address and/or the account out.
+    pub locked_address: bool,
+    pub locked_account: bool,
+}
+
+/// Failures of one address in one summary period.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub failures: u32,
+    /// Attempts refused during a lockout (no password check).
+    pub refused: u32,
+    /// Some of the account names tried (at most [`SUMMARY_ACCOUNTS`]).
+    pub accounts: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    failures: u32,
+    window_start: Instant,
+    locked_until: Option<Instant>,
+}
+
+impl Record {
+    fn new(now: Instant) -> Self {
+        Record {
+            failures: 0,
+            window_start: now,
+            locked_until: None,
+        }
+    }
+
+    fn locked(&self, now: Instant) -> Option<Duration> {
+        self.locked_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+
+    fn expired(&self, now: Instant, window: Duration) -> bool {
+        now.duration_since(self.window_start) >= window && self.locked(now).is_none()
+    }
+
+    /// Counts one failure; true when it reaches `max` and starts a lockout.
+    fn fail(&mut self, now: Instant, window: Duration, max: u32, lockout: Duration) -> bool {
+        if now.duration_since(self.window_start) >= window {
+            *self = Record::new(now);
+        }
+        self.failures += 1;
+        if self.failures >= max && self.locked(now).is_none() {
+            self.locked_until = Some(now + lockout);
+            // The count starts over once the lockout ends.
+            self.failures = 0;
+            self.window_start = now + lockout;
+            return true;
+        }
+        false
+    }
+}
+
+#[derive(Default)]
+struct State {
+    addresses: HashMap<IpAddr, Record>,
+    accounts: HashMap<String, Record>,
+    /// (account, address) → last successful login.
+    trusted: HashMap<(String, IpAddr), Instant>,
+    /// Failures since the last summary, per address.
+    unreported: HashMap<IpAddr, Summary>,
+}
+
+pub struct AuthThrottle {
+    config: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    window: Duration,
+    lockout: Duration,
+    max_per_address: u32,
+    max_per_account: u32,
+    delay: Duration,
+    max_delay: Duration,
+}
+
+impl From<&AuthConfig> for Settings {
+    fn from(c: &AuthConfig) -> Self {
+        Settings {
+            window: Duration::from_secs(c.failure_window_seconds),
+            lockout: Duration::from_secs(c.lockout_seconds),
+            max_per_address: c.max_failures_per_address,
+            max_per_account: c.max_failures_per_account,
+            delay: Duration::from_millis(c.failure_delay_ms),
+            max_delay: Duration::from_millis(c.max_failure_delay_ms),
+        }
+    }
+}
+
+fn account_key(account: &str) -> String {
+    let mut key: String = account.chars().take(MAX_ACCOUNT_KEY).collect();
+    key.make_ascii_lowercase();
+    key
+}
+
+/// Drops what no longer matters once a map is full: expired records, then records that
+/// lock nothing out.
+fn bound<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Record>, now: Instant, window: Duration) {
+    if map.len() < MAX_TRACKED {
+        return;
+    }
+    map.retain(|_, r| !r.expired(now, window));
+    if map.len() >= MAX_TRACKED {
+        map.retain(|_, r| r.locked(now).is_some());
+    }
+}
+
+impl AuthThrottle {
+    pub fn new(config: &AuthConfig) -> Self {
+        AuthThrottle {
+            config: Mutex::new(config.into()),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// New settings (configuration reload); what was counted stays.
+    pub fn set_config(&self, config: &AuthConfig) {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config.into();
+    }
+
+    fn settings(&self) -> Settings {
+        *self.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// May `address` try a password for `account` now?
+    pub fn admit(&self, address: IpAddr, account: &str) -> Admission {
+        self.admit_at(address, account, Instant::now())
+    }
+
+    fn admit_at(&self, address: IpAddr, account: &str, now: Instant) -> Admission {
+        let s = self.settings();
+        let account = account_key(account);
+        let mut state = self.state();
+        let locked = if let Some(left) = state.addresses.get(&address).and_then(|r| r.locked(now)) {
+            Some((LockedOut::Address, left))
+        } else {
+            let trusted = state
+                .trusted
+                .get(&(account.clone(), address))
+                .is_some_and(|at| now.duration_since(*at) < s.lockout);
+            state
+                .accounts
+                .get(&account)
+                .and_then(|r| r.locked(now))
+                .filter(|_| !trusted)
+                .map(|left| (LockedOut::Account, left))
+        };
+        match locked {
+            Some((what, retry_after)) => {
+                if state.unreported.len() < MAX_TRACKED || state.unreported.contains_key(&address) {
+                    state.unreported.entry(address).or_default().refused += 1;
+                }
+                Admission::Locked { what, retry_after }
+            }
+            None => Admission::Allowed,
+        }
+    }
+
+    /// Counts a failed attempt of `address` for `account`.
+    pub fn failed(&self, address: IpAddr, account: &str) -> Failure {
+        self.failed_at(address, account, Instant::now())
+    }
+
+    fn failed_at(&self, address: IpAddr, account: &str, now: Instant) -> Failure {
+        let s = self.settings();
+        let account = account_key(account);
+        let mut state = self.state();
+        bound(&mut state.addresses, now, s.window);
+        bound(&mut state.accounts, now, s.window);
+        let address_record = state
+            .addresses
+            .entry(address)
+            .or_insert_with(|| Record::new(now));
+        let locked_address = address_record.fail(now, s.window, s.max_per_address, s.lockout);
+        let failures = address_record.failures.max(1);
+        let locked_account = state
+            .accounts
+            .entry(account.clone())
+            .or_insert_with(|| Record::new(now))
+            .fail(now, s.window, s.max_per_account, s.lockout);
+        let tracked = state.unreported.len();
+        let audit_now = match state.unreported.get_mut(&address) {
+            Some(summary) => {
+                summary.failures += 1;
+                if summary.accounts.len() < SUMMARY_ACCOUNTS {
+                    summary.accounts.insert(account);
+                }
+                false
+            }
+            None if tracked < MAX_TRACKED => {
+                state.unreported.insert(address, Summary::default());
+                true
+            }
+            // Too many distinct addresses this period: counted in metrics and logs only.
+            None => false,
+        };
+        let doublings = failures.saturating_sub(1).min(16);
+        let delay = s.delay.saturating_mul(1u32 << doublings).min(s.max_delay);
+        Failure {
+            delay,
+            audit_now,
+            locked_address,
+            locked_account,
+        }
+    }
+
+    /// A successful login: the address may use the account even while the account is
+    /// locked out by guessers elsewhere.
+    pub fn succeeded(&self, address: IpAddr, account: &str) {
+        let now = Instant::now();
+        let s = self.settings();
+        let mut state = self.state();
+        if state.trusted.len() >= MAX_TRACKED {
+            state
+                .trusted
+                .retain(|_, at| now.duration_since(*at) < s.lockout);
+            if state.trusted.len() >= MAX_TRACKED {
+                state.trusted.clear();
+            }
+        }
+        state.trusted.insert((account_key(account), address), now);
+    }
+
+    /// Summaries of the failures after each address's first, since the last call, for
+    /// the periodic audit entry; addresses with nothing more to report are left out.
+    pub fn take_summaries(&self) -> Vec<(IpAddr, Summary)> {
+        let mut state = self.state();
+        std::mem::take(&mut state.unreported)
+            .into_iter()
+            .filter(|(_, s)| s.failures > 0 || s.refused > 0)
+            .collect()
+    }
+}
+
+/// How often the failures after each address's first are written as summary entries.
+pub const SUMMARY_PERIOD: Duration = Duration::from_secs(60);
+/// Addresses written one by one per summary (the busiest); the rest in one entry.
+const SUMMARY_ENTRIES: usize = 100;
+
+/// Writes the failed-AUTH summaries every [`SUMMARY_PERIOD`] (`auth.login_failures`,
+/// one audit entry per address, the busiest [`SUMMARY_ENTRIES`] addresses only plus one
+/// entry for the rest), and once more when shutdown begins.
+pub fn spawn_summaries(
+    audit: std::sync::Arc<crate::audit::AuditLog>,
+    limits: std::sync::Arc<super::NodeLimits>,
+    mut shutdown: tokio::sync::watch::Receiver<crate::shutdown::Phase>,
+) {
+    actix::spawn(async move {
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(SUMMARY_PERIOD) => false,
+                _ = shutdown.wait_for(|p| *p != crate::shutdown::Phase::Running) => true,
+            };
+            write_summaries(&audit, limits.auth.take_summaries()).await;
+            if stopping {
+                return;
+            }
+        }
+    });
+}
+
+async fn write_summaries(audit: &crate::audit::AuditLog, mut summaries: Vec<(IpAddr, Summary)>) {
+    use crate::audit::Entry;
+    summaries.sort_by_key(|(_, s)| std::cmp::Reverse(s.failures + s.refused));
+    let rest = summaries.split_off(summaries.len().min(SUMMARY_ENTRIES));
+    let period = SUMMARY_PERIOD.as_secs();
+    for (address, s) in summaries {
+        let accounts: Vec<&str> = s.accounts.iter().map(String::as_str).collect();
+        tracing::warn!(component = "smtp", event = "auth_failures_summary", remote = %address, failures = s.failures, refused = s.refused, "failed authentications from one address");
+        audit
+            .record(
+                Entry::failure("auth.login_failures", "smtp")
+                    .remote(address)
+                    .detail("failures", s.failures)
+                    .detail("refused_locked_out", s.refused)
+                    .detail("accounts", accounts)
+                    .detail("period_seconds", period),
+            )
+            .await;
+    }
+    if !rest.is_empty() {
+        let failures: u64 = rest.iter().map(|(_, s)| u64::from(s.failures)).sum();
+        let refused: u64 = rest.iter().map(|(_, s)| u64::from(s.refused)).sum();
+        tracing::warn!(
+            component = "smtp",
+            event = "auth_failures_summary",
+            addresses = rest.len(),
+            failures,
+            refused,
+            "failed authentications from many more addresses"
+        );
+        audit
+            .record(
+                Entry::failure("auth.login_failures", "smtp")
+                    .detail("addresses", rest.len())
+                    .detail("failures", failures)
+                    .detail("refused_locked_out", refused)
+                    .detail("period_seconds", period),
+            )
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle(max_address: u32, max_account: u32) -> AuthThrottle {
+        AuthThrottle::new(&AuthConfig {
+            max_concurrent_verifications: 1,
+            max_failures_per_address: max_address,
+            max_failures_per_account: max_account,
+            failure_window_seconds: 60,
+            lockout_seconds: 120,
+            failure_delay_ms: 100,
+            max_failure_delay_ms: 1000,
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn address_backs_off_then_is_locked_out_then_released() {
+        let t = throttle(5, 1000);
+        let now = Instant::now();
+        let a = ip("192.0.2.1");
+        let delays: Vec<u128> = (0..4)
+            .map(|i| t.failed_at(a, &format!("u{i}@x"), now).delay.as_millis())
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800]);
+        assert_eq!(t.admit_at(a, "v@x", now), Admission::Allowed);
+        let fifth = t.failed_at(a, "u5@x", now);
+        assert!(fifth.locked_address && !fifth.locked_account);
+        assert!(matches!(
+            t.admit_at(a, "v@x", now + Duration::from_secs(119)),
+            Admission::Locked {
+                what: LockedOut::Address,
+                ..
+            }
+        ));
+        // Another address is not affected.
+        assert_eq!(t.admit_at(ip("192.0.2.2"), "v@x", now), Admission::Allowed);
+        assert_eq!(
+            t.admit_at(a, "v@x", now + Duration::from_secs(121)),
+            Admission::Allowed
+        );
+    }
+
+    #[test]
+    fn failures_outside_the_window_are_forgotten() {
+        let t = throttle(3, 1000);
+        let now = Instant::now();
+        let a = ip("192.0.2.1");
+        t.failed_at(a, "u@x", now);
+        t.failed_at(a, "u@x", now);
+        let later = now + Duration::from_secs(61);
+        let f = t.failed_at(a, "u@x", later);
+        assert!(!f.locked_address);
+        assert_eq!(f.delay, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn account_lockout_spares_addresses_that_logged_in_before() {
+        let t = throttle(1000, 3);
+        let now = Instant::now();
+        let owner = ip("198.51.100.7");
+        t.succeeded(owner, "Bob@Example.test");
+        for i in 0..3 {
+            t.failed_at(ip(&format!("192.0.2.{i}")), "bob@example.test", now);
+        }
+        assert!(matches!(
+            t.admit_at(ip("192.0.2.99"), "BOB@example.test", now),
+            Admission::Locked {
+                what: LockedOut::Account,
+                ..
+            }
+        ));
+        assert_eq!(
+            t.admit_at(owner, "bob@example.test", Instant::now()),
+            Admission::Allowed
+        );
+    }
+
+    #[test]
+    fn first_failure_is_audited_the_rest_summarised() {
+        let t = throttle(1000, 1000);
+        let now = Instant::now();
+        let a = ip("192.0.2.1");
+        assert!(t.failed_at(a, "a@x", now).audit_now);
+        for i in 0..9 {
+            assert!(!t.failed_at(a, &format!("b{i}@x"), now).audit_now);
+        }
+        let summaries = t.take_summaries();
+        assert_eq!(summaries.len(), 1);
+        let (addr, s) = &summaries[0];
+        assert_eq!((*addr, s.failures), (a, 9));
+        assert_eq!(s.accounts.len(), SUMMARY_ACCOUNTS);
+        assert!(t.take_summaries().is_empty());
+        assert!(t.failed_at(a, "c@x", now).audit_now, "a new period");
+    }
+
+    #[test]
+    fn maps_stay_bounded_under_address_spraying() {
+        let t = throttle(1000, 1000);
+        let now = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 500) {
+            let a = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+            t.failed_at(a, &format!("user{i}@x"), now);
+        }
+        let state = t.state();
+        assert!(state.addresses.len() <= MAX_TRACKED);
+        assert!(state.accounts.len() <= MAX_TRACKED);
+        assert!(state.unreported.len() <= MAX_TRACKED);
+    }
+}
