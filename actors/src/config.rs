@@ -526,6 +526,9 @@ pub struct AuthConfig {
     /// failure of the address in the window, up to `max_failure_delay_ms`.
     pub failure_delay_ms: u64,
     pub max_failure_delay_ms: u64,
+    /// Failures after an address's first are audited as one `auth.login_failures`
+    /// summary entry per address and period of this length.
+    pub audit_summary_seconds: u64,
 }
 
 impl Default for AuthConfig {
@@ -538,6 +541,7 @@ impl Default for AuthConfig {
             lockout_seconds: 900,
             failure_delay_ms: 250,
             max_failure_delay_ms: 5000,
+            audit_summary_seconds: 60,
         }
     }
 }
@@ -1023,6 +1027,7 @@ impl Config {
             ),
             ("failure_window_seconds", a.failure_window_seconds),
             ("lockout_seconds", a.lockout_seconds),
+            ("audit_summary_seconds", a.audit_summary_seconds),
         ];
         for (key, value) in positive {
             if value == 0 {

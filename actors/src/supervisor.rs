@@ -212,6 +212,7 @@ impl Supervisor {
             limits: node_limits.clone(),
         });
         crate::limits::throttle::spawn_summaries(
+            Duration::from_secs(config.auth.audit_summary_seconds),
             audit.clone(),
             node_limits.clone(),
             ctx.shutdown.clone(),

@@ -295,15 +295,14 @@ impl AuthThrottle {
     }
 }
 
-/// How often the failures after each address's first are written as summary entries.
-pub const SUMMARY_PERIOD: Duration = Duration::from_secs(60);
 /// Addresses written one by one per summary (the busiest); the rest in one entry.
 const SUMMARY_ENTRIES: usize = 100;
 
-/// Writes the failed-AUTH summaries every [`SUMMARY_PERIOD`] (`auth.login_failures`,
+/// Writes the failed-AUTH summaries every `auth.audit_summary_seconds` (`auth.login_failures`,
 /// one audit entry per address, the busiest [`SUMMARY_ENTRIES`] addresses only plus one
 /// entry for the rest), and once more when shutdown begins.
 pub fn spawn_summaries(
+    period: Duration,
     audit: std::sync::Arc<crate::audit::AuditLog>,
     limits: std::sync::Arc<super::NodeLimits>,
     mut shutdown: tokio::sync::watch::Receiver<crate::shutdown::Phase>,
@@ -311,10 +310,10 @@ pub fn spawn_summaries(
     actix::spawn(async move {
         loop {
             let stopping = tokio::select! {
-                _ = tokio::time::sleep(SUMMARY_PERIOD) => false,
+                _ = tokio::time::sleep(period) => false,
                 _ = shutdown.wait_for(|p| *p != crate::shutdown::Phase::Running) => true,
             };
-            write_summaries(&audit, limits.auth.take_summaries()).await;
+            write_summaries(&audit, limits.auth.take_summaries(), period).await;
             if stopping {
                 return;
             }
@@ -322,11 +321,15 @@ pub fn spawn_summaries(
     });
 }
 
-async fn write_summaries(audit: &crate::audit::AuditLog, mut summaries: Vec<(IpAddr, Summary)>) {
+async fn write_summaries(
+    audit: &crate::audit::AuditLog,
+    mut summaries: Vec<(IpAddr, Summary)>,
+    period: Duration,
+) {
     use crate::audit::Entry;
     summaries.sort_by_key(|(_, s)| std::cmp::Reverse(s.failures + s.refused));
     let rest = summaries.split_off(summaries.len().min(SUMMARY_ENTRIES));
-    let period = SUMMARY_PERIOD.as_secs();
+    let period = period.as_secs();
     for (address, s) in summaries {
         let accounts: Vec<&str> = s.accounts.iter().map(String::as_str).collect();
         tracing::warn!(component = "smtp", event = "auth_failures_summary", remote = %address, failures = s.failures, refused = s.refused, "failed authentications from one address");
@@ -377,6 +380,7 @@ mod tests {
             lockout_seconds: 120,
             failure_delay_ms: 100,
             max_failure_delay_ms: 1000,
+            audit_summary_seconds: 60,
         })
     }
 

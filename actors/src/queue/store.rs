@@ -96,6 +96,8 @@ pub struct ClaimedEntry {
     pub id: String,
     pub message_id: String,
     pub object_key: String,
+    /// The body's size in bytes, so a worker can plan what it loads at once.
+    pub size: u64,
     pub envelope_from: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -161,15 +163,17 @@ pub async fn claim(
         .order_by_asc(queue_entry::Column::NextAttemptAt)
         .all(&txn)
         .await?;
-    let keys: HashMap<String, String> = message::Entity::find()
+    let keys: HashMap<String, (String, i64)> = message::Entity::find()
         .select_only()
         .column(message::Column::Id)
         .column(message::Column::ObjectKey)
+        .column(message::Column::Size)
         .filter(message::Column::Id.is_in(entries.iter().map(|e| e.message_id.clone())))
-        .into_tuple::<(String, String)>()
+        .into_tuple::<(String, String, i64)>()
         .all(&txn)
         .await?
         .into_iter()
+        .map(|(id, key, size)| (id, (key, size)))
         .collect();
     let mut recipients: HashMap<String, Vec<ClaimedRecipient>> = HashMap::new();
     for r in queue_recipient::Entity::find()
@@ -191,15 +195,19 @@ pub async fn claim(
     txn.commit().await?;
     Ok(entries
         .into_iter()
-        .map(|e| ClaimedEntry {
-            object_key: keys.get(&e.message_id).cloned().unwrap_or_default(),
-            recipients: recipients.remove(&e.id).unwrap_or_default(),
-            id: e.id,
-            message_id: e.message_id,
-            envelope_from: e.envelope_from,
-            created_at: e.created_at.to_utc(),
-            expires_at: e.expires_at.to_utc(),
-            attempts: e.attempts,
+        .map(|e| {
+            let (object_key, size) = keys.get(&e.message_id).cloned().unwrap_or_default();
+            ClaimedEntry {
+                object_key,
+                size: u64::try_from(size).unwrap_or(0),
+                recipients: recipients.remove(&e.id).unwrap_or_default(),
+                id: e.id,
+                message_id: e.message_id,
+                envelope_from: e.envelope_from,
+                created_at: e.created_at.to_utc(),
+                expires_at: e.expires_at.to_utc(),
+                attempts: e.attempts,
+            }
         })
         .collect())
 }

@@ -1,6 +1,7 @@
 //! QueueWorker: claims due entries with a lease, delivers them (one connection per
 //! destination for the whole batch), sends DSNs for what failed for good, and records
-//! every outcome in one transaction. Several workers per node and several nodes share
+//! every outcome in one transaction. Bodies are loaded per destination, a slice of at
+//! most `queue.max_batch_bytes` at a time ([`DestinationBodies`]), never the whole batch. Several workers per node and several nodes share
 //! the queue through the claim (see [`store::claim`]).
 //!
 //! - While the database is down the worker pauses (it does not claim) and resumes by
@@ -149,12 +150,9 @@ async fn process(q: &QueueContext, owner: &str, entries: Vec<ClaimedEntry>) {
     let lease = Duration::from_secs_f64(q.config.queue.lease_seconds);
     // One trace per claimed batch (SPEC O2): bodies, deliveries, bounces, records.
     let work = async {
-        let bodies = load_bodies(q, &entries)
-            .instrument(tracing::info_span!("storage.get_bodies"))
-            .await;
-        let mut results = deliver(q, &entries, &bodies).await;
+        let mut results = deliver(q, &entries).await;
         expire(&mut results);
-        send_bounces(q, &mut results, &bodies).await;
+        send_bounces(q, &mut results).await;
         for e in &results {
             log_results(e);
         }
@@ -237,20 +235,73 @@ impl Body {
     }
 }
 
-async fn load_bodies(q: &QueueContext, entries: &[ClaimedEntry]) -> Vec<Body> {
-    let loads = entries.iter().map(|e| async move {
-        match q.bodies.get(&e.object_key).await {
-            Ok(b) => Body::Loaded(b),
-            Err(BodyError::NotFound(_)) => Body::Missing,
-            Err(err) => Body::Unavailable(err.to_string()),
-        }
-    });
-    let bodies = futures::future::join_all(loads).await;
-    if bodies.iter().any(|b| matches!(b, Body::Unavailable(_))) {
-        q.health_monitor
-            .do_send(DependencyFailed(Dependency::Storage));
+async fn load_body(q: &QueueContext, key: &str) -> Body {
+    match q.bodies.get(key).await {
+        Ok(b) => Body::Loaded(b),
+        Err(BodyError::NotFound(_)) => Body::Missing,
+        Err(err) => Body::Unavailable(err.to_string()),
     }
-    bodies
+}
+
+/// The bodies of one destination's messages, in delivery order, loaded a slice at a
+/// time: a slice is as many messages as fit in `queue.max_batch_bytes` (a larger
+/// message alone), and the previous slice is dropped before the next is loaded. So a
+/// worker holds at most about `max_batch_bytes` of bodies, however big its batch.
+struct DestinationBodies<'a> {
+    q: &'a QueueContext,
+    entries: &'a [ClaimedEntry],
+    /// Entry indexes in delivery order.
+    order: Vec<usize>,
+    /// The loaded slice: (position in `order` of its first entry, bodies).
+    slice: (usize, Vec<Body>),
+}
+
+impl<'a> DestinationBodies<'a> {
+    fn new(q: &'a QueueContext, entries: &'a [ClaimedEntry], order: Vec<usize>) -> Self {
+        DestinationBodies {
+            q,
+            entries,
+            order,
+            slice: (0, Vec::new()),
+        }
+    }
+
+    /// The body of the message at `pos` in delivery order; positions are asked for in
+    /// increasing order.
+    async fn get(&mut self, pos: usize) -> &Body {
+        let (start, loaded) = &self.slice;
+        if !(pos >= *start && pos < start + loaded.len()) {
+            self.slice = (pos, Vec::new());
+            let max = self.q.config.queue.max_batch_bytes;
+            let mut end = pos;
+            let mut bytes = 0u64;
+            while end < self.order.len() {
+                let size = self.entries[self.order[end]].size;
+                if end > pos && bytes + size > max {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            let loads = self.order[pos..end]
+                .iter()
+                .map(|&i| load_body(self.q, &self.entries[i].object_key));
+            let bodies = futures::future::join_all(loads)
+                .instrument(tracing::info_span!(
+                    "storage.get_bodies",
+                    messages = end - pos,
+                    bytes
+                ))
+                .await;
+            if bodies.iter().any(|b| matches!(b, Body::Unavailable(_))) {
+                self.q
+                    .health_monitor
+                    .do_send(DependencyFailed(Dependency::Storage));
+            }
+            self.slice = (pos, bodies);
+        }
+        &self.slice.1[pos - self.slice.0]
+    }
 }
 
 /// How long a missing body may just be late: on SQLite a message's row can commit
@@ -288,7 +339,7 @@ async fn drain_deadline(mut shutdown: watch::Receiver<Phase>, timeout: Duration)
 /// Delivers a batch: recipients grouped by destination, one connection per destination
 /// carrying its messages one after another. Once shutdown began and the drain time is
 /// over, whatever is still going is abandoned and its recipients released.
-async fn deliver(q: &QueueContext, entries: &[ClaimedEntry], bodies: &[Body]) -> Vec<EntryResult> {
+async fn deliver(q: &QueueContext, entries: &[ClaimedEntry]) -> Vec<EntryResult> {
     let mut results: Vec<EntryResult> = entries
         .iter()
         .map(|e| EntryResult {
@@ -296,37 +347,9 @@ async fn deliver(q: &QueueContext, entries: &[ClaimedEntry], bodies: &[Body]) ->
             recipients: Vec::with_capacity(e.recipients.len()),
         })
         .collect();
-    let now = Utc::now();
     // destination -> [(entry index, its recipients there)]
     let mut groups: BTreeMap<String, Vec<(usize, Vec<&ClaimedRecipient>)>> = BTreeMap::new();
     for (i, e) in entries.iter().enumerate() {
-        let unavailable = match &bodies[i] {
-            Body::Loaded(_) => None,
-            Body::Missing if now - e.created_at < YOUNG => {
-                // Not flushed yet: try again shortly, not an attempt.
-                results[i].recipients.extend(
-                    e.recipients
-                        .iter()
-                        .map(|r| result_for(r, Outcome::Released, None)),
-                );
-                continue;
-            }
-            Body::Missing => Some("message body missing from the object store".to_string()),
-            Body::Unavailable(err) => Some(format!("message body unavailable: {err}")),
-        };
-        if let Some(why) = unavailable {
-            let reply = format!("451 4.3.0 {why}");
-            results[i].recipients.extend(e.recipients.iter().map(|r| {
-                result_for(
-                    r,
-                    Outcome::Deferred {
-                        reply: reply.clone(),
-                    },
-                    None,
-                )
-            }));
-            continue;
-        }
         let mut by_dest: BTreeMap<String, Vec<&ClaimedRecipient>> = BTreeMap::new();
         for r in &e.recipients {
             by_dest
@@ -343,12 +366,12 @@ async fn deliver(q: &QueueContext, entries: &[ClaimedEntry], bodies: &[Body]) ->
     tokio::pin!(deadline);
     for (dest, items) in groups {
         let abandoned = tokio::select! {
-            _ = deliver_destination(q, &dest, items, entries, bodies, &mut results)
+            _ = deliver_destination(q, &dest, items, entries, &mut results)
                 .instrument(tracing::info_span!("delivery.destination", destination = %dest)) => false,
             _ = deadline.as_mut() => true,
         };
         if abandoned {
-            tracing::warn!(component = "queue", destination = %dest, "drain timeout: deliveries abandoned, entries released");
+            tracing::warn!(component = "queue", event = "drain_abandoned", destination = %dest, "drain timeout: deliveries abandoned, entries released");
             break;
         }
     }
@@ -363,12 +386,25 @@ async fn deliver(q: &QueueContext, entries: &[ClaimedEntry], bodies: &[Body]) ->
     results
 }
 
+/// What to do with recipients whose body is not there: `None` when it is loaded.
+fn without_body(body: &Body, entry: &ClaimedEntry) -> Option<Outcome> {
+    let why = match body {
+        Body::Loaded(_) => return None,
+        // Not flushed yet (SQLite, Parallel mode): try again shortly, not an attempt.
+        Body::Missing if Utc::now() - entry.created_at < YOUNG => return Some(Outcome::Released),
+        Body::Missing => "message body missing from the object store".to_string(),
+        Body::Unavailable(err) => format!("message body unavailable: {err}"),
+    };
+    Some(Outcome::Deferred {
+        reply: format!("451 4.3.0 {why}"),
+    })
+}
+
 async fn deliver_destination(
     q: &QueueContext,
     dest: &str,
     items: Vec<(usize, Vec<&ClaimedRecipient>)>,
     entries: &[ClaimedEntry],
-    bodies: &[Body],
     results: &mut [EntryResult],
 ) {
     let hops = match q.router.hops(dest).await {
@@ -391,11 +427,12 @@ async fn deliver_destination(
             return;
         }
     };
+    let mut bodies = DestinationBodies::new(q, entries, items.iter().map(|(i, _)| *i).collect());
     let max_per_connection = q.config.delivery.max_messages_per_connection;
     let mut conn: Option<Connection> = None;
     let mut sent = 0usize;
     let mut unreachable: Option<String> = None;
-    for (i, rcpts) in items {
+    for (pos, (i, rcpts)) in items.into_iter().enumerate() {
         // Shutdown: start nothing new (what is left gets released).
         if *q.shutdown.borrow() != Phase::Running {
             break;
@@ -413,6 +450,13 @@ async fn deliver_destination(
         };
         if let Some(reply) = &unreachable {
             defer_all(results, reply, None);
+            continue;
+        }
+        let body = bodies.get(pos).await;
+        if let Some(outcome) = without_body(body, &entries[i]) {
+            results[i]
+                .recipients
+                .extend(rcpts.iter().map(|r| result_for(r, outcome.clone(), None)));
             continue;
         }
         if sent >= max_per_connection
@@ -439,7 +483,7 @@ async fn deliver_destination(
         let addrs: Vec<&str> = rcpts.iter().map(|r| r.address.as_str()).collect();
         sent += 1;
         match c
-            .send(&entries[i].envelope_from, &addrs, bodies[i].bytes())
+            .send(&entries[i].envelope_from, &addrs, body.bytes())
             .await
         {
             Ok(result) => {
@@ -483,8 +527,8 @@ fn expire(results: &mut [EntryResult]) {
 /// One DSN per entry for the recipients that failed in this attempt, to the envelope
 /// sender; none for the null sender. A DSN that cannot be stored turns its failures
 /// back into deferrals, so the bounce is retried rather than lost.
-async fn send_bounces(q: &QueueContext, results: &mut [EntryResult], bodies: &[Body]) {
-    for (i, e) in results.iter_mut().enumerate() {
+async fn send_bounces(q: &QueueContext, results: &mut [EntryResult]) {
+    for e in results.iter_mut() {
         let failed: Vec<FailedRecipient> = e
             .recipients
             .iter()
@@ -510,8 +554,9 @@ async fn send_bounces(q: &QueueContext, results: &mut [EntryResult], bodies: &[B
             tracing::info!(component = "queue", event = "bounce_suppressed", id = %e.entry.id, "not bouncing a message from the null sender");
             continue;
         }
-        let original = bodies[i].bytes();
-        if let Err(err) = bounce(q, &e.entry, &failed, original).await {
+        // One body at a time; a DSN without the original is still sent.
+        let original = load_body(q, &e.entry.object_key).await;
+        if let Err(err) = bounce(q, &e.entry, &failed, original.bytes()).await {
             tracing::warn!(component = "queue", id = %e.entry.id, error = %err, "DSN not stored; failure will be retried");
             for r in &mut e.recipients {
                 if let Outcome::Failed { reply, .. } = &r.outcome {
