@@ -15,7 +15,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
 
 /// A connection of its own for the HealthMonitor's probes, so a probe never queues
 /// behind the load for a slot of the main pool: a busy pool is overload, not an outage.
-/// Opened lazily, so it can be made while the database is down.
+/// Opened lazily on PostgreSQL (SQLite opens its file at once).
 pub async fn connect_probe(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     connect_with(config, 1, 0, true).await
 }

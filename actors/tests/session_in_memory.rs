@@ -144,3 +144,60 @@ async fn a_whole_transaction_over_a_pipe() {
         "dot-unstuffed: {text:?}"
     );
 }
+
+/// A failure reported by a caller (a query that timed out waiting for a pool slot)
+/// only makes the monitor probe; the database is marked down only by failed probes,
+/// `health.failures_before_down` of them in a row.
+#[actix_rt::test]
+async fn only_failed_probes_mark_a_dependency_down() {
+    use mairust_actors::health::{Dependency, DependencyFailed, ProbeNow};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let db = database::connect(&config.database).await.unwrap();
+    database::migrate_up(&db).await.unwrap();
+    let bodies = BodyStore::open(&config.storage).unwrap();
+    let health = Arc::new(HealthState::default());
+    let monitor = HealthMonitor::new(
+        health.clone(),
+        db.clone(),
+        bodies.clone(),
+        config.health.clone(),
+        "test".into(),
+    )
+    .start();
+    for _ in 0..5 {
+        monitor
+            .send(DependencyFailed(Dependency::Database))
+            .await
+            .unwrap();
+        assert!(health.accepting_mail(), "one failed call marked it down");
+    }
+    monitor.send(ProbeNow).await.unwrap();
+    assert!(health.accepting_mail());
+
+    // An object store the probe cannot write (its directory replaced by a file): down
+    // after the confirming probe, while the database stays up.
+    let objects = dir.path().join("objects");
+    let _ = std::fs::remove_dir_all(&objects);
+    std::fs::write(&objects, b"not a directory").unwrap();
+    let health = Arc::new(HealthState::default());
+    let monitor = HealthMonitor::new(
+        health.clone(),
+        db.clone(),
+        bodies,
+        config.health.clone(),
+        "test".into(),
+    )
+    .start();
+    monitor.send(ProbeNow).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while health.accepting_mail() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !health.accepting_mail(),
+        "a dead store was never marked down"
+    );
+    assert!(!health.get(Dependency::Storage).up);
+    assert!(health.get(Dependency::Database).up);
+}

@@ -69,6 +69,7 @@ fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
             format!("{:?}", new.logging),
         ),
         ("api", format!("{old_api:?}"), format!("{:?}", new.api)),
+        ("auth", format!("{:?}", old.auth), format!("{:?}", new.auth)),
         (
             "queue",
             format!("{:?}", old.queue),

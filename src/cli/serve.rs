@@ -18,6 +18,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
     raise_fd_limit(config.smtp.limits.max_sessions);
+    return_large_allocations();
     let result = actix_rt::System::new().block_on(async move {
         tracing::info!(component = "supervisor", event = "starting", config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting MaiRust");
         let db = database::connect(&config.database)
@@ -127,5 +128,20 @@ fn raise_fd_limit(max_sessions: usize) {
             needed,
             "open-files limit is below smtp.limits.max_sessions; raise LimitNOFILE or lower max_sessions"
         );
+    }
+}
+
+/// Makes glibc serve every allocation of 1 MiB or more with its own mapping, returned
+/// to the system when freed. By default glibc raises that threshold to the largest block
+/// freed so far (up to 32 MiB), after which blocks such as an argon2id check's 19 MiB or
+/// a large message body stay cached in each thread's arena: a burst of password checks
+/// on many blocking threads kept hundreds of MiB (gigabytes in the attack) long
+/// after it ended. A fixed threshold turns that off.
+fn return_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before other threads
+    // of this process allocate in earnest.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }

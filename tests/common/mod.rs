@@ -215,6 +215,10 @@ pub struct Options {
     pub audit_retention_days: u32,
     /// Log to `DIR/log/mairust.log` instead of standard output (the harness tails it).
     pub log_file: bool,
+    /// YAML lines added under `smtp.limits:` (indented by the harness).
+    pub limits_yaml: Vec<String>,
+    /// YAML lines added under `smtp:` (indented by the harness).
+    pub smtp_yaml: Vec<String>,
 }
 
 impl Default for Options {
@@ -233,6 +237,8 @@ impl Default for Options {
             extra_yaml: String::new(),
             audit_retention_days: 180,
             log_file: false,
+            limits_yaml: Vec::new(),
+            smtp_yaml: Vec::new(),
         }
     }
 }
@@ -438,6 +444,21 @@ impl TestServer {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// The server's peak resident memory so far (VmHWM) and now (VmRSS), in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kib| kib * 1024)
+                .expect("memory field")
+        };
+        (field("VmHWM:"), field("VmRSS:"))
     }
 
     pub fn signal(&self, signal: i32) {
@@ -672,7 +693,8 @@ smtp:
     max_bad_commands: {bad}
     max_sessions_per_ip: {per_ip}
     command_timeout_seconds: {cmd_timeout}
-  workers: 2
+{limits_extra}  workers: 2
+{smtp_extra}
 http:
   address: 127.0.0.1:0
 database:
@@ -695,6 +717,16 @@ logging:
             String::new()
         },
         extra = o.extra_yaml,
+        limits_extra = o
+            .limits_yaml
+            .iter()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>(),
+        smtp_extra = o
+            .smtp_yaml
+            .iter()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>(),
         dir = dir.display(),
         shutdown = o.shutdown_timeout_seconds,
         drain = o.drain_timeout_seconds,

@@ -1,10 +1,10 @@
 //! A raw-bytes SMTP client for malformed input, pipelining and smuggling tests.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 pub struct RawClient {
     stream: TcpStream,
@@ -28,6 +28,25 @@ impl RawClient {
         };
         let greeting = c.reply().await.expect("greeting");
         (c, greeting)
+    }
+
+    /// Connects from a chosen loopback source address (127.0.0.N: each N is another
+    /// client for per-address limits) and reads the greeting.
+    pub async fn connect_from(local: IpAddr, addr: SocketAddr) -> (RawClient, RawReply) {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(local, 0)).expect("bind");
+        let stream = socket.connect(addr).await.expect("connect");
+        let mut c = RawClient {
+            stream,
+            buf: Vec::new(),
+        };
+        let greeting = c.reply().await.expect("greeting");
+        (c, greeting)
+    }
+
+    /// The connection itself, for tests that write without reading.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

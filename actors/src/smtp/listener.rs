@@ -207,3 +207,25 @@ impl Actor for SmtpListener {
         ctx.spawn(fut.into_actor(self).map(|_, _, ctx| ctx.stop()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_prefix_against_the_per_address_limit() {
+        let registry = SessionRegistry::new(100, 2, 64);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = registry.try_register(ip("2001:db8:1:2::1")).unwrap();
+        let _b = registry.try_register(ip("2001:db8:1:2:ffff::2")).unwrap();
+        assert!(
+            registry.try_register(ip("2001:db8:1:2:abcd::3")).is_none(),
+            "a third address of the same /64"
+        );
+        let _c = registry.try_register(ip("2001:db8:1:3::1")).unwrap();
+        drop(a);
+        let d = registry.try_register(ip("2001:db8:1:2::9"));
+        assert!(d.is_some());
+        assert_eq!(registry.active(), 3);
+    }
+}

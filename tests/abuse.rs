@@ -1,0 +1,465 @@
+//! Hostile clients against the real server (issue 12): each attack is reproduced and
+//! the bound asserted from outside — memory from /proc, replies on the wire, the log
+//! and the audit file. The heavy attacks run one at a time (`HEAVY`), so their memory
+//! and timing figures are their own.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::raw::RawClient;
+use common::{Options, PASSWORD, TestServer, base64, deliver_to_bob};
+use tokio::io::AsyncWriteExt;
+
+/// The attacks that load the machine run one after another.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const MIB: u64 = 1024 * 1024;
+
+fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+fn plain(user: &str, password: &str) -> String {
+    base64(&format!("\0{user}\0{password}"))
+}
+
+/// A full transaction to bob from `from` on the inbound listener: the reply code to
+/// the final dot and how long the whole exchange took.
+async fn good_client(server: &TestServer, from: IpAddr, n: usize) -> (u16, Duration) {
+    let started = Instant::now();
+    let (mut c, greeting) = RawClient::connect_from(from, server.inbound).await;
+    assert_eq!(greeting.code, 220);
+    c.expect("EHLO good.test", 250).await;
+    c.expect("MAIL FROM:<good@remote.test>", 250).await;
+    c.expect("RCPT TO:<bob@example.test>", 250).await;
+    c.expect("DATA", 354).await;
+    let body = common::message(
+        "good@remote.test",
+        "bob@example.test",
+        &format!("good-{n}@remote.test"),
+        "hello",
+    );
+    c.send(format!("{body}.\r\n").as_bytes()).await;
+    let code = c.reply().await.expect("reply").code;
+    (code, started.elapsed())
+}
+
+/// Reads the audit file's lines whose event is `event`.
+fn audit_events(server: &TestServer, event: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(server.dir.path().join("audit.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == event)
+        .collect()
+}
+
+/// 150 sessions from five addresses guessing passwords as fast as the server answers:
+/// password checks are bounded node-wide (454 at once over the bound), memory stays
+/// small, the database is never marked down, a well-behaved client on another address
+/// gets 250 within 2 s throughout, and the audit trail is summarised, not one row per
+/// guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_guessing_flood_is_bounded() {
+    let _heavy = HEAVY.lock().await;
+    let server = TestServer::start_with(Options {
+        allow_plaintext_auth: true,
+        max_bad_commands: 1000,
+        extra_yaml: "auth:\n  audit_summary_seconds: 1\n".into(),
+        ..Options::default()
+    });
+    let attack_for = Duration::from_secs(8);
+    let codes = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let mut attackers = Vec::new();
+    for i in 0..150u32 {
+        let (addr, codes) = (server.submission, codes.clone());
+        attackers.push(tokio::spawn(async move {
+            let from = loopback(2 + (i % 5) as u8);
+            let (mut c, _) = RawClient::connect_from(from, addr).await;
+            c.expect("EHLO attacker.test", 250).await;
+            let started = Instant::now();
+            let mut attempts = 0;
+            while started.elapsed() < attack_for && attempts < 200 {
+                let user = format!("user{}@example.test", attempts % 7);
+                c.send(format!("AUTH PLAIN {}\r\n", plain(&user, "guess")).as_bytes())
+                    .await;
+                let Some(reply) = c.reply().await else { break };
+                *codes.lock().unwrap().entry(reply.code).or_insert(0u32) += 1;
+                attempts += 1;
+            }
+        }));
+    }
+    // The well-behaved client keeps sending while the attack runs.
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut n = 0;
+    while started.elapsed() < attack_for {
+        let (code, took) = good_client(&server, loopback(200), n).await;
+        assert_eq!(code, 250, "good client refused during the attack");
+        latencies.push(took);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for a in attackers {
+        a.await.unwrap();
+    }
+    let codes = codes.lock().unwrap().clone();
+    let attempts: u32 = codes.values().sum();
+    let (peak, _) = server.rss();
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "AUTH flood: {attempts} attempts, replies {codes:?}, peak RSS {} MiB, good client {} transactions, worst {worst:?}",
+        peak / MIB,
+        latencies.len()
+    );
+    assert!(attempts >= 150, "the attack did not run: {codes:?}");
+    assert!(
+        codes.keys().all(|c| *c == 535 || *c == 454),
+        "unexpected replies: {codes:?}"
+    );
+    assert!(
+        codes.contains_key(&454),
+        "no attempt was bounded: {codes:?}"
+    );
+    assert!(peak < 300 * MIB, "peak RSS {} MiB", peak / MIB);
+    assert!(worst < Duration::from_secs(2), "good client took {worst:?}");
+    assert!(
+        !server.log_contains("dependency_down"),
+        "the database was marked down"
+    );
+    // Audit: the first failure of each address, the lockouts, then summaries.
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            !audit_events(&server, "auth.login_failures").is_empty()
+        })
+        .await,
+        "no failure summary"
+    );
+    let single = audit_events(&server, "auth.login").len();
+    let lockouts = audit_events(&server, "auth.lockout").len();
+    assert!(
+        single <= 5 * 10,
+        "{single} single audit entries for {attempts} attempts"
+    );
+    // Most attempts find no free check slot (454 at once); no address gets more than
+    // `max_failures_per_address` (10) guesses checked before its lockout.
+    assert!(
+        codes.get(&535).copied().unwrap_or(0) <= 5 * 10,
+        "more guesses checked than the lockout allows: {codes:?}"
+    );
+    assert!(lockouts >= 1, "no address locked out");
+    let summarised: u64 = audit_events(&server, "auth.login_failures")
+        .iter()
+        .filter_map(|e| {
+            let d = &e["details"];
+            Some(d["failures"].as_u64()? + d["refused_locked_out"].as_u64()?)
+        })
+        .sum();
+    assert!(summarised > 0, "summaries count nothing");
+}
+
+/// Failures are counted across connections: an address that failed
+/// `max_failures_per_address` times is locked out, even with the right password, while
+/// another address logs in; an account attacked from many addresses is locked for new
+/// addresses but not for one that logged into it before.
+#[tokio::test]
+async fn failed_logins_lock_out_address_and_account_across_connections() {
+    let server = TestServer::start_with(Options {
+        allow_plaintext_auth: true,
+        extra_yaml: "auth:\n  max_failures_per_address: 3\n  max_failures_per_account: 6\n  failure_delay_ms: 10\n  max_failure_delay_ms: 40\n".into(),
+        ..Options::default()
+    });
+    let bob = TestServer::address("bob");
+    async fn attempt(server: &TestServer, from: u8, user: &str, password: &str) -> u16 {
+        let (mut c, _) = RawClient::connect_from(loopback(from), server.submission).await;
+        c.expect("EHLO client.test", 250).await;
+        c.cmd(&format!("AUTH PLAIN {}", plain(user, password)))
+            .await
+            .code
+    }
+    // bob logs in from .9 first: that address is trusted for bob from now on.
+    assert_eq!(attempt(&server, 9, &bob, PASSWORD).await, 235);
+    for _ in 0..3 {
+        assert_eq!(attempt(&server, 2, &bob, "wrong").await, 535);
+    }
+    assert_eq!(
+        attempt(&server, 2, &bob, PASSWORD).await,
+        454,
+        "locked-out address"
+    );
+    assert_eq!(attempt(&server, 3, &bob, PASSWORD).await, 235);
+    for from in [4, 5, 6] {
+        assert_eq!(attempt(&server, from, &bob, "wrong").await, 535);
+    }
+    // Six failures for bob in all: locked for a new address, not for .9.
+    assert_eq!(attempt(&server, 7, &bob, PASSWORD).await, 454);
+    assert_eq!(attempt(&server, 9, &bob, PASSWORD).await, 235);
+    let alice = TestServer::address("alice");
+    assert_eq!(attempt(&server, 7, &alice, PASSWORD).await, 235);
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            audit_events(&server, "auth.lockout").len() >= 2
+        })
+        .await,
+        "lockouts audited"
+    );
+}
+
+#[tokio::test]
+async fn auth_is_not_offered_on_inbound_unless_configured() {
+    let server = TestServer::start_with(Options {
+        allow_plaintext_auth: true,
+        ..Options::default()
+    });
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    let ehlo = c.expect("EHLO client.test", 250).await;
+    assert!(!ehlo.text.contains("AUTH"), "{}", ehlo.text);
+    let r = c
+        .expect(
+            &format!(
+                "AUTH PLAIN {}",
+                plain(&TestServer::address("bob"), PASSWORD)
+            ),
+            503,
+        )
+        .await;
+    assert!(r.text.starts_with("5.5.1"), "{}", r.text);
+
+    let server = TestServer::start_with(Options {
+        allow_plaintext_auth: true,
+        smtp_yaml: vec!["auth_on_inbound: true".into()],
+        ..Options::default()
+    });
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    let ehlo = c.expect("EHLO client.test", 250).await;
+    assert!(ehlo.text.contains("AUTH PLAIN LOGIN"), "{}", ehlo.text);
+    c.expect(
+        &format!(
+            "AUTH PLAIN {}",
+            plain(&TestServer::address("bob"), PASSWORD)
+        ),
+        235,
+    )
+    .await;
+}
+
+/// 40 sessions each send 24 MiB of DATA and withhold the final dot: the bodies go to
+/// spool files, not memory; a well-behaved client still gets 250 at once, and once the
+/// attackers leave a large message is still accepted (the memory budget came back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unterminated_large_bodies_do_not_fill_memory() {
+    let _heavy = HEAVY.lock().await;
+    let server = TestServer::start_with(Options {
+        max_message_size: 25 * MIB as usize,
+        ..Options::default()
+    });
+    let (before, _) = server.rss();
+    let line = {
+        let mut l = vec![b'x'; 998];
+        l.extend_from_slice(b"\r\n");
+        l
+    };
+    let chunk: Vec<u8> = line.repeat(1000);
+    let per_session = 24 * MIB as usize;
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::channel::<()>(40);
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let mut attackers = Vec::new();
+    for i in 0..40u8 {
+        let (addr, chunk, sent_tx, mut release_rx) = (
+            server.inbound,
+            chunk.clone(),
+            sent_tx.clone(),
+            release_rx.clone(),
+        );
+        attackers.push(tokio::spawn(async move {
+            let (mut c, _) = RawClient::connect_from(loopback(10 + i % 4), addr).await;
+            c.begin_data("bob@example.test").await;
+            let mut sent = 0;
+            while sent < per_session {
+                c.stream().write_all(&chunk).await.expect("body");
+                sent += chunk.len();
+            }
+            sent_tx.send(()).await.unwrap();
+            // Hold the session open, without the final dot, until told to go.
+            let _ = release_rx.wait_for(|r| *r).await;
+        }));
+    }
+    drop(sent_tx);
+    for _ in 0..40 {
+        sent_rx.recv().await.expect("attacker sent its body");
+    }
+    // Everything the attackers sent has been written; let the server take it in.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, took) = good_client(&server, loopback(200), 0).await;
+    let (peak, now) = server.rss();
+    eprintln!(
+        "40 × 24 MiB unterminated: RSS before {} MiB, peak {} MiB, now {} MiB; good client {code} in {took:?}",
+        before / MIB,
+        peak / MIB,
+        now / MIB
+    );
+    assert_eq!(code, 250);
+    assert!(took < Duration::from_secs(2), "good client took {took:?}");
+    assert!(peak < 300 * MIB, "peak RSS {} MiB", peak / MIB);
+    release_tx.send(true).unwrap();
+    for a in attackers {
+        a.await.unwrap();
+    }
+    // A 20 MiB message (spooled, read back within the budget) is stored whole.
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    c.begin_data("bob@example.test").await;
+    let mut body = b"Subject: big\r\nMessage-ID: <big@remote.test>\r\n\r\n".to_vec();
+    while body.len() < 20 * MIB as usize {
+        body.extend_from_slice(&line);
+    }
+    c.stream().write_all(&body).await.unwrap();
+    c.send(b".\r\n").await;
+    assert_eq!(c.reply().await.expect("reply").code, 250);
+    let stored = server.messages_with_id("big@remote.test").await;
+    assert_eq!(stored.len(), 1);
+    let object = server.object(&stored[0].object_key).await.expect("body");
+    assert!(object.ends_with(&body[body.len() - 1000..]));
+    assert_eq!(stored[0].size as usize, object.len());
+}
+
+/// DATA that trickles in below the minimum rate, and a session kept alive with NOOPs
+/// past its lifetime, are both ended with 421 4.4.2.
+#[tokio::test]
+async fn trickling_and_endless_sessions_are_cut_off() {
+    let server = TestServer::start_with(Options {
+        limits_yaml: vec![
+            "data_timeout_seconds: 2".into(),
+            "data_min_rate_bytes_per_second: 1000".into(),
+            "max_session_seconds: 4".into(),
+        ],
+        ..Options::default()
+    });
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    c.begin_data("bob@example.test").await;
+    let started = Instant::now();
+    // One byte every 0.5 s: never idle for the 2 s DATA timeout, far below 1000 B/s.
+    let reply = loop {
+        c.stream().write_all(b"x").await.expect("trickle");
+        if let Ok(reply) = tokio::time::timeout(Duration::from_millis(500), c.reply()).await {
+            break reply.expect("a reply before the close");
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
+    };
+    assert_eq!(reply.code, 421, "{}", reply.text);
+    assert!(reply.text.starts_with("4.4.2"), "{}", reply.text);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(c.closed().await);
+
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    let started = Instant::now();
+    let reply = loop {
+        let r = c.cmd("NOOP").await;
+        if r.code != 250 {
+            break r;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(reply.code, 421, "{}", reply.text);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(c.closed().await);
+}
+
+/// Five clients pipeline NOOPs and never read a reply: each is disconnected within the
+/// write timeout once its receive window is full.
+#[tokio::test]
+async fn clients_that_never_read_are_dropped() {
+    let server = TestServer::start_with(Options {
+        limits_yaml: vec!["write_timeout_seconds: 2".into()],
+        ..Options::default()
+    });
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let addr = server.inbound;
+        clients.push(tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mut stream = socket.connect(addr).await.unwrap();
+            let noops = b"NOOP\r\n".repeat(10_000);
+            let started = Instant::now();
+            // Write until the server drops us; every write is bounded so a stuck
+            // server shows as a failure, not a hang.
+            loop {
+                match tokio::time::timeout(Duration::from_secs(5), stream.write_all(&noops)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return started.elapsed(),
+                    Err(_) => {}
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "a client that never reads kept its session"
+                );
+            }
+        }));
+    }
+    for c in clients {
+        let took = c.await.unwrap();
+        assert!(took < Duration::from_secs(20), "dropped after {took:?}");
+    }
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            server.log_contains("write_timeout")
+        })
+        .await
+    );
+    // The server still serves others.
+    assert_eq!(
+        deliver_to_bob(&server, "after-noop@remote.test").await.code,
+        250
+    );
+}
+
+/// A ~1 MiB `POST /send` naming 16,000 recipients is refused before any lookup.
+#[tokio::test]
+async fn send_with_thousands_of_recipients_is_refused_at_once() {
+    let server = TestServer::start();
+    let key = server.admin_key();
+    let bob = TestServer::address("bob");
+    let to: Vec<String> = (0..16_000)
+        .map(|i| {
+            format!(
+                "recipient-number-{i:05}-with-a-longer-name@remote-{:02}.test",
+                i % 97
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "from": bob, "to": to, "subject": "many", "text": "x",
+    })
+    .to_string();
+    assert!(
+        body.len() > 900_000 && body.len() < 1024 * 1024,
+        "{}",
+        body.len()
+    );
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/send", server.http);
+    // Warm the connection and the key check, then time the refusal itself.
+    let _ = client
+        .get(format!("http://{}/health", server.http))
+        .send()
+        .await;
+    let started = Instant::now();
+    let response = client
+        .post(&url)
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let answer: serde_json::Value = response.json().await.unwrap();
+    eprintln!("/send with 16,000 recipients: {status} in {took:?}");
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("max_recipients"), "{answer}");
+    assert!(took < Duration::from_millis(100), "took {took:?}");
+}
