@@ -97,6 +97,8 @@ DASHBOARDS = {
             panel(4, "Transaction duration (MAIL FROM to the reply after DATA)", quantiles("mairust_smtp_duration_seconds", "listener", "{{listener}}"), "s", x=12, y=8),
             panel(5, "Error replies per second by code", [(f"sum by (listener, code) (rate(mairust_smtp_errors_total{{{SEL}}}[$__rate_interval]))", "{{listener}} {{code}}")], "ops", x=0, y=16),
             panel(6, "AUTH attempts per second", [(f"sum by (listener, result) (rate(mairust_smtp_auth_total{{{SEL}}}[$__rate_interval]))", "{{listener}} {{result}}")], "ops", x=12, y=16),
+            panel(7, "Resource limits hit per second", [(f"sum by (limit) (rate(mairust_limit_hits_total{{{SEL}}}[$__rate_interval]))", "{{limit}}")], "ops", x=0, y=24, w=24,
+                  description="Clients running into a bound: auth_busy (no password-check slot: 454), auth_locked (lockout: 454), data_spooled (body written to disk), data_memory (no memory for a finished body: 451), data_rate (DATA too slow: 421), session_lifetime, write_timeout (client not reading)"),
         ],
         "SMTP listeners: connections, sessions, messages, errors, latency, logins",
     ),

@@ -30,6 +30,7 @@ pub const FAMILIES: &[&str] = &[
     "mairust_storage_limit_bytes",
     "mairust_hook_calls_total",
     "mairust_plugin_errors_total",
+    "mairust_limit_hits_total",
     "mairust_up",
 ];
 
