@@ -4,12 +4,15 @@
 //!   reload`), `logging.format` `text` or `json`, on standard output or in
 //!   `logging.file` with size rotation and gzip of rotated files. A JSON line always has
 //!   `timestamp`, `level`, `component`, `message`, and the `request_id` / `session_id`
-//!   of the request or SMTP session it belongs to, then the event's own fields.
+//!   of the request or SMTP session it belongs to, then the event's own fields. No
+//!   control character reaches either format raw ([`escape`]).
 //! - Traces: with `telemetry.tracing.enabled`, spans of the `mairust*` crates and the
 //!   HTTP root spans of tracing-actix-web go to an OTLP/HTTP collector, sampled at
 //!   `sample_rate` (parent-based: a sampled `traceparent` is followed; SMTP transactions
 //!   are sampled when they begin, see [`mairust_actors::trace`]). The level filter of the
 //!   logs does not apply to them.
+
+pub mod escape;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -74,6 +77,7 @@ pub fn init(config: &Config) -> anyhow::Result<Telemetry> {
             .with_filter(level)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .fmt_fields(escape::EscapedFields)
             .with_ansi(to_terminal)
             .with_writer(writer)
             .with_filter(level)
@@ -236,6 +240,7 @@ pub fn set_level(level: &str) -> Result<(), String> {
 /// CLI commands log only warnings, to standard error, so their output stays clean.
 pub fn init_cli() {
     let _ = tracing_subscriber::fmt()
+        .fmt_fields(escape::EscapedFields)
         .with_env_filter(EnvFilter::new("warn,sqlx=error"))
         .with_writer(std::io::stderr)
         .try_init();
@@ -382,7 +387,7 @@ where
         line.extend(fields);
         // The module, unless the event has a `target` of its own (audit entries do).
         line.entry("target").or_insert_with(|| meta.target().into());
-        writeln!(writer, "{}", Value::Object(line))
+        writeln!(writer, "{}", escape::json_line(&Value::Object(line)))
     }
 }
 

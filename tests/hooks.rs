@@ -1,19 +1,31 @@
 //! HTTP hooks (SPEC M9) against a real local HTTP receiver that checks the HMAC
 //! signature: pre_receive verdicts reach the SMTP client as the right codes, tags land
 //! on the stored message, timeouts follow on_timeout, and the circuit breaker opens,
-//! keeps SMTP fast while open, and closes again after its cool-down.
+//! keeps SMTP fast while open, and closes again after its cool-down. `hook_policy`:
+//! loopback targets (by address or by name) are refused unless allowed, redirects are
+//! not followed, answers are read up to a cap, and the API's test call tells only status
+//! and latency.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::hook_receiver::{Answer, HookReceiver};
+use common::hook_receiver::{ALLOW_LOOPBACK, Answer, HookReceiver};
 use common::{Options, TestServer, eventually};
 use serde_json::json;
 
 const SECRET: &str = "a-secret-of-enough-length";
 
+/// The receivers listen on 127.0.0.1, which these servers allow.
 fn options(hooks: &[String]) -> Options {
+    Options {
+        extra_yaml: format!("{ALLOW_LOOPBACK}hooks:\n{}", hooks.concat()),
+        ..Options::default()
+    }
+}
+
+/// The default `hook_policy`: no loopback.
+fn default_policy(hooks: &[String]) -> Options {
     Options {
         extra_yaml: format!("hooks:\n{}", hooks.concat()),
         ..Options::default()
@@ -129,8 +141,8 @@ async fn breaker_opens_keeps_smtp_fast_and_recovers() {
     // Each failing call takes a second, so a skipped call is plain to see.
     receiver.always(Answer {
         status: 500,
-        body: "{}".into(),
         delay: Duration::from_millis(1000),
+        ..Answer::json(json!({}))
     });
     let server = TestServer::start_with(options(&[hook(
         "flaky",
@@ -201,8 +213,7 @@ async fn the_api_shows_resets_and_tests_hooks() {
     let receiver = HookReceiver::start(SECRET);
     receiver.always(Answer {
         status: 503,
-        body: "{}".into(),
-        delay: Duration::ZERO,
+        ..Answer::json(json!({}))
     });
     let server = TestServer::start_with(options(&[hook(
         "flaky",
@@ -373,4 +384,282 @@ async fn hooks_created_through_the_api_take_effect() {
     assert_eq!(s, 204);
     let (s, _) = call(reqwest::Method::GET, "/hooks/api-policy", None).await;
     assert_eq!(s, 404);
+}
+
+/// `mairust_hook_calls_total{hook, result}` as the server exports it (0 when absent).
+async fn hook_calls(server: &TestServer, hook: &str, result: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (hook, result) = (format!("hook=\"{hook}\""), format!("result=\"{result}\""));
+    text.lines()
+        .filter(|l| l.starts_with("mairust_hook_calls_total{"))
+        .filter(|l| l.contains(&hook) && l.contains(&result))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The server's log lines with this `event`, once there are `n` of them (the log is
+/// read from the server's output as it comes).
+async fn events(server: &TestServer, event: &str, n: usize) -> Vec<serde_json::Value> {
+    let found = || {
+        server
+            .log_lines()
+            .into_iter()
+            .filter(|l| l["event"] == event)
+            .collect::<Vec<_>>()
+    };
+    eventually(Duration::from_secs(10), || async { found().len() >= n }).await;
+    found()
+}
+
+#[tokio::test]
+async fn loopback_targets_are_refused_by_address_and_by_name() {
+    let receiver = HookReceiver::start(SECRET);
+    let port = receiver.addr.port();
+    let server = TestServer::start_with(default_policy(&[
+        hook(
+            "by-address",
+            "pre_receive",
+            &format!("http://127.0.0.1:{port}/"),
+            "    on_error: allow\n    breaker_failures: 1\n",
+        ),
+        hook(
+            "by-name",
+            "pre_receive",
+            &format!("http://localhost:{port}/hook"),
+            "    on_error: reject\n",
+        ),
+    ]));
+    // by-address is refused and allows (its on_error); by-name is refused and rejects.
+    let r = send(&server, "refused@remote.test").await;
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (550, "5.7.1 rejected by policy (error)")
+    );
+    assert!(receiver.calls().is_empty(), "no request reached the target");
+
+    let refused = events(&server, "hook_target_refused", 2).await;
+    let by = |id: &str| {
+        refused
+            .iter()
+            .find(|l| l["hook"] == id)
+            .unwrap_or_else(|| panic!("no refusal of {id}: {refused:?}"))
+            .clone()
+    };
+    let (address, name) = (by("by-address"), by("by-name"));
+    assert_eq!(
+        (&address["host"], &address["address"], &address["range"]),
+        (&json!("127.0.0.1"), &json!("127.0.0.1"), &json!("loopback"))
+    );
+    assert_eq!(name["host"], "localhost");
+    let resolved: std::net::IpAddr = name["address"].as_str().unwrap().parse().unwrap();
+    assert!(resolved.is_loopback(), "{name}");
+    assert_eq!(address["level"], "warn");
+    // A refusal is a hook error: counted, and it opens the breaker like one.
+    assert_eq!(hook_calls(&server, "by-address", "error").await, 1.0);
+    assert_eq!(hook_calls(&server, "by-name", "error").await, 1.0);
+    let opened = events(&server, "breaker_open", 1).await;
+    assert_eq!(opened[0]["hook"], "by-address", "{opened:?}");
+
+    // Hooks created through the API obey the same policy: a refused IP literal at once,
+    // a name at each call.
+    let key = server.admin_key();
+    let client = reqwest::Client::new();
+    let create = |url: String| {
+        let request = client
+            .post(format!("http://{}/api/v1/hooks", server.http))
+            .bearer_auth(&key)
+            .json(&json!({
+                "id": "api-hook",
+                "event": "post_receive",
+                "url": url,
+                "secret": SECRET,
+            }));
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    for literal in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+    ] {
+        let (status, body) = create(literal.clone()).await;
+        assert_eq!(status, 422, "{literal}: {body}");
+        assert_eq!(body["error"]["details"][0]["field"], "url", "{body}");
+    }
+    let (status, body) = create(format!("http://localhost:{port}/hook")).await;
+    assert_eq!(status, 201, "{body}");
+    let test: serde_json::Value = client
+        .post(format!("http://{}/api/v1/hooks/api-hook/test", server.http))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&test["ok"], &test["status"], &test["error"]),
+        (&json!(false), &json!(null), &json!("target_refused")),
+        "{test}"
+    );
+    assert!(
+        receiver.calls().is_empty(),
+        "still nothing reached the target"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let elsewhere = HookReceiver::start(SECRET);
+    let moved = HookReceiver::start(SECRET);
+    moved.always(Answer::redirect(&elsewhere.url()));
+    let server = TestServer::start_with(options(&[hook(
+        "moved",
+        "pre_receive",
+        &moved.url(),
+        "    on_error: tempfail\n",
+    )]));
+    let r = send(&server, "redirected@remote.test").await;
+    assert_eq!(r.code, 451, "a 3xx is an error (on_error tempfail): {r:?}");
+    assert_eq!(moved.calls().len(), 1);
+    assert_eq!(hook_calls(&server, "moved", "error").await, 1.0);
+    let errors = events(&server, "hook_error", 1).await;
+    assert!(
+        errors[0]["error"].as_str().unwrap().contains("307"),
+        "{errors:?}"
+    );
+
+    let key = server.admin_key();
+    let test: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/hooks/moved/test", server.http))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((&test["ok"], &test["status"]), (&json!(false), &json!(307)));
+    assert_eq!(moved.calls().len(), 2);
+    assert!(
+        elsewhere.calls().is_empty(),
+        "neither the message nor its signature went to the redirect's target"
+    );
+}
+
+#[tokio::test]
+async fn answers_past_the_size_cap_are_errors() {
+    let receiver = HookReceiver::start(SECRET);
+    let big = json!({"action": "allow", "message": "x".repeat(2000)});
+    receiver.script(&[
+        Answer::json(big.clone()),
+        // Without a Content-Length: the cap holds on the bytes read.
+        Answer {
+            no_length: true,
+            ..Answer::json(big)
+        },
+        Answer::json(json!({"action": "allow"})),
+    ]);
+    let server = TestServer::start_with(Options {
+        extra_yaml: format!(
+            "hook_policy:\n  allowed_networks: [127.0.0.0/8]\n  max_response_bytes: 1024\nhooks:\n{}",
+            hook(
+                "chatty",
+                "pre_receive",
+                &receiver.url(),
+                "    on_error: reject\n    breaker_failures: 10\n"
+            )
+        ),
+        ..Options::default()
+    });
+    assert_eq!(send(&server, "big-sized@remote.test").await.code, 550);
+    assert_eq!(send(&server, "big-no_length@remote.test").await.code, 550);
+    assert_eq!(
+        send(&server, "small@remote.test").await.code,
+        250,
+        "an answer under the cap is read"
+    );
+    assert_eq!(receiver.calls().len(), 3);
+    assert_eq!(hook_calls(&server, "chatty", "error").await, 2.0);
+    assert_eq!(hook_calls(&server, "chatty", "allow").await, 1.0);
+    let errors = events(&server, "hook_error", 2).await;
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["error"].as_str().unwrap().contains("max_response_bytes")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn test_calls_tell_status_and_latency_only_and_are_audited() {
+    let receiver = HookReceiver::start(SECRET);
+    receiver.always(Answer {
+        status: 418,
+        ..Answer::json(json!({"internal": "do-not-leak-this"}))
+    });
+    let server = TestServer::start_with(options(&[
+        hook("probe", "pre_receive", &receiver.url(), ""),
+        hook(
+            "paused",
+            "pre_receive",
+            &receiver.url(),
+            "    enabled: false\n",
+        ),
+    ]));
+    let key = server.admin_key();
+    let client = reqwest::Client::new();
+    let test = |id: &str| {
+        client
+            .post(format!("http://{}/api/v1/hooks/{id}/test", server.http))
+            .bearer_auth(&key)
+            .send()
+    };
+
+    let resp = test("probe").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("do-not-leak-this"), "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["error", "latency_ms", "ok", "status"], "{body}");
+    assert_eq!(
+        (&body["ok"], &body["status"], &body["error"]),
+        (&json!(false), &json!(418), &json!(null))
+    );
+    assert_eq!(receiver.calls().len(), 1);
+
+    let resp = test("paused").await.unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "CONFLICT", "{body}");
+    assert_eq!(receiver.calls().len(), 1, "a disabled hook is not called");
+
+    let audit = server.get_json(&key, "/api/v1/audit?event=hook.test").await;
+    let entries = audit["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "the completed test call only: {audit}");
+    assert_eq!(entries[0]["target"], "probe");
+    assert_eq!(entries[0]["outcome"], "success");
+    assert_eq!(entries[0]["details"]["status"], 418, "{audit}");
+    assert!(
+        entries[0]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("api-key:"),
+        "{audit}"
+    );
 }

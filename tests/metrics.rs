@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::hook_receiver::{Answer, HookReceiver};
+use common::hook_receiver::{ALLOW_LOOPBACK, Answer, HookReceiver};
 use common::raw::RawClient;
 use common::{Options, PASSWORD, TestServer, eventually, message};
 use serde_json::json;
@@ -159,7 +159,7 @@ async fn metrics_move_with_real_traffic() {
     let dead = common::free_port();
     let server = TestServer::start_with(Options {
         extra_yaml: format!(
-            "hooks:\n  - id: scan\n    event: pre_receive\n    url: {}\n    secret: a-secret-of-enough-length\n  - id: archive\n    event: post_receive\n    url: http://127.0.0.1:{dead}/\n    secret: a-secret-of-enough-length\n    breaker_failures: 100\ndelivery:\n  routes:\n    remote.test: 127.0.0.1:{dead}\n  connect_timeout_seconds: 1\nqueue:\n  poll_interval_seconds: 0.2\n",
+            "{ALLOW_LOOPBACK}hooks:\n  - id: scan\n    event: pre_receive\n    url: {}\n    secret: a-secret-of-enough-length\n  - id: archive\n    event: post_receive\n    url: http://127.0.0.1:{dead}/\n    secret: a-secret-of-enough-length\n    breaker_failures: 100\ndelivery:\n  routes:\n    remote.test: 127.0.0.1:{dead}\n  connect_timeout_seconds: 1\nqueue:\n  poll_interval_seconds: 0.2\n",
             receiver.url()
         ),
         ..Options::default()

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::hook_receiver::HookReceiver;
+use common::hook_receiver::{ALLOW_LOOPBACK, HookReceiver};
 use common::otlp::{OtlpReceiver, Span};
 use common::{Options, TestServer};
 use serde_json::Value;
@@ -328,7 +328,7 @@ fn assert_whole_transaction(spans: &[Span], txn: &Span) {
 fn tracing_options(collector: &OtlpReceiver, rate: f64, hook_url: &str) -> Options {
     Options {
         extra_yaml: format!(
-            "telemetry:\n  tracing:\n    enabled: true\n    exporter: otlp\n    endpoint: {}\n    sample_rate: {rate}\nhooks:\n  - id: scan\n    event: pre_receive\n    url: {hook_url}\n    secret: a-secret-of-enough-length\n",
+            "telemetry:\n  tracing:\n    enabled: true\n    exporter: otlp\n    endpoint: {}\n    sample_rate: {rate}\n{ALLOW_LOOPBACK}hooks:\n  - id: scan\n    event: pre_receive\n    url: {hook_url}\n    secret: a-secret-of-enough-length\n",
             collector.endpoint()
         ),
         ..Options::default()

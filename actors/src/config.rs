@@ -48,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     pub hooks: Vec<HookConfig>,
     #[serde(default)]
+    pub hook_policy: HookPolicyConfig,
+    #[serde(default)]
     pub queue: QueueConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -641,6 +643,69 @@ impl HookConfig {
     }
 }
 
+/// Where every hook (config.yaml's and the API's) may connect, and how much of its
+/// answer is read. A hook is an HTTP request the server makes for whoever holds an admin
+/// key, so by default it reaches public addresses only: not the server's own loopback
+/// services, the cloud metadata address (169.254.169.254) or the private network behind
+/// it. The address checked is the one connected to, after DNS resolution.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HookPolicyConfig {
+    /// Networks hooks may reach although they are loopback, private, link-local,
+    /// unique-local, CGNAT, multicast or reserved: `127.0.0.1/32` for a filter on this
+    /// host, `10.20.0.0/16` for a hook service on the internal network (a bare address
+    /// means that address alone). Public addresses are always allowed.
+    pub allowed_networks: Vec<String>,
+    /// Longest hook answer read, in bytes; a longer one is an error (`on_error`), so a
+    /// hook cannot make the server buffer without end.
+    pub max_response_bytes: usize,
+}
+
+impl Default for HookPolicyConfig {
+    fn default() -> Self {
+        HookPolicyConfig {
+            allowed_networks: Vec::new(),
+            max_response_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Largest `hook_policy.max_response_bytes`: hook answers are a few hundred bytes.
+pub const MAX_HOOK_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+impl HookPolicyConfig {
+    /// `allowed_networks` parsed; the error names the entry (`hook_policy.allowed_networks[1]`).
+    pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.allowed_networks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.trim();
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| {
+                        ConfigError::new(
+                            format!("hook_policy.allowed_networks[{i}]"),
+                            format!("`{s}` is not a network like 10.20.0.0/16 or an IP address"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.networks()?;
+        if !(1..=MAX_HOOK_RESPONSE_BYTES).contains(&self.max_response_bytes) {
+            return Err(ConfigError::new(
+                "hook_policy.max_response_bytes",
+                format!("must be between 1 and {MAX_HOOK_RESPONSE_BYTES}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_hook_timeout_ms() -> u64 {
     2000
 }
@@ -1047,6 +1112,7 @@ impl Config {
     }
 
     fn validate_hooks(&self) -> Result<(), ConfigError> {
+        self.hook_policy.validate()?;
         let mut ids = std::collections::HashSet::new();
         for (i, h) in self.hooks.iter().enumerate() {
             if !ids.insert(h.id.as_str()) {

@@ -183,7 +183,8 @@ impl Supervisor {
             Some(t) => Some(tls::load_acceptor(t, &config.server.hostname)?),
             None => None,
         };
-        let hooks = Arc::new(HookDispatcher::new(&config.hooks));
+        let policy = crate::hooks::TargetPolicy::from_config(&config.hook_policy)?;
+        let hooks = Arc::new(HookDispatcher::new(&config.hooks, policy)?);
         if let Err(e) = hooks.refresh(&db).await {
             tracing::warn!(component = "hook", error = %e, "hooks from the database not loaded yet");
         }

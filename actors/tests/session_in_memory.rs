@@ -40,6 +40,7 @@ fn config(dir: &std::path::Path) -> Config {
         logging: Default::default(),
         api: Default::default(),
         hooks: Vec::new(),
+        hook_policy: Default::default(),
         queue: Default::default(),
         delivery: Default::default(),
         audit: Default::default(),
@@ -90,7 +91,9 @@ async fn a_whole_transaction_over_a_pipe() {
         health_monitor: monitor.recipient(),
         tls: None,
         shutdown: phase_rx,
-        hooks: Arc::new(mairust_actors::hooks::HookDispatcher::new(&[])),
+        hooks: Arc::new(
+            mairust_actors::hooks::HookDispatcher::new(&[], Default::default()).unwrap(),
+        ),
         audit: mairust_actors::audit::AuditLog::open(&Default::default(), db.clone(), "test")
             .unwrap(),
     });

@@ -15,6 +15,8 @@ use mairust_actors::storage::BodyStore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::telemetry::escape::{self, escape};
+
 /// The address to reach a listener configured as `address` (0.0.0.0 → 127.0.0.1).
 fn reachable(address: &str, key: &str) -> anyhow::Result<SocketAddr> {
     let mut addr: SocketAddr = address
@@ -358,7 +360,7 @@ pub struct LogsArgs {
     /// Keep printing new lines as they are written (follows rotation).
     #[arg(long)]
     follow: bool,
-    /// Print the JSON lines as they are.
+    /// Print the JSON lines (control characters escaped, as everywhere).
     #[arg(long)]
     json: bool,
 }
@@ -381,7 +383,9 @@ struct LogFilter {
 }
 
 impl LogFilter {
-    /// The line to print, if it passes the filter.
+    /// The line to print, if it passes the filter. Whatever wrote the file, no control
+    /// character is printed raw: JSON strings may hold DEL and C1 raw, and a decoded
+    /// string holds whatever its escapes said.
     fn show(&self, line: &str) -> Option<String> {
         let v: Value = serde_json::from_str(line).ok()?;
         if let Some(c) = &self.component
@@ -393,14 +397,15 @@ impl LogFilter {
             return None;
         }
         if self.json {
-            return Some(line.to_string());
+            return Some(escape::json_line(&v));
         }
+        let text = |key: &str| escape(v[key].as_str().unwrap_or("")).into_owned();
         let mut out = format!(
             "{} {:5} {:10} {}",
-            v["timestamp"].as_str().unwrap_or(""),
-            v["level"].as_str().unwrap_or(""),
-            v["component"].as_str().unwrap_or(""),
-            v["message"].as_str().unwrap_or("")
+            text("timestamp"),
+            text("level"),
+            text("component"),
+            text("message")
         );
         if let Some(fields) = v.as_object() {
             for (k, value) in fields {
@@ -410,9 +415,10 @@ impl LogFilter {
                 ) {
                     continue;
                 }
+                let k = escape(k);
                 match value {
-                    Value::String(s) => out.push_str(&format!(" {k}={s}")),
-                    other => out.push_str(&format!(" {k}={other}")),
+                    Value::String(s) => out.push_str(&format!(" {k}={}", escape(s))),
+                    other => out.push_str(&format!(" {k}={}", escape::json_line(other))),
                 }
             }
         }
@@ -496,5 +502,42 @@ async fn follow(path: &Path, mut file: std::fs::File, filter: &LogFilter) -> any
         {
             reader.rewind()?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(json: bool) -> LogFilter {
+        LogFilter {
+            component: None,
+            min: 0,
+            json,
+        }
+    }
+
+    /// A line as another program may have written it: valid JSON with DEL and C1 raw
+    /// inside its strings, and C0 escaped (which decoding turns back into raw bytes).
+    const FOREIGN: &str = "{\"timestamp\":\"2026-01-01T00:00:00Z\",\"level\":\"warn\",\"component\":\"smtp\",\"message\":\"auth\\r\\n2026-01-01T00:00:00Z  INFO forged\",\"user\":\"a\u{7f}b\u{9b}31m\\u001b[31m\",\"n\":1}";
+
+    #[test]
+    fn plain_output_has_no_raw_control_characters() {
+        let out = filter(false).show(FOREIGN).unwrap();
+        assert!(!out.contains(char::is_control), "{out:?}");
+        assert!(
+            out.contains(r"auth\r\n2026-01-01T00:00:00Z  INFO forged"),
+            "{out}"
+        );
+        assert!(out.contains(r"user=a\u{7f}b\u{9b}31m\u{1b}[31m"), "{out}");
+        assert!(out.contains(" n=1"), "{out}");
+    }
+
+    #[test]
+    fn json_output_has_no_raw_control_characters_and_stays_json() {
+        let out = filter(true).show(FOREIGN).unwrap();
+        assert!(!out.contains(char::is_control), "{out:?}");
+        let original: Value = serde_json::from_str(FOREIGN).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), original);
     }
 }

@@ -1,6 +1,6 @@
 //! Configuration reload (SPEC O4, O15): on SIGHUP the server reads its configuration
 //! file again and, when it is valid, applies what can change at run time — the log level,
-//! config.yaml's hooks, the rate limits (`api.auth_failures_per_minute`,
+//! config.yaml's hooks and `hook_policy`, the rate limits (`api.auth_failures_per_minute`,
 //! `smtp.limits.max_sessions`, `max_sessions_per_ip`) — and names the changed sections
 //! that need a restart. An invalid file changes nothing. Either way an audit entry
 //! `config.reload` says what happened.
@@ -129,6 +129,19 @@ pub fn apply(path: &Path, started: &Config, applied: &mut Config, live: &Reloada
         live.handles.hooks.set_config_hooks(&new.hooks);
         applied.hooks = new.hooks.clone();
         changed.push("hooks");
+    }
+    if format!("{:?}", new.hook_policy) != format!("{:?}", applied.hook_policy) {
+        match mairust_actors::hooks::TargetPolicy::from_config(&new.hook_policy) {
+            Ok(policy) => {
+                live.handles.hooks.set_policy(policy);
+                applied.hook_policy = new.hook_policy.clone();
+                changed.push("hook_policy");
+            }
+            // Unreachable: `load` validated it.
+            Err(e) => {
+                tracing::error!(component = "supervisor", event = "reload_failed", error = %e, "hook_policy not changed")
+            }
+        }
     }
     if new.api.auth_failures_per_minute != applied.api.auth_failures_per_minute {
         live.limiter

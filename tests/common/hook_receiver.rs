@@ -1,6 +1,6 @@
 //! A real local HTTP server standing for a hook: it checks every request's HMAC
 //! signature with the shared secret, records what it got, and answers from a script
-//! (status, JSON body, delay).
+//! (status, JSON body, delay, a redirect, a body without a length).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -18,11 +18,19 @@ pub struct Call {
     pub body: serde_json::Value,
 }
 
+/// YAML that lets hooks reach this receiver: the default `hook_policy` refuses
+/// loopback targets.
+pub const ALLOW_LOOPBACK: &str = "hook_policy:\n  allowed_networks: [127.0.0.0/8]\n";
+
 #[derive(Clone)]
 pub struct Answer {
     pub status: u16,
     pub body: String,
     pub delay: Duration,
+    /// A `Location` header.
+    pub location: Option<String>,
+    /// No `Content-Length`: the body ends when the connection closes.
+    pub no_length: bool,
 }
 
 impl Answer {
@@ -31,6 +39,18 @@ impl Answer {
             status: 200,
             body: body.to_string(),
             delay: Duration::ZERO,
+            location: None,
+            no_length: false,
+        }
+    }
+
+    /// A 307 to `url` (which would keep the method and the body).
+    pub fn redirect(url: &str) -> Self {
+        Answer {
+            status: 307,
+            body: String::new(),
+            location: Some(url.to_string()),
+            ..Answer::json(serde_json::json!({}))
         }
     }
 }
@@ -89,13 +109,17 @@ impl HookReceiver {
                             .unwrap_or_else(|| Answer::json(serde_json::json!({"action": "allow"})))
                     };
                     std::thread::sleep(answer.delay);
-                    let _ = write!(
-                        out,
-                        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-                        answer.status,
-                        answer.body.len(),
-                        answer.body
+                    let mut head = format!(
+                        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nConnection: close\r\n",
+                        answer.status
                     );
+                    if let Some(location) = &answer.location {
+                        head.push_str(&format!("Location: {location}\r\n"));
+                    }
+                    if !answer.no_length {
+                        head.push_str(&format!("Content-Length: {}\r\n", answer.body.len()));
+                    }
+                    let _ = write!(out, "{head}\r\n{}", answer.body);
                 });
             }
         });

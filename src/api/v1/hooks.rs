@@ -1,12 +1,14 @@
 //! `/api/v1/hooks` (admin): hooks from config.yaml (read-only here) and hooks created
 //! through the API (stored in the database, seen by every node within seconds), their
-//! circuit breakers, a manual breaker reset, and a test call.
+//! circuit breakers, a manual breaker reset, and a test call. Every hook obeys
+//! `hook_policy` (where it may connect); a URL whose host is an address the policy
+//! refuses is refused here already.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use chrono::Utc;
 use mairust_actors::apikeys::Scope;
 use mairust_actors::config::{HookConfig, HookEvent, HookFallback};
-use mairust_actors::hooks::{BreakerState, HookSource, TestCall};
+use mairust_actors::hooks::{BreakerState, HookSource, NotTestable, TestCall};
 use mairust_actors::supervisor::Handles;
 use mairust_entities::hook;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set};
@@ -44,7 +46,8 @@ pub struct HookInput {
     /// absent or the same as in the path.
     pub id: Option<String>,
     pub event: HookEvent,
-    /// http:// or https:// URL the hook is POSTed to.
+    /// http:// or https:// URL the hook is POSTed to. Its address (the host's, once
+    /// resolved, at every call) must be public or in `hook_policy.allowed_networks`.
     pub url: String,
     /// HMAC-SHA256 key, at least 16 characters.
     pub secret: String,
@@ -86,7 +89,7 @@ fn find(handles: &Handles, id: &str) -> Result<HookView, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no hook {id}")))
 }
 
-fn checked(id: String, input: HookInput) -> Result<HookConfig, ApiError> {
+fn checked(handles: &Handles, id: String, input: HookInput) -> Result<HookConfig, ApiError> {
     let config = HookConfig {
         id,
         event: input.event,
@@ -102,6 +105,16 @@ fn checked(id: String, input: HookInput) -> Result<HookConfig, ApiError> {
     config
         .validate()
         .map_err(|(field, reason)| ApiError::field(field, reason))?;
+    if let Some(refused) = handles.hooks.refused_literal(&config.url) {
+        return Err(ApiError::field(
+            "url",
+            format!(
+                "{} is {} and not in hook_policy.allowed_networks",
+                refused.address,
+                refused.range.name()
+            ),
+        ));
+    }
     Ok(config)
 }
 
@@ -203,7 +216,7 @@ pub async fn get(
         (status = 201, description = "Created", body = HookView),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
         (status = 409, description = "A hook with this id exists", body = ErrorBody),
-        (status = 422, description = "Invalid field", body = ErrorBody),
+        (status = 422, description = "Invalid field, or a URL whose address hook_policy refuses", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["admin"]))
@@ -219,7 +232,7 @@ pub async fn create(
     let Some(id) = input.id.take() else {
         return Err(ApiError::field("id", "required"));
     };
-    let config = checked(id, input)?;
+    let config = checked(&handles, id, input)?;
     if handles.hooks.is_configured(&config.id)
         || hook::Entity::find_by_id(config.id.clone())
             .one(&handles.db)
@@ -274,7 +287,7 @@ pub async fn replace(
             "differs from the path (ids cannot change)",
         ));
     }
-    let config = checked(id, input)?;
+    let config = checked(&handles, id, input)?;
     let mut active = row(&config);
     active.created_at = Set(existing.created_at);
     active.update(&handles.db).await?;
@@ -349,13 +362,16 @@ pub async fn reset(
     Ok(web::Json(find(&handles, &id)?))
 }
 
-/// Call a hook with a made-up message (its breaker is neither used nor changed).
+/// Call an enabled hook with a made-up message (its breaker is neither used nor
+/// changed). The answer says only whether and how fast the hook answered: its body and
+/// headers are not read back. Audited as `hook.test`.
 #[utoipa::path(
     tag = "hooks",
     params(("id" = String, Path, description = "Hook id")),
     responses(
-        (status = 200, description = "How the call went", body = TestCall),
+        (status = 200, description = "How the call went: status and latency only", body = TestCall),
         (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 409, description = "The hook is disabled", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["admin"]))
@@ -367,10 +383,23 @@ pub async fn test(
     id: web::Path<String>,
 ) -> Result<web::Json<TestCall>, ApiError> {
     auth.require(Scope::Admin)?;
-    handles
-        .hooks
-        .test(&id)
-        .await
-        .map(web::Json)
-        .ok_or_else(|| ApiError::not_found(format!("no hook {id}")))
+    let call = handles.hooks.test(&id).await.map_err(|e| match e {
+        NotTestable::NoSuchHook => ApiError::not_found(format!("no hook {id}")),
+        NotTestable::Disabled => {
+            ApiError::conflict(format!("hook {id} is disabled; enable it to test it"))
+        }
+    })?;
+    let mut entry = auth
+        .did("hook.test")
+        .target(id.as_str())
+        .detail("ok", call.ok)
+        .detail("latency_ms", call.latency_ms);
+    if let Some(status) = call.status {
+        entry = entry.detail("status", status);
+    }
+    if let Some(error) = call.error {
+        entry = entry.detail("error", text(error));
+    }
+    handles.audit.record(entry).await;
+    Ok(web::Json(call))
 }

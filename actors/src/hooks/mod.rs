@@ -12,6 +12,14 @@
 //! after `breaker_failures` consecutive failures it opens and the hook is skipped (its
 //! `on_error` fallback applies at once, so SMTP stays fast); after the cool-down one
 //! trial call is let through (half-open), and success closes it again.
+//!
+//! Every call obeys `hook_policy` ([`target`]): only allowed addresses are connected
+//! to, redirects are not followed (a 3xx answer is an error: the message and its
+//! signature go to the configured URL and nowhere else), and an answer is read up to
+//! `max_response_bytes`. A refused target is a hook error like any other (on_error,
+//! breaker, `result="error"`), logged as `hook_target_refused`.
+
+mod target;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -25,6 +33,9 @@ use tracing::Instrument;
 use crate::config::{HookConfig, HookEvent, HookFallback};
 use crate::storage::IncomingMessage;
 use crate::storage::envelope::{hex, valid_tag};
+
+pub use target::{AddressRange, TargetPolicy, TargetRefused, classify};
+use target::{GuardedResolver, SharedPolicy, current, refusal_in};
 
 /// The signature header value for a request body.
 pub fn signature(secret: &str, timestamp: i64, hook_id: &str, body: &[u8]) -> String {
@@ -99,16 +110,40 @@ fn describe(m: &IncomingMessage, with_raw: bool) -> MessageInfo<'_> {
     }
 }
 
-/// What a test call found.
+/// What a test call found: whether and how fast the target answered, never what it
+/// said. Its body and headers stay out, so a test call cannot be used to read the
+/// answer of a service the server can reach and the caller cannot.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TestCall {
     /// The hook answered 2xx.
     pub ok: bool,
+    /// The answer's HTTP status (a 3xx is not followed); absent when there was none.
     pub status: Option<u16>,
+    /// From sending the request to the answer's status line.
     pub latency_ms: u64,
-    /// The answer's body (at most 512 bytes, one line).
-    pub answer: String,
-    pub error: Option<String>,
+    /// Why there was no answer; absent when there was one.
+    pub error: Option<TestFailure>,
+}
+
+/// Why a test call got no answer (the server log has the details).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TestFailure {
+    /// The target's address is not allowed by `hook_policy` (logged as
+    /// `hook_target_refused`).
+    TargetRefused,
+    /// No answer within the hook's `timeout_ms`.
+    Timeout,
+    /// DNS, connection, TLS or HTTP failure.
+    Unreachable,
+}
+
+/// Why a hook cannot be test-called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotTestable {
+    NoSuchHook,
+    /// A disabled hook is not called, not even for a test.
+    Disabled,
 }
 
 /// Circuit breaker state of one hook.
@@ -149,8 +184,72 @@ enum Outcome {
     Answered(Answer),
     TimedOut,
     Failed(String),
+    /// `hook_policy` does not allow the target's address: not connected to.
+    Refused(TargetRefused),
     /// The breaker is open: not called.
     Skipped,
+}
+
+/// Why a request got no (usable) answer.
+enum CallError {
+    Refused(TargetRefused),
+    TimedOut,
+    Failed(String),
+}
+
+impl From<CallError> for Outcome {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Refused(r) => Outcome::Refused(r),
+            CallError::TimedOut => Outcome::TimedOut,
+            CallError::Failed(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+impl From<reqwest::Error> for CallError {
+    fn from(e: reqwest::Error) -> Self {
+        if let Some(refused) = refusal_in(&e) {
+            CallError::Refused(refused)
+        } else if e.is_timeout() {
+            CallError::TimedOut
+        } else {
+            CallError::Failed(error_chain(&e))
+        }
+    }
+}
+
+/// An error with its causes (reqwest's own text alone rarely says what went wrong).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Reads an answer's body, at most `limit` bytes: past that it is an error. The
+/// length the target announces is not trusted, the bytes are counted.
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, CallError> {
+    let too_long = || {
+        CallError::Failed(format!(
+            "answer longer than {limit} bytes (hook_policy.max_response_bytes)"
+        ))
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_long());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl Hook {
@@ -208,24 +307,47 @@ impl Hook {
 /// Calls the configured hooks. Shared by every SMTP session and the API. The set can
 /// change at run time (hooks created through the API): callers work on a snapshot.
 pub struct HookDispatcher {
+    /// Resolves names through [`GuardedResolver`], follows no redirect and uses no
+    /// proxy (a proxy would resolve the target itself, out of the policy's sight).
     client: reqwest::Client,
+    /// `hook_policy`, shared with the client's resolver; replaced on reload.
+    policy: SharedPolicy,
     /// config.yaml's hooks (replaced on reload) and the API's (from the database).
     sources: RwLock<(Vec<HookConfig>, Vec<HookConfig>)>,
     hooks: RwLock<Arc<Vec<Arc<Hook>>>>,
 }
 
 impl HookDispatcher {
-    pub fn new(configs: &[HookConfig]) -> Self {
+    pub fn new(configs: &[HookConfig], policy: TargetPolicy) -> Result<Self, reqwest::Error> {
+        let policy: SharedPolicy = Arc::new(RwLock::new(Arc::new(policy)));
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(GuardedResolver {
+                policy: policy.clone(),
+            })
+            .build()?;
         let dispatcher = HookDispatcher {
-            client: reqwest::Client::builder()
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
+            client,
+            policy,
             sources: RwLock::new((configs.to_vec(), Vec::new())),
             hooks: RwLock::new(Arc::new(Vec::new())),
         };
         dispatcher.rebuild();
-        dispatcher
+        Ok(dispatcher)
+    }
+
+    /// Replaces `hook_policy` (configuration reload); calls already connected go on.
+    pub fn set_policy(&self, policy: TargetPolicy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    }
+
+    /// Why the policy refuses `url` before any lookup: its host is an IP literal that is
+    /// not allowed. Names are checked when they are resolved, at each call.
+    pub fn refused_literal(&self, url: &str) -> Option<TargetRefused> {
+        let url = reqwest::Url::parse(url).ok()?;
+        current(&self.policy).check_url(&url).err()
     }
 
     /// Replaces config.yaml's hooks (configuration reload).
@@ -300,11 +422,17 @@ impl HookDispatcher {
             .collect()
     }
 
-    /// Calls a hook with a made-up message, bypassing and not touching its breaker:
-    /// `None` when there is no such hook.
-    pub async fn test(&self, id: &str) -> Option<TestCall> {
+    /// Calls an enabled hook with a made-up message, bypassing and not touching its
+    /// breaker. Only the status and latency are kept: the answer's body is not read.
+    pub async fn test(&self, id: &str) -> Result<TestCall, NotTestable> {
         let hooks = self.snapshot();
-        let hook = hooks.iter().find(|h| h.config.id == id)?;
+        let hook = hooks
+            .iter()
+            .find(|h| h.config.id == id)
+            .ok_or(NotTestable::NoSuchHook)?;
+        if !hook.config.enabled {
+            return Err(NotTestable::Disabled);
+        }
         let body = serde_json::to_vec(&serde_json::json!({
             "hook_id": hook.config.id,
             "event": hook.config.event,
@@ -321,31 +449,30 @@ impl HookDispatcher {
         }))
         .unwrap_or_default();
         let started = Instant::now();
-        let result = self.signed(hook, body).send().await;
+        let result = self.send(hook, body).await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        Some(match result {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let answer = resp.text().await.unwrap_or_default();
-                TestCall {
-                    ok: (200..300).contains(&status),
-                    status: Some(status),
-                    latency_ms,
-                    answer: crate::queue::client::sanitize(&answer),
-                    error: None,
-                }
-            }
-            Err(e) => TestCall {
-                ok: false,
-                status: None,
+        let failed = |error| TestCall {
+            ok: false,
+            status: None,
+            latency_ms,
+            error: Some(error),
+        };
+        Ok(match result {
+            Ok(resp) => TestCall {
+                ok: resp.status().is_success(),
+                status: Some(resp.status().as_u16()),
                 latency_ms,
-                answer: String::new(),
-                error: Some(if e.is_timeout() {
-                    format!("timed out after {} ms", hook.config.timeout_ms)
-                } else {
-                    e.to_string()
-                }),
+                error: None,
             },
+            Err(CallError::Refused(refused)) => {
+                log_refusal(hook, &refused);
+                failed(TestFailure::TargetRefused)
+            }
+            Err(CallError::TimedOut) => failed(TestFailure::Timeout),
+            Err(CallError::Failed(e)) => {
+                tracing::info!(component = "hook", hook = %hook.config.id, event = "hook_test_failed", error = %e, "hook test call failed");
+                failed(TestFailure::Unreachable)
+            }
         })
     }
 
@@ -360,11 +487,18 @@ impl HookDispatcher {
         }
     }
 
-    /// The POST of `body` to the hook, signed, with the hook's timeout.
-    fn signed(&self, hook: &Hook, body: Vec<u8>) -> reqwest::RequestBuilder {
+    /// POSTs `body` to the hook, signed, with the hook's timeout, if the policy allows
+    /// its target: an IP literal is checked here, a name by the resolver.
+    async fn send(&self, hook: &Hook, body: Vec<u8>) -> Result<reqwest::Response, CallError> {
+        let url = reqwest::Url::parse(&hook.config.url)
+            .map_err(|e| CallError::Failed(format!("invalid URL: {e}")))?;
+        current(&self.policy)
+            .check_url(&url)
+            .map_err(CallError::Refused)?;
         let timestamp = chrono::Utc::now().timestamp();
-        self.client
-            .post(&hook.config.url)
+        let request = self
+            .client
+            .post(url)
             .timeout(Duration::from_millis(hook.config.timeout_ms))
             .header("Content-Type", "application/json")
             .header("X-MaiRust-Hook", &hook.config.id)
@@ -373,7 +507,8 @@ impl HookDispatcher {
                 "X-MaiRust-Signature",
                 signature(&hook.config.secret, timestamp, &hook.config.id, &body),
             )
-            .body(body)
+            .body(body);
+        Ok(request.send().await?)
     }
 
     async fn call(&self, hook: &Hook, body: &[u8]) -> Outcome {
@@ -387,9 +522,12 @@ impl HookDispatcher {
                 Some(_) => "invalid",
             },
             Outcome::TimedOut => "timeout",
-            Outcome::Failed(_) => "error",
+            Outcome::Failed(_) | Outcome::Refused(_) => "error",
             Outcome::Skipped => "skipped",
         };
+        if let Outcome::Refused(refused) = &outcome {
+            log_refusal(hook, refused);
+        }
         m.hook_calls
             .with_label_values(&[hook.config.id.as_str(), result])
             .inc();
@@ -406,15 +544,15 @@ impl HookDispatcher {
         if !hook.admit() {
             return Outcome::Skipped;
         }
-        let outcome = match self.signed(hook, body.to_vec()).send().await {
-            Err(e) if e.is_timeout() => Outcome::TimedOut,
-            Err(e) => Outcome::Failed(e.to_string()),
+        let limit = current(&self.policy).max_response_bytes;
+        let outcome = match self.send(hook, body.to_vec()).await {
+            Err(e) => e.into(),
+            // Redirects are not followed: a 3xx lands here too.
             Ok(resp) if !resp.status().is_success() => {
                 Outcome::Failed(format!("answered {}", resp.status()))
             }
-            Ok(resp) => match resp.bytes().await {
-                Err(e) if e.is_timeout() => Outcome::TimedOut,
-                Err(e) => Outcome::Failed(e.to_string()),
+            Ok(resp) => match read_capped(resp, limit).await {
+                Err(e) => e.into(),
                 Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {
                     Outcome::Answered(Answer::default())
                 }
@@ -466,7 +604,7 @@ impl HookDispatcher {
                         Some("reject") => Some(Verdict::Reject(text)),
                         Some("tempfail") => Some(Verdict::Tempfail(text)),
                         Some(other) => {
-                            tracing::warn!(component = "hook", hook = %hook.config.id, action = other, "unknown action, applying on_error");
+                            tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_unknown_action", action = other, "unknown action, applying on_error");
                             fallback(hook.config.on_error, "unknown action")
                         }
                     }
@@ -479,6 +617,8 @@ impl HookDispatcher {
                     tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_error", error = %e, "hook failed");
                     fallback(hook.config.on_error, "error")
                 }
+                // Logged by `call` as hook_target_refused.
+                Outcome::Refused(_) => fallback(hook.config.on_error, "error"),
                 Outcome::Skipped => fallback(hook.config.on_error, "circuit open"),
             };
             if let Some(v) = verdict {
@@ -545,6 +685,11 @@ impl HookDispatcher {
     }
 }
 
+/// The warning an operator alerts on when a hook's target is refused.
+fn log_refusal(hook: &Hook, refused: &TargetRefused) {
+    tracing::warn!(component = "hook", hook = %hook.config.id, event = "hook_target_refused", host = %refused.host, address = %refused.address, range = refused.range.name(), "hook not called: its target address is not in hook_policy.allowed_networks");
+}
+
 /// A stored hook as a [`HookConfig`]; rows that no longer parse are skipped (logged).
 pub fn config_of(row: mairust_entities::hook::Model) -> Option<HookConfig> {
     let parse = |s: &str| serde_json::Value::String(s.to_string());
@@ -563,7 +708,7 @@ pub fn config_of(row: mairust_entities::hook::Model) -> Option<HookConfig> {
         })
     })();
     if config.is_none() {
-        tracing::warn!(component = "hook", hook = %row.id, "stored hook unreadable, ignored");
+        tracing::warn!(component = "hook", hook = %row.id, event = "hook_unreadable", "stored hook unreadable, ignored");
     }
     config
 }
