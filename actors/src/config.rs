@@ -206,7 +206,8 @@ pub struct SmtpLimits {
     /// that pipelines commands and never reads must not hold its slot).
     pub write_timeout_seconds: u64,
     /// After the first `data_timeout_seconds` of DATA, the body must arrive at least
-    /// this fast on average, or the session ends with 451 4.4.2 (no trickling).
+    /// this fast on average, or the session ends with 421 4.4.2 (no trickling); 0: no
+    /// minimum.
     pub data_min_rate_bytes_per_second: u64,
     /// No session lasts longer than this, however busy (421 4.4.2 at the next read).
     pub max_session_seconds: u64,
@@ -220,6 +221,9 @@ pub struct SmtpLimits {
     /// Where large bodies are spooled (unnamed files, gone when closed); the system's
     /// temporary directory when absent.
     pub spool_dir: Option<PathBuf>,
+    /// Spooled bytes of all sessions together: a body that would pass it is discarded
+    /// as it arrives and refused with 452 4.3.1 (no disk filling by withheld dots).
+    pub max_spool_bytes: u64,
 }
 
 impl Default for SmtpLimits {
@@ -240,6 +244,7 @@ impl Default for SmtpLimits {
             data_memory_bytes: 256 * 1024,
             max_inflight_data_bytes: 256 * 1024 * 1024,
             spool_dir: None,
+            max_spool_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -518,7 +523,7 @@ pub struct AuthConfig {
     /// network) within `failure_window_seconds` before it is locked out.
     pub max_failures_per_address: u32,
     /// Failures for one account, from anywhere, before the account is locked out for
-    /// addresses that have not logged into it successfully within the lockout time.
+    /// addresses that have not logged into it successfully in the last 30 days.
     pub max_failures_per_account: u32,
     /// How long failures are remembered, and the period of the audit summaries.
     pub failure_window_seconds: u64,

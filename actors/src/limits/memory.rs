@@ -2,7 +2,8 @@
 //! bodies on their way to storage. Without it, 40 sessions each sending 24 MiB and
 //! withholding the final dot held a gigabyte. A session holds a [`Reservation`] that
 //! grows with its buffer; when the budget is spent it spools to disk instead of
-//! waiting. Counted in KiB so the budget fits a semaphore.
+//! waiting. Counted in KiB so the budget fits a semaphore. The same type bounds the
+//! bytes spooled to disk (`smtp.limits.max_spool_bytes`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,7 @@ impl Reservation {
 
 impl DataBudget {
     pub fn new(bytes: usize) -> Self {
-        let total_units = units(bytes).max(1);
+        let total_units = units(bytes).clamp(1, Semaphore::MAX_PERMITS);
         DataBudget {
             units: Arc::new(Semaphore::new(total_units)),
             total_units,

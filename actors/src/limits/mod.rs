@@ -24,6 +24,8 @@ pub struct NodeLimits {
     pub password: PasswordGate,
     pub auth: AuthThrottle,
     pub data: DataBudget,
+    /// Spooled DATA bytes on disk (`smtp.limits.max_spool_bytes`).
+    pub spool: DataBudget,
     /// `smtp.limits.ipv6_prefix_length`.
     pub ipv6_prefix: u8,
 }
@@ -34,6 +36,9 @@ impl NodeLimits {
             password: PasswordGate::new(config.auth.verification_slots()),
             auth: AuthThrottle::new(&config.auth),
             data: DataBudget::new(config.smtp.limits.max_inflight_data_bytes),
+            spool: DataBudget::new(
+                usize::try_from(config.smtp.limits.max_spool_bytes).unwrap_or(usize::MAX),
+            ),
             ipv6_prefix: config.smtp.limits.ipv6_prefix_length,
         })
     }
@@ -60,6 +65,8 @@ pub enum Limit {
     DataSpooled,
     /// A finished body waited in vain for memory budget: 451.
     DataMemory,
+    /// The spool was full (`max_spool_bytes`): the body is refused with 452.
+    SpoolFull,
     /// DATA slower than `data_min_rate_bytes_per_second`.
     DataRate,
     /// A session reached `max_session_seconds`.
@@ -69,11 +76,12 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 8] = [
         Limit::AuthBusy,
         Limit::AuthLocked,
         Limit::DataSpooled,
         Limit::DataMemory,
+        Limit::SpoolFull,
         Limit::DataRate,
         Limit::SessionLifetime,
         Limit::WriteTimeout,
@@ -85,6 +93,7 @@ impl Limit {
             Limit::AuthLocked => "auth_locked",
             Limit::DataSpooled => "data_spooled",
             Limit::DataMemory => "data_memory",
+            Limit::SpoolFull => "spool_full",
             Limit::DataRate => "data_rate",
             Limit::SessionLifetime => "session_lifetime",
             Limit::WriteTimeout => "write_timeout",

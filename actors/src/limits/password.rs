@@ -35,23 +35,38 @@ impl Slot {
     }
 }
 
-/// Runs password checks and hashes on the blocking pool, at most `slots` at once.
+/// Runs password checks and hashes on the blocking pool, at most `slots` at once. With
+/// two slots or more, one is kept for known clients (an address that logged into the
+/// account before), so guessers who take every open slot do not lock real users out.
 #[derive(Clone)]
 pub struct PasswordGate {
-    slots: Arc<Semaphore>,
+    open: Arc<Semaphore>,
+    reserved: Option<Arc<Semaphore>>,
 }
 
 impl PasswordGate {
     pub fn new(slots: usize) -> Self {
+        let slots = slots.max(1);
         PasswordGate {
-            slots: Arc::new(Semaphore::new(slots.max(1))),
+            open: Arc::new(Semaphore::new(if slots >= 2 { slots - 1 } else { 1 })),
+            reserved: (slots >= 2).then(|| Arc::new(Semaphore::new(1))),
         }
     }
 
-    /// A slot, if one is free now. Take it before any other work for the attempt (a
-    /// database lookup), so a refused attempt costs nothing.
-    pub fn slot(&self) -> Result<Slot, Busy> {
-        match self.slots.clone().try_acquire_owned() {
+    /// A slot, if one is free now; `known`: the client may also use the reserved slot.
+    /// Take it before any other work for the attempt (a database lookup), so a refused
+    /// attempt costs nothing.
+    pub fn slot(&self, known: bool) -> Result<Slot, Busy> {
+        let reserved = self.reserved.as_ref().filter(|_| known);
+        let permit = self
+            .open
+            .clone()
+            .try_acquire_owned()
+            .or_else(|e| match reserved {
+                Some(r) => r.clone().try_acquire_owned(),
+                None => Err(e),
+            });
+        match permit {
             Ok(permit) => Ok(Slot(permit)),
             Err(_) => {
                 super::hit(super::Limit::AuthBusy);
@@ -66,7 +81,7 @@ impl PasswordGate {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.slot()?.run(work).await
+        self.slot(false)?.run(work).await
     }
 
     /// Checks `password` against a stored PHC string.
@@ -83,9 +98,9 @@ impl PasswordGate {
         self.run(move || accounts::hash_password(&password)).await
     }
 
-    /// Slots free right now.
+    /// Open slots free right now.
     pub fn available(&self) -> usize {
-        self.slots.available_permits()
+        self.open.available_permits()
     }
 }
 
@@ -110,5 +125,20 @@ mod tests {
         tx.send(()).unwrap();
         assert_eq!(held.await.unwrap(), Ok(Some(())));
         assert_eq!(gate.run(|| 7).await, Ok(7));
+    }
+
+    #[test]
+    fn a_known_client_gets_the_reserved_slot() {
+        let gate = PasswordGate::new(3);
+        let _a = gate.slot(false).unwrap();
+        let _b = gate.slot(false).unwrap();
+        assert!(gate.slot(false).is_err(), "two open slots of three");
+        let known = gate.slot(true).expect("the reserved slot");
+        assert!(gate.slot(true).is_err());
+        drop(known);
+        assert!(gate.slot(true).is_ok());
+        let single = PasswordGate::new(1);
+        let _c = single.slot(false).unwrap();
+        assert!(single.slot(true).is_err());
     }
 }

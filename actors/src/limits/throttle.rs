@@ -3,7 +3,8 @@
 //! (backoff); enough failures in `auth.failure_window_seconds` lock the address, or the
 //! account, out for `auth.lockout_seconds`, during which AUTH gets 454 4.7.0 without a
 //! password check. An account lockout spares addresses that logged into it successfully
-//! within the lockout time, so a guesser cannot lock its owner out.
+//! within [`KNOWN_FOR`] (known clients, who also get the password gate's reserved
+//! slot), so a guesser cannot lock the owner out.
 //!
 //! The audit trail is kept but bounded: the first failure of an address in a summary
 //! period is audited on its own, and the rest are counted into one summary entry per
@@ -24,6 +25,8 @@ pub const MAX_TRACKED: usize = 100_000;
 const SUMMARY_ACCOUNTS: usize = 5;
 /// Longest account name kept as a key (the client chooses it).
 const MAX_ACCOUNT_KEY: usize = 320;
+/// How long an address that logged into an account stays known for it.
+pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 86_400);
 
 /// Whether an AUTH attempt may be checked at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,8 @@ pub struct Summary {
     pub failures: u32,
     /// Attempts refused during a lockout (no password check).
     pub refused: u32,
+    /// Attempts refused because no password-check slot was free.
+    pub busy: u32,
     /// Some of the account names tried (at most [`SUMMARY_ACCOUNTS`]).
     pub accounts: BTreeSet<String>,
 }
@@ -191,7 +196,6 @@ impl AuthThrottle {
     }
 
     fn admit_at(&self, address: IpAddr, account: &str, now: Instant) -> Admission {
-        let s = self.settings();
         let account = account_key(account);
         let mut state = self.state();
         let locked = if let Some(left) = state.addresses.get(&address).and_then(|r| r.locked(now)) {
@@ -200,7 +204,7 @@ impl AuthThrottle {
             let trusted = state
                 .trusted
                 .get(&(account.clone(), address))
-                .is_some_and(|at| now.duration_since(*at) < s.lockout);
+                .is_some_and(|at| now.duration_since(*at) < KNOWN_FOR);
             state
                 .accounts
                 .get(&account)
@@ -267,16 +271,31 @@ impl AuthThrottle {
         }
     }
 
+    /// Whether `address` logged into `account` within [`KNOWN_FOR`].
+    pub fn known(&self, address: IpAddr, account: &str) -> bool {
+        self.state()
+            .trusted
+            .get(&(account_key(account), address))
+            .is_some_and(|at| at.elapsed() < KNOWN_FOR)
+    }
+
+    /// An attempt refused for want of a password-check slot: counted in the summary.
+    pub fn busy(&self, address: IpAddr) {
+        let mut state = self.state();
+        if state.unreported.len() < MAX_TRACKED || state.unreported.contains_key(&address) {
+            state.unreported.entry(address).or_default().busy += 1;
+        }
+    }
+
     /// A successful login: the address may use the account even while the account is
     /// locked out by guessers elsewhere.
     pub fn succeeded(&self, address: IpAddr, account: &str) {
         let now = Instant::now();
-        let s = self.settings();
         let mut state = self.state();
         if state.trusted.len() >= MAX_TRACKED {
             state
                 .trusted
-                .retain(|_, at| now.duration_since(*at) < s.lockout);
+                .retain(|_, at| now.duration_since(*at) < KNOWN_FOR);
             if state.trusted.len() >= MAX_TRACKED {
                 state.trusted.clear();
             }
@@ -290,7 +309,7 @@ impl AuthThrottle {
         let mut state = self.state();
         std::mem::take(&mut state.unreported)
             .into_iter()
-            .filter(|(_, s)| s.failures > 0 || s.refused > 0)
+            .filter(|(_, s)| s.failures > 0 || s.refused > 0 || s.busy > 0)
             .collect()
     }
 }
@@ -327,18 +346,19 @@ async fn write_summaries(
     period: Duration,
 ) {
     use crate::audit::Entry;
-    summaries.sort_by_key(|(_, s)| std::cmp::Reverse(s.failures + s.refused));
+    summaries.sort_by_key(|(_, s)| std::cmp::Reverse(s.failures + s.refused + s.busy));
     let rest = summaries.split_off(summaries.len().min(SUMMARY_ENTRIES));
     let period = period.as_secs();
     for (address, s) in summaries {
         let accounts: Vec<&str> = s.accounts.iter().map(String::as_str).collect();
-        tracing::warn!(component = "smtp", event = "auth_failures_summary", remote = %address, failures = s.failures, refused = s.refused, "failed authentications from one address");
+        tracing::warn!(component = "smtp", event = "auth_failures_summary", remote = %address, failures = s.failures, refused = s.refused, busy = s.busy, "failed authentications from one address");
         audit
             .record(
                 Entry::failure("auth.login_failures", "smtp")
                     .remote(address)
                     .detail("failures", s.failures)
                     .detail("refused_locked_out", s.refused)
+                    .detail("refused_busy", s.busy)
                     .detail("accounts", accounts)
                     .detail("period_seconds", period),
             )

@@ -262,7 +262,7 @@ impl Session {
         };
         let wait = Duration::from_secs(self.ctx.config.smtp.limits.data_timeout_seconds);
         let body = match incoming
-            .finish(header, &self.ctx.limits.data, copies, wait)
+            .finish(header, &self.ctx.limits, copies, wait)
             .await
         {
             Ok(body) => body,
@@ -473,7 +473,9 @@ impl Session {
             tracing::debug!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_locked", locked = ?what, "AUTH refused during a lockout");
             return self.refuse(reply::AUTH_LOCKED);
         }
-        let Ok(slot) = guards.password.slot() else {
+        let known = guards.auth.known(self.client_key, &key);
+        let Ok(slot) = guards.password.slot(known) else {
+            guards.auth.busy(self.client_key);
             tracing::debug!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_busy", "no password-check slot free");
             return self.refuse(reply::AUTH_BUSY);
         };

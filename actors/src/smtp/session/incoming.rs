@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::limits::{self, DataBudget, Limit, Reservation};
+use crate::limits::{self, Limit, NodeLimits, Reservation};
 use crate::smtp::proto::data::DataReceiver;
 use crate::smtp::proto::reply::{self, Reply};
 
@@ -20,9 +20,11 @@ pub(super) struct Incoming {
     spool: Option<Spool>,
     /// Budget held for the receiver's buffer.
     reservation: Reservation,
-    /// The spool could not be written: the body is discarded as it arrives and the
-    /// transaction ends with 451.
-    failed: bool,
+    /// Spool budget held for the bytes written out.
+    spooled: Reservation,
+    /// The body cannot be kept (spool unwritable: 451; spool full: 452): it is
+    /// discarded as it arrives and the transaction ends with this reply.
+    failed: Option<Reply>,
     /// When DATA began, and raw bytes read since: for the minimum rate.
     pub started: Instant,
     pub bytes_in: u64,
@@ -45,34 +47,53 @@ impl Incoming {
             receiver,
             spool: None,
             reservation: Reservation::default(),
-            failed: false,
+            spooled: Reservation::default(),
+            failed: None,
             started: Instant::now(),
             bytes_in: 0,
         }
     }
 
     /// After each feed: keeps the receiver's buffer in memory while it is small and
-    /// the budget has room, otherwise writes it to the spool.
-    /// `dir`: `smtp.limits.spool_dir`, the system's temporary directory when `None`.
-    pub async fn settle(&mut self, budget: &DataBudget, memory: usize, dir: Option<&Path>) {
-        if self.failed || self.receiver.refused() {
+    /// the budget has room, otherwise writes it to the spool (within the node's spool
+    /// budget). `dir`: `smtp.limits.spool_dir`, the system's temporary directory when
+    /// `None`.
+    pub async fn settle(&mut self, limits: &NodeLimits, memory: usize, dir: Option<&Path>) {
+        if self.failed.is_some() || self.receiver.refused() {
             // Refused at its end anyway: nothing of it needs keeping.
             drop(self.receiver.take_pending());
             self.reservation.release();
             return;
         }
         let pending = self.receiver.pending();
-        if pending <= memory && budget.try_grow(&mut self.reservation, pending) {
+        if pending <= memory && limits.data.try_grow(&mut self.reservation, pending) {
             return;
         }
         let bytes = self.receiver.take_pending();
         self.reservation.release();
+        let on_disk = self.spool.as_ref().map_or(0, |s| s.len) + bytes.len();
+        if !limits.spool.try_grow(&mut self.spooled, on_disk) {
+            limits::hit(Limit::SpoolFull);
+            tracing::warn!(
+                component = "smtp",
+                event = "spool_full",
+                "spooled bodies reached smtp.limits.max_spool_bytes; this message gets 452"
+            );
+            self.give_up(reply::STORAGE_FULL);
+            return;
+        }
         let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
         if let Err(e) = self.spool_out(&bytes, &dir).await {
             tracing::warn!(component = "smtp", event = "spool_failed", dir = %dir.display(), error = %e, "cannot spool a message body; the transaction gets 451");
-            self.failed = true;
-            self.spool = None;
+            self.give_up(reply::TEMPFAIL_SYSTEM);
         }
+    }
+
+    /// The body cannot be kept: free its file and budget now, answer `reply` at its end.
+    fn give_up(&mut self, reply: Reply) {
+        self.failed = Some(reply);
+        self.spool = None;
+        self.spooled.release();
     }
 
     async fn spool_out(&mut self, bytes: &[u8], dir: &Path) -> std::io::Result<()> {
@@ -101,10 +122,11 @@ impl Incoming {
     pub async fn finish(
         self,
         header: Vec<u8>,
-        budget: &DataBudget,
+        limits: &NodeLimits,
         copies: usize,
         wait: Duration,
     ) -> Result<Body, Reply> {
+        let budget = &limits.data;
         let Incoming {
             receiver,
             spool,
@@ -113,8 +135,8 @@ impl Incoming {
             ..
         } = self;
         let rest = receiver.finish()?;
-        if failed {
-            return Err(reply::TEMPFAIL_SYSTEM);
+        if let Some(reply) = failed {
+            return Err(reply);
         }
         let spooled = spool.as_ref().map_or(0, |s| s.len);
         let total = header.len() + spooled + rest.len();

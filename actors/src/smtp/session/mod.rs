@@ -441,7 +441,7 @@ impl Session {
                     let limits = &self.ctx.config.smtp.limits;
                     incoming
                         .settle(
-                            &self.ctx.limits.data,
+                            &self.ctx.limits,
                             limits.data_memory_bytes,
                             limits.spool_dir.as_deref(),
                         )
