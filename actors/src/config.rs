@@ -661,6 +661,9 @@ pub struct HookPolicyConfig {
     /// host, `10.20.0.0/16` for a hook service on the internal network (a bare address
     /// means that address alone). Public addresses are always allowed.
     pub allowed_networks: Vec<String>,
+    /// Hooks may reach `allowed_networks` only, public addresses included: an egress
+    /// allow-list for installations whose hook services live at known addresses.
+    pub only_allowed_networks: bool,
     /// Longest hook answer read, in bytes; a longer one is an error (`on_error`), so a
     /// hook cannot make the server buffer without end.
     pub max_response_bytes: usize,
@@ -670,6 +673,7 @@ impl Default for HookPolicyConfig {
     fn default() -> Self {
         HookPolicyConfig {
             allowed_networks: Vec::new(),
+            only_allowed_networks: false,
             max_response_bytes: 64 * 1024,
         }
     }

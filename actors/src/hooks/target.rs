@@ -41,6 +41,8 @@ pub enum AddressRange {
     Broadcast,
     /// 240.0.0.0/4, and IPv4-compatible IPv6 (::a.b.c.d): not routable.
     Reserved,
+    /// Any other address: refused only with `hook_policy.only_allowed_networks`.
+    Public,
 }
 
 impl AddressRange {
@@ -56,6 +58,7 @@ impl AddressRange {
             AddressRange::Multicast => "multicast",
             AddressRange::Broadcast => "broadcast",
             AddressRange::Reserved => "reserved",
+            AddressRange::Public => "public",
         }
     }
 }
@@ -139,6 +142,8 @@ pub struct TargetRefused {
 #[derive(Debug, Clone)]
 pub struct TargetPolicy {
     allowed: Vec<IpNet>,
+    /// Public addresses need an allowed network too (an egress allow-list).
+    only_allowed: bool,
     /// Bytes of a hook's answer read at most.
     pub max_response_bytes: usize,
 }
@@ -147,6 +152,7 @@ impl Default for TargetPolicy {
     fn default() -> Self {
         TargetPolicy {
             allowed: Vec::new(),
+            only_allowed: false,
             max_response_bytes: HookPolicyConfig::default().max_response_bytes,
         }
     }
@@ -157,14 +163,17 @@ impl TargetPolicy {
         config.validate()?;
         Ok(TargetPolicy {
             allowed: config.networks()?,
+            only_allowed: config.only_allowed_networks,
             max_response_bytes: config.max_response_bytes,
         })
     }
 
     /// Whether a hook may connect to `ip`; `host` names the target in the refusal.
     pub fn check(&self, host: &str, ip: IpAddr) -> Result<(), TargetRefused> {
-        let Some(range) = classify(ip) else {
-            return Ok(());
+        let range = match classify(ip) {
+            Some(range) => range,
+            None if self.only_allowed => AddressRange::Public,
+            None => return Ok(()),
         };
         let embedded = match ip {
             IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
@@ -367,6 +376,24 @@ mod tests {
         );
         assert!(p.check("x", ip("::ffff:127.0.0.1")).is_err());
         assert!(p.check("x", ip("93.184.215.14")).is_ok());
+    }
+
+    #[test]
+    fn only_allowed_networks_refuses_public_addresses_too() {
+        let policy = TargetPolicy::from_config(&HookPolicyConfig {
+            allowed_networks: vec!["127.0.0.0/8".into(), "203.0.113.0/24".into()],
+            only_allowed_networks: true,
+            ..HookPolicyConfig::default()
+        })
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(policy.check("h", ip("127.0.0.1")).is_ok());
+        assert!(policy.check("h", ip("203.0.113.9")).is_ok());
+        let refused = policy.check("h", ip("8.8.8.8")).unwrap_err();
+        assert_eq!(refused.range, AddressRange::Public);
+        assert!(policy.check("h", ip("10.0.0.1")).is_err());
+        let open = TargetPolicy::default();
+        assert!(open.check("h", ip("8.8.8.8")).is_ok());
     }
 
     #[test]
