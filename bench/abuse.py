@@ -13,6 +13,10 @@ attack; "after" is VmRSS a moment after the attackers hung up.
 
 Standard library only; every loop is bounded in count and time; loopback only.
 Exit status 0 unless a server could not be started.
+
+Environment: ABUSE_ONLY=auth,data,trickle,noread,authin,api runs a subset;
+ABUSE_KEEP=1 keeps the temporary directory (configs, serve.log, audit.log);
+ABUSE_TRACE=1 prints each server's RSS over time to standard error.
 """
 
 import base64
@@ -179,8 +183,13 @@ def cpu_ticks(path):
 
 
 def cpu_snapshot(pid):
-    """(process CPU s, {thread name: CPU s}) of the live threads (digits dropped)."""
+    """(process CPU s, {thread name: CPU s}, s its live threads waited for a CPU, bench CPU s).
+
+    The wait (schedstat run_delay) tells CPU starvation by other work on the host from a
+    server that is slow on its own."""
     threads = collections.Counter()
+    waited = 0.0
+    me = os.times()
     try:
         total = cpu_ticks(f"/proc/{pid}/stat") / TICK
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -188,11 +197,13 @@ def cpu_snapshot(pid):
                 with open(f"/proc/{pid}/task/{tid}/comm") as f:
                     name = f.read().strip().rstrip("0123456789").rstrip(":-_ ") or "?"
                 threads[name] += cpu_ticks(f"/proc/{pid}/task/{tid}/stat") / TICK
-            except OSError:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    waited += int(f.read().split()[1]) / 1e9
+            except (OSError, IndexError, ValueError):
                 pass
     except OSError:
-        return 0.0, threads
-    return total, threads
+        total = 0.0
+    return total, threads, waited, me[0] + me[1]
 
 
 def host_cpu():
@@ -206,20 +217,27 @@ def cpu_text(before, after):
     total = after[0] - before[0]
     diff = collections.Counter({k: v - before[1].get(k, 0) for k, v in after[1].items()})
     top = ", ".join(f"{k} {v:.1f}" for k, v in diff.most_common(3) if v >= 0.05)
-    return f"server CPU {total:.1f} s ({top})" if top else f"server CPU {total:.1f} s"
+    text = f"server CPU {total:.1f} s ({top})" if top else f"server CPU {total:.1f} s"
+    return (
+        f"{text}, its threads waited {max(after[2] - before[2], 0):.1f} s (summed) for a CPU; "
+        f"bench clients' CPU {after[3] - before[3]:.1f} s"
+    )
 
 
 class RssMonitor(threading.Thread):
     def __init__(self, server):
         super().__init__(daemon=True)
         self.server, self.max_rss, self.stop_ev = server, 0.0, threading.Event()
+        self.t0, self.max_at, self.trace = time.monotonic() + 0.5, 0.0, []
         self.start()
 
     def run(self):
         while not self.stop_ev.wait(0.2):
             rss = self.server.status()[1]
             if rss:
-                self.max_rss = max(self.max_rss, rss)
+                self.trace.append((time.monotonic() - self.t0, rss))
+                if rss > self.max_rss:
+                    self.max_rss, self.max_at = rss, time.monotonic() - self.t0
 
 
 # ---------------------------------------------------------------------------- SMTP client
@@ -387,6 +405,15 @@ def fmt_secs(xs):
     return f"{xs[0]:.1f}–{xs[-1]:.1f} s" if xs[-1] - xs[0] >= 0.1 else f"{xs[0]:.1f} s"
 
 
+def auth_label(code, text):
+    """454 split by cause: no free verification slot / lockout."""
+    if code == 454 and "in progress" in text:
+        return "454busy"
+    if code == 454 and "failed authentications" in text:
+        return "454locked"
+    return str(code)
+
+
 def plain(user, password):
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
@@ -429,7 +456,7 @@ def attack_auth_flood(server):
                     code, text = c.cmd(f"AUTH PLAIN {plain(BOB, f'wrong-{i}-{n}')}")
                     with lock:
                         stats["attempts"] += 1
-                        replies[code] += 1
+                        replies[auth_label(code, text)] += 1
                     if code == 421:
                         with lock:
                             drops["421 then closed"] += 1
@@ -462,7 +489,7 @@ def attack_auth_flood(server):
                 c.starttls()
                 expect(c, "EHLO legit.test", 250)
                 code, text = c.cmd(f"AUTH PLAIN {plain(BOB, PASSWORD)}")
-                legit[code] += 1
+                legit[auth_label(code, text)] += 1
             except (Closed, OSError) as e:
                 legit[str(e)[:30] or type(e).__name__] += 1
             finally:
@@ -814,7 +841,9 @@ def run(binary, name, label, attack, limits=None, idle_after=2.0):
         result = after_stop()
     result = f"{result}; {cpu}"
     peak = max(hwm or 0, mon.max_rss)
-    rss = f"{peak:.0f} / {rss_after or 0:.0f} (start {base:.0f})"
+    rss = f"{peak:.0f} / {rss_after or 0:.0f} (start {base:.0f}; max VmRSS at t={mon.max_at:.0f}s)"
+    if os.environ.get("ABUSE_TRACE"):
+        print(f"  RSS trace {name}: " + " ".join(f"{t:.0f}s:{r:.0f}" for t, r in mon.trace[::5]), file=sys.stderr)
     if peak > 300:
         rss += " >300!"
     print(f"  [{label}: {time.monotonic() - t_start:.0f} s]", file=sys.stderr, flush=True)
@@ -891,7 +920,14 @@ def main():
         " (other work on the host inflates latencies)"
     )
     print("RSS: server peak (VmHWM) / VmRSS after the attackers left (at start), MiB.")
-    print(f"good client: p50/max of full transactions to {BOB} on inbound from {GOOD_SRC} during the attack.")
+    print(
+        f"good client: p50/max of full transactions to {BOB} on inbound from {GOOD_SRC} during the attack"
+        " ([slowest step] of those over 2 s; t = seconds into the attack); 'idle before': 5 on the fresh server."
+    )
+    print(
+        "server CPU / wait: CPU used during the attack, and time its threads sat runnable without a CPU"
+        " (high = starved by other work on the host, the bench clients included)."
+    )
     print()
     print("| attack | RSS MiB peak / after | good client p50/max | outcome |")
     print("|---|---|---|---|")

@@ -723,3 +723,40 @@ async fn mx_records_from_the_configured_name_server_decide_the_next_hop() {
     );
     assert!(raw.contains("Status: 5.1.2"), "{raw}");
 }
+
+/// With `queue.max_batch_bytes` below one message, a worker loads one body at a time,
+/// and a batch is still delivered whole, each message once, over one connection.
+#[tokio::test]
+async fn bodies_are_loaded_in_slices_within_max_batch_bytes() {
+    let sink = Sink::start();
+    let mut server = TestServer::start_with(drain_options(&sink, 0, 10));
+    submit_many(&server, "slice", 6).await;
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    let mut o = drain_options(&sink, 1, 10);
+    o.extra_yaml = o
+        .extra_yaml
+        .replace("batch_size: 10", "batch_size: 10\n  max_batch_bytes: 1");
+    server.reconfigure(o);
+    server.spawn();
+    assert!(sink.wait_for(6, Duration::from_secs(15)));
+    let mut ids: Vec<String> = sink
+        .received()
+        .iter()
+        .filter_map(|r| r.message_id())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), sink.count()), (6, 6), "each delivered once");
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::Acquire),
+        1,
+        "the slices share the destination's connection"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            queue_len(&server).await == 0
+        })
+        .await
+    );
+}
