@@ -31,6 +31,8 @@ pub const FAMILIES: &[&str] = &[
     "mairust_hook_calls_total",
     "mairust_plugin_errors_total",
     "mairust_limit_hits_total",
+    "mairust_smtp_data_memory_bytes",
+    "mairust_smtp_spool_bytes",
     "mairust_up",
 ];
 

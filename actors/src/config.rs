@@ -214,9 +214,10 @@ pub struct SmtpLimits {
     /// DATA bytes one session keeps in memory; beyond that the body is spooled to a
     /// temporary file in `spool_dir`.
     pub data_memory_bytes: usize,
-    /// DATA bytes all sessions together keep in memory (buffers and bodies being
-    /// stored). A session that finds none left spools to disk; a finished body that
-    /// cannot be loaded within `data_timeout_seconds` gets 451 4.3.0.
+    /// DATA bytes all sessions together keep in memory: half for bodies still arriving
+    /// (a session that finds none left spools to disk), half for finished bodies on
+    /// their way to storage (one that finds no room within `data_timeout_seconds` gets
+    /// 451 4.3.2).
     pub max_inflight_data_bytes: usize,
     /// Where large bodies are spooled (unnamed files, gone when closed); the system's
     /// temporary directory when absent.
@@ -224,6 +225,9 @@ pub struct SmtpLimits {
     /// Spooled bytes of all sessions together: a body that would pass it is discarded
     /// as it arrives and refused with 452 4.3.1 (no disk filling by withheld dots).
     pub max_spool_bytes: u64,
+    /// Spooled bytes of one client address (IPv6: its prefix), so one client cannot
+    /// take the whole spool from the others.
+    pub max_spool_bytes_per_client: u64,
 }
 
 impl Default for SmtpLimits {
@@ -245,6 +249,7 @@ impl Default for SmtpLimits {
             max_inflight_data_bytes: 256 * 1024 * 1024,
             spool_dir: None,
             max_spool_bytes: 2 * 1024 * 1024 * 1024,
+            max_spool_bytes_per_client: 256 * 1024 * 1024,
         }
     }
 }
@@ -517,8 +522,11 @@ impl Default for AuditConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Password verifications (argon2id, ~19 MiB and ~20 ms of CPU each) running at
-    /// once; more get 454 4.7.0 (SMTP) or 503 (API) at once. 0 = one per CPU.
+    /// once. 0 = one per CPU.
     pub max_concurrent_verifications: usize,
+    /// Attempts that may wait (up to 2 s) for a verification slot; more get 454 4.7.0
+    /// (SMTP) or 503 (API) at once. 0 = eight per slot.
+    pub max_queued_verifications: usize,
     /// Failures from one client address (IPv6: its `smtp.limits.ipv6_prefix_length`
     /// network) within `failure_window_seconds` before it is locked out.
     pub max_failures_per_address: u32,
@@ -542,6 +550,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             max_concurrent_verifications: 0,
+            max_queued_verifications: 0,
             max_failures_per_address: 10,
             max_failures_per_account: 30,
             failure_window_seconds: 900,
@@ -558,6 +567,14 @@ impl AuthConfig {
     pub fn verification_slots(&self) -> usize {
         match self.max_concurrent_verifications {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// `max_queued_verifications` with 0 resolved to eight per slot.
+    pub fn queued_verifications(&self) -> usize {
+        match self.max_queued_verifications {
+            0 => 8 * self.verification_slots(),
             n => n,
         }
     }
@@ -978,11 +995,25 @@ impl Config {
                 "must be between 32 and 128",
             ));
         }
-        if limits.max_inflight_data_bytes < limits.max_message_size {
+        if limits.max_inflight_data_bytes < 2 * limits.max_message_size {
             return Err(ConfigError::new(
                 "smtp.limits.max_inflight_data_bytes",
-                "must be at least smtp.limits.max_message_size (one whole message)",
+                "must be at least twice smtp.limits.max_message_size (half of it holds finished bodies)",
             ));
+        }
+        // Timeouts beyond a day are mistakes, and would overflow deadline arithmetic.
+        for (key, value) in [
+            ("command_timeout_seconds", limits.command_timeout_seconds),
+            ("data_timeout_seconds", limits.data_timeout_seconds),
+            ("write_timeout_seconds", limits.write_timeout_seconds),
+            ("max_session_seconds", limits.max_session_seconds),
+        ] {
+            if value > 86_400 {
+                return Err(ConfigError::new(
+                    format!("smtp.limits.{key}"),
+                    "must be at most 86400 (one day)",
+                ));
+            }
         }
         self.validate_auth()?;
         if self.server.hostname.is_empty() || self.server.hostname.contains(char::is_whitespace) {

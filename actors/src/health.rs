@@ -10,9 +10,9 @@
 //! The database probe also counts the outbound queue and the stored bytes, so health
 //! reports and metrics never query.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
@@ -176,22 +176,47 @@ pub struct DependencyFailed(pub Dependency);
 pub struct ProbeNow;
 
 pub struct HealthMonitor {
+    prober: Arc<Prober>,
+    interval: Duration,
+}
+
+/// What a probe needs, shared by the actor and the probes it runs in the background.
+struct Prober {
     state: Arc<HealthState>,
     /// The probe's own connection ([`database::connect_probe`]).
     db: DatabaseConnection,
     bodies: BodyStore,
     config: HealthConfig,
     node_id: String,
-    probing: bool,
+    /// A probe is running: no second one starts beside it.
+    probing: AtomicBool,
     /// Consecutive failed probes of the database and of the store.
-    failures: [u32; 2],
-    /// Probes so far; the stored bytes (a full sum over the messages) are summed only
-    /// every [`STORAGE_SUM_EVERY`] probes.
-    probes: u64,
+    failures: Mutex<[u32; 2]>,
+    /// When the last probe started: failures reported by callers start one at most
+    /// every [`MIN_REPORTED_GAP`], so an overloaded database is not probed in a loop.
+    last_probe: Mutex<Option<Instant>>,
+    /// When the stored bytes (a full sum over the messages) were last summed.
+    last_sum: Mutex<Option<Instant>>,
 }
 
-/// Every how many probes the stored bytes are summed (30 s at the default 5 s interval).
-const STORAGE_SUM_EVERY: u64 = 6;
+/// The stored bytes are summed every this many probe intervals (30 s by default), on
+/// the clock: probes started by reported failures do not add sums.
+const STORAGE_SUM_EVERY: u32 = 6;
+/// Least time between probes started by reported failures.
+const MIN_REPORTED_GAP: Duration = Duration::from_secs(1);
+
+/// Clears [`Prober::probing`] however the probe ends (also when it is dropped).
+struct Probing<'a>(&'a AtomicBool);
+
+impl Drop for Probing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl HealthMonitor {
     pub fn new(
@@ -202,74 +227,111 @@ impl HealthMonitor {
         node_id: String,
     ) -> Self {
         HealthMonitor {
-            state,
-            db,
-            bodies,
-            config,
-            node_id,
-            probing: false,
-            failures: [0, 0],
-            probes: 0,
+            interval: config.interval(),
+            prober: Arc::new(Prober {
+                state,
+                db,
+                bodies,
+                config,
+                node_id,
+                probing: AtomicBool::new(false),
+                failures: Mutex::new([0, 0]),
+                last_probe: Mutex::new(None),
+                last_sum: Mutex::new(None),
+            }),
         }
     }
 
-    fn probe(&mut self) -> Option<impl Future<Output = [(Dependency, bool, u64); 2]> + use<>> {
-        if self.probing {
+    fn settle_in_background(&self, ctx: &mut Context<Self>) {
+        let prober = self.prober.clone();
+        ctx.spawn(async move { prober.settle().await }.into_actor(self));
+    }
+}
+
+impl Prober {
+    /// A failed probe is confirmed by another after this pause, so a short blip (a
+    /// connection reset) is not an outage.
+    fn confirm_delay(&self) -> Duration {
+        (self.config.interval() / 4).max(Duration::from_millis(500))
+    }
+
+    /// Probes until the outcome is settled: a failure is probed again after
+    /// [`Prober::confirm_delay`] until it clears or reaches `failures_before_down`.
+    /// Returns at once when another probe is running.
+    async fn settle(&self) {
+        while let Some(confirm) = self.probe_once().await {
+            if !confirm {
+                return;
+            }
+            tokio::time::sleep(self.confirm_delay()).await;
+        }
+    }
+
+    /// One probe of both dependencies, applied; `None` when one was already running.
+    async fn probe_once(&self) -> Option<bool> {
+        if self.probing.swap(true, Ordering::AcqRel) {
             return None;
         }
-        self.probing = true;
-        let sum_storage = self.probes.is_multiple_of(STORAGE_SUM_EVERY);
-        self.probes += 1;
-        let (db, bodies, state) = (self.db.clone(), self.bodies.clone(), self.state.clone());
-        let (timeout, node) = (self.config.probe_timeout(), self.node_id.clone());
-        Some(async move {
-            let db_probe = async {
-                let start = Instant::now();
-                let ok = matches!(
-                    tokio::time::timeout(timeout, database::ping(&db)).await,
-                    Ok(Ok(()))
-                );
-                let ms = start.elapsed().as_millis() as u64;
-                if ok
-                    && let Ok(Ok((length, oldest))) =
-                        tokio::time::timeout(timeout, crate::queue::store::length(&db)).await
-                {
-                    state.set_queue(length, oldest);
-                }
-                if ok
-                    && sum_storage
-                    && let Ok(Ok(bytes)) =
-                        tokio::time::timeout(timeout, crate::storage::stored_bytes(&db)).await
-                {
-                    state.set_storage_bytes(bytes);
-                }
-                (ok, ms)
-            };
-            let store_probe = async {
-                let start = Instant::now();
-                let result = tokio::time::timeout(timeout, bodies.probe(&node)).await;
-                if let Ok(Err(e)) = &result {
-                    tracing::debug!(component = "supervisor", error = %e, "storage probe failed");
-                }
-                (
-                    matches!(result, Ok(Ok(()))),
-                    start.elapsed().as_millis() as u64,
-                )
-            };
-            let ((db_ok, db_ms), (store_ok, store_ms)) = futures::join!(db_probe, store_probe);
-            [
-                (Dependency::Database, db_ok, db_ms),
-                (Dependency::Storage, store_ok, store_ms),
-            ]
-        })
+        let _probing = Probing(&self.probing);
+        *lock(&self.last_probe) = Some(Instant::now());
+        let sum_storage = {
+            let mut last = lock(&self.last_sum);
+            let every = self.config.interval() * STORAGE_SUM_EVERY;
+            let due = last.is_none_or(|at| at.elapsed() >= every);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        let (db, bodies, state) = (&self.db, &self.bodies, &self.state);
+        let (timeout, node) = (self.config.probe_timeout(), &self.node_id);
+        let db_probe = async {
+            let start = Instant::now();
+            let ok = matches!(
+                tokio::time::timeout(timeout, database::ping(db)).await,
+                Ok(Ok(()))
+            );
+            let ms = start.elapsed().as_millis() as u64;
+            if ok
+                && let Ok(Ok((length, oldest))) =
+                    tokio::time::timeout(timeout, crate::queue::store::length(db)).await
+            {
+                state.set_queue(length, oldest);
+            }
+            if ok
+                && sum_storage
+                && let Ok(Ok(bytes)) =
+                    tokio::time::timeout(timeout, crate::storage::stored_bytes(db)).await
+            {
+                state.set_storage_bytes(bytes);
+            }
+            (ok, ms)
+        };
+        let store_probe = async {
+            let start = Instant::now();
+            let result = tokio::time::timeout(timeout, bodies.probe(node)).await;
+            if let Ok(Err(e)) = &result {
+                tracing::debug!(component = "supervisor", error = %e, "storage probe failed");
+            }
+            (
+                matches!(result, Ok(Ok(()))),
+                start.elapsed().as_millis() as u64,
+            )
+        };
+        let ((db_ok, db_ms), (store_ok, store_ms)) = futures::join!(db_probe, store_probe);
+        Some(self.apply([
+            (Dependency::Database, db_ok, db_ms),
+            (Dependency::Storage, store_ok, store_ms),
+        ]))
     }
 
     /// Applies a probe's results: up at once, down after `failures_before_down`
     /// consecutive failures. True when a failure awaits confirmation by another probe.
-    fn apply(&mut self, results: [(Dependency, bool, u64); 2]) -> bool {
+    fn apply(&self, results: [(Dependency, bool, u64); 2]) -> bool {
         let mut confirm = false;
+        let mut all = lock(&self.failures);
         for (dep, ok, ms) in results {
-            let failures = &mut self.failures[dep as usize];
+            let failures = &mut all[dep as usize];
             *failures = if ok { 0 } else { failures.saturating_add(1) };
             let down = *failures >= self.config.failures_before_down;
             if !ok && !down {
@@ -289,54 +351,36 @@ impl HealthMonitor {
         }
         confirm
     }
-
-    /// Runs a probe in the background unless one is running; a failure not yet
-    /// confirmed is probed again right away.
-    fn probe_in_background(&mut self, ctx: &mut Context<Self>) {
-        if let Some(fut) = self.probe() {
-            ctx.spawn(fut.into_actor(self).map(|results, act, ctx| {
-                act.probing = false;
-                if act.apply(results) {
-                    act.probe_in_background(ctx);
-                }
-            }));
-        }
-    }
 }
 
 impl Actor for HealthMonitor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.config.interval(), |act, ctx| {
-            act.probe_in_background(ctx)
-        });
+        ctx.run_interval(self.interval, |act, ctx| act.settle_in_background(ctx));
     }
 }
 
 impl Handler<DependencyFailed> for HealthMonitor {
     type Result = ();
 
-    /// A caller saw a failure: probe now. Only the probes mark a dependency down.
+    /// A caller saw a failure: probe now, unless a probe started within
+    /// [`MIN_REPORTED_GAP`]. Only the probes mark a dependency down.
     fn handle(&mut self, _: DependencyFailed, ctx: &mut Context<Self>) {
-        self.probe_in_background(ctx);
+        let recent =
+            lock(&self.prober.last_probe).is_some_and(|at| at.elapsed() < MIN_REPORTED_GAP);
+        if !recent {
+            self.settle_in_background(ctx);
+        }
     }
 }
 
 impl Handler<ProbeNow> for HealthMonitor {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseFuture<()>;
 
-    /// Probes until the result is settled (a failure confirmed or cleared).
+    /// Probes until the outcome is settled (a failure confirmed or cleared).
     fn handle(&mut self, _: ProbeNow, _: &mut Context<Self>) -> Self::Result {
-        match self.probe() {
-            Some(fut) => Box::pin(fut.into_actor(self).then(|results, act, ctx| {
-                act.probing = false;
-                if act.apply(results) {
-                    ctx.notify(ProbeNow);
-                }
-                actix::fut::ready(())
-            })),
-            None => Box::pin(actix::fut::ready(())),
-        }
+        let prober = self.prober.clone();
+        Box::pin(async move { prober.settle().await })
     }
 }

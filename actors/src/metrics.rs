@@ -73,6 +73,10 @@ pub struct Metrics {
     pub plugin_errors: IntCounterVec,
     /// Resource limits hit by clients (`limits::Limit`), every label present from start.
     limit_hits: IntCounterVec,
+    /// DATA bytes held in memory (buffers and finished bodies) and spooled to disk,
+    /// read from the budgets at each scrape.
+    data_memory_bytes: IntGauge,
+    spool_bytes: IntGauge,
     pub up: IntGaugeVec,
     api_requests: IntCounterVec,
     api_duration: HistogramVec,
@@ -284,9 +288,26 @@ impl Metrics {
                 }
                 hits
             },
+            data_memory_bytes: gauge(
+                &registry,
+                "mairust_smtp_data_memory_bytes",
+                "DATA bytes held in memory by sessions: bodies arriving and bodies being stored (smtp.limits.max_inflight_data_bytes)",
+            ),
+            spool_bytes: gauge(
+                &registry,
+                "mairust_smtp_spool_bytes",
+                "DATA bytes spooled to disk by sessions (smtp.limits.max_spool_bytes)",
+            ),
             up,
             registry,
         }
+    }
+
+    /// Reads the DATA budgets into their gauges (at each scrape).
+    pub fn set_data_bytes(&self, limits: &crate::limits::NodeLimits) {
+        self.data_memory_bytes
+            .set((limits.buffers.in_use() + limits.data.in_use()) as i64);
+        self.spool_bytes.set(limits.spool.in_use() as i64);
     }
 
     /// Counts a resource limit a client ran into (`limits::hit`).

@@ -75,8 +75,9 @@ pub fn server(
 }
 
 /// `GET /metrics`: the process registry in the Prometheus text format (SPEC O1).
-async fn metrics_text() -> HttpResponse {
+async fn metrics_text(handles: web::Data<Handles>) -> HttpResponse {
     use prometheus::Encoder;
+    mairust_actors::metrics::metrics().set_data_bytes(&handles.limits);
     let encoder = prometheus::TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(

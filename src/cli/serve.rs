@@ -19,6 +19,7 @@ pub fn run(
     let config = Arc::new(config);
     raise_fd_limit(config.smtp.limits.max_sessions);
     return_large_allocations();
+    prepare_spool_dir(&config)?;
     let result = actix_rt::System::new().block_on(async move {
         tracing::info!(component = "supervisor", event = "starting", config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting MaiRust");
         let db = database::connect(&config.database)
@@ -119,14 +120,15 @@ fn raise_fd_limit(max_sessions: usize) {
             }
         }
     }
-    let needed = max_sessions as u64 + 256;
+    // A session spooling a large body holds a second descriptor.
+    let needed = 2 * max_sessions as u64 + 256;
     if limit.rlim_cur < needed {
         tracing::warn!(
             component = "supervisor",
             event = "fd_limit_low",
             limit = limit.rlim_cur,
             needed,
-            "open-files limit is below smtp.limits.max_sessions; raise LimitNOFILE or lower max_sessions"
+            "open-files limit is below twice smtp.limits.max_sessions (a spooling session holds two); raise LimitNOFILE or lower max_sessions"
         );
     }
 }
@@ -144,4 +146,32 @@ fn return_large_allocations() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
+}
+
+/// Creates `smtp.limits.spool_dir` (mode 0700: message bodies) and warns when the spool
+/// lives on tmpfs, where spooled bodies would take memory after all.
+fn prepare_spool_dir(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = config
+        .smtp
+        .limits
+        .spool_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    if config.smtp.limits.spool_dir.is_some() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("smtp.limits.spool_dir: cannot create {}", dir.display()))?;
+    }
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .context("smtp.limits.spool_dir: a NUL byte in the path")?;
+    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } == 0 && stat.f_type as i64 == TMPFS_MAGIC {
+        tracing::warn!(component = "smtp", event = "spool_on_tmpfs", dir = %dir.display(), "the spool directory is on tmpfs: spooled message bodies take memory; set smtp.limits.spool_dir to a disk");
+    }
+    Ok(())
 }

@@ -5,7 +5,9 @@
 //! waiting. Counted in KiB so the budget fits a semaphore. The same type bounds the
 //! bytes spooled to disk (`smtp.limits.max_spool_bytes`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -101,6 +103,80 @@ impl DataBudget {
     pub fn in_use(&self) -> usize {
         (self.total_units - self.units.available_permits()) * UNIT
     }
+
+    /// The whole budget in bytes.
+    pub fn capacity(&self) -> usize {
+        self.total_units * UNIT
+    }
+}
+
+/// Bytes held per client key (see [`super::client_key`]), each key bounded by `max`: so
+/// one client cannot take a whole node-wide budget (the spool) from everyone else.
+pub struct ClientShares {
+    max: u64,
+    used: Mutex<HashMap<IpAddr, u64>>,
+}
+
+/// The bytes one session holds of its client's share; returned when dropped.
+pub struct Share {
+    shares: Arc<ClientShares>,
+    key: IpAddr,
+    bytes: u64,
+}
+
+impl ClientShares {
+    pub fn new(max: u64) -> Arc<Self> {
+        Arc::new(ClientShares {
+            max,
+            used: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u64>> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Grows `share` (made on first use) to `bytes` if the client's total stays within
+    /// the bound; false otherwise.
+    pub fn try_grow(self: &Arc<Self>, share: &mut Option<Share>, key: IpAddr, bytes: u64) -> bool {
+        let held = share.as_ref().map_or(0, |s| s.bytes);
+        let extra = bytes.saturating_sub(held);
+        let mut used = self.used();
+        let total = used.entry(key).or_insert(0);
+        if *total + extra > self.max {
+            if *total == 0 {
+                used.remove(&key);
+            }
+            return false;
+        }
+        *total += extra;
+        drop(used);
+        share
+            .get_or_insert_with(|| Share {
+                shares: self.clone(),
+                key,
+                bytes: 0,
+            })
+            .bytes += extra;
+        true
+    }
+
+    /// Bytes held by `key` now.
+    pub fn held_by(&self, key: IpAddr) -> u64 {
+        self.used().get(&key).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut used = self.shares.used();
+        if let Some(total) = used.get_mut(&self.key) {
+            *total = total.saturating_sub(self.bytes);
+            if *total == 0 {
+                used.remove(&self.key);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +207,26 @@ mod tests {
         assert!(!budget.grow(&mut b, 11 * UNIT, Duration::from_secs(5)).await);
         b.release();
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn one_client_cannot_take_more_than_its_share() {
+        let shares = ClientShares::new(100);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let (mut s1, mut s2, mut s3) = (None, None, None);
+        assert!(shares.try_grow(&mut s1, a, 60));
+        assert!(shares.try_grow(&mut s1, a, 70));
+        assert!(
+            !shares.try_grow(&mut s2, a, 31),
+            "a's sessions together past 100"
+        );
+        assert!(shares.try_grow(&mut s2, a, 30));
+        assert!(shares.try_grow(&mut s3, b, 100), "b has a share of its own");
+        assert_eq!(shares.held_by(a), 100);
+        drop(s1);
+        assert_eq!(shares.held_by(a), 30);
+        drop(s2);
+        assert_eq!(shares.held_by(a), 0);
+        assert!(shares.used().get(&a).is_none());
     }
 }

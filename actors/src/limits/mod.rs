@@ -14,7 +14,7 @@ pub mod password;
 pub mod throttle;
 
 pub use address::client_key;
-pub use memory::{DataBudget, Reservation};
+pub use memory::{ClientShares, DataBudget, Reservation, Share};
 pub use password::{Busy, PasswordGate};
 pub use throttle::{Admission, AuthThrottle};
 
@@ -23,9 +23,16 @@ pub use throttle::{Admission, AuthThrottle};
 pub struct NodeLimits {
     pub password: PasswordGate,
     pub auth: AuthThrottle,
+    /// Memory for DATA not yet complete (half of `max_inflight_data_bytes`): sessions
+    /// that find none left spool instead.
+    pub buffers: DataBudget,
+    /// Memory for finished bodies on their way to storage (the other half), so
+    /// unfinished sessions can never take it all.
     pub data: DataBudget,
     /// Spooled DATA bytes on disk (`smtp.limits.max_spool_bytes`).
     pub spool: DataBudget,
+    /// Spooled bytes per client (`smtp.limits.max_spool_bytes_per_client`).
+    pub spool_shares: std::sync::Arc<ClientShares>,
     /// `smtp.limits.ipv6_prefix_length`.
     pub ipv6_prefix: u8,
 }
@@ -33,9 +40,17 @@ pub struct NodeLimits {
 impl NodeLimits {
     pub fn new(config: &crate::config::Config) -> std::sync::Arc<Self> {
         std::sync::Arc::new(NodeLimits {
-            password: PasswordGate::new(config.auth.verification_slots()),
+            password: PasswordGate::new(
+                config.auth.verification_slots(),
+                config.auth.queued_verifications(),
+            ),
             auth: AuthThrottle::new(&config.auth),
-            data: DataBudget::new(config.smtp.limits.max_inflight_data_bytes),
+            buffers: DataBudget::new(config.smtp.limits.max_inflight_data_bytes / 2),
+            data: DataBudget::new(
+                config.smtp.limits.max_inflight_data_bytes
+                    - config.smtp.limits.max_inflight_data_bytes / 2,
+            ),
+            spool_shares: ClientShares::new(config.smtp.limits.max_spool_bytes_per_client),
             spool: DataBudget::new(
                 usize::try_from(config.smtp.limits.max_spool_bytes).unwrap_or(usize::MAX),
             ),

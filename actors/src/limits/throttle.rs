@@ -116,9 +116,13 @@ impl Record {
 #[derive(Default)]
 struct State {
     addresses: HashMap<IpAddr, Record>,
-    accounts: HashMap<String, Record>,
+    /// By [`AccountKey`]: a fixed-size key whatever name the client sends.
+    accounts: HashMap<AccountKey, Record>,
     /// (account, address) → last successful login.
-    trusted: HashMap<(String, IpAddr), Instant>,
+    trusted: HashMap<(AccountKey, IpAddr), Instant>,
+    /// Failures audited one by one in this summary period (at most
+    /// [`MAX_AUDITED_PER_PERIOD`], whatever the number of addresses).
+    audited: usize,
     /// Failures since the last summary, per address.
     unreported: HashMap<IpAddr, Summary>,
 }
@@ -126,6 +130,8 @@ struct State {
 pub struct AuthThrottle {
     config: Mutex<Settings>,
     state: Mutex<State>,
+    /// The key of [`AccountKey`] hashes, random per process.
+    hasher: std::hash::RandomState,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,29 +157,53 @@ impl From<&AuthConfig> for Settings {
     }
 }
 
-fn account_key(account: &str) -> String {
-    let mut key: String = account.chars().take(MAX_ACCOUNT_KEY).collect();
-    key.make_ascii_lowercase();
-    key
+/// An account name as counted: a keyed 64-bit hash of its lowercase form, so memory per
+/// entry is fixed whatever the client sends (collisions need the process's random key).
+type AccountKey = u64;
+
+/// The account name as shown in summaries: lowercase, at most [`MAX_ACCOUNT_KEY`] bytes.
+fn account_name(account: &str) -> String {
+    let mut end = account.len().min(MAX_ACCOUNT_KEY);
+    while !account.is_char_boundary(end) {
+        end -= 1;
+    }
+    account[..end].to_lowercase()
 }
 
-/// Drops what no longer matters once a map is full: expired records, then records that
-/// lock nothing out.
-fn bound<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Record>, now: Instant, window: Duration) {
+/// Drops what matters least once a map is full: expired records, then the oldest tenth
+/// of those that lock nothing out (a sprayer resets only the oldest counters).
+fn bound<K: std::hash::Hash + Eq + Clone>(
+    map: &mut HashMap<K, Record>,
+    now: Instant,
+    window: Duration,
+) {
     if map.len() < MAX_TRACKED {
         return;
     }
     map.retain(|_, r| !r.expired(now, window));
     if map.len() >= MAX_TRACKED {
-        map.retain(|_, r| r.locked(now).is_some());
+        let mut unlocked: Vec<(Instant, K)> = map
+            .iter()
+            .filter(|(_, r)| r.locked(now).is_none())
+            .map(|(k, r)| (r.window_start, k.clone()))
+            .collect();
+        unlocked.sort_unstable_by_key(|(at, _)| *at);
+        for (_, key) in unlocked.into_iter().take(MAX_TRACKED / 10) {
+            map.remove(&key);
+        }
     }
 }
+
+/// Failures audited one by one per summary period, over all addresses (IPv6 spraying
+/// makes every guess some address's first).
+pub const MAX_AUDITED_PER_PERIOD: usize = 100;
 
 impl AuthThrottle {
     pub fn new(config: &AuthConfig) -> Self {
         AuthThrottle {
             config: Mutex::new(config.into()),
             state: Mutex::new(State::default()),
+            hasher: std::hash::RandomState::new(),
         }
     }
 
@@ -186,6 +216,11 @@ impl AuthThrottle {
         *self.config.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn key(&self, account: &str) -> AccountKey {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(account.to_lowercase())
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -196,14 +231,14 @@ impl AuthThrottle {
     }
 
     fn admit_at(&self, address: IpAddr, account: &str, now: Instant) -> Admission {
-        let account = account_key(account);
+        let account = self.key(account);
         let mut state = self.state();
         let locked = if let Some(left) = state.addresses.get(&address).and_then(|r| r.locked(now)) {
             Some((LockedOut::Address, left))
         } else {
             let trusted = state
                 .trusted
-                .get(&(account.clone(), address))
+                .get(&(account, address))
                 .is_some_and(|at| now.duration_since(*at) < KNOWN_FOR);
             state
                 .accounts
@@ -230,7 +265,7 @@ impl AuthThrottle {
 
     fn failed_at(&self, address: IpAddr, account: &str, now: Instant) -> Failure {
         let s = self.settings();
-        let account = account_key(account);
+        let (key, name) = (self.key(account), account_name(account));
         let mut state = self.state();
         bound(&mut state.addresses, now, s.window);
         bound(&mut state.accounts, now, s.window);
@@ -242,7 +277,7 @@ impl AuthThrottle {
         let failures = address_record.failures.max(1);
         let locked_account = state
             .accounts
-            .entry(account.clone())
+            .entry(key)
             .or_insert_with(|| Record::new(now))
             .fail(now, s.window, s.max_per_account, s.lockout);
         let tracked = state.unreported.len();
@@ -250,13 +285,23 @@ impl AuthThrottle {
             Some(summary) => {
                 summary.failures += 1;
                 if summary.accounts.len() < SUMMARY_ACCOUNTS {
-                    summary.accounts.insert(account);
+                    summary.accounts.insert(name);
                 }
                 false
             }
+            // The address's first failure this period: its own entry, while fewer than
+            // MAX_AUDITED_PER_PERIOD were; otherwise the first of its summary.
             None if tracked < MAX_TRACKED => {
-                state.unreported.insert(address, Summary::default());
-                true
+                let own = state.audited < MAX_AUDITED_PER_PERIOD;
+                let mut summary = Summary::default();
+                if own {
+                    state.audited += 1;
+                } else {
+                    summary.failures = 1;
+                    summary.accounts.insert(name);
+                }
+                state.unreported.insert(address, summary);
+                own
             }
             // Too many distinct addresses this period: counted in metrics and logs only.
             None => false,
@@ -275,11 +320,12 @@ impl AuthThrottle {
     pub fn known(&self, address: IpAddr, account: &str) -> bool {
         self.state()
             .trusted
-            .get(&(account_key(account), address))
+            .get(&(self.key(account), address))
             .is_some_and(|at| at.elapsed() < KNOWN_FOR)
     }
 
-    /// An attempt refused for want of a password-check slot: counted in the summary.
+    /// An attempt that was not checked — no password-check slot free, or the check
+    /// could not run (database lookup failed): counted in the summary as `busy`.
     pub fn busy(&self, address: IpAddr) {
         let mut state = self.state();
         if state.unreported.len() < MAX_TRACKED || state.unreported.contains_key(&address) {
@@ -297,16 +343,24 @@ impl AuthThrottle {
                 .trusted
                 .retain(|_, at| now.duration_since(*at) < KNOWN_FOR);
             if state.trusted.len() >= MAX_TRACKED {
-                state.trusted.clear();
+                // The oldest tenth goes; recent known clients stay known.
+                let mut by_age: Vec<(Instant, (AccountKey, IpAddr))> =
+                    state.trusted.iter().map(|(k, at)| (*at, *k)).collect();
+                by_age.sort_unstable_by_key(|(at, _)| *at);
+                for (_, key) in by_age.into_iter().take(MAX_TRACKED / 10) {
+                    state.trusted.remove(&key);
+                }
             }
         }
-        state.trusted.insert((account_key(account), address), now);
+        let key = self.key(account);
+        state.trusted.insert((key, address), now);
     }
 
     /// Summaries of the failures after each address's first, since the last call, for
     /// the periodic audit entry; addresses with nothing more to report are left out.
     pub fn take_summaries(&self) -> Vec<(IpAddr, Summary)> {
         let mut state = self.state();
+        state.audited = 0;
         std::mem::take(&mut state.unreported)
             .into_iter()
             .filter(|(_, s)| s.failures > 0 || s.refused > 0 || s.busy > 0)
@@ -394,6 +448,7 @@ mod tests {
     fn throttle(max_address: u32, max_account: u32) -> AuthThrottle {
         AuthThrottle::new(&AuthConfig {
             max_concurrent_verifications: 1,
+            max_queued_verifications: 0,
             max_failures_per_address: max_address,
             max_failures_per_account: max_account,
             failure_window_seconds: 60,
@@ -492,10 +547,15 @@ mod tests {
     fn maps_stay_bounded_under_address_spraying() {
         let t = throttle(1000, 1000);
         let now = Instant::now();
+        let mut audited = 0;
         for i in 0..(MAX_TRACKED as u32 + 500) {
             let a = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
-            t.failed_at(a, &format!("user{i}@x"), now);
+            audited += usize::from(t.failed_at(a, &format!("user{i}@x"), now).audit_now);
         }
+        assert_eq!(
+            audited, MAX_AUDITED_PER_PERIOD,
+            "one entry each for the first only"
+        );
         let state = t.state();
         assert!(state.addresses.len() <= MAX_TRACKED);
         assert!(state.accounts.len() <= MAX_TRACKED);

@@ -254,9 +254,12 @@ impl Session {
         let id = uuid::Uuid::now_v7().to_string();
         let header = self.received_header(&id, &envelope).into_bytes();
         let hooks = self.ctx.hooks.clone();
-        // A post_receive hook gets its own copy of the message while it is stored.
-        let copies = if hooks.has(HookEvent::PostReceive) {
-            2
+        // A pre_receive or pre_send call holds the body's base64 form, the JSON request
+        // and the request's own copy beside the body: about four times its size.
+        let copies = if hooks.has(HookEvent::PreReceive)
+            || (!envelope.outbound.is_empty() && hooks.has(HookEvent::PreSend))
+        {
+            4
         } else {
             1
         };
@@ -474,7 +477,7 @@ impl Session {
             return self.refuse(reply::AUTH_LOCKED);
         }
         let known = guards.auth.known(self.client_key, &key);
-        let Ok(slot) = guards.password.slot(known) else {
+        let Ok(slot) = guards.password.slot(known).await else {
             guards.auth.busy(self.client_key);
             tracing::debug!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_busy", "no password-check slot free");
             return self.refuse(reply::AUTH_BUSY);
@@ -482,6 +485,7 @@ impl Session {
         let user = match accounts::find_user(&self.ctx.db, &key).await {
             Ok(user) => user,
             Err(e) => {
+                guards.auth.busy(self.client_key);
                 tracing::warn!(component = "smtp", session_id = %self.id, event = "auth_lookup_failed", error = %e, "user lookup failed");
                 self.ctx
                     .health_monitor
@@ -500,6 +504,7 @@ impl Session {
             .run(move || accounts::verify_password(&password, &phc))
             .await
         else {
+            guards.auth.busy(self.client_key);
             self.reply(reply::AUTH_TEMPFAIL);
             return Flow::Continue;
         };

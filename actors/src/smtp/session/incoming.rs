@@ -5,12 +5,13 @@
 //! crash) and is read back once, when the body is complete and the budget can hold it.
 
 use std::io::SeekFrom;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::limits::{self, Limit, NodeLimits, Reservation};
+use crate::limits::{self, Limit, NodeLimits, Reservation, Share};
 use crate::smtp::proto::data::DataReceiver;
 use crate::smtp::proto::reply::{self, Reply};
 
@@ -20,8 +21,9 @@ pub(super) struct Incoming {
     spool: Option<Spool>,
     /// Budget held for the receiver's buffer.
     reservation: Reservation,
-    /// Spool budget held for the bytes written out.
+    /// Spool budget held for the bytes written out: the node's, and the client's share.
     spooled: Reservation,
+    share: Option<Share>,
     /// The body cannot be kept (spool unwritable: 451; spool full: 452): it is
     /// discarded as it arrives and the transaction ends with this reply.
     failed: Option<Reply>,
@@ -48,6 +50,7 @@ impl Incoming {
             spool: None,
             reservation: Reservation::default(),
             spooled: Reservation::default(),
+            share: None,
             failed: None,
             started: Instant::now(),
             bytes_in: 0,
@@ -58,7 +61,13 @@ impl Incoming {
     /// the budget has room, otherwise writes it to the spool (within the node's spool
     /// budget). `dir`: `smtp.limits.spool_dir`, the system's temporary directory when
     /// `None`.
-    pub async fn settle(&mut self, limits: &NodeLimits, memory: usize, dir: Option<&Path>) {
+    pub async fn settle(
+        &mut self,
+        limits: &NodeLimits,
+        client: IpAddr,
+        memory: usize,
+        dir: Option<&Path>,
+    ) {
         if self.failed.is_some() || self.receiver.refused() {
             // Refused at its end anyway: nothing of it needs keeping.
             drop(self.receiver.take_pending());
@@ -66,12 +75,21 @@ impl Incoming {
             return;
         }
         let pending = self.receiver.pending();
-        if pending <= memory && limits.data.try_grow(&mut self.reservation, pending) {
+        if pending <= memory && limits.buffers.try_grow(&mut self.reservation, pending) {
             return;
         }
         let bytes = self.receiver.take_pending();
         self.reservation.release();
         let on_disk = self.spool.as_ref().map_or(0, |s| s.len) + bytes.len();
+        if !limits
+            .spool_shares
+            .try_grow(&mut self.share, client, on_disk as u64)
+        {
+            limits::hit(Limit::SpoolFull);
+            tracing::warn!(component = "smtp", event = "spool_full", remote = %client, "this client's spooled bodies reached smtp.limits.max_spool_bytes_per_client; this message gets 452");
+            self.give_up(reply::STORAGE_FULL);
+            return;
+        }
         if !limits.spool.try_grow(&mut self.spooled, on_disk) {
             limits::hit(Limit::SpoolFull);
             tracing::warn!(
@@ -94,6 +112,7 @@ impl Incoming {
         self.failed = Some(reply);
         self.spool = None;
         self.spooled.release();
+        self.share = None;
     }
 
     async fn spool_out(&mut self, bytes: &[u8], dir: &Path) -> std::io::Result<()> {
@@ -116,9 +135,9 @@ impl Incoming {
         Ok(())
     }
 
-    /// The whole body after `header`, in memory and covered by the budget, or the
-    /// reply that refuses or defers it. `copies` is how many times the caller will hold
-    /// it at once (2 when a post_receive hook gets its own copy).
+    /// The whole body after `header`, in memory and covered by the budget for finished
+    /// bodies, or the reply that refuses or defers it. `copies`: how many times its size
+    /// the caller will hold at once (hook calls encode it), at most the whole budget.
     pub async fn finish(
         self,
         header: Vec<u8>,
@@ -130,20 +149,24 @@ impl Incoming {
         let Incoming {
             receiver,
             spool,
-            mut reservation,
+            reservation: buffer,
             failed,
             ..
         } = self;
+        // The unfinished buffer's budget goes back before the finished body's is taken.
+        drop(buffer);
         let rest = receiver.finish()?;
         if let Some(reply) = failed {
             return Err(reply);
         }
         let spooled = spool.as_ref().map_or(0, |s| s.len);
         let total = header.len() + spooled + rest.len();
-        if !budget
-            .grow(&mut reservation, total.saturating_mul(copies), wait)
-            .await
-        {
+        let needed = total
+            .saturating_mul(copies)
+            .min(budget.capacity())
+            .max(total);
+        let mut reservation = Reservation::default();
+        if !budget.grow(&mut reservation, needed, wait).await {
             limits::hit(Limit::DataMemory);
             tracing::warn!(
                 component = "smtp",

@@ -373,7 +373,6 @@ impl Session {
     /// lifetime, whichever ends first.
     fn read_deadline(&self) -> (Duration, Deadline) {
         let limits = &self.ctx.config.smtp.limits;
-        let now = Instant::now();
         let mut bound = match &self.state {
             State::Data(_) => (
                 Duration::from_secs(limits.data_timeout_seconds),
@@ -387,17 +386,18 @@ impl Session {
         if let State::Data(incoming) = &self.state
             && limits.data_min_rate_bytes_per_second > 0
         {
-            let allowed = Duration::from_secs(limits.data_timeout_seconds)
-                + Duration::from_secs_f64(
-                    incoming.bytes_in as f64 / limits.data_min_rate_bytes_per_second as f64,
-                );
-            let left = (incoming.started + allowed).saturating_duration_since(now);
+            let earned = Duration::try_from_secs_f64(
+                incoming.bytes_in as f64 / limits.data_min_rate_bytes_per_second as f64,
+            )
+            .unwrap_or(Duration::MAX);
+            let allowed = Duration::from_secs(limits.data_timeout_seconds).saturating_add(earned);
+            let left = allowed.saturating_sub(incoming.started.elapsed());
             if left < bound.0 {
                 bound = (left, Deadline::DataRate);
             }
         }
-        let lifetime = (self.started + Duration::from_secs(limits.max_session_seconds))
-            .saturating_duration_since(now);
+        let lifetime =
+            Duration::from_secs(limits.max_session_seconds).saturating_sub(self.started.elapsed());
         if lifetime < bound.0 {
             bound = (lifetime, Deadline::Lifetime);
         }
@@ -406,6 +406,11 @@ impl Session {
 
     async fn read_more(&mut self, stream: &mut BoxStream) -> ReadOutcome {
         let (timeout, deadline) = self.read_deadline();
+        // A timeout polls the read first: with bytes always waiting (a client that never
+        // stops sending) a deadline already passed would never fire.
+        if timeout.is_zero() {
+            return ReadOutcome::Timeout(deadline);
+        }
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(8192);
         }
@@ -442,6 +447,7 @@ impl Session {
                     incoming
                         .settle(
                             &self.ctx.limits,
+                            self.client_key,
                             limits.data_memory_bytes,
                             limits.spool_dir.as_deref(),
                         )
