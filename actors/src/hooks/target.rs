@@ -10,10 +10,13 @@
 //! [`GuardedResolver`], which resolves them and hands reqwest only allowed addresses (so
 //! a name that resolves to 127.0.0.1 is refused, and DNS rebinding gains nothing: there
 //! is no second lookup); IP literals, which reqwest connects to without asking a
-//! resolver, are checked by [`TargetPolicy::check_url`] before the request.
+//! resolver, are checked by [`TargetPolicy::check_url`] before the request. A name is
+//! checked when a connection is opened, and reqwest reuses pooled connections, so a new
+//! policy (a reload) comes with a new client: nothing connected under the old policy is
+//! used again.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -207,23 +210,18 @@ impl TargetPolicy {
     }
 }
 
-/// The policy shared by the dispatcher and its resolver; replaced on reload.
-pub(super) type SharedPolicy = Arc<RwLock<Arc<TargetPolicy>>>;
-
-pub(super) fn current(policy: &SharedPolicy) -> Arc<TargetPolicy> {
-    policy.read().unwrap_or_else(|e| e.into_inner()).clone()
-}
-
 /// reqwest's resolver for hooks: the system's lookup (tokio's `lookup_host`), keeping
 /// only the addresses the policy allows. With none left the connection fails with
-/// [`TargetRefused`] as its cause.
+/// [`TargetRefused`] as its cause. It keeps the policy its client was built with: a new
+/// policy comes with a new client and resolver (`Egress` in the dispatcher), because
+/// the client's pooled connections are reused without asking the resolver again.
 pub(super) struct GuardedResolver {
-    pub(super) policy: SharedPolicy,
+    pub(super) policy: Arc<TargetPolicy>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = current(&self.policy);
+        let policy = self.policy.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
             // Port 0: reqwest puts the URL's (or the scheme's) port in.
@@ -472,7 +470,7 @@ mod tests {
     async fn names_that_resolve_to_refused_addresses_are_refused() {
         use reqwest::dns::Resolve;
         let resolver = GuardedResolver {
-            policy: Arc::new(RwLock::new(Arc::new(policy(&[])))),
+            policy: Arc::new(policy(&[])),
         };
         let err = match resolver.resolve("localhost".parse().unwrap()).await {
             Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
@@ -483,7 +481,7 @@ mod tests {
         assert_eq!(refused.range, AddressRange::Loopback);
 
         let open = GuardedResolver {
-            policy: Arc::new(RwLock::new(Arc::new(policy(&["127.0.0.0/8", "::1"])))),
+            policy: Arc::new(policy(&["127.0.0.0/8", "::1"])),
         };
         let addrs: Vec<SocketAddr> = open
             .resolve("localhost".parse().unwrap())
