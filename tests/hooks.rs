@@ -4,7 +4,7 @@
 //! keeps SMTP fast while open, and closes again after its cool-down. `hook_policy`:
 //! loopback targets (by address or by name) are refused unless allowed, redirects are
 //! not followed, answers are read up to a cap, and the API's test call tells only status
-//! and latency.
+//! and latency (a disabled hook's refusal audited too).
 
 mod common;
 
@@ -649,17 +649,22 @@ async fn test_calls_tell_status_and_latency_only_and_are_audited() {
     assert_eq!(body["error"]["code"], "CONFLICT", "{body}");
     assert_eq!(receiver.calls().len(), 1, "a disabled hook is not called");
 
+    // Newest first: the refused test of the disabled hook, then the completed call.
     let audit = server.get_json(&key, "/api/v1/audit?event=hook.test").await;
     let entries = audit["data"].as_array().unwrap();
-    assert_eq!(entries.len(), 1, "the completed test call only: {audit}");
-    assert_eq!(entries[0]["target"], "probe");
-    assert_eq!(entries[0]["outcome"], "success");
-    assert_eq!(entries[0]["details"]["status"], 418, "{audit}");
-    assert!(
-        entries[0]["actor"]
-            .as_str()
-            .unwrap()
-            .starts_with("api-key:"),
-        "{audit}"
-    );
+    assert_eq!(entries.len(), 2, "{audit}");
+    let (refused, completed) = (&entries[0], &entries[1]);
+    assert_eq!(completed["target"], "probe");
+    assert_eq!(completed["outcome"], "success");
+    assert_eq!(completed["details"]["status"], 418, "{audit}");
+    assert_eq!(refused["target"], "paused");
+    assert_eq!(refused["outcome"], "failure");
+    assert_eq!(refused["details"], json!({"reason": "disabled"}), "{audit}");
+    for entry in entries {
+        assert!(
+            entry["actor"].as_str().unwrap().starts_with("api-key:"),
+            "{audit}"
+        );
+        assert!(entry["remote"].is_string(), "{audit}");
+    }
 }
