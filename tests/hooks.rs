@@ -2,8 +2,9 @@
 //! signature: pre_receive verdicts reach the SMTP client as the right codes, tags land
 //! on the stored message, timeouts follow on_timeout, and the circuit breaker opens,
 //! keeps SMTP fast while open, and closes again after its cool-down. `hook_policy`:
-//! loopback targets (by address or by name) are refused unless allowed, redirects are
-//! not followed, answers are read up to a cap, and the API's test call tells only status
+//! loopback targets (by address or by name) are refused unless allowed, a reload that
+//! narrows the policy leaves no kept-alive connection behind, redirects are not
+//! followed, answers are read up to a cap, and the API's test call tells only status
 //! and latency (a disabled hook's refusal audited too).
 
 mod common;
@@ -513,6 +514,64 @@ async fn loopback_targets_are_refused_by_address_and_by_name() {
     assert!(
         receiver.calls().is_empty(),
         "still nothing reached the target"
+    );
+}
+
+/// Names are checked when a connection is opened, and the server keeps hook
+/// connections alive: a reload that takes a network out of `allowed_networks` must not
+/// leave a hook on the connection it opened before.
+#[tokio::test]
+async fn a_reload_that_narrows_hook_policy_drops_kept_alive_connections() {
+    let receiver = HookReceiver::start(SECRET);
+    receiver.always(Answer {
+        keep_alive: true,
+        ..Answer::json(json!({"action": "allow"}))
+    });
+    let port = receiver.addr.port();
+    let server = TestServer::start_with(options(&[hook(
+        "kept",
+        "pre_receive",
+        &format!("http://localhost:{port}/hook"),
+        "    on_error: reject\n",
+    )]));
+    for id in ["kept-1@remote.test", "kept-2@remote.test"] {
+        let r = send(&server, id).await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    assert_eq!(receiver.calls().len(), 2);
+    assert_eq!(
+        receiver.connections(),
+        1,
+        "the second call went over the first call's connection"
+    );
+
+    let original = std::fs::read_to_string(&server.config_path).unwrap();
+    let narrowed = original.replace(ALLOW_LOOPBACK, "");
+    assert_ne!(narrowed, original);
+    std::fs::write(&server.config_path, &narrowed).unwrap();
+    let out = server.cli_ok(&["reload"], None);
+    assert!(out.contains("hook_policy"), "{out}");
+
+    let r = send(&server, "kept-3@remote.test").await;
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (550, "5.7.1 rejected by policy (error)"),
+        "refused under the new policy"
+    );
+    assert_eq!(
+        receiver.calls().len(),
+        2,
+        "nothing sent over the old connection"
+    );
+    let refused = events(&server, "hook_target_refused", 1).await;
+    assert_eq!(
+        (
+            &refused[0]["hook"],
+            &refused[0]["host"],
+            &refused[0]["range"]
+        ),
+        (&json!("kept"), &json!("localhost"), &json!("loopback")),
+        "{refused:?}"
     );
 }
 

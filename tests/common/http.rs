@@ -23,7 +23,11 @@ impl Request {
 /// Reads the request line, the headers and a `Content-Length` body; `None` when the
 /// client went away.
 pub fn read_request(stream: TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream);
+    read_request_from(&mut BufReader::new(stream))
+}
+
+/// [`read_request`] off a reader kept across requests (a kept-alive connection).
+pub fn read_request_from(reader: &mut impl BufRead) -> Option<Request> {
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
