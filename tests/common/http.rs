@@ -1,7 +1,7 @@
 //! Reading one HTTP/1.1 request off a socket, for the in-test HTTP servers (hook
 //! receiver, OTLP receiver).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 
 /// A request's headers (names lower-cased) and body.
