@@ -2,9 +2,10 @@
 //! signature: pre_receive verdicts reach the SMTP client as the right codes, tags land
 //! on the stored message, timeouts follow on_timeout, and the circuit breaker opens,
 //! keeps SMTP fast while open, and closes again after its cool-down. `hook_policy`:
-//! loopback targets (by address or by name) are refused unless allowed, redirects are
-//! not followed, answers are read up to a cap, and the API's test call tells only status
-//! and latency.
+//! loopback targets (by address or by name) are refused unless allowed, a reload that
+//! narrows the policy leaves no kept-alive connection behind, redirects are not
+//! followed, answers are read up to a cap, and the API's test call tells only status
+//! and latency (a disabled hook's refusal audited too).
 
 mod common;
 
@@ -516,6 +517,64 @@ async fn loopback_targets_are_refused_by_address_and_by_name() {
     );
 }
 
+/// Names are checked when a connection is opened, and the server keeps hook
+/// connections alive: a reload that takes a network out of `allowed_networks` must not
+/// leave a hook on the connection it opened before.
+#[tokio::test]
+async fn a_reload_that_narrows_hook_policy_drops_kept_alive_connections() {
+    let receiver = HookReceiver::start(SECRET);
+    receiver.always(Answer {
+        keep_alive: true,
+        ..Answer::json(json!({"action": "allow"}))
+    });
+    let port = receiver.addr.port();
+    let server = TestServer::start_with(options(&[hook(
+        "kept",
+        "pre_receive",
+        &format!("http://localhost:{port}/hook"),
+        "    on_error: reject\n",
+    )]));
+    for id in ["kept-1@remote.test", "kept-2@remote.test"] {
+        let r = send(&server, id).await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    assert_eq!(receiver.calls().len(), 2);
+    assert_eq!(
+        receiver.connections(),
+        1,
+        "the second call went over the first call's connection"
+    );
+
+    let original = std::fs::read_to_string(&server.config_path).unwrap();
+    let narrowed = original.replace(ALLOW_LOOPBACK, "");
+    assert_ne!(narrowed, original);
+    std::fs::write(&server.config_path, &narrowed).unwrap();
+    let out = server.cli_ok(&["reload"], None);
+    assert!(out.contains("hook_policy"), "{out}");
+
+    let r = send(&server, "kept-3@remote.test").await;
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (550, "5.7.1 rejected by policy (error)"),
+        "refused under the new policy"
+    );
+    assert_eq!(
+        receiver.calls().len(),
+        2,
+        "nothing sent over the old connection"
+    );
+    let refused = events(&server, "hook_target_refused", 1).await;
+    assert_eq!(
+        (
+            &refused[0]["hook"],
+            &refused[0]["host"],
+            &refused[0]["range"]
+        ),
+        (&json!("kept"), &json!("localhost"), &json!("loopback")),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let elsewhere = HookReceiver::start(SECRET);
@@ -649,17 +708,22 @@ async fn test_calls_tell_status_and_latency_only_and_are_audited() {
     assert_eq!(body["error"]["code"], "CONFLICT", "{body}");
     assert_eq!(receiver.calls().len(), 1, "a disabled hook is not called");
 
+    // Newest first: the refused test of the disabled hook, then the completed call.
     let audit = server.get_json(&key, "/api/v1/audit?event=hook.test").await;
     let entries = audit["data"].as_array().unwrap();
-    assert_eq!(entries.len(), 1, "the completed test call only: {audit}");
-    assert_eq!(entries[0]["target"], "probe");
-    assert_eq!(entries[0]["outcome"], "success");
-    assert_eq!(entries[0]["details"]["status"], 418, "{audit}");
-    assert!(
-        entries[0]["actor"]
-            .as_str()
-            .unwrap()
-            .starts_with("api-key:"),
-        "{audit}"
-    );
+    assert_eq!(entries.len(), 2, "{audit}");
+    let (refused, completed) = (&entries[0], &entries[1]);
+    assert_eq!(completed["target"], "probe");
+    assert_eq!(completed["outcome"], "success");
+    assert_eq!(completed["details"]["status"], 418, "{audit}");
+    assert_eq!(refused["target"], "paused");
+    assert_eq!(refused["outcome"], "failure");
+    assert_eq!(refused["details"], json!({"reason": "disabled"}), "{audit}");
+    for entry in entries {
+        assert!(
+            entry["actor"].as_str().unwrap().starts_with("api-key:"),
+            "{audit}"
+        );
+        assert!(entry["remote"].is_string(), "{audit}");
+    }
 }

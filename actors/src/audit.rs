@@ -5,7 +5,9 @@
 //!
 //! The file line is written first, so an event is kept even while the database is down;
 //! a failed insert is logged as a warning and not retried. Every entry is also logged
-//! (component `audit`, level info).
+//! (component `audit`, level info). File lines are escaped like the JSON log's
+//! ([`crate::json_line`]): details carry client-supplied text (user names, hook URLs),
+//! and no control character, DEL and C1 included, reaches the file raw.
 
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
@@ -132,7 +134,7 @@ impl AuditLog {
             match open_append(path) {
                 Ok(f) => *file.lock().unwrap_or_else(|e| e.into_inner()) = f,
                 Err(e) => {
-                    tracing::error!(component = "audit", error = %format!("{e:#}"), "cannot reopen the audit file; still writing to the old one")
+                    tracing::error!(component = "audit", event = "audit_file_reopen_failed", error = %format!("{e:#}"), "cannot reopen the audit file; still writing to the old one")
                 }
             }
         }
@@ -162,7 +164,7 @@ impl AuditLog {
                 node: &self.node,
                 entry: &entry,
             };
-            let mut text = serde_json::to_string(&line).unwrap_or_default();
+            let mut text = file_line(&line);
             text.push('\n');
             // One write per line, on a file opened for append: lines never interleave.
             let written = file
@@ -170,7 +172,7 @@ impl AuditLog {
                 .unwrap_or_else(|e| e.into_inner())
                 .write_all(text.as_bytes());
             if let Err(e) = written {
-                tracing::error!(component = "audit", path = %path.display(), error = %e, event = entry.event, "cannot write the audit file");
+                tracing::error!(component = "audit", event = "audit_file_write_failed", audit_event = entry.event, path = %path.display(), error = %e, "cannot write the audit file");
             }
         }
         let row = audit_entry::ActiveModel {
@@ -185,7 +187,7 @@ impl AuditLog {
             ..Default::default()
         };
         if let Err(e) = audit_entry::Entity::insert(row).exec(&self.db).await {
-            tracing::warn!(component = "audit", error = %e, event = entry.event, "audit entry not stored in the database (the file has it)");
+            tracing::warn!(component = "audit", event = "audit_insert_failed", audit_event = entry.event, error = %e, "audit entry not stored in the database (the file has it)");
         }
     }
 
@@ -206,6 +208,12 @@ impl AuditLog {
             .await?;
         Ok(done.rows_affected)
     }
+}
+
+/// The file's JSON line (no newline), every control character escaped.
+fn file_line(line: &Line<'_>) -> String {
+    // A Line always serializes: strings, a timestamp and a JSON value.
+    crate::json_line::encode(line).unwrap_or_default()
 }
 
 fn open_append(path: &Path) -> anyhow::Result<File> {
@@ -260,6 +268,27 @@ mod tests {
         assert_eq!(v["details"]["listener"], "submission");
         assert_eq!(v["node"], "n1");
         assert!(v["timestamp"].as_str().is_some());
+    }
+
+    #[test]
+    fn file_lines_escape_every_control_character() {
+        let hostile = "x\r\nforged\x1b[31m\x7f\u{9b}31m\u{85}";
+        let entry = Entry::failure("auth.login", format!("smtp:{hostile}"))
+            .target(hostile)
+            .detail("url", format!("http://h/{hostile}"));
+        let line = file_line(&Line {
+            timestamp: Utc::now(),
+            node: "n1",
+            entry: &entry,
+        });
+        assert!(!line.contains(char::is_control), "{line:?}");
+        for escaped in ["\\r\\n", "\\u001b", "\\u007f", "\\u009b", "\\u0085"] {
+            assert!(line.contains(escaped), "{escaped} in {line}");
+        }
+        let back: serde_json::Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(back["target"], hostile, "the same text once parsed");
+        assert_eq!(back["actor"], format!("smtp:{hostile}"));
+        assert_eq!(back["details"]["url"], format!("http://h/{hostile}"));
     }
 
     #[test]

@@ -673,10 +673,12 @@ impl HookConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HookPolicyConfig {
-    /// Networks hooks may reach although they are loopback, private, link-local,
-    /// unique-local, CGNAT, multicast or reserved: `127.0.0.1/32` for a filter on this
-    /// host, `10.20.0.0/16` for a hook service on the internal network (a bare address
-    /// means that address alone). Public addresses are always allowed.
+    /// Networks hooks may reach although they are not public (loopback, private,
+    /// link-local, unique-local, CGNAT, documentation, benchmarking, IETF protocol
+    /// assignments, local-use NAT64, discard-only, multicast, reserved: see
+    /// `hooks::AddressRange`): `127.0.0.1/32` for a filter on this host, `10.20.0.0/16`
+    /// for a hook service on the internal network (a bare address means that address
+    /// alone). Public addresses are allowed too unless `only_allowed_networks`.
     pub allowed_networks: Vec<String>,
     /// Hooks may reach `allowed_networks` only, public addresses included: an egress
     /// allow-list for installations whose hook services live at known addresses.

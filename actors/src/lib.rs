@@ -10,6 +10,7 @@
 //! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
 //! - [`trace`] — head sampling of SMTP transactions for the trace export
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
+//! - [`json_line`] — JSON lines with no raw control character (audit file, JSON log)
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
 //! - [`limits`] — bounds on what one client may take: password checks, failed-AUTH
 //!   throttling, DATA memory, per-address keys
@@ -26,6 +27,7 @@ pub mod database;
 pub mod health;
 pub mod hooks;
 pub mod janitor;
+pub mod json_line;
 pub mod limits;
 pub mod metrics;
 pub mod queue;

@@ -92,11 +92,17 @@ impl Authenticated {
 impl Authenticated {
     /// An audit entry for something this caller did (SPEC O5).
     pub fn did(&self, event: &'static str) -> Entry {
-        Entry::success(
-            event,
-            format!("api-key:{}#{}", self.caller.name, self.caller.key_id),
-        )
-        .remote(self.remote)
+        Entry::success(event, self.actor()).remote(self.remote)
+    }
+
+    /// An audit entry for something this caller asked for and was refused (SPEC O5);
+    /// say why with a `reason` detail.
+    pub fn was_refused(&self, event: &'static str) -> Entry {
+        Entry::failure(event, self.actor()).remote(self.remote)
+    }
+
+    fn actor(&self) -> String {
+        format!("api-key:{}#{}", self.caller.name, self.caller.key_id)
     }
 }
 

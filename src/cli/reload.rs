@@ -131,13 +131,23 @@ pub fn apply(path: &Path, started: &Config, applied: &mut Config, live: &Reloada
         changed.push("hooks");
     }
     if format!("{:?}", new.hook_policy) != format!("{:?}", applied.hook_policy) {
-        match mairust_actors::hooks::TargetPolicy::from_config(&new.hook_policy) {
-            Ok(policy) => {
-                live.handles.hooks.set_policy(policy);
+        // A new policy comes with a new HTTP client: no pooled connection opened under
+        // the old policy serves a hook again.
+        let applied_policy = mairust_actors::hooks::TargetPolicy::from_config(&new.hook_policy)
+            .map_err(|e| e.to_string())
+            .and_then(|policy| {
+                live.handles
+                    .hooks
+                    .set_policy(policy)
+                    .map_err(|e| e.to_string())
+            });
+        match applied_policy {
+            Ok(()) => {
                 applied.hook_policy = new.hook_policy.clone();
                 changed.push("hook_policy");
             }
-            // Unreachable: `load` validated it.
+            // The configuration error is unreachable (`load` validated it); the client
+            // error would be one of the TLS backend, which started fine before.
             Err(e) => {
                 tracing::error!(component = "supervisor", event = "reload_failed", error = %e, "hook_policy not changed")
             }

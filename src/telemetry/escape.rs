@@ -8,13 +8,13 @@
 //! - text logs: `\r`, `\n`, `\t`, and `\u{1b}` for the others (Rust's own notation),
 //!   in messages and in every field, Display (`%`) ones included: [`EscapedFields`];
 //! - JSON logs: serde_json escapes C0 already; [`json_line`] escapes DEL and C1 too
-//!   (`\u007f`, `\u009b`), which JSON allows raw but a terminal obeys;
+//!   (`\u007f`, `\u009b`), which JSON allows raw but a terminal obeys (the audit file
+//!   is written through the same formatter, `mairust_actors::json_line`);
 //! - `mairust logs` escapes on output as well, so a file written by anything else
 //!   cannot reach the terminal raw either.
 
 use std::fmt::{self, Write as _};
 
-use serde::Serialize;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
@@ -126,35 +126,11 @@ impl Visit for EscapingVisitor<'_> {
     }
 }
 
-/// serde_json's compact output, with DEL and C1 escaped as well as C0.
-struct EscapingJson;
-
-impl serde_json::ser::Formatter for EscapingJson {
-    fn write_string_fragment<W: ?Sized + std::io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> std::io::Result<()> {
-        // serde_json hands C0, `"` and `\` to `write_char_escape`; what reaches this
-        // point is the rest, DEL and C1 included.
-        let mut rest = fragment;
-        while let Some(at) = rest.find(char::is_control) {
-            writer.write_all(&rest.as_bytes()[..at])?;
-            let c = rest[at..].chars().next().unwrap_or_default();
-            write!(writer, "\\u{:04x}", c as u32)?;
-            rest = &rest[at + c.len_utf8()..];
-        }
-        writer.write_all(rest.as_bytes())
-    }
-}
-
-/// One JSON line (no newline) in which no control character appears raw.
+/// One JSON line (no newline) in which no control character appears raw; the audit
+/// file's lines are written the same way ([`mairust_actors::json_line`]).
 pub fn json_line(value: &serde_json::Value) -> String {
-    let mut out = Vec::with_capacity(256);
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, EscapingJson);
-    // A Value always serializes; into a Vec, writing cannot fail.
-    let _ = value.serialize(&mut serializer);
-    String::from_utf8(out).unwrap_or_default()
+    // A Value always serializes.
+    mairust_actors::json_line::encode(value).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub struct Answer {
     pub location: Option<String>,
     /// No `Content-Length`: the body ends when the connection closes.
     pub no_length: bool,
+    /// Keeps the connection open for the next request instead of closing it.
+    pub keep_alive: bool,
 }
 
 impl Answer {
@@ -41,6 +43,7 @@ impl Answer {
             delay: Duration::ZERO,
             location: None,
             no_length: false,
+            keep_alive: false,
         }
     }
 
@@ -61,6 +64,8 @@ struct State {
     script: VecDeque<Answer>,
     /// When the script is used up.
     default: Option<Answer>,
+    /// Connections accepted.
+    connections: usize,
 }
 
 pub struct HookReceiver {
@@ -81,45 +86,56 @@ impl HookReceiver {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
+                st.lock().unwrap().connections += 1;
                 let (st, secret) = (st.clone(), secret.clone());
                 std::thread::spawn(move || {
                     let mut out = stream.try_clone().unwrap();
-                    let Some(request) = super::http::read_request(stream) else {
-                        return;
-                    };
-                    let get = |name: &str| request.header(name);
-                    let body = &request.body;
-                    let (hook, timestamp) = (get("x-mairust-hook"), get("x-mairust-timestamp"));
-                    let mut mac =
-                        <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
-                    mac.update(
-                        format!("{timestamp}\n{hook}\n{}", hex(&Sha256::digest(body))).as_bytes(),
-                    );
-                    let expected = format!("sha256={}", hex(&mac.finalize().into_bytes()));
-                    let answer = {
-                        let mut s = st.lock().unwrap();
-                        s.calls.push(Call {
-                            hook,
-                            signature_ok: get("x-mairust-signature") == expected,
-                            body: serde_json::from_slice(body).unwrap_or_default(),
-                        });
-                        s.script
-                            .pop_front()
-                            .or_else(|| s.default.clone())
-                            .unwrap_or_else(|| Answer::json(serde_json::json!({"action": "allow"})))
-                    };
-                    std::thread::sleep(answer.delay);
-                    let mut head = format!(
-                        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nConnection: close\r\n",
-                        answer.status
-                    );
-                    if let Some(location) = &answer.location {
-                        head.push_str(&format!("Location: {location}\r\n"));
+                    let mut reader = std::io::BufReader::new(stream);
+                    // One request per connection, unless the answer keeps it alive.
+                    while let Some(request) = super::http::read_request_from(&mut reader) {
+                        let get = |name: &str| request.header(name);
+                        let body = &request.body;
+                        let (hook, timestamp) = (get("x-mairust-hook"), get("x-mairust-timestamp"));
+                        let mut mac =
+                            <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+                        mac.update(
+                            format!("{timestamp}\n{hook}\n{}", hex(&Sha256::digest(body)))
+                                .as_bytes(),
+                        );
+                        let expected = format!("sha256={}", hex(&mac.finalize().into_bytes()));
+                        let answer = {
+                            let mut s = st.lock().unwrap();
+                            s.calls.push(Call {
+                                hook,
+                                signature_ok: get("x-mairust-signature") == expected,
+                                body: serde_json::from_slice(body).unwrap_or_default(),
+                            });
+                            s.script
+                                .pop_front()
+                                .or_else(|| s.default.clone())
+                                .unwrap_or_else(|| {
+                                    Answer::json(serde_json::json!({"action": "allow"}))
+                                })
+                        };
+                        std::thread::sleep(answer.delay);
+                        let mut head = format!(
+                            "HTTP/1.1 {} X\r\nContent-Type: application/json\r\n",
+                            answer.status
+                        );
+                        if !answer.keep_alive {
+                            head.push_str("Connection: close\r\n");
+                        }
+                        if let Some(location) = &answer.location {
+                            head.push_str(&format!("Location: {location}\r\n"));
+                        }
+                        if !answer.no_length {
+                            head.push_str(&format!("Content-Length: {}\r\n", answer.body.len()));
+                        }
+                        let _ = write!(out, "{head}\r\n{}", answer.body);
+                        if !answer.keep_alive {
+                            break;
+                        }
                     }
-                    if !answer.no_length {
-                        head.push_str(&format!("Content-Length: {}\r\n", answer.body.len()));
-                    }
-                    let _ = write!(out, "{head}\r\n{}", answer.body);
                 });
             }
         });
@@ -144,5 +160,10 @@ impl HookReceiver {
 
     pub fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
+    }
+
+    /// How many connections the hooks opened to it.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
     }
 }

@@ -1,7 +1,7 @@
 //! Reading one HTTP/1.1 request off a socket, for the in-test HTTP servers (hook
 //! receiver, OTLP receiver).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 
 /// A request's headers (names lower-cased) and body.
@@ -23,7 +23,11 @@ impl Request {
 /// Reads the request line, the headers and a `Content-Length` body; `None` when the
 /// client went away.
 pub fn read_request(stream: TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream);
+    read_request_from(&mut BufReader::new(stream))
+}
+
+/// [`read_request`] off a reader kept across requests (a kept-alive connection).
+pub fn read_request_from(reader: &mut impl BufRead) -> Option<Request> {
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();

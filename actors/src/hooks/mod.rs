@@ -17,7 +17,9 @@
 //! to, redirects are not followed (a 3xx answer is an error: the message and its
 //! signature go to the configured URL and nowhere else), and an answer is read up to
 //! `max_response_bytes`. A refused target is a hook error like any other (on_error,
-//! breaker, `result="error"`), logged as `hook_target_refused`.
+//! breaker, `result="error"`), logged as `hook_target_refused`. A new policy (reload)
+//! comes with a new HTTP client, so no pooled connection outlives the policy it was
+//! opened under.
 
 mod target;
 
@@ -35,7 +37,7 @@ use crate::storage::IncomingMessage;
 use crate::storage::envelope::{hex, valid_tag};
 
 pub use target::{AddressRange, TargetPolicy, TargetRefused, classify};
-use target::{GuardedResolver, SharedPolicy, current, refusal_in};
+use target::{GuardedResolver, refusal_in};
 
 /// The signature header value for a request body.
 pub fn signature(secret: &str, timestamp: i64, hook_id: &str, body: &[u8]) -> String {
@@ -304,22 +306,22 @@ impl Hook {
     }
 }
 
-/// Calls the configured hooks. Shared by every SMTP session and the API. The set can
-/// change at run time (hooks created through the API): callers work on a snapshot.
-pub struct HookDispatcher {
-    /// Resolves names through [`GuardedResolver`], follows no redirect and uses no
-    /// proxy (a proxy would resolve the target itself, out of the policy's sight).
+/// A `hook_policy` and the HTTP client that obeys it, replaced together. The client
+/// keeps connections alive in its pool and reuses one without a new lookup, so names are
+/// checked only when a connection is opened: a client kept across a reload would let a
+/// hook called often keep a connection the new policy refuses, for as long as it is
+/// called. A new policy therefore gets a new client, and no connection opened under the
+/// old one serves a later call.
+struct Egress {
+    policy: Arc<TargetPolicy>,
+    /// Resolves names through [`GuardedResolver`] with `policy`, follows no redirect and
+    /// uses no proxy (a proxy would resolve the target itself, out of the policy's sight).
     client: reqwest::Client,
-    /// `hook_policy`, shared with the client's resolver; replaced on reload.
-    policy: SharedPolicy,
-    /// config.yaml's hooks (replaced on reload) and the API's (from the database).
-    sources: RwLock<(Vec<HookConfig>, Vec<HookConfig>)>,
-    hooks: RwLock<Arc<Vec<Arc<Hook>>>>,
 }
 
-impl HookDispatcher {
-    pub fn new(configs: &[HookConfig], policy: TargetPolicy) -> Result<Self, reqwest::Error> {
-        let policy: SharedPolicy = Arc::new(RwLock::new(Arc::new(policy)));
+impl Egress {
+    fn new(policy: TargetPolicy) -> Result<Egress, reqwest::Error> {
+        let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
@@ -328,9 +330,47 @@ impl HookDispatcher {
                 policy: policy.clone(),
             })
             .build()?;
+        Ok(Egress { policy, client })
+    }
+
+    /// POSTs `body` to the hook, signed, with the hook's timeout, if the policy allows
+    /// its target: an IP literal is checked here, a name by the resolver.
+    async fn send(&self, hook: &Hook, body: Vec<u8>) -> Result<reqwest::Response, CallError> {
+        let url = reqwest::Url::parse(&hook.config.url)
+            .map_err(|e| CallError::Failed(format!("invalid URL: {e}")))?;
+        self.policy.check_url(&url).map_err(CallError::Refused)?;
+        let timestamp = chrono::Utc::now().timestamp();
+        let request = self
+            .client
+            .post(url)
+            .timeout(Duration::from_millis(hook.config.timeout_ms))
+            .header("Content-Type", "application/json")
+            .header("X-MaiRust-Hook", &hook.config.id)
+            .header("X-MaiRust-Timestamp", timestamp.to_string())
+            .header(
+                "X-MaiRust-Signature",
+                signature(&hook.config.secret, timestamp, &hook.config.id, &body),
+            )
+            .body(body);
+        Ok(request.send().await?)
+    }
+}
+
+/// Calls the configured hooks. Shared by every SMTP session and the API. The set can
+/// change at run time (hooks created through the API): callers work on a snapshot.
+pub struct HookDispatcher {
+    /// `hook_policy` and its client; replaced on reload. A call takes one snapshot and
+    /// uses it throughout, so its checks and its connection follow the same policy.
+    egress: RwLock<Arc<Egress>>,
+    /// config.yaml's hooks (replaced on reload) and the API's (from the database).
+    sources: RwLock<(Vec<HookConfig>, Vec<HookConfig>)>,
+    hooks: RwLock<Arc<Vec<Arc<Hook>>>>,
+}
+
+impl HookDispatcher {
+    pub fn new(configs: &[HookConfig], policy: TargetPolicy) -> Result<Self, reqwest::Error> {
         let dispatcher = HookDispatcher {
-            client,
-            policy,
+            egress: RwLock::new(Arc::new(Egress::new(policy)?)),
             sources: RwLock::new((configs.to_vec(), Vec::new())),
             hooks: RwLock::new(Arc::new(Vec::new())),
         };
@@ -338,16 +378,28 @@ impl HookDispatcher {
         Ok(dispatcher)
     }
 
-    /// Replaces `hook_policy` (configuration reload); calls already connected go on.
-    pub fn set_policy(&self, policy: TargetPolicy) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+    /// Replaces `hook_policy` (configuration reload) and the client with it: calls under
+    /// way finish on the old client, whose pooled connections close when they are done;
+    /// every later call opens a new connection, its name resolved under the new policy.
+    /// On error (the client could not be built) the old policy stays.
+    pub fn set_policy(&self, policy: TargetPolicy) -> Result<(), reqwest::Error> {
+        let egress = Arc::new(Egress::new(policy)?);
+        *self.egress.write().unwrap_or_else(|e| e.into_inner()) = egress;
+        Ok(())
+    }
+
+    fn egress(&self) -> Arc<Egress> {
+        self.egress
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Why the policy refuses `url` before any lookup: its host is an IP literal that is
-    /// not allowed. Names are checked when they are resolved, at each call.
+    /// not allowed. Names are checked when they are resolved, at each connection.
     pub fn refused_literal(&self, url: &str) -> Option<TargetRefused> {
         let url = reqwest::Url::parse(url).ok()?;
-        current(&self.policy).check_url(&url).err()
+        self.egress().policy.check_url(&url).err()
     }
 
     /// Replaces config.yaml's hooks (configuration reload).
@@ -449,7 +501,7 @@ impl HookDispatcher {
         }))
         .unwrap_or_default();
         let started = Instant::now();
-        let result = self.send(hook, body).await;
+        let result = self.egress().send(hook, body).await;
         let latency_ms = started.elapsed().as_millis() as u64;
         let failed = |error| TestCall {
             ok: false,
@@ -487,30 +539,6 @@ impl HookDispatcher {
         }
     }
 
-    /// POSTs `body` to the hook, signed, with the hook's timeout, if the policy allows
-    /// its target: an IP literal is checked here, a name by the resolver.
-    async fn send(&self, hook: &Hook, body: Vec<u8>) -> Result<reqwest::Response, CallError> {
-        let url = reqwest::Url::parse(&hook.config.url)
-            .map_err(|e| CallError::Failed(format!("invalid URL: {e}")))?;
-        current(&self.policy)
-            .check_url(&url)
-            .map_err(CallError::Refused)?;
-        let timestamp = chrono::Utc::now().timestamp();
-        let request = self
-            .client
-            .post(url)
-            .timeout(Duration::from_millis(hook.config.timeout_ms))
-            .header("Content-Type", "application/json")
-            .header("X-MaiRust-Hook", &hook.config.id)
-            .header("X-MaiRust-Timestamp", timestamp.to_string())
-            .header(
-                "X-MaiRust-Signature",
-                signature(&hook.config.secret, timestamp, &hook.config.id, &body),
-            )
-            .body(body);
-        Ok(request.send().await?)
-    }
-
     async fn call(&self, hook: &Hook, body: &[u8]) -> Outcome {
         let outcome = self.call_uncounted(hook, body).await;
         let m = crate::metrics::metrics();
@@ -544,8 +572,9 @@ impl HookDispatcher {
         if !hook.admit() {
             return Outcome::Skipped;
         }
-        let limit = current(&self.policy).max_response_bytes;
-        let outcome = match self.send(hook, body.to_vec()).await {
+        let egress = self.egress();
+        let limit = egress.policy.max_response_bytes;
+        let outcome = match egress.send(hook, body.to_vec()).await {
             Err(e) => e.into(),
             // Redirects are not followed: a 3xx lands here too.
             Ok(resp) if !resp.status().is_success() => {
@@ -769,6 +798,96 @@ mod tests {
         assert!(h.admit());
         h.record(true);
         assert_eq!(h.state(), BreakerState::Closed { failures: 0 });
+    }
+
+    /// An HTTP/1.1 server on 127.0.0.1 that keeps connections alive and answers every
+    /// request 200; returns its port and how many connections it accepted.
+    async fn keep_alive_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    loop {
+                        let mut length = 0;
+                        loop {
+                            let mut line = String::new();
+                            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':')
+                                && name.eq_ignore_ascii_case("content-length")
+                            {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if stream.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                        if stream.get_mut().write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    /// Names are checked when a connection is opened and the pool reuses connections:
+    /// a new policy must come with a new pool, or a hook called often would keep the
+    /// connection the old policy allowed.
+    #[tokio::test]
+    async fn a_new_policy_does_not_reuse_connections_of_the_old_one() {
+        use std::sync::atomic::Ordering;
+        let (port, accepted) = keep_alive_server().await;
+        let mut config = hook(5, 30.0).config;
+        config.url = format!("http://localhost:{port}/hook");
+        let allow_loopback = || {
+            TargetPolicy::from_config(&crate::config::HookPolicyConfig {
+                allowed_networks: vec!["127.0.0.0/8".into()],
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let dispatcher = HookDispatcher::new(&[config], allow_loopback()).unwrap();
+        for _ in 0..2 {
+            let call = dispatcher.test("h").await.unwrap();
+            assert_eq!((call.ok, call.status), (true, Some(200)), "{call:?}");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the second call reused the pooled connection"
+        );
+
+        dispatcher.set_policy(TargetPolicy::default()).unwrap();
+        let call = dispatcher.test("h").await.unwrap();
+        assert_eq!(
+            (call.ok, call.error),
+            (false, Some(TestFailure::TargetRefused)),
+            "{call:?}"
+        );
+
+        dispatcher.set_policy(allow_loopback()).unwrap();
+        let call = dispatcher.test("h").await.unwrap();
+        assert!(call.ok, "{call:?}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a new connection, resolved under the new policy"
+        );
     }
 
     #[test]

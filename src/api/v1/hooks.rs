@@ -364,7 +364,9 @@ pub async fn reset(
 
 /// Call an enabled hook with a made-up message (its breaker is neither used nor
 /// changed). The answer says only whether and how fast the hook answered: its body and
-/// headers are not read back. Audited as `hook.test`.
+/// headers are not read back. Audited as `hook.test`: a completed call as a success
+/// (whatever the hook answered), a disabled hook's refusal as a failure with
+/// `details.reason` "disabled".
 #[utoipa::path(
     tag = "hooks",
     params(("id" = String, Path, description = "Hook id")),
@@ -383,12 +385,21 @@ pub async fn test(
     id: web::Path<String>,
 ) -> Result<web::Json<TestCall>, ApiError> {
     auth.require(Scope::Admin)?;
-    let call = handles.hooks.test(&id).await.map_err(|e| match e {
-        NotTestable::NoSuchHook => ApiError::not_found(format!("no hook {id}")),
-        NotTestable::Disabled => {
-            ApiError::conflict(format!("hook {id} is disabled; enable it to test it"))
+    let call = match handles.hooks.test(&id).await {
+        Ok(call) => call,
+        Err(NotTestable::NoSuchHook) => return Err(ApiError::not_found(format!("no hook {id}"))),
+        Err(NotTestable::Disabled) => {
+            // Refused, but asked for by an admin key: audited like a call.
+            let entry = auth
+                .was_refused("hook.test")
+                .target(id.as_str())
+                .detail("reason", "disabled");
+            handles.audit.record(entry).await;
+            return Err(ApiError::conflict(format!(
+                "hook {id} is disabled; enable it to test it"
+            )));
         }
-    })?;
+    };
     let mut entry = auth
         .did("hook.test")
         .target(id.as_str())
