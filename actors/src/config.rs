@@ -798,8 +798,9 @@ pub struct QueueConfig {
     pub lease_seconds: f64,
     /// After this long in the queue, pending recipients are bounced.
     pub max_age_seconds: f64,
-    /// Message bytes one worker holds in memory at once: bodies are loaded per
-    /// destination in slices of at most this size (one larger message alone).
+    /// Message bytes one worker loads at once: bodies are loaded per destination in
+    /// slices of at most this size (one larger message alone); bodies later destinations
+    /// of the batch need too are kept up to this size as well (about twice in all).
     pub max_batch_bytes: u64,
     pub retry: RetryConfig,
 }

@@ -1,7 +1,8 @@
 //! QueueWorker: claims due entries with a lease, delivers them (one connection per
 //! destination for the whole batch), sends DSNs for what failed for good, and records
 //! every outcome in one transaction. Bodies are loaded per destination, a slice of at
-//! most `queue.max_batch_bytes` at a time ([`DestinationBodies`]), never the whole batch. Several workers per node and several nodes share
+//! most `queue.max_batch_bytes` at a time ([`DestinationBodies`]), never the whole batch;
+//! a body several destinations need is read once ([`SharedBodies`]). Several workers per node and several nodes share
 //! the queue through the claim (see [`store::claim`]).
 //!
 //! - While the database is down the worker pauses (it does not claim) and resumes by
@@ -9,7 +10,7 @@
 //! - On shutdown it stops claiming, lets the message in flight finish for up to
 //!   `server.shutdown.drain_timeout_seconds`, and releases what it had not started.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -243,13 +244,53 @@ async fn load_body(q: &QueueContext, key: &str) -> Body {
     }
 }
 
+/// Bodies a later destination of the batch still needs (a message to several
+/// domains), kept up to `queue.max_batch_bytes` so each is read once per attempt.
+struct SharedBodies {
+    bodies: HashMap<usize, Bytes>,
+    bytes: u64,
+    /// Per entry: destinations not yet done.
+    remaining: Vec<u32>,
+}
+
+impl SharedBodies {
+    fn new(remaining: Vec<u32>) -> Self {
+        SharedBodies {
+            bodies: HashMap::new(),
+            bytes: 0,
+            remaining,
+        }
+    }
+
+    /// Keeps a body another destination will need, while there is room.
+    fn keep(&mut self, i: usize, body: &Bytes, max: u64) {
+        let size = body.len() as u64;
+        if self.remaining[i] > 1 && !self.bodies.contains_key(&i) && self.bytes + size <= max {
+            self.bytes += size;
+            self.bodies.insert(i, body.clone());
+        }
+    }
+
+    /// A destination is done with entry `i`: drop its body when no other needs it.
+    fn done(&mut self, i: usize) {
+        self.remaining[i] = self.remaining[i].saturating_sub(1);
+        if self.remaining[i] == 0
+            && let Some(body) = self.bodies.remove(&i)
+        {
+            self.bytes -= body.len() as u64;
+        }
+    }
+}
+
 /// The bodies of one destination's messages, in delivery order, loaded a slice at a
 /// time: a slice is as many messages as fit in `queue.max_batch_bytes` (a larger
-/// message alone), and the previous slice is dropped before the next is loaded. So a
-/// worker holds at most about `max_batch_bytes` of bodies, however big its batch.
+/// message alone), and the previous slice is dropped before the next is loaded. Bodies
+/// that later destinations need too are kept in [`SharedBodies`] (up to the same size).
+/// So a worker holds at most about twice `max_batch_bytes`, however big its batch.
 struct DestinationBodies<'a> {
     q: &'a QueueContext,
     entries: &'a [ClaimedEntry],
+    shared: &'a mut SharedBodies,
     /// Entry indexes in delivery order.
     order: Vec<usize>,
     /// The loaded slice: (position in `order` of its first entry, bodies).
@@ -257,10 +298,16 @@ struct DestinationBodies<'a> {
 }
 
 impl<'a> DestinationBodies<'a> {
-    fn new(q: &'a QueueContext, entries: &'a [ClaimedEntry], order: Vec<usize>) -> Self {
+    fn new(
+        q: &'a QueueContext,
+        entries: &'a [ClaimedEntry],
+        shared: &'a mut SharedBodies,
+        order: Vec<usize>,
+    ) -> Self {
         DestinationBodies {
             q,
             entries,
+            shared,
             order,
             slice: (0, Vec::new()),
         }
@@ -283,9 +330,13 @@ impl<'a> DestinationBodies<'a> {
                 bytes += size;
                 end += 1;
             }
-            let loads = self.order[pos..end]
-                .iter()
-                .map(|&i| load_body(self.q, &self.entries[i].object_key));
+            let (q, entries, shared) = (self.q, self.entries, &*self.shared);
+            let loads = self.order[pos..end].iter().map(|&i| async move {
+                match shared.bodies.get(&i) {
+                    Some(body) => Body::Loaded(body.clone()),
+                    None => load_body(q, &entries[i].object_key).await,
+                }
+            });
             let bodies = futures::future::join_all(loads)
                 .instrument(tracing::info_span!(
                     "storage.get_bodies",
@@ -297,6 +348,11 @@ impl<'a> DestinationBodies<'a> {
                 self.q
                     .health_monitor
                     .do_send(DependencyFailed(Dependency::Storage));
+            }
+            for (&i, body) in self.order[pos..end].iter().zip(&bodies) {
+                if let Body::Loaded(b) = body {
+                    self.shared.keep(i, b, max);
+                }
             }
             self.slice = (pos, bodies);
         }
@@ -361,18 +417,29 @@ async fn deliver(q: &QueueContext, entries: &[ClaimedEntry]) -> Vec<EntryResult>
             groups.entry(dest).or_default().push((i, rcpts));
         }
     }
+    let mut remaining = vec![0u32; entries.len()];
+    for items in groups.values() {
+        for (i, _) in items {
+            remaining[*i] += 1;
+        }
+    }
+    let mut shared = SharedBodies::new(remaining);
     let drain = Duration::from_secs(q.config.server.shutdown.drain_timeout_seconds);
     let deadline = drain_deadline(q.shutdown.clone(), drain);
     tokio::pin!(deadline);
     for (dest, items) in groups {
+        let done: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
         let abandoned = tokio::select! {
-            _ = deliver_destination(q, &dest, items, entries, &mut results)
+            _ = deliver_destination(q, &dest, items, entries, &mut shared, &mut results)
                 .instrument(tracing::info_span!("delivery.destination", destination = %dest)) => false,
             _ = deadline.as_mut() => true,
         };
         if abandoned {
             tracing::warn!(component = "queue", event = "drain_abandoned", destination = %dest, "drain timeout: deliveries abandoned, entries released");
             break;
+        }
+        for i in done {
+            shared.done(i);
         }
     }
     // Recipients without a result were not (or not completely) tried: released.
@@ -405,6 +472,7 @@ async fn deliver_destination(
     dest: &str,
     items: Vec<(usize, Vec<&ClaimedRecipient>)>,
     entries: &[ClaimedEntry],
+    shared: &mut SharedBodies,
     results: &mut [EntryResult],
 ) {
     let hops = match q.router.hops(dest).await {
@@ -427,7 +495,8 @@ async fn deliver_destination(
             return;
         }
     };
-    let mut bodies = DestinationBodies::new(q, entries, items.iter().map(|(i, _)| *i).collect());
+    let mut bodies =
+        DestinationBodies::new(q, entries, shared, items.iter().map(|(i, _)| *i).collect());
     let max_per_connection = q.config.delivery.max_messages_per_connection;
     let mut conn: Option<Connection> = None;
     let mut sent = 0usize;
