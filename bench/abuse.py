@@ -520,7 +520,7 @@ def attack_auth_flood(server):
                     audit[name] += 1
                     if name == "auth.login_failures":
                         d = e.get("details") or e.get("detail") or e
-                        summarized += int(d.get("failures", 0)) + int(d.get("refused_locked_out", 0))
+                        summarized += sum(int(d.get(k, 0)) for k in ("failures", "refused_locked_out", "refused_busy"))
         except OSError:
             pass
         out = (
