@@ -47,6 +47,23 @@ async fn good_client(server: &TestServer, from: IpAddr, n: usize) -> (u16, Durat
     (code, started.elapsed())
 }
 
+/// A session from 127.0.0.`from` that sent `body` after DATA and holds it, without the
+/// final dot, once the server has spooled nearly all of it.
+async fn hold_spooled(server: &TestServer, from: u8, body: &[u8]) -> RawClient {
+    let (mut hold, _) = RawClient::connect_from(loopback(from), server.inbound).await;
+    hold.begin_data("bob@example.test").await;
+    hold.stream().write_all(body).await.unwrap();
+    let want = body.len() as f64 * 0.9;
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            metric(server, "mairust_smtp_spool_bytes").await >= want
+        })
+        .await,
+        "not spooled"
+    );
+    hold
+}
+
 /// One sample of `/metrics` by its series (`name` or `name{labels}`).
 async fn metric(server: &TestServer, series: &str) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", server.http))
@@ -372,35 +389,40 @@ async fn unterminated_large_bodies_do_not_fill_memory() {
     assert_eq!(stored[0].size as usize, object.len());
 }
 
-/// Spooled bodies of all sessions are bounded on disk too: past
-/// `max_spool_bytes` a body is discarded as it arrives and refused with 452 4.3.1, and
-/// the space is free again for the next message.
+/// Spooled bodies of all sessions are bounded on disk too: past `max_spool_bytes` a
+/// body is discarded as it arrives and refused with 452 4.3.1, and the space is free
+/// again once the other session is gone.
 #[tokio::test]
 async fn the_spool_is_bounded_on_disk() {
     let server = TestServer::start_with(Options {
-        max_message_size: 8 * MIB as usize,
+        max_message_size: 4 * MIB as usize,
         limits_yaml: vec![
             "data_memory_bytes: 65536".into(),
-            format!("max_spool_bytes: {}", 2 * MIB),
+            format!("max_spool_bytes: {}", 4 * MIB),
         ],
         ..Options::default()
     });
     let line = format!("{}\r\n", "y".repeat(998));
-    let send = |size: usize, id: &'static str| {
-        let (addr, line) = (server.inbound, line.clone());
+    let body = |size: usize, id: &str| {
+        let mut body = format!("Message-ID: <{id}>\r\n\r\n").into_bytes();
+        while body.len() < size {
+            body.extend_from_slice(line.as_bytes());
+        }
+        body
+    };
+    // 3 MiB spooled by one session, held open without the final dot.
+    let hold = hold_spooled(&server, 5, &body(3 * MIB as usize, "held@remote.test")).await;
+    let send = |id: &'static str| {
+        let (addr, bytes) = (server.inbound, body(2 * MIB as usize, id));
         async move {
-            let (mut c, _) = RawClient::connect(addr).await;
+            let (mut c, _) = RawClient::connect_from(loopback(6), addr).await;
             c.begin_data("bob@example.test").await;
-            let mut body = format!("Message-ID: <{id}>\r\n\r\n").into_bytes();
-            while body.len() < size {
-                body.extend_from_slice(line.as_bytes());
-            }
-            c.stream().write_all(&body).await.unwrap();
+            c.stream().write_all(&bytes).await.unwrap();
             c.send(b".\r\n").await;
             c.reply().await.expect("reply")
         }
     };
-    let refused = send(3 * MIB as usize, "too-much@remote.test").await;
+    let refused = send("too-much@remote.test").await;
     assert_eq!(refused.code, 452, "{}", refused.text);
     assert!(refused.text.starts_with("4.3.1"), "{}", refused.text);
     assert!(
@@ -409,9 +431,58 @@ async fn the_spool_is_bounded_on_disk() {
             .await
             .is_empty()
     );
-    let stored = send(MIB as usize + 1000, "fits@remote.test").await;
-    assert_eq!(stored.code, 250, "{}", stored.text);
     assert!(server.log_contains("spool_full"));
+    drop(hold);
+    assert!(
+        common::eventually(Duration::from_secs(10), || async {
+            metric(&server, "mairust_smtp_spool_bytes").await == 0.0
+        })
+        .await,
+        "the held session's spool was not given back"
+    );
+    let stored = send("fits@remote.test").await;
+    assert_eq!(stored.code, 250, "{}", stored.text);
+}
+
+/// One client address cannot take the whole spool: past its share
+/// (`max_spool_bytes_per_client`) its bodies are refused with 452 while another
+/// address still spools.
+#[tokio::test]
+async fn one_client_cannot_take_the_whole_spool() {
+    let server = TestServer::start_with(Options {
+        max_message_size: 2 * MIB as usize,
+        limits_yaml: vec![
+            "data_memory_bytes: 65536".into(),
+            format!("max_spool_bytes: {}", 64 * MIB),
+            format!("max_spool_bytes_per_client: {}", 2 * MIB),
+        ],
+        ..Options::default()
+    });
+    let chunk = format!("{}\r\n", "w".repeat(998)).repeat(1024);
+    // 1.5 MiB spooled from .5, held open without the final dot.
+    let hold = hold_spooled(
+        &server,
+        5,
+        &chunk.repeat(3).as_bytes()[..3 * MIB as usize / 2],
+    )
+    .await;
+    let send_from = |n: u8, id: &'static str| {
+        let (addr, chunk) = (server.inbound, chunk.clone());
+        async move {
+            let (mut c, _) = RawClient::connect_from(loopback(n), addr).await;
+            c.begin_data("bob@example.test").await;
+            c.send(format!("Message-ID: <{id}>\r\n\r\n").as_bytes())
+                .await;
+            c.stream().write_all(chunk.as_bytes()).await.unwrap();
+            c.send(b".\r\n").await;
+            c.reply().await.expect("reply")
+        }
+    };
+    let same = send_from(5, "same-client@remote.test").await;
+    assert_eq!(same.code, 452, "{}", same.text);
+    let other = send_from(6, "other-client@remote.test").await;
+    assert_eq!(other.code, 250, "{}", other.text);
+    drop(hold);
 }
 
 /// DATA that trickles in below the minimum rate, and a session kept alive with NOOPs

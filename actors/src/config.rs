@@ -998,11 +998,32 @@ impl Config {
                 "must be between 32 and 128",
             ));
         }
-        if limits.max_inflight_data_bytes < 2 * limits.max_message_size {
+        // Half holds finished bodies: one largest message and its Received header.
+        let least = limits
+            .max_message_size
+            .saturating_add(64 * 1024)
+            .saturating_mul(2);
+        if limits.max_inflight_data_bytes < least {
             return Err(ConfigError::new(
                 "smtp.limits.max_inflight_data_bytes",
-                "must be at least twice smtp.limits.max_message_size (half of it holds finished bodies)",
+                format!(
+                    "must be at least {least}: twice smtp.limits.max_message_size plus 64 KiB (half of it holds finished bodies)"
+                ),
             ));
+        }
+        for (key, value) in [
+            ("max_spool_bytes", limits.max_spool_bytes),
+            (
+                "max_spool_bytes_per_client",
+                limits.max_spool_bytes_per_client,
+            ),
+        ] {
+            if value < limits.max_message_size as u64 {
+                return Err(ConfigError::new(
+                    format!("smtp.limits.{key}"),
+                    "must be at least smtp.limits.max_message_size (one whole message)",
+                ));
+            }
         }
         // Timeouts beyond a day are mistakes, and would overflow deadline arithmetic.
         for (key, value) in [
@@ -1047,10 +1068,11 @@ impl Config {
             },
             _ => {}
         }
-        if !(self.health.interval_seconds > 0.0 && self.health.probe_timeout_seconds > 0.0) {
+        let seconds = |v: f64| v.is_finite() && v > 0.0 && v <= 86_400.0;
+        if !(seconds(self.health.interval_seconds) && seconds(self.health.probe_timeout_seconds)) {
             return Err(ConfigError::new(
                 "health",
-                "interval and probe timeout must be > 0",
+                "interval and probe timeout must be > 0 and at most 86400 seconds",
             ));
         }
         if self.health.failures_before_down == 0 {

@@ -4,7 +4,7 @@
 //! which `/health/ready` reports. Recovery is noticed by the next probe: no restart.
 //!
 //! Only probes decide: a dependency is marked down after `health.failures_before_down`
-//! consecutive failed probes (a failed probe is confirmed by another one at once), never
+//! consecutive failed probes (a failed probe is confirmed by another after a pause), never
 //! by one failed call, since under load a call can fail for want of a pool slot while
 //! the database is fine. The database probe runs on a connection of its own.
 //! The database probe also counts the outbound queue and the stored bytes, so health
@@ -188,7 +188,8 @@ struct Prober {
     bodies: BodyStore,
     config: HealthConfig,
     node_id: String,
-    /// A probe is running: no second one starts beside it.
+    /// A probe, or a failed probe's confirmation pause, is under way: nothing else
+    /// starts beside it, so the pause is kept.
     probing: AtomicBool,
     /// Consecutive failed probes of the database and of the store.
     failures: Mutex<[u32; 2]>,
@@ -257,32 +258,23 @@ impl Prober {
 
     /// Probes until the outcome is settled: a failure is probed again after
     /// [`Prober::confirm_delay`] until it clears or reaches `failures_before_down`.
-    /// Returns at once when another probe is running.
+    /// Returns at once when another settling is under way (its pause included).
     async fn settle(&self) {
-        while let Some(confirm) = self.probe_once().await {
-            if !confirm {
-                return;
-            }
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _probing = Probing(&self.probing);
+        while self.probe_once().await {
             tokio::time::sleep(self.confirm_delay()).await;
         }
     }
 
-    /// One probe of both dependencies, applied; `None` when one was already running.
-    async fn probe_once(&self) -> Option<bool> {
-        if self.probing.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        let _probing = Probing(&self.probing);
+    /// One probe of both dependencies, applied; true when a failure awaits confirmation.
+    async fn probe_once(&self) -> bool {
         *lock(&self.last_probe) = Some(Instant::now());
-        let sum_storage = {
-            let mut last = lock(&self.last_sum);
-            let every = self.config.interval() * STORAGE_SUM_EVERY;
-            let due = last.is_none_or(|at| at.elapsed() >= every);
-            if due {
-                *last = Some(Instant::now());
-            }
-            due
-        };
+        // Due a little early rather than late: interval ticks jitter.
+        let every = self.config.interval() * STORAGE_SUM_EVERY - self.config.interval() / 2;
+        let sum_storage = lock(&self.last_sum).is_none_or(|at| at.elapsed() >= every);
         let (db, bodies, state) = (&self.db, &self.bodies, &self.state);
         let (timeout, node) = (self.config.probe_timeout(), &self.node_id);
         let db_probe = async {
@@ -304,6 +296,7 @@ impl Prober {
                     tokio::time::timeout(timeout, crate::storage::stored_bytes(db)).await
             {
                 state.set_storage_bytes(bytes);
+                *lock(&self.last_sum) = Some(Instant::now());
             }
             (ok, ms)
         };
@@ -319,10 +312,10 @@ impl Prober {
             )
         };
         let ((db_ok, db_ms), (store_ok, store_ms)) = futures::join!(db_probe, store_probe);
-        Some(self.apply([
+        self.apply([
             (Dependency::Database, db_ok, db_ms),
             (Dependency::Storage, store_ok, store_ms),
-        ]))
+        ])
     }
 
     /// Applies a probe's results: up at once, down after `failures_before_down`

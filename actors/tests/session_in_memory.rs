@@ -49,16 +49,12 @@ fn config(dir: &std::path::Path) -> Config {
     }
 }
 
-#[actix_rt::test]
-async fn a_whole_transaction_over_a_pipe() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Arc::new(config(dir.path()));
-    let db = database::connect(&config.database).await.unwrap();
-    database::migrate_up(&db).await.unwrap();
-    accounts::add_domain(&db, "example.test").await.unwrap();
-    accounts::add_user(&db, "bob@example.test", "pw")
-        .await
-        .unwrap();
+/// What a session needs, on the real StorageActor and HealthMonitor over `db`; keep the
+/// returned sender alive (dropping it is a shutdown).
+fn session_context(
+    config: Arc<Config>,
+    db: &sea_orm::DatabaseConnection,
+) -> (Arc<SessionContext>, tokio::sync::watch::Sender<Phase>) {
     let bodies = BodyStore::open(&config.storage).unwrap();
     let health = Arc::new(HealthState::default());
     let monitor = HealthMonitor::new(
@@ -80,10 +76,9 @@ async fn a_whole_transaction_over_a_pipe() {
         },
     )
     .start();
-    let (_phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);
-    let limits = mairust_actors::limits::NodeLimits::new(&config);
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);
     let ctx = Arc::new(SessionContext {
-        limits,
+        limits: mairust_actors::limits::NodeLimits::new(&config),
         config,
         db: db.clone(),
         storage,
@@ -97,6 +92,20 @@ async fn a_whole_transaction_over_a_pipe() {
         audit: mairust_actors::audit::AuditLog::open(&Default::default(), db.clone(), "test")
             .unwrap(),
     });
+    (ctx, phase_tx)
+}
+
+#[actix_rt::test]
+async fn a_whole_transaction_over_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Arc::new(config(dir.path()));
+    let db = database::connect(&config.database).await.unwrap();
+    database::migrate_up(&db).await.unwrap();
+    accounts::add_domain(&db, "example.test").await.unwrap();
+    accounts::add_user(&db, "bob@example.test", "pw")
+        .await
+        .unwrap();
+    let (ctx, _phase_tx) = session_context(config, &db);
 
     let (client, server) = tokio::io::duplex(64 * 1024);
     let session = Session::new(
@@ -184,15 +193,19 @@ async fn only_failed_probes_mark_a_dependency_down() {
     let _ = std::fs::remove_dir_all(&objects);
     std::fs::write(&objects, b"not a directory").unwrap();
     let health = Arc::new(HealthState::default());
-    let monitor = HealthMonitor::new(
-        health.clone(),
-        db.clone(),
-        bodies,
-        config.health.clone(),
-        "test".into(),
-    )
-    .start();
-    monitor.send(ProbeNow).await.unwrap();
+    let mut three = config.health.clone();
+    three.failures_before_down = 3;
+    let monitor =
+        HealthMonitor::new(health.clone(), db.clone(), bodies, three, "test".into()).start();
+    let began = std::time::Instant::now();
+    // A caller's report starts a probe; its failure alone leaves the store up until
+    // the confirming probes (each at least 0.5 s later) fail too.
+    monitor
+        .send(DependencyFailed(Dependency::Storage))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert!(health.accepting_mail(), "one failed probe marked it down");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while health.accepting_mail() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -201,6 +214,43 @@ async fn only_failed_probes_mark_a_dependency_down() {
         !health.accepting_mail(),
         "a dead store was never marked down"
     );
+    assert!(
+        began.elapsed() >= std::time::Duration::from_millis(1000),
+        "marked down after {:?}: the confirmations did not wait",
+        began.elapsed()
+    );
     assert!(!health.get(Dependency::Storage).up);
     assert!(health.get(Dependency::Database).up);
+}
+
+/// A client that always has bytes waiting (an endless line, never idle, never a reply
+/// to read) still meets `max_session_seconds`.
+#[actix_rt::test]
+async fn a_client_that_never_stops_sending_meets_the_session_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.smtp.limits.max_session_seconds = 1;
+    let config = Arc::new(config);
+    let db = database::connect(&config.database).await.unwrap();
+    database::migrate_up(&db).await.unwrap();
+    let (ctx, _phase_tx) = session_context(config, &db);
+    let session = Session::new(
+        ctx,
+        ListenerKind::Inbound,
+        "192.0.2.8:4000".parse().unwrap(),
+    );
+    // Always readable (an endless line of `z`), always writable.
+    let stream = tokio::io::join(tokio::io::repeat(b'z'), tokio::io::sink());
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        actix_rt::spawn(session.run(Box::new(stream))),
+    )
+    .await;
+    assert!(ended.is_ok(), "the session outlived its lifetime");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "ended after {:?}",
+        started.elapsed()
+    );
 }

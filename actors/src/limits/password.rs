@@ -2,8 +2,10 @@
 //! tens of milliseconds of CPU on a blocking thread; without a bound, a burst of wrong
 //! passwords took gigabytes and starved every other user of the blocking pool.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -40,6 +42,8 @@ impl Slot {
 
 /// How long an attempt may wait in the queue for a slot.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// Places in the queue one client (address key) may hold, so one client cannot fill it.
+pub const QUEUED_PER_CLIENT: usize = 2;
 
 /// Runs password checks and hashes on the blocking pool, at most `slots` at once. A
 /// short queue absorbs a burst of real logins (every mail client starting at nine);
@@ -53,14 +57,28 @@ pub struct PasswordGate {
     reserved: Option<Arc<Semaphore>>,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
+    /// Queue places held per client.
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-/// Leaves the queue when dropped.
-struct Waiting(Arc<AtomicUsize>);
+/// A place in the queue, given back when dropped (also when the waiting attempt is
+/// cancelled).
+struct Waiting {
+    total: Arc<AtomicUsize>,
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client: IpAddr,
+}
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -72,13 +90,36 @@ impl PasswordGate {
             reserved: (slots >= 2).then(|| Arc::new(Semaphore::new(1))),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
+            per_client: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
+    /// A place in the queue for `client`, if the queue and the client's share of it
+    /// have room.
+    fn queue_place(&self, client: IpAddr) -> Option<Waiting> {
+        let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = map.get(&client).copied().unwrap_or(0);
+        if mine >= QUEUED_PER_CLIENT {
+            return None;
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        map.insert(client, mine + 1);
+        Some(Waiting {
+            total: self.waiting.clone(),
+            per_client: self.per_client.clone(),
+            client,
+        })
+    }
+
     /// A slot: a free one at once (`known`: the reserved one too), else a place in the
-    /// queue for up to [`QUEUE_WAIT`]. Take it before any other work for the attempt (a
-    /// database lookup), so a refused attempt costs nothing.
-    pub async fn slot(&self, known: bool) -> Result<Slot, Busy> {
+    /// queue (at most [`QUEUED_PER_CLIENT`] per `client`) for up to [`QUEUE_WAIT`]. A
+    /// known client waits for whichever slot frees first, the reserved one included.
+    /// Take it before any other work for the attempt (a database lookup), so a refused
+    /// attempt costs nothing.
+    pub async fn slot(&self, known: bool, client: IpAddr) -> Result<Slot, Busy> {
         let reserved = self.reserved.as_ref().filter(|_| known);
         let now = self
             .open
@@ -91,13 +132,21 @@ impl PasswordGate {
         if let Ok(permit) = now {
             return Ok(Slot(permit));
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let Some(_queued) = self.queue_place(client) else {
             super::hit(super::Limit::AuthBusy);
             return Err(Busy);
-        }
-        let _queued = Waiting(self.waiting.clone());
-        match tokio::time::timeout(QUEUE_WAIT, self.open.clone().acquire_owned()).await {
+        };
+        let open = self.open.clone().acquire_owned();
+        let wait = async {
+            match reserved {
+                Some(r) => tokio::select! {
+                    p = open => p,
+                    p = r.clone().acquire_owned() => p,
+                },
+                None => open.await,
+            }
+        };
+        match tokio::time::timeout(QUEUE_WAIT, wait).await {
             Ok(Ok(permit)) => Ok(Slot(permit)),
             _ => {
                 super::hit(super::Limit::AuthBusy);
@@ -106,27 +155,23 @@ impl PasswordGate {
         }
     }
 
-    /// Runs `work` if a slot is free now.
-    pub async fn run<T, F>(&self, work: F) -> Result<T, Busy>
+    /// Runs `work` with a slot (see [`PasswordGate::slot`]).
+    pub async fn run<T, F>(&self, client: IpAddr, work: F) -> Result<T, Busy>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        self.slot(false).await?.run(work).await
+        self.slot(false, client).await?.run(work).await
     }
 
-    /// Checks `password` against a stored PHC string.
-    pub async fn verify(&self, password: String, phc: String) -> Result<bool, Busy> {
-        self.run(move || accounts::verify_password(&password, &phc))
-            .await
-    }
-
-    /// Hashes a new password.
+    /// Hashes a new password for `client`.
     pub async fn hash(
         &self,
+        client: IpAddr,
         password: String,
     ) -> Result<Result<String, accounts::AccountError>, Busy> {
-        self.run(move || accounts::hash_password(&password)).await
+        self.run(client, move || accounts::hash_password(&password))
+            .await
     }
 
     /// Open slots free right now.
@@ -139,60 +184,91 @@ impl PasswordGate {
 mod tests {
     use super::*;
 
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, n])
+    }
+
     #[tokio::test]
     async fn over_the_bound_is_busy_at_once() {
         let gate = PasswordGate::new(1, 0);
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let held = {
             let gate = gate.clone();
-            tokio::spawn(async move { gate.run(move || rx.recv().ok()).await })
+            tokio::spawn(async move { gate.run(ip(1), move || rx.recv().ok()).await })
         };
         while gate.available() > 0 {
             tokio::task::yield_now().await;
         }
         let started = std::time::Instant::now();
-        assert_eq!(gate.run(|| ()).await, Err(Busy));
+        assert_eq!(gate.run(ip(2), || ()).await, Err(Busy));
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
         tx.send(()).unwrap();
         assert_eq!(held.await.unwrap(), Ok(Some(())));
-        assert_eq!(gate.run(|| 7).await, Ok(7));
+        assert_eq!(gate.run(ip(2), || 7).await, Ok(7));
     }
 
     #[tokio::test]
     async fn a_known_client_gets_the_reserved_slot() {
         let gate = PasswordGate::new(3, 0);
-        let _a = gate.slot(false).await.unwrap();
-        let _b = gate.slot(false).await.unwrap();
-        assert!(gate.slot(false).await.is_err(), "two open slots of three");
-        let known = gate.slot(true).await.expect("the reserved slot");
-        assert!(gate.slot(true).await.is_err());
+        let _a = gate.slot(false, ip(1)).await.unwrap();
+        let _b = gate.slot(false, ip(1)).await.unwrap();
+        assert!(
+            gate.slot(false, ip(2)).await.is_err(),
+            "two open slots of three"
+        );
+        let known = gate.slot(true, ip(3)).await.expect("the reserved slot");
+        assert!(gate.slot(true, ip(3)).await.is_err());
         drop(known);
-        assert!(gate.slot(true).await.is_ok());
+        assert!(gate.slot(true, ip(3)).await.is_ok());
         let single = PasswordGate::new(1, 0);
-        let _c = single.slot(false).await.unwrap();
-        assert!(single.slot(true).await.is_err());
+        let _c = single.slot(false, ip(1)).await.unwrap();
+        assert!(single.slot(true, ip(3)).await.is_err());
     }
 
+    /// Waiters are served in order, the queue is bounded in all and per client, and
+    /// every place is given back.
     #[tokio::test]
-    async fn a_burst_waits_in_a_bounded_queue() {
-        let gate = PasswordGate::new(1, 2);
-        let held = gate.slot(false).await.unwrap();
-        let (g1, g2) = (gate.clone(), gate.clone());
-        let first = tokio::spawn(async move { g1.slot(false).await.is_ok() });
-        let second = tokio::spawn(async move { g2.slot(false).await.is_ok() });
+    async fn a_burst_waits_in_a_bounded_fair_queue() {
+        let gate = PasswordGate::new(1, 3);
+        let held = gate.slot(false, ip(9)).await.unwrap();
+        let (order_tx, mut order_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut waiters = Vec::new();
+        for (n, client) in [(1, ip(1)), (2, ip(1)), (3, ip(2))] {
+            let (g, order_tx) = (gate.clone(), order_tx.clone());
+            waiters.push(tokio::spawn(async move {
+                let slot = g.slot(false, client).await;
+                order_tx.send(n).unwrap();
+                slot.is_ok()
+            }));
+            while gate.waiting.load(Ordering::Acquire) < n {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(
+            gate.slot(false, ip(4)).await.is_err(),
+            "the queue is full: busy at once"
+        );
+        drop(held);
+        for w in waiters {
+            assert!(w.await.unwrap(), "every waiter got the slot in turn");
+        }
+        let order: Vec<usize> = std::iter::from_fn(|| order_rx.try_recv().ok()).collect();
+        assert_eq!(order, [1, 2, 3], "first come, first served");
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
+        assert!(gate.per_client.lock().unwrap().is_empty());
+
+        let gate = PasswordGate::new(1, 10);
+        let _held = gate.slot(false, ip(9)).await.unwrap();
+        let g = gate.clone();
+        let _w1 = tokio::spawn(async move { g.slot(false, ip(1)).await.is_ok() });
+        let g = gate.clone();
+        let _w2 = tokio::spawn(async move { g.slot(false, ip(1)).await.is_ok() });
         while gate.waiting.load(Ordering::Acquire) < 2 {
             tokio::task::yield_now().await;
         }
         assert!(
-            gate.slot(false).await.is_err(),
-            "the queue is full: busy at once"
+            gate.slot(false, ip(1)).await.is_err(),
+            "one client holds at most QUEUED_PER_CLIENT places"
         );
-        drop(held);
-        assert!(first.await.unwrap(), "the first in the queue got the slot");
-        assert!(
-            second.await.unwrap(),
-            "then the second, once the first let go"
-        );
-        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
     }
 }

@@ -7,9 +7,10 @@
 //! slot), so a guesser cannot lock the owner out.
 //!
 //! The audit trail is kept but bounded: the first failure of an address in a summary
-//! period is audited on its own, and the rest are counted into one summary entry per
-//! address and period ([`AuthThrottle::take_summaries`]), so a flood of guesses cannot
-//! become a flood of database writes. All maps are bounded ([`MAX_TRACKED`]).
+//! period is audited on its own (at most [`MAX_AUDITED_PER_PERIOD`] such entries per
+//! period), and the rest are counted into one summary entry per address and period
+//! ([`AuthThrottle::take_summaries`]), so a flood of guesses cannot become a flood of
+//! database writes. All maps are bounded ([`MAX_TRACKED`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -421,12 +422,14 @@ async fn write_summaries(
     if !rest.is_empty() {
         let failures: u64 = rest.iter().map(|(_, s)| u64::from(s.failures)).sum();
         let refused: u64 = rest.iter().map(|(_, s)| u64::from(s.refused)).sum();
+        let busy: u64 = rest.iter().map(|(_, s)| u64::from(s.busy)).sum();
         tracing::warn!(
             component = "smtp",
             event = "auth_failures_summary",
             addresses = rest.len(),
             failures,
             refused,
+            busy,
             "failed authentications from many more addresses"
         );
         audit
@@ -435,6 +438,7 @@ async fn write_summaries(
                     .detail("addresses", rest.len())
                     .detail("failures", failures)
                     .detail("refused_locked_out", refused)
+                    .detail("refused_busy", busy)
                     .detail("period_seconds", period),
             )
             .await;

@@ -714,3 +714,47 @@ fn log_results(e: &EntryResult) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_bodies_keep_what_a_later_destination_needs_within_the_cap() {
+        // Entry 0 goes to three destinations, entry 1 to one, entry 2 to two.
+        let mut shared = SharedBodies::new(vec![3, 1, 2]);
+        let body = |n: usize| Bytes::from(vec![b'x'; n]);
+        shared.keep(0, &body(60), 100);
+        shared.keep(1, &body(10), 100);
+        shared.keep(2, &body(50), 100);
+        assert!(shared.bodies.contains_key(&0));
+        assert!(
+            !shared.bodies.contains_key(&1),
+            "no other destination needs it"
+        );
+        assert!(!shared.bodies.contains_key(&2), "past the cap");
+        assert_eq!(shared.bytes, 60);
+        shared.keep(0, &body(60), 100);
+        assert_eq!(shared.bytes, 60, "kept once");
+        for i in [0, 1, 2] {
+            shared.done(i);
+        }
+        assert!(shared.bodies.contains_key(&0), "still needed once more");
+        shared.keep(2, &body(50), 100);
+        assert!(
+            !shared.bodies.contains_key(&2),
+            "its last destination is next"
+        );
+        shared.done(0);
+        shared.done(2);
+        assert!(
+            shared.bodies.contains_key(&0),
+            "one destination of entry 0 left"
+        );
+        shared.done(0);
+        assert!(shared.bodies.is_empty());
+        assert_eq!(shared.bytes, 0);
+        shared.done(0);
+        assert_eq!(shared.remaining[0], 0, "never below zero");
+    }
+}

@@ -1,5 +1,7 @@
 //! `/api/v1/users`: local users (INBOX and Sent are created with each).
 
+use std::net::IpAddr;
+
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use mairust_actors::accounts;
@@ -121,7 +123,7 @@ pub async fn create(
         return Err(ApiError::field("password", "must not be empty"));
     }
     accounts::parse_address(&body.address).map_err(account_error)?;
-    let hash = hash(&handles, body.password.clone()).await?;
+    let hash = hash(&handles, auth.remote, body.password.clone()).await?;
     let u = accounts::add_user_hashed(&handles.db, &body.address, hash)
         .await
         .map_err(account_error)?;
@@ -134,11 +136,11 @@ pub async fn create(
 
 /// Hashes a new password within the node's bound on password work (503 when every slot
 /// is taken), off the HTTP worker thread.
-async fn hash(handles: &Handles, password: String) -> Result<String, ApiError> {
+async fn hash(handles: &Handles, client: IpAddr, password: String) -> Result<String, ApiError> {
     handles
         .limits
         .password
-        .hash(password)
+        .hash(handles.limits.client(client), password)
         .await
         .map_err(|busy| ApiError::new(ErrorCode::Unavailable, busy.to_string()))?
         .map_err(account_error)
@@ -252,7 +254,7 @@ pub async fn update(
     let password_changed = password.is_some();
     accounts::parse_address(&address).map_err(account_error)?;
     let password_hash = match password {
-        Some(p) => Some(hash(&handles, p).await?),
+        Some(p) => Some(hash(&handles, auth.remote, p).await?),
         None => None,
     };
     let u = accounts::update_user(

@@ -477,11 +477,18 @@ impl Session {
             return self.refuse(reply::AUTH_LOCKED);
         }
         let known = guards.auth.known(self.client_key, &key);
-        let Ok(slot) = guards.password.slot(known).await else {
+        let Ok(slot) = guards.password.slot(known, self.client_key).await else {
             guards.auth.busy(self.client_key);
             tracing::debug!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_busy", "no password-check slot free");
             return self.refuse(reply::AUTH_BUSY);
         };
+        // A lockout may have begun while this attempt waited for its slot.
+        if let Admission::Locked { what, .. } = guards.auth.admit(self.client_key, &key) {
+            drop(slot);
+            limits::hit(Limit::AuthLocked);
+            tracing::debug!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_locked", locked = ?what, "AUTH refused during a lockout");
+            return self.refuse(reply::AUTH_LOCKED);
+        }
         let user = match accounts::find_user(&self.ctx.db, &key).await {
             Ok(user) => user,
             Err(e) => {

@@ -153,8 +153,6 @@ impl Incoming {
             failed,
             ..
         } = self;
-        // The unfinished buffer's budget goes back before the finished body's is taken.
-        drop(buffer);
         let rest = receiver.finish()?;
         if let Some(reply) = failed {
             return Err(reply);
@@ -166,7 +164,11 @@ impl Incoming {
             .min(budget.capacity())
             .max(total);
         let mut reservation = Reservation::default();
-        if !budget.grow(&mut reservation, needed, wait).await {
+        // The unfinished buffer's budget (covering `rest`) is held until the finished
+        // body's is taken, so the bytes waiting are counted somewhere all along.
+        let granted = budget.grow(&mut reservation, needed, wait).await;
+        drop(buffer);
+        if !granted {
             limits::hit(Limit::DataMemory);
             tracing::warn!(
                 component = "smtp",
