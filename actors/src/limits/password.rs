@@ -42,8 +42,6 @@ impl Slot {
 
 /// How long an attempt may wait in the queue for a slot.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
-/// Places in the queue one client (address key) may hold, so one client cannot fill it.
-pub const QUEUED_PER_CLIENT: usize = 2;
 
 /// Runs password checks and hashes on the blocking pool, at most `slots` at once. A
 /// short queue absorbs a burst of real logins (every mail client starting at nine);
@@ -94,12 +92,18 @@ impl PasswordGate {
         }
     }
 
+    /// Places one client (address key) may hold: half the queue, so one client cannot
+    /// fill it, while many users behind one address (an office NAT) still queue.
+    fn per_client_max(&self) -> usize {
+        (self.max_waiting / 2).max(1)
+    }
+
     /// A place in the queue for `client`, if the queue and the client's share of it
     /// have room.
     fn queue_place(&self, client: IpAddr) -> Option<Waiting> {
         let mut map = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
         let mine = map.get(&client).copied().unwrap_or(0);
-        if mine >= QUEUED_PER_CLIENT {
+        if mine >= self.per_client_max() {
             return None;
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
@@ -115,7 +119,7 @@ impl PasswordGate {
     }
 
     /// A slot: a free one at once (`known`: the reserved one too), else a place in the
-    /// queue (at most [`QUEUED_PER_CLIENT`] per `client`) for up to [`QUEUE_WAIT`]. A
+    /// queue (at most half of it per `client`) for up to [`QUEUE_WAIT`]. A
     /// known client waits for whichever slot frees first, the reserved one included.
     /// Take it before any other work for the attempt (a database lookup), so a refused
     /// attempt costs nothing.
@@ -257,7 +261,7 @@ mod tests {
         assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
         assert!(gate.per_client.lock().unwrap().is_empty());
 
-        let gate = PasswordGate::new(1, 10);
+        let gate = PasswordGate::new(1, 4);
         let _held = gate.slot(false, ip(9)).await.unwrap();
         let g = gate.clone();
         let _w1 = tokio::spawn(async move { g.slot(false, ip(1)).await.is_ok() });
@@ -268,7 +272,7 @@ mod tests {
         }
         assert!(
             gate.slot(false, ip(1)).await.is_err(),
-            "one client holds at most QUEUED_PER_CLIENT places"
+            "one client holds at most half the queue"
         );
     }
 }
