@@ -233,20 +233,25 @@ mod tests {
     /// every place is given back.
     #[tokio::test]
     async fn a_burst_waits_in_a_bounded_fair_queue() {
-        let gate = PasswordGate::new(1, 3);
+        let gate = PasswordGate::new(1, 4);
         let held = gate.slot(false, ip(9)).await.unwrap();
         let (order_tx, mut order_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut waiters = Vec::new();
-        for (n, client) in [(1, ip(1)), (2, ip(1)), (3, ip(2))] {
+        for (n, client) in [(1, ip(1)), (2, ip(1)), (3, ip(2)), (4, ip(3))] {
             let (g, order_tx) = (gate.clone(), order_tx.clone());
             waiters.push(tokio::spawn(async move {
                 let slot = g.slot(false, client).await;
                 order_tx.send(n).unwrap();
                 slot.is_ok()
             }));
-            while gate.waiting.load(Ordering::Acquire) < n {
-                tokio::task::yield_now().await;
-            }
+            let queued = async {
+                while gate.waiting.load(Ordering::Acquire) < n {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(5), queued)
+                .await
+                .expect("the waiter queued");
         }
         assert!(
             gate.slot(false, ip(4)).await.is_err(),
@@ -257,7 +262,7 @@ mod tests {
             assert!(w.await.unwrap(), "every waiter got the slot in turn");
         }
         let order: Vec<usize> = std::iter::from_fn(|| order_rx.try_recv().ok()).collect();
-        assert_eq!(order, [1, 2, 3], "first come, first served");
+        assert_eq!(order, [1, 2, 3, 4], "first come, first served");
         assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
         assert!(gate.per_client.lock().unwrap().is_empty());
 
@@ -267,9 +272,14 @@ mod tests {
         let _w1 = tokio::spawn(async move { g.slot(false, ip(1)).await.is_ok() });
         let g = gate.clone();
         let _w2 = tokio::spawn(async move { g.slot(false, ip(1)).await.is_ok() });
-        while gate.waiting.load(Ordering::Acquire) < 2 {
-            tokio::task::yield_now().await;
-        }
+        let queued = async {
+            while gate.waiting.load(Ordering::Acquire) < 2 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), queued)
+            .await
+            .expect("both waiters queued");
         assert!(
             gate.slot(false, ip(1)).await.is_err(),
             "one client holds at most half the queue"
