@@ -32,6 +32,9 @@ enum DbAction {
     /// Compare the database with the object store and with itself (exit 1 while
     /// problems remain).
     Check(cli::dbcheck::CheckArgs),
+    /// Tie the configured object store to this database when `serve` refuses it as
+    /// missing, empty or another database's (nothing is deleted).
+    AdoptStore(cli::store::AdoptArgs),
 }
 
 #[derive(Subcommand)]
@@ -137,6 +140,9 @@ fn main() -> ExitCode {
                     Command::Db {
                         action: DbAction::Check(args),
                     } => cli::dbcheck::run(&config, args).await,
+                    Command::Db {
+                        action: DbAction::AdoptStore(args),
+                    } => done(cli::store::adopt(&config, args).await),
                     Command::Health { action } => cli::diag::health(&config, action).await,
                     Command::Status(args) => cli::diag::status(&config, args).await,
                     Command::Check(args) => cli::diag::check(&config, args).await,

@@ -74,7 +74,30 @@ impl Supervisor {
             config.server.hostname,
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let bodies = BodyStore::open(&config.storage).context("storage")?;
+        // Before anything writes to the store (the health probe does): a store that is
+        // not this database's stops the start, naming it (storage::identity).
+        let bodies = crate::storage::identity::open_verified(&config.storage, &db)
+            .await
+            .context("storage")?;
+        if let Some(root) = bodies.fs_root() {
+            let root = root.to_path_buf();
+            let removed = tokio::task::spawn_blocking(move || {
+                crate::storage::bodies::remove_stale_temporaries(
+                    &root,
+                    crate::storage::bodies::STALE_TEMPORARY,
+                )
+            })
+            .await?
+            .context("storage: removing temporary files")?;
+            if removed > 0 {
+                tracing::info!(
+                    component = "storage",
+                    event = "temporaries_removed",
+                    removed,
+                    "removed temporary body files left by an earlier run"
+                );
+            }
+        }
         let audit = AuditLog::open(&config.audit, db.clone(), node_id.clone())?;
         Janitor::new(audit.clone(), config.audit.retention_days).start();
         let health = Arc::new(HealthState::default());

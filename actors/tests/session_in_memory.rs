@@ -55,7 +55,7 @@ fn session_context(
     config: Arc<Config>,
     db: &sea_orm::DatabaseConnection,
 ) -> (Arc<SessionContext>, tokio::sync::watch::Sender<Phase>) {
-    let bodies = BodyStore::open(&config.storage).unwrap();
+    let bodies = BodyStore::create(&config.storage).unwrap();
     let health = Arc::new(HealthState::default());
     let monitor = HealthMonitor::new(
         health.clone(),
@@ -167,7 +167,7 @@ async fn only_failed_probes_mark_a_dependency_down() {
     let config = config(dir.path());
     let db = database::connect(&config.database).await.unwrap();
     database::migrate_up(&db).await.unwrap();
-    let bodies = BodyStore::open(&config.storage).unwrap();
+    let bodies = BodyStore::create(&config.storage).unwrap();
     let health = Arc::new(HealthState::default());
     let monitor = HealthMonitor::new(
         health.clone(),

@@ -7,6 +7,8 @@
 //! - [`api_key`] — REST API keys (SPEC A2)
 //! - [`audit_entry`] — the audit log (SPEC O5)
 //! - [`hook`] — hooks created through the API (SPEC M9)
+//! - [`store_identity`], [`unflushed_message`] — the object store's expected identity and
+//!   the journal of rows whose body may not be durable yet (SPEC M4)
 //! - [`queue_entry`], [`queue_recipient`], [`queue_history`] — the outbound queue (SPEC M6)
 
 pub mod api_key;
@@ -19,4 +21,6 @@ pub mod message;
 pub mod queue_entry;
 pub mod queue_history;
 pub mod queue_recipient;
+pub mod store_identity;
+pub mod unflushed_message;
 pub mod user;

@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod queue;
 pub mod reload;
 pub mod serve;
+pub mod store;
 
 use anyhow::Context;
 use std::sync::Arc;

@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use mairust_entities::{mailbox_message, message, queue_entry, queue_history, queue_recipient};
+use mairust_entities::{
+    mailbox_message, message, queue_entry, queue_history, queue_recipient, unflushed_message,
+};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
@@ -134,6 +136,16 @@ pub async fn claim(
             sea_orm::Condition::any()
                 .add(queue_entry::Column::LeaseUntil.is_null())
                 .add(Expr::col(queue_entry::Column::LeaseUntil).lt(lease_now(db))),
+        )
+        // A journalled message's body may still fail (SQLite's parallel commit, see
+        // storage::actor): its sender could get 451 after a delivery started.
+        .and_where(
+            Expr::col(queue_entry::Column::MessageId).not_in_subquery(
+                Query::select()
+                    .column(unflushed_message::Column::MessageId)
+                    .from(unflushed_message::Entity)
+                    .to_owned(),
+            ),
         )
         .order_by(queue_entry::Column::NextAttemptAt, sea_orm::Order::Asc)
         .limit(limit as u64)

@@ -10,29 +10,32 @@
 //! - `Ordered` (PostgreSQL, possibly several nodes): a message enters the row lane only
 //!   after its object is durable, so a row never points at a missing object.
 //! - `Parallel` (SQLite: one node, nothing else writes): a message enters both lanes at
-//!   once, so its latency is the slower flush, not the sum of both. A crash between the
-//!   two flushes can leave a row without its object, but only for a message that was
-//!   never acknowledged; [`recover_unflushed`] removes such rows before the next start
-//!   accepts mail, and a failed object write removes its rows at once.
+//!   once, so its latency is the slower flush, not the sum of both. Its row transaction
+//!   also journals it in `unflushed_messages`; the entry is cleared (in a later row
+//!   transaction) once its object is durable. A crash can leave a row without its object
+//!   only for a journalled message, which was never acknowledged: [`recover_unflushed`]
+//!   looks at the journal alone, so it never touches an acknowledged message. When an
+//!   object batch fails, its messages' rows are never committed (still queued) or are
+//!   deleted by a later row transaction, which by the lane's order runs after any commit
+//!   of them in flight; their callers get 451 only then. The queue skips journalled
+//!   messages, so no delivery starts for a message whose body may fail.
 //!
 //! Messages with remote recipients get their queue rows in the same transaction, so
 //! 250 means queued (SPEC M6); once through both lanes they wake this node's
 //! QueueWorkers.
 //!
 //! A failure answers the callers of that batch with [`StoreError`] (451 upstream) and
-//! tells the HealthMonitor.
+//! tells the HealthMonitor. A message answered 451 leaves nothing behind: its rows as
+//! above, and its object (written before its rows failed) is deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use mairust_entities::{mailbox_message, message};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
-};
+use mairust_entities::{mailbox_message, message, unflushed_message};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, TransactionTrait};
 use tokio::sync::oneshot;
 
 use super::bodies::BodyStore;
@@ -82,6 +85,10 @@ impl StoreMessage {
 /// Upper bound of messages per lane batch, to bound latency and memory.
 const MAX_BATCH: usize = 256;
 
+/// Parallel mode: how long cleared journal entries may wait for the next row batch to
+/// carry them before a transaction of their own does.
+const JOURNAL_CLEAR_DELAY: Duration = Duration::from_millis(100);
+
 type Entry = (u64, Arc<IncomingMessage>);
 
 /// A caller waiting for its message to pass both lanes.
@@ -89,12 +96,32 @@ struct Waiter {
     reply: oneshot::Sender<Result<(), StoreError>>,
     object_done: bool,
     rows_done: bool,
+    /// Parallel mode: its object failed; it is answered with this error once a row
+    /// transaction has deleted its rows.
+    doomed: Option<StoreError>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
     Objects,
     Rows,
+}
+
+/// What a row transaction does besides inserting its batch (Parallel mode).
+#[derive(Default)]
+struct RowChores {
+    /// Messages whose object failed: rows deleted, callers answered after the commit.
+    delete: Vec<(u64, String)>,
+    /// Messages through both lanes: journal entries cleared, and whether any has
+    /// outbound recipients (the queue skips journalled messages).
+    clear: Vec<String>,
+    clear_outbound: bool,
+}
+
+impl RowChores {
+    fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.clear.is_empty()
+    }
 }
 
 pub struct StorageActor {
@@ -113,9 +140,16 @@ pub struct StorageActor {
     writing_objects: bool,
     committing_rows: bool,
     /// Parallel mode: messages whose rows are committed but whose object is not yet
-    /// durable. Bounded by `MAX_BATCH`, so at most two batches of rows can ever be
-    /// ahead of their objects, which is what [`recover_unflushed`] relies on.
+    /// durable. Bounded by `MAX_BATCH`, which bounds the journal.
     rows_ahead: usize,
+    /// Parallel mode: deletions and journal clears for the next row transaction.
+    chores: RowChores,
+    /// A row transaction of its own for journal clears is due (the delay passed).
+    clear_due: bool,
+    clear_timer: bool,
+    /// Messages whose rows failed while their object was being written: the object is
+    /// deleted once written.
+    drop_objects: HashSet<u64>,
     /// Outbound messages enter the queue in the same row transaction (SPEC M6).
     queue: QueueHook,
 }
@@ -150,6 +184,10 @@ impl StorageActor {
             writing_objects: false,
             committing_rows: false,
             rows_ahead: 0,
+            chores: RowChores::default(),
+            clear_due: false,
+            clear_timer: false,
+            drop_objects: HashSet::new(),
             queue,
         }
     }
@@ -186,26 +224,48 @@ impl StorageActor {
         };
         ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
             act.writing_objects = false;
-            if result.is_err() && act.mode == CommitMode::Parallel {
-                act.remove_rows(&batch, ctx);
+            if result.is_err() {
+                // put_batch removed what it wrote.
+                for (seq, _) in &batch {
+                    act.drop_objects.remove(seq);
+                }
+            } else {
+                act.delete_dropped_objects(&batch, ctx);
+                if act.mode == CommitMode::Ordered {
+                    act.row_queue.extend(batch.iter().cloned());
+                }
             }
-            if result.is_ok() && act.mode == CommitMode::Ordered {
-                act.row_queue.extend(batch.iter().cloned());
-            }
-            act.lane_done(Lane::Objects, &batch, result);
+            act.lane_done(Lane::Objects, &batch, result, ctx);
             act.start_lanes(ctx);
         }));
     }
 
     fn commit_rows(&mut self, ctx: &mut Context<Self>) {
-        if self.committing_rows || self.row_queue.is_empty() || self.rows_ahead >= MAX_BATCH {
+        if self.committing_rows {
+            return;
+        }
+        let take = if self.rows_ahead >= MAX_BATCH {
+            0
+        } else {
+            self.row_queue.len().min(MAX_BATCH)
+        };
+        let chores_due = !self.chores.delete.is_empty()
+            || self.chores.clear_outbound
+            || self.chores.clear.len() >= MAX_BATCH
+            || (self.clear_due && !self.chores.clear.is_empty());
+        if take == 0 && !chores_due {
+            if !self.chores.clear.is_empty() {
+                self.arm_clear_timer(ctx);
+            }
             return;
         }
         self.committing_rows = true;
-        let take = self.row_queue.len().min(MAX_BATCH);
+        self.clear_due = false;
         let batch: Vec<Entry> = self.row_queue.drain(..take).collect();
+        let chores = std::mem::take(&mut self.chores);
         let db = self.db.clone();
         let queue = self.queue.clone();
+        let journal = self.mode == CommitMode::Parallel;
         let n = batch.len();
         let spans = self.child_spans(
             &batch,
@@ -214,28 +274,72 @@ impl StorageActor {
         let fut = async move {
             let started = Instant::now();
             let messages: Vec<&IncomingMessage> = batch.iter().map(|(_, m)| m.as_ref()).collect();
-            let result = insert_rows(&db, &messages, queue.max_age).await;
+            let result = commit_batch(&db, &messages, &chores, journal, queue.max_age).await;
             tracing::debug!(
                 component = "storage",
                 event = "rows_committed",
                 messages = batch.len(),
+                deleted = chores.delete.len(),
+                cleared = chores.clear.len(),
                 us = started.elapsed().as_micros() as u64,
                 ok = result.is_ok(),
                 "rows committed"
             );
             drop(spans);
-            (batch, result)
+            (batch, chores, result)
         };
-        ctx.spawn(fut.into_actor(self).map(|(batch, result), act, ctx| {
-            act.committing_rows = false;
-            if result.is_err() {
-                // Their callers get 451: objects not written yet need not be.
-                act.object_queue
-                    .retain(|(seq, _)| !batch.iter().any(|(s, _)| s == seq));
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|(batch, chores, result), act, ctx| {
+                    act.committing_rows = false;
+                    act.chores_done(chores, result.is_ok());
+                    if result.is_err() {
+                        // Their callers get 451: objects written are deleted, those not
+                        // written yet need not be.
+                        act.drop_written_objects(&batch, ctx);
+                        act.object_queue
+                            .retain(|(seq, _)| !batch.iter().any(|(s, _)| s == seq));
+                    }
+                    act.lane_done(Lane::Rows, &batch, result, ctx);
+                    act.start_lanes(ctx);
+                }),
+        );
+    }
+
+    /// A row transaction carried `chores`: answer the doomed callers whose rows it
+    /// deleted, or (it failed) keep the work for the next one. A doomed caller is
+    /// answered even then: the database is failing, its journal entry makes the next
+    /// start remove the rows if no later transaction does.
+    fn chores_done(&mut self, chores: RowChores, committed: bool) {
+        if committed {
+            if chores.clear_outbound {
+                self.queue.wakeup.notify_waiters();
             }
-            act.lane_done(Lane::Rows, &batch, result);
-            act.start_lanes(ctx);
-        }));
+        } else {
+            self.chores.clear.extend(chores.clear);
+            self.chores.clear_outbound |= chores.clear_outbound;
+        }
+        for (seq, id) in chores.delete {
+            if !committed {
+                self.chores.delete.push((seq, id));
+            }
+            let doomed = self.waiters.get_mut(&seq).and_then(|w| w.doomed.take());
+            if let Some(error) = doomed {
+                self.answer(seq, Err(error));
+            }
+        }
+    }
+
+    fn arm_clear_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.clear_timer {
+            return;
+        }
+        self.clear_timer = true;
+        ctx.run_later(JOURNAL_CLEAR_DELAY, |act, ctx| {
+            act.clear_timer = false;
+            act.clear_due = true;
+            act.commit_rows(ctx);
+        });
     }
 
     /// One span per message of a batch, under that message's caller span; they close
@@ -253,7 +357,13 @@ impl StorageActor {
     }
 
     /// A lane finished a batch: answer the callers that need nothing more.
-    fn lane_done(&mut self, lane: Lane, batch: &[Entry], result: Result<(), StoreError>) {
+    fn lane_done(
+        &mut self,
+        lane: Lane,
+        batch: &[Entry],
+        result: Result<(), StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
         if let Err(e) = &result {
             tracing::error!(component = "storage", event = "store_failed", lane = ?lane, error = %e, messages = batch.len(), "batch not stored");
             let dependency = e.dependency();
@@ -265,60 +375,159 @@ impl StorageActor {
                 // Already answered: the other lane failed.
                 continue;
             };
-            let was_ahead = waiter.rows_done && !waiter.object_done;
-            if result.is_ok() {
-                match lane {
-                    Lane::Objects => waiter.object_done = true,
-                    Lane::Rows => waiter.rows_done = true,
+            if let Err(error) = &result {
+                if lane == Lane::Objects && self.mode == CommitMode::Parallel {
+                    let queued_rows = self.row_queue.iter().position(|(s, _)| s == seq);
+                    if let Some(at) = queued_rows {
+                        // Never committed: it just leaves the row queue.
+                        self.row_queue.remove(at);
+                    } else {
+                        // Committed, or in the transaction in flight: a later
+                        // transaction deletes its rows, then it is answered.
+                        waiter.doomed = Some(error.clone());
+                        self.chores.delete.push((*seq, message.id.clone()));
+                        continue;
+                    }
+                }
+                self.answer(*seq, result.clone());
+                continue;
+            }
+            // `rows_ahead` counts the waiters with rows but no object yet.
+            match lane {
+                Lane::Objects => {
+                    if waiter.rows_done {
+                        self.rows_ahead -= 1;
+                    }
+                    waiter.object_done = true;
+                }
+                Lane::Rows => {
+                    if !waiter.object_done {
+                        self.rows_ahead += 1;
+                    }
+                    waiter.rows_done = true;
                 }
             }
-            let is_ahead = waiter.rows_done && !waiter.object_done;
-            let finished = result.is_err() || (waiter.rows_done && waiter.object_done);
-            match (was_ahead, is_ahead && !finished) {
-                (false, true) => self.rows_ahead += 1,
-                (true, false) => self.rows_ahead -= 1,
-                _ => {}
+            if waiter.doomed.is_some() {
+                // Its object failed while these rows were in flight.
+                continue;
             }
-            if finished && let Some(waiter) = self.waiters.remove(seq) {
-                self.spans.remove(seq);
-                queued |= result.is_ok() && !message.outbound.is_empty();
-                let _ = waiter.reply.send(result.clone());
+            if waiter.rows_done && waiter.object_done {
+                if self.mode == CommitMode::Parallel {
+                    self.chores.clear.push(message.id.clone());
+                    self.chores.clear_outbound |= !message.outbound.is_empty();
+                } else {
+                    queued |= !message.outbound.is_empty();
+                }
+                self.answer(*seq, Ok(()));
             }
         }
-        // New queue entries whose body and rows are both durable: deliver them now.
+        // New queue entries whose body and rows are both durable: deliver them now
+        // (Parallel mode: once their journal entries are cleared, see `chores_done`).
         if queued {
             self.queue.wakeup.notify_waiters();
         }
+        if !self.chores.is_empty() {
+            self.commit_rows(ctx);
+        }
     }
 
-    /// Parallel mode, objects failed: their rows (committed or about to be) must go.
-    fn remove_rows(&mut self, batch: &[Entry], ctx: &mut Context<Self>) {
-        // Rows not committed yet: take them out of the queue.
-        self.row_queue
-            .retain(|(seq, _)| !batch.iter().any(|(s, _)| s == seq));
-        let ids: Vec<String> = batch.iter().map(|(_, m)| m.id.clone()).collect();
-        let db = self.db.clone();
-        ctx.spawn(
-            async move {
-                if let Err(e) = message::Entity::delete_many()
-                    .filter(message::Column::Id.is_in(ids))
-                    .exec(&db)
-                    .await
-                {
-                    tracing::warn!(component = "storage", error = %e, "could not remove rows of unstored objects; recover_unflushed removes them at the next start");
-                }
+    /// Answers a caller and forgets it.
+    fn answer(&mut self, seq: u64, result: Result<(), StoreError>) {
+        if let Some(waiter) = self.waiters.remove(&seq) {
+            if waiter.rows_done && !waiter.object_done {
+                self.rows_ahead -= 1;
             }
-            .into_actor(self),
-        );
+            self.spans.remove(&seq);
+            let _ = waiter.reply.send(result);
+        }
+    }
+
+    /// Rows failed: objects of the batch already written are deleted now, those being
+    /// written once they are.
+    fn drop_written_objects(&mut self, batch: &[Entry], ctx: &mut Context<Self>) {
+        let mut written = Vec::new();
+        for (seq, message) in batch {
+            match self.waiters.get(seq) {
+                Some(w) if w.object_done => written.push(message.object_key.clone()),
+                Some(_) if !self.object_queue.iter().any(|(s, _)| s == seq) => {
+                    self.drop_objects.insert(*seq);
+                }
+                _ => {}
+            }
+        }
+        self.delete_objects(written, ctx);
+    }
+
+    /// An object batch is written: delete the objects whose rows failed meanwhile.
+    fn delete_dropped_objects(&mut self, batch: &[Entry], ctx: &mut Context<Self>) {
+        if self.drop_objects.is_empty() {
+            return;
+        }
+        let keys = batch
+            .iter()
+            .filter(|(seq, _)| self.drop_objects.remove(seq))
+            .map(|(_, m)| m.object_key.clone())
+            .collect();
+        self.delete_objects(keys, ctx);
+    }
+
+    fn delete_objects(&mut self, keys: Vec<String>, ctx: &mut Context<Self>) {
+        if keys.is_empty() {
+            return;
+        }
+        let bodies = self.bodies.clone();
+        ctx.spawn(async move { bodies.delete_unreferenced(&keys).await }.into_actor(self));
     }
 }
 
-async fn insert_rows(
+/// One row transaction: the batch's rows and queue entries (journalled in Parallel
+/// mode), the rows of messages whose object failed deleted, journal entries cleared.
+async fn commit_batch(
     db: &DatabaseConnection,
     messages: &[&IncomingMessage],
+    chores: &RowChores,
+    journal: bool,
     max_age: std::time::Duration,
 ) -> Result<(), StoreError> {
+    let db_err = |e: sea_orm::DbErr| StoreError::Database(e.to_string());
     let now = Utc::now();
+    let txn = db.begin().await.map_err(db_err)?;
+    // Chunked: SQLite allows a bounded number of bind parameters per statement.
+    for chunk in chores.delete.chunks(128) {
+        let ids: Vec<String> = chunk.iter().map(|(_, id)| id.clone()).collect();
+        message::Entity::delete_many()
+            .filter(message::Column::Id.is_in(ids.clone()))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        unflushed_message::Entity::delete_many()
+            .filter(unflushed_message::Column::MessageId.is_in(ids))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+    }
+    for chunk in chores.clear.chunks(128) {
+        unflushed_message::Entity::delete_many()
+            .filter(unflushed_message::Column::MessageId.is_in(chunk.to_vec()))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+    }
+    if !messages.is_empty() {
+        insert_rows(&txn, messages, journal, max_age, now)
+            .await
+            .map_err(db_err)?;
+    }
+    txn.commit().await.map_err(db_err)
+}
+
+async fn insert_rows(
+    txn: &sea_orm::DatabaseTransaction,
+    messages: &[&IncomingMessage],
+    journal: bool,
+    max_age: std::time::Duration,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
     let rows: Vec<message::ActiveModel> = messages
         .iter()
         .map(|m| message::ActiveModel {
@@ -360,64 +569,99 @@ async fn insert_rows(
             })
         })
         .collect();
-    let db_err = |e: sea_orm::DbErr| StoreError::Database(e.to_string());
-    let txn = db.begin().await.map_err(db_err)?;
-    // Chunked: SQLite allows a bounded number of bind parameters per statement.
+    if journal {
+        let entries: Vec<unflushed_message::ActiveModel> = messages
+            .iter()
+            .map(|m| unflushed_message::ActiveModel {
+                message_id: Set(m.id.clone()),
+                object_key: Set(m.object_key.clone()),
+                created_at: Set(now.into()),
+            })
+            .collect();
+        for chunk in entries.chunks(128) {
+            unflushed_message::Entity::insert_many(chunk.to_vec())
+                .exec(txn)
+                .await?;
+        }
+    }
     for chunk in rows.chunks(64) {
         message::Entity::insert_many(chunk.to_vec())
-            .exec(&txn)
-            .await
-            .map_err(db_err)?;
+            .exec(txn)
+            .await?;
     }
     for chunk in index.chunks(128) {
         mailbox_message::Entity::insert_many(chunk.to_vec())
-            .exec(&txn)
-            .await
-            .map_err(db_err)?;
+            .exec(txn)
+            .await?;
     }
-    crate::queue::store::enqueue(&txn, messages, max_age, now)
-        .await
-        .map_err(db_err)?;
-    txn.commit().await.map_err(db_err)
+    crate::queue::store::enqueue(txn, messages, max_age, now).await
 }
 
-/// Parallel mode, before accepting mail: rows among the newest whose object is missing
-/// were committed while their object was not flushed when the process died, so they
-/// were never acknowledged. Removes them (their mailbox entries go by cascade) and
-/// returns how many.
+/// Parallel mode, before accepting mail: the journal lists the messages whose rows were
+/// committed while their object might not be durable. Those whose object is missing
+/// were never acknowledged (a crash, or a failed object batch whose deletion did not
+/// commit): their rows go (mailbox and queue entries by cascade). The others were
+/// complete; their entries are cleared. Rows not in the journal are never looked at.
+/// Returns how many rows were removed.
 pub async fn recover_unflushed(
     db: &DatabaseConnection,
     bodies: &BodyStore,
 ) -> Result<usize, StoreError> {
     let db_err = |e: sea_orm::DbErr| StoreError::Database(e.to_string());
-    // At most two batches of rows can be ahead of their objects (`rows_ahead`);
-    // look well past that.
-    let newest = message::Entity::find()
-        .order_by_desc(message::Column::ReceivedAt)
-        .limit(4 * MAX_BATCH as u64)
+    let journal = unflushed_message::Entity::find()
         .all(db)
         .await
         .map_err(db_err)?;
-    let mut removed = 0;
-    for row in newest {
+    let mut lost = Vec::new();
+    let mut complete = Vec::new();
+    for entry in journal {
         let present = bodies
-            .exists(&row.object_key)
+            .exists(&entry.object_key)
             .await
             .map_err(|e| StoreError::Storage(e.to_string()))?;
-        if !present {
-            message::Entity::delete_by_id(row.id.clone())
-                .exec(db)
-                .await
-                .map_err(db_err)?;
-            tracing::warn!(component = "storage", event = "unflushed_row_removed", id = %row.id, "removed the row of a message that was never acknowledged (crash before its object was flushed)");
-            removed += 1;
+        if present {
+            complete.push(entry.message_id);
+        } else {
+            tracing::warn!(component = "storage", event = "unflushed_row_removed", id = %entry.message_id, "removed the row of a message that was never acknowledged (its body was not stored)");
+            lost.push((0, entry.message_id));
         }
+    }
+    let removed = lost.len();
+    let chores = RowChores {
+        delete: lost,
+        clear: complete,
+        clear_outbound: false,
+    };
+    if !chores.is_empty() {
+        commit_batch(db, &[], &chores, true, Duration::ZERO).await?;
     }
     Ok(removed)
 }
 
+/// How often temporary body files left by failed writes or kills are swept (fs).
+const TEMPORARY_SWEEP: Duration = Duration::from_secs(3600);
+
 impl Actor for StorageActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(root) = self.bodies.fs_root() {
+            let root = root.to_path_buf();
+            ctx.run_interval(TEMPORARY_SWEEP, move |_, _| {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || {
+                    match super::bodies::remove_stale_temporaries(
+                        &root,
+                        super::bodies::STALE_TEMPORARY,
+                    ) {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(component = "storage", event = "temporaries_removed", removed, "removed stale temporary body files"),
+                        Err(e) => tracing::warn!(component = "storage", error = %e, "could not sweep temporary body files"),
+                    }
+                });
+            });
+        }
+    }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         // Callers still waiting get a tempfail rather than silence.
@@ -449,6 +693,7 @@ impl Handler<StoreMessage> for StorageActor {
                 reply: tx,
                 object_done: false,
                 rows_done: false,
+                doomed: None,
             },
         );
         self.start_lanes(ctx);

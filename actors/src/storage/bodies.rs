@@ -29,6 +29,11 @@ pub enum BodyError {
     Sync(std::io::Error),
     #[error("object store configuration: {0}")]
     Config(String),
+    #[error(
+        "the object store directory {} does not exist (an unmounted volume or a wrong storage.fs.path?)",
+        .0.display()
+    )]
+    RootMissing(PathBuf),
 }
 
 /// One stored object, as listed.
@@ -47,6 +52,8 @@ pub struct BodyStore {
     /// For `fs` with fsync on: flush the filesystem after a batch.
     fsync: bool,
     description: String,
+    /// The identity marker the health probe expects (see [`super::identity`]).
+    identity: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for BodyStore {
@@ -56,6 +63,9 @@ impl std::fmt::Debug for BodyStore {
 }
 
 impl BodyStore {
+    /// Opens an existing store. An `fs` root that does not exist is an error, never
+    /// created here: an unmounted volume must not turn into an empty store (see
+    /// [`super::identity`]; only [`BodyStore::create`] makes a root).
     pub fn open(config: &StorageConfig) -> Result<BodyStore, BodyError> {
         match config.backend {
             StorageBackend::Fs => {
@@ -63,15 +73,16 @@ impl BodyStore {
                     .fs
                     .as_ref()
                     .ok_or_else(|| BodyError::Config("storage.fs missing".into()))?;
-                std::fs::create_dir_all(&fs.path).map_err(|e| {
-                    BodyError::Config(format!("cannot create {}: {e}", fs.path.display()))
-                })?;
+                if !fs.path.is_dir() {
+                    return Err(BodyError::RootMissing(fs.path.clone()));
+                }
                 let store = LocalFileSystem::new_with_prefix(&fs.path)?;
                 Ok(BodyStore {
                     store: Arc::new(store),
                     fs_root: Some(fs.path.clone()),
                     fsync: fs.fsync,
                     description: format!("fs:{}", fs.path.display()),
+                    identity: None,
                 })
             }
             StorageBackend::S3 => {
@@ -117,9 +128,37 @@ impl BodyStore {
                     fs_root: None,
                     fsync: false,
                     description,
+                    identity: None,
                 })
             }
         }
+    }
+
+    /// Opens the store, first creating an `fs` root that does not exist (0700): for a
+    /// new installation or a restore, whose callers know no mail can be missing.
+    pub fn create(config: &StorageConfig) -> Result<BodyStore, BodyError> {
+        if let (StorageBackend::Fs, Some(fs)) = (&config.backend, &config.fs) {
+            create_private_dir(&fs.path).map_err(|e| {
+                BodyError::Config(format!("cannot create {}: {e}", fs.path.display()))
+            })?;
+        }
+        Self::open(config)
+    }
+
+    /// `fs`: the root directory; `None` for S3.
+    pub fn fs_root(&self) -> Option<&std::path::Path> {
+        self.fs_root.as_deref()
+    }
+
+    /// What and where the store is, for messages: `fs:PATH` or `s3:BUCKET/PREFIX`.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    /// Checks the identity marker from then on: [`BodyStore::probe`] fails when the
+    /// marker is gone or differs (the volume was unmounted or swapped while running).
+    pub fn expect_identity(&mut self, store_id: String) {
+        self.identity = Some(Arc::from(store_id));
     }
 
     pub async fn put(&self, key: &str, body: Bytes) -> Result<(), BodyError> {
@@ -150,9 +189,12 @@ impl BodyStore {
         }
     }
 
+    /// Deletes an object; one that is not there is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), BodyError> {
-        self.store.delete(&ObjectPath::from(key)).await?;
-        Ok(())
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every object whose key starts with `prefix` (a whole path segment, e.g.
@@ -183,23 +225,55 @@ impl BodyStore {
         futures::future::join_all(deletes).await;
     }
 
-    /// Stores a batch of objects and returns once all of them are durable.
+    /// Stores a batch of objects and returns once all of them are durable. On failure
+    /// none of them is left behind: the batch's callers are answered 4xx and their
+    /// senders retry, so objects already written would only be orphans.
     pub async fn put_batch(&self, objects: Vec<(String, Bytes)>) -> Result<(), BodyError> {
-        let Some(root) = self.fs_root.clone() else {
-            let puts = objects
-                .into_iter()
-                .map(|(key, body)| self.put_keyed(key, body));
-            for result in futures::future::join_all(puts).await {
-                result?;
+        let keys: Vec<String> = objects.iter().map(|(key, _)| key.clone()).collect();
+        let result = match self.fs_root.clone() {
+            None => {
+                let puts = objects
+                    .into_iter()
+                    .map(|(key, body)| self.put_keyed(key, body));
+                futures::future::join_all(puts)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<()>, _>>()
+                    .map(drop)
             }
-            return Ok(());
+            Some(root) => {
+                let fsync = self.fsync;
+                blocking(move || write_files(&root, &objects, fsync)).await
+            }
         };
-        let fsync = self.fsync;
-        blocking(move || write_files(&root, &objects, fsync)).await
+        if result.is_err() {
+            self.delete_unreferenced(&keys).await;
+        }
+        result
     }
 
     /// Writes, reads back and deletes a probe object: the health check of SPEC O12.
+    /// Once the identity is known, the marker must still be there and match first, so
+    /// a volume unmounted under a running node turns the store down instead of filling
+    /// the mount point.
     pub async fn probe(&self, node: &str) -> Result<(), BodyError> {
+        if let Some(expected) = &self.identity {
+            match super::identity::read_marker(self).await? {
+                Some(found) if found == **expected => {}
+                Some(found) => {
+                    return Err(BodyError::Config(format!(
+                        "{} now belongs to store {found}, not {expected}",
+                        self.description
+                    )));
+                }
+                None => {
+                    return Err(BodyError::Config(format!(
+                        "{}: the identity marker is gone (volume unmounted or store replaced?)",
+                        self.description
+                    )));
+                }
+            }
+        }
         let key = format!("health/probe-{node}");
         let payload = Bytes::from_static(b"mairust health probe");
         self.put(&key, payload.clone()).await?;
@@ -224,17 +298,34 @@ async fn blocking(
 /// Threads flushing one batch's files at once.
 const MAX_FLUSH_THREADS: usize = 16;
 
+/// `fs`: where bodies are written before their rename into place, so that what a
+/// crash or a failed write leaves is in one directory, swept by
+/// [`remove_stale_temporaries`], never among the bodies.
+pub const TMP_DIR: &str = ".tmp";
+
 /// Writes each object as `root/key` through a temporary file and a rename, so a reader
 /// never sees half an object. With `fsync`, each file's data is flushed before its
 /// rename (in parallel threads for a batch, so the filesystem merges their journal
-/// commits), then each directory that got new entries is flushed once.
+/// commits), then each directory that got new entries is flushed once. The root must
+/// exist: a missing root is an unmounted volume, not a place to start a new store.
 fn write_files(
     root: &std::path::Path,
     objects: &[(String, Bytes)],
     fsync: bool,
 ) -> std::io::Result<()> {
+    if !root.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("the object store directory {} is gone", root.display()),
+        ));
+    }
+    let tmp_dir = root.join(TMP_DIR);
+    if !tmp_dir.is_dir() {
+        create_private_dir(&tmp_dir)?;
+    }
     let created: Vec<Vec<std::path::PathBuf>> = if fsync && objects.len() > 1 {
         let per_thread = objects.len().div_ceil(MAX_FLUSH_THREADS);
+        let tmp_dir = &tmp_dir;
         std::thread::scope(|scope| {
             let workers: Vec<_> = objects
                 .chunks(per_thread)
@@ -242,7 +333,7 @@ fn write_files(
                     scope.spawn(move || {
                         chunk
                             .iter()
-                            .map(|object| write_file(root, object, true))
+                            .map(|object| write_file(root, tmp_dir, object, true))
                             .collect::<std::io::Result<Vec<_>>>()
                     })
                 })
@@ -259,7 +350,7 @@ fn write_files(
     } else {
         objects
             .iter()
-            .map(|object| write_file(root, object, fsync))
+            .map(|object| write_file(root, &tmp_dir, object, fsync))
             .collect::<std::io::Result<_>>()?
     };
     if fsync {
@@ -278,41 +369,112 @@ fn write_files(
 }
 
 /// Writes one object; returns the directories whose entries changed because this call
-/// created directories (their parents need a flush too).
+/// created directories (their parents need a flush too). A failed write removes its
+/// temporary file (on a full disk it would keep the space).
 fn write_file(
     root: &std::path::Path,
+    tmp_dir: &std::path::Path,
     (key, body): &(String, Bytes),
     fsync: bool,
 ) -> std::io::Result<Vec<std::path::PathBuf>> {
     use std::io::Write;
     let path = root.join(key);
-    let tmp = path.with_extension("eml.tmp");
-    let mut created = Vec::new();
-    let mut file = match std::fs::File::create(&tmp) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut dir = tmp.parent();
+    let tmp = tmp_dir.join(format!("{}.eml.tmp", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(body)?;
+        if fsync {
+            file.sync_data()?;
+        }
+        drop(file);
+        let mut created = Vec::new();
+        let parent = path.parent().unwrap_or(root);
+        if !parent.is_dir() {
+            let mut dir = Some(parent);
             while let Some(d) = dir {
                 if d.exists() || d == root {
                     break;
                 }
-                if let Some(parent) = d.parent() {
-                    created.push(parent.to_path_buf());
+                if let Some(up) = d.parent() {
+                    created.push(up.to_path_buf());
                 }
                 dir = d.parent();
             }
-            if let Some(parent) = tmp.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::File::create(&tmp)?
+            std::fs::create_dir_all(parent)?;
         }
-        Err(e) => return Err(e),
-    };
-    file.write_all(body)?;
-    if fsync {
-        file.sync_data()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(created)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    drop(file);
-    std::fs::rename(&tmp, &path)?;
-    Ok(created)
+    result
+}
+
+/// Creates a directory (and its parents) readable by the owner only.
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Temporary files older than this were left by a crash or a failed write: no write
+/// takes that long.
+pub const STALE_TEMPORARY: Duration = Duration::from_secs(600);
+
+/// `fs`: removes temporary body files older than `older_than` (left by a kill or a
+/// failed write), and returns how many. The first sweep of a store written by an older
+/// version, which put them beside the bodies, walks `messages/` once for those.
+pub fn remove_stale_temporaries(
+    root: &std::path::Path,
+    older_than: Duration,
+) -> std::io::Result<usize> {
+    let tmp_dir = root.join(TMP_DIR);
+    let mut removed = 0;
+    if tmp_dir.is_dir() {
+        removed += remove_old_temporaries(&tmp_dir, older_than, false)?;
+    } else {
+        let legacy = root.join("messages");
+        if legacy.is_dir() {
+            removed += remove_old_temporaries(&legacy, older_than, true)?;
+        }
+        create_private_dir(&tmp_dir)?;
+    }
+    Ok(removed)
+}
+
+fn remove_old_temporaries(
+    dir: &std::path::Path,
+    older_than: Duration,
+    recursive: bool,
+) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() && recursive {
+            removed += remove_old_temporaries(&entry.path(), older_than, true)?;
+            continue;
+        }
+        let is_temporary = file_type.is_file()
+            && entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.ends_with(".eml.tmp"));
+        let age = entry
+            .metadata()?
+            .modified()?
+            .elapsed()
+            .unwrap_or(Duration::ZERO);
+        if is_temporary && age >= older_than {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }

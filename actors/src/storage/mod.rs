@@ -3,10 +3,12 @@
 //! - [`bodies`] — message bodies as objects (fs or S3)
 //! - [`envelope`] — what the StorageActor is asked to store, parsed headers included
 //! - [`actor`] — the StorageActor and its group commit
+//! - [`identity`] — the marker tying the object store to its database
 
 pub mod actor;
 pub mod bodies;
 pub mod envelope;
+pub mod identity;
 
 pub use actor::{CommitMode, QueueHook, StorageActor, StoreError, StoreMessage, recover_unflushed};
 pub use bodies::BodyStore;

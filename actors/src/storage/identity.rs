@@ -1,0 +1,231 @@
+//! The object store's identity (SPEC M4: an acknowledged message is never lost).
+//!
+//! A body store that is not where the database expects it (an unmounted volume, a wrong
+//! `storage.fs.path`, another installation's bucket) must stop the node, not make every
+//! stored message look lost. The store holds a marker object, [`MARKER_KEY`], with an
+//! identity the database holds too (`store_identity`). [`open_verified`] runs before
+//! anything touches the store and refuses to start, naming the store, when:
+//!
+//! - the `fs` root is missing and the database holds messages or an identity;
+//! - the marker is missing while the database has an identity (store empty or replaced);
+//! - the marker names another identity, or the database has none but the store does;
+//! - a large share of the newest rows have no body.
+//!
+//! Only a database without messages and without an identity gets a new store root and
+//! marker. An installation from before the marker adopts its store when the newest rows'
+//! bodies are there. `mairust db adopt-store` is the operator's explicit override.
+
+use chrono::Utc;
+use mairust_entities::{message, store_identity, unflushed_message};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::bodies::{BodyError, BodyStore};
+use crate::config::StorageConfig;
+
+/// The marker object at the root of the store.
+pub const MARKER_KEY: &str = "mairust-store-id";
+
+/// How many of the newest rows are checked for their body at start.
+pub const SAMPLE_ROWS: u64 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "{0}; this database holds messages, so the store is not created afresh: mount or restore it, fix storage in the configuration, or (if its bodies are really gone) run `mairust db adopt-store`"
+    )]
+    Missing(String),
+    #[error(
+        "the object store {store} has no identity marker ({MARKER_KEY}) although this database expects store {expected}: it is empty or not the store of this database (an unmounted volume, a wrong path or bucket?); mount or restore it, or run `mairust db adopt-store` to accept it"
+    )]
+    MarkerMissing { store: String, expected: String },
+    #[error(
+        "the object store {store} belongs to another database (its marker says {found}, this database expects {expected}); fix storage or database.url in the configuration"
+    )]
+    Foreign {
+        store: String,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "the object store {store} belongs to database {found}, but this database has none: a wrong database.url, or a new database beside an old store? Run `mairust db adopt-store` to tie them"
+    )]
+    Unclaimed { store: String, found: String },
+    #[error(
+        "{missing} of the newest {sampled} messages have no body in the object store {store}: the store is not the one these rows were written to (wrong path, bucket or prefix, or a partial restore?); nothing was deleted. Restore the bodies, or run `mairust db check` to see every missing one"
+    )]
+    BodiesMissing {
+        store: String,
+        missing: usize,
+        sampled: usize,
+    },
+    #[error("{0}")]
+    Store(#[from] BodyError),
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+}
+
+/// Opens the object store and checks it is this database's (module documentation).
+pub async fn open_verified(
+    config: &StorageConfig,
+    db: &DatabaseConnection,
+) -> Result<BodyStore, IdentityError> {
+    let expected = database_identity(db).await?;
+    let holds_messages = message::Entity::find()
+        .select_only()
+        .column(message::Column::Id)
+        .limit(1)
+        .into_tuple::<String>()
+        .one(db)
+        .await?
+        .is_some();
+    let mut bodies = match BodyStore::open(config) {
+        Ok(bodies) => bodies,
+        Err(e @ BodyError::RootMissing(_)) => {
+            if holds_messages || expected.is_some() {
+                return Err(IdentityError::Missing(e.to_string()));
+            }
+            BodyStore::create(config)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let store = bodies.describe().to_string();
+    let found = read_marker(&bodies).await?;
+    let store_id = match (expected, found) {
+        (Some(expected), Some(found)) if expected == found => expected,
+        (Some(expected), Some(found)) => {
+            return Err(IdentityError::Foreign {
+                store,
+                found,
+                expected,
+            });
+        }
+        (Some(expected), None) => return Err(IdentityError::MarkerMissing { store, expected }),
+        (None, Some(found)) => return Err(IdentityError::Unclaimed { store, found }),
+        (None, None) => {
+            // A new installation, or one from before the marker: check first, so an
+            // old installation pointed at the wrong store is not tied to it.
+            check_recent_bodies(db, &bodies).await?;
+            let store_id = uuid::Uuid::new_v4().to_string();
+            tie(db, &bodies, &store_id).await?;
+            tracing::info!(component = "storage", event = "store_identity_created", store = %store, store_id = %store_id, existing_messages = holds_messages, "object store tied to this database");
+            store_id
+        }
+    };
+    check_recent_bodies(db, &bodies).await?;
+    bodies.expect_identity(store_id);
+    Ok(bodies)
+}
+
+/// The identity this database expects, if it has one yet.
+pub async fn database_identity(db: &DatabaseConnection) -> Result<Option<String>, sea_orm::DbErr> {
+    Ok(store_identity::Entity::find_by_id(1)
+        .one(db)
+        .await?
+        .map(|row| row.store_id))
+}
+
+/// The marker's identity, if the store has one.
+pub async fn read_marker(bodies: &BodyStore) -> Result<Option<String>, BodyError> {
+    match bodies.get(MARKER_KEY).await {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string())),
+        Err(BodyError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `store_id` as the marker, then as the database's identity (replacing both):
+/// a crash between leaves a marker the database does not know, which the next start
+/// refuses rather than accepting a store it cannot vouch for.
+pub async fn tie(
+    db: &DatabaseConnection,
+    bodies: &BodyStore,
+    store_id: &str,
+) -> Result<(), IdentityError> {
+    bodies
+        .put(MARKER_KEY, bytes::Bytes::from(format!("{store_id}\n")))
+        .await?;
+    if let Some(root) = bodies.fs_root() {
+        // The marker must survive a power cut like the bodies do.
+        let root = root.to_path_buf();
+        tokio::task::spawn_blocking(move || std::fs::File::open(root)?.sync_all())
+            .await
+            .map_err(|e| BodyError::Sync(std::io::Error::other(e)))?
+            .map_err(BodyError::Sync)?;
+    }
+    let row = store_identity::ActiveModel {
+        id: Set(1),
+        store_id: Set(store_id.to_string()),
+        created_at: Set(Utc::now().into()),
+    };
+    store_identity::Entity::insert(row)
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(store_identity::Column::Id)
+                .update_columns([
+                    store_identity::Column::StoreId,
+                    store_identity::Column::CreatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// How many of the newest rows (not journalled as unflushed) have their body.
+pub async fn sample_recent_bodies(
+    db: &DatabaseConnection,
+    bodies: &BodyStore,
+) -> Result<(usize, usize), IdentityError> {
+    let unflushed: Vec<String> = unflushed_message::Entity::find()
+        .select_only()
+        .column(unflushed_message::Column::MessageId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let keys: Vec<String> = message::Entity::find()
+        .select_only()
+        .column(message::Column::ObjectKey)
+        .filter(message::Column::Id.is_not_in(unflushed))
+        .order_by_desc(message::Column::Id)
+        .limit(SAMPLE_ROWS)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let checks = keys.iter().map(|key| bodies.exists(key));
+    let mut missing = 0;
+    for present in futures::future::join_all(checks).await {
+        if !present? {
+            missing += 1;
+        }
+    }
+    Ok((missing, keys.len()))
+}
+
+/// Refuses when a large share (a quarter or more) of the newest rows have no body: one
+/// lost body is a matter for `db check`, a quarter is the wrong store.
+async fn check_recent_bodies(
+    db: &DatabaseConnection,
+    bodies: &BodyStore,
+) -> Result<(), IdentityError> {
+    let (missing, sampled) = sample_recent_bodies(db, bodies).await?;
+    if missing > 0 && missing * 4 >= sampled {
+        return Err(IdentityError::BodiesMissing {
+            store: bodies.describe().to_string(),
+            missing,
+            sampled,
+        });
+    }
+    if missing > 0 {
+        tracing::warn!(
+            component = "storage",
+            event = "bodies_missing",
+            missing,
+            sampled,
+            "some of the newest messages have no body in the object store; run `mairust db check`"
+        );
+    }
+    Ok(())
+}
