@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use actix::Actor;
 use mairust_actors::accounts;
-use mairust_actors::config::{
-    Config, DatabaseConfig, FsStorageConfig, StorageBackend, StorageConfig,
-};
+use mairust_actors::config::Config;
 use mairust_actors::database;
 use mairust_actors::health::{HealthMonitor, HealthState};
 use mairust_actors::shutdown::Phase;
@@ -15,39 +13,8 @@ use mairust_actors::smtp::session::{ListenerKind, Session, SessionContext};
 use mairust_actors::storage::{BodyStore, CommitMode, QueueHook, StorageActor};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-fn config(dir: &std::path::Path) -> Config {
-    let database = DatabaseConfig {
-        url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()),
-        max_connections: 4,
-        connect_timeout_seconds: 2,
-    };
-    let storage = StorageConfig {
-        backend: StorageBackend::Fs,
-        fs: Some(FsStorageConfig {
-            path: dir.join("objects"),
-            fsync: true,
-        }),
-        s3: None,
-        limit_bytes: 0,
-    };
-    Config {
-        server: Default::default(),
-        smtp: Default::default(),
-        http: Default::default(),
-        database,
-        storage,
-        health: Default::default(),
-        logging: Default::default(),
-        api: Default::default(),
-        hooks: Vec::new(),
-        hook_policy: Default::default(),
-        queue: Default::default(),
-        delivery: Default::default(),
-        audit: Default::default(),
-        telemetry: Default::default(),
-        auth: Default::default(),
-    }
-}
+mod common;
+use common::config;
 
 /// What a session needs, on the real StorageActor and HealthMonitor over `db`; keep the
 /// returned sender alive (dropping it is a shutdown).

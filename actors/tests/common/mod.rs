@@ -1,0 +1,42 @@
+//! What the in-process tests share: a configuration on a temporary SQLite database and
+//! object directory.
+#![allow(dead_code)]
+
+use mairust_actors::config::{
+    Config, DatabaseConfig, FsStorageConfig, StorageBackend, StorageConfig,
+};
+
+/// SQLite at `dir/db.sqlite`, bodies under `dir/objects` (fsync on).
+pub fn config(dir: &std::path::Path) -> Config {
+    let database = DatabaseConfig {
+        url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()),
+        max_connections: 4,
+        connect_timeout_seconds: 2,
+    };
+    let storage = StorageConfig {
+        backend: StorageBackend::Fs,
+        fs: Some(FsStorageConfig {
+            path: dir.join("objects"),
+            fsync: true,
+        }),
+        s3: None,
+        limit_bytes: 0,
+    };
+    Config {
+        server: Default::default(),
+        smtp: Default::default(),
+        http: Default::default(),
+        database,
+        storage,
+        health: Default::default(),
+        logging: Default::default(),
+        api: Default::default(),
+        hooks: Vec::new(),
+        hook_policy: Default::default(),
+        queue: Default::default(),
+        delivery: Default::default(),
+        audit: Default::default(),
+        telemetry: Default::default(),
+        auth: Default::default(),
+    }
+}

@@ -1,0 +1,467 @@
+//! The StorageActor's two lanes and the object store's identity, in process on a
+//! temporary SQLite database (Parallel mode) and directory. Failures are made on purpose:
+//! the object lane fails because its temporary directory is a file, and the row lane is
+//! held in flight by a write lock another connection takes.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
+use mairust_actors::database;
+use mairust_actors::health::DependencyFailed;
+use mairust_actors::smtp::proto::Address;
+use mairust_actors::storage::identity::{self, IdentityError};
+use mairust_actors::storage::{
+    BodyStore, CommitMode, IncomingMessage, QueueHook, StorageActor, StoreError, StoreMessage,
+    recover_unflushed,
+};
+use mairust_entities::{mailbox_message, message, queue_entry, unflushed_message};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait};
+
+mod common;
+use common::config;
+
+/// Forwards every dependency failure the StorageActor reports.
+struct FailureSink(tokio::sync::mpsc::UnboundedSender<DependencyFailed>);
+
+impl Actor for FailureSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<DependencyFailed> for FailureSink {
+    type Result = ();
+    fn handle(&mut self, msg: DependencyFailed, _: &mut Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    db: DatabaseConnection,
+    bodies: BodyStore,
+    bob: LocalRecipient,
+    config: mairust_actors::config::Config,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let db = database::connect(&config.database).await.unwrap();
+    database::migrate_up(&db).await.unwrap();
+    accounts::add_domain(&db, "example.test").await.unwrap();
+    accounts::add_user(&db, "bob@example.test", "pw")
+        .await
+        .unwrap();
+    let bob = match accounts::lookup_recipient(&db, &Address::parse("bob@example.test").unwrap())
+        .await
+        .unwrap()
+    {
+        RecipientLookup::Local(bob) => bob,
+        other => panic!("bob is not local: {other:?}"),
+    };
+    let bodies = identity::open_verified(&config.storage, &db).await.unwrap();
+    Setup {
+        root: dir.path().join("objects"),
+        _dir: dir,
+        db,
+        bodies,
+        bob,
+        config,
+    }
+}
+
+fn storage(
+    s: &Setup,
+) -> (
+    Addr<StorageActor>,
+    tokio::sync::mpsc::UnboundedReceiver<DependencyFailed>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let failures = FailureSink(tx).start();
+    let actor = StorageActor::new(
+        s.db.clone(),
+        s.bodies.clone(),
+        CommitMode::Parallel,
+        failures.recipient(),
+        QueueHook {
+            max_age: Duration::from_secs(3600),
+            wakeup: Arc::new(tokio::sync::Notify::new()),
+        },
+    )
+    .start();
+    (actor, rx)
+}
+
+/// A message for bob that also goes to a remote recipient (a queue entry).
+fn message(s: &Setup, subject: &str) -> IncomingMessage {
+    let id = uuid::Uuid::now_v7().to_string();
+    let body = format!("From: alice@example.test\r\nSubject: {subject}\r\n\r\nhello\r\n");
+    IncomingMessage::new(
+        id,
+        body.into_bytes(),
+        "alice@example.test".into(),
+        vec![s.bob.clone()],
+        "inbound",
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        vec![Address::parse("carol@remote.test").unwrap()],
+    )
+}
+
+async fn count<E>(db: &DatabaseConnection, _: E) -> u64
+where
+    E: EntityTrait,
+    E::Model: Sync,
+{
+    E::find().count(db).await.unwrap()
+}
+
+/// Breaks the object lane: its temporary directory becomes a file.
+fn break_objects(root: &std::path::Path) {
+    let tmp = root.join(".tmp");
+    if tmp.is_dir() {
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+    std::fs::write(&tmp, b"not a directory").unwrap();
+}
+
+fn mend_objects(root: &std::path::Path) {
+    std::fs::remove_file(root.join(".tmp")).unwrap();
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The disk-full race of issue 13: the object batch fails while the row transaction of
+/// the same messages is in flight. The callers must be answered only once their rows
+/// are gone, and no row, mailbox entry, queue entry, journal entry or object may remain.
+#[actix_rt::test]
+async fn a_failed_body_batch_leaves_nothing_even_when_its_rows_commit_after_the_failure() {
+    let s = setup().await;
+    let (actor, mut failures) = storage(&s);
+
+    // Another connection holds the write lock: the row transaction stalls in flight.
+    let mut one_connection = s.config.database.clone();
+    one_connection.max_connections = 1;
+    let blocker = database::connect(&one_connection).await.unwrap();
+    blocker.execute_unprepared("BEGIN IMMEDIATE").await.unwrap();
+    break_objects(&s.root);
+
+    let replies: Vec<_> = (0..5)
+        .map(|i| actor.send(StoreMessage::new(message(&s, &format!("doomed {i}")))))
+        .collect();
+    let mut replies = futures::future::join_all(
+        replies
+            .into_iter()
+            .map(|r| tokio::spawn(async move { r.await.expect("actor alive") })),
+    );
+    // The object lane reports its failure while the rows cannot commit.
+    let failed = tokio::time::timeout(Duration::from_secs(20), failures.recv())
+        .await
+        .expect("the object lane reports its failure")
+        .unwrap();
+    assert!(
+        format!("{:?}", failed.0).contains("Storage"),
+        "{:?}",
+        failed.0
+    );
+    // Nobody is answered while their rows may still commit.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut replies)
+            .await
+            .is_err(),
+        "a caller was answered while its rows were still in flight"
+    );
+    blocker.execute_unprepared("COMMIT").await.unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(20), replies)
+        .await
+        .expect("callers answered once the rows are gone");
+    for result in results {
+        assert!(
+            matches!(result.unwrap(), Err(StoreError::Storage(_))),
+            "a failed body must be answered as a storage failure"
+        );
+    }
+    // Answered: nothing of them is left.
+    assert_eq!(count(&s.db, message::Entity).await, 0, "message rows left");
+    assert_eq!(count(&s.db, mailbox_message::Entity).await, 0);
+    assert_eq!(count(&s.db, queue_entry::Entity).await, 0);
+    assert_eq!(count(&s.db, unflushed_message::Entity).await, 0);
+    assert!(s.bodies.list("messages/").await.unwrap().is_empty());
+
+    // Mended, the next message is stored whole and its journal entry cleared.
+    mend_objects(&s.root);
+    let ok = message(&s, "after");
+    let id = ok.id.clone();
+    actor
+        .send(StoreMessage::new(ok))
+        .await
+        .unwrap()
+        .expect("stored once the store works");
+    assert!(
+        message::Entity::find_by_id(id)
+            .one(&s.db)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    wait_until("the journal is cleared", || async {
+        count(&s.db, unflushed_message::Entity).await == 0
+    })
+    .await;
+    assert!(
+        std::fs::read_dir(s.root.join(".tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "temporary files left"
+    );
+}
+
+/// Whichever lane finishes first (rows committed before the object failed, or still
+/// queued), a failed body leaves nothing once answered.
+#[actix_rt::test]
+async fn a_failed_body_leaves_nothing_whichever_lane_finishes_first() {
+    let s = setup().await;
+    let (actor, _failures) = storage(&s);
+    break_objects(&s.root);
+    let results = futures::future::join_all(
+        (0..20).map(|i| actor.send(StoreMessage::new(message(&s, &format!("m{i}"))))),
+    )
+    .await;
+    for result in results {
+        assert!(result.unwrap().is_err());
+    }
+    assert_eq!(count(&s.db, message::Entity).await, 0, "message rows left");
+    assert_eq!(count(&s.db, queue_entry::Entity).await, 0);
+    assert_eq!(count(&s.db, unflushed_message::Entity).await, 0);
+}
+
+/// Startup recovery looks at the journal only: an acknowledged row whose body is gone
+/// (an operator moved it) is never deleted; a journalled row without body is.
+#[actix_rt::test]
+async fn recovery_removes_only_journalled_rows_without_body() {
+    let s = setup().await;
+    let (actor, _failures) = storage(&s);
+    let acknowledged = message(&s, "acknowledged");
+    let (ack_id, ack_key) = (acknowledged.id.clone(), acknowledged.object_key.clone());
+    actor
+        .send(StoreMessage::new(acknowledged))
+        .await
+        .unwrap()
+        .unwrap();
+    let complete = message(&s, "complete, journal not yet cleared");
+    let complete_id = complete.id.clone();
+    actor
+        .send(StoreMessage::new(complete))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_until("journal cleared", || async {
+        count(&s.db, unflushed_message::Entity).await == 0
+    })
+    .await;
+    // The acknowledged message's body disappears; the complete one is journalled again
+    // as if the process died before clearing it; a third row is journalled without body
+    // (the process died before its body was flushed).
+    s.bodies.delete(&ack_key).await.unwrap();
+    let complete_key = message::Entity::find_by_id(complete_id.clone())
+        .one(&s.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .object_key;
+    journal(&s.db, &complete_id, &complete_key).await;
+    let unflushed = message(&s, "never flushed");
+    let unflushed_id = unflushed.id.clone();
+    actor
+        .send(StoreMessage::new(unflushed))
+        .await
+        .unwrap()
+        .unwrap();
+    let unflushed_key = message::Entity::find_by_id(unflushed_id.clone())
+        .one(&s.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .object_key;
+    s.bodies.delete(&unflushed_key).await.unwrap();
+    journal(&s.db, &unflushed_id, &unflushed_key).await;
+
+    let removed = recover_unflushed(&s.db, &s.bodies).await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(
+        message::Entity::find_by_id(ack_id)
+            .one(&s.db)
+            .await
+            .unwrap()
+            .is_some(),
+        "an acknowledged message was deleted"
+    );
+    assert!(
+        message::Entity::find_by_id(complete_id)
+            .one(&s.db)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        message::Entity::find_by_id(unflushed_id)
+            .one(&s.db)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(count(&s.db, unflushed_message::Entity).await, 0);
+}
+
+async fn journal(db: &DatabaseConnection, id: &str, key: &str) {
+    use sea_orm::ActiveValue::Set;
+    unflushed_message::Entity::insert(unflushed_message::ActiveModel {
+        message_id: Set(id.into()),
+        object_key: Set(key.into()),
+        created_at: Set(chrono::Utc::now().into()),
+    })
+    .exec(db)
+    .await
+    .unwrap();
+}
+
+/// The identity marker: each way a store can be the wrong one is refused, naming the
+/// store, and nothing is created or deleted.
+#[actix_rt::test]
+async fn a_store_that_is_not_this_databases_is_refused() {
+    let s = setup().await;
+    let (actor, _failures) = storage(&s);
+    for i in 0..8 {
+        actor
+            .send(StoreMessage::new(message(&s, &format!("m{i}"))))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let storage = &s.config.storage;
+    assert!(identity::open_verified(storage, &s.db).await.is_ok());
+
+    // Moved away (an unmounted volume): refused, naming the path, not created.
+    let moved = s.root.with_file_name("objects-elsewhere");
+    std::fs::rename(&s.root, &moved).unwrap();
+    let err = identity::open_verified(storage, &s.db).await.unwrap_err();
+    assert!(matches!(err, IdentityError::Missing(_)), "{err}");
+    assert!(
+        err.to_string().contains(&s.root.display().to_string()),
+        "{err}"
+    );
+    assert!(!s.root.exists(), "the store root was created");
+
+    // An empty directory in its place (the bare mount point): no marker.
+    std::fs::create_dir(&s.root).unwrap();
+    let err = identity::open_verified(storage, &s.db).await.unwrap_err();
+    assert!(matches!(err, IdentityError::MarkerMissing { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&s.root.display().to_string()),
+        "{err}"
+    );
+    std::fs::remove_dir(&s.root).unwrap();
+
+    // Back in place: accepted, every row still there.
+    std::fs::rename(&moved, &s.root).unwrap();
+    assert!(identity::open_verified(storage, &s.db).await.is_ok());
+    assert_eq!(count(&s.db, message::Entity).await, 8);
+
+    // Another database's store.
+    let other = setup().await;
+    let err = identity::open_verified(&other.config.storage, &s.db)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdentityError::Foreign { .. }), "{err}");
+
+    // The marker is right but most bodies are gone (a partial restore).
+    for object in s.bodies.list("messages/").await.unwrap().iter().take(4) {
+        s.bodies.delete(&object.key).await.unwrap();
+    }
+    let err = identity::open_verified(storage, &s.db).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IdentityError::BodiesMissing {
+                missing: 4,
+                sampled: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(count(&s.db, message::Entity).await, 8, "rows were deleted");
+}
+
+/// A new database beside a store that has a marker is not tied to it silently.
+#[actix_rt::test]
+async fn a_new_database_does_not_claim_an_existing_store() {
+    let s = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.storage = s.config.storage.clone();
+    let db = database::connect(&config.database).await.unwrap();
+    database::migrate_up(&db).await.unwrap();
+    let err = identity::open_verified(&config.storage, &db)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdentityError::Unclaimed { .. }), "{err}");
+}
+
+/// Temporary files: what a failed write leaves is removed at once, what a kill leaves
+/// is swept once old, and an older version's (beside the bodies) once too.
+#[test]
+fn stale_temporary_files_are_swept() {
+    use mairust_actors::storage::bodies::{TMP_DIR, remove_stale_temporaries};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let legacy_dir = root.join("messages/2026-12-01/10");
+    std::fs::create_dir_all(&legacy_dir).unwrap();
+    let legacy = legacy_dir.join("0193.eml.tmp");
+    let body = legacy_dir.join("0194.eml");
+    std::fs::write(&legacy, b"half").unwrap();
+    std::fs::write(&body, b"whole").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&legacy)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(
+        remove_stale_temporaries(root, Duration::from_secs(600)).unwrap(),
+        1
+    );
+    assert!(!legacy.exists() && body.exists());
+
+    let fresh = root.join(TMP_DIR).join("fresh.eml.tmp");
+    let stale = root.join(TMP_DIR).join("stale.eml.tmp");
+    std::fs::write(&fresh, b"being written").unwrap();
+    std::fs::write(&stale, b"left by a kill").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(
+        remove_stale_temporaries(root, Duration::from_secs(600)).unwrap(),
+        1
+    );
+    assert!(fresh.exists() && !stale.exists());
+}
