@@ -312,8 +312,22 @@ async fn restart_removes_rows_whose_object_never_reached_the_disk() {
     assert_eq!(transaction_reply(&server, "kept@remote.test").await, 250);
     assert_eq!(transaction_reply(&server, "torn@remote.test").await, 250);
     server.kill();
-    // What a crash between the row flush and the object flush leaves behind.
+    // What a crash between the row flush and the object flush leaves behind: a row
+    // still journalled as unflushed, without its object.
     let torn = server.messages_with_id("torn@remote.test").await.remove(0);
+    let db = server.db().await;
+    use sea_orm::ActiveValue::Set;
+    mairust_entities::unflushed_message::Entity::insert(
+        mairust_entities::unflushed_message::ActiveModel {
+            message_id: Set(torn.id.clone()),
+            object_key: Set(torn.object_key.clone()),
+            created_at: Set(chrono::Utc::now().into()),
+        },
+    )
+    .exec(&db)
+    .await
+    .unwrap();
+    db.close().await.ok();
     if server.backend.s3.is_some() {
         let config = common::mairust_actors_config(&server.config_path);
         let store = mairust_actors::storage::BodyStore::open(&config.storage).unwrap();

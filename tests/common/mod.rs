@@ -483,6 +483,46 @@ impl TestServer {
         }
     }
 
+    /// Starts the server on its configuration expecting it to refuse to start: its exit
+    /// status and everything it printed (stdout and stderr).
+    pub fn spawn_refused(&self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        assert!(self.child.is_none(), "the server is running");
+        let mut child = Command::new(BIN)
+            .args(["--config", self.config_path.to_str().unwrap(), "serve"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mairust serve");
+        let deadline = Instant::now() + timeout;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "the server started instead of refusing:\n{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status, text)
+    }
+
+    /// SIGTERM, then waits for the graceful exit.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(60));
+        assert!(status.success(), "graceful stop failed: {status}");
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
