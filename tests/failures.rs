@@ -316,7 +316,7 @@ async fn restart_removes_rows_whose_object_never_reached_the_disk() {
     // still journalled as unflushed, without its object.
     let torn = server.messages_with_id("torn@remote.test").await.remove(0);
     let db = server.db().await;
-    use sea_orm::ActiveValue::Set;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
     mairust_entities::unflushed_message::Entity::insert(
         mairust_entities::unflushed_message::ActiveModel {
             message_id: Set(torn.id.clone()),
