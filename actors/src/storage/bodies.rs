@@ -252,6 +252,18 @@ impl BodyStore {
         result
     }
 
+    /// Stores one object durably (on `fs`: flushed with its directory, even with
+    /// `fsync` off), replacing what was there; a failure leaves the old object.
+    pub async fn put_durable(&self, key: &str, body: Bytes) -> Result<(), BodyError> {
+        match self.fs_root.clone() {
+            None => self.put(key, body).await,
+            Some(root) => {
+                let objects = vec![(key.to_string(), body)];
+                blocking(move || write_files(&root, &objects, true)).await
+            }
+        }
+    }
+
     /// Writes, reads back and deletes a probe object: the health check of SPEC O12.
     /// Once the identity is known, the marker must still be there and match first, so
     /// a volume unmounted under a running node turns the store down instead of filling

@@ -6,8 +6,9 @@
 //! identity the database holds too (`store_identity`). [`open_verified`] runs before
 //! anything touches the store and refuses to start, naming the store, when:
 //!
-//! - the `fs` root is missing and the database holds messages or an identity;
-//! - the marker is missing while the database has an identity (store empty or replaced);
+//! - the `fs` root is missing and the database holds messages;
+//! - the marker is missing while the database has an identity and messages (store empty
+//!   or replaced);
 //! - the marker names another identity, or the database has none but the store does;
 //! - a large share of the newest rows have no body.
 //!
@@ -17,6 +18,7 @@
 
 use chrono::Utc;
 use mairust_entities::{message, store_identity, unflushed_message};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -84,7 +86,7 @@ pub async fn open_verified(
     let mut bodies = match BodyStore::open(config) {
         Ok(bodies) => bodies,
         Err(e @ BodyError::RootMissing(_)) => {
-            if holds_messages || expected.is_some() {
+            if holds_messages {
                 return Err(IdentityError::Missing(e.to_string()));
             }
             BodyStore::create(config)?
@@ -102,14 +104,21 @@ pub async fn open_verified(
                 expected,
             });
         }
+        // No message can be missing: a start that died before writing the marker, or
+        // another node starting at the same time.
+        (Some(expected), None) if !holds_messages => {
+            write_marker(&bodies, &expected).await?;
+            expected
+        }
         (Some(expected), None) => return Err(IdentityError::MarkerMissing { store, expected }),
         (None, Some(found)) => return Err(IdentityError::Unclaimed { store, found }),
         (None, None) => {
             // A new installation, or one from before the marker: check first, so an
             // old installation pointed at the wrong store is not tied to it.
             check_recent_bodies(db, &bodies).await?;
-            let store_id = uuid::Uuid::new_v4().to_string();
-            tie(db, &bodies, &store_id).await?;
+            // Nodes starting together agree on the first identity the database took.
+            let store_id = claim(db, &uuid::Uuid::new_v4().to_string()).await?;
+            write_marker(&bodies, &store_id).await?;
             tracing::info!(component = "storage", event = "store_identity_created", store = %store, store_id = %store_id, existing_messages = holds_messages, "object store tied to this database");
             store_id
         }
@@ -137,32 +146,17 @@ pub async fn read_marker(bodies: &BodyStore) -> Result<Option<String>, BodyError
 }
 
 /// Writes `store_id` as the marker, then as the database's identity (replacing both):
-/// a crash between leaves a marker the database does not know, which the next start
-/// refuses rather than accepting a store it cannot vouch for.
+/// `mairust db adopt-store`. A crash between leaves a marker the database does not know,
+/// which the next start refuses rather than accepting a store it cannot vouch for.
 pub async fn tie(
     db: &DatabaseConnection,
     bodies: &BodyStore,
     store_id: &str,
 ) -> Result<(), IdentityError> {
-    bodies
-        .put(MARKER_KEY, bytes::Bytes::from(format!("{store_id}\n")))
-        .await?;
-    if let Some(root) = bodies.fs_root() {
-        // The marker must survive a power cut like the bodies do.
-        let root = root.to_path_buf();
-        tokio::task::spawn_blocking(move || std::fs::File::open(root)?.sync_all())
-            .await
-            .map_err(|e| BodyError::Sync(std::io::Error::other(e)))?
-            .map_err(BodyError::Sync)?;
-    }
-    let row = store_identity::ActiveModel {
-        id: Set(1),
-        store_id: Set(store_id.to_string()),
-        created_at: Set(Utc::now().into()),
-    };
-    store_identity::Entity::insert(row)
+    write_marker(bodies, store_id).await?;
+    store_identity::Entity::insert(identity_row(store_id))
         .on_conflict(
-            sea_orm::sea_query::OnConflict::column(store_identity::Column::Id)
+            OnConflict::column(store_identity::Column::Id)
                 .update_columns([
                     store_identity::Column::StoreId,
                     store_identity::Column::CreatedAt,
@@ -172,6 +166,33 @@ pub async fn tie(
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Records `store_id` as the database's identity unless it has one already; returns
+/// the one it has.
+async fn claim(db: &DatabaseConnection, store_id: &str) -> Result<String, IdentityError> {
+    store_identity::Entity::insert(identity_row(store_id))
+        .on_conflict_do_nothing_on([store_identity::Column::Id])
+        .exec(db)
+        .await?;
+    database_identity(db).await?.ok_or_else(|| {
+        IdentityError::Database(sea_orm::DbErr::RecordNotFound("store_identity".into()))
+    })
+}
+
+fn identity_row(store_id: &str) -> store_identity::ActiveModel {
+    store_identity::ActiveModel {
+        id: Set(1),
+        store_id: Set(store_id.to_string()),
+        created_at: Set(Utc::now().into()),
+    }
+}
+
+/// Writes the marker, durably: it must survive a power cut like the bodies do.
+async fn write_marker(bodies: &BodyStore, store_id: &str) -> Result<(), BodyError> {
+    bodies
+        .put_durable(MARKER_KEY, bytes::Bytes::from(format!("{store_id}\n")))
+        .await
 }
 
 /// How many of the newest rows (not journalled as unflushed) have their body.
