@@ -178,7 +178,10 @@ mod tests {
         ))
         .unwrap_err()
         .to_string();
-        assert!(err.contains("smtp.submission") && err.contains("enforce_from"), "{err}");
+        assert!(
+            err.contains("smtp.submission") && err.contains("enforce_from"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -192,7 +195,8 @@ mod tests {
                 "smtp.submission.enforce_envelope_sender"
             )]
         );
-        let both = "smtp:\n  require_sender_match: false\n  submission:\n    enforce_envelope_sender:";
+        let both =
+            "smtp:\n  require_sender_match: false\n  submission:\n    enforce_envelope_sender:";
         assert!(parse(&format!("{MINIMAL}{both} false\n")).is_ok());
         let err = parse(&format!("{MINIMAL}{both} true\n"))
             .unwrap_err()

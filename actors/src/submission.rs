@@ -223,7 +223,10 @@ mod tests {
     #[test]
     fn envelope_sender_must_be_owned() {
         let p = Policy::STRICT;
-        assert_eq!(bob().check_envelope(p, Some(&addr("Bob@Example.TEST"))), Ok(()));
+        assert_eq!(
+            bob().check_envelope(p, Some(&addr("Bob@Example.TEST"))),
+            Ok(())
+        );
         assert_eq!(
             bob().check_envelope(p, Some(&addr("alice@example.test"))),
             Err(Refusal::EnvelopeSender("alice@example.test".into()))
@@ -276,12 +279,12 @@ mod tests {
             from("From: bob@example.test\r\nFROM: ceo@bank.test\r\n"),
             Err(Refusal::SeveralFromHeaders)
         );
-        assert_eq!(from("To: <bob@example.test>\r\n"), Err(Refusal::NoFromAddress));
-        assert_eq!(from("From: Bob\r\n"), Err(Refusal::NoFromAddress));
         assert_eq!(
-            from("From: undisclosed:;\r\n"),
+            from("To: <bob@example.test>\r\n"),
             Err(Refusal::NoFromAddress)
         );
+        assert_eq!(from("From: Bob\r\n"), Err(Refusal::NoFromAddress));
+        assert_eq!(from("From: undisclosed:;\r\n"), Err(Refusal::NoFromAddress));
     }
 
     #[test]

@@ -54,7 +54,11 @@ impl Address {
                     || "!#$%&'*+-/=?^_`{|}~.".contains(c)
                     || (c == ' ' && quoted.is_some())
             });
-        let domain_ok = match self.domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        let domain_ok = match self
+            .domain
+            .strip_prefix('[')
+            .and_then(|d| d.strip_suffix(']'))
+        {
             Some(literal) => literal
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ':'),

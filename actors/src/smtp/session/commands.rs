@@ -280,8 +280,7 @@ impl Session {
             return reply::TEMPFAIL_SYSTEM;
         }
         if let Some(submitter) = &self.client.authenticated
-            && let Err(refusal) =
-                submitter.check_from_header(self.submission_policy(), &body.bytes)
+            && let Err(refusal) = submitter.check_from_header(self.submission_policy(), &body.bytes)
         {
             return self.sender_refused(&refusal);
         }
@@ -537,7 +536,10 @@ impl Session {
             self.reply(reply::AUTH_TEMPFAIL);
             return Flow::Continue;
         };
-        if ok && enabled && let Some(user) = &user {
+        if ok
+            && enabled
+            && let Some(user) = &user
+        {
             tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_success", user = %key, "authenticated");
             guards.auth.succeeded(self.client_key, &key);
             self.ctx
