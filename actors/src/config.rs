@@ -99,7 +99,7 @@ impl Default for ShutdownConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     pub listeners: Listeners,
@@ -116,21 +116,6 @@ pub struct SmtpConfig {
     pub limits: SmtpLimits,
     /// Threads (actix arbiters) that run SMTP sessions; 0 = one per CPU minus one.
     pub workers: usize,
-}
-
-impl Default for SmtpConfig {
-    fn default() -> Self {
-        SmtpConfig {
-            listeners: Listeners::default(),
-            tls: None,
-            allow_plaintext_auth: false,
-            auth_on_inbound: false,
-            require_sender_match: None,
-            submission: SubmissionConfig::default(),
-            limits: SmtpLimits::default(),
-            workers: 0,
-        }
-    }
 }
 
 /// What an authenticated client (SMTP AUTH) may put in its mail (SPEC M3, S5): strict

@@ -105,7 +105,7 @@ impl Submitter {
 
     pub fn may_use(&self, address: &Address) -> bool {
         let key = address.key();
-        self.addresses.iter().any(|a| *a == key)
+        self.addresses.contains(&key)
     }
 
     /// MAIL FROM (RFC 5321 §4.1.1.2): `sender` is `None` for the null reverse-path.
