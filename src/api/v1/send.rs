@@ -72,7 +72,7 @@ fn parse(field: &str, address: &str) -> Result<Address, ApiError> {
         return Err(ApiError::field(
             field,
             format!(
-                "`{}` cannot be sent safely: a quoted local part may hold letters, digits, spaces, dots and !#$%&'*+-/=?^_`{{|}}~ only (no `>`, `,`, quotes, backslashes or control characters)",
+                "`{}` cannot be sent safely: the local part may hold letters, digits, dots and !#$%&'*+-/=?^_`{{|}}~ (and spaces when quoted), the domain letters, digits, `-` and dots; no `>`, `,`, quotes inside quotes, backslashes or control characters",
                 address.escape_debug()
             ),
         ));
@@ -124,7 +124,6 @@ async fn sender_account(handles: &Handles, from: &Address) -> Result<Submitter, 
     responses(
         (status = 202, description = "Stored: delivered locally and/or queued", body = SendResponse),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 503, description = "Store full or unavailable, or deferred by a hook: try again later", body = ErrorBody),
         (status = 422, description = "Invalid or unsafe address, sender not an existing enabled user, unknown local recipient, no body, a bare CR in the body, or refused by a pre_receive/pre_send hook", body = ErrorBody),
         AuthErrors
     ),
@@ -146,7 +145,6 @@ pub async fn send(
     }
     let body = body.into_inner();
     let from = parse("from", &body.from)?;
-    let submitter = sender_account(&handles, &from).await?;
     if body.to.is_empty() && body.cc.is_empty() && body.bcc.is_empty() {
         return Err(ApiError::field("to", "at least one recipient is needed"));
     }
@@ -170,6 +168,7 @@ pub async fn send(
             format!("more than {limit} recipients (smtp.limits.max_recipients)"),
         ));
     }
+    let submitter = sender_account(&handles, &from).await?;
     let mut local: Vec<LocalRecipient> = Vec::new();
     let mut remote: Vec<Address> = Vec::new();
     let mut seen_local = HashSet::new();
