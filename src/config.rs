@@ -161,6 +161,53 @@ mod tests {
     }
 
     #[test]
+    fn submission_checks_are_strict_by_default_and_switchable() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(!c.smtp.submission.allow_null_sender);
+        assert!(c.smtp.enforce_envelope_sender());
+        assert!(c.smtp.submission.enforce_from_header);
+        let c = parse(&format!(
+            "{MINIMAL}smtp:\n  submission:\n    allow_null_sender: true\n    enforce_envelope_sender: false\n    enforce_from_header: false\n"
+        ))
+        .unwrap();
+        assert!(c.smtp.submission.allow_null_sender);
+        assert!(!c.smtp.enforce_envelope_sender());
+        assert!(!c.smtp.submission.enforce_from_header);
+        let err = parse(&format!(
+            "{MINIMAL}smtp:\n  submission:\n    enforce_from: false\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("smtp.submission") && err.contains("enforce_from"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn deprecated_sender_match_key_still_works_unless_contradicted() {
+        let c = parse(&format!("{MINIMAL}smtp:\n  require_sender_match: false\n")).unwrap();
+        assert!(!c.smtp.enforce_envelope_sender());
+        assert_eq!(
+            c.smtp.deprecated_keys(),
+            [(
+                "smtp.require_sender_match",
+                "smtp.submission.enforce_envelope_sender"
+            )]
+        );
+        let both =
+            "smtp:\n  require_sender_match: false\n  submission:\n    enforce_envelope_sender:";
+        assert!(parse(&format!("{MINIMAL}{both} false\n")).is_ok());
+        let err = parse(&format!("{MINIMAL}{both} true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("smtp.require_sender_match") && err.contains("disagree"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn shipped_config_is_valid() {
         parse(include_str!("../config.yaml")).unwrap();
     }

@@ -110,6 +110,9 @@ fn main() -> ExitCode {
         },
         Command::ConfigCheck => {
             println!("configuration OK: {}", path.display());
+            for (old, new) in config.smtp.deprecated_keys() {
+                println!("note: {old} is deprecated; rename it to {new}");
+            }
             Ok(())
         }
         command => {

@@ -302,7 +302,16 @@ async fn unreachable_host_is_retried_then_bounced_after_max_age() {
 #[tokio::test]
 async fn a_bounce_is_never_sent_to_the_null_sender() {
     let sink = Sink::start();
-    let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 60.0));
+    // A gateway relaying notifications with the null sender, which the submission
+    // policy refuses unless allowed.
+    let server = TestServer::start_with(Options {
+        smtp_yaml: vec![
+            "submission:".into(),
+            "  allow_null_sender: true".into(),
+            "  enforce_from_header: false".into(),
+        ],
+        ..options(&[(REMOTE, sink.addr)], 60.0)
+    });
     let far = format!("gone@{REMOTE}");
     sink.script_rcpt(&far, &["550 5.1.1 no such user"]);
     let body = message("", &far, "null-1@example.test", "A notification");

@@ -99,7 +99,7 @@ impl Default for ShutdownConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     pub listeners: Listeners,
@@ -109,24 +109,80 @@ pub struct SmtpConfig {
     /// Offer AUTH on the `inbound` (MX) listener too. Off by default: port 25 is where
     /// password guessers knock, and users submit on `submission`/`submissions`.
     pub auth_on_inbound: bool,
-    /// An authenticated user may only use their own address in MAIL FROM (SPEC M3).
-    pub require_sender_match: bool,
+    /// Deprecated spelling of `submission.enforce_envelope_sender`, still read so one
+    /// file serves nodes on both sides of the rename during a rolling upgrade.
+    pub require_sender_match: Option<bool>,
+    pub submission: SubmissionConfig,
     pub limits: SmtpLimits,
     /// Threads (actix arbiters) that run SMTP sessions; 0 = one per CPU minus one.
     pub workers: usize,
 }
 
-impl Default for SmtpConfig {
+/// What an authenticated client (SMTP AUTH) may put in its mail (SPEC M3, S5): strict
+/// by default, each check can be turned off for installations that need it (a gateway
+/// relaying bounces, an application sending for many addresses). `POST /send` always
+/// sends as an existing user and builds the From: header itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmissionConfig {
+    /// Accept `MAIL FROM:<>`. Off: the null sender is for the server's own bounces
+    /// (RFC 5321 §4.5.5); from a user it only hides who sent the message.
+    pub allow_null_sender: bool,
+    /// MAIL FROM must be an address the account may use (its own). `None` when the key
+    /// is absent: then the deprecated `smtp.require_sender_match`, else true; read it
+    /// through [`SmtpConfig::enforce_envelope_sender`].
+    pub enforce_envelope_sender: Option<bool>,
+    /// The message must have exactly one From: header and every address in it must be
+    /// one the account may use (checked at the end of DATA).
+    pub enforce_from_header: bool,
+}
+
+impl Default for SubmissionConfig {
     fn default() -> Self {
-        SmtpConfig {
-            listeners: Listeners::default(),
-            tls: None,
-            allow_plaintext_auth: false,
-            auth_on_inbound: false,
-            require_sender_match: true,
-            limits: SmtpLimits::default(),
-            workers: 0,
+        SubmissionConfig {
+            allow_null_sender: false,
+            enforce_envelope_sender: None,
+            enforce_from_header: true,
         }
+    }
+}
+
+impl SmtpConfig {
+    /// `smtp.submission.enforce_envelope_sender`, else the deprecated
+    /// `smtp.require_sender_match`, else true.
+    pub fn enforce_envelope_sender(&self) -> bool {
+        self.submission
+            .enforce_envelope_sender
+            .or(self.require_sender_match)
+            .unwrap_or(true)
+    }
+
+    /// Keys that still work but should be renamed, with their new name.
+    pub fn deprecated_keys(&self) -> Vec<(&'static str, &'static str)> {
+        let mut keys = Vec::new();
+        if self.require_sender_match.is_some() {
+            keys.push((
+                "smtp.require_sender_match",
+                "smtp.submission.enforce_envelope_sender",
+            ));
+        }
+        keys
+    }
+
+    fn validate_submission(&self) -> Result<(), ConfigError> {
+        if let (Some(old), Some(new)) = (
+            self.require_sender_match,
+            self.submission.enforce_envelope_sender,
+        ) && old != new
+        {
+            return Err(ConfigError::new(
+                "smtp.require_sender_match",
+                format!(
+                    "deprecated spelling of smtp.submission.enforce_envelope_sender, and the two disagree ({old} and {new}): remove smtp.require_sender_match"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1040,6 +1096,7 @@ impl Config {
             }
         }
         self.validate_auth()?;
+        self.smtp.validate_submission()?;
         if self.server.hostname.is_empty() || self.server.hostname.contains(char::is_whitespace) {
             return Err(ConfigError::new("server.hostname", "must be a host name"));
         }

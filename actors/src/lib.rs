@@ -16,6 +16,7 @@
 //!   throttling, DATA memory, per-address keys
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
+//! - [`submission`] — which senders an authenticated account may use (envelope, From:)
 //! - [`database`] — connection and schema version checks
 //! - [`config`] — the configuration model and its validation
 
@@ -34,5 +35,6 @@ pub mod queue;
 pub mod shutdown;
 pub mod smtp;
 pub mod storage;
+pub mod submission;
 pub mod supervisor;
 pub mod trace;

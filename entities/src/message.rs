@@ -26,6 +26,9 @@ pub struct Model {
     pub listener: String,
     pub remote_ip: String,
     pub received_at: DateTimeWithTimeZone,
+    /// The account that submitted the message (an SMTP AUTH user, or the sender user of
+    /// `POST /send`); `None` for mail from other servers (SPEC S5).
+    pub submitted_by: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

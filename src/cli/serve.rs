@@ -22,6 +22,9 @@ pub fn run(
     prepare_spool_dir(&config)?;
     let result = actix_rt::System::new().block_on(async move {
         tracing::info!(component = "supervisor", event = "starting", config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting MaiRust");
+        for (old, new) in config.smtp.deprecated_keys() {
+            tracing::warn!(component = "supervisor", event = "config_deprecated", key = old, replacement = new, "deprecated configuration key; rename it");
+        }
         let db = database::connect(&config.database)
             .await
             .with_context(|| format!("cannot connect to the database ({})", super::redact(&config.database.url)))?;

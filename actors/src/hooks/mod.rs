@@ -86,6 +86,9 @@ struct MessageInfo<'a> {
     message_id: Option<&'a str>,
     listener: &'a str,
     remote_ip: String,
+    /// The account that submitted it (SMTP AUTH, `POST /send`); null for mail from
+    /// other servers.
+    submitted_by: Option<&'a str>,
     /// The whole message, base64 (not for post_receive: fetch it through the API).
     #[serde(skip_serializing_if = "Option::is_none")]
     raw: Option<String>,
@@ -108,6 +111,7 @@ fn describe(m: &IncomingMessage, with_raw: bool) -> MessageInfo<'_> {
         message_id: m.meta.message_id.as_deref(),
         listener: m.listener,
         remote_ip: m.remote_ip.to_string(),
+        submitted_by: m.submitted_by.as_deref(),
         raw: with_raw.then(|| base64::engine::general_purpose::STANDARD.encode(&m.body)),
     }
 }

@@ -552,6 +552,7 @@ async fn insert_rows(
             listener: Set(m.listener.to_string()),
             remote_ip: Set(m.remote_ip.to_string()),
             received_at: Set(now.into()),
+            submitted_by: Set(m.submitted_by.clone()),
         })
         .collect();
     let index: Vec<mailbox_message::ActiveModel> = messages

@@ -72,6 +72,9 @@ pub struct IncomingMessage {
     pub tags: Vec<String>,
     pub listener: &'static str,
     pub remote_ip: IpAddr,
+    /// The account that submitted it (SMTP AUTH, or `POST /send`'s sender); `None` for
+    /// mail from other servers. Set by the caller after [`IncomingMessage::new`].
+    pub submitted_by: Option<String>,
 }
 
 impl IncomingMessage {
@@ -98,6 +101,7 @@ impl IncomingMessage {
             tags: Vec::new(),
             listener,
             remote_ip,
+            submitted_by: None,
         }
     }
 }

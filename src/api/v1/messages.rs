@@ -40,6 +40,9 @@ pub struct MessageView {
     pub attachments: i32,
     /// Reverse-path; empty for the null sender.
     pub envelope_from: String,
+    /// The account that submitted the message: the SMTP AUTH user, or the sender user
+    /// of `POST /send`. Null for mail received from other servers.
+    pub submitted_by: Option<String>,
     pub received_at: DateTime<Utc>,
     pub flags: Vec<String>,
     pub tags: Vec<String>,
@@ -98,6 +101,7 @@ fn base_select() -> SelectStatement {
         ("m", "size", "size"),
         ("m", "attachments", "attachments"),
         ("m", "envelope_from", "envelope_from"),
+        ("m", "submitted_by", "submitted_by"),
         ("m", "received_at", "received_at"),
     ] {
         q.expr_as(col(table, column), Alias::new(name));
@@ -146,6 +150,7 @@ fn view(row: &QueryResult) -> Result<MessageView, sea_orm::DbErr> {
         size: row.try_get("", "size")?,
         attachments: row.try_get("", "attachments")?,
         envelope_from: row.try_get("", "envelope_from")?,
+        submitted_by: row.try_get("", "submitted_by")?,
         received_at: received.to_utc(),
         flags: words(&row.try_get::<String>("", "flags")?),
         tags: words(&row.try_get::<String>("", "tags")?),

@@ -1,19 +1,27 @@
 //! `POST /api/v1/send`: a message built with mail-builder from JSON, then stored and
 //! routed like a submission: local recipients get it in their INBOX, the others through
 //! the outbound queue (SPEC A1, M6). 202 only once it is durable.
+//!
+//! The sender is an existing user (SPEC S5): the message records that account
+//! (`messages.submitted_by`, our Received header) and the audit log records which key
+//! sent it; no key identifier goes into the message, which may leave the server. The
+//! message passes the hooks an SMTP submission passes: pre_receive for local
+//! recipients, pre_send for remote ones, post_receive once stored. What cannot be
+//! written safely as it is — a bare CR in the body, an address that could be split or
+//! end early in a header or SMTP command — is refused with 422.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use mail_builder::MessageBuilder;
-use mail_builder::headers::raw::Raw;
 use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
 use mairust_actors::apikeys::Scope;
 use mairust_actors::config::HookEvent;
 use mairust_actors::hooks::Verdict;
 use mairust_actors::smtp::proto::command::Address;
 use mairust_actors::storage::{IncomingMessage, StoreMessage};
+use mairust_actors::submission::{self, Submitter};
 use mairust_actors::supervisor::Handles;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -24,7 +32,8 @@ use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
-    /// Sender address; its domain must be one of ours.
+    /// Sender address: an existing, enabled user of this server (envelope sender and
+    /// From:). The message is recorded as submitted by that user.
     pub from: String,
     /// Display name for From.
     pub from_name: Option<String>,
@@ -35,8 +44,10 @@ pub struct SendRequest {
     #[serde(default)]
     pub bcc: Vec<String>,
     pub subject: String,
-    /// Plain-text body; `text` or `html` (or both) is required.
+    /// Plain-text body; `text` or `html` (or both) is required. Lines end with LF or
+    /// CRLF; a CR not followed by LF is refused.
     pub text: Option<String>,
+    /// HTML body; a CR not followed by LF is refused.
     pub html: Option<String>,
 }
 
@@ -52,9 +63,58 @@ pub struct SendResponse {
     pub queued: Vec<String>,
 }
 
+/// An address of the request, refused unless it can be written as it is into the
+/// headers and the SMTP envelope ([`Address::is_header_safe`]).
 fn parse(field: &str, address: &str) -> Result<Address, ApiError> {
-    Address::parse(address.trim())
-        .ok_or_else(|| ApiError::field(field, format!("`{address}` is not an address")))
+    let parsed = Address::parse(address.trim())
+        .ok_or_else(|| ApiError::field(field, format!("`{address}` is not an address")))?;
+    if !parsed.is_header_safe() {
+        return Err(ApiError::field(
+            field,
+            format!(
+                "`{}` cannot be sent safely: the local part may hold letters, digits, dots and !#$%&'*+-/=?^_`{{|}}~ (and spaces when quoted), the domain letters, digits, `-` and dots; no `>`, `,`, quotes inside quotes, backslashes or control characters",
+                address.escape_debug()
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A CR not followed by LF: mail-builder keeps it as it is, and readers disagree on
+/// whether it ends a line (the SMTP listener refuses it too).
+fn has_bare_cr(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+}
+
+/// The account that sends: the user of `from`, existing and enabled.
+async fn sender_account(handles: &Handles, from: &Address) -> Result<Submitter, ApiError> {
+    if accounts::find_domain(&handles.db, &from.domain)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::field(
+            "from",
+            format!("{} is not one of this server's domains", from.domain),
+        ));
+    }
+    match submission::owner_of(&handles.db, from).await? {
+        Some((submitter, false)) => Ok(submitter),
+        Some((_, true)) => Err(ApiError::field(
+            "from",
+            format!("user {} is disabled and cannot send", from.key()),
+        )),
+        None => Err(ApiError::field(
+            "from",
+            format!(
+                "no user {}: the sender must be an existing user of this server",
+                from.key()
+            ),
+        )),
+    }
 }
 
 /// Send a message.
@@ -64,7 +124,7 @@ fn parse(field: &str, address: &str) -> Result<Address, ApiError> {
     responses(
         (status = 202, description = "Stored: delivered locally and/or queued", body = SendResponse),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 422, description = "Invalid address, unknown local recipient, or no body", body = ErrorBody),
+        (status = 422, description = "Invalid or unsafe address, sender not an existing enabled user, unknown local recipient, no body, a bare CR in the body, or refused by a pre_receive/pre_send hook", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["send"]))
@@ -85,20 +145,19 @@ pub async fn send(
     }
     let body = body.into_inner();
     let from = parse("from", &body.from)?;
-    if accounts::find_domain(&handles.db, &from.domain)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::field(
-            "from",
-            format!("{} is not one of this server's domains", from.domain),
-        ));
-    }
     if body.to.is_empty() && body.cc.is_empty() && body.bcc.is_empty() {
         return Err(ApiError::field("to", "at least one recipient is needed"));
     }
     if body.text.is_none() && body.html.is_none() {
         return Err(ApiError::field("text", "text or html is needed"));
+    }
+    for (field, text) in [("text", &body.text), ("html", &body.html)] {
+        if text.as_deref().is_some_and(has_bare_cr) {
+            return Err(ApiError::field(
+                field,
+                "contains a bare CR (a CR not followed by LF); end lines with LF or CRLF",
+            ));
+        }
     }
     // Counted before any lookup (duplicates included, as over SMTP), so a request with
     // thousands of recipients costs nothing but this check.
@@ -109,6 +168,7 @@ pub async fn send(
             format!("more than {limit} recipients (smtp.limits.max_recipients)"),
         ));
     }
+    let submitter = sender_account(&handles, &from).await?;
     let mut local: Vec<LocalRecipient> = Vec::new();
     let mut remote: Vec<Address> = Vec::new();
     let mut seen_local = HashSet::new();
@@ -166,15 +226,13 @@ pub async fn send(
     let remote_ip = req
         .peer_addr()
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    // The sending account in a comment, as for SMTP AUTH; the key stays out of it.
     let received = format!(
-        "Received: from api ([{remote_ip}])\r\n\tby {hostname} (MaiRust) with HTTP id {id};\r\n\t{}\r\n",
-        chrono::Utc::now().to_rfc2822()
+        "Received: from api ([{remote_ip}]) (API submission for {account})\r\n\tby {hostname} (MaiRust) with HTTP id {id};\r\n\t{}\r\n",
+        chrono::Utc::now().to_rfc2822(),
+        account = submission::comment_text(submitter.account()),
     );
     let raw = builder
-        .header(
-            "X-MaiRust-Api-Key",
-            Raw::new(auth.caller.key_id.to_string()),
-        )
         .write_to_vec()
         .map_err(|e| ApiError::new(ErrorCode::InternalError, e.to_string()))?;
     if raw.len() > handles.config.smtp.limits.max_message_size {
@@ -187,27 +245,26 @@ pub async fn send(
     stored.extend_from_slice(&raw);
     let delivered: Vec<String> = local.iter().map(|l| l.address.clone()).collect();
     let queued: Vec<String> = remote.iter().map(|a| a.to_string()).collect();
-    let message = IncomingMessage::new(id.clone(), stored, sender, local, "api", remote_ip, remote);
-    if !message.outbound.is_empty() && handles.hooks.has(HookEvent::PreSend) {
-        match handles.hooks.pre_send(&message).await {
-            Verdict::Allow { .. } => {}
-            Verdict::Reject(text) => {
-                return Err(ApiError::field(
-                    "to",
-                    format!("refused by a pre_send hook: {text}"),
-                ));
-            }
-            Verdict::Tempfail(text) => {
-                return Err(ApiError::new(
-                    ErrorCode::Unavailable,
-                    format!("deferred by a pre_send hook, try again later: {text}"),
-                ));
-            }
-        }
-    }
+    let mut message =
+        IncomingMessage::new(id.clone(), stored, sender, local, "api", remote_ip, remote);
+    message.submitted_by = Some(submitter.account().to_string());
+    screen(&handles, &mut message).await?;
+    let hooks = &handles.hooks;
+    let told = (!message.recipients.is_empty() && hooks.has(HookEvent::PostReceive))
+        .then(|| message.clone());
     match handles.storage.send(StoreMessage::new(message)).await {
         Ok(Ok(())) => {
-            tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.caller.key_id, delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
+            if let Some(stored) = told {
+                hooks.post_receive(&stored);
+            }
+            tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.caller.key_id, submitted_by = submitter.account(), delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
+            handles.audit.spawn(
+                auth.did("message.send")
+                    .target(&id)
+                    .detail("submitted_by", submitter.account())
+                    .detail("delivered", delivered.len())
+                    .detail("queued", queued.len()),
+            );
             Ok(HttpResponse::Accepted().json(SendResponse {
                 id,
                 message_id,
@@ -226,5 +283,42 @@ pub async fn send(
             tracing::error!(component = "api", error = %e, "storage actor unreachable");
             Err(ApiError::new(ErrorCode::Unavailable, "storage unavailable"))
         }
+    }
+}
+
+/// The hooks an SMTP submission passes before it is stored: pre_receive when the
+/// message has local recipients, pre_send when it has remote ones.
+async fn screen(handles: &Handles, message: &mut IncomingMessage) -> Result<(), ApiError> {
+    let hooks = &handles.hooks;
+    if !message.recipients.is_empty() && hooks.has(HookEvent::PreReceive) {
+        let verdict = hooks.pre_receive(message).await;
+        follow(verdict, "pre_receive", message)?;
+    }
+    if !message.outbound.is_empty() && hooks.has(HookEvent::PreSend) {
+        let verdict = hooks.pre_send(message).await;
+        follow(verdict, "pre_send", message)?;
+    }
+    Ok(())
+}
+
+/// A hook's answer: its tags go on the mailbox entries (as over SMTP); a refusal is
+/// 422 and a deferral 503.
+fn follow(verdict: Verdict, hook: &str, message: &mut IncomingMessage) -> Result<(), ApiError> {
+    match verdict {
+        Verdict::Allow { tags } => {
+            message.tags.extend(tags);
+            Ok(())
+        }
+        Verdict::Reject(text) => {
+            tracing::info!(component = "api", event = "message_rejected_by_hook", id = %message.id, hook, "message refused by a hook");
+            Err(ApiError::field(
+                "to",
+                format!("refused by a {hook} hook: {text}"),
+            ))
+        }
+        Verdict::Tempfail(text) => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("deferred by a {hook} hook, try again later: {text}"),
+        )),
     }
 }

@@ -35,6 +35,40 @@ impl Address {
     pub fn key(&self) -> String {
         format!("{}@{}", self.local.to_lowercase(), self.domain)
     }
+
+    /// The address can be written as it is into a header field and an SMTP command,
+    /// which §4.1.2's grammar alone does not promise: a quoted local part may hold `>`,
+    /// `,`, `"` or `\` (many parsers end or split the address there), and non-ASCII
+    /// text may hold C1 controls or line separators. Safe here: a local part of letters,
+    /// digits and atext characters with dots (spaces too when quoted), and a domain of
+    /// letters, digits, `-` and `.` (or an address literal of letters, digits, `.`, `:`).
+    pub fn is_header_safe(&self) -> bool {
+        let quoted = self
+            .local
+            .strip_prefix('"')
+            .and_then(|l| l.strip_suffix('"'));
+        let local = quoted.unwrap_or(&self.local);
+        let local_ok = !local.is_empty()
+            && local.chars().all(|c| {
+                c.is_alphanumeric()
+                    || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+                    || (c == ' ' && quoted.is_some())
+            });
+        let domain_ok = match self
+            .domain
+            .strip_prefix('[')
+            .and_then(|d| d.strip_suffix(']'))
+        {
+            Some(literal) => literal
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == ':'),
+            None => self
+                .domain
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || c == '.'),
+        };
+        local_ok && domain_ok
+    }
 }
 
 impl std::fmt::Display for Address {
@@ -286,6 +320,36 @@ mod tests {
 
     fn addr(s: &str) -> Address {
         Address::parse(s).unwrap()
+    }
+
+    #[test]
+    fn header_safe_addresses() {
+        for safe in [
+            "bob@example.test",
+            "o'brien+tag@example.test",
+            "\"john doe\"@example.test",
+            "\"a..b\"@example.test",
+            "jürgen@bücher.test",
+            "x@[192.0.2.1]",
+            "x@[IPv6:2001:db8::1]",
+        ] {
+            assert!(addr(safe).is_header_safe(), "{safe}");
+        }
+        // Valid for RFC 5321 (or for Address::parse), unsafe to write as they are.
+        for unsafe_ in [
+            "\"a>b\"@example.test",
+            "\"a,b\"@example.test",
+            "\"a\"b\"@example.test",
+            "\"a\\b\"@example.test",
+            "\"<x@evil.test>\"@example.test",
+            "\"\"@example.test",
+            "a\u{85}b@example.test",
+            "a\u{2028}b@example.test",
+            "x@[1.2.3.4>,evil]",
+            "x@exa\u{85}mple.test",
+        ] {
+            assert!(!addr(unsafe_).is_header_safe(), "{unsafe_:?}");
+        }
     }
 
     #[test]

@@ -201,11 +201,39 @@ pub const MESSAGE_TOO_BIG: Reply = Reply::new(
     "5.3.4",
     "Message size exceeds fixed maximum message size",
 );
+/// MAIL FROM of an authenticated client names an address its account may not use
+/// (`smtp.submission.enforce_envelope_sender`). RFC 5321 §4.2.2 553: mailbox name not
+/// allowed; RFC 3463 5.7.1: delivery not authorized.
 pub const SENDER_NOT_OWNED: Reply = Reply::new(
     553,
     "5.7.1",
     "Sender address not owned by authenticated user",
 );
+/// `MAIL FROM:<>` from an authenticated client (`smtp.submission.allow_null_sender`).
+pub const NULL_SENDER_REFUSED: Reply = Reply::new(
+    553,
+    "5.7.1",
+    "Null sender not allowed for authenticated users",
+);
+// The From: header is only known at the end of DATA, where RFC 5321 §4.3.2 lists 550
+// ("rejections for policy reasons") among the replies and 553 not at all (it belongs to
+// MAIL and RCPT): the From: refusals are 550 with the same enhanced code 5.7.1.
+/// A From: address the authenticated account may not use
+/// (`smtp.submission.enforce_from_header`).
+pub const FROM_HEADER_NOT_OWNED: Reply = Reply::new(
+    550,
+    "5.7.1",
+    "From: header address not owned by authenticated user",
+);
+/// No From: header, or one without an address.
+pub const FROM_HEADER_MISSING: Reply = Reply::new(
+    550,
+    "5.7.1",
+    "Message needs a From: header with the authenticated user's address",
+);
+/// More than one From: header (RFC 5322 §3.6: exactly one).
+pub const FROM_HEADER_REPEATED: Reply =
+    Reply::new(550, "5.7.1", "Message has more than one From: header");
 pub const BAD_SENDER_SYNTAX: Reply = Reply::new(553, "5.1.7", "Invalid sender address syntax");
 pub const BAD_RECIPIENT_SYNTAX: Reply =
     Reply::new(553, "5.1.3", "Invalid recipient address syntax");

@@ -17,6 +17,7 @@ use crate::smtp::proto::command::{self, Command, MailFrom, RcptTo};
 use crate::smtp::proto::data::DataReceiver;
 use crate::smtp::proto::reply::{self, Reply};
 use crate::storage::{IncomingMessage, StoreMessage};
+use crate::submission::{self, Refusal, Submitter};
 use crate::trace;
 
 impl Session {
@@ -134,11 +135,12 @@ impl Session {
             self.reply(reply::MESSAGE_TOO_BIG);
             return Flow::Continue;
         }
-        if let (Some(user), Some(sender)) = (&self.client.authenticated, &mail.sender)
-            && self.ctx.config.smtp.require_sender_match
-            && &sender.key() != user
+        if let Some(submitter) = &self.client.authenticated
+            && let Err(refusal) =
+                submitter.check_envelope(self.submission_policy(), mail.sender.as_ref())
         {
-            return self.refuse(reply::SENDER_NOT_OWNED);
+            let reply = self.sender_refused(&refusal);
+            return self.refuse(reply);
         }
         self.envelope.mail = Some(mail);
         self.envelope.started = Some(std::time::Instant::now());
@@ -277,6 +279,11 @@ impl Session {
         if !self.ctx.health.accepting_mail() {
             return reply::TEMPFAIL_SYSTEM;
         }
+        if let Some(submitter) = &self.client.authenticated
+            && let Err(refusal) = submitter.check_from_header(self.submission_policy(), &body.bytes)
+        {
+            return self.sender_refused(&refusal);
+        }
         let sender = envelope
             .mail
             .as_ref()
@@ -295,6 +302,11 @@ impl Session {
             self.remote.ip(),
             envelope.outbound,
         );
+        message.submitted_by = self
+            .client
+            .authenticated
+            .as_ref()
+            .map(|s| s.account().to_string());
         let mut verdicts = Vec::new();
         if hooks.has(HookEvent::PreReceive) {
             verdicts.push(hooks.pre_receive(&message).await);
@@ -329,7 +341,8 @@ impl Session {
                 if let Some(stored) = told {
                     hooks.post_receive(&stored);
                 }
-                tracing::info!(component = "smtp", session_id = %self.id, event = "message_stored", id = %id, size, message_id = %message_id, "message stored");
+                let submitted_by = self.client.authenticated.as_ref().map(|s| s.account());
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_stored", id = %id, size, message_id = %message_id, submitted_by, "message stored");
                 Reply::dynamic(250, "2.0.0", format!("OK queued as {id}"))
             }
             Ok(Err(e)) => {
@@ -369,8 +382,16 @@ impl Session {
             ([], [one]) => format!("\r\n\tfor <{one}>"),
             _ => String::new(),
         };
+        // The account in a comment before `by` (CFWS, RFC 5321 §4.4), as Postfix does.
+        let account = match &self.client.authenticated {
+            Some(s) => format!(
+                " (authenticated as {})",
+                submission::comment_text(s.account())
+            ),
+            None => String::new(),
+        };
         format!(
-            "Received: from {helo} ([{ip}])\r\n\tby {host} (MaiRust) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n",
+            "Received: from {helo} ([{ip}]){account}\r\n\tby {host} (MaiRust) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n",
             ip = self.remote.ip(),
             host = self.ctx.config.server.hostname,
             date = chrono::Utc::now().to_rfc2822(),
@@ -515,7 +536,10 @@ impl Session {
             self.reply(reply::AUTH_TEMPFAIL);
             return Flow::Continue;
         };
-        if ok && enabled {
+        if ok
+            && enabled
+            && let Some(user) = &user
+        {
             tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "auth_success", user = %key, "authenticated");
             guards.auth.succeeded(self.client_key, &key);
             self.ctx
@@ -524,7 +548,7 @@ impl Session {
             if let Some(m) = self.metrics {
                 m.auth(true);
             }
-            self.client.authenticated = Some(key);
+            self.client.authenticated = Some(Submitter::for_user(user));
             self.reply(reply::AUTH_OK);
             return Flow::Continue;
         }
@@ -573,6 +597,36 @@ impl Session {
 }
 
 impl Session {
+    fn submission_policy(&self) -> submission::Policy {
+        submission::Policy::from_config(&self.ctx.config.smtp)
+    }
+
+    /// Logs and audits a sender the authenticated account may not use, and names the
+    /// reply: 553 5.7.1 at MAIL FROM, 550 5.7.1 at the end of DATA (see `reply`).
+    fn sender_refused(&self, refusal: &Refusal) -> Reply {
+        let account = self
+            .client
+            .authenticated
+            .as_ref()
+            .map_or("", |s| s.account());
+        tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "sender_refused", user = %account, reason = refusal.reason(), address = refusal.address(), "sender refused for the authenticated account");
+        self.ctx.audit.spawn(
+            self.login_entry(Entry::failure(
+                "submission.sender_refused",
+                format!("smtp:{account}"),
+            ))
+            .detail("reason", refusal.reason())
+            .detail("address", refusal.address()),
+        );
+        match refusal {
+            Refusal::NullSender => reply::NULL_SENDER_REFUSED,
+            Refusal::EnvelopeSender(_) => reply::SENDER_NOT_OWNED,
+            Refusal::NoFromAddress => reply::FROM_HEADER_MISSING,
+            Refusal::SeveralFromHeaders => reply::FROM_HEADER_REPEATED,
+            Refusal::FromAddress(_) => reply::FROM_HEADER_NOT_OWNED,
+        }
+    }
+
     fn login_entry(&self, entry: Entry) -> Entry {
         entry
             .remote(self.remote.ip())

@@ -40,6 +40,7 @@ use crate::limits::{self, Limit, NodeLimits};
 use crate::metrics::SmtpMetrics;
 use crate::shutdown::Phase;
 use crate::storage::StorageActor;
+use crate::submission::Submitter;
 
 /// Any byte stream a session can run over.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -122,8 +123,8 @@ struct ClientState {
     helo: Option<String>,
     esmtp: bool,
     tls: bool,
-    /// Lowercase address of the authenticated user.
-    authenticated: Option<String>,
+    /// The authenticated account and the senders it may use (SPEC S5).
+    authenticated: Option<Submitter>,
     bad_commands: u32,
 }
 
