@@ -465,3 +465,28 @@ fn stale_temporary_files_are_swept() {
     );
     assert!(fresh.exists() && !stale.exists());
 }
+
+/// A database that lost its identity (a migration rolled back past it and applied
+/// again) takes the store's back when its newest bodies are there.
+#[actix_rt::test]
+async fn a_database_that_lost_its_identity_takes_its_stores_back() {
+    let s = setup().await;
+    let (actor, _failures) = storage(&s);
+    actor
+        .send(StoreMessage::new(message(&s, "kept")))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = identity::database_identity(&s.db).await.unwrap().unwrap();
+    mairust_entities::store_identity::Entity::delete_by_id(1)
+        .exec(&s.db)
+        .await
+        .unwrap();
+    identity::open_verified(&s.config.storage, &s.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        identity::database_identity(&s.db).await.unwrap(),
+        Some(before)
+    );
+}

@@ -696,7 +696,8 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     refuse_if_running(config).await?;
-    let store = BodyStore::open(&config.storage).context("opening the object store")?;
+    // A restore may be the first use of a new machine's store directory.
+    let store = BodyStore::create(&config.storage).context("opening the object store")?;
     let present = target_contents(config, &store).await?;
     if !present.is_empty() && !args.force {
         bail!(
@@ -774,6 +775,10 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let db = database::connect(&config.database).await?;
+    // The restored bodies are the restored database's: the store says so too.
+    mairust_actors::storage::identity::mark_restored(&db, &store)
+        .await
+        .context("writing the object store's identity marker")?;
     let audit = super::audit_log(config, &db);
     audit
         .record(

@@ -610,7 +610,7 @@ impl TestServer {
     /// The stored body of a message, read through the server's own storage code.
     pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
         let config = mairust_actors_config(&self.config_path);
-        let store = mairust_actors::storage::BodyStore::open(&config.storage).unwrap();
+        let store = mairust_actors::storage::BodyStore::open(&config.storage).ok()?;
         store.get(key).await.ok().map(|b| b.to_vec())
     }
 
@@ -637,7 +637,10 @@ impl TestServer {
     /// Keys of the stored objects under `prefix`.
     pub async fn object_keys(&self, prefix: &str) -> Vec<String> {
         let config = mairust_actors_config(&self.config_path);
-        let store = mairust_actors::storage::BodyStore::open(&config.storage).unwrap();
+        // A store directory not created yet holds nothing.
+        let Ok(store) = mairust_actors::storage::BodyStore::open(&config.storage) else {
+            return Vec::new();
+        };
         store
             .list(prefix)
             .await

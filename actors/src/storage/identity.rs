@@ -9,7 +9,8 @@
 //! - the `fs` root is missing and the database holds messages;
 //! - the marker is missing while the database has an identity and messages (store empty
 //!   or replaced);
-//! - the marker names another identity, or the database has none but the store does;
+//! - the marker names another identity, or the database has none (and no messages
+//!   whose bodies are there) but the store does;
 //! - a large share of the newest rows have no body.
 //!
 //! Only a database without messages and without an identity gets a new store root and
@@ -111,6 +112,22 @@ pub async fn open_verified(
             expected
         }
         (Some(expected), None) => return Err(IdentityError::MarkerMissing { store, expected }),
+        // The database lost its identity (a migration rolled back and applied again,
+        // a restore of an older backup) but its newest bodies are here: this is its
+        // store. A database without messages proves nothing: refused.
+        (None, Some(found)) if holds_messages => {
+            check_recent_bodies(db, &bodies).await?;
+            let store_id = claim(db, &found).await?;
+            if store_id != found {
+                return Err(IdentityError::Foreign {
+                    store,
+                    found,
+                    expected: store_id,
+                });
+            }
+            tracing::info!(component = "storage", event = "store_identity_restored", store = %store, store_id = %store_id, "the database took the identity of the store holding its bodies");
+            store_id
+        }
         (None, Some(found)) => return Err(IdentityError::Unclaimed { store, found }),
         (None, None) => {
             // A new installation, or one from before the marker: check first, so an
@@ -134,6 +151,19 @@ pub async fn database_identity(db: &DatabaseConnection) -> Result<Option<String>
         .one(db)
         .await?
         .map(|row| row.store_id))
+}
+
+/// After a restore: the store takes the restored database's identity (when the backup
+/// has one; an older schema gets it at its first start). Returns it.
+pub async fn mark_restored(
+    db: &DatabaseConnection,
+    bodies: &BodyStore,
+) -> Result<Option<String>, IdentityError> {
+    let Ok(Some(store_id)) = database_identity(db).await else {
+        return Ok(None);
+    };
+    write_marker(bodies, &store_id).await?;
+    Ok(Some(store_id))
 }
 
 /// The marker's identity, if the store has one.
