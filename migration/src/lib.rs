@@ -8,6 +8,7 @@
 //! - `m20261129_000003_api_keys`: REST API keys.
 //! - `m20261129_000004_hooks`: hooks created through the API.
 //! - `m20261130_000005_audit_log`: the audit log's database copy.
+//! - `m20261202_000007_api_key_domains`: API keys limited to some domains.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -16,6 +17,7 @@ mod m20261129_000002_outbound_queue;
 mod m20261129_000003_api_keys;
 mod m20261129_000004_hooks;
 mod m20261130_000005_audit_log;
+mod m20261202_000007_api_key_domains;
 
 pub struct Migrator;
 
@@ -28,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_api_keys::Migration),
             Box::new(m20261129_000004_hooks::Migration),
             Box::new(m20261130_000005_audit_log::Migration),
+            Box::new(m20261202_000007_api_key_domains::Migration),
         ]
     }
 }

@@ -24,7 +24,8 @@ use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
-    /// Sender address; its domain must be one of ours.
+    /// Sender address; its domain must be one of ours (and one the key is limited to,
+    /// for a key limited to some domains).
     pub from: String,
     /// Display name for From.
     pub from_name: Option<String>,
@@ -85,6 +86,15 @@ pub async fn send(
     }
     let body = body.into_inner();
     let from = parse("from", &body.from)?;
+    if !auth.may_use(&from.domain) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this API key may not send from {}: it is limited to other domains",
+                from.domain
+            ),
+        ));
+    }
     if accounts::find_domain(&handles.db, &from.domain)
         .await?
         .is_none()
