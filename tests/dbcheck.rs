@@ -6,6 +6,7 @@ mod common;
 
 use common::{Options, TestServer, deliver_to_bob};
 use mairust_entities::{message, queue_entry};
+use mairust_migration::MigratorTrait;
 use sea_orm::{ActiveValue::Set, EntityTrait};
 
 fn output(out: &std::process::Output) -> (Option<i32>, String) {
@@ -228,7 +229,12 @@ async fn migrate_rollback_to_a_middle_version_and_back() {
         text.contains("rolling back m20261129_000004_hooks"),
         "{text}"
     );
-    assert!(text.contains("rolled back 2 migration(s)"), "{text}");
+    // Every migration after the third, however many later work adds.
+    let later = mairust_migration::Migrator::migrations().len() - 3;
+    assert!(
+        text.contains(&format!("rolled back {later} migration(s)")),
+        "{text}"
+    );
     let out = server.cli(&["migrate", "status"], None);
     let (_, text) = output(&out);
     assert!(
@@ -257,7 +263,10 @@ async fn migrate_rollback_to_a_middle_version_and_back() {
     // Up again; the data of the kept tables survived.
     let (code, text) = output(&server.cli(&["migrate"], None));
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("applied 2 migration(s)"), "{text}");
+    assert!(
+        text.contains(&format!("applied {later} migration(s)")),
+        "{text}"
+    );
     server.spawn();
     assert_eq!(deliver_to_bob(&server, "after@remote.test").await.code, 250);
 }
