@@ -310,7 +310,12 @@ async fn domains_and_users_with_pagination() {
         .await;
     assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
     let (s, _) = api
-        .call(Method::DELETE, "/domains/d5.example.org", Some(&admin), None)
+        .call(
+            Method::DELETE,
+            "/domains/d5.example.org",
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, b) = api

@@ -60,7 +60,12 @@ async fn a_write_key_can_neither_change_passwords_nor_add_domains() {
     assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
     // Nor by removing the user and adding the address again with a new password.
     let (s, b) = api
-        .call(Method::DELETE, &format!("/users/{bob}"), Some(&writer), None)
+        .call(
+            Method::DELETE,
+            &format!("/users/{bob}"),
+            Some(&writer),
+            None,
+        )
         .await;
     assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
     let port = server.submission.port();
@@ -95,7 +100,11 @@ async fn a_write_key_can_neither_change_passwords_nor_add_domains() {
                 Some(json!({"disabled": disabled})),
             )
             .await;
-        assert_eq!((s, &b["disabled"]), (StatusCode::OK, &json!(disabled)), "{b}");
+        assert_eq!(
+            (s, &b["disabled"]),
+            (StatusCode::OK, &json!(disabled)),
+            "{b}"
+        );
     }
     let (s, b) = api
         .call(
@@ -129,14 +138,22 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         &["user", "add", &dave, "--password-stdin"],
         Some(common::PASSWORD),
     );
-    for (to, id) in [(&bob, "for-bob@remote.test"), (&dave, "for-dave@remote.test")] {
+    for (to, id) in [
+        (&bob, "for-bob@remote.test"),
+        (&dave, "for-dave@remote.test"),
+    ] {
         assert_eq!(common::deliver_to(&server, to, id).await.code, 250);
     }
     // One key limited by the CLI, one through the API (names are normalized).
     let cli_limited = server
         .cli_ok(
             &[
-                "admin", "create-key", "--scope", "read", "--domain", "Other.Test.",
+                "admin",
+                "create-key",
+                "--scope",
+                "read",
+                "--domain",
+                "Other.Test.",
             ],
             None,
         )
@@ -250,9 +267,18 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
     }
     let (s, b) = api
-        .call(Method::GET, &format!("/messages/{bobs}"), Some(&admin), None)
+        .call(
+            Method::GET,
+            &format!("/messages/{bobs}"),
+            Some(&admin),
+            None,
+        )
         .await;
-    assert_eq!((s, &b["tags"]), (StatusCode::OK, &json!([])), "untouched: {b}");
+    assert_eq!(
+        (s, &b["tags"]),
+        (StatusCode::OK, &json!([])),
+        "untouched: {b}"
+    );
     let (_, b) = call(Method::GET, "/messages".into(), None).await;
     let daves = b["data"][0]["id"].as_i64().unwrap();
     let (s, _) = call(Method::GET, format!("/messages/{daves}/raw"), None).await;
@@ -373,9 +399,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         json!({"name": "narrow", "scopes": ["read"], "domains": [OTHER]}),
     )
     .await;
-    let (s, b) = api
-        .call(Method::GET, "/users", Some(&narrow), None)
-        .await;
+    let (s, b) = api.call(Method::GET, "/users", Some(&narrow), None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let example_key = api_key(
         &api,
@@ -431,7 +455,12 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
     }
     let out = server.cli(
         &[
-            "admin", "create-key", "--scope", "read", "--domain", "nowhere.test",
+            "admin",
+            "create-key",
+            "--scope",
+            "read",
+            "--domain",
+            "nowhere.test",
         ],
         None,
     );

@@ -189,7 +189,11 @@ pub fn parse_domains(text: Option<&str>) -> Option<BTreeSet<String>> {
 
 /// `a.example, b.example`, for messages.
 pub fn domains_text(domains: &BTreeSet<String>) -> String {
-    domains.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+    domains
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Domain names as given for a new key, normalized (lower case, no final dot); an
@@ -205,10 +209,7 @@ pub fn normalize_domains<S: AsRef<str>>(names: &[S]) -> Result<BTreeSet<String>,
         .iter()
         .map(|n| {
             accounts::normalize_domain(n.as_ref()).map_err(|_| {
-                KeyError::Invalid(
-                    "domains",
-                    format!("`{}` is not a domain name", n.as_ref()),
-                )
+                KeyError::Invalid("domains", format!("`{}` is not a domain name", n.as_ref()))
             })
         })
         .collect()
@@ -327,10 +328,7 @@ pub async fn verify(db: &DatabaseConnection, presented: &str) -> Result<Option<C
         return Ok(None);
     };
     if key.revoked_at.is_some()
-        || !same(
-            &key.secret_hash,
-            &digest(presented, key.domains.as_deref()),
-        )
+        || !same(&key.secret_hash, &digest(presented, key.domains.as_deref()))
     {
         return Ok(None);
     }

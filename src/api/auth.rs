@@ -199,7 +199,12 @@ enum Refusal<'a> {
 
 /// The answer to a request without a valid key: 429 while the client address is
 /// blocked (neither counted nor audited again), else 401, counted and audited.
-async fn refuse(handles: &Handles, limiter: &AuthLimiter, ip: IpAddr, why: Refusal<'_>) -> ApiError {
+async fn refuse(
+    handles: &Handles,
+    limiter: &AuthLimiter,
+    ip: IpAddr,
+    why: Refusal<'_>,
+) -> ApiError {
     if let Some(wait) = limiter.blocked(ip) {
         return ApiError::new(
             ErrorCode::RateLimited,

@@ -40,8 +40,7 @@ impl From<api_key::Model> for ApiKeyView {
                 .into_iter()
                 .map(|s| s.to_string())
                 .collect(),
-            domains: apikeys::parse_domains(k.domains.as_deref())
-                .map(|d| d.into_iter().collect()),
+            domains: apikeys::parse_domains(k.domains.as_deref()).map(|d| d.into_iter().collect()),
             created_at: k.created_at.to_utc(),
             last_used_at: k.last_used_at.map(|t| t.to_utc()),
             revoked_at: k.revoked_at.map(|t| t.to_utc()),

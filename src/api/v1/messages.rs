@@ -447,7 +447,8 @@ pub async fn remove(
         .filter(mailbox_message::Column::Id.eq(id))
         .filter(mailbox_message::Column::DeletedAt.is_null());
     if let Some(domains) = &caller.domains {
-        delete = delete.filter(mailbox_message::Column::UserId.in_subquery(reach::user_ids(domains)));
+        delete =
+            delete.filter(mailbox_message::Column::UserId.in_subquery(reach::user_ids(domains)));
     }
     let deleted = delete.exec(&handles.db).await?.rows_affected;
     if deleted == 0 {
