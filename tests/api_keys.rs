@@ -5,15 +5,18 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use common::TestServer;
-use common::api::{Api, assert_error, cli_key};
+use common::api::{Api, cli_key};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const OTHER: &str = "other.test";
+const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
+const NOT_FOUND: StatusCode = StatusCode::NOT_FOUND;
+const OK: StatusCode = StatusCode::OK;
 
 /// `field` of every item of a list answer, as a set.
 fn names(body: &Value, field: &str) -> BTreeSet<String> {
@@ -29,16 +32,56 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// One request of a table: method, path, body.
+type Call = (Method, String, Option<Value>);
+
+/// Sends every call of `calls` with `key` and checks each answers `want`.
+async fn expect_all(api: &Api<'_>, key: &str, calls: Vec<Call>, want: StatusCode) {
+    for (method, path, body) in calls {
+        api.expect(method, &path, Some(key), body, want).await;
+    }
+}
+
 /// A key made through the API; its secret and id.
 async fn api_key(api: &Api<'_>, admin: &str, body: Value) -> (String, i64) {
-    let (s, b) = api
-        .call(Method::POST, "/api-keys", Some(admin), Some(body))
+    let b = api
+        .expect(
+            Method::POST,
+            "/api-keys",
+            Some(admin),
+            Some(body),
+            StatusCode::CREATED,
+        )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
     (
         b["key"].as_str().unwrap().to_string(),
         b["id"].as_i64().unwrap(),
     )
+}
+
+/// A well-formed key that does not exist.
+const BAD_KEY: &str = "mr_deadbeef_0000000000000000000000000000000000000000";
+
+/// `n` requests with a bad key from `client`, the i-th forwarded for `claim(i)`: 401
+/// until the limit (10 failures), then 429.
+async fn fail(client: &Api<'_>, n: usize, claim: impl Fn(usize) -> String) {
+    for i in 0..n {
+        let claimed = claim(i);
+        let headers = [("x-forwarded-for", claimed.as_str())];
+        let (s, b) = client
+            .call_with(Method::GET, "/domains", Some(BAD_KEY), None, &headers)
+            .await;
+        let want = if i < 10 {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(s, want, "attempt {i} for {claimed}: {b}");
+    }
+}
+
+fn password(p: &str) -> Option<Value> {
+    Some(json!({ "password": p }))
 }
 
 #[tokio::test]
@@ -47,79 +90,44 @@ async fn a_write_key_can_neither_change_passwords_nor_add_domains() {
     let api = Api::new(&server);
     let writer = cli_key(&server, &["read", "write", "send"]);
     let admin = cli_key(&server, &["admin"]);
-    let bob = TestServer::address("bob");
+    let bob = format!("/users/{}", TestServer::address("bob"));
 
-    let (s, b) = api
-        .call(
-            Method::PATCH,
-            &format!("/users/{bob}"),
-            Some(&writer),
-            Some(json!({"password": "taken over"})),
-        )
-        .await;
-    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
-    // Nor by removing the user and adding the address again with a new password.
-    let (s, b) = api
-        .call(
-            Method::DELETE,
-            &format!("/users/{bob}"),
-            Some(&writer),
-            None,
-        )
-        .await;
-    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
+    let calls = vec![
+        (Method::PATCH, bob.clone(), password("taken over")),
+        // Nor by removing the user and adding the address again with a new password.
+        (Method::DELETE, bob.clone(), None),
+        // A new domain would capture the mail local users send to it.
+        (
+            Method::POST,
+            "/domains".into(),
+            Some(json!({"name": "gmail.com"})),
+        ),
+        (Method::DELETE, "/domains/example.test".into(), None),
+    ];
+    expect_all(&api, &writer, calls, FORBIDDEN).await;
     let port = server.submission.port();
-    let login = common::tls_login(port, false, &bob, common::PASSWORD).await;
+    let address = TestServer::address("bob");
+    let login = common::tls_login(port, false, &address, common::PASSWORD).await;
     assert!(login.is_ok(), "bob's password changed");
     drop(login);
-
-    // A new domain would capture the mail local users send to it.
-    let (s, b) = api
-        .call(
-            Method::POST,
-            "/domains",
-            Some(&writer),
-            Some(json!({"name": "gmail.com"})),
-        )
-        .await;
-    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
-    let (s, b) = api
-        .call(Method::DELETE, "/domains/example.test", Some(&writer), None)
-        .await;
-    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
-    let (s, b) = api.call(Method::GET, "/domains", Some(&admin), None).await;
-    assert_eq!(names(&b, "name"), set(&["example.test"]), "{s} {b}");
+    let b = api.get_ok(&admin, "/domains").await;
+    assert_eq!(names(&b, "name"), set(&["example.test"]), "{b}");
 
     // `write` still disables and enables users; `admin` changes passwords.
     for disabled in [true, false] {
-        let (s, b) = api
-            .call(
-                Method::PATCH,
-                &format!("/users/{bob}"),
-                Some(&writer),
-                Some(json!({"disabled": disabled})),
-            )
+        let change = Some(json!({ "disabled": disabled }));
+        let b = api
+            .expect(Method::PATCH, &bob, Some(&writer), change, OK)
             .await;
-        assert_eq!(
-            (s, &b["disabled"]),
-            (StatusCode::OK, &json!(disabled)),
-            "{b}"
-        );
+        assert_eq!(b["disabled"], disabled, "{b}");
     }
-    let (s, b) = api
-        .call(
-            Method::PATCH,
-            &format!("/users/{bob}"),
-            Some(&admin),
-            Some(json!({"password": "a new long password"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let login = common::tls_login(port, false, &bob, "a new long password").await;
+    let new = password("a new long password");
+    api.expect(Method::PATCH, &bob, Some(&admin), new, OK).await;
+    let login = common::tls_login(port, false, &address, "a new long password").await;
     assert!(login.is_ok(), "the admin's password change did not apply");
 }
 
-/// Mail for bob (example.test) and dave (other.test), both queued and delivered; a key
+/// Mail for bob (example.test) and dave (other.test), delivered and queued; a key
 /// limited to other.test must reach dave's objects only, and answer 404 for bob's.
 #[tokio::test]
 async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
@@ -145,28 +153,22 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         assert_eq!(common::deliver_to(&server, to, id).await.code, 250);
     }
     // One key limited by the CLI, one through the API (names are normalized).
-    let cli_limited = server
-        .cli_ok(
-            &[
-                "admin",
-                "create-key",
-                "--scope",
-                "read",
-                "--domain",
-                "Other.Test.",
-            ],
-            None,
-        )
-        .trim()
-        .to_string();
+    let create = [
+        "admin",
+        "create-key",
+        "--scope",
+        "read",
+        "--domain",
+        "Other.Test.",
+    ];
+    let cli_limited = server.cli_ok(&create, None).trim().to_string();
     let (limited, limited_id) = api_key(
         &api,
         &admin,
         json!({"name": "other", "scopes": ["read", "write", "send"], "domains": ["OTHER.test"]}),
     )
     .await;
-    let (s, b) = api.call(Method::GET, "/api-keys", Some(&admin), None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let b = api.get_ok(&admin, "/api-keys").await;
     let listed = |name: &str| {
         b["data"]
             .as_array()
@@ -182,78 +184,55 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
     let admin_id = listed("test")["id"].as_i64().unwrap();
     let cli_limited_id = listed("cli")["id"].as_i64().unwrap();
     let cli_list = server.cli_ok(&["admin", "list-keys"], None);
-    assert_eq!(
-        cli_list.matches(&format!("domains {OTHER}")).count(),
-        2,
-        "{cli_list}"
-    );
-    let (s, b) = api
-        .call(Method::GET, "/users", Some(&cli_limited), None)
-        .await;
-    assert_eq!((s, names(&b, "address")), (StatusCode::OK, set(&[&dave])));
+    let shown = cli_list.matches(&format!("domains {OTHER}")).count();
+    assert_eq!(shown, 2, "{cli_list}");
+    let b = api.get_ok(&cli_limited, "/users").await;
+    assert_eq!(names(&b, "address"), set(&[&dave]));
 
-    // Domains and users: another domain's are missing.
-    let call = |method: Method, path: String, body: Option<Value>| {
-        let (api, limited) = (&api, &limited);
-        async move { api.call(method, &path, Some(limited), body).await }
-    };
-    let (s, b) = call(Method::GET, "/domains".into(), None).await;
-    assert_eq!((s, names(&b, "name")), (StatusCode::OK, set(&[OTHER])));
-    let (s, b) = call(Method::GET, "/users".into(), None).await;
-    assert_eq!((s, names(&b, "address")), (StatusCode::OK, set(&[&dave])));
-    for path in [
-        "/domains/example.test".to_string(),
-        "/users?domain=example.test".into(),
-        format!("/users/{bob}"),
-        format!("/users/{bob}/mailboxes"),
-    ] {
-        let (s, b) = call(Method::GET, path.clone(), None).await;
-        assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
-    }
-    let (s, b) = call(Method::GET, format!("/users/{dave}"), None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = call(
+    // Domains and users: another domain's are missing, to read and to change.
+    let b = api.get_ok(&limited, "/domains").await;
+    assert_eq!(names(&b, "name"), set(&[OTHER]));
+    let b = api.get_ok(&limited, "/users").await;
+    assert_eq!(names(&b, "address"), set(&[&dave]));
+    api.get_ok(&limited, &format!("/users/{dave}")).await;
+    let new_user = |address: &str| Some(json!({"address": address, "password": "long enough"}));
+    let calls = vec![
+        (Method::GET, "/domains/example.test".into(), None),
+        (Method::GET, "/users?domain=example.test".into(), None),
+        (Method::GET, format!("/users/{bob}"), None),
+        (Method::GET, format!("/users/{bob}/mailboxes"), None),
+        (Method::POST, "/users".into(), new_user("eve@example.test")),
+        (
+            Method::POST,
+            format!("/users/{bob}/mailboxes"),
+            Some(json!({"name": "Stolen"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/users/{bob}"),
+            Some(json!({"disabled": true})),
+        ),
+    ];
+    expect_all(&api, &limited, calls, NOT_FOUND).await;
+    let erin = new_user(&format!("erin@{OTHER}"));
+    api.expect(
         Method::POST,
-        "/users".into(),
-        Some(json!({"address": "eve@example.test", "password": "long enough"})),
+        "/users",
+        Some(&limited),
+        erin,
+        StatusCode::CREATED,
     )
     .await;
-    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
-    let (s, b) = call(
-        Method::POST,
-        format!("/users/{bob}/mailboxes"),
-        Some(json!({"name": "Stolen"})),
-    )
-    .await;
-    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
-    let (s, b) = call(
-        Method::POST,
-        "/users".into(),
-        Some(json!({"address": format!("erin@{OTHER}"), "password": "long enough"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    let (s, b) = call(
-        Method::PATCH,
-        format!("/users/{bob}"),
-        Some(json!({"disabled": true})),
-    )
-    .await;
-    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
 
     // Messages: dave's only; bob's are missing, to read and to change.
-    let (s, b) = call(Method::GET, "/messages".into(), None).await;
-    assert_eq!((s, names(&b, "user")), (StatusCode::OK, set(&[&dave])));
-    let (_, b) = api
-        .call(
-            Method::GET,
-            &format!("/messages?user={bob}"),
-            Some(&admin),
-            None,
-        )
+    let b = api.get_ok(&limited, "/messages").await;
+    assert_eq!(names(&b, "user"), set(&[&dave]));
+    let daves = b["data"][0]["id"].as_i64().unwrap();
+    api.get_ok(&limited, &format!("/messages/{daves}/raw"))
         .await;
+    let b = api.get_ok(&admin, &format!("/messages?user={bob}")).await;
     let bobs = b["data"][0]["id"].as_i64().expect("bob has mail");
-    for (method, path, body) in [
+    let calls = vec![
         (Method::GET, format!("/messages/{bobs}"), None),
         (Method::GET, format!("/messages/{bobs}/raw"), None),
         (
@@ -262,66 +241,42 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
             Some(json!({"tags": ["seen-by-other"]})),
         ),
         (Method::DELETE, format!("/messages/{bobs}"), None),
-    ] {
-        let (s, b) = call(method.clone(), path.clone(), body).await;
-        assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
-    }
-    let (s, b) = api
-        .call(
-            Method::GET,
-            &format!("/messages/{bobs}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (s, &b["tags"]),
-        (StatusCode::OK, &json!([])),
-        "untouched: {b}"
-    );
-    let (_, b) = call(Method::GET, "/messages".into(), None).await;
-    let daves = b["data"][0]["id"].as_i64().unwrap();
-    let (s, _) = call(Method::GET, format!("/messages/{daves}/raw"), None).await;
-    assert_eq!(s, StatusCode::OK);
+    ];
+    expect_all(&api, &limited, calls, NOT_FOUND).await;
+    let b = api.get_ok(&admin, &format!("/messages/{bobs}")).await;
+    assert_eq!(b["tags"], json!([]), "bob's message changed: {b}");
 
     // Sending: only from its domains. Queue: only entries its domains sent.
-    let send = |key: &str, from: &str| {
-        let (api, key, from) = (&api, key.to_string(), from.to_string());
-        async move {
-            api.call(
-                Method::POST,
-                "/send",
-                Some(&key),
-                Some(json!({"from": from, "to": ["x@remote.test"], "subject": "s", "text": "t"})),
-            )
-            .await
-        }
+    let mail = |from: &str| {
+        Some(json!({"from": from, "to": ["x@remote.test"], "subject": "s", "text": "t"}))
     };
-    let (s, b) = send(&limited, &bob).await;
-    assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
-    let (s, b) = send(&admin, &bob).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let accepted = StatusCode::ACCEPTED;
+    api.expect(Method::POST, "/send", Some(&limited), mail(&bob), FORBIDDEN)
+        .await;
+    let b = api
+        .expect(Method::POST, "/send", Some(&admin), mail(&bob), accepted)
+        .await;
     let bob_queued = b["id"].as_str().unwrap().to_string();
-    let (s, b) = send(&limited, &dave).await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let b = api
+        .expect(Method::POST, "/send", Some(&limited), mail(&dave), accepted)
+        .await;
     let dave_queued = b["id"].as_str().unwrap().to_string();
-    let (s, b) = call(Method::GET, "/queue".into(), None).await;
-    assert_eq!((s, names(&b, "id")), (StatusCode::OK, set(&[&dave_queued])));
-    let (_, b) = api.call(Method::GET, "/queue", Some(&admin), None).await;
+    let b = api.get_ok(&limited, "/queue").await;
+    assert_eq!(names(&b, "id"), set(&[&dave_queued]));
+    let b = api.get_ok(&admin, "/queue").await;
     assert_eq!(names(&b, "id"), set(&[&bob_queued, &dave_queued]));
-    for (method, path) in [
-        (Method::POST, format!("/queue/{bob_queued}/retry")),
-        (Method::POST, format!("/queue/{bob_queued}/retry-now")),
-        (Method::DELETE, format!("/queue/{bob_queued}")),
-    ] {
-        let (s, b) = call(method, path, None).await;
-        assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
-    }
-    let (s, _) = call(Method::POST, format!("/queue/{dave_queued}/retry"), None).await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = call(Method::DELETE, format!("/queue/{dave_queued}"), None).await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
-    let (_, b) = api.call(Method::GET, "/queue", Some(&admin), None).await;
+    let calls = vec![
+        (Method::POST, format!("/queue/{bob_queued}/retry"), None),
+        (Method::POST, format!("/queue/{bob_queued}/retry-now"), None),
+        (Method::DELETE, format!("/queue/{bob_queued}"), None),
+    ];
+    expect_all(&api, &limited, calls, NOT_FOUND).await;
+    let calls = vec![
+        (Method::POST, format!("/queue/{dave_queued}/retry"), None),
+        (Method::DELETE, format!("/queue/{dave_queued}"), None),
+    ];
+    expect_all(&api, &limited, calls, StatusCode::NO_CONTENT).await;
+    let b = api.get_ok(&admin, "/queue").await;
     assert_eq!(names(&b, "id"), set(&[&bob_queued]), "bob's entry stays");
 
     // What concerns the whole server is refused, even to a limited admin key.
@@ -331,83 +286,70 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         json!({"name": "other-admin", "scopes": ["admin"], "domains": [OTHER]}),
     )
     .await;
-    for (method, path, body) in [
-        (Method::POST, "/domains", Some(json!({"name": "new.test"}))),
-        (Method::DELETE, "/domains/other.test", None),
-        (Method::GET, "/queue/stats", None),
-        (Method::GET, "/hooks", None),
-        (Method::GET, "/audit", None),
-    ] {
-        let (s, b) = api
-            .call(method.clone(), path, Some(&limited_admin), body)
-            .await;
-        assert_error(s, &b, StatusCode::FORBIDDEN, "FORBIDDEN");
-    }
+    let calls = vec![
+        (
+            Method::POST,
+            "/domains".into(),
+            Some(json!({"name": "new.test"})),
+        ),
+        (Method::DELETE, format!("/domains/{OTHER}"), None),
+        (Method::GET, "/queue/stats".into(), None),
+        (Method::GET, "/hooks".into(), None),
+        (Method::GET, "/audit".into(), None),
+    ];
+    expect_all(&api, &limited_admin, calls, FORBIDDEN).await;
     // Passwords and users of its own domain only.
-    let (s, b) = api
-        .call(
+    let calls = vec![
+        (
             Method::PATCH,
-            &format!("/users/{bob}"),
-            Some(&limited_admin),
-            Some(json!({"password": "taken over"})),
-        )
+            format!("/users/{bob}"),
+            password("taken over"),
+        ),
+        (Method::DELETE, format!("/users/{bob}"), None),
+    ];
+    expect_all(&api, &limited_admin, calls, NOT_FOUND).await;
+    let new = password("dave's new password");
+    let path = format!("/users/{dave}");
+    api.expect(Method::PATCH, &path, Some(&limited_admin), new, OK)
         .await;
-    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
-    let (s, b) = api
-        .call(
-            Method::PATCH,
-            &format!("/users/{dave}"),
-            Some(&limited_admin),
-            Some(json!({"password": "dave's new password"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = api
-        .call(
-            Method::DELETE,
-            &format!("/users/{bob}"),
-            Some(&limited_admin),
-            None,
-        )
-        .await;
-    assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
 
     // Keys: none wider than itself; it sees and revokes keys of its domains only.
-    for (body, field) in [
-        (json!({"name": "n", "scopes": ["read"]}), "every domain"),
+    let key_for =
+        |domains: Value| Some(json!({"name": "n", "scopes": ["read"], "domains": domains}));
+    let calls = vec![
+        // Every domain, another one, a wider list, one that does not exist (outside
+        // its list all the same).
         (
-            json!({"name": "n", "scopes": ["read"], "domains": ["example.test"]}),
-            "another",
+            Method::POST,
+            "/api-keys".into(),
+            Some(json!({"name": "n", "scopes": ["read"]})),
         ),
         (
-            json!({"name": "n", "scopes": ["read"], "domains": [OTHER, "example.test"]}),
-            "a wider one",
+            Method::POST,
+            "/api-keys".into(),
+            key_for(json!(["example.test"])),
         ),
         (
-            json!({"name": "n", "scopes": ["read"], "domains": ["nowhere.test"]}),
-            "one that does not exist",
+            Method::POST,
+            "/api-keys".into(),
+            key_for(json!([OTHER, "example.test"])),
         ),
-    ] {
-        let (s, b) = api
-            .call(Method::POST, "/api-keys", Some(&limited_admin), Some(body))
-            .await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{field}: {b}");
-    }
-    let (narrow, narrow_id) = api_key(
-        &api,
-        &limited_admin,
-        json!({"name": "narrow", "scopes": ["read"], "domains": [OTHER]}),
-    )
+        (
+            Method::POST,
+            "/api-keys".into(),
+            key_for(json!(["nowhere.test"])),
+        ),
+    ];
+    expect_all(&api, &limited_admin, calls, FORBIDDEN).await;
+    let (narrow, narrow_id) = api_key(&api, &limited_admin, {
+        json!({"name": "narrow", "scopes": ["read"], "domains": [OTHER]})
+    })
     .await;
-    let (s, b) = api.call(Method::GET, "/users", Some(&narrow), None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let example_key = api_key(
-        &api,
-        &admin,
-        json!({"name": "example", "scopes": ["read"], "domains": ["example.test"]}),
-    )
-    .await
-    .1;
+    api.get_ok(&narrow, "/users").await;
+    let (_, example_key) = api_key(&api, &admin, {
+        json!({"name": "example", "scopes": ["read"], "domains": ["example.test"]})
+    })
+    .await;
     // In pages of two, so that the keys it may not see fall inside pages.
     let seen: BTreeSet<i64> = api
         .all_pages("/api-keys?limit=2", &limited_admin)
@@ -415,78 +357,50 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         .iter()
         .map(|k| k["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(
-        seen,
-        BTreeSet::from([cli_limited_id, limited_id, limited_admin_id, narrow_id])
-    );
-    for id in [admin_id, example_key] {
-        let (s, b) = api
-            .call(
-                Method::DELETE,
-                &format!("/api-keys/{id}"),
-                Some(&limited_admin),
-                None,
-            )
-            .await;
-        assert_error(s, &b, StatusCode::NOT_FOUND, "NOT_FOUND");
-    }
-    let (s, b) = api
-        .call(
-            Method::DELETE,
-            &format!("/api-keys/{narrow_id}"),
-            Some(&limited_admin),
-            None,
-        )
+    let mine = [cli_limited_id, limited_id, limited_admin_id, narrow_id];
+    assert_eq!(seen, BTreeSet::from(mine));
+    let calls = vec![
+        (Method::DELETE, format!("/api-keys/{admin_id}"), None),
+        (Method::DELETE, format!("/api-keys/{example_key}"), None),
+    ];
+    expect_all(&api, &limited_admin, calls, NOT_FOUND).await;
+    let path = format!("/api-keys/{narrow_id}");
+    api.expect(Method::DELETE, &path, Some(&limited_admin), None, OK)
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
 
     // A key of every domain names domains that exist, and at least one.
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     for domains in [json!(["nowhere.test"]), json!([]), json!(["not a domain"])] {
-        let (s, b) = api
-            .call(
+        let b = api
+            .expect(
                 Method::POST,
                 "/api-keys",
                 Some(&admin),
-                Some(json!({"name": "n", "scopes": ["read"], "domains": domains})),
+                key_for(domains),
+                unprocessable,
             )
             .await;
-        assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_ERROR");
         assert_eq!(b["error"]["details"][0]["field"], "domains", "{b}");
     }
-    let out = server.cli(
-        &[
-            "admin",
-            "create-key",
-            "--scope",
-            "read",
-            "--domain",
-            "nowhere.test",
-        ],
-        None,
-    );
+    let create = [
+        "admin",
+        "create-key",
+        "--scope",
+        "read",
+        "--domain",
+        "nowhere.test",
+    ];
+    let out = server.cli(&create, None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no domain nowhere.test"),
-        "{out:?}"
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no domain nowhere.test"), "{err}");
 
     // The audit log says who did what, with the limit.
-    let (_, b) = api
-        .call(
-            Method::GET,
-            &format!("/audit?event=api_key.create&target={limited_id}"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let query = format!("/audit?event=api_key.create&target={limited_id}");
+    let b = api.get_ok(&admin, &query).await;
     assert_eq!(b["data"][0]["details"]["domains"], OTHER, "{b}");
-    let (_, b) = api
-        .call(
-            Method::GET,
-            &format!("/audit?event=user.change&target={dave}"),
-            Some(&admin),
-            None,
-        )
+    let b = api
+        .get_ok(&admin, &format!("/audit?event=user.change&target={dave}"))
         .await;
     let actor = format!("api-key:other-admin#{limited_admin_id}");
     assert_eq!(b["data"][0]["actor"], actor.as_str(), "{b}");
@@ -509,118 +423,61 @@ async fn failures_are_counted_per_client_and_never_block_a_valid_key() {
     let stranger = Api::from_address(&server, IpAddr::from([127, 0, 0, 2]));
     let admin = cli_key(&server, &["admin"]);
     let reader = cli_key(&server, &["read"]);
-    let bad = "mr_deadbeef_0000000000000000000000000000000000000000";
-    let via = |client: &'static str| [("x-forwarded-for", client)];
-
-    // Eleven failures of client A (its own spoofed entry first, as a client may write).
+    // Client A (its own spoofed entry first, as a client may write): eleven failures.
     let a = "203.0.113.5, 198.51.100.1";
-    for n in 0..11 {
-        let (s, b) = proxy
-            .call_with(Method::GET, "/domains", Some(bad), None, &via(a))
-            .await;
-        let want = if n < 10 {
-            StatusCode::UNAUTHORIZED
-        } else {
-            StatusCode::TOO_MANY_REQUESTS
-        };
-        assert_eq!(s, want, "attempt {n}: {b}");
-    }
-    let (s, b) = proxy
-        .call_with(Method::GET, "/domains", None, None, &via(a))
+    fail(&proxy, 11, |_| a.to_string()).await;
+    let via_a = [("x-forwarded-for", a)];
+    let (s, _) = proxy
+        .call_with(Method::GET, "/domains", None, None, &via_a)
         .await;
-    assert_error(s, &b, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED");
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "no key from A");
     // A's valid keys are served, again and again, reading and writing.
     for _ in 0..3 {
         let (s, b) = proxy
-            .call_with(Method::GET, "/domains", Some(&reader), None, &via(a))
+            .call_with(Method::GET, "/domains", Some(&reader), None, &via_a)
             .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(s, OK, "{b}");
     }
+    let new_domain = Some(json!({"name": "new.test"}));
     let (s, b) = proxy
-        .call_with(
-            Method::POST,
-            "/domains",
-            Some(&admin),
-            Some(json!({"name": "new.test"})),
-            &via(a),
-        )
+        .call_with(Method::POST, "/domains", Some(&admin), new_domain, &via_a)
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     // Client B behind the same proxy, and the proxy itself, are not blocked.
-    for headers in [&via("198.51.100.2")[..], &[]] {
-        let (s, b) = proxy
-            .call_with(Method::GET, "/domains", Some(bad), None, headers)
-            .await;
-        assert_error(s, &b, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    }
+    fail(&proxy, 1, |_| "198.51.100.2".into()).await;
+    let (s, _) = proxy
+        .call(Method::GET, "/domains", Some(BAD_KEY), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the proxy's own request");
 
     // The stranger's header is ignored: its failures count for 127.0.0.2 whatever
     // address it claims, and do not touch the addresses it names.
-    for n in 0..11 {
-        let claimed = format!("192.0.2.{n}");
-        let (s, b) = stranger
-            .call_with(
-                Method::GET,
-                "/domains",
-                Some(bad),
-                None,
-                &[("x-forwarded-for", claimed.as_str())],
-            )
-            .await;
-        let want = if n < 10 {
-            StatusCode::UNAUTHORIZED
-        } else {
-            StatusCode::TOO_MANY_REQUESTS
-        };
-        assert_eq!(s, want, "attempt {n}: {b}");
-    }
+    fail(&stranger, 11, |i| format!("192.0.2.{i}")).await;
     let (s, b) = stranger
         .call(Method::GET, "/domains", Some(&reader), None)
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = proxy
-        .call_with(Method::GET, "/domains", Some(bad), None, &via("192.0.2.3"))
-        .await;
-    assert_error(s, &b, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+    assert_eq!(s, OK, "{b}");
+    fail(&proxy, 1, |_| "192.0.2.3".into()).await;
 
-    // The audit log names the forwarded client, never a stranger's claim.
-    let (s, b) = proxy
-        .call(
-            Method::GET,
-            "/audit?event=auth.api_key&limit=500",
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let mut remotes = std::collections::BTreeMap::<String, usize>::new();
+    // The audit log names the forwarded client, never a stranger's claim: ten failures
+    // before each block (refusals while blocked are not audited), and one each from B,
+    // the proxy itself and the forwarded 192.0.2.3.
+    let query = "/audit?event=auth.api_key&limit=500";
+    let b = proxy.get_ok(&admin, query).await;
+    let mut remotes = BTreeMap::<&str, usize>::new();
     for e in b["data"].as_array().unwrap() {
-        *remotes
-            .entry(e["remote"].as_str().unwrap().to_string())
-            .or_default() += 1;
+        *remotes.entry(e["remote"].as_str().unwrap()).or_default() += 1;
     }
-    // Ten failures each before the block (refusals while blocked are not audited), and
-    // one each from B, the proxy itself and the forwarded 192.0.2.3.
-    let want = [
+    let want = BTreeMap::from([
         ("198.51.100.1", 10),
         ("127.0.0.2", 10),
         ("198.51.100.2", 1),
         ("127.0.0.1", 1),
         ("192.0.2.3", 1),
-    ];
-    assert_eq!(
-        remotes,
-        want.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        "{b}"
-    );
-    let (_, b) = proxy
-        .call(
-            Method::GET,
-            "/audit?event=domain.create&target=new.test",
-            Some(&admin),
-            None,
-        )
-        .await;
+    ]);
+    assert_eq!(remotes, want, "{b}");
+    let query = "/audit?event=domain.create&target=new.test";
+    let b = proxy.get_ok(&admin, query).await;
     assert_eq!(b["data"][0]["remote"], "198.51.100.1", "{b}");
 }
 
@@ -630,31 +487,22 @@ async fn failures_are_counted_per_client_and_never_block_a_valid_key() {
 async fn a_rollback_never_widens_a_limited_key() {
     let mut server = TestServer::start();
     let admin = cli_key(&server, &["admin"]);
-    let limited = server
-        .cli_ok(
-            &[
-                "admin",
-                "create-key",
-                "--name",
-                "limited",
-                "--scope",
-                "read",
-                "--domain",
-                common::DOMAIN,
-            ],
-            None,
-        )
-        .trim()
-        .to_string();
-    let api = Api::new(&server);
-    let (s, b) = api.call(Method::GET, "/users", Some(&limited), None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let create = [
+        "admin",
+        "create-key",
+        "--name",
+        "limited",
+        "--scope",
+        "read",
+        "--domain",
+        common::DOMAIN,
+    ];
+    let limited = server.cli_ok(&create, None).trim().to_string();
+    Api::new(&server).get_ok(&limited, "/users").await;
     server.kill();
 
-    let out = server.cli(
-        &["migrate", "rollback", "--to", "m20261130_000005_audit_log"],
-        None,
-    );
+    let back = ["migrate", "rollback", "--to", "m20261130_000005_audit_log"];
+    let out = server.cli(&back, None);
     assert!(out.status.success(), "{out:?}");
     let db = server.db().await;
     let revoked = || {
@@ -689,8 +537,8 @@ async fn a_rollback_never_widens_a_limited_key() {
     db.close().await.ok();
     server.spawn();
     let api = Api::new(&server);
-    let (s, b) = api.call(Method::GET, "/users", Some(&limited), None).await;
-    assert_error(s, &b, StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
-    let (s, b) = api.call(Method::GET, "/users", Some(&admin), None).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    let unauthorized = StatusCode::UNAUTHORIZED;
+    api.expect(Method::GET, "/users", Some(&limited), None, unauthorized)
+        .await;
+    api.get_ok(&admin, "/users").await;
 }

@@ -40,6 +40,30 @@ impl<'a> Api<'a> {
         self.call_with(method, path, key, body, &[]).await
     }
 
+    /// [`Api::call`] that checks the answer's status, and for an error its shape (the
+    /// code that goes with the status, a message); the body.
+    pub async fn expect(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+        want: StatusCode,
+    ) -> Value {
+        let (status, answer) = self.call(method.clone(), path, key, body).await;
+        assert_eq!(status, want, "{method} {path}: {answer}");
+        if !want.is_success() {
+            assert_error(status, &answer, want, error_code(want));
+        }
+        answer
+    }
+
+    /// A GET with `key` that must answer 200; the body.
+    pub async fn get_ok(&self, key: &str, path: &str) -> Value {
+        self.expect(Method::GET, path, Some(key), None, StatusCode::OK)
+            .await
+    }
+
     /// [`Api::call`] with extra request headers.
     pub async fn call_with(
         &self,
@@ -98,6 +122,22 @@ pub fn cli_key(server: &TestServer, scopes: &[&str]) -> String {
         args.extend(["--scope", s]);
     }
     server.cli_ok(&args, None).trim().to_string()
+}
+
+/// The error code of SPEC A3 that goes with an HTTP status.
+pub fn error_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "INVALID_REQUEST",
+        401 => "UNAUTHORIZED",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        409 => "CONFLICT",
+        422 => "VALIDATION_ERROR",
+        429 => "RATE_LIMITED",
+        500 => "INTERNAL_ERROR",
+        503 => "UNAVAILABLE",
+        other => panic!("no error code for status {other}"),
+    }
 }
 
 /// An error answer in the shape of SPEC A3, with a message.
