@@ -31,6 +31,8 @@ fn config_errors_name_the_key_and_exit_2() {
         (format!("{BASE}http:\n  address: not-an-address\n"), "http.address"),
         (format!("{BASE}logging:\n  format: xml\n"), "logging.format"),
         (format!("{BASE}audit:\n  retention_days: 0\n"), "audit.retention_days"),
+        (format!("{BASE}api:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n"), "api.trusted_proxies[1]"),
+        (format!("{BASE}api:\n  forwarded_header: x-real-ip\n"), "forwarded_header"),
         ("database:\n  url: env:MAIRUST_SURELY_UNSET\nstorage:\n  backend: fs\n  fs:\n    path: o\n".to_string(), "MAIRUST_SURELY_UNSET"),
         ("storage: [unclosed\n".to_string(), "YAML"),
     ] {

@@ -760,22 +760,7 @@ pub const MAX_HOOK_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 impl HookPolicyConfig {
     /// `allowed_networks` parsed; the error names the entry (`hook_policy.allowed_networks[1]`).
     pub fn networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-        self.allowed_networks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let s = s.trim();
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map(|net| net.trunc())
-                    .map_err(|_| {
-                        ConfigError::new(
-                            format!("hook_policy.allowed_networks[{i}]"),
-                            format!("`{s}` is not a network like 10.20.0.0/16 or an IP address"),
-                        )
-                    })
-            })
-            .collect()
+        parse_networks("hook_policy.allowed_networks", &self.allowed_networks)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -788,6 +773,27 @@ impl HookPolicyConfig {
         }
         Ok(())
     }
+}
+
+/// Networks (`10.20.0.0/16`) or single addresses (`192.0.2.7`, a /32 or /128), as
+/// written under `key`; the error names the bad entry (`key[1]`).
+pub fn parse_networks(key: &str, entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    ConfigError::new(
+                        format!("{key}[{i}]"),
+                        format!("`{s}` is not a network like 10.20.0.0/16 or an IP address"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn default_hook_timeout_ms() -> u64 {
@@ -806,8 +812,17 @@ fn default_breaker_cooldown() -> f64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Failed authentications allowed per client address and minute; more get 429.
+    /// Failed authentications allowed per client address and minute; more get 429
+    /// (a valid key is served all the same).
     pub auth_failures_per_minute: u32,
+    /// Reverse proxies (addresses or networks) whose forwarding header names the client:
+    /// behind a proxy every request comes from the proxy's address, so without this one
+    /// client's failures would lock out everyone and the audit log would name the proxy.
+    /// The header of any other peer is ignored (a client could write anything in it).
+    pub trusted_proxies: Vec<String>,
+    /// Which header a trusted proxy sets. One, not both: a client can send the other
+    /// one, and a proxy that writes one passes the other through untouched.
+    pub forwarded_header: ForwardedHeader,
     pub cors: CorsConfig,
 }
 
@@ -815,9 +830,28 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             auth_failures_per_minute: 10,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             cors: CorsConfig::default(),
         }
     }
+}
+
+impl ApiConfig {
+    /// `trusted_proxies` parsed; the error names the entry (`api.trusted_proxies[0]`).
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        parse_networks("api.trusted_proxies", &self.trusted_proxies)
+    }
+}
+
+/// The header a trusted proxy names the client in (`api.forwarded_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, most balancers).
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
 }
 
 /// Browsers may call the API from these origins (an Admin UI); none by default.
@@ -1175,6 +1209,7 @@ impl Config {
                 "must be between 1 and 36500 (100 years)",
             ));
         }
+        self.api.trusted_proxy_networks()?;
         for (i, origin) in self.api.cors.allowed_origins.iter().enumerate() {
             let rest = origin
                 .strip_prefix("https://")

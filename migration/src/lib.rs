@@ -10,6 +10,7 @@
 //! - `m20261130_000005_audit_log`: the audit log's database copy.
 //! - `m20261202_000006_store_identity`: the object store's expected identity, and the
 //!   journal of messages whose body may not be durable yet.
+//! - `m20261202_000007_api_key_domains`: API keys limited to some domains.
 //! - `m20261202_000008_message_submitted_by`: the account that submitted a message.
 
 pub use sea_orm_migration::prelude::*;
@@ -20,6 +21,7 @@ mod m20261129_000003_api_keys;
 mod m20261129_000004_hooks;
 mod m20261130_000005_audit_log;
 mod m20261202_000006_store_identity;
+mod m20261202_000007_api_key_domains;
 mod m20261202_000008_message_submitted_by;
 
 pub struct Migrator;
@@ -34,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_hooks::Migration),
             Box::new(m20261130_000005_audit_log::Migration),
             Box::new(m20261202_000006_store_identity::Migration),
+            Box::new(m20261202_000007_api_key_domains::Migration),
             Box::new(m20261202_000008_message_submitted_by::Migration),
         ]
     }

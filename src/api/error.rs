@@ -68,7 +68,8 @@ pub enum AuthErrors {
     /// No or invalid API key.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// The key lacks the scope this route needs.
+    /// The key lacks the scope this route needs, or is limited to some domains and the
+    /// request needs a key of every domain (or of another domain, for POST /send).
     #[response(status = 403)]
     Forbidden(ErrorBody),
     /// Too many failed authentications from this address.

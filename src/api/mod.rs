@@ -3,10 +3,12 @@
 //!
 //! - [`health`] — /health, /health/live, /health/ready
 //! - [`v1`] — the REST API (SPEC A1–A6)
-//! - [`auth`] — API keys and scopes, failed-auth rate limiting
+//! - [`auth`] — API keys, scopes and domain limits, failed-auth rate limiting
+//! - [`client_address`] — the client behind trusted reverse proxies
 //! - [`error`] — the one error body (SPEC A3)
 
 pub mod auth;
+pub mod client_address;
 pub mod error;
 pub mod health;
 pub mod v1;
@@ -33,6 +35,9 @@ pub fn server(
     let config = handles.config.clone();
     let data = web::Data::new(handles);
     let limiter = web::Data::from(limiter);
+    let clients = web::Data::new(
+        client_address::ClientAddress::from_config(&config.api).map_err(std::io::Error::other)?,
+    );
     let document = web::Data::new(serde_json::to_vec(&openapi()).map_err(std::io::Error::other)?);
     let cors_config = config.api.cors.clone();
     let metrics_on = config.telemetry.metrics.enabled;
@@ -45,6 +50,7 @@ pub fn server(
             .wrap(tracing_actix_web::TracingLogger::default())
             .app_data(data.clone())
             .app_data(limiter.clone())
+            .app_data(clients.clone())
             .app_data(document.clone())
             .app_data(web::Data::new(CountRequests(metrics_on)))
             .configure(error::configure_extractors)

@@ -1,5 +1,5 @@
 //! `mairust admin create-key|list-keys|revoke-key`: API keys from the command line, for
-//! the first admin key and for recovery (SPEC A2).
+//! the first admin key and for recovery (SPEC A2); `--domain` limits a key to domains.
 
 use std::collections::BTreeSet;
 
@@ -8,6 +8,7 @@ use clap::Subcommand;
 use mairust_actors::apikeys::{self, Scope};
 use mairust_actors::audit::{AuditLog, Entry};
 use mairust_actors::config::Config;
+use mairust_entities::api_key;
 
 #[derive(Subcommand)]
 pub enum AdminAction {
@@ -19,6 +20,10 @@ pub enum AdminAction {
         /// What the key is for.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Limit the key to this domain (it must exist); repeat for several. Without
+        /// it the key acts on every domain.
+        #[arg(long = "domain")]
+        domains: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -35,6 +40,14 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
     s.parse()
 }
 
+/// `every domain` or `domains a.example, b.example`.
+fn reach(key: &api_key::Model) -> String {
+    match apikeys::parse_domains(key.domains.as_deref()) {
+        None => "every domain".into(),
+        Some(d) => format!("domains {}", apikeys::domains_text(&d)),
+    }
+}
+
 pub async fn run(config: &Config, action: AdminAction) -> anyhow::Result<()> {
     let db = super::open_current(config).await?;
     let audit = super::audit_log(config, &db);
@@ -49,9 +62,19 @@ async fn act(
     action: AdminAction,
 ) -> anyhow::Result<()> {
     match action {
-        AdminAction::CreateKey { scopes, name, json } => {
+        AdminAction::CreateKey {
+            scopes,
+            name,
+            domains,
+            json,
+        } => {
             let scopes: BTreeSet<Scope> = scopes.into_iter().collect();
-            let created = apikeys::create(db, &name, &scopes)
+            let domains = if domains.is_empty() {
+                None
+            } else {
+                Some(apikeys::normalize_domains(&domains)?)
+            };
+            let created = apikeys::create(db, &name, &scopes, domains.as_ref())
                 .await
                 .context("creating the API key")?;
             audit
@@ -59,19 +82,23 @@ async fn act(
                     Entry::success("api_key.create", super::cli_actor())
                         .target(created.record.id)
                         .detail("name", created.record.name.clone())
-                        .detail("scopes", created.record.scopes.clone()),
+                        .detail("scopes", created.record.scopes.clone())
+                        .detail("domains", created.record.domains.clone()),
                 )
                 .await;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"id": created.record.id, "key": created.key, "scopes": created.record.scopes, "name": created.record.name})
+                    serde_json::json!({"id": created.record.id, "key": created.key, "scopes": created.record.scopes, "domains": created.record.domains, "name": created.record.name})
                 );
             } else {
                 println!("{}", created.key);
                 eprintln!(
-                    "API key {} ({}) with scopes: {}. It is shown only now; store it safely.",
-                    created.record.id, created.record.prefix, created.record.scopes
+                    "API key {} ({}) with scopes: {}, for {}. It is shown only now; store it safely.",
+                    created.record.id,
+                    created.record.prefix,
+                    created.record.scopes,
+                    reach(&created.record)
                 );
             }
         }
@@ -86,8 +113,13 @@ async fn act(
                         None => "active".into(),
                     };
                     println!(
-                        "{}  {}  {}  [{}]  {}",
-                        k.id, k.prefix, k.name, k.scopes, state
+                        "{}  {}  {}  [{}]  {}  {}",
+                        k.id,
+                        k.prefix,
+                        k.name,
+                        k.scopes,
+                        reach(&k),
+                        state
                     );
                 }
             }

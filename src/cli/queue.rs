@@ -62,7 +62,7 @@ async fn act(
 ) -> anyhow::Result<()> {
     match action {
         QueueAction::List { limit, json } => {
-            let entries = store::list(db, limit).await?;
+            let entries = store::list(db, limit, None).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
                 return Ok(());

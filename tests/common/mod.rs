@@ -3,6 +3,7 @@
 //! `MAIRUST_TEST_S3_ENDPOINT` are set (`.ci/run` sets both).
 #![allow(dead_code)]
 
+pub mod api;
 pub mod dns;
 pub mod hook_receiver;
 pub mod http;
@@ -786,18 +787,18 @@ logging:
 /// One message from a@remote.test to bob over the inbound listener; the reply to the
 /// final dot.
 pub async fn deliver_to_bob(server: &TestServer, message_id: &str) -> raw::RawReply {
+    deliver_to(server, &TestServer::address("bob"), message_id).await
+}
+
+/// One message from a@remote.test to the local address `to` over the inbound listener;
+/// the reply to the final dot.
+pub async fn deliver_to(server: &TestServer, to: &str, message_id: &str) -> raw::RawReply {
     let (mut c, _) = raw::RawClient::connect(server.inbound).await;
     c.expect("EHLO client.test", 250).await;
     c.expect("MAIL FROM:<a@remote.test>", 250).await;
-    c.expect(&format!("RCPT TO:<{}>", TestServer::address("bob")), 250)
-        .await;
+    c.expect(&format!("RCPT TO:<{to}>"), 250).await;
     c.expect("DATA", 354).await;
-    let body = message(
-        "a@remote.test",
-        &TestServer::address("bob"),
-        message_id,
-        "hi",
-    );
+    let body = message("a@remote.test", to, message_id, "hi");
     c.send(format!("{body}.\r\n").as_bytes()).await;
     c.reply().await.expect("reply to the data")
 }

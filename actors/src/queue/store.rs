@@ -3,7 +3,7 @@
 //! (`mairust queue ...`). The database is the only place queue state lives: a worker
 //! holds nothing a crash could lose.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -582,14 +582,31 @@ pub struct RecipientView {
     pub last_reply: Option<String>,
 }
 
-/// Entries in order of their next attempt, at most `limit`.
-pub async fn list(db: &DatabaseConnection, limit: u64) -> Result<Vec<EntryView>, DbErr> {
-    let entries = queue_entry::Entity::find()
+/// Entries in order of their next attempt, at most `limit`; with `sender_domains`, only
+/// those whose reverse-path is in one of these (lower-case) domains (an API key limited
+/// to them).
+pub async fn list(
+    db: &DatabaseConnection,
+    limit: u64,
+    sender_domains: Option<&BTreeSet<String>>,
+) -> Result<Vec<EntryView>, DbErr> {
+    let mut select = queue_entry::Entity::find()
         .order_by_asc(queue_entry::Column::NextAttemptAt)
         .order_by_asc(queue_entry::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?;
+        .limit(limit);
+    if let Some(domains) = sender_domains {
+        if domains.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Reverse-paths are stored with the domain in lower case (`Address::parse`), and
+        // domain names hold no LIKE wildcard (`%`, `_`).
+        let mut any = sea_orm::Condition::any();
+        for d in domains {
+            any = any.add(queue_entry::Column::EnvelopeFrom.like(format!("%@{d}")));
+        }
+        select = select.filter(any);
+    }
+    let entries = select.all(db).await?;
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
     let mut recipients: HashMap<String, Vec<RecipientView>> = HashMap::new();
     let mut sizes: HashMap<String, i64> = HashMap::new();
@@ -731,6 +748,16 @@ pub async fn length(db: &DatabaseConnection) -> Result<(u64, Option<i64>), DbErr
         .await?
         .map(|e| (Utc::now() - e.created_at.to_utc()).num_seconds());
     Ok((length, oldest))
+}
+
+/// The reverse-path of a queued entry (empty for a bounce); `None` when it is not queued.
+pub async fn sender(db: &DatabaseConnection, id: &str) -> Result<Option<String>, DbErr> {
+    queue_entry::Entity::find_by_id(id.to_string())
+        .select_only()
+        .column(queue_entry::Column::EnvelopeFrom)
+        .into_tuple()
+        .one(db)
+        .await
 }
 
 /// Makes an entry due now (`mairust queue retry`). False when there is no such entry.

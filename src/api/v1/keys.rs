@@ -1,4 +1,6 @@
-//! `/api/v1/api-keys` (admin): create (the key is shown once), list, revoke.
+//! `/api/v1/api-keys` (admin): create (the key is shown once), list, revoke. An admin
+//! key limited to some domains manages only keys limited to some of its domains, and
+//! makes only such keys: never one wider than itself.
 
 use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
@@ -11,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::{Page, PageQuery};
 use crate::api::auth::Authenticated;
-use crate::api::error::{ApiError, AuthErrors, ErrorBody};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyView {
@@ -21,6 +23,8 @@ pub struct ApiKeyView {
     pub prefix: String,
     /// read, write, send, admin.
     pub scopes: Vec<String>,
+    /// The domains the key is limited to; null for a key of every domain.
+    pub domains: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -36,6 +40,7 @@ impl From<api_key::Model> for ApiKeyView {
                 .into_iter()
                 .map(|s| s.to_string())
                 .collect(),
+            domains: apikeys::parse_domains(k.domains.as_deref()).map(|d| d.into_iter().collect()),
             created_at: k.created_at.to_utc(),
             last_used_at: k.last_used_at.map(|t| t.to_utc()),
             revoked_at: k.revoked_at.map(|t| t.to_utc()),
@@ -56,19 +61,26 @@ pub struct CreatedKey {
 pub struct NewKey {
     /// What the key is for, e.g. `admin-ui`.
     pub name: String,
-    /// One or more of read, write, send, admin.
+    /// One or more of read, write, send, admin; no more than the calling key has.
     pub scopes: Vec<String>,
+    /// Limit the key to these existing domains: it then sees and changes only their
+    /// users, mailboxes, messages and queue entries, and sends only from their
+    /// addresses. Leave it out (or null) for a key of every domain; a key limited to
+    /// some domains must give some of its own.
+    #[serde(default)]
+    pub domains: Option<Vec<String>>,
 }
 
 fn key_error(e: KeyError) -> ApiError {
     match e {
-        KeyError::Invalid(m) => ApiError::field("name", m),
+        KeyError::Invalid(field, m) => ApiError::field(field, m),
         KeyError::NotFound(id) => ApiError::not_found(format!("no API key with id {id}")),
         KeyError::Db(e) => e.into(),
     }
 }
 
-/// List API keys (revoked ones included).
+/// List API keys (revoked ones included; for a key limited to some domains, the keys
+/// limited to some of its domains).
 #[utoipa::path(
     tag = "api-keys",
     params(PageQuery),
@@ -86,27 +98,44 @@ pub async fn list(
     handles: web::Data<Handles>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<ApiKeyView>>, ApiError> {
-    auth.require(Scope::Admin)?;
+    let caller = auth.require(Scope::Admin)?;
     let limit = query.limit()?;
-    let mut select = api_key::Entity::find().order_by_asc(api_key::Column::Id);
-    if let Some(after) = query.after_id()? {
-        select = select.filter(api_key::Column::Id.gt(after));
+    let mut after = query.after_id()?;
+    let mut items = Vec::new();
+    // A limited caller sees only some keys, decided here from their domain lists: read
+    // in batches until the page is full or the keys are all read.
+    loop {
+        let mut select = api_key::Entity::find().order_by_asc(api_key::Column::Id);
+        if let Some(after) = after {
+            select = select.filter(api_key::Column::Id.gt(after));
+        }
+        let rows = select.limit(limit + 1).all(&handles.db).await?;
+        let exhausted = rows.len() as u64 <= limit;
+        after = rows.last().map(|k| k.id).or(after);
+        items.extend(
+            rows.into_iter()
+                .filter(|k| caller.may_see_key(k))
+                .map(ApiKeyView::from),
+        );
+        if exhausted || items.len() as u64 > limit {
+            break;
+        }
     }
-    let rows = select.limit(limit + 1).all(&handles.db).await?;
-    let items = rows.into_iter().map(ApiKeyView::from).collect();
+    items.truncate(limit as usize + 1);
     Ok(web::Json(Page::from_fetched(items, limit, |k| {
         k.id.to_string()
     })))
 }
 
-/// Create an API key.
+/// Create an API key, no wider than the calling one.
 #[utoipa::path(
     tag = "api-keys",
     request_body = NewKey,
     responses(
         (status = 201, description = "Created; the key is in this answer only", body = CreatedKey),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 422, description = "Invalid name or scopes", body = ErrorBody),
+        (status = 403, description = "The key lacks the admin scope, or the new key would be wider than it (a scope it lacks, a domain it is not limited to, or every domain)", body = ErrorBody),
+        (status = 422, description = "Invalid name, scopes or domains (or a domain that does not exist)", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["admin"]))
@@ -117,14 +146,24 @@ pub async fn create(
     handles: web::Data<Handles>,
     body: web::Json<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Admin)?;
+    let caller = auth.require(Scope::Admin)?;
     let scopes = body
         .scopes
         .iter()
         .map(|s| s.parse::<Scope>())
         .collect::<Result<_, _>>()
         .map_err(|m| ApiError::field("scopes", m))?;
-    let created = apikeys::create(&handles.db, &body.name, &scopes)
+    let domains = body
+        .domains
+        .as_deref()
+        .map(apikeys::normalize_domains)
+        .transpose()
+        .map_err(key_error)?;
+    // Before the domains are looked up: a limited key learns nothing of other domains.
+    caller
+        .may_grant(&scopes, domains.as_ref())
+        .map_err(|m| ApiError::new(ErrorCode::Forbidden, m))?;
+    let created = apikeys::create(&handles.db, &body.name, &scopes, domains.as_ref())
         .await
         .map_err(key_error)?;
     handles
@@ -133,7 +172,8 @@ pub async fn create(
             auth.did("api_key.create")
                 .target(created.record.id)
                 .detail("name", created.record.name.clone())
-                .detail("scopes", created.record.scopes.clone()),
+                .detail("scopes", created.record.scopes.clone())
+                .detail("domains", created.record.domains.clone()),
         )
         .await;
     Ok(HttpResponse::Created().json(CreatedKey {
@@ -166,6 +206,11 @@ pub async fn revoke(
         return Err(ApiError::conflict(
             "a key cannot revoke itself; use another admin key or `mairust admin revoke-key`",
         ));
+    }
+    // A key the caller may not see is answered as a missing one.
+    let target = apikeys::get(&handles.db, id).await.map_err(key_error)?;
+    if !caller.may_see_key(&target) {
+        return Err(key_error(KeyError::NotFound(id)));
     }
     let key = apikeys::revoke(&handles.db, id).await.map_err(key_error)?;
     handles

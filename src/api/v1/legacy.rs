@@ -29,9 +29,9 @@ pub async fn retry_now(
     handles: web::Data<Handles>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Write)?;
+    let caller = auth.require(Scope::Write)?;
     let successor = format!("/api/v1/queue/{id}/retry");
-    let mut response = super::queue::retry_entry(&handles, &id).await?;
+    let mut response = super::queue::retry_entry(&handles, caller, &id).await?;
     super::deprecated(
         &mut response,
         RETRY_NOW_DEPRECATED,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::domains::account_error;
+use super::users::user_in_reach;
 use crate::api::auth::Authenticated;
 use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 
@@ -62,6 +63,7 @@ pub async fn list(
     address: web::Path<String>,
 ) -> Result<web::Json<MailboxList>, ApiError> {
     auth.require(Scope::Read)?;
+    user_in_reach(&auth, &address)?;
     let boxes = accounts::list_mailboxes(&handles.db, &address)
         .await
         .map_err(account_error)?;
@@ -93,6 +95,7 @@ pub async fn create(
     body: web::Json<NewMailbox>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::Write)?;
+    user_in_reach(&auth, &address)?;
     let m = accounts::add_mailbox(&handles.db, &address, &body.name)
         .await
         .map_err(account_error)?;
@@ -130,6 +133,7 @@ pub async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::Write)?;
     let (address, name) = path.into_inner();
+    user_in_reach(&auth, &address)?;
     accounts::remove_mailbox(&handles.db, &address, &name)
         .await
         .map_err(account_error)?;

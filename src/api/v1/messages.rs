@@ -1,10 +1,13 @@
 //! `/api/v1/messages`: messages as they sit in mailboxes. The id is the mailbox entry's
 //! (a message delivered to three users is three entries sharing one stored body);
-//! flags, tags and the soft delete (SPEC M7) belong to the entry.
+//! flags, tags and the soft delete (SPEC M7) belong to the entry. A key limited to some
+//! domains reaches the entries of those domains' users only.
+
+use std::collections::BTreeSet;
 
 use actix_web::{HttpResponse, delete, get, patch, web};
 use chrono::{DateTime, FixedOffset, Utc};
-use mairust_actors::apikeys::Scope;
+use mairust_actors::apikeys::{Caller, Scope};
 use mairust_actors::health::Dependency;
 use mairust_actors::storage::bodies::BodyError;
 use mairust_actors::storage::envelope::{TAG_CHARS, valid_tag};
@@ -16,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Page, PageQuery};
+use super::{Page, PageQuery, reach};
 use crate::api::auth::Authenticated;
 use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 
@@ -82,8 +85,9 @@ fn col(table: &str, column: &str) -> Expr {
     Expr::col((Alias::new(table), Alias::new(column)))
 }
 
-/// Entries with their message, user and mailbox; soft-deleted ones left out.
-fn base_select() -> SelectStatement {
+/// Entries with their message, user and mailbox; soft-deleted ones left out, and those
+/// of users outside `domains` when the caller is limited to some.
+fn base_select(domains: Option<&BTreeSet<String>>) -> SelectStatement {
     let mut q = Query::select();
     for (table, column, name) in [
         ("mm", "id", "id"),
@@ -126,6 +130,9 @@ fn base_select() -> SelectStatement {
             col("b", "id").equals((Alias::new("mm"), Alias::new("mailbox_id"))),
         )
         .and_where(col("mm", "deleted_at").is_null());
+    if let Some(domains) = domains {
+        q.and_where(col("u", "domain_id").in_subquery(reach::domain_ids(domains)));
+    }
     q.to_owned()
 }
 
@@ -179,8 +186,10 @@ fn valid_flag(f: &str) -> bool {
             .all(|c| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c))
 }
 
-async fn fetch(handles: &Handles, id: i64) -> Result<MessageView, ApiError> {
-    let select = base_select().and_where(col("mm", "id").eq(id)).to_owned();
+async fn fetch(handles: &Handles, caller: &Caller, id: i64) -> Result<MessageView, ApiError> {
+    let select = base_select(caller.domains.as_ref())
+        .and_where(col("mm", "id").eq(id))
+        .to_owned();
     match handles.db.query_one(&select).await? {
         Some(row) => Ok(view(&row)?),
         None => Err(ApiError::not_found(format!("no message {id}"))),
@@ -206,9 +215,9 @@ pub async fn list(
     page: web::Query<PageQuery>,
     filter: web::Query<MessageFilter>,
 ) -> Result<web::Json<Page<MessageView>>, ApiError> {
-    auth.require(Scope::Read)?;
+    let caller = auth.require(Scope::Read)?;
     let limit = page.limit()?;
-    let mut select = base_select();
+    let mut select = base_select(caller.domains.as_ref());
     if let Some(before_id) = page.after_id()? {
         select.and_where(col("mm", "id").lt(before_id));
     }
@@ -286,8 +295,8 @@ pub async fn get(
     handles: web::Data<Handles>,
     id: web::Path<i64>,
 ) -> Result<web::Json<MessageView>, ApiError> {
-    auth.require(Scope::Read)?;
-    Ok(web::Json(fetch(&handles, id.into_inner()).await?))
+    let caller = auth.require(Scope::Read)?;
+    Ok(web::Json(fetch(&handles, caller, id.into_inner()).await?))
 }
 
 /// The message as received (RFC 5322 bytes, our Received header first).
@@ -311,9 +320,9 @@ pub async fn raw(
     handles: web::Data<Handles>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Read)?;
+    let caller = auth.require(Scope::Read)?;
     let id = id.into_inner();
-    let select = Query::select()
+    let mut select = Query::select()
         .expr_as(col("m", "object_key"), Alias::new("object_key"))
         .from_as(Alias::new("mailbox_messages"), Alias::new("mm"))
         .join_as(
@@ -325,6 +334,9 @@ pub async fn raw(
         .and_where(col("mm", "id").eq(id))
         .and_where(col("mm", "deleted_at").is_null())
         .to_owned();
+    if let Some(domains) = &caller.domains {
+        select.and_where(col("mm", "user_id").in_subquery(reach::user_ids(domains)));
+    }
     let Some(row) = handles.db.query_one(&select).await? else {
         return Err(ApiError::not_found(format!("no message {id}")));
     };
@@ -377,10 +389,10 @@ pub async fn update(
     id: web::Path<i64>,
     body: web::Json<MessagePatch>,
 ) -> Result<web::Json<MessageView>, ApiError> {
-    auth.require(Scope::Write)?;
+    let caller = auth.require(Scope::Write)?;
     let id = id.into_inner();
     let body = body.into_inner();
-    fetch(&handles, id).await?;
+    fetch(&handles, caller, id).await?;
     let mut entry = mailbox_message::ActiveModel {
         id: Set(id),
         ..Default::default()
@@ -403,7 +415,7 @@ pub async fn update(
     mailbox_message::Entity::update(entry)
         .exec(&handles.db)
         .await?;
-    Ok(web::Json(fetch(&handles, id).await?))
+    Ok(web::Json(fetch(&handles, caller, id).await?))
 }
 
 fn dedup(mut items: Vec<String>) -> Vec<String> {
@@ -429,19 +441,21 @@ pub async fn remove(
     handles: web::Data<Handles>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Write)?;
+    let caller = auth.require(Scope::Write)?;
     let id = id.into_inner();
     use sea_orm::{ColumnTrait, QueryFilter};
-    let deleted = mailbox_message::Entity::update_many()
+    let mut delete = mailbox_message::Entity::update_many()
         .col_expr(
             mailbox_message::Column::DeletedAt,
             Expr::value(Utc::now().fixed_offset()),
         )
         .filter(mailbox_message::Column::Id.eq(id))
-        .filter(mailbox_message::Column::DeletedAt.is_null())
-        .exec(&handles.db)
-        .await?
-        .rows_affected;
+        .filter(mailbox_message::Column::DeletedAt.is_null());
+    if let Some(domains) = &caller.domains {
+        delete =
+            delete.filter(mailbox_message::Column::UserId.in_subquery(reach::user_ids(domains)));
+    }
+    let deleted = delete.exec(&handles.db).await?.rows_affected;
     if deleted == 0 {
         return Err(ApiError::not_found(format!("no message {id}")));
     }

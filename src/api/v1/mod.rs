@@ -10,6 +10,7 @@
 //! - [`keys`] — API keys (SPEC A2)
 //! - [`audit`] — the audit log (SPEC O5)
 //! - [`legacy`] — deprecated aliases with Deprecation/Sunset headers (SPEC A5)
+//! - [`reach`] — what a key limited to some domains reaches
 
 pub mod audit;
 pub mod domains;
@@ -19,6 +20,7 @@ pub mod legacy;
 pub mod mailboxes;
 pub mod messages;
 pub mod queue;
+pub mod reach;
 pub mod send;
 pub mod users;
 

@@ -1,12 +1,14 @@
-//! `/api/v1/queue`: the outbound queue, as `mairust queue` shows it.
+//! `/api/v1/queue`: the outbound queue, as `mairust queue` shows it. A key limited to
+//! some domains reaches the entries whose sender is in one of them (not bounces, whose
+//! sender is empty), and not the node-wide figures.
 
 use actix_web::{HttpResponse, delete, get, post, web};
-use mairust_actors::apikeys::Scope;
+use mairust_actors::apikeys::{Caller, Scope};
 use mairust_actors::queue::store::{self, DeleteError, EntryView, QueueStats};
 use mairust_actors::supervisor::Handles;
 use utoipa::IntoParams;
 
-use super::{Page, Pagination};
+use super::{Page, Pagination, reach};
 use crate::api::auth::Authenticated;
 use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 
@@ -36,9 +38,9 @@ pub async fn list(
     handles: web::Data<Handles>,
     query: web::Query<QueueQuery>,
 ) -> Result<web::Json<Page<EntryView>>, ApiError> {
-    auth.require(Scope::Read)?;
+    let caller = auth.require(Scope::Read)?;
     let limit = super::page_limit(query.limit)?;
-    let mut entries = store::list(&handles.db, limit + 1).await?;
+    let mut entries = store::list(&handles.db, limit + 1, caller.domains.as_ref()).await?;
     let has_more = entries.len() as u64 > limit;
     entries.truncate(limit as usize);
     Ok(web::Json(Page {
@@ -50,7 +52,7 @@ pub async fn list(
     }))
 }
 
-/// Queue figures.
+/// Queue figures (a key of every domain: they count every domain's mail).
 #[utoipa::path(
     tag = "queue",
     responses(
@@ -64,7 +66,7 @@ pub async fn stats(
     auth: Authenticated,
     handles: web::Data<Handles>,
 ) -> Result<web::Json<QueueStats>, ApiError> {
-    auth.require(Scope::Read)?;
+    auth.require_global(Scope::Read)?;
     Ok(web::Json(store::stats(&handles.db).await?))
 }
 /// Make a queued message due now.
@@ -84,17 +86,38 @@ pub async fn retry(
     handles: web::Data<Handles>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Write)?;
-    retry_entry(&handles, &id).await
+    let caller = auth.require(Scope::Write)?;
+    retry_entry(&handles, caller, &id).await
 }
 
-pub(super) async fn retry_entry(handles: &Handles, id: &str) -> Result<HttpResponse, ApiError> {
+fn not_queued(id: &str) -> ApiError {
+    ApiError::not_found(format!("no queued message with id {id}"))
+}
+
+/// 404, as for an entry that is not queued, when `caller` is limited to domains and the
+/// entry's sender is in none of them.
+async fn entry_in_reach(handles: &Handles, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    if caller.domains.is_none() {
+        return Ok(());
+    }
+    let sender = store::sender(&handles.db, id).await?;
+    let domain = sender.as_deref().and_then(reach::address_domain);
+    match domain {
+        Some(d) if caller.may_use(&d) => Ok(()),
+        _ => Err(not_queued(id)),
+    }
+}
+
+pub(super) async fn retry_entry(
+    handles: &Handles,
+    caller: &Caller,
+    id: &str,
+) -> Result<HttpResponse, ApiError> {
+    entry_in_reach(handles, caller, id).await?;
     if store::retry_now(&handles.db, id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::not_found(format!(
-            "no queued message with id {id}"
-        )))
+        Err(not_queued(id))
     }
 }
 
@@ -116,14 +139,11 @@ pub async fn delete(
     handles: web::Data<Handles>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Write)?;
+    let caller = auth.require(Scope::Write)?;
+    entry_in_reach(&handles, caller, &id).await?;
     let keys = match store::delete(&handles.db, &id, &handles.node_id).await {
         Ok(keys) => keys,
-        Err(DeleteError::NotFound(_)) => {
-            return Err(ApiError::not_found(format!(
-                "no queued message with id {id}"
-            )));
-        }
+        Err(DeleteError::NotFound(_)) => return Err(not_queued(&id)),
         Err(e @ DeleteError::InFlight { .. }) => return Err(ApiError::conflict(e.to_string())),
         Err(DeleteError::Db(e)) => return Err(e.into()),
     };

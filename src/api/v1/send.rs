@@ -33,7 +33,8 @@ use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// Sender address: an existing, enabled user of this server (envelope sender and
-    /// From:). The message is recorded as submitted by that user.
+    /// From:), of a domain the key may use (for a key limited to some domains). The
+    /// message is recorded as submitted by that user.
     pub from: String,
     /// Display name for From.
     pub from_name: Option<String>,
@@ -145,6 +146,15 @@ pub async fn send(
     }
     let body = body.into_inner();
     let from = parse("from", &body.from)?;
+    if !auth.may_use(&from.domain) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this API key may not send from {}: it is limited to other domains",
+                from.domain
+            ),
+        ));
+    }
     if body.to.is_empty() && body.cc.is_empty() && body.bcc.is_empty() {
         return Err(ApiError::field("to", "at least one recipient is needed"));
     }

@@ -1,10 +1,13 @@
-//! `/api/v1/users`: local users (INBOX and Sent are created with each).
+//! `/api/v1/users`: local users (INBOX and Sent are created with each). Changing a
+//! password or removing a user (after which the address could be created again with a
+//! new password) takes an `admin` key: a `write` key must not be able to take over an
+//! account.
 
 use std::net::IpAddr;
 
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
-use mairust_actors::accounts;
+use mairust_actors::accounts::{self, AccountError};
 use mairust_actors::apikeys::Scope;
 use mairust_actors::supervisor::Handles;
 use mairust_entities::{mailbox, user};
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::domains::account_error;
-use super::{Page, PageQuery};
+use super::{Page, PageQuery, reach};
 use crate::api::auth::Authenticated;
 use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 
@@ -77,7 +80,7 @@ pub async fn list(
     page: web::Query<PageQuery>,
     filter: web::Query<UserFilter>,
 ) -> Result<web::Json<Page<UserView>>, ApiError> {
-    auth.require(Scope::Read)?;
+    let caller = auth.require(Scope::Read)?;
     let limit = page.limit()?;
     let mut select = user::Entity::find().order_by_asc(user::Column::Id);
     if let Some(after) = page.after_id()? {
@@ -86,10 +89,16 @@ pub async fn list(
     if let Some(name) = &filter.domain {
         let name = accounts::normalize_domain(name)
             .map_err(|_| ApiError::field("domain", format!("`{name}` is not a domain name")))?;
-        let d = accounts::find_domain(&handles.db, &name)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no domain {name}")))?;
+        let found = if caller.may_use(&name) {
+            accounts::find_domain(&handles.db, &name).await?
+        } else {
+            None
+        };
+        let d = found.ok_or_else(|| ApiError::not_found(format!("no domain {name}")))?;
         select = select.filter(user::Column::DomainId.eq(d.id));
+    }
+    if let Some(domains) = &caller.domains {
+        select = select.filter(user::Column::DomainId.in_subquery(reach::domain_ids(domains)));
     }
     let rows = select.limit(limit + 1).all(&handles.db).await?;
     let items = rows.into_iter().map(UserView::from).collect();
@@ -122,7 +131,10 @@ pub async fn create(
     if body.password.is_empty() {
         return Err(ApiError::field("password", "must not be empty"));
     }
-    accounts::parse_address(&body.address).map_err(account_error)?;
+    let address = accounts::parse_address(&body.address).map_err(account_error)?;
+    if !auth.may_use(&address.domain) {
+        return Err(account_error(AccountError::NoSuchDomain(address.domain)));
+    }
     let hash = hash(&handles, auth.remote, body.password.clone()).await?;
     let u = accounts::add_user_hashed(&handles.db, &body.address, hash)
         .await
@@ -132,6 +144,14 @@ pub async fn create(
         .record(auth.did("user.create").target(&u.address))
         .await;
     Ok(HttpResponse::Created().json(with_mailboxes(&handles, u).await?))
+}
+
+/// The answer for a user of a domain the key may not use: the one for a missing user.
+pub(super) fn user_in_reach(auth: &Authenticated, address: &str) -> Result<(), ApiError> {
+    match accounts::parse_address(address) {
+        Ok(a) if !auth.may_use(&a.domain) => Err(account_error(AccountError::NoSuchUser(a.key()))),
+        _ => Ok(()),
+    }
 }
 
 /// Hashes a new password within the node's bound on password work (503 when every slot
@@ -178,13 +198,16 @@ pub async fn get(
     address: web::Path<String>,
 ) -> Result<web::Json<UserView>, ApiError> {
     auth.require(Scope::Read)?;
-    let u = accounts::find_user(&handles.db, &address)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user {address}")))?;
+    let found = match reach::address_domain(&address) {
+        Some(domain) if !auth.may_use(&domain) => None,
+        _ => accounts::find_user(&handles.db, &address).await?,
+    };
+    let u = found.ok_or_else(|| ApiError::not_found(format!("no user {address}")))?;
     Ok(web::Json(with_mailboxes(&handles, u).await?))
 }
 
-/// Remove a user and their mailboxes.
+/// Remove a user and their mailboxes (an `admin` key: the address could then be
+/// created again with a new password).
 #[utoipa::path(
     tag = "users",
     params(("address" = String, Path, description = "The user's address")),
@@ -194,7 +217,7 @@ pub async fn get(
         (status = 422, description = "Not an address", body = ErrorBody),
         AuthErrors
     ),
-    security(("bearer" = ["write"]))
+    security(("bearer" = ["admin"]))
 )]
 #[delete("/users/{address}")]
 pub async fn delete(
@@ -202,7 +225,8 @@ pub async fn delete(
     handles: web::Data<Handles>,
     address: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth.require(Scope::Write)?;
+    auth.require(Scope::Admin)?;
+    user_in_reach(&auth, &address)?;
     accounts::remove_user(&handles.db, &address)
         .await
         .map_err(account_error)?;
@@ -216,13 +240,13 @@ pub async fn delete(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
-    /// A new password (stored as an argon2id hash).
+    /// A new password (stored as an argon2id hash); needs the `admin` scope.
     pub password: Option<String>,
     /// A disabled user cannot log in and receives no mail (550 5.1.1).
     pub disabled: Option<bool>,
 }
 
-/// Change a user's password or disable/enable them.
+/// Change a user's password (`admin` scope) or disable/enable them (`write`).
 #[utoipa::path(
     tag = "users",
     params(("address" = String, Path, description = "The user's address")),
@@ -245,6 +269,9 @@ pub async fn update(
 ) -> Result<web::Json<UserView>, ApiError> {
     auth.require(Scope::Write)?;
     let UserUpdate { password, disabled } = body.into_inner();
+    if password.is_some() {
+        auth.require(Scope::Admin)?;
+    }
     if password.is_none() && disabled.is_none() {
         return Err(ApiError::field("password", "give password and/or disabled"));
     }
@@ -253,6 +280,7 @@ pub async fn update(
     }
     let password_changed = password.is_some();
     accounts::parse_address(&address).map_err(account_error)?;
+    user_in_reach(&auth, &address)?;
     let password_hash = match password {
         Some(p) => Some(hash(&handles, auth.remote, p).await?),
         None => None,
