@@ -476,8 +476,10 @@ async fn queue_cli_lists_retries_and_deletes_with_and_without_the_server() {
 async fn delivery_pauses_while_the_database_is_down_and_resumes() {
     let sink = Sink::start();
     let server = TestServer::start_with(options(&[(REMOTE, sink.addr)], 600.0));
-    if !server.backend.is_postgres() {
-        eprintln!("skipped: needs MAIRUST_TEST_POSTGRES_URL (a database that can be stopped)");
+    if !common::backend_available(
+        server.backend.is_postgres(),
+        "MAIRUST_TEST_POSTGRES_URL (a database that can be stopped)",
+    ) {
         return;
     }
     let bob = TestServer::address("bob");
