@@ -165,6 +165,29 @@ impl Actor for Janitor {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn zero_days_runs_no_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let bodies = BodyStore::open(&crate::config::StorageConfig {
+            backend: crate::config::StorageBackend::Fs,
+            fs: Some(crate::config::FsStorageConfig {
+                path: dir.path().to_path_buf(),
+                fsync: false,
+            }),
+            s3: None,
+            limit_bytes: 0,
+        })
+        .unwrap();
+        let config = |days| RetentionConfig {
+            deleted_messages_days: days,
+            ..RetentionConfig::default()
+        };
+        assert!(Purge::new(db.clone(), bodies.clone(), &config(0)).is_none());
+        let purge = Purge::new(db, bodies, &config(1)).expect("a purge");
+        assert!(!purge.running);
+    }
+
     #[test]
     fn the_audit_entry_carries_the_counts_and_a_failure_its_error() {
         let report = PurgeReport {
