@@ -145,9 +145,11 @@ DASHBOARDS = {
             panel(3, "Share of storage.limit_bytes", [(f"max(mairust_storage_bytes{{{SEL}}}) / max(mairust_storage_limit_bytes{{{SEL}}} > 0)", "used")], "percentunit", kind="stat", x=16, y=0, w=8, h=6),
             panel(4, "Stored bytes over time", [(f"max(mairust_storage_bytes{{{SEL}}})", "stored"), (f"max(mairust_storage_limit_bytes{{{SEL}}} > 0)", "limit")], "bytes", x=0, y=6),
             panel(5, "Dependency state over time", [(f"mairust_up{{{SEL}}}", "{{instance}} {{dependency}}")], x=12, y=6),
-            panel(6, "Versions running", [(f"count by (version) (mairust_build_info{{{SEL}}})", "{{version}}")], kind="stat", x=0, y=14, w=24, h=5),
+            panel(7, "Purged by retention", [(f"sum by (kind) (increase(mairust_retention_purged_total{{{SEL}}}[$__rate_interval]))", "{{kind}}")], x=0, y=14, w=24,
+                  description="Deleted mailbox entries past retention.deleted_messages_days, and the messages they were the last reference to, purged by all nodes"),
+            panel(6, "Versions running", [(f"count by (version) (mairust_build_info{{{SEL}}})", "{{version}}")], kind="stat", x=0, y=22, w=24, h=5),
         ],
-        "Message store size against its limit, database and object store health, versions",
+        "Message store size against its limit, purges of deleted messages, database and object store health, versions",
     ),
 }
 

@@ -740,8 +740,10 @@ async fn send_delivers_locally_and_through_the_queue() {
 #[tokio::test]
 async fn database_outage_answers_503_quickly() {
     let server = TestServer::start();
-    if !server.backend.is_postgres() {
-        eprintln!("skipped: needs MAIRUST_TEST_POSTGRES_URL (a database that can be stopped)");
+    if !common::backend_available(
+        server.backend.is_postgres(),
+        "MAIRUST_TEST_POSTGRES_URL (a database that can be stopped)",
+    ) {
         return;
     }
     let api = Api::new(&server);

@@ -33,6 +33,10 @@ fn config_errors_name_the_key_and_exit_2() {
         (format!("{BASE}audit:\n  retention_days: 0\n"), "audit.retention_days"),
         (format!("{BASE}api:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n"), "api.trusted_proxies[1]"),
         (format!("{BASE}api:\n  forwarded_header: x-real-ip\n"), "forwarded_header"),
+        (format!("{BASE}retention:\n  deleted_messages_days: 40000\n"), "retention.deleted_messages_days"),
+        (format!("{BASE}retention:\n  purge_interval_seconds: 0\n"), "retention.purge_interval_seconds"),
+        (format!("{BASE}retention:\n  purge_batch_size: 0\n"), "retention.purge_batch_size"),
+        (format!("{BASE}retention:\n  deleted_days: 3\n"), "deleted_days"),
         ("database:\n  url: env:MAIRUST_SURELY_UNSET\nstorage:\n  backend: fs\n  fs:\n    path: o\n".to_string(), "MAIRUST_SURELY_UNSET"),
         ("storage: [unclosed\n".to_string(), "YAML"),
     ] {
@@ -43,6 +47,16 @@ fn config_errors_name_the_key_and_exit_2() {
     }
     let out = run_with_config(BASE, &["config-check"]);
     assert!(out.status.success());
+    // 0 days: deleted messages are kept for ever, which is a valid choice.
+    let out = run_with_config(
+        &format!("{BASE}retention:\n  deleted_messages_days: 0\n"),
+        &["config-check"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -126,13 +126,19 @@ async fn diagnostics_against_a_live_and_a_stopped_server() {
             let _ = tx.send(line);
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    reqwest::get(format!("http://127.0.0.1:{http}/health/live"))
-        .await
-        .unwrap();
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("--follow printed the new request");
+    // It prints nothing written before it started (`--tail 0`), and when it has
+    // started cannot be seen from here: request again until a request shows up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        reqwest::get(format!("http://127.0.0.1:{http}/health/live"))
+            .await
+            .unwrap();
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) => break line,
+            Err(_) if std::time::Instant::now() < deadline => continue,
+            Err(e) => panic!("--follow printed no request in 20 s: {e}"),
+        }
+    };
     assert!(line.contains("route=/health/live"), "{line}");
     follower.kill().unwrap();
     follower.wait().unwrap();

@@ -135,8 +135,10 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
 
 #[tokio::test]
 async fn database_outage_tempfails_and_recovers_without_restart() {
-    if common::postgres_url().is_none() {
-        eprintln!("database outage test runs on PostgreSQL (MAIRUST_TEST_POSTGRES_URL)");
+    if !common::backend_available(
+        common::postgres_url().is_some(),
+        "MAIRUST_TEST_POSTGRES_URL (the database outage test runs on PostgreSQL)",
+    ) {
         return;
     }
     let server = TestServer::start();

@@ -10,6 +10,9 @@ use std::time::Duration;
 use common::hook_receiver::{ALLOW_LOOPBACK, Answer, HookReceiver};
 use common::raw::RawClient;
 use common::{Options, PASSWORD, TestServer, eventually, message};
+use mairust_entities::queue_entry;
+use sea_orm::EntityTrait;
+use sea_orm::sea_query::Expr;
 use serde_json::json;
 
 /// Every family the server exports (the dashboards and rules use only these).
@@ -28,6 +31,7 @@ pub const FAMILIES: &[&str] = &[
     "mairust_queue_deliveries_total",
     "mairust_storage_bytes",
     "mairust_storage_limit_bytes",
+    "mairust_retention_purged_total",
     "mairust_hook_calls_total",
     "mairust_plugin_errors_total",
     "mairust_limit_hits_total",
@@ -360,7 +364,34 @@ async fn metrics_move_with_real_traffic() {
         4.0
     );
     assert_eq!(after.sum("mairust_storage_limit_bytes", &[]), 0.0);
-    assert!(after.sum("mairust_queue_oldest_seconds", &[]) >= 0.0);
+    // The oldest entry's age comes from the queue in the database: the one queued
+    // message, moved an hour back, is an hour old at the next probe (0.2 s).
+    let db = server.db().await;
+    let an_hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).fixed_offset();
+    let moved = queue_entry::Entity::update_many()
+        .col_expr(queue_entry::Column::CreatedAt, Expr::value(an_hour_ago))
+        .exec(&db)
+        .await
+        .unwrap()
+        .rows_affected;
+    db.close().await.ok();
+    assert_eq!(moved, 1, "the submitted message is the only queue entry");
+    let moved_at = std::time::Instant::now();
+    let aged = eventually(Duration::from_secs(10), || async {
+        scrape(&server)
+            .await
+            .sum("mairust_queue_oldest_seconds", &[])
+            >= 3600.0
+    })
+    .await;
+    let age = scrape(&server)
+        .await
+        .sum("mairust_queue_oldest_seconds", &[]);
+    assert!(aged, "the oldest entry's age is not the queue's: {age}");
+    assert!(
+        age <= 3600.0 + moved_at.elapsed().as_secs_f64().ceil() + 1.0,
+        "older than the entry: {age}"
+    );
 
     // No address, message id or client IP ever becomes a label.
     for (name, labels, _) in &after.samples {

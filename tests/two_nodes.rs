@@ -131,10 +131,10 @@ fn stop(server: &mut TestServer) {
 
 #[tokio::test]
 async fn two_nodes_share_one_queue_and_take_over_from_a_killed_node() {
-    if postgres_url().is_none() || s3_endpoint().is_none() {
-        eprintln!(
-            "skipped: needs MAIRUST_TEST_POSTGRES_URL and MAIRUST_TEST_S3_ENDPOINT (.ci/run sets both)"
-        );
+    if !common::backend_available(
+        postgres_url().is_some() && s3_endpoint().is_some(),
+        "MAIRUST_TEST_POSTGRES_URL and MAIRUST_TEST_S3_ENDPOINT (.ci/run sets both)",
+    ) {
         return;
     }
     let sink = Sink::start();

@@ -1,26 +1,64 @@
-//! Janitor: periodic housekeeping that no request waits for. Today it prunes audit-log
-//! entries older than `audit.retention_days` (SPEC O5), at start and then hourly; every
-//! node may run it, the delete is idempotent.
+//! Janitor: periodic housekeeping that no request waits for, run by every node.
+//! - Audit-log entries older than `audit.retention_days` are pruned (SPEC O5), at start
+//!   and then hourly; the delete is idempotent, so nodes need not agree on who does it.
+//! - Soft-deleted messages older than `retention.deleted_messages_days` are purged
+//!   (SPEC M7, [`crate::retention`]), at start and then every
+//!   `retention.purge_interval_seconds`. The database hands each entry to one node, so
+//!   each node audits only its own share: one `retention.purge` entry per run that
+//!   deleted anything, with counts, never one per message.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use sea_orm::DatabaseConnection;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Entry};
+use crate::config::RetentionConfig;
+use crate::retention::{self, PurgeReport};
+use crate::storage::BodyStore;
 
 const INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Janitor {
     audit: Arc<AuditLog>,
     retention_days: u32,
+    /// None when `retention.deleted_messages_days` is 0 (deleted messages are kept).
+    purge: Option<Purge>,
+}
+
+/// What the purge of deleted messages needs.
+pub struct Purge {
+    pub db: DatabaseConnection,
+    pub bodies: BodyStore,
+    pub config: RetentionConfig,
+    /// A run is under way: the next tick does not start another one beside it (a run
+    /// through a large backlog may outlast the interval).
+    running: bool,
+}
+
+impl Purge {
+    /// The purge for `config`, or None when it keeps deleted messages for ever.
+    pub fn new(
+        db: DatabaseConnection,
+        bodies: BodyStore,
+        config: &RetentionConfig,
+    ) -> Option<Purge> {
+        (config.deleted_messages_days > 0).then(|| Purge {
+            db,
+            bodies,
+            config: config.clone(),
+            running: false,
+        })
+    }
 }
 
 impl Janitor {
-    pub fn new(audit: Arc<AuditLog>, retention_days: u32) -> Self {
+    pub fn new(audit: Arc<AuditLog>, retention_days: u32, purge: Option<Purge>) -> Self {
         Janitor {
             audit,
             retention_days,
+            purge,
         }
     }
 
@@ -34,13 +72,79 @@ impl Janitor {
                         tracing::info!(component = "supervisor", event = "audit_pruned", removed = n, retention_days = days, "old audit entries pruned")
                     }
                     Err(e) => {
-                        tracing::warn!(component = "supervisor", error = %e, "audit pruning failed; next try in an hour")
+                        tracing::warn!(component = "supervisor", event = "audit_prune_failed", error = %e, "audit pruning failed; next try in an hour")
                     }
                 }
             }
             .into_actor(self),
         );
     }
+
+    fn purge(&mut self, ctx: &mut Context<Self>) {
+        let Some(purge) = self.purge.as_mut().filter(|p| !p.running) else {
+            return;
+        };
+        purge.running = true;
+        let (db, bodies, audit) = (purge.db.clone(), purge.bodies.clone(), self.audit.clone());
+        let (days, batch) = (
+            purge.config.deleted_messages_days,
+            purge.config.purge_batch_size,
+        );
+        ctx.spawn(
+            async move {
+                let cutoff = retention::cutoff(chrono::Utc::now(), days);
+                let report = retention::purge(&db, &bodies, cutoff, batch).await;
+                crate::metrics::metrics()
+                    .retention_purged(report.entries, report.messages + report.unreferenced);
+                log(&report, days);
+                if report.purged_any() {
+                    audit.record(audit_entry(&report, days)).await;
+                }
+            }
+            .into_actor(self)
+            .map(|(), act, _| {
+                if let Some(p) = act.purge.as_mut() {
+                    p.running = false;
+                }
+            }),
+        );
+    }
+}
+
+fn log(report: &PurgeReport, days: u32) {
+    if report.purged_any() {
+        tracing::info!(
+            component = "storage",
+            event = "retention_purged",
+            entries = report.entries,
+            messages = report.messages,
+            unreferenced = report.unreferenced,
+            bytes = report.bytes,
+            objects_deleted = report.objects_deleted,
+            objects_failed = report.objects_failed,
+            retention_days = days,
+            "deleted messages past retention purged"
+        );
+    }
+    if let Some(error) = &report.error {
+        tracing::warn!(component = "storage", event = "retention_purge_failed", error = %error, "purging deleted messages failed; the next run takes up the rest");
+    }
+}
+
+/// The run's one audit entry: a failure when the database stopped it half-way.
+fn audit_entry(report: &PurgeReport, days: u32) -> Entry {
+    let entry = match &report.error {
+        None => Entry::success("retention.purge", "janitor"),
+        Some(error) => Entry::failure("retention.purge", "janitor").detail("error", error.as_str()),
+    };
+    entry
+        .detail("entries", report.entries)
+        .detail("messages", report.messages)
+        .detail("unreferenced", report.unreferenced)
+        .detail("bytes", report.bytes)
+        .detail("objects_deleted", report.objects_deleted)
+        .detail("objects_failed", report.objects_failed)
+        .detail("retention_days", days)
 }
 
 impl Actor for Janitor {
@@ -49,5 +153,74 @@ impl Actor for Janitor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.prune(ctx);
         ctx.run_interval(INTERVAL, |act, ctx| act.prune(ctx));
+        if let Some(purge) = &self.purge {
+            let every = purge.config.purge_interval();
+            self.purge(ctx);
+            ctx.run_interval(every, |act, ctx| act.purge(ctx));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn zero_days_runs_no_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let bodies = BodyStore::open(&crate::config::StorageConfig {
+            backend: crate::config::StorageBackend::Fs,
+            fs: Some(crate::config::FsStorageConfig {
+                path: dir.path().to_path_buf(),
+                fsync: false,
+            }),
+            s3: None,
+            limit_bytes: 0,
+        })
+        .unwrap();
+        let config = |days| RetentionConfig {
+            deleted_messages_days: days,
+            ..RetentionConfig::default()
+        };
+        assert!(Purge::new(db.clone(), bodies.clone(), &config(0)).is_none());
+        let purge = Purge::new(db, bodies, &config(1)).expect("a purge");
+        assert!(!purge.running);
+    }
+
+    #[test]
+    fn the_audit_entry_carries_the_counts_and_a_failure_its_error() {
+        let report = PurgeReport {
+            entries: 5,
+            messages: 3,
+            unreferenced: 1,
+            bytes: 1200,
+            objects_deleted: 3,
+            objects_failed: 0,
+            error: None,
+        };
+        let entry = audit_entry(&report, 30);
+        assert_eq!(entry.event, "retention.purge");
+        assert_eq!(entry.outcome.as_str(), "success");
+        assert_eq!(entry.actor, "janitor");
+        assert_eq!(entry.details["entries"], 5);
+        assert_eq!(entry.details["messages"], 3);
+        assert_eq!(entry.details["unreferenced"], 1);
+        assert_eq!(entry.details["bytes"], 1200);
+        assert_eq!(entry.details["objects_deleted"], 3);
+        assert_eq!(entry.details["retention_days"], 30);
+        let failed = audit_entry(
+            &PurgeReport {
+                error: Some("connection closed".into()),
+                ..report
+            },
+            30,
+        );
+        assert_eq!(failed.outcome.as_str(), "failure");
+        assert_eq!(failed.details["error"], "connection closed");
+        assert_eq!(
+            failed.details["entries"], 5,
+            "what was done before it failed"
+        );
     }
 }

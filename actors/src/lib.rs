@@ -10,6 +10,7 @@
 //! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
 //! - [`trace`] — head sampling of SMTP transactions for the trace export
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
+//! - [`retention`] — purging soft-deleted messages (the janitor runs it on every node)
 //! - [`json_line`] — JSON lines with no raw control character (audit file, JSON log)
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
 //! - [`limits`] — bounds on what one client may take: password checks, failed-AUTH
@@ -32,6 +33,7 @@ pub mod json_line;
 pub mod limits;
 pub mod metrics;
 pub mod queue;
+pub mod retention;
 pub mod shutdown;
 pub mod smtp;
 pub mod storage;

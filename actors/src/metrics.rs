@@ -69,6 +69,8 @@ pub struct Metrics {
     pub queue_deliveries: IntCounterVec,
     pub storage_bytes: IntGauge,
     pub storage_limit_bytes: IntGauge,
+    /// What this node's retention purges deleted: mailbox entries, messages.
+    retention_purged: IntCounterVec,
     pub hook_calls: IntCounterVec,
     pub plugin_errors: IntCounterVec,
     /// Resource limits hit by clients (`limits::Limit`), every label present from start.
@@ -218,6 +220,15 @@ impl Metrics {
         for result in ["delivered", "deferred", "bounced", "expired"] {
             queue_deliveries.with_label_values(&[result]);
         }
+        let retention_purged = counter_vec(
+            &registry,
+            "mairust_retention_purged_total",
+            "Soft-deleted mailbox entries (kind=entries) and the messages they were the last reference to (kind=messages) purged by this node",
+            &["kind"],
+        );
+        for kind in ["entries", "messages"] {
+            retention_purged.with_label_values(&[kind]);
+        }
         let api_labels = &["route", "method", "status"];
         let api_requests = counter_vec(
             &registry,
@@ -264,6 +275,7 @@ impl Metrics {
                 "mairust_storage_limit_bytes",
                 "storage.limit_bytes (0: no limit)",
             ),
+            retention_purged,
             hook_calls: counter_vec(
                 &registry,
                 "mairust_hook_calls_total",
@@ -308,6 +320,16 @@ impl Metrics {
         self.data_memory_bytes
             .set((limits.buffers.in_use() + limits.data.in_use()) as i64);
         self.spool_bytes.set(limits.spool.in_use() as i64);
+    }
+
+    /// Counts what one purge run deleted (`retention::purge`).
+    pub fn retention_purged(&self, entries: u64, messages: u64) {
+        self.retention_purged
+            .with_label_values(&["entries"])
+            .inc_by(entries);
+        self.retention_purged
+            .with_label_values(&["messages"])
+            .inc_by(messages);
     }
 
     /// Counts a resource limit a client ran into (`limits::hit`).

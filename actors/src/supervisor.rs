@@ -18,7 +18,7 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::health::{HealthMonitor, HealthState, ProbeNow};
 use crate::hooks::HookDispatcher;
-use crate::janitor::Janitor;
+use crate::janitor::{Janitor, Purge};
 use crate::limits::NodeLimits;
 use crate::queue::client::ClientSettings;
 use crate::queue::route::{HickoryResolver, NoResolver, Resolver, Router};
@@ -99,7 +99,8 @@ impl Supervisor {
             }
         }
         let audit = AuditLog::open(&config.audit, db.clone(), node_id.clone())?;
-        Janitor::new(audit.clone(), config.audit.retention_days).start();
+        let purge = Purge::new(db.clone(), bodies.clone(), &config.retention);
+        Janitor::new(audit.clone(), config.audit.retention_days, purge).start();
         let health = Arc::new(HealthState::default());
         health.set_storage_limit(config.storage.limit_bytes);
         let probe_db = crate::database::connect_probe(&config.database)

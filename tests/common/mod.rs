@@ -111,12 +111,36 @@ impl Backend {
                 None,
             ),
         };
-        Backend {
+        let backend = Backend {
             db_url,
             storage_yaml,
             pg,
             s3,
-        }
+        };
+        backend.record_use();
+        backend
+    }
+
+    /// Appends `postgres|sqlite s3|fs` to `CARGO_TARGET_TMPDIR/backends.txt`: `.ci/run`
+    /// checks that its PostgreSQL + S3 pass used nothing else.
+    fn record_use(&self) {
+        let line = format!(
+            "{} {}\n",
+            if self.pg.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            },
+            if self.s3.is_some() { "s3" } else { "fs" }
+        );
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backends.txt");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("target tmp dir");
+        // One short write on a file opened for append: lines of parallel tests stay whole.
+        file.write_all(line.as_bytes()).expect("record the backend");
     }
 
     /// The same database and object store for another node; dropping it drops nothing.
@@ -176,6 +200,21 @@ impl Drop for Backend {
             });
         }
     }
+}
+
+/// Whether a test's backend (`what`, e.g. "PostgreSQL") is there. When it is not, the
+/// test is skipped with a `skipped:` line, unless `MAIRUST_TEST_REQUIRE_BACKENDS=1`
+/// (`.ci/run` sets it in the PostgreSQL + S3 pass): there a skip would hide that the
+/// test never ran, so it fails instead.
+pub fn backend_available(available: bool, what: &str) -> bool {
+    if !available {
+        assert!(
+            std::env::var("MAIRUST_TEST_REQUIRE_BACKENDS").as_deref() != Ok("1"),
+            "MAIRUST_TEST_REQUIRE_BACKENDS=1 but this test's backend is missing: {what}"
+        );
+        eprintln!("skipped: needs {what}");
+    }
+    available
 }
 
 /// Runs a future to completion on a private runtime (usable from sync code and from

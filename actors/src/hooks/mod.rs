@@ -11,7 +11,8 @@
 //! hook has its timeout and `on_timeout` / `on_error` fallbacks, and a circuit breaker:
 //! after `breaker_failures` consecutive failures it opens and the hook is skipped (its
 //! `on_error` fallback applies at once, so SMTP stays fast); after the cool-down one
-//! trial call is let through (half-open), and success closes it again.
+//! trial call is let through (half-open), and success closes it again ([`breaker`]:
+//! the state machine, told the time by the dispatcher's [`Clock`]).
 //!
 //! Every call obeys `hook_policy` ([`target`]): only allowed addresses are connected
 //! to, redirects are not followed (a 3xx answer is an error: the message and its
@@ -21,10 +22,13 @@
 //! comes with a new HTTP client, so no pooled connection outlives the policy it was
 //! opened under.
 
+pub mod breaker;
 mod target;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use breaker::{Breaker, Thresholds, Transition};
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
@@ -36,6 +40,7 @@ use crate::config::{HookConfig, HookEvent, HookFallback};
 use crate::storage::IncomingMessage;
 use crate::storage::envelope::{hex, valid_tag};
 
+pub use breaker::{BreakerState, Clock, ManualClock, SystemClock};
 pub use target::{AddressRange, TargetPolicy, TargetRefused, classify};
 use target::{GuardedResolver, refusal_in};
 
@@ -152,23 +157,6 @@ pub enum NotTestable {
     Disabled,
 }
 
-/// Circuit breaker state of one hook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum BreakerState {
-    Closed { failures: u32 },
-    Open { retry_in_ms: u64 },
-    HalfOpen,
-}
-
-#[derive(Debug)]
-enum Breaker {
-    Closed(u32),
-    Open(Instant),
-    /// One trial call is in flight.
-    HalfOpen,
-}
-
 /// Where a hook is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -259,53 +247,46 @@ async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8
 }
 
 impl Hook {
-    fn cooldown(&self) -> Duration {
-        Duration::from_secs_f64(self.config.breaker_cooldown_seconds)
-    }
-
-    /// Whether to call now; moves an open breaker past its cool-down to half-open.
-    fn admit(&self) -> bool {
-        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        match *b {
-            Breaker::Closed(_) => true,
-            Breaker::Open(since) if since.elapsed() >= self.cooldown() => {
-                *b = Breaker::HalfOpen;
-                tracing::info!(component = "hook", hook = %self.config.id, event = "breaker_half_open", "circuit breaker half-open: one trial call");
-                true
-            }
-            Breaker::Open(_) | Breaker::HalfOpen => false,
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            failures: self.config.breaker_failures,
+            cooldown: Duration::from_secs_f64(self.config.breaker_cooldown_seconds),
         }
     }
 
-    fn record(&self, ok: bool) {
-        let mut b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        let next = match (&*b, ok) {
-            (_, true) => Breaker::Closed(0),
-            (Breaker::Closed(n), false) if n + 1 < self.config.breaker_failures => {
-                Breaker::Closed(n + 1)
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether to call at `now`; moves an open breaker past its cool-down to half-open.
+    fn admit(&self, now: Instant) -> bool {
+        let (admitted, transition) = self.breaker().admit(now, self.thresholds());
+        self.log(transition);
+        admitted
+    }
+
+    /// Records how an admitted call ended, at `now`.
+    fn record(&self, ok: bool, now: Instant) {
+        let transition = self.breaker().record(ok, now, self.thresholds());
+        self.log(transition);
+    }
+
+    fn state(&self, now: Instant) -> BreakerState {
+        self.breaker().state(now, self.thresholds())
+    }
+
+    fn log(&self, transition: Option<Transition>) {
+        match transition {
+            None => {}
+            Some(Transition::HalfOpened) => {
+                tracing::info!(component = "hook", hook = %self.config.id, event = "breaker_half_open", "circuit breaker half-open: one trial call");
             }
-            (_, false) => Breaker::Open(Instant::now()),
-        };
-        match (&*b, &next) {
-            (Breaker::Open(_) | Breaker::HalfOpen, Breaker::Closed(_)) => {
+            Some(Transition::Closed) => {
                 tracing::info!(component = "hook", hook = %self.config.id, event = "breaker_closed", "circuit breaker closed");
             }
-            (Breaker::Closed(_) | Breaker::HalfOpen, Breaker::Open(_)) => {
+            Some(Transition::Opened) => {
                 tracing::warn!(component = "hook", hook = %self.config.id, event = "breaker_open", cooldown_seconds = self.config.breaker_cooldown_seconds, "circuit breaker open: hook skipped until the cool-down ends");
             }
-            _ => {}
-        }
-        *b = next;
-    }
-
-    fn state(&self) -> BreakerState {
-        let b = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
-        match *b {
-            Breaker::Closed(failures) => BreakerState::Closed { failures },
-            Breaker::Open(since) => BreakerState::Open {
-                retry_in_ms: self.cooldown().saturating_sub(since.elapsed()).as_millis() as u64,
-            },
-            Breaker::HalfOpen => BreakerState::HalfOpen,
         }
     }
 }
@@ -369,14 +350,26 @@ pub struct HookDispatcher {
     /// config.yaml's hooks (replaced on reload) and the API's (from the database).
     sources: RwLock<(Vec<HookConfig>, Vec<HookConfig>)>,
     hooks: RwLock<Arc<Vec<Arc<Hook>>>>,
+    /// The time the breakers go by: the system's, or a test's [`ManualClock`].
+    clock: Arc<dyn Clock>,
 }
 
 impl HookDispatcher {
     pub fn new(configs: &[HookConfig], policy: TargetPolicy) -> Result<Self, reqwest::Error> {
+        Self::with_clock(configs, policy, Arc::new(SystemClock))
+    }
+
+    /// A dispatcher whose breakers go by `clock`.
+    pub fn with_clock(
+        configs: &[HookConfig],
+        policy: TargetPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, reqwest::Error> {
         let dispatcher = HookDispatcher {
             egress: RwLock::new(Arc::new(Egress::new(policy)?)),
             sources: RwLock::new((configs.to_vec(), Vec::new())),
             hooks: RwLock::new(Arc::new(Vec::new())),
+            clock,
         };
         dispatcher.rebuild();
         Ok(dispatcher)
@@ -429,18 +422,12 @@ impl HookDispatcher {
         let sources = self.sources.write().unwrap_or_else(|e| e.into_inner());
         let (from_config, api) = &*sources;
         let old = self.snapshot();
+        let now = self.clock.now();
         let carried = |id: &str| {
             old.iter()
                 .find(|h| h.config.id == id)
-                .map(|h| {
-                    let b = h.breaker.lock().unwrap_or_else(|e| e.into_inner());
-                    match *b {
-                        Breaker::Closed(n) => Breaker::Closed(n),
-                        Breaker::Open(t) => Breaker::Open(t),
-                        Breaker::HalfOpen => Breaker::Open(Instant::now()),
-                    }
-                })
-                .unwrap_or(Breaker::Closed(0))
+                .map(|h| h.breaker().carried(now))
+                .unwrap_or_default()
         };
         let mut hooks: Vec<Arc<Hook>> = Vec::new();
         let configured = from_config.iter().map(|c| (c, HookSource::Config));
@@ -474,7 +461,7 @@ impl HookDispatcher {
     pub fn list(&self) -> Vec<(HookConfig, HookSource, BreakerState)> {
         self.snapshot()
             .iter()
-            .map(|h| (h.config.clone(), h.source, h.state()))
+            .map(|h| (h.config.clone(), h.source, h.state(self.clock.now())))
             .collect()
     }
 
@@ -536,7 +523,7 @@ impl HookDispatcher {
     pub fn reset(&self, id: &str) -> bool {
         match self.snapshot().iter().find(|h| h.config.id == id) {
             Some(h) => {
-                h.record(true);
+                h.record(true, self.clock.now());
                 true
             }
             None => false,
@@ -573,7 +560,7 @@ impl HookDispatcher {
 
     /// One call, its breaker consulted and updated.
     async fn call_uncounted(&self, hook: &Hook, body: &[u8]) -> Outcome {
-        if !hook.admit() {
+        if !hook.admit(self.clock.now()) {
             return Outcome::Skipped;
         }
         let egress = self.egress();
@@ -595,7 +582,7 @@ impl HookDispatcher {
                 },
             },
         };
-        hook.record(matches!(outcome, Outcome::Answered(_)));
+        hook.record(matches!(outcome, Outcome::Answered(_)), self.clock.now());
         outcome
     }
 
@@ -765,57 +752,40 @@ mod tests {
                 enabled: true,
             },
             source: HookSource::Config,
-            breaker: Mutex::new(Breaker::Closed(0)),
+            breaker: Mutex::new(Breaker::default()),
         }
-    }
-
-    #[test]
-    fn breaker_opens_after_consecutive_failures_and_half_opens_after_cooldown() {
-        let h = hook(3, 0.05);
-        for _ in 0..2 {
-            assert!(h.admit());
-            h.record(false);
-        }
-        assert_eq!(h.state(), BreakerState::Closed { failures: 2 });
-        h.record(true);
-        assert_eq!(
-            h.state(),
-            BreakerState::Closed { failures: 0 },
-            "success resets"
-        );
-        for _ in 0..3 {
-            assert!(h.admit());
-            h.record(false);
-        }
-        assert!(matches!(h.state(), BreakerState::Open { .. }));
-        assert!(!h.admit(), "open: skipped");
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(h.admit(), "cool-down over: one trial");
-        assert_eq!(h.state(), BreakerState::HalfOpen);
-        assert!(!h.admit(), "only one trial at a time");
-        h.record(false);
-        assert!(
-            matches!(h.state(), BreakerState::Open { .. }),
-            "failed trial reopens"
-        );
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(h.admit());
-        h.record(true);
-        assert_eq!(h.state(), BreakerState::Closed { failures: 0 });
     }
 
     /// An HTTP/1.1 server on 127.0.0.1 that keeps connections alive and answers every
-    /// request 200; returns its port and how many connections it accepted.
-    async fn keep_alive_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+    /// request with an empty body and the status in `status` (200 at first).
+    struct TestReceiver {
+        port: u16,
+        /// Connections accepted.
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        /// Requests answered.
+        requests: Arc<std::sync::atomic::AtomicUsize>,
+        status: Arc<std::sync::atomic::AtomicU16>,
+    }
+
+    async fn keep_alive_server() -> TestReceiver {
+        use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
+        let receiver = TestReceiver {
+            port: listener.local_addr().unwrap().port(),
+            accepted: Arc::new(AtomicUsize::new(0)),
+            requests: Arc::new(AtomicUsize::new(0)),
+            status: Arc::new(AtomicU16::new(200)),
+        };
+        let (accepted, requests, status) = (
+            receiver.accepted.clone(),
+            receiver.requests.clone(),
+            receiver.status.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (requests, status) = (requests.clone(), status.clone());
                 tokio::spawn(async move {
                     let mut stream = BufReader::new(stream);
                     loop {
@@ -838,15 +808,91 @@ mod tests {
                         if stream.read_exact(&mut body).await.is_err() {
                             return;
                         }
-                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-                        if stream.get_mut().write_all(answer).await.is_err() {
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        let answer = format!(
+                            "HTTP/1.1 {} X\r\nContent-Length: 0\r\n\r\n",
+                            status.load(Ordering::SeqCst)
+                        );
+                        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }
                     }
                 });
             }
         });
-        (port, accepted)
+        receiver
+    }
+
+    fn allow_loopback() -> TargetPolicy {
+        TargetPolicy::from_config(&crate::config::HookPolicyConfig {
+            allowed_networks: vec!["127.0.0.0/8".into()],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    /// The breaker on the dispatcher's clock: real calls to a real receiver, the time
+    /// moved by hand, each transition checked at the instant it is due.
+    #[tokio::test]
+    async fn breaker_follows_the_dispatchers_clock() {
+        use std::sync::atomic::Ordering;
+        let receiver = keep_alive_server().await;
+        let requests = || receiver.requests.load(Ordering::SeqCst);
+        let mut config = hook(3, 30.0).config;
+        config.url = format!("http://127.0.0.1:{}/hook", receiver.port);
+        let clock = Arc::new(ManualClock::default());
+        let dispatcher =
+            HookDispatcher::with_clock(&[config], allow_loopback(), clock.clone()).unwrap();
+        let hook = dispatcher.snapshot()[0].clone();
+        let state = || dispatcher.list()[0].2;
+        let call = || dispatcher.call_uncounted(&hook, b"{}");
+
+        receiver.status.store(500, Ordering::SeqCst);
+        for n in 1..=3 {
+            assert!(matches!(call().await, Outcome::Failed(_)));
+            assert_eq!(requests(), n);
+        }
+        assert_eq!(
+            state(),
+            BreakerState::Open {
+                retry_in_ms: 30_000
+            }
+        );
+        assert!(matches!(call().await, Outcome::Skipped));
+        clock.advance(Duration::from_millis(29_999));
+        assert!(matches!(call().await, Outcome::Skipped), "1 ms early");
+        assert_eq!(state(), BreakerState::Open { retry_in_ms: 1 });
+        assert_eq!(requests(), 3, "not called while open");
+
+        // The trial fails: a whole new cool-down from then.
+        clock.advance(Duration::from_millis(1));
+        assert!(matches!(call().await, Outcome::Failed(_)), "the trial");
+        assert_eq!(requests(), 4);
+        assert_eq!(
+            state(),
+            BreakerState::Open {
+                retry_in_ms: 30_000
+            }
+        );
+        assert!(matches!(call().await, Outcome::Skipped));
+
+        // The next trial succeeds and closes it.
+        receiver.status.store(200, Ordering::SeqCst);
+        clock.advance(Duration::from_secs(30));
+        assert!(matches!(call().await, Outcome::Answered(_)));
+        assert_eq!(state(), BreakerState::Closed { failures: 0 });
+        assert!(matches!(call().await, Outcome::Answered(_)));
+        assert_eq!(requests(), 6);
+
+        // Reset by hand closes an open breaker at once.
+        receiver.status.store(500, Ordering::SeqCst);
+        for _ in 0..3 {
+            call().await;
+        }
+        assert!(matches!(state(), BreakerState::Open { .. }));
+        assert!(dispatcher.reset("h"));
+        assert_eq!(state(), BreakerState::Closed { failures: 0 });
+        assert!(matches!(call().await, Outcome::Failed(_)), "called again");
     }
 
     /// Names are checked when a connection is opened and the pool reuses connections:
@@ -855,16 +901,10 @@ mod tests {
     #[tokio::test]
     async fn a_new_policy_does_not_reuse_connections_of_the_old_one() {
         use std::sync::atomic::Ordering;
-        let (port, accepted) = keep_alive_server().await;
+        let receiver = keep_alive_server().await;
+        let accepted = &receiver.accepted;
         let mut config = hook(5, 30.0).config;
-        config.url = format!("http://localhost:{port}/hook");
-        let allow_loopback = || {
-            TargetPolicy::from_config(&crate::config::HookPolicyConfig {
-                allowed_networks: vec!["127.0.0.0/8".into()],
-                ..Default::default()
-            })
-            .unwrap()
-        };
+        config.url = format!("http://localhost:{}/hook", receiver.port);
         let dispatcher = HookDispatcher::new(&[config], allow_loopback()).unwrap();
         for _ in 0..2 {
             let call = dispatcher.test("h").await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use mairust_entities::{
-    mailbox_message, message, queue_entry, queue_history, queue_recipient, unflushed_message,
+    message, queue_entry, queue_history, queue_recipient, unflushed_message,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
@@ -509,54 +509,16 @@ async fn insert_history<C: ConnectionTrait>(
 }
 
 /// Deletes the `messages` rows among `ids` that no mailbox and no queue entry uses any
-/// more, and returns their object keys.
+/// more ([`crate::retention::drop_unreferenced`]), and returns their object keys.
 async fn drop_unreferenced_messages<C: ConnectionTrait>(
     txn: &C,
     ids: &[String],
 ) -> Result<Vec<String>, DbErr> {
-    let mut keys = Vec::new();
-    for chunk in ids.chunks(CHUNK) {
-        let mut used: HashSet<String> = mailbox_message::Entity::find()
-            .select_only()
-            .column(mailbox_message::Column::MessageId)
-            .filter(mailbox_message::Column::MessageId.is_in(chunk.to_vec()))
-            .into_tuple::<String>()
-            .all(txn)
-            .await?
-            .into_iter()
-            .collect();
-        used.extend(
-            queue_entry::Entity::find()
-                .select_only()
-                .column(queue_entry::Column::MessageId)
-                .filter(queue_entry::Column::MessageId.is_in(chunk.to_vec()))
-                .into_tuple::<String>()
-                .all(txn)
-                .await?,
-        );
-        let unused: Vec<String> = chunk
-            .iter()
-            .filter(|id| !used.contains(*id))
-            .cloned()
-            .collect();
-        if unused.is_empty() {
-            continue;
-        }
-        keys.extend(
-            message::Entity::find()
-                .select_only()
-                .column(message::Column::ObjectKey)
-                .filter(message::Column::Id.is_in(unused.clone()))
-                .into_tuple::<String>()
-                .all(txn)
-                .await?,
-        );
-        message::Entity::delete_many()
-            .filter(message::Column::Id.is_in(unused))
-            .exec(txn)
-            .await?;
-    }
-    Ok(keys)
+    Ok(crate::retention::drop_unreferenced(txn, ids)
+        .await?
+        .into_iter()
+        .map(|m| m.object_key)
+        .collect())
 }
 
 /// One entry as `mairust queue list` and `GET /api/v1/queue` show it.

@@ -36,6 +36,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         queue: Default::default(),
         delivery: Default::default(),
         audit: Default::default(),
+        retention: Default::default(),
         telemetry: Default::default(),
         auth: Default::default(),
     }

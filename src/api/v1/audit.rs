@@ -24,7 +24,8 @@ pub struct AuditEntryView {
     pub event: String,
     /// success or failure.
     pub outcome: String,
-    /// `api-key:NAME#ID`, `cli:USER`, `smtp:ADDRESS` or `api:anonymous`.
+    /// `api-key:NAME#ID`, `cli:USER`, `smtp:ADDRESS`, `api:anonymous` or `janitor` (the
+    /// node's own housekeeping).
     pub actor: String,
     /// The client's IP address, when there was a client.
     pub remote: Option<String>,
