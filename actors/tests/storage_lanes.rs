@@ -408,10 +408,17 @@ async fn a_store_that_is_not_this_databases_is_refused() {
     assert_eq!(count(&s.db, message::Entity).await, 8, "rows were deleted");
 }
 
-/// A new database beside a store that has a marker is not tied to it silently.
+/// A new database beside a store that has a marker and bodies is not tied to it
+/// silently.
 #[actix_rt::test]
 async fn a_new_database_does_not_claim_an_existing_store() {
     let s = setup().await;
+    let (actor, _failures) = storage(&s);
+    actor
+        .send(StoreMessage::new(message(&s, "theirs")))
+        .await
+        .unwrap()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.storage = s.config.storage.clone();

@@ -214,6 +214,17 @@ impl BodyStore {
             .collect())
     }
 
+    /// Whether any object's key starts with `prefix`; reads one listing page at most.
+    pub async fn holds_any(&self, prefix: &str) -> Result<bool, BodyError> {
+        use futures::StreamExt;
+        let prefix = ObjectPath::from(prefix);
+        match self.store.list(Some(&prefix)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+
     /// Deletes objects no row refers to any more, concurrently; a failure is logged
     /// and left for `db check` (an orphan object loses nothing).
     pub async fn delete_unreferenced(&self, keys: &[String]) {

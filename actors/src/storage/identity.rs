@@ -10,7 +10,7 @@
 //! - the marker is missing while the database has an identity and messages (store empty
 //!   or replaced);
 //! - the marker names another identity, or the database has none (and no messages
-//!   whose bodies are there) but the store does;
+//!   whose bodies are there) but the store does and holds bodies;
 //! - a large share of the newest rows have no body.
 //!
 //! Only a database without messages and without an identity gets a new store root and
@@ -126,6 +126,19 @@ pub async fn open_verified(
                 });
             }
             tracing::info!(component = "storage", event = "store_identity_restored", store = %store, store_id = %store_id, "the database took the identity of the store holding its bodies");
+            store_id
+        }
+        // Nothing on either side to lose (a migration rolled back and applied again
+        // before any mail arrived): the database takes the store's identity.
+        (None, Some(found)) if !bodies.holds_any("messages/").await? => {
+            let store_id = claim(db, &found).await?;
+            if store_id != found {
+                return Err(IdentityError::Foreign {
+                    store,
+                    found,
+                    expected: store_id,
+                });
+            }
             store_id
         }
         (None, Some(found)) => return Err(IdentityError::Unclaimed { store, found }),
