@@ -17,6 +17,7 @@ pub mod escape;
 use std::fmt;
 use std::io::IsTerminal;
 use std::sync::OnceLock;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
 use anyhow::Context as _;
 use mairust_actors::config::{Config, LogFormat, LoggingConfig, TracingConfig};
@@ -202,13 +203,18 @@ fn log_writer(
         return Ok((writer, Some(guard)));
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("logging.file: cannot create {}", dir.display()))?;
     }
+    // Log lines name users, addresses and clients: mode 0600, for the first file and
+    // for each one rotation starts.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).create(true).append(true).mode(0o600);
     // Fail here, with the path, rather than inside the writer thread.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    options
         .open(path)
         .with_context(|| format!("logging.file: cannot open {}", path.display()))?;
     let rotation = &config.rotation;
@@ -223,7 +229,7 @@ fn log_writer(
         } else {
             file_rotate::compression::Compression::None
         },
-        None,
+        Some(options),
     );
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
