@@ -16,8 +16,8 @@ pub mod escape;
 
 use std::fmt;
 use std::io::IsTerminal;
-use std::sync::OnceLock;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::sync::OnceLock;
 
 use anyhow::Context as _;
 use mairust_actors::config::{Config, LogFormat, LoggingConfig, TracingConfig};

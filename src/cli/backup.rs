@@ -18,8 +18,12 @@
 //! missing, which `mairust db check` reports after a restore.
 //!
 //! Restore reads the whole archive and checks every checksum before it writes
-//! anything, refuses a non-empty target without `--force`, and refuses while a server
-//! runs on the target (its `server.pid_file`).
+//! anything (an entry that appears twice, is unlisted, is not a plain file or has a
+//! name backup never writes is refused), refuses a non-empty target without `--force`,
+//! and refuses while a server runs on the target (its `server.pid_file`). It then
+//! stages and checks the database copy, stores the bodies, and swaps the database in at
+//! once, so that a failure at any point leaves the previous data as it was (see
+//! [`restore`]).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -535,7 +539,9 @@ fn entry_kind(name: &str) -> anyhow::Result<EntryKind> {
         Some(key) if key.starts_with("messages/") && key.split('/').all(plain) => {
             Ok(EntryKind::Object)
         }
-        _ => bail!("the archive holds an entry named {name:?}, which `mairust backup` never writes"),
+        _ => {
+            bail!("the archive holds an entry named {name:?}, which `mairust backup` never writes")
+        }
     }
 }
 
@@ -877,9 +883,7 @@ async fn pg_preflight(config: &Config, dump: &Path) -> anyhow::Result<()> {
         .chain(&["seaql_migrations"])
         .find(|t| !tables.contains(**t))
     {
-        bail!(
-            "the dump has no table {missing}: not a MaiRust database; nothing was changed"
-        );
+        bail!("the dump has no table {missing}: not a MaiRust database; nothing was changed");
     }
     Ok(())
 }

@@ -65,15 +65,16 @@ impl PidFile {
                         .metadata()
                         .ok()
                         .and_then(|m| lock_holder(m.ino()))
-                        .map_or("another process".to_string(), |pid| format!("process {pid}"));
+                        .map_or("another process".to_string(), |pid| {
+                            format!("process {pid}")
+                        });
                     bail!(
                         "server.pid_file {} is held by {holder}: a server with this pid file is already running; stop it first, or give this one another server.pid_file",
                         path.display()
                     );
                 }
-                return Err(err).with_context(|| {
-                    format!("server.pid_file: cannot lock {}", path.display())
-                });
+                return Err(err)
+                    .with_context(|| format!("server.pid_file: cannot lock {}", path.display()));
             }
             // The lock is ours; is it still the file at the path? A stale file removed
             // after we opened it must not be the one we hold.
@@ -146,10 +147,7 @@ fn refusal(path: &Path, e: std::io::Error) -> anyhow::Error {
             path.display()
         )
     } else {
-        anyhow::Error::new(e).context(format!(
-            "server.pid_file: cannot open {}",
-            path.display()
-        ))
+        anyhow::Error::new(e).context(format!("server.pid_file: cannot open {}", path.display()))
     }
 }
 

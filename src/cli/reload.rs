@@ -274,7 +274,9 @@ impl Target {
     fn verify(pid_file: &Path) -> anyhow::Result<Target> {
         let shown = pid_file.display();
         let Some(seen) = super::pidfile::observe(pid_file)? else {
-            bail!("cannot read {shown}: no such file (is the server running with this configuration?)");
+            bail!(
+                "cannot read {shown}: no such file (is the server running with this configuration?)"
+            );
         };
         let Some(pid) = seen.pid else {
             bail!(
@@ -309,7 +311,10 @@ impl Target {
                 "cannot verify that process {pid} (from {shown}) is mairust: cannot read {theirs} (run `mairust reload` as the server's user); not signalled"
             )
         })?;
-        let same = match (std::fs::metadata(&theirs), std::fs::metadata("/proc/self/exe")) {
+        let same = match (
+            std::fs::metadata(&theirs),
+            std::fs::metadata("/proc/self/exe"),
+        ) {
             (Ok(a), Ok(b)) => {
                 use std::os::unix::fs::MetadataExt;
                 a.dev() == b.dev() && a.ino() == b.ino()
