@@ -68,10 +68,13 @@ async fn assert_untouched(target: &TestServer) {
             "database written"
         );
     }
-    assert!(
-        target.object_keys("messages/").await.is_empty(),
-        "bodies written"
-    );
+    // An `fs` root is made only when a restore writes bodies.
+    if target.backend.s3.is_some() || target.dir.path().join("objects").exists() {
+        assert!(
+            target.object_keys("messages/").await.is_empty(),
+            "bodies written"
+        );
+    }
 }
 
 #[tokio::test]
@@ -582,14 +585,19 @@ async fn a_bad_database_copy_leaves_the_previous_data_as_it_was() {
     assert!(out.status.success(), "{}", output(&out));
     let after = holdings(&target).await;
     assert_eq!(after.0.len(), 3, "{after:?}");
+    // The restored database takes the identity of the store it now lives with: the
+    // server starts on them and serves the archived mail.
+    target.spawn();
+    let rows = target.messages_with_id("archived-0@remote.test").await;
+    assert!(target.object(&rows[0].object_key).await.is_some());
 }
 
 #[tokio::test]
 async fn postgres_restore_without_its_client_tools_changes_nothing() {
-    if common::postgres_url().is_none() {
-        eprintln!(
-            "skipped: a PostgreSQL restore needs MAIRUST_TEST_POSTGRES_URL (this run is on SQLite)"
-        );
+    if !common::backend_available(
+        common::postgres_url().is_some(),
+        "MAIRUST_TEST_POSTGRES_URL (a PostgreSQL restore; this run is on SQLite)",
+    ) {
         return;
     }
     let mut server = TestServer::start();

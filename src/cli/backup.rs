@@ -37,8 +37,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mairust_actors::audit::Entry;
 use mairust_actors::config::{Config, StorageBackend};
 use mairust_actors::database;
-use mairust_actors::storage::BodyStore;
+use mairust_actors::storage::bodies::BodyError;
 use mairust_actors::storage::envelope::hex;
+use mairust_actors::storage::{BodyStore, identity};
 use mairust_migration::MigratorTrait;
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, IsolationLevel, Statement, TransactionTrait,
@@ -411,9 +412,7 @@ async fn write_backup(
                 Ok(bytes) => {
                     append_bytes(&mut tar, &mut files, &format!("{OBJECTS}{key}"), &bytes)?
                 }
-                Err(mairust_actors::storage::bodies::BodyError::NotFound(_)) => {
-                    missing.push(key.clone())
-                }
+                Err(BodyError::NotFound(_)) => missing.push(key.clone()),
                 Err(e) => bail!("reading object {key}: {e}"),
             }
             bar.inc(1);
@@ -716,7 +715,7 @@ fn copy_checked<R: Read, W: Write>(
 /// (a failed restore removes only the bodies it added).
 async fn target_contents(
     config: &Config,
-    store: &BodyStore,
+    store: Option<&BodyStore>,
 ) -> anyhow::Result<(Vec<String>, std::collections::BTreeSet<String>)> {
     let mut found = Vec::new();
     if let Some(path) = database::sqlite_path(&config.database.url) {
@@ -744,12 +743,15 @@ async fn target_contents(
             found.push(format!("the PostgreSQL database has {tables} tables"));
         }
     }
-    let stored: std::collections::BTreeSet<String> = store
-        .list("messages/")
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let stored: std::collections::BTreeSet<String> = match store {
+        Some(store) => store
+            .list("messages/")
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect(),
+        None => Default::default(),
+    };
     if !stored.is_empty() {
         found.push("the object store holds message bodies".into());
     }
@@ -1242,7 +1244,8 @@ async fn remove_added(store: &BodyStore, added: &[String]) -> Option<String> {
 /// writing it again replaces at most a damaged copy); then the database is swapped in
 /// at once (SQLite: a rename; PostgreSQL: one transaction). When the swap fails the
 /// bodies this restore added are removed again, and the previous database was never
-/// changed.
+/// changed. Only after the swap does the store's identity marker name the restored
+/// database (`storage::identity`).
 pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
     let manifest = verify(&args.input)?;
     let target_db = if config.database.is_sqlite() {
@@ -1257,9 +1260,14 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     refuse_if_running(config).await?;
-    // A restore may be the first use of a new machine's store directory.
-    let store = BodyStore::create(&config.storage).context("opening the object store")?;
-    let (present, existing) = target_contents(config, &store).await?;
+    // An `fs` root that does not exist yet holds nothing; it is made once the database
+    // copy passed its checks (a restore brings the mail the store will hold).
+    let store = match BodyStore::open(&config.storage) {
+        Ok(store) => Some(store),
+        Err(BodyError::RootMissing(_)) => None,
+        Err(e) => return Err(e).context("opening the object store"),
+    };
+    let (present, existing) = target_contents(config, store.as_ref()).await?;
     if !present.is_empty() && !args.force {
         bail!(
             "the restore target is not empty ({}); use --force to replace it",
@@ -1292,6 +1300,10 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         .context("the archive is empty")?
         .context("reading the archive")?;
     let staged = stage_database(config, &manifest, first, work.path()).await?;
+    let store = match store {
+        Some(store) => store,
+        None => BodyStore::create(&config.storage).context("creating the object store")?,
+    };
     bar.inc(1);
     // 2. The bodies, and the configuration kept for the end.
     let mut config_text = None;
@@ -1348,7 +1360,15 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         }
     };
     drop(staged);
-    // 4. The configuration, when asked for: whole or not at all.
+    // 4. The store takes the restored database's identity (its marker), only now: a
+    // restore that failed left the marker the previous database expects. Should this
+    // step fail, the server refuses to start on the mismatch, and the restore can be run
+    // again.
+    let db = database::connect(&config.database).await?;
+    identity::mark_restored(&db, &store)
+        .await
+        .context("the data was restored, but the object store's identity marker could not be written (run the restore again)")?;
+    // 5. The configuration, when asked for: whole or not at all.
     if let (Some(path), Some(text)) = (&args.config_to, &config_text) {
         let partial = PathBuf::from(format!("{}.partial", path.display()));
         let written = private_file(&partial).and_then(|mut out| {
@@ -1365,11 +1385,6 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
             )));
         }
     }
-    let db = database::connect(&config.database).await?;
-    // The restored bodies are the restored database's: the store says so too.
-    mairust_actors::storage::identity::mark_restored(&db, &store)
-        .await
-        .context("writing the object store's identity marker")?;
     let audit = super::audit_log(config, &db);
     audit
         .record(

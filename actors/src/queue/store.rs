@@ -7,9 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use mairust_entities::{
-    message, queue_entry, queue_history, queue_recipient, unflushed_message,
-};
+use mairust_entities::{message, queue_entry, queue_history, queue_recipient, unflushed_message};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
