@@ -16,7 +16,7 @@ pub mod escape;
 
 use std::fmt;
 use std::io::IsTerminal;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::OnceLock;
 
 use anyhow::Context as _;
@@ -203,10 +203,7 @@ fn log_writer(
         return Ok((writer, Some(guard)));
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        mairust_actors::storage::bodies::create_private_dir(dir)
             .with_context(|| format!("logging.file: cannot create {}", dir.display()))?;
     }
     // Log lines name users, addresses and clients: mode 0600, for the first file and

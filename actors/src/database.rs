@@ -49,16 +49,6 @@ async fn connect_with(
     Database::connect(options).await
 }
 
-/// Creates a missing directory (and its missing parents) with mode 0700: data
-/// directories hold mail, credentials or logs.
-pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
 /// Creates the directory and, unless the URL opens it read-only, the empty database file
 /// with mode 0600 before SQLite opens it: SQLite would create the file with 0644 minus
 /// the umask, and gives its -wal and -shm the mode of the database file. An empty file
@@ -66,7 +56,7 @@ pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 fn prepare_sqlite_file(url: &str, path: &std::path::Path) {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let _ = private_dir(parent);
+        let _ = crate::storage::bodies::create_private_dir(parent);
     }
     let read_only = url
         .split_once('?')

@@ -32,14 +32,10 @@ impl PidFile {
     /// until [`PidFile::publish`]: `mairust reload` must not send SIGHUP before the
     /// server handles it (the default action of SIGHUP ends the process).
     pub fn acquire(path: &Path) -> anyhow::Result<PidFile> {
-        use std::os::unix::fs::DirBuilderExt;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
+            mairust_actors::storage::bodies::create_private_dir(dir)
                 .with_context(|| format!("server.pid_file: cannot create {}", dir.display()))?;
         }
         // A few rounds: another process may remove or replace the file between our open
