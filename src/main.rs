@@ -94,7 +94,22 @@ enum Command {
     Logs(cli::diag::LogsArgs),
 }
 
+/// Everything this process creates is its owner's alone, whatever umask it was started
+/// with: the SQLite database and its -wal/-shm (password and API key hashes, hook
+/// secrets), message bodies and their directories, logs, the audit file, spool files,
+/// backups, restored files, the pid file, and the output of `pg_dump`/`pg_restore` it
+/// runs. Files with a mode of their own (0600, directories 0700) set it explicitly too;
+/// the umask covers what libraries create (SQLite, object_store, file rotation).
+fn private_files() {
+    // SAFETY: umask only changes this process's file creation mask; called first in
+    // main, before any thread exists.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
+    private_files();
     let cli = Cli::parse();
     let (config, path) = match config::load(cli.config.as_deref()) {
         Ok(c) => c,

@@ -16,6 +16,7 @@ pub mod escape;
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::OnceLock;
 
 use anyhow::Context as _;
@@ -202,13 +203,15 @@ fn log_writer(
         return Ok((writer, Some(guard)));
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        mairust_actors::storage::bodies::create_private_dir(dir)
             .with_context(|| format!("logging.file: cannot create {}", dir.display()))?;
     }
+    // Log lines name users, addresses and clients: mode 0600, for the first file and
+    // for each one rotation starts.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).create(true).append(true).mode(0o600);
     // Fail here, with the path, rather than inside the writer thread.
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
+    options
         .open(path)
         .with_context(|| format!("logging.file: cannot open {}", path.display()))?;
     let rotation = &config.rotation;
@@ -223,7 +226,7 @@ fn log_writer(
         } else {
             file_rotate::compression::Compression::None
         },
-        None,
+        Some(options),
     );
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)

@@ -26,12 +26,8 @@ async fn connect_with(
     min_connections: u32,
     lazy: bool,
 ) -> Result<DatabaseConnection, DbErr> {
-    if let Some(parent) = sqlite_path(&config.url)
-        .as_deref()
-        .and_then(std::path::Path::parent)
-        && !parent.as_os_str().is_empty()
-    {
-        let _ = std::fs::create_dir_all(parent);
+    if let Some(path) = sqlite_path(&config.url) {
+        prepare_sqlite_file(&config.url, &path);
     }
     let timeout = Duration::from_secs(config.connect_timeout_seconds);
     let mut options = ConnectOptions::new(config.url.clone());
@@ -51,6 +47,27 @@ async fn connect_with(
                 .create_if_missing(true)
         });
     Database::connect(options).await
+}
+
+/// Creates the directory and, unless the URL opens it read-only, the empty database file
+/// with mode 0600 before SQLite opens it: SQLite would create the file with 0644 minus
+/// the umask, and gives its -wal and -shm the mode of the database file. An empty file
+/// is an empty database to SQLite. Errors are left to the open that follows.
+fn prepare_sqlite_file(url: &str, path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = crate::storage::bodies::create_private_dir(parent);
+    }
+    let read_only = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|p| p == "mode=ro"));
+    if !read_only {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
 }
 
 /// The file of a `sqlite:` URL (`sqlite://data/mairust.db?mode=rwc` → `data/mairust.db`).

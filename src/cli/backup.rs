@@ -18,8 +18,12 @@
 //! missing, which `mairust db check` reports after a restore.
 //!
 //! Restore reads the whole archive and checks every checksum before it writes
-//! anything, refuses a non-empty target without `--force`, and refuses while a server
-//! runs on the target (its `server.pid_file`).
+//! anything (an entry that appears twice, is unlisted, is not a plain file or has a
+//! name backup never writes is refused), refuses a non-empty target without `--force`,
+//! and refuses while a server runs on the target (its `server.pid_file`). It then
+//! stages and checks the database copy, stores the bodies, and swaps the database in at
+//! once, so that a failure at any point leaves the previous data as it was (see
+//! [`restore`]).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -33,8 +37,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mairust_actors::audit::Entry;
 use mairust_actors::config::{Config, StorageBackend};
 use mairust_actors::database;
-use mairust_actors::storage::BodyStore;
+use mairust_actors::storage::bodies::BodyError;
 use mairust_actors::storage::envelope::hex;
+use mairust_actors::storage::{BodyStore, identity};
 use mairust_migration::MigratorTrait;
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, IsolationLevel, Statement, TransactionTrait,
@@ -407,9 +412,7 @@ async fn write_backup(
                 Ok(bytes) => {
                     append_bytes(&mut tar, &mut files, &format!("{OBJECTS}{key}"), &bytes)?
                 }
-                Err(mairust_actors::storage::bodies::BodyError::NotFound(_)) => {
-                    missing.push(key.clone())
-                }
+                Err(BodyError::NotFound(_)) => missing.push(key.clone()),
                 Err(e) => bail!("reading object {key}: {e}"),
             }
             bar.inc(1);
@@ -504,31 +507,99 @@ fn print_summary(m: &Manifest) {
     }
 }
 
+/// The kinds of entry an archive may hold; anything else is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Database,
+    Config,
+    Manifest,
+    Object,
+}
+
+/// What `name` is in an archive, or why it cannot be in one. Object keys are message
+/// keys (`messages/…`) made of plain path segments: a restore writes them into the
+/// store, and a `..` or an empty segment must never reach a filesystem path.
+fn entry_kind(name: &str) -> anyhow::Result<EntryKind> {
+    match name {
+        SQLITE_FILE | PGDUMP_FILE => return Ok(EntryKind::Database),
+        CONFIG_FILE => return Ok(EntryKind::Config),
+        MANIFEST => return Ok(EntryKind::Manifest),
+        _ => {}
+    }
+    let plain = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    match name.strip_prefix(OBJECTS) {
+        Some(key) if key.starts_with("messages/") && key.split('/').all(plain) => {
+            Ok(EntryKind::Object)
+        }
+        _ => {
+            bail!("the archive holds an entry named {name:?}, which `mairust backup` never writes")
+        }
+    }
+}
+
 /// Reads the whole archive, checks every entry against the manifest, and returns it.
+/// Refused: an entry that is not a plain file, a name that appears twice (a restore
+/// could install a copy other than the one checked), an entry the manifest does not
+/// list or lists twice, a name `mairust backup` does not write, and a database copy
+/// that is not the first entry (restore checks it before it writes any body).
 pub fn verify(path: &Path) -> anyhow::Result<Manifest> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut manifest: Option<Vec<u8>> = None;
+    let mut database: Option<String> = None;
     let damaged = |e: std::io::Error| {
         anyhow::anyhow!(
             "{} is not a readable backup archive (truncated or damaged): {e}",
             path.display()
         )
     };
-    for entry in archive.entries().map_err(damaged)? {
+    for (index, entry) in archive.entries().map_err(damaged)?.enumerate() {
         let mut entry = entry.map_err(damaged)?;
         let name = entry
             .path()
             .map_err(damaged)?
             .to_string_lossy()
             .into_owned();
-        if name == MANIFEST {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(damaged)?;
-            manifest = Some(bytes);
-            continue;
+        let kind = entry_kind(&name)?;
+        let entry_type = entry.header().entry_type();
+        if !entry_type.is_file() {
+            bail!(
+                "{name} in the archive is not a plain file ({entry_type:?}): refused, `mairust backup` writes only files"
+            );
+        }
+        if seen.contains_key(&name) || (kind == EntryKind::Manifest && manifest.is_some()) {
+            bail!(
+                "{name} appears more than once in the archive: refused (a restore could install a copy other than the one checked)"
+            );
+        }
+        match kind {
+            EntryKind::Manifest => {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).map_err(damaged)?;
+                manifest = Some(bytes);
+                continue;
+            }
+            EntryKind::Database => {
+                if let Some(other) = &database {
+                    bail!("the archive holds two database copies, {other} and {name}: refused");
+                }
+                if index != 0 {
+                    bail!(
+                        "{name} is not the archive's first entry: refused (`mairust backup` writes the database first, and a restore checks it before it writes any body)"
+                    );
+                }
+                database = Some(name.clone());
+            }
+            EntryKind::Config | EntryKind::Object => {}
         }
         let mut hasher = Sha256::new();
         let size = std::io::copy(&mut entry, &mut HashWriter(&mut hasher)).map_err(damaged)?;
@@ -548,7 +619,23 @@ pub fn verify(path: &Path) -> anyhow::Result<Manifest> {
             manifest.format
         );
     }
+    let expected_database = match manifest.database.as_str() {
+        "sqlite" => SQLITE_FILE,
+        "postgres" => PGDUMP_FILE,
+        other => bail!("the manifest names an unknown database kind {other:?}"),
+    };
+    if database.as_deref() != Some(expected_database) {
+        bail!(
+            "the manifest describes a {} database, but the archive's database copy is {}",
+            manifest.database,
+            database.as_deref().unwrap_or("missing")
+        );
+    }
+    let mut listed = std::collections::BTreeSet::new();
     for f in &manifest.files {
+        if !listed.insert(f.path.as_str()) {
+            bail!("the manifest lists {} twice: refused", f.path);
+        }
         match seen.remove(&f.path) {
             None => bail!(
                 "{} is listed in the manifest but missing from the archive",
@@ -592,8 +679,44 @@ impl Write for HashWriter<'_> {
     }
 }
 
-/// What already lives in the restore target.
-async fn target_contents(config: &Config, store: &BodyStore) -> anyhow::Result<Vec<String>> {
+/// Copies an entry into `out` and checks it against the manifest again: the archive
+/// is read anew for the restore, and a file changed since `verify` read it must not be
+/// installed.
+fn copy_checked<R: Read, W: Write>(
+    mut entry: R,
+    out: &mut W,
+    listed: &FileEntry,
+) -> anyhow::Result<()> {
+    struct Tee<'a, W>(&'a mut W, &'a mut Sha256);
+    impl<W: Write> Write for Tee<'_, W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.0.write(buf)?;
+            self.1.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut entry, &mut Tee(out, &mut hasher))
+        .with_context(|| format!("reading {} from the archive", listed.path))?;
+    let sha = hex(&hasher.finalize());
+    if size != listed.size || sha != listed.sha256 {
+        bail!(
+            "{} changed since the archive was verified ({size} bytes with SHA-256 {sha}): nothing was restored",
+            listed.path
+        );
+    }
+    Ok(())
+}
+
+/// What already lives in the restore target, and the keys of the bodies already stored
+/// (a failed restore removes only the bodies it added).
+async fn target_contents(
+    config: &Config,
+    store: Option<&BodyStore>,
+) -> anyhow::Result<(Vec<String>, std::collections::BTreeSet<String>)> {
     let mut found = Vec::new();
     if let Some(path) = database::sqlite_path(&config.database.url) {
         if path.exists() && std::fs::metadata(&path)?.len() > 0 {
@@ -620,57 +743,439 @@ async fn target_contents(config: &Config, store: &BodyStore) -> anyhow::Result<V
             found.push(format!("the PostgreSQL database has {tables} tables"));
         }
     }
-    if !store.list("messages/").await?.is_empty() {
+    let stored: std::collections::BTreeSet<String> = match store {
+        Some(store) => store
+            .list("messages/")
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect(),
+        None => Default::default(),
+    };
+    if !stored.is_empty() {
         found.push("the object store holds message bodies".into());
     }
-    Ok(found)
+    Ok((found, stored))
 }
 
-/// Replaces the schema's contents with the dump's, in one transaction: a restore that
-/// fails leaves the database as it was, and tables of a newer schema do not linger.
-async fn pg_restore(config: &Config, dump: &Path) -> anyhow::Result<()> {
-    let db = database::connect(&config.database).await?;
-    db.execute_unprepared("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+/// A `major.minor` version from `--version` output such as
+/// `pg_restore (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` or `… 17devel`.
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let word = text
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let mut numbers = word.split('.').map(|part| {
+        part.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    });
+    let major = numbers.next()??;
+    let minor = numbers.next().flatten().unwrap_or(0);
+    Some((major, minor))
+}
+
+/// `TOOL --version`, or an error that says how to get the tool.
+async fn tool_version(tool: &str) -> anyhow::Result<(u32, u32)> {
+    let out = match tokio::process::Command::new(tool)
+        .arg("--version")
+        .output()
         .await
-        .context("emptying the target schema")?;
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{tool} was not found on PATH: install the PostgreSQL client tools of the server's major version (Debian: postgresql-client); nothing was changed"
+        ),
+        Err(e) => bail!("cannot run {tool}: {e}; nothing was changed"),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    match parse_version(&text) {
+        Some(v) if out.status.success() => Ok(v),
+        _ => bail!(
+            "{tool} --version answered {:?}: not a PostgreSQL client tool; nothing was changed",
+            text.trim()
+        ),
+    }
+}
+
+/// Everything about a PostgreSQL restore that can be known before the database is
+/// touched: `pg_restore` and `psql` run, `pg_restore` is not newer than the server
+/// (its SQL may use settings an older server rejects), `psql` is not older than
+/// `pg_restore` (it must understand the script), the dump is readable (`pg_restore
+/// --list`), was not taken from a newer server, holds MaiRust's tables and no large
+/// objects (their restore commits on its own).
+async fn pg_preflight(config: &Config, dump: &Path) -> anyhow::Result<()> {
+    let restore = tool_version("pg_restore").await?;
+    let psql = tool_version("psql").await?;
+    let db = database::connect(&config.database).await.with_context(|| {
+        format!(
+            "cannot connect to the database ({})",
+            super::redact(&config.database.url)
+        )
+    })?;
+    let server_num: i64 = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT current_setting('server_version_num')::bigint AS n",
+        ))
+        .await?
+        .context("server_version_num returned no row")?
+        .try_get("", "n")?;
     db.close().await.ok();
-    let out = pg_command("pg_restore", &config.database.url)
-        .args([
-            "--single-transaction",
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-        ])
+    let server = (server_num / 10000) as u32;
+    if restore.0 > server {
+        bail!(
+            "pg_restore {}.{} is newer than the PostgreSQL {server} server: its SQL may not run there; use the client tools of version {server}; nothing was changed",
+            restore.0,
+            restore.1
+        );
+    }
+    if psql < restore {
+        bail!(
+            "psql {}.{} is older than pg_restore {}.{}: it may not understand the script pg_restore writes; install both from the same PostgreSQL client package; nothing was changed",
+            psql.0,
+            psql.1,
+            restore.0,
+            restore.1
+        );
+    }
+    let out = tokio::process::Command::new("pg_restore")
+        .arg("--list")
         .arg(dump)
         .output()
         .await
-        .context("running pg_restore (install the PostgreSQL client tools)")?;
+        .context("running pg_restore --list")?;
     if !out.status.success() {
         bail!(
-            "pg_restore failed: {}",
+            "pg_restore {}.{} cannot read the archive's database dump (made by a newer pg_dump, or damaged): {}; nothing was changed",
+            restore.0,
+            restore.1,
             String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let list = String::from_utf8_lossy(&out.stdout);
+    let header = |label: &str| {
+        list.lines()
+            .find_map(|l| l.trim_start_matches(';').trim().strip_prefix(label))
+            .and_then(parse_version)
+    };
+    if let Some((from, _)) = header("Dumped from database version:")
+        && from > server
+    {
+        bail!(
+            "the dump comes from PostgreSQL {from}, newer than this PostgreSQL {server} server: restore it into PostgreSQL {from} or newer; nothing was changed"
+        );
+    }
+    let mut tables = std::collections::BTreeSet::new();
+    for line in list.lines().filter(|l| !l.starts_with(';')) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.get(3..6) {
+            Some(["TABLE", "public", name]) => {
+                tables.insert(name.to_string());
+            }
+            Some([kind, ..]) if ["BLOB", "BLOBS", "LARGE"].contains(kind) => bail!(
+                "the dump holds large objects, which MaiRust never writes: not a MaiRust backup? nothing was changed"
+            ),
+            _ => {}
+        }
+    }
+    if let Some(missing) = TABLES
+        .iter()
+        .chain(&["seaql_migrations"])
+        .find(|t| !tables.contains(**t))
+    {
+        bail!("the dump has no table {missing}: not a MaiRust database; nothing was changed");
+    }
+    Ok(())
+}
+
+/// Replaces the contents of schema `public` with the dump's in one transaction that
+/// commits only after the whole script ran and the row counts match the manifest. The
+/// previous tables are renamed aside inside that transaction and dropped at its end,
+/// so until the commit every other session sees them unchanged, and any failure (the
+/// dump unreadable half-way, an SQL error, a lost connection, this process killed)
+/// leaves them as they were. `pg_restore` writes the script and `psql` runs it:
+/// `pg_restore --single-transaction` cannot include the rename and the checks.
+async fn pg_replace(config: &Config, dump: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+    use std::process::Stdio;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let aside = format!("mairust_before_restore_{}", std::process::id());
+    // Waiting for another session's locks (a server still running elsewhere) ends in
+    // an error rather than a hang; the script itself resets lock_timeout, so it is set
+    // again before the final drop.
+    let prelude = format!(
+        "SET lock_timeout = '30s';\nBEGIN;\nDO $$ BEGIN\n  IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'public') THEN\n    ALTER SCHEMA public RENAME TO {aside};\n  END IF;\nEND $$;\nCREATE SCHEMA public;\n"
+    );
+    let mut checks = String::from("DO $$\nDECLARE n bigint;\nBEGIN\n");
+    let expected = TABLES
+        .iter()
+        .filter_map(|t| manifest.counts.get(*t).map(|n| (*t, *n)))
+        .chain([("seaql_migrations", manifest.migrations.len() as u64)]);
+    for (table, rows) in expected {
+        checks.push_str(&format!(
+            "  SELECT count(*) INTO n FROM public.{table};\n  IF n <> {rows} THEN RAISE EXCEPTION 'restored table {table} holds % rows where the manifest says {rows}', n; END IF;\n"
+        ));
+    }
+    checks.push_str("END $$;\n");
+    let postlude = format!(
+        "{checks}SET lock_timeout = '30s';\nDROP SCHEMA IF EXISTS {aside} CASCADE;\nCOMMIT;\n"
+    );
+
+    let mut script = tokio::process::Command::new("pg_restore")
+        .args(["--no-owner", "--no-privileges", "--file", "-"])
+        .arg(dump)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running pg_restore")?;
+    let mut psql = pg_command("psql", &config.database.url)
+        .args(["--no-psqlrc", "--quiet", "--no-password"])
+        .args(["--set", "ON_ERROR_STOP=1"])
+        .env(
+            "PGCONNECT_TIMEOUT",
+            config.database.connect_timeout_seconds.max(2).to_string(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running psql")?;
+    let collect = |pipe: Option<tokio::process::ChildStderr>| {
+        tokio::spawn(async move {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text).await;
+            }
+            text
+        })
+    };
+    let script_err = collect(script.stderr.take());
+    let psql_err = collect(psql.stderr.take());
+    let mut to_psql = psql.stdin.take().context("psql has no input")?;
+    let mut from_script = script.stdout.take().context("pg_restore has no output")?;
+    let fed = async {
+        to_psql.write_all(prelude.as_bytes()).await?;
+        tokio::io::copy(&mut from_script, &mut to_psql).await?;
+        Ok::<(), std::io::Error>(())
+    }
+    .await;
+    // Should psql have stopped early, pg_restore now gets a broken pipe.
+    drop(from_script);
+    let script_status = script.wait().await.context("waiting for pg_restore")?;
+    if fed.is_ok() && script_status.success() {
+        // The one place the transaction may commit: the whole script went through.
+        let _ = to_psql.write_all(postlude.as_bytes()).await;
+    } else {
+        // The connection closes without a COMMIT: PostgreSQL rolls everything back.
+        let _ = psql.start_kill();
+    }
+    drop(to_psql);
+    let psql_status = psql.wait().await.context("waiting for psql")?;
+    let script_err = script_err.await.unwrap_or_default();
+    let psql_err = psql_err.await.unwrap_or_default();
+    if !script_status.success() {
+        bail!(
+            "pg_restore failed while reading the dump: {}; the transaction was rolled back and the database is as it was",
+            script_err.trim()
+        );
+    }
+    if !psql_status.success() {
+        let hint = if psql_err.contains("lock timeout") {
+            " (is a server still using this database?)"
+        } else {
+            ""
+        };
+        bail!(
+            "restoring the dump failed{hint}: {}; the transaction was rolled back and the database is as it was",
+            psql_err.trim()
         );
     }
     Ok(())
 }
 
-/// Refuses while a server runs with this configuration: its pid file names a live
-/// process, or its HTTP address answers.
+/// A SQLite copy waiting beside the database it will replace; removed unless installed.
+struct StagedSqlite {
+    staged: PathBuf,
+    target: PathBuf,
+}
+
+impl StagedSqlite {
+    /// Checks the copy before anything else is written: SQLite's integrity check, and
+    /// the row counts and migrations of the manifest.
+    async fn check(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        let url = format!("sqlite://{}?mode=ro", self.staged.display());
+        let result = async {
+            let db = sea_orm::Database::connect(&url)
+                .await
+                .context("cannot open the archived SQLite database")?;
+            let verdict = async {
+                let rows = super::column(&db, "PRAGMA integrity_check").await?;
+                if rows != ["ok"] {
+                    bail!(
+                        "the archived SQLite database fails its integrity check: {}",
+                        rows.join("; ")
+                    );
+                }
+                let inv = inventory(&db).await?;
+                for (table, rows) in &inv.counts {
+                    if let Some(expected) = manifest.counts.get(table)
+                        && expected != rows
+                    {
+                        bail!(
+                            "the archived SQLite database has {rows} rows in {table} where the manifest says {expected}"
+                        );
+                    }
+                }
+                if inv.migrations != manifest.migrations {
+                    bail!("the archived SQLite database's migrations differ from the manifest's");
+                }
+                Ok(())
+            }
+            .await;
+            db.close().await.ok();
+            verdict
+        }
+        .await;
+        // Opening it may have left a -shm beside it.
+        remove_sidecars(&self.staged);
+        result.map_err(|e| e.context("nothing was changed"))
+    }
+
+    /// Swaps the copy in. The old database is checkpointed first, so removing its -wal
+    /// (which must not be applied to the new file) loses nothing even if the process
+    /// stops between that and the rename.
+    async fn install(&self) -> anyhow::Result<()> {
+        if self.target.exists() {
+            let url = format!("sqlite://{}", self.target.display());
+            match sea_orm::Database::connect(&url).await {
+                Ok(db) => {
+                    let busy = db
+                        .query_one_raw(Statement::from_string(
+                            db.get_database_backend(),
+                            "PRAGMA wal_checkpoint(TRUNCATE)",
+                        ))
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|row| row.try_get_by_index::<i64>(0).ok());
+                    db.close().await.ok();
+                    if busy == Some(1) {
+                        bail!(
+                            "the database {} is in use by another process: stop it; nothing was changed",
+                            self.target.display()
+                        );
+                    }
+                }
+                // A database that does not open is being replaced for a reason.
+                Err(e) => eprintln!(
+                    "warning: the database {} being replaced does not open ({e}); replacing it anyway",
+                    self.target.display()
+                ),
+            }
+        }
+        remove_sidecars(&self.target);
+        std::fs::rename(&self.staged, &self.target).with_context(|| {
+            format!(
+                "cannot move the restored database to {}",
+                self.target.display()
+            )
+        })?;
+        if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("flushing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedSqlite {
+    fn drop(&mut self) {
+        // Gone once installed.
+        let _ = std::fs::remove_file(&self.staged);
+        remove_sidecars(&self.staged);
+    }
+}
+
+fn remove_sidecars(db: &Path) {
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+/// The archive's database copy, written to a private file and checked; nothing of the
+/// target is touched yet.
+enum Staged {
+    Sqlite(StagedSqlite),
+    Postgres(PathBuf),
+}
+
+async fn stage_database<R: Read>(
+    config: &Config,
+    manifest: &Manifest,
+    entry: tar::Entry<'_, R>,
+    work: &Path,
+) -> anyhow::Result<Staged> {
+    let name = entry.path()?.to_string_lossy().into_owned();
+    let listed = manifest
+        .files
+        .iter()
+        .find(|f| f.path == name)
+        .with_context(|| format!("{name} is not in the manifest"))?;
+    if name == SQLITE_FILE {
+        let target = database::sqlite_path(&config.database.url)
+            .context("database.url names no SQLite file")?;
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            mairust_actors::storage::bodies::create_private_dir(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let staged = StagedSqlite {
+            staged: PathBuf::from(format!("{}.restoring", target.display())),
+            target,
+        };
+        let mut out = private_file(&staged.staged)?;
+        copy_checked(entry, &mut out, listed)?;
+        out.sync_all()?;
+        drop(out);
+        staged.check(manifest).await?;
+        return Ok(Staged::Sqlite(staged));
+    }
+    let dump = work.join("mairust.pgdump");
+    let mut out = private_file(&dump)?;
+    copy_checked(entry, &mut out, listed)?;
+    out.sync_all()?;
+    pg_preflight(config, &dump).await?;
+    Ok(Staged::Postgres(dump))
+}
+
+/// Refuses while a server runs with this configuration: a process holds its pid file's
+/// lock, the pid file names a live process (a server of a version without the lock),
+/// or its HTTP address answers.
 async fn refuse_if_running(config: &Config) -> anyhow::Result<()> {
     if let Some(pid_file) = &config.server.pid_file
-        && let Ok(text) = std::fs::read_to_string(pid_file)
-        && let Ok(pid) = text.trim().parse::<i32>()
-        && pid > 0
+        && let Some(seen) = super::pidfile::observe(pid_file)?
     {
-        // SAFETY: signal 0 only checks that the process exists; EPERM means it exists
-        // and belongs to another user.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if alive {
+        if let Some(holder) = seen.holder {
             bail!(
-                "a server is running on this configuration (process {pid}, {}): stop it before restoring",
+                "a server is running on this configuration (process {holder} holds {}): stop it before restoring",
                 pid_file.display()
             );
+        }
+        if let Some(pid) = seen.pid {
+            // SAFETY: signal 0 only checks that the process exists; EPERM means it
+            // exists and belongs to another user.
+            let alive = unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            if alive {
+                bail!(
+                    "{} names process {pid}, which is running: stop the server before restoring (if that process is not a MaiRust server, the pid file is stale: remove it)",
+                    pid_file.display()
+                );
+            }
         }
     }
     if super::diag::server_answers(config).await {
@@ -682,6 +1187,65 @@ async fn refuse_if_running(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bodies written per `put_batch` (a batch is durable when it returns).
+const BATCH_BYTES: usize = 16 << 20;
+
+/// Stores one batch of bodies; the keys that were not in the store before are noted
+/// first, so a failure part-way still knows what to take back.
+async fn put_bodies(
+    store: &BodyStore,
+    batch: &mut Vec<(String, Bytes)>,
+    existing: &std::collections::BTreeSet<String>,
+    added: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    added.extend(
+        batch
+            .iter()
+            .filter(|(k, _)| !existing.contains(k))
+            .map(|(k, _)| k.clone()),
+    );
+    store
+        .put_batch(std::mem::take(batch))
+        .await
+        .context("storing message bodies")
+}
+
+/// Takes back the bodies a failed restore added; what it cannot delete it names.
+async fn remove_added(store: &BodyStore, added: &[String]) -> Option<String> {
+    let results = futures::stream::iter(added)
+        .map(|key| async move {
+            match store.delete(key).await {
+                Ok(()) => None,
+                // A put that failed may have left nothing to delete.
+                Err(_) if matches!(store.exists(key).await, Ok(false)) => None,
+                Err(e) => Some(format!("{key}: {e}")),
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await;
+    let failed: Vec<String> = results.into_iter().flatten().collect();
+    (!failed.is_empty()).then(|| {
+        format!(
+            "{} bodies this restore added could not be removed and stay as orphans (`mairust db check --fix` moves them to lost+found/): {}",
+            failed.len(),
+            failed.join(", ")
+        )
+    })
+}
+
+/// The order keeps the target whole whatever fails: the archive is verified; the
+/// database copy is staged and checked (SQLite: integrity and row counts; PostgreSQL:
+/// client tools, server version, `pg_restore --list`); the bodies are stored (new keys
+/// only add; a key already stored is the same message, bodies being immutable, so
+/// writing it again replaces at most a damaged copy); then the database is swapped in
+/// at once (SQLite: a rename; PostgreSQL: one transaction). When the swap fails the
+/// bodies this restore added are removed again, and the previous database was never
+/// changed. Only after the swap does the store's identity marker name the restored
+/// database (`storage::identity`).
 pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
     let manifest = verify(&args.input)?;
     let target_db = if config.database.is_sqlite() {
@@ -696,9 +1260,14 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     refuse_if_running(config).await?;
-    // A restore may be the first use of a new machine's store directory.
-    let store = BodyStore::create(&config.storage).context("opening the object store")?;
-    let present = target_contents(config, &store).await?;
+    // An `fs` root that does not exist yet holds nothing; it is made once the database
+    // copy passed its checks (a restore brings the mail the store will hold).
+    let store = match BodyStore::open(&config.storage) {
+        Ok(store) => Some(store),
+        Err(BodyError::RootMissing(_)) => None,
+        Err(e) => return Err(e).context("opening the object store"),
+    };
+    let (present, existing) = target_contents(config, store.as_ref()).await?;
     if !present.is_empty() && !args.force {
         bail!(
             "the restore target is not empty ({}); use --force to replace it",
@@ -714,71 +1283,108 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
     if args.config_to.is_some() && !manifest.includes_config {
         bail!("the backup has no configuration (made with --db-only)");
     }
-    // Everything checked: now write.
+    let listed: BTreeMap<&str, &FileEntry> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
     let work = tempfile::tempdir().context("temporary directory")?;
-    let file = std::fs::File::open(&args.input)?;
+    let file = std::fs::File::open(&args.input)
+        .with_context(|| format!("cannot open {}", args.input.display()))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut entries = archive.entries()?;
     let bar = progress(manifest.files.len() as u64, "restoring");
-    let mut objects = 0u64;
-    let mut puts = futures::stream::FuturesUnordered::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        if name == SQLITE_FILE {
-            let path = database::sqlite_path(&config.database.url)
-                .context("database.url names no SQLite file")?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
+    // 1. The database copy: the first entry (verify checked).
+    let first = entries
+        .next()
+        .context("the archive is empty")?
+        .context("reading the archive")?;
+    let staged = stage_database(config, &manifest, first, work.path()).await?;
+    let store = match store {
+        Some(store) => store,
+        None => BodyStore::create(&config.storage).context("creating the object store")?,
+    };
+    bar.inc(1);
+    // 2. The bodies, and the configuration kept for the end.
+    let mut config_text = None;
+    let mut added = Vec::new();
+    let copied = async {
+        let mut objects = 0u64;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.path()?.to_string_lossy().into_owned();
+            if name == MANIFEST {
+                continue;
             }
-            let partial = path.with_extension("restoring");
-            let mut out = private_file(&partial)?;
-            std::io::copy(&mut entry, &mut out)?;
-            out.sync_all()?;
-            for suffix in ["-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            let entry_listed = listed
+                .get(name.as_str())
+                .with_context(|| format!("{name} is not in the manifest"))?;
+            let mut bytes = Vec::with_capacity(entry_listed.size as usize);
+            copy_checked(entry, &mut bytes, entry_listed)?;
+            if name == CONFIG_FILE {
+                config_text = Some(bytes);
+            } else if let Some(key) = name.strip_prefix(OBJECTS) {
+                batch_bytes += bytes.len();
+                batch.push((key.to_string(), Bytes::from(bytes)));
+                objects += 1;
+                if batch.len() >= IN_FLIGHT || batch_bytes >= BATCH_BYTES {
+                    put_bodies(&store, &mut batch, &existing, &mut added).await?;
+                    batch_bytes = 0;
+                }
             }
-            std::fs::rename(&partial, &path)?;
-        } else if name == PGDUMP_FILE {
-            // The database first (it comes first in the archive), then the bodies.
-            let dump = work.path().join("mairust.pgdump");
-            let mut out = std::fs::File::create(&dump)?;
-            std::io::copy(&mut entry, &mut out)?;
-            out.sync_all()?;
-            pg_restore(config, &dump).await?;
-        } else if name == CONFIG_FILE {
-            if let Some(path) = &args.config_to {
-                let mut out = private_file(path)?;
-                std::io::copy(&mut entry, &mut out)?;
-            }
-        } else if let Some(key) = name.strip_prefix(OBJECTS) {
-            let mut bytes = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut bytes)?;
-            // Up to IN_FLIGHT writes at once while the archive is read on.
-            if puts.len() >= IN_FLIGHT
-                && let Some(done) = puts.next().await
-            {
-                done?;
-            }
-            let (store, key) = (&store, key.to_string());
-            puts.push(async move {
-                store
-                    .put(&key, Bytes::from(bytes))
-                    .await
-                    .with_context(|| format!("storing object {key}"))
-            });
-            objects += 1;
+            bar.inc(1);
         }
-        bar.inc(1);
+        put_bodies(&store, &mut batch, &existing, &mut added).await?;
+        Ok::<u64, anyhow::Error>(objects)
     }
-    while let Some(done) = puts.next().await {
-        done?;
-    }
+    .await;
     bar.finish_and_clear();
+    // 3. The database, at once.
+    let installed = match copied {
+        Ok(objects) => match &staged {
+            Staged::Sqlite(staged) => staged.install().await,
+            Staged::Postgres(dump) => pg_replace(config, dump, &manifest).await,
+        }
+        .map(|()| objects),
+        Err(e) => Err(e.context("the database was not changed")),
+    };
+    let objects = match installed {
+        Ok(objects) => objects,
+        Err(e) => {
+            return Err(match remove_added(&store, &added).await {
+                Some(left) => e.context(left),
+                None => e,
+            });
+        }
+    };
+    drop(staged);
+    // 4. The store takes the restored database's identity (its marker), only now: a
+    // restore that failed left the marker the previous database expects. Should this
+    // step fail, the server refuses to start on the mismatch, and the restore can be run
+    // again.
     let db = database::connect(&config.database).await?;
-    // The restored bodies are the restored database's: the store says so too.
-    mairust_actors::storage::identity::mark_restored(&db, &store)
+    identity::mark_restored(&db, &store)
         .await
-        .context("writing the object store's identity marker")?;
+        .context("the data was restored, but the object store's identity marker could not be written (run the restore again)")?;
+    // 5. The configuration, when asked for: whole or not at all.
+    if let (Some(path), Some(text)) = (&args.config_to, &config_text) {
+        let partial = PathBuf::from(format!("{}.partial", path.display()));
+        let written = private_file(&partial).and_then(|mut out| {
+            out.write_all(text)?;
+            out.sync_all()?;
+            std::fs::rename(&partial, path)?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.context(format!(
+                "the data was restored, but the configuration could not be written to {}",
+                path.display()
+            )));
+        }
+    }
     let audit = super::audit_log(config, &db);
     audit
         .record(
@@ -812,4 +1418,44 @@ pub async fn restore(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_outside_the_layout_are_refused() {
+        for ok in [
+            SQLITE_FILE,
+            PGDUMP_FILE,
+            CONFIG_FILE,
+            MANIFEST,
+            "objects/messages/2026-11-29/18/0193.eml",
+        ] {
+            assert!(entry_kind(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "objects/messages/../../etc/passwd",
+            "objects/messages//x.eml",
+            "objects/messages/./x.eml",
+            "objects/lost+found/x.eml",
+            "objects/other/x.eml",
+            "/manifest.json",
+            "database/other.sqlite",
+        ] {
+            assert!(entry_kind(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_versions_parse() {
+        assert_eq!(
+            parse_version("pg_restore (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
+            Some((15, 20))
+        );
+        assert_eq!(parse_version("psql (PostgreSQL) 17devel"), Some((17, 0)));
+        assert_eq!(parse_version(" 16.4 (Ubuntu 16.4-1)"), Some((16, 4)));
+        assert_eq!(parse_version("no version here"), None);
+    }
 }

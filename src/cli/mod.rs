@@ -7,6 +7,7 @@ pub mod backup;
 pub mod dbcheck;
 pub mod diag;
 pub mod migrate;
+pub mod pidfile;
 pub mod queue;
 pub mod reload;
 pub mod serve;

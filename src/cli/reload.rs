@@ -6,7 +6,9 @@
 //! `config.reload` says what happened.
 //!
 //! `mairust reload` sends SIGHUP to the process in `server.pid_file` and waits for that
-//! audit entry, so it can say whether the reload worked.
+//! audit entry, so it can say whether the reload worked. It signals only a process that
+//! holds the pid file's lock and runs this same binary (checked through
+//! `/proc/PID/exe`); when it cannot check, it refuses.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -210,54 +212,12 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             "server.pid_file is not set in the configuration: set it (the server writes its process id there), or send SIGHUP to the server yourself"
         );
     };
-    let text = std::fs::read_to_string(pid_file).with_context(|| {
-        format!(
-            "cannot read {} (is the server running with this configuration?)",
-            pid_file.display()
-        )
-    })?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .with_context(|| format!("{} does not hold a process id", pid_file.display()))?;
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
-            bail!(
-                "process {pid} belongs to another user: run `mairust reload` as the server's user"
-            );
-        }
-        bail!(
-            "no process {pid} (from {}): the server is not running",
-            pid_file.display()
-        );
-    }
-    // A pid file left by a crash may name a process that is not ours any more: SIGHUP
-    // would end most programs.
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    if let Some(exe) = &exe
-        && !exe
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("mairust"))
-    {
-        bail!(
-            "process {pid} (from {}) is {}, not mairust: a stale pid file? not signalled",
-            pid_file.display(),
-            exe.display()
-        );
-    }
+    let target = Target::verify(pid_file)?;
     let db = super::open_current(config).await?;
     let node_prefix = format!("{}-", config.server.hostname);
     let last_before = last_reload(&db, &node_prefix).await?;
-    // SAFETY: sending SIGHUP to a process id read from the pid file.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        bail!(
-            "cannot signal process {pid}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    target.hangup()?;
+    let pid = target.pid;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -297,6 +257,123 @@ fn list(value: &serde_json::Value) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// The process `mairust reload` may signal: it holds the pid file's lock, the file names
+/// it, and it runs this very binary. Anything short of that is refused: SIGHUP ends most
+/// other programs, and a pid file left by a crash may name a process that is not ours
+/// any more.
+struct Target {
+    pid: i32,
+    /// A pidfd taken before the checks, so the signal reaches the process that was
+    /// checked even if its id were reused in between (none on kernels before 5.3).
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Target {
+    fn verify(pid_file: &Path) -> anyhow::Result<Target> {
+        let shown = pid_file.display();
+        let Some(seen) = super::pidfile::observe(pid_file)? else {
+            bail!(
+                "cannot read {shown}: no such file (is the server running with this configuration?)"
+            );
+        };
+        let Some(pid) = seen.pid else {
+            bail!(
+                "{shown} does not hold a process id (a server writes it once it is ready: still starting?)"
+            );
+        };
+        let pidfd = pidfd_open(pid);
+        // Read after the pidfd is taken: the holder now is the process the pidfd names.
+        // Locks of other users' processes are listed too: the lock first, the process's
+        // permissions after.
+        match super::pidfile::lock_holder(seen.ino) {
+            None => bail!(
+                "{shown} names process {pid}, but no process holds its lock: a stale pid file (the server is not running); not signalled"
+            ),
+            Some(holder) if holder != pid => bail!(
+                "{shown} names process {pid}, but process {holder} holds its lock: not signalled"
+            ),
+            Some(_) => {}
+        }
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+                bail!(
+                    "process {pid} belongs to another user: run `mairust reload` as the server's user"
+                );
+            }
+            bail!("no process {pid} (from {shown}): the server is not running");
+        }
+        let theirs = format!("/proc/{pid}/exe");
+        let exe = std::fs::read_link(&theirs).with_context(|| {
+            format!(
+                "cannot verify that process {pid} (from {shown}) is mairust: cannot read {theirs} (run `mairust reload` as the server's user); not signalled"
+            )
+        })?;
+        let same = match (
+            std::fs::metadata(&theirs),
+            std::fs::metadata("/proc/self/exe"),
+        ) {
+            (Ok(a), Ok(b)) => {
+                use std::os::unix::fs::MetadataExt;
+                a.dev() == b.dev() && a.ino() == b.ino()
+            }
+            (Err(e), _) | (_, Err(e)) => bail!(
+                "cannot verify that process {pid} (from {shown}) is mairust: {e}; not signalled"
+            ),
+        };
+        if !same {
+            let mine = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "this program".into());
+            let hint = if exe.to_string_lossy().ends_with(" (deleted)") {
+                ": its binary was replaced since it started, so restart it instead (or send SIGHUP yourself)"
+            } else {
+                ""
+            };
+            bail!(
+                "process {pid} (from {shown}) runs {}, not this mairust binary ({mine}){hint}; not signalled",
+                exe.display()
+            );
+        }
+        Ok(Target { pid, pidfd })
+    }
+
+    fn hangup(&self) -> anyhow::Result<()> {
+        use std::os::fd::AsRawFd;
+        let sent = match &self.pidfd {
+            // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo, no flags.
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGHUP,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0u32,
+                )
+            },
+            // SAFETY: SIGHUP to the process just verified.
+            None => unsafe { libc::kill(self.pid, libc::SIGHUP) }.into(),
+        };
+        if sent != 0 {
+            bail!(
+                "cannot signal process {}: {}",
+                self.pid,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A pidfd for `pid`, or none where the kernel has no pidfd_open.
+fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open returns a new descriptor we then own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    // SAFETY: a non-negative return is a descriptor nobody else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// The newest reload entry of a node of this host name (nodes are `HOSTNAME-xxxxxxxx`).

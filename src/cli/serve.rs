@@ -1,6 +1,7 @@
-//! `mairust serve`: opens the database (initialising a fresh one, refusing an older or
-//! newer schema), starts the actor tree and the HTTP server, and waits for the
-//! ShutdownCoordinator to finish the graceful shutdown.
+//! `mairust serve`: takes `server.pid_file` (one server per file, see `pidfile`), opens
+//! the database (initialising a fresh one, refusing an older or newer schema), starts the
+//! actor tree and the HTTP server, and waits for the ShutdownCoordinator to finish the
+//! graceful shutdown. At start it warns about secret files other users can read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,12 +12,21 @@ use mairust_actors::database::{self, SchemaStatus};
 use mairust_actors::supervisor::{GetHandles, Supervisor};
 use tokio::sync::oneshot;
 
+use super::pidfile::PidFile;
+
 pub fn run(
     config: Config,
     path: &Path,
     telemetry: crate::telemetry::Telemetry,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Taken first: a second server on the same pid file stops here, before it opens
+    // the database or a listener.
+    let pid_file = match &config.server.pid_file {
+        Some(p) => Some(PidFile::acquire(p)?),
+        None => None,
+    };
+    let pid_file = pid_file.as_ref();
     raise_fd_limit(config.smtp.limits.max_sessions);
     return_large_allocations();
     prepare_spool_dir(&config)?;
@@ -25,6 +35,7 @@ pub fn run(
         for (old, new) in config.smtp.deprecated_keys() {
             tracing::warn!(component = "supervisor", event = "config_deprecated", key = old, replacement = new, "deprecated configuration key; rename it");
         }
+        warn_if_readable_by_others(&config, path);
         let db = database::connect(&config.database)
             .await
             .with_context(|| format!("cannot connect to the database ({})", super::redact(&config.database.url)))?;
@@ -57,9 +68,11 @@ pub fn run(
         } else {
             None
         };
-        // Written once everything listens: a second server that fails to bind does not
-        // take the running one's pid file.
-        let _pid_file = PidFile::create(config.server.pid_file.as_deref())?;
+        // The id is written once SIGHUP is handled and everything listens: `mairust
+        // reload` finds it only then.
+        if let Some(pid_file) = pid_file {
+            pid_file.publish()?;
+        }
         tracing::info!(component = "supervisor", event = "ready", node = %handles.node_id, "MaiRust is ready");
         let _ = finished_rx.await;
         if let Some(http) = http {
@@ -74,28 +87,27 @@ pub fn run(
     result
 }
 
-/// `server.pid_file`: written at start, removed at exit.
-struct PidFile(Option<std::path::PathBuf>);
-
-impl PidFile {
-    fn create(path: Option<&Path>) -> anyhow::Result<PidFile> {
-        let Some(path) = path else {
-            return Ok(PidFile(None));
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("server.pid_file: cannot create {}", dir.display()))?;
-        }
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .with_context(|| format!("server.pid_file: cannot write {}", path.display()))?;
-        Ok(PidFile(Some(path.to_path_buf())))
+/// Warns (naming the path) about secrets other local users can read: the TLS key, the
+/// configuration (database password, S3 keys, hook secrets) and the SQLite database
+/// (password and API key hashes). Files this version creates are private (the umask
+/// `main` sets); these may come from an older install or the operator's editor.
+fn warn_if_readable_by_others(config: &Config, config_path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![("config", config_path.to_path_buf())];
+    if let Some(tls) = &config.smtp.tls {
+        files.push(("tls_key", tls.key_path.clone()));
     }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            let _ = std::fs::remove_file(path);
+    if let Some(db) = database::sqlite_path(&config.database.url) {
+        files.push(("database", db));
+    }
+    for (what, path) in files {
+        // A missing file is someone else's error (or created later, privately).
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(component = "supervisor", event = "readable_by_others", file = what, path = %path.display(), mode = %format!("{mode:04o}"), "this file is readable or writable by other users (group/others); chmod 600 it");
         }
     }
 }

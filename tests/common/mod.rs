@@ -888,3 +888,18 @@ pub fn base64(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A finished command's standard output and error, for assertion messages.
+pub fn output(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The command failed (exit 1) and said `needle`.
+pub fn assert_refused(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(1), "{}", output(out));
+    assert!(output(out).contains(needle), "{needle}: {}", output(out));
+}
