@@ -114,9 +114,12 @@ pub async fn open_verified(
         (Some(expected), None) => return Err(IdentityError::MarkerMissing { store, expected }),
         // The database lost its identity (a migration rolled back and applied again,
         // a restore of an older backup) but its newest bodies are here: this is its
-        // store. A database without messages proves nothing: refused.
-        (None, Some(found)) if holds_messages => {
-            check_recent_bodies(db, &bodies).await?;
+        // store. Without messages, only a store without bodies is taken: nothing on
+        // either side can be lost then.
+        (None, Some(found)) if holds_messages || !bodies.holds_any("messages/").await? => {
+            if holds_messages {
+                check_recent_bodies(db, &bodies).await?;
+            }
             let store_id = claim(db, &found).await?;
             if store_id != found {
                 return Err(IdentityError::Foreign {
@@ -125,20 +128,7 @@ pub async fn open_verified(
                     expected: store_id,
                 });
             }
-            tracing::info!(component = "storage", event = "store_identity_restored", store = %store, store_id = %store_id, "the database took the identity of the store holding its bodies");
-            store_id
-        }
-        // Nothing on either side to lose (a migration rolled back and applied again
-        // before any mail arrived): the database takes the store's identity.
-        (None, Some(found)) if !bodies.holds_any("messages/").await? => {
-            let store_id = claim(db, &found).await?;
-            if store_id != found {
-                return Err(IdentityError::Foreign {
-                    store,
-                    found,
-                    expected: store_id,
-                });
-            }
+            tracing::info!(component = "storage", event = "store_identity_restored", store = %store, store_id = %store_id, "the database took the identity of its object store");
             store_id
         }
         (None, Some(found)) => return Err(IdentityError::Unclaimed { store, found }),
