@@ -81,11 +81,15 @@ impl Supervisor {
             .context("storage")?;
         if let Some(root) = bodies.fs_root() {
             let root = root.to_path_buf();
+            // SQLite: this process is the only writer (its pid file is locked), so every
+            // temporary is a dead one; other nodes may be writing into a shared store.
+            let older_than = if config.database.is_sqlite() {
+                Duration::ZERO
+            } else {
+                crate::storage::bodies::STALE_TEMPORARY
+            };
             let removed = tokio::task::spawn_blocking(move || {
-                crate::storage::bodies::remove_stale_temporaries(
-                    &root,
-                    crate::storage::bodies::STALE_TEMPORARY,
-                )
+                crate::storage::bodies::remove_stale_temporaries(&root, older_than)
             })
             .await?
             .context("storage: removing temporary files")?;

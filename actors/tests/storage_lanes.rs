@@ -497,3 +497,31 @@ async fn a_database_that_lost_its_identity_takes_its_stores_back() {
         Some(before)
     );
 }
+
+/// The volume unmounted under a running node: the bare mount point has no marker, so
+/// nothing is written into it and the message is refused (before the health probe
+/// notices).
+#[actix_rt::test]
+async fn nothing_is_written_into_a_bare_mount_point() {
+    let s = setup().await;
+    let (actor, _failures) = storage(&s);
+    actor
+        .send(StoreMessage::new(message(&s, "before")))
+        .await
+        .unwrap()
+        .unwrap();
+    let away = s.root.with_file_name("objects-unmounted");
+    std::fs::rename(&s.root, &away).unwrap();
+    std::fs::create_dir(&s.root).unwrap();
+    let result = actor
+        .send(StoreMessage::new(message(&s, "during")))
+        .await
+        .unwrap();
+    assert!(matches!(result, Err(StoreError::Storage(_))), "{result:?}");
+    let written: Vec<_> = std::fs::read_dir(&s.root).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "written into the mount point: {written:?}"
+    );
+    assert_eq!(count(&s.db, message::Entity).await, 1);
+}

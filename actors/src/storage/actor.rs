@@ -89,6 +89,17 @@ const MAX_BATCH: usize = 256;
 /// carry them before a transaction of their own does.
 const JOURNAL_CLEAR_DELAY: Duration = Duration::from_millis(100);
 
+/// After a failed row transaction carrying deletions or journal clears, the next try
+/// waits this long, doubling up to `CHORES_MAX_BACKOFF`: a failing database is not
+/// hammered in a loop.
+const CHORES_MIN_BACKOFF: Duration = Duration::from_millis(100);
+const CHORES_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A caller whose body failed waits for the deletion of its rows at most this long:
+/// when the database fails too, it is answered 451 with its rows still journalled
+/// (never delivered, removed by a later transaction or the next start).
+const DOOMED_ANSWER_WAIT: Duration = Duration::from_secs(30);
+
 type Entry = (u64, Arc<IncomingMessage>);
 
 /// A caller waiting for its message to pass both lanes.
@@ -97,8 +108,8 @@ struct Waiter {
     object_done: bool,
     rows_done: bool,
     /// Parallel mode: its object failed; it is answered with this error once a row
-    /// transaction has deleted its rows.
-    doomed: Option<StoreError>,
+    /// transaction has deleted its rows (or `DOOMED_ANSWER_WAIT` has passed).
+    doomed: Option<(StoreError, Instant)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +158,9 @@ pub struct StorageActor {
     /// A row transaction of its own for journal clears is due (the delay passed).
     clear_due: bool,
     clear_timer: bool,
+    /// Chores wait until then after a failed transaction (see `CHORES_MIN_BACKOFF`).
+    chores_held_until: Option<Instant>,
+    chores_backoff: Duration,
     /// Messages whose rows failed while their object was being written: the object is
     /// deleted once written.
     drop_objects: HashSet<u64>,
@@ -187,6 +201,8 @@ impl StorageActor {
             chores: RowChores::default(),
             clear_due: false,
             clear_timer: false,
+            chores_held_until: None,
+            chores_backoff: Duration::ZERO,
             drop_objects: HashSet::new(),
             queue,
         }
@@ -249,20 +265,28 @@ impl StorageActor {
         } else {
             self.row_queue.len().min(MAX_BATCH)
         };
-        let chores_due = !self.chores.delete.is_empty()
-            || self.chores.clear_outbound
-            || self.chores.clear.len() >= MAX_BATCH
-            || (self.clear_due && !self.chores.clear.is_empty());
+        let held = self
+            .chores_held_until
+            .is_some_and(|until| Instant::now() < until);
+        let chores_due = !held
+            && (!self.chores.delete.is_empty()
+                || self.chores.clear_outbound
+                || self.chores.clear.len() >= MAX_BATCH
+                || (self.clear_due && !self.chores.clear.is_empty()));
         if take == 0 && !chores_due {
-            if !self.chores.clear.is_empty() {
+            if !held && !self.chores.clear.is_empty() {
                 self.arm_clear_timer(ctx);
             }
             return;
         }
         self.committing_rows = true;
-        self.clear_due = false;
         let batch: Vec<Entry> = self.row_queue.drain(..take).collect();
-        let chores = std::mem::take(&mut self.chores);
+        let chores = if held {
+            RowChores::default()
+        } else {
+            self.clear_due = false;
+            std::mem::take(&mut self.chores)
+        };
         let db = self.db.clone();
         let queue = self.queue.clone();
         let journal = self.mode == CommitMode::Parallel;
@@ -292,11 +316,16 @@ impl StorageActor {
             fut.into_actor(self)
                 .map(|(batch, chores, result), act, ctx| {
                     act.committing_rows = false;
-                    act.chores_done(chores, result.is_ok());
+                    act.chores_done(chores, result.is_ok(), ctx);
                     if result.is_err() {
-                        // Their callers get 451: objects written are deleted, those not
-                        // written yet need not be.
-                        act.drop_written_objects(&batch, ctx);
+                        // Their callers get 451: objects not written yet need not be.
+                        // SQLite: those written are deleted (were the commit to have
+                        // happened after all, the rows are journalled and the next start
+                        // removes them). PostgreSQL: a failed COMMIT may have committed,
+                        // so the objects stay (an orphan is `db check`'s to report).
+                        if act.mode == CommitMode::Parallel {
+                            act.drop_written_objects(&batch, ctx);
+                        }
                         act.object_queue
                             .retain(|(seq, _)| !batch.iter().any(|(s, _)| s == seq));
                     }
@@ -307,25 +336,39 @@ impl StorageActor {
     }
 
     /// A row transaction carried `chores`: answer the doomed callers whose rows it
-    /// deleted, or (it failed) keep the work for the next one. A doomed caller is
-    /// answered even then: the database is failing, its journal entry makes the next
-    /// start remove the rows if no later transaction does.
-    fn chores_done(&mut self, chores: RowChores, committed: bool) {
+    /// deleted, or (it failed) keep the work for a later one, after a backoff. A doomed
+    /// caller still waiting after `DOOMED_ANSWER_WAIT` is answered anyway.
+    fn chores_done(&mut self, chores: RowChores, committed: bool, ctx: &mut Context<Self>) {
         if committed {
+            if !chores.is_empty() {
+                self.chores_backoff = Duration::ZERO;
+                self.chores_held_until = None;
+            }
             if chores.clear_outbound {
                 self.queue.wakeup.notify_waiters();
             }
-        } else {
+        } else if !chores.is_empty() {
             self.chores.clear.extend(chores.clear);
             self.chores.clear_outbound |= chores.clear_outbound;
+            self.chores_backoff =
+                (self.chores_backoff * 2).clamp(CHORES_MIN_BACKOFF, CHORES_MAX_BACKOFF);
+            self.chores_held_until = Some(Instant::now() + self.chores_backoff);
+            ctx.run_later(self.chores_backoff, |act, ctx| act.commit_rows(ctx));
         }
+        let now = Instant::now();
         for (seq, id) in chores.delete {
             if !committed {
                 self.chores.delete.push((seq, id));
             }
-            let doomed = self.waiters.get_mut(&seq).and_then(|w| w.doomed.take());
-            if let Some(error) = doomed {
-                self.answer(seq, Err(error));
+            let answer = match self.waiters.get(&seq).and_then(|w| w.doomed.as_ref()) {
+                Some((_, answer_by)) => committed || now >= *answer_by,
+                None => false,
+            };
+            if answer {
+                let doomed = self.waiters.get_mut(&seq).and_then(|w| w.doomed.take());
+                if let Some((error, _)) = doomed {
+                    self.answer(seq, Err(error));
+                }
             }
         }
     }
@@ -384,7 +427,7 @@ impl StorageActor {
                     } else {
                         // Committed, or in the transaction in flight: a later
                         // transaction deletes its rows, then it is answered.
-                        waiter.doomed = Some(error.clone());
+                        waiter.doomed = Some((error.clone(), Instant::now() + DOOMED_ANSWER_WAIT));
                         self.chores.delete.push((*seq, message.id.clone()));
                         continue;
                     }
@@ -449,6 +492,8 @@ impl StorageActor {
         for (seq, message) in batch {
             match self.waiters.get(seq) {
                 Some(w) if w.object_done => written.push(message.object_key.clone()),
+                // Its object failed: nothing was left of it.
+                Some(w) if w.doomed.is_some() => {}
                 Some(_) if !self.object_queue.iter().any(|(s, _)| s == seq) => {
                     self.drop_objects.insert(*seq);
                 }

@@ -254,7 +254,8 @@ impl BodyStore {
             }
             Some(root) => {
                 let fsync = self.fsync;
-                blocking(move || write_files(&root, &objects, fsync)).await
+                let marked = self.identity.is_some();
+                blocking(move || write_files(&root, &objects, fsync, marked)).await
             }
         };
         if result.is_err() {
@@ -270,7 +271,7 @@ impl BodyStore {
             None => self.put(key, body).await,
             Some(root) => {
                 let objects = vec![(key.to_string(), body)];
-                blocking(move || write_files(&root, &objects, true)).await
+                blocking(move || write_files(&root, &objects, true, false)).await
             }
         }
     }
@@ -330,16 +331,26 @@ pub const TMP_DIR: &str = ".tmp";
 /// never sees half an object. With `fsync`, each file's data is flushed before its
 /// rename (in parallel threads for a batch, so the filesystem merges their journal
 /// commits), then each directory that got new entries is flushed once. The root must
-/// exist: a missing root is an unmounted volume, not a place to start a new store.
+/// exist, and with `marked` hold the identity marker (one `stat` a batch): a missing
+/// root or marker is an unmounted volume, not a place to write bodies into.
 fn write_files(
     root: &std::path::Path,
     objects: &[(String, Bytes)],
     fsync: bool,
+    marked: bool,
 ) -> std::io::Result<()> {
-    if !root.is_dir() {
+    let present = if marked {
+        root.join(super::identity::MARKER_KEY).is_file()
+    } else {
+        root.is_dir()
+    };
+    if !present {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            format!("the object store directory {} is gone", root.display()),
+            format!(
+                "the object store directory {} is gone or lost its identity marker (volume unmounted?)",
+                root.display()
+            ),
         ));
     }
     let tmp_dir = root.join(TMP_DIR);
@@ -468,6 +479,13 @@ pub fn remove_stale_temporaries(
     Ok(removed)
 }
 
+fn is_temporary_name(entry: &std::fs::DirEntry) -> bool {
+    entry
+        .file_name()
+        .to_str()
+        .is_some_and(|name| name.ends_with(".eml.tmp"))
+}
+
 fn remove_old_temporaries(
     dir: &std::path::Path,
     older_than: Duration,
@@ -481,17 +499,17 @@ fn remove_old_temporaries(
             removed += remove_old_temporaries(&entry.path(), older_than, true)?;
             continue;
         }
-        let is_temporary = file_type.is_file()
-            && entry
-                .file_name()
-                .to_str()
-                .is_some_and(|name| name.ends_with(".eml.tmp"));
-        let age = entry
-            .metadata()?
-            .modified()?
-            .elapsed()
-            .unwrap_or(Duration::ZERO);
-        if is_temporary && age >= older_than {
+        // Only temporaries are looked at further: the legacy walk passes every body.
+        if !(file_type.is_file() && is_temporary_name(&entry)) {
+            continue;
+        }
+        // Renamed into place or removed since the listing: not ours to sweep.
+        let modified = match entry.metadata().and_then(|m| m.modified()) {
+            Ok(modified) => modified,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if modified.elapsed().unwrap_or(Duration::ZERO) >= older_than {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -6,7 +6,7 @@
 //! identity the database holds too (`store_identity`). [`open_verified`] runs before
 //! anything touches the store and refuses to start, naming the store, when:
 //!
-//! - the `fs` root is missing and the database holds messages;
+//! - the `fs` root is missing and the database holds messages or an identity;
 //! - the marker is missing while the database has an identity and messages (store empty
 //!   or replaced);
 //! - the marker names another identity, or the database has none (and no messages
@@ -14,8 +14,9 @@
 //! - a large share of the newest rows have no body.
 //!
 //! Only a database without messages and without an identity gets a new store root and
-//! marker. An installation from before the marker adopts its store when the newest rows'
-//! bodies are there. `mairust db adopt-store` is the operator's explicit override.
+//! marker (and only for a store without bodies). An installation from before the marker
+//! adopts its store when the newest rows' bodies are there. `mairust db adopt-store` is
+//! the operator's explicit override.
 
 use chrono::Utc;
 use mairust_entities::{message, store_identity, unflushed_message};
@@ -57,6 +58,10 @@ pub enum IdentityError {
     )]
     Unclaimed { store: String, found: String },
     #[error(
+        "the object store {store} holds message bodies but no identity marker, and this database holds no messages: a wrong database.url, or a new database beside an old store? Run `mairust db adopt-store` to tie them"
+    )]
+    Unowned { store: String },
+    #[error(
         "{missing} of the newest {sampled} messages have no body in the object store {store}: the store is not the one these rows were written to (wrong path, bucket or prefix, or a partial restore?); nothing was deleted. Restore the bodies, or run `mairust db check` to see every missing one"
     )]
     BodiesMissing {
@@ -86,8 +91,10 @@ pub async fn open_verified(
         .is_some();
     let mut bodies = match BodyStore::open(config) {
         Ok(bodies) => bodies,
+        // Only a database that never had a store gets a new root: one with an identity
+        // had a store, which is probably not mounted.
         Err(e @ BodyError::RootMissing(_)) => {
-            if holds_messages {
+            if holds_messages || expected.is_some() {
                 return Err(IdentityError::Missing(e.to_string()));
             }
             BodyStore::create(config)?
@@ -132,6 +139,11 @@ pub async fn open_verified(
             store_id
         }
         (None, Some(found)) => return Err(IdentityError::Unclaimed { store, found }),
+        // Bodies but no marker, and no messages here: a store from before the marker
+        // beside a wrong or new database.
+        (None, None) if !holds_messages && bodies.holds_any("messages/").await? => {
+            return Err(IdentityError::Unowned { store });
+        }
         (None, None) => {
             // A new installation, or one from before the marker: check first, so an
             // old installation pointed at the wrong store is not tied to it.
