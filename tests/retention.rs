@@ -297,6 +297,32 @@ async fn deleted_messages_are_purged_after_the_retention_period() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
+    // Taken away with its user, carol's message keeps the retention grace (counted from
+    // its arrival): a purge run that sees it (it purges a deleted entry of bob's) keeps it.
+    deliver(&server, &["bob"], "marker@remote.test").await;
+    let marker = stored(&server, "marker@remote.test").await.unwrap();
+    let marker_entry = entry_of(&db, &marker.id, "bob").await.unwrap();
+    let entries_before = total(&purge_audits(&server, &key).await, "entries");
+    delete_entry(&server, &key, marker_entry.id).await;
+    backdate(&db, &[marker_entry.id]).await;
+    let done = eventually(Duration::from_secs(20), || async {
+        total(&purge_audits(&server, &key).await, "entries") > entries_before
+    })
+    .await;
+    assert!(done, "the marker entry was not purged");
+    assert_eq!(total(&purge_audits(&server, &key).await, "unreferenced"), 0);
+    assert!(
+        stored(&server, "carols@remote.test").await.is_some(),
+        "purged within its grace"
+    );
+    // Past the grace, it goes.
+    let long_ago = (Utc::now() - chrono::Duration::days(DAYS + 1)).fixed_offset();
+    message_entity::Entity::update_many()
+        .col_expr(message_entity::Column::ReceivedAt, Expr::value(long_ago))
+        .filter(message_entity::Column::Id.is_in([carols.id.clone(), both.id.clone()]))
+        .exec(&db)
+        .await
+        .unwrap();
     let done = eventually(Duration::from_secs(20), || async {
         total(&purge_audits(&server, &key).await, "unreferenced") >= 1
     })
@@ -304,12 +330,12 @@ async fn deleted_messages_are_purged_after_the_retention_period() {
     assert!(done, "the message of a removed user was not purged");
     let audits = purge_audits(&server, &key).await;
     assert_eq!(total(&audits, "unreferenced"), 1, "{audits:?}");
-    assert_eq!(audits.len(), 3);
+    assert_eq!(audits.len(), 4);
     assert!(stored(&server, "carols@remote.test").await.is_none());
     assert!(server.object(&carols.object_key).await.is_none());
     assert!(entry_of(&db, &both.id, "bob").await.is_some());
     assert!(server.object(&both.object_key).await.is_some());
-    assert_eq!(purged_metric(&server, "messages").await, 7.0);
+    assert_eq!(purged_metric(&server, "messages").await, 8.0);
     db.close().await.ok();
 }
 

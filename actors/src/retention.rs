@@ -195,7 +195,7 @@ pub async fn purge(
         report.error = Some(e.to_string());
         return report;
     }
-    if let Err(e) = purge_unreferenced(db, bodies, batch_size, &mut report).await {
+    if let Err(e) = purge_unreferenced(db, bodies, cutoff, batch_size, &mut report).await {
         report.error = Some(e.to_string());
     }
     report
@@ -266,8 +266,8 @@ async fn entry_batch(
     })
 }
 
-/// Deletes, in batches walking the table by id, the messages that no mailbox entry
-/// and no queue entry refers to: removing a user, a domain or a mailbox takes their
+/// Deletes, in batches walking the table by id, the messages received before `cutoff`
+/// that no mailbox entry and no queue entry refers to: removing a user, a domain or a mailbox takes their
 /// entries away (by cascade) but leaves the messages. A message never gains a
 /// reference once stored (its rows and its references are committed together), so one
 /// found without any stays so. One another node is dropping right now is locked:
@@ -275,6 +275,7 @@ async fn entry_batch(
 async fn purge_unreferenced(
     db: &DatabaseConnection,
     bodies: &BodyStore,
+    cutoff: DateTime<Utc>,
     batch_size: usize,
     report: &mut PurgeReport,
 ) -> Result<(), DbErr> {
@@ -284,6 +285,9 @@ async fn purge_unreferenced(
             .column(message::Column::Id)
             .from(message::Entity)
             .and_where(message::Column::Id.gt(after_id.as_str()))
+            // Mail taken away with its mailbox, user or domain keeps the same grace as
+            // mail deleted by hand (counted from its arrival).
+            .and_where(message::Column::ReceivedAt.lt(cutoff.fixed_offset()))
             .and_where(Expr::not_exists(references(
                 mailbox_message::Entity,
                 mailbox_message::Column::MessageId,

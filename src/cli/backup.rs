@@ -1053,6 +1053,8 @@ impl StagedSqlite {
             let url = format!("sqlite://{}", self.target.display());
             match sea_orm::Database::connect(&url).await {
                 Ok(db) => {
+                    // Anything but a completed checkpoint (busy, or an error) leaves
+                    // transactions in the -wal file that removing it would lose.
                     let busy = db
                         .query_one_raw(Statement::from_string(
                             db.get_database_backend(),
@@ -1066,6 +1068,12 @@ impl StagedSqlite {
                     if busy == Some(1) {
                         bail!(
                             "the database {} is in use by another process: stop it; nothing was changed",
+                            self.target.display()
+                        );
+                    }
+                    if busy != Some(0) {
+                        bail!(
+                            "the database {} could not be checkpointed (its -wal file would be lost): nothing was changed",
                             self.target.display()
                         );
                     }
@@ -1201,12 +1209,10 @@ async fn put_bodies(
     if batch.is_empty() {
         return Ok(());
     }
-    added.extend(
-        batch
-            .iter()
-            .filter(|(k, _)| !existing.contains(k))
-            .map(|(k, _)| k.clone()),
-    );
+    // Bodies never change: one already in the store is this one, and is not written
+    // again (a failed batch's cleanup must never touch what the live database uses).
+    batch.retain(|(k, _)| !existing.contains(k));
+    added.extend(batch.iter().map(|(k, _)| k.clone()));
     store
         .put_batch(std::mem::take(batch))
         .await

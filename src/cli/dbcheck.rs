@@ -23,7 +23,7 @@ use mairust_actors::config::Config;
 use mairust_actors::storage::BodyStore;
 use mairust_actors::storage::bodies::BodyError;
 use mairust_actors::storage::envelope::hex;
-use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient};
+use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient, unflushed_message};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
@@ -88,6 +88,26 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
     let store = BodyStore::open(&config.storage).context("opening the object store")?;
     let mut problems = Vec::new();
 
+    // While a server runs, journalled rows (SQLite) are being stored right now: their
+    // body may not be written yet, and they are not anybody's to remove (see
+    // storage::actor). With no server holding the pid file (or none configured to
+    // tell), nothing is in flight and every row is checked.
+    let server_running = match &config.server.pid_file {
+        Some(pid_file) => super::pidfile::observe(pid_file)?
+            .and_then(|seen| seen.holder)
+            .is_some(),
+        None => true,
+    };
+    let in_flight: HashSet<String> = if server_running {
+        unflushed_message::Entity::find()
+            .all(&db)
+            .await?
+            .into_iter()
+            .map(|entry| entry.message_id)
+            .collect()
+    } else {
+        HashSet::new()
+    };
     let rows: Vec<message::Model> = message::Entity::find().all(&db).await?;
     let objects = store
         .list("messages/")
@@ -98,7 +118,7 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
     let referenced: HashSet<&str> = rows.iter().map(|m| m.object_key.as_str()).collect();
 
     let mut lost = Vec::new();
-    for row in &rows {
+    for row in rows.iter().filter(|row| !in_flight.contains(&row.id)) {
         let Some(object) = listed.get(row.object_key.as_str()) else {
             lost.push(row);
             continue;

@@ -543,8 +543,10 @@ pub struct RecipientView {
 }
 
 /// Entries in order of their next attempt, at most `limit`; with `sender_domains`, only
-/// those whose reverse-path is in one of these (lower-case) domains (an API key limited
-/// to them).
+/// those whose sender is in one of these (lower-case) domains (an API key limited to
+/// them). The sender is the account that submitted the message when there is one (the
+/// reverse-path can be anything where `smtp.submission.enforce_envelope_sender` is off),
+/// else the reverse-path.
 pub async fn list(
     db: &DatabaseConnection,
     limit: u64,
@@ -562,9 +564,24 @@ pub async fn list(
         // domain names hold no LIKE wildcard (`%`, `_`).
         let mut any = sea_orm::Condition::any();
         for d in domains {
-            any = any.add(queue_entry::Column::EnvelopeFrom.like(format!("%@{d}")));
+            let pattern = format!("%@{d}");
+            any = any
+                .add(message::Column::SubmittedBy.like(pattern.clone()))
+                .add(
+                    sea_orm::Condition::all()
+                        .add(message::Column::SubmittedBy.is_null())
+                        .add(message::Column::EnvelopeFrom.like(pattern)),
+                );
         }
-        select = select.filter(any);
+        select = select.filter(
+            queue_entry::Column::MessageId.in_subquery(
+                Query::select()
+                    .column(message::Column::Id)
+                    .from(message::Entity)
+                    .cond_where(any)
+                    .to_owned(),
+            ),
+        );
     }
     let entries = select.all(db).await?;
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
@@ -710,14 +727,22 @@ pub async fn length(db: &DatabaseConnection) -> Result<(u64, Option<i64>), DbErr
     Ok((length, oldest))
 }
 
-/// The reverse-path of a queued entry (empty for a bounce); `None` when it is not queued.
+/// The sender of a queued entry, as [`list`] judges it: the submitting account, else the
+/// reverse-path (empty for a bounce); `None` when it is not queued.
 pub async fn sender(db: &DatabaseConnection, id: &str) -> Result<Option<String>, DbErr> {
-    queue_entry::Entity::find_by_id(id.to_string())
+    let Some(entry) = queue_entry::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let submitted_by: Option<Option<String>> = message::Entity::find_by_id(entry.message_id)
         .select_only()
-        .column(queue_entry::Column::EnvelopeFrom)
+        .column(message::Column::SubmittedBy)
         .into_tuple()
         .one(db)
-        .await
+        .await?;
+    Ok(Some(submitted_by.flatten().unwrap_or(entry.envelope_from)))
 }
 
 /// Makes an entry due now (`mairust queue retry`). False when there is no such entry.

@@ -11,9 +11,8 @@
 //! end early in a header or SMTP command — is refused with 422.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 
-use actix_web::{HttpRequest, HttpResponse, post, web};
+use actix_web::{HttpResponse, post, web};
 use mail_builder::MessageBuilder;
 use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
 use mairust_actors::apikeys::Scope;
@@ -134,7 +133,6 @@ async fn sender_account(handles: &Handles, from: &Address) -> Result<Submitter, 
 pub async fn send(
     auth: Authenticated,
     handles: web::Data<Handles>,
-    req: HttpRequest,
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::Send)?;
@@ -233,9 +231,8 @@ pub async fn send(
     if let Some(html) = &body.html {
         builder = builder.html_body(html.as_str());
     }
-    let remote_ip = req
-        .peer_addr()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    // The client (behind a trusted proxy, the one it forwarded for), not the proxy.
+    let remote_ip = auth.remote;
     // The sending account in a comment, as for SMTP AUTH; the key stays out of it.
     let received = format!(
         "Received: from api ([{remote_ip}]) (API submission for {account})\r\n\tby {hostname} (MaiRust) with HTTP id {id};\r\n\t{}\r\n",
