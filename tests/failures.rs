@@ -96,6 +96,14 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
     // Take the object store away.
     let objects = server.dir.path().join("objects");
     let port = moto.as_ref().map(|m| m.port);
+    // moto keeps nothing when stopped; a real S3 comes back with its objects, the
+    // store's identity marker among them (without it the store stays refused).
+    let store = mairust_actors::storage::BodyStore::open(
+        &common::mairust_actors_config(&server.config_path).storage,
+    )
+    .unwrap();
+    let marker_key = mairust_actors::storage::identity::MARKER_KEY;
+    let marker = store.get(marker_key).await.expect("the identity marker");
     if s3 {
         drop(moto.take());
     } else {
@@ -114,6 +122,7 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
     // Bring it back: the server notices by itself.
     if let Some(port) = port {
         moto = Some(Moto::start(port));
+        store.put(marker_key, marker).await.unwrap();
     } else {
         std::fs::remove_file(&objects).unwrap();
         std::fs::rename(server.dir.path().join("objects.away"), &objects).unwrap();
