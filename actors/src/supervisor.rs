@@ -81,9 +81,10 @@ impl Supervisor {
             .context("storage")?;
         if let Some(root) = bodies.fs_root() {
             let root = root.to_path_buf();
-            // SQLite: this process is the only writer (its pid file is locked), so every
-            // temporary is a dead one; other nodes may be writing into a shared store.
-            let older_than = if config.database.is_sqlite() {
+            // SQLite with a pid file (`serve` holds its lock): this process is the only
+            // writer, so every temporary is a dead one. Otherwise another process may be
+            // writing into the store.
+            let older_than = if config.database.is_sqlite() && config.server.pid_file.is_some() {
                 Duration::ZERO
             } else {
                 crate::storage::bodies::STALE_TEMPORARY

@@ -525,3 +525,35 @@ async fn nothing_is_written_into_a_bare_mount_point() {
     );
     assert_eq!(count(&s.db, message::Entity).await, 1);
 }
+
+/// A missing marker is written again only just after the database took its identity
+/// (a start that died in between); later, even without messages, it is a store that is
+/// not mounted.
+#[actix_rt::test]
+async fn a_missing_marker_is_rewritten_only_for_a_fresh_identity() {
+    let s = setup().await;
+    let storage = &s.config.storage;
+    std::fs::remove_file(s.root.join(identity::MARKER_KEY)).unwrap();
+    identity::open_verified(storage, &s.db).await.unwrap();
+    assert!(
+        s.root.join(identity::MARKER_KEY).is_file(),
+        "marker not rewritten"
+    );
+
+    std::fs::remove_file(s.root.join(identity::MARKER_KEY)).unwrap();
+    let long_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).fixed_offset();
+    mairust_entities::store_identity::Entity::update_many()
+        .col_expr(
+            mairust_entities::store_identity::Column::CreatedAt,
+            sea_orm::sea_query::Expr::value(long_ago),
+        )
+        .exec(&s.db)
+        .await
+        .unwrap();
+    let err = identity::open_verified(storage, &s.db).await.unwrap_err();
+    assert!(matches!(err, IdentityError::MarkerMissing { .. }), "{err}");
+    assert!(
+        !s.root.join(identity::MARKER_KEY).exists(),
+        "written into the mount point"
+    );
+}

@@ -1071,9 +1071,13 @@ impl StagedSqlite {
                             self.target.display()
                         );
                     }
-                    if busy != Some(0) {
+                    // A failed checkpoint loses nothing when there is no -wal content
+                    // (a corrupt database, often the reason for the restore).
+                    let wal = format!("{}-wal", self.target.display());
+                    let wal_holds_data = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+                    if busy != Some(0) && wal_holds_data {
                         bail!(
-                            "the database {} could not be checkpointed (its -wal file would be lost): nothing was changed",
+                            "the database {} could not be checkpointed and {wal} holds transactions that replacing it would lose: nothing was changed",
                             self.target.display()
                         );
                     }
@@ -1245,9 +1249,9 @@ async fn remove_added(store: &BodyStore, added: &[String]) -> Option<String> {
 
 /// The order keeps the target whole whatever fails: the archive is verified; the
 /// database copy is staged and checked (SQLite: integrity and row counts; PostgreSQL:
-/// client tools, server version, `pg_restore --list`); the bodies are stored (new keys
-/// only add; a key already stored is the same message, bodies being immutable, so
-/// writing it again replaces at most a damaged copy); then the database is swapped in
+/// client tools, server version, `pg_restore --list`); the bodies the store lacks are
+/// stored (a key already stored is the same message, bodies being immutable, and is
+/// left alone: the live database may need it); then the database is swapped in
 /// at once (SQLite: a rename; PostgreSQL: one transaction). When the swap fails the
 /// bodies this restore added are removed again, and the previous database was never
 /// changed. Only after the swap does the store's identity marker name the restored

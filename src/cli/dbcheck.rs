@@ -88,6 +88,9 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
     let store = BodyStore::open(&config.storage).context("opening the object store")?;
     let mut problems = Vec::new();
 
+    // Rows first, then the journal, then the listing: a row not journalled any more
+    // when the journal is read had its body durable before the listing starts.
+    let rows: Vec<message::Model> = message::Entity::find().all(&db).await?;
     // While a server runs, journalled rows (SQLite) are being stored right now: their
     // body may not be written yet, and they are not anybody's to remove (see
     // storage::actor). With no server holding the pid file (or none configured to
@@ -108,7 +111,6 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
     } else {
         HashSet::new()
     };
-    let rows: Vec<message::Model> = message::Entity::find().all(&db).await?;
     let objects = store
         .list("messages/")
         .await

@@ -562,26 +562,28 @@ pub async fn list(
         }
         // Reverse-paths are stored with the domain in lower case (`Address::parse`), and
         // domain names hold no LIKE wildcard (`%`, `_`).
+        let submitted_by = || Expr::col((message::Entity, message::Column::SubmittedBy));
         let mut any = sea_orm::Condition::any();
         for d in domains {
             let pattern = format!("%@{d}");
-            any = any
-                .add(message::Column::SubmittedBy.like(pattern.clone()))
-                .add(
-                    sea_orm::Condition::all()
-                        .add(message::Column::SubmittedBy.is_null())
-                        .add(message::Column::EnvelopeFrom.like(pattern)),
-                );
+            any = any.add(submitted_by().like(pattern.clone())).add(
+                sea_orm::Condition::all()
+                    .add(submitted_by().is_null())
+                    .add(Expr::col((message::Entity, message::Column::EnvelopeFrom)).like(pattern)),
+            );
         }
-        select = select.filter(
-            queue_entry::Column::MessageId.in_subquery(
-                Query::select()
-                    .column(message::Column::Id)
-                    .from(message::Entity)
-                    .cond_where(any)
-                    .to_owned(),
-            ),
-        );
+        // Correlated: each entry probes its message by primary key.
+        select = select.filter(Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(message::Entity)
+                .and_where(
+                    Expr::col((message::Entity, message::Column::Id))
+                        .equals((queue_entry::Entity, queue_entry::Column::MessageId)),
+                )
+                .cond_where(any)
+                .to_owned(),
+        ));
     }
     let entries = select.all(db).await?;
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();

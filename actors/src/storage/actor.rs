@@ -26,7 +26,9 @@
 //!
 //! A failure answers the callers of that batch with [`StoreError`] (451 upstream) and
 //! tells the HealthMonitor. A message answered 451 leaves nothing behind: its rows as
-//! above, and its object (written before its rows failed) is deleted.
+//! above, and its object (written before its rows failed) is deleted, except on
+//! PostgreSQL when the COMMIT itself failed (it may have committed: the object stays,
+//! at worst an orphan for `db check`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -299,6 +301,9 @@ impl StorageActor {
             let started = Instant::now();
             let messages: Vec<&IncomingMessage> = batch.iter().map(|(_, m)| m.as_ref()).collect();
             let result = commit_batch(&db, &messages, &chores, journal, queue.max_age).await;
+            // Only a failed COMMIT may have committed after all.
+            let ambiguous = matches!(result, Err(RowFailure::Commit(_)));
+            let result = result.map_err(StoreError::from);
             tracing::debug!(
                 component = "storage",
                 event = "rows_committed",
@@ -310,20 +315,20 @@ impl StorageActor {
                 "rows committed"
             );
             drop(spans);
-            (batch, chores, result)
+            (batch, chores, result, ambiguous)
         };
         ctx.spawn(
             fut.into_actor(self)
-                .map(|(batch, chores, result), act, ctx| {
+                .map(|(batch, chores, result, ambiguous), act, ctx| {
                     act.committing_rows = false;
                     act.chores_done(chores, result.is_ok(), ctx);
                     if result.is_err() {
-                        // Their callers get 451: objects not written yet need not be.
-                        // SQLite: those written are deleted (were the commit to have
-                        // happened after all, the rows are journalled and the next start
-                        // removes them). PostgreSQL: a failed COMMIT may have committed,
-                        // so the objects stay (an orphan is `db check`'s to report).
-                        if act.mode == CommitMode::Parallel {
+                        // Their callers get 451: objects not written yet need not be,
+                        // those written are deleted. Except on PostgreSQL after a failed
+                        // COMMIT, which may have committed: the objects stay (at worst
+                        // an orphan for `db check`). On SQLite such rows are journalled,
+                        // so the next start removes them once their objects are gone.
+                        if act.mode == CommitMode::Parallel || !ambiguous {
                             act.drop_written_objects(&batch, ctx);
                         }
                         act.object_queue
@@ -527,15 +532,30 @@ impl StorageActor {
 
 /// One row transaction: the batch's rows and queue entries (journalled in Parallel
 /// mode), the rows of messages whose object failed deleted, journal entries cleared.
+/// Why a row transaction failed: before its COMMIT (nothing committed), or at it (it
+/// may have committed).
+enum RowFailure {
+    Before(StoreError),
+    Commit(StoreError),
+}
+
+impl From<RowFailure> for StoreError {
+    fn from(failure: RowFailure) -> StoreError {
+        match failure {
+            RowFailure::Before(e) | RowFailure::Commit(e) => e,
+        }
+    }
+}
+
 async fn commit_batch(
     db: &DatabaseConnection,
     messages: &[&IncomingMessage],
     chores: &RowChores,
     journal: bool,
     max_age: std::time::Duration,
-) -> Result<(), StoreError> {
-    let db_err = |e: sea_orm::DbErr| StoreError::Database(e.to_string());
+) -> Result<(), RowFailure> {
     let now = Utc::now();
+    let db_err = |e: sea_orm::DbErr| RowFailure::Before(StoreError::Database(e.to_string()));
     let txn = db.begin().await.map_err(db_err)?;
     // Chunked: SQLite allows a bounded number of bind parameters per statement.
     for chunk in chores.delete.chunks(128) {
@@ -563,7 +583,9 @@ async fn commit_batch(
             .await
             .map_err(db_err)?;
     }
-    txn.commit().await.map_err(db_err)
+    txn.commit()
+        .await
+        .map_err(|e| RowFailure::Commit(StoreError::Database(e.to_string())))
 }
 
 async fn insert_rows(
@@ -679,7 +701,9 @@ pub async fn recover_unflushed(
         clear_outbound: false,
     };
     if !chores.is_empty() {
-        commit_batch(db, &[], &chores, true, Duration::ZERO).await?;
+        commit_batch(db, &[], &chores, true, Duration::ZERO)
+            .await
+            .map_err(StoreError::from)?;
     }
     Ok(removed)
 }

@@ -492,9 +492,19 @@ fn remove_old_temporaries(
     recursive: bool,
 ) -> std::io::Result<usize> {
     let mut removed = 0;
-    for entry in std::fs::read_dir(dir)? {
+    // Gone since it was listed (renamed by a writer, swept by another node): skipped.
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let entry = entry?;
-        let file_type = entry.file_type()?;
+        let file_type = match entry.file_type() {
+            Ok(file_type) => file_type,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if file_type.is_dir() && recursive {
             removed += remove_old_temporaries(&entry.path(), older_than, true)?;
             continue;

@@ -32,13 +32,17 @@ use crate::config::StorageConfig;
 /// The marker object at the root of the store.
 pub const MARKER_KEY: &str = "mairust-store-id";
 
+/// How long after the database took its identity a missing marker may still be
+/// written (see [`open_verified`]).
+const FRESH_IDENTITY: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 /// How many of the newest rows are checked for their body at start.
 pub const SAMPLE_ROWS: u64 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error(
-        "{0}; this database holds messages, so the store is not created afresh: mount or restore it, fix storage in the configuration, or (if its bodies are really gone) run `mairust db adopt-store`"
+        "{0}; this database has used a store before, so none is created afresh: mount or restore it, fix storage in the configuration, or (if its bodies are really gone) run `mairust db adopt-store`"
     )]
     Missing(String),
     #[error(
@@ -80,7 +84,14 @@ pub async fn open_verified(
     config: &StorageConfig,
     db: &DatabaseConnection,
 ) -> Result<BodyStore, IdentityError> {
-    let expected = database_identity(db).await?;
+    let identity = store_identity::Entity::find_by_id(1).one(db).await?;
+    // Taken moments ago by a start that died before writing the marker, or by another
+    // node starting now: the marker may be written. Older, a missing marker is a store
+    // that is not mounted.
+    let identity_fresh = identity
+        .as_ref()
+        .is_some_and(|row| Utc::now() - row.created_at.to_utc() < FRESH_IDENTITY);
+    let expected = identity.map(|row| row.store_id);
     let holds_messages = message::Entity::find()
         .select_only()
         .column(message::Column::Id)
@@ -114,7 +125,7 @@ pub async fn open_verified(
         }
         // No message can be missing: a start that died before writing the marker, or
         // another node starting at the same time.
-        (Some(expected), None) if !holds_messages => {
+        (Some(expected), None) if !holds_messages && identity_fresh => {
             write_marker(&bodies, &expected).await?;
             expected
         }
