@@ -27,7 +27,6 @@
 //! and no row is read twice in one run.
 
 use chrono::{DateTime, FixedOffset, Utc};
-use futures::StreamExt;
 use mairust_entities::{mailbox_message, message, queue_entry};
 use sea_orm::sea_query::{
     Expr, ExprTrait, IntoIden, LockBehavior, LockType, Order, Query, SelectStatement,
@@ -38,13 +37,9 @@ use sea_orm::{
 };
 
 use crate::storage::BodyStore;
-use crate::storage::bodies::BodyError;
 
 /// Message ids per statement: bind parameters stay well under SQLite's limit.
 const CHUNK: usize = 200;
-
-/// Object deletions in flight at once (S3 requests, or file removals).
-const PARALLEL_DELETES: usize = 16;
 
 /// A `messages` row deleted because nothing referred to it any more.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,8 +160,9 @@ impl PurgeReport {
             .iter()
             .map(|m| u64::try_from(m.size).unwrap_or(0))
             .sum::<u64>();
-        let (deleted, failed) = delete_bodies(bodies, dropped).await;
-        self.objects_deleted += deleted;
+        let keys: Vec<String> = dropped.iter().map(|m| m.object_key.clone()).collect();
+        let failed = bodies.delete_unreferenced(&keys).await as u64;
+        self.objects_deleted += keys.len() as u64 - failed;
         self.objects_failed += failed;
     }
 }
@@ -317,27 +313,6 @@ async fn purge_unreferenced(
             _ => return Ok(()),
         }
     }
-}
-
-/// Removes the bodies of dropped messages; returns (deleted, failed). A body already
-/// gone counts as deleted. A failure is logged and left for `db check`: an orphan
-/// object loses nothing.
-async fn delete_bodies(bodies: &BodyStore, dropped: &[DroppedMessage]) -> (u64, u64) {
-    let results: Vec<bool> = futures::stream::iter(dropped)
-        .map(|m| async move {
-            match bodies.delete(&m.object_key).await {
-                Ok(()) | Err(BodyError::Store(object_store::Error::NotFound { .. })) => true,
-                Err(e) => {
-                    tracing::warn!(component = "storage", event = "purge_object_delete_failed", key = %m.object_key, error = %e, "could not delete a purged message's body (db check lists it as an orphan)");
-                    false
-                }
-            }
-        })
-        .buffer_unordered(PARALLEL_DELETES)
-        .collect()
-        .await;
-    let deleted = results.iter().filter(|ok| **ok).count() as u64;
-    (deleted, results.len() as u64 - deleted)
 }
 
 /// The moment before which deleted entries are purged, `days` before `now`.

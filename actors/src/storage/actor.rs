@@ -526,7 +526,12 @@ impl StorageActor {
             return;
         }
         let bodies = self.bodies.clone();
-        ctx.spawn(async move { bodies.delete_unreferenced(&keys).await }.into_actor(self));
+        ctx.spawn(
+            async move {
+                bodies.delete_unreferenced(&keys).await;
+            }
+            .into_actor(self),
+        );
     }
 }
 

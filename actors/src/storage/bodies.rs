@@ -225,15 +225,23 @@ impl BodyStore {
         }
     }
 
-    /// Deletes objects no row refers to any more, concurrently; a failure is logged
-    /// and left for `db check` (an orphan object loses nothing).
-    pub async fn delete_unreferenced(&self, keys: &[String]) {
-        let deletes = keys.iter().map(|key| async move {
-            if let Err(e) = self.delete(key).await {
-                tracing::warn!(component = "storage", key = %key, error = %e, "could not delete an object no row refers to (db check finds it)");
-            }
-        });
-        futures::future::join_all(deletes).await;
+    /// Deletes objects no row refers to any more, at most `PARALLEL_DELETES` at once;
+    /// returns how many could not be deleted. A failure is logged and left for `db
+    /// check` (an orphan object loses nothing); one already gone counts as deleted.
+    pub async fn delete_unreferenced(&self, keys: &[String]) -> usize {
+        use futures::StreamExt;
+        futures::stream::iter(keys)
+            .map(|key| async move {
+                let result = self.delete(key).await;
+                if let Err(e) = &result {
+                    tracing::warn!(component = "storage", event = "object_delete_failed", key = %key, error = %e, "could not delete an object no row refers to (db check finds it)");
+                }
+                result.is_err()
+            })
+            .buffer_unordered(PARALLEL_DELETES)
+            .filter(|failed| std::future::ready(*failed))
+            .count()
+            .await
     }
 
     /// Stores a batch of objects and returns once all of them are durable. On failure
@@ -318,6 +326,9 @@ async fn blocking(
         .map_err(|e| BodyError::Sync(std::io::Error::other(e)))?
         .map_err(BodyError::Sync)
 }
+
+/// Deletes [`BodyStore::delete_unreferenced`] runs at once.
+const PARALLEL_DELETES: usize = 16;
 
 /// Threads flushing one batch's files at once.
 const MAX_FLUSH_THREADS: usize = 16;
