@@ -66,12 +66,7 @@ async fn hold_spooled(server: &TestServer, from: u8, body: &[u8]) -> RawClient {
 
 /// One sample of `/metrics` by its series (`name` or `name{labels}`).
 async fn metric(server: &TestServer, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)

@@ -416,12 +416,7 @@ async fn hooks_created_through_the_api_take_effect() {
 
 /// `mairust_hook_calls_total{hook, result}` as the server exports it (0 when absent).
 async fn hook_calls(server: &TestServer, hook: &str, result: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     let (hook, result) = (format!("hook=\"{hook}\""), format!("result=\"{result}\""));
     text.lines()
         .filter(|l| l.starts_with("mairust_hook_calls_total{"))

@@ -117,12 +117,7 @@ fn total(audits: &[serde_json::Value], detail: &str) -> u64 {
 
 /// `mairust_retention_purged_total{kind}` on one node.
 async fn purged_metric(server: &TestServer, kind: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     let series = format!("mairust_retention_purged_total{{kind=\"{kind}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))

@@ -698,6 +698,16 @@ impl TestServer {
         .await
     }
 
+    /// The `/metrics` page as text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn http_get(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = reqwest::get(format!("http://{}{path}", self.http))
             .await
