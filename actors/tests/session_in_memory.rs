@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use actix::Actor;
-use mairust_actors::accounts;
 use mairust_actors::config::Config;
-use mairust_actors::database;
 use mairust_actors::health::{HealthMonitor, HealthState};
 use mairust_actors::shutdown::Phase;
 use mairust_actors::smtp::session::{ListenerKind, Session, SessionContext};
@@ -66,12 +64,7 @@ fn session_context(
 async fn a_whole_transaction_over_a_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let config = Arc::new(config(dir.path()));
-    let db = database::connect(&config.database).await.unwrap();
-    database::migrate_up(&db).await.unwrap();
-    accounts::add_domain(&db, "example.test").await.unwrap();
-    accounts::add_user(&db, "bob@example.test", "pw")
-        .await
-        .unwrap();
+    let db = common::database(&config, true).await;
     let (ctx, _phase_tx) = session_context(config, &db);
 
     let (client, server) = tokio::io::duplex(64 * 1024);
@@ -132,8 +125,7 @@ async fn only_failed_probes_mark_a_dependency_down() {
     use mairust_actors::health::{Dependency, DependencyFailed, ProbeNow};
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
-    let db = database::connect(&config.database).await.unwrap();
-    database::migrate_up(&db).await.unwrap();
+    let db = common::database(&config, false).await;
     let bodies = BodyStore::create(&config.storage).unwrap();
     let health = Arc::new(HealthState::default());
     let monitor = HealthMonitor::new(
@@ -198,8 +190,7 @@ async fn a_client_that_never_stops_sending_meets_the_session_lifetime() {
     let mut config = config(dir.path());
     config.smtp.limits.max_session_seconds = 1;
     let config = Arc::new(config);
-    let db = database::connect(&config.database).await.unwrap();
-    database::migrate_up(&db).await.unwrap();
+    let db = common::database(&config, false).await;
     let (ctx, _phase_tx) = session_context(config, &db);
     let session = Session::new(
         ctx,

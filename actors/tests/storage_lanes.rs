@@ -49,12 +49,7 @@ struct Setup {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
-    let db = database::connect(&config.database).await.unwrap();
-    database::migrate_up(&db).await.unwrap();
-    accounts::add_domain(&db, "example.test").await.unwrap();
-    accounts::add_user(&db, "bob@example.test", "pw")
-        .await
-        .unwrap();
+    let db = common::database(&config, true).await;
     let bob = match accounts::lookup_recipient(&db, &Address::parse("bob@example.test").unwrap())
         .await
         .unwrap()
@@ -422,8 +417,7 @@ async fn a_new_database_does_not_claim_an_existing_store() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.storage = s.config.storage.clone();
-    let db = database::connect(&config.database).await.unwrap();
-    database::migrate_up(&db).await.unwrap();
+    let db = common::database(&config, false).await;
     let err = identity::open_verified(&config.storage, &db)
         .await
         .unwrap_err();

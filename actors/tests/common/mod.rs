@@ -5,6 +5,7 @@
 use mairust_actors::config::{
     Config, DatabaseConfig, FsStorageConfig, StorageBackend, StorageConfig,
 };
+use mairust_actors::{accounts, database};
 
 /// SQLite at `dir/db.sqlite`, bodies under `dir/objects` (fsync on).
 pub fn config(dir: &std::path::Path) -> Config {
@@ -40,4 +41,18 @@ pub fn config(dir: &std::path::Path) -> Config {
         telemetry: Default::default(),
         auth: Default::default(),
     }
+}
+
+/// The configuration's database, migrated, with the domain example.test and, with
+/// `bob`, the user bob@example.test.
+pub async fn database(config: &Config, bob: bool) -> sea_orm::DatabaseConnection {
+    let db = database::connect(&config.database).await.unwrap();
+    database::migrate_up(&db).await.unwrap();
+    if bob {
+        accounts::add_domain(&db, "example.test").await.unwrap();
+        accounts::add_user(&db, "bob@example.test", "pw")
+            .await
+            .unwrap();
+    }
+    db
 }
