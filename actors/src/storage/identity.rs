@@ -115,7 +115,10 @@ pub async fn open_verified(
     let store = bodies.describe().to_string();
     let found = read_marker(&bodies).await?;
     let store_id = match (expected, found) {
-        (Some(expected), Some(found)) if expected == found => expected,
+        (Some(expected), Some(found)) if expected == found => {
+            check_recent_bodies(db, &bodies).await?;
+            expected
+        }
         (Some(expected), Some(found)) => {
             return Err(IdentityError::Foreign {
                 store,
@@ -135,9 +138,7 @@ pub async fn open_verified(
         // store. Without messages, only a store without bodies is taken: nothing on
         // either side can be lost then.
         (None, Some(found)) if holds_messages || !bodies.holds_any("messages/").await? => {
-            if holds_messages {
-                check_recent_bodies(db, &bodies).await?;
-            }
+            check_recent_bodies(db, &bodies).await?;
             let store_id = claim(db, &found).await?;
             if store_id != found {
                 return Err(IdentityError::Foreign {
@@ -166,7 +167,6 @@ pub async fn open_verified(
             store_id
         }
     };
-    check_recent_bodies(db, &bodies).await?;
     bodies.expect_identity(store_id);
     Ok(bodies)
 }
