@@ -360,6 +360,12 @@ async fn send_refuses_unknown_senders_bare_crs_and_unsafe_addresses() {
             "from",
             "cannot be sent safely",
         ),
+        // The pipeline's From: rule, as over SMTP: many clients show only the name.
+        (
+            json!({"from": bob, "from_name": "ceo@bank.test", "to": [alice]}),
+            "from_name",
+            "from_address_not_owned",
+        ),
     ];
     for (mut request, field, says) in cases {
         request["subject"] = json!("s");

@@ -17,7 +17,8 @@
 //!   throttling, DATA memory, per-address keys
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
-//! - [`submission`] — which senders an authenticated account may use (envelope, From:)
+//! - [`submission`] — the one pipeline a message passes on its way in (SMTP and API):
+//!   sender and recipient policy, hooks, Received, storage; the recipient directory
 //! - [`database`] — connection and schema version checks
 //! - [`config`] — the configuration model and its validation
 

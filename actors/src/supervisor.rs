@@ -28,6 +28,7 @@ use crate::smtp::listener::{SessionRegistry, SmtpListener};
 use crate::smtp::session::{ListenerKind, SessionContext};
 use crate::smtp::tls;
 use crate::storage::{BodyStore, CommitMode, QueueHook, StorageActor, recover_unflushed};
+use crate::submission::Pipeline;
 
 /// What the HTTP server and `serve` need from the running tree.
 #[derive(Clone)]
@@ -46,6 +47,8 @@ pub struct Handles {
     pub hooks: Arc<HookDispatcher>,
     pub audit: Arc<AuditLog>,
     pub limits: Arc<NodeLimits>,
+    /// The way every message gets in (SMTP and `POST /send`).
+    pub pipeline: Arc<Pipeline>,
 }
 
 /// How often API-defined hooks are re-read from the database.
@@ -229,15 +232,19 @@ impl Supervisor {
                 }
             });
         }
-        let ctx = Arc::new(SessionContext {
+        let pipeline = Arc::new(Pipeline {
             config: config.clone(),
-            db: db.clone(),
-            storage: storage.clone(),
+            directory: Arc::new(db.clone()),
+            storage: storage.clone().recipient(),
+            hooks: hooks.clone(),
             health: health.clone(),
             health_monitor: health_monitor.clone().recipient(),
+        });
+        let ctx = Arc::new(SessionContext {
+            config: config.clone(),
+            pipeline: pipeline.clone(),
             tls,
             shutdown: phase_rx,
-            hooks: hooks.clone(),
             audit: audit.clone(),
             limits: node_limits.clone(),
         });
@@ -303,6 +310,7 @@ impl Supervisor {
             hooks,
             audit,
             limits: node_limits,
+            pipeline,
         };
         Ok(Supervisor { handles, arbiters }.start())
     }

@@ -1,26 +1,22 @@
-//! `POST /api/v1/send`: a message built with mail-builder from JSON, then stored and
-//! routed like a submission: local recipients get it in their INBOX, the others through
-//! the outbound queue (SPEC A1, M6). 202 only once it is durable.
+//! `POST /api/v1/send`: a message built with mail-builder from JSON, then handed to the
+//! same submission pipeline as SMTP (`mairust_actors::submission`): local recipients
+//! get it in their INBOX, the others through the outbound queue (SPEC A1, M6). 202 only
+//! once it is durable.
 //!
 //! The sender is an existing user (SPEC S5): the message records that account
 //! (`messages.submitted_by`, our Received header) and the audit log records which key
 //! sent it; no key identifier goes into the message, which may leave the server. The
-//! message passes the hooks an SMTP submission passes: pre_receive for local
-//! recipients, pre_send for remote ones, post_receive once stored. What cannot be
-//! written safely as it is — a bare CR in the body, an address that could be split or
-//! end early in a header or SMTP command — is refused with 422.
-
-use std::collections::HashSet;
+//! pipeline applies the SMTP rules: the recipient policy and limit, the From: check
+//! (a display name that is a foreign address is refused), the pre_receive and
+//! pre_send hooks, post_receive once stored. What cannot be written safely as it is —
+//! a bare CR in the body, an address that could be split or end early in a header or
+//! SMTP command — is refused with 422.
 
 use actix_web::{HttpResponse, post, web};
 use mail_builder::MessageBuilder;
-use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
 use mairust_actors::apikeys::Scope;
-use mairust_actors::config::HookEvent;
-use mairust_actors::hooks::Verdict;
 use mairust_actors::smtp::proto::command::Address;
-use mairust_actors::storage::{IncomingMessage, StoreMessage};
-use mairust_actors::submission::{self, Submitter};
+use mairust_actors::submission::{Origin, Recipients, Submission, SubmitError, Via};
 use mairust_actors::supervisor::Handles;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -90,33 +86,6 @@ fn has_bare_cr(text: &str) -> bool {
         .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
 }
 
-/// The account that sends: the user of `from`, existing and enabled.
-async fn sender_account(handles: &Handles, from: &Address) -> Result<Submitter, ApiError> {
-    if accounts::find_domain(&handles.db, &from.domain)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::field(
-            "from",
-            format!("{} is not one of this server's domains", from.domain),
-        ));
-    }
-    match submission::owner_of(&handles.db, from).await? {
-        Some((submitter, false)) => Ok(submitter),
-        Some((_, true)) => Err(ApiError::field(
-            "from",
-            format!("user {} is disabled and cannot send", from.key()),
-        )),
-        None => Err(ApiError::field(
-            "from",
-            format!(
-                "no user {}: the sender must be an existing user of this server",
-                from.key()
-            ),
-        )),
-    }
-}
-
 /// Send a message.
 #[utoipa::path(
     tag = "send",
@@ -136,12 +105,8 @@ pub async fn send(
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::Send)?;
-    if handles.health.storage_full() {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the message store is full (storage.limit_bytes); try again later",
-        ));
-    }
+    let pipeline = &handles.pipeline;
+    pipeline.accepting().map_err(|e| refused("from", e))?;
     let body = body.into_inner();
     let from = parse("from", &body.from)?;
     if !auth.may_use(&from.domain) {
@@ -171,34 +136,20 @@ pub async fn send(
     // thousands of recipients costs nothing but this check.
     let limit = handles.config.smtp.limits.max_recipients;
     if body.to.len() + body.cc.len() + body.bcc.len() > limit {
-        return Err(ApiError::field(
-            "to",
-            format!("more than {limit} recipients (smtp.limits.max_recipients)"),
-        ));
+        return Err(refused("to", SubmitError::TooManyRecipients { limit }));
     }
-    let submitter = sender_account(&handles, &from).await?;
-    let mut local: Vec<LocalRecipient> = Vec::new();
-    let mut remote: Vec<Address> = Vec::new();
-    let mut seen_local = HashSet::new();
-    let mut seen_remote = HashSet::new();
+    let submitter = pipeline
+        .sender_account(&from)
+        .await
+        .map_err(|e| refused("from", e))?;
+    let mut recipients = Recipients::default();
     for (field, list) in [("to", &body.to), ("cc", &body.cc), ("bcc", &body.bcc)] {
         for a in list {
             let address = parse(field, a)?;
-            match accounts::lookup_recipient(&handles.db, &address).await? {
-                RecipientLookup::Local(r) => {
-                    if seen_local.insert(r.user_id) {
-                        local.push(r);
-                    }
-                }
-                RecipientLookup::Remote => {
-                    if seen_remote.insert(address.key()) {
-                        remote.push(address);
-                    }
-                }
-                RecipientLookup::UnknownUser => {
-                    return Err(ApiError::field(field, format!("no local user {a}")));
-                }
-            }
+            pipeline
+                .add_recipient(&mut recipients, address, true)
+                .await
+                .map_err(|e| refused(field, e))?;
         }
     }
 
@@ -231,101 +182,90 @@ pub async fn send(
     if let Some(html) = &body.html {
         builder = builder.html_body(html.as_str());
     }
-    // The client (behind a trusted proxy, the one it forwarded for), not the proxy.
-    let remote_ip = auth.remote;
-    // The sending account in a comment, as for SMTP AUTH; the key stays out of it.
-    let received = format!(
-        "Received: from api ([{remote_ip}]) (API submission for {account})\r\n\tby {hostname} (MaiRust) with HTTP id {id};\r\n\t{}\r\n",
-        chrono::Utc::now().to_rfc2822(),
-        account = submission::comment_text(submitter.account()),
-    );
     let raw = builder
         .write_to_vec()
         .map_err(|e| ApiError::new(ErrorCode::InternalError, e.to_string()))?;
-    if raw.len() > handles.config.smtp.limits.max_message_size {
-        return Err(ApiError::field(
-            "text",
-            "the message is larger than smtp.limits.max_message_size",
-        ));
-    }
+    pipeline
+        .check_size(raw.len() as u64)
+        .map_err(|e| refused("text", e))?;
+    // The client (behind a trusted proxy, the one it forwarded for), not the proxy.
+    let remote = auth.remote;
+    // The sending account in a comment, as for SMTP AUTH; the key stays out of it.
+    let origin = Origin {
+        via: Via::Api,
+        remote,
+        account: Some(submitter.account()),
+    };
+    let received = pipeline.received_header(origin, &id, &recipients);
     let mut stored = received.into_bytes();
     stored.extend_from_slice(&raw);
-    let delivered: Vec<String> = local.iter().map(|l| l.address.clone()).collect();
-    let queued: Vec<String> = remote.iter().map(|a| a.to_string()).collect();
-    let mut message =
-        IncomingMessage::new(id.clone(), stored, sender, local, "api", remote_ip, remote);
-    message.submitted_by = Some(submitter.account().to_string());
-    screen(&handles, &mut message).await?;
-    let hooks = &handles.hooks;
-    let told = (!message.recipients.is_empty() && hooks.has(HookEvent::PostReceive))
-        .then(|| message.clone());
-    match handles.storage.send(StoreMessage::new(message)).await {
-        Ok(Ok(())) => {
-            if let Some(stored) = told {
-                hooks.post_receive(&stored);
-            }
-            tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.caller.key_id, submitted_by = submitter.account(), delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
-            handles.audit.spawn(
-                auth.did("message.send")
-                    .target(&id)
-                    .detail("submitted_by", submitter.account())
-                    .detail("delivered", delivered.len())
-                    .detail("queued", queued.len()),
-            );
-            Ok(HttpResponse::Accepted().json(SendResponse {
-                id,
-                message_id,
-                delivered,
-                queued,
-            }))
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(component = "api", error = %e, "message not stored");
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the message could not be stored now; try again shortly",
-            ))
-        }
-        Err(e) => {
-            tracing::error!(component = "api", error = %e, "storage actor unreachable");
-            Err(ApiError::new(ErrorCode::Unavailable, "storage unavailable"))
-        }
-    }
+    let delivered: Vec<String> = recipients.local.iter().map(|l| l.address.clone()).collect();
+    let queued: Vec<String> = recipients.outbound.iter().map(|a| a.to_string()).collect();
+    let submission = Submission {
+        id: id.clone(),
+        body: stored,
+        sender: Some(&from),
+        recipients,
+        listener: "api",
+        remote,
+        submitter: Some(&submitter),
+    };
+    pipeline
+        .submit(submission)
+        .await
+        .map_err(|e| refused("from_name", e))?;
+    tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.caller.key_id, submitted_by = submitter.account(), delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
+    handles.audit.spawn(
+        auth.did("message.send")
+            .target(&id)
+            .detail("submitted_by", submitter.account())
+            .detail("delivered", delivered.len())
+            .detail("queued", queued.len()),
+    );
+    Ok(HttpResponse::Accepted().json(SendResponse {
+        id,
+        message_id,
+        delivered,
+        queued,
+    }))
 }
 
-/// The hooks an SMTP submission passes before it is stored: pre_receive when the
-/// message has local recipients, pre_send when it has remote ones.
-async fn screen(handles: &Handles, message: &mut IncomingMessage) -> Result<(), ApiError> {
-    let hooks = &handles.hooks;
-    if !message.recipients.is_empty() && hooks.has(HookEvent::PreReceive) {
-        let verdict = hooks.pre_receive(message).await;
-        follow(verdict, "pre_receive", message)?;
-    }
-    if !message.outbound.is_empty() && hooks.has(HookEvent::PreSend) {
-        let verdict = hooks.pre_send(message).await;
-        follow(verdict, "pre_send", message)?;
-    }
-    Ok(())
-}
-
-/// A hook's answer: its tags go on the mailbox entries (as over SMTP); a refusal is
-/// 422 and a deferral 503.
-fn follow(verdict: Verdict, hook: &str, message: &mut IncomingMessage) -> Result<(), ApiError> {
-    match verdict {
-        Verdict::Allow { tags } => {
-            message.tags.extend(tags);
-            Ok(())
+/// The one mapping from the pipeline's errors to API errors. `field`: the request's
+/// field the failed step looked at, named where the problem is one of its values.
+fn refused(field: &str, error: SubmitError) -> ApiError {
+    let unavailable = |message: &str| ApiError::new(ErrorCode::Unavailable, message);
+    match error {
+        SubmitError::NotAccepting => {
+            unavailable("a dependency of the server is down; try again shortly")
         }
-        Verdict::Reject(text) => {
-            tracing::info!(component = "api", event = "message_rejected_by_hook", id = %message.id, hook, "message refused by a hook");
-            Err(ApiError::field(
-                "to",
-                format!("refused by a {hook} hook: {text}"),
-            ))
+        SubmitError::StorageFull => {
+            unavailable("the message store is full (storage.limit_bytes); try again later")
         }
-        Verdict::Tempfail(text) => Err(ApiError::new(
+        SubmitError::UnknownUser(a) => ApiError::field(field, format!("no local user {a}")),
+        SubmitError::TooBig { .. } | SubmitError::RelayDenied(_) => {
+            ApiError::field(field, error.to_string())
+        }
+        SubmitError::TooManyRecipients { .. } | SubmitError::Rejected { .. } => {
+            ApiError::field("to", error.to_string())
+        }
+        SubmitError::NoSuchSender(problem) => ApiError::field("from", problem.to_string()),
+        SubmitError::Sender(_) => ApiError::field(
+            field,
+            format!(
+                "{error}: the From: header may name only the sender's own address (also as a display name)"
+            ),
+        ),
+        SubmitError::Deferred { hook, text } => ApiError::new(
             ErrorCode::Unavailable,
             format!("deferred by a {hook} hook, try again later: {text}"),
-        )),
+        ),
+        SubmitError::Directory(_) | SubmitError::NotStored(_) => {
+            tracing::warn!(component = "api", error = %error, "message not stored");
+            unavailable("the message could not be stored now; try again shortly")
+        }
+        SubmitError::StorageUnreachable(_) => {
+            tracing::error!(component = "api", error = %error, "storage actor unreachable");
+            unavailable("storage unavailable")
+        }
     }
 }

@@ -12,10 +12,6 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// LOGIN challenges: base64 of "Username:" and "Password:".
-pub const LOGIN_USERNAME_CHALLENGE: &str = "VXNlcm5hbWU6";
-pub const LOGIN_PASSWORD_CHALLENGE: &str = "UGFzc3dvcmQ6";
-
 /// Decodes one base64 SASL response line. `*` cancels the exchange (RFC 4954 §4).
 pub fn decode_response(line: &str) -> Result<Vec<u8>, Reply> {
     let line = line.trim();
@@ -79,9 +75,8 @@ mod tests {
         assert_eq!(decode_response("*").unwrap_err(), reply::AUTH_CANCELLED);
         assert_eq!(decode_response("!!!").unwrap_err(), reply::INVALID_BASE64);
         assert_eq!(decode_response("=").unwrap(), Vec::<u8>::new());
-        assert_eq!(
-            decode_text(decode_response(LOGIN_USERNAME_CHALLENGE).unwrap()).unwrap(),
-            "Username:"
-        );
+        let challenge = |r: Reply| decode_text(decode_response(&r.text).unwrap()).unwrap();
+        assert_eq!(challenge(reply::AUTH_LOGIN_USERNAME), "Username:");
+        assert_eq!(challenge(reply::AUTH_LOGIN_PASSWORD), "Password:");
     }
 }

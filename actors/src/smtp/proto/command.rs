@@ -166,7 +166,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         if rest.trim().is_empty() {
             Ok(cmd)
         } else {
-            Err(Reply::new(501, "5.5.4", "Syntax error in parameters"))
+            Err(reply::UNEXPECTED_PARAMETERS)
         }
     };
     match verb.to_ascii_uppercase().as_str() {
@@ -181,7 +181,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "QUIT" => no_args(Command::Quit),
         "VRFY" => {
             if rest.trim().is_empty() {
-                Err(Reply::new(501, "5.5.4", "VRFY needs an argument"))
+                Err(reply::VRFY_NEEDS_ARGUMENT)
             } else {
                 Ok(Command::Vrfy)
             }
@@ -198,19 +198,16 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
 fn parse_domain_arg(rest: &str) -> Result<String, Reply> {
     let arg = rest.trim();
     if arg.is_empty() || arg.contains(char::is_whitespace) {
-        return Err(Reply::new(501, "5.5.4", "Syntax: EHLO/HELO hostname"));
+        return Err(reply::HELLO_SYNTAX);
     }
     Ok(arg.to_string())
 }
 
 /// Splits `FROM:<path> params` / `TO:<path> params` into the path and its parameters.
 fn split_path<'a>(rest: &'a str, keyword: &str) -> Result<(&'a str, &'a str), Reply> {
-    let syntax = || {
-        Reply::dynamic(
-            501,
-            "5.5.4",
-            format!("Syntax: {keyword}:<address> [parameters]"),
-        )
+    let syntax = || match keyword {
+        "FROM" => reply::MAIL_SYNTAX,
+        _ => reply::RCPT_SYNTAX,
     };
     let head = rest.get(..keyword.len() + 1).ok_or_else(syntax)?;
     if !head.eq_ignore_ascii_case(&format!("{keyword}:")) {
@@ -258,17 +255,12 @@ fn parse_mail(rest: &str) -> Result<MailFrom, Reply> {
             None => (param, None),
         };
         match (key.to_ascii_uppercase().as_str(), value) {
-            ("SIZE", Some(v)) => {
-                mail.size = Some(
-                    v.parse()
-                        .map_err(|_| Reply::new(501, "5.5.4", "Invalid SIZE parameter"))?,
-                )
-            }
+            ("SIZE", Some(v)) => mail.size = Some(v.parse().map_err(|_| reply::BAD_SIZE)?),
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => {
                 mail.body = Body::EightBitMime
             }
             ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => mail.body = Body::SevenBit,
-            ("BODY", _) => return Err(Reply::new(501, "5.5.4", "Unsupported BODY type")),
+            ("BODY", _) => return Err(reply::BAD_BODY_TYPE),
             ("SMTPUTF8", None) => mail.smtputf8 = true,
             // RFC 4954 §5: AUTH= on MAIL is accepted and not trusted.
             ("AUTH", Some(_)) => {}
@@ -295,21 +287,10 @@ fn parse_rcpt(rest: &str) -> Result<RcptTo, Reply> {
 
 fn parse_auth(rest: &str) -> Result<Command, Reply> {
     let mut parts = rest.split_ascii_whitespace();
-    let mechanism = parts
-        .next()
-        .ok_or(Reply::new(
-            501,
-            "5.5.4",
-            "Syntax: AUTH mechanism [initial-response]",
-        ))?
-        .to_ascii_uppercase();
+    let mechanism = parts.next().ok_or(reply::AUTH_SYNTAX)?.to_ascii_uppercase();
     let initial = parts.next().map(str::to_string);
     if parts.next().is_some() {
-        return Err(Reply::new(
-            501,
-            "5.5.4",
-            "Syntax: AUTH mechanism [initial-response]",
-        ));
+        return Err(reply::AUTH_SYNTAX);
     }
     Ok(Command::Auth { mechanism, initial })
 }

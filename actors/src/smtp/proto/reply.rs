@@ -104,6 +104,55 @@ pub const START_DATA: Reply = Reply {
     text: Cow::Borrowed("End data with <CR><LF>.<CR><LF>"),
 };
 pub const READY_TLS: Reply = Reply::new(220, "2.0.0", "Ready to start TLS");
+/// AUTH PLAIN without an initial response: an empty challenge (RFC 4954 §4).
+pub const AUTH_PLAIN_CHALLENGE: Reply = Reply {
+    code: 334,
+    enhanced: None,
+    text: Cow::Borrowed(""),
+};
+/// AUTH LOGIN asks for the user name, in base64 ("Username:").
+pub const AUTH_LOGIN_USERNAME: Reply = Reply {
+    code: 334,
+    enhanced: None,
+    text: Cow::Borrowed("VXNlcm5hbWU6"),
+};
+/// AUTH LOGIN asks for the password, in base64 ("Password:").
+pub const AUTH_LOGIN_PASSWORD: Reply = Reply {
+    code: 334,
+    enhanced: None,
+    text: Cow::Borrowed("UGFzc3dvcmQ6"),
+};
+
+/// The greeting (RFC 5321 §4.2): the server's name first.
+pub fn greeting(hostname: &str) -> Reply {
+    Reply::plain(220, format!("{hostname} ESMTP MaiRust"))
+}
+
+/// The answer to EHLO/HELO: the first line greets, the others (EHLO only) name the
+/// extensions (RFC 5321 §4.1.1.1).
+pub fn hello(lines: &[String]) -> Reply {
+    Reply::plain(250, lines.join("\n"))
+}
+
+/// The message is stored durably under `id`.
+pub fn queued(id: &str) -> Reply {
+    Reply::dynamic(250, "2.0.0", format!("OK queued as {id}"))
+}
+
+/// A policy hook refused the message (SPEC M9: 550 5.7.1), with its text when it gave
+/// one.
+pub fn refused_by_policy(text: &str) -> Reply {
+    Reply::dynamic(550, "5.7.1", or(text, "message refused by policy"))
+}
+
+/// A policy hook asked to try again later (SPEC M9: 451 4.7.1).
+pub fn deferred_by_policy(text: &str) -> Reply {
+    Reply::dynamic(451, "4.7.1", or(text, "try again later"))
+}
+
+fn or(text: &str, default: &str) -> String {
+    if text.is_empty() { default } else { text }.to_string()
+}
 pub const AUTH_OK: Reply = Reply::new(235, "2.7.0", "Authentication succeeded");
 
 // Transient failures.
@@ -167,6 +216,16 @@ pub const BARE_LF_IN_COMMAND: Reply = Reply::new(
     "Bare <LF> received, lines must end with <CR><LF>",
 );
 pub const AUTH_CANCELLED: Reply = Reply::new(501, "5.0.0", "Authentication cancelled");
+/// Arguments after a verb that takes none (DATA, RSET, QUIT, STARTTLS).
+pub const UNEXPECTED_PARAMETERS: Reply = Reply::new(501, "5.5.4", "Syntax error in parameters");
+pub const VRFY_NEEDS_ARGUMENT: Reply = Reply::new(501, "5.5.4", "VRFY needs an argument");
+pub const HELLO_SYNTAX: Reply = Reply::new(501, "5.5.4", "Syntax: EHLO/HELO hostname");
+pub const MAIL_SYNTAX: Reply = Reply::new(501, "5.5.4", "Syntax: FROM:<address> [parameters]");
+pub const RCPT_SYNTAX: Reply = Reply::new(501, "5.5.4", "Syntax: TO:<address> [parameters]");
+pub const AUTH_SYNTAX: Reply =
+    Reply::new(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]");
+pub const BAD_SIZE: Reply = Reply::new(501, "5.5.4", "Invalid SIZE parameter");
+pub const BAD_BODY_TYPE: Reply = Reply::new(501, "5.5.4", "Unsupported BODY type");
 pub const INVALID_BASE64: Reply = Reply::new(501, "5.5.2", "Invalid base64 data");
 pub const NOT_IMPLEMENTED: Reply = Reply::new(502, "5.5.1", "Command not implemented");
 pub const BAD_SEQUENCE_HELO: Reply = Reply::new(503, "5.5.1", "Send EHLO/HELO first");

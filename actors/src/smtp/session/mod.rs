@@ -6,26 +6,35 @@
 //! replies to pipelined commands (RFC 2920) are collected and written in one go before
 //! the session waits for more input.
 //!
-//! - [`commands`] — one handler per SMTP verb
+//! - [`commands`] — one handler per SMTP verb but AUTH
+//! - [`auth`] — AUTH PLAIN and LOGIN, and the password check within the node's bounds
+//! - [`finish`] — the end of DATA: the message goes through the submission pipeline
 //! - [`incoming`] — a DATA body on its way in: memory budget, spooling to disk
+//! - [`io`] — reads and writes, each within its time bound
 //! - [`actor`] — the SmtpSession actor that owns a session and its connection
+//!
+//! What a session asks about accounts and where messages go are behind
+//! [`SessionContext::pipeline`] (the [`crate::submission`] pipeline and its
+//! [`crate::submission::Directory`]), so a session runs over an in-memory pipe with an
+//! in-memory directory and store in tests, one verb at a time.
 //!
 //! Every wait on the client is bounded (SPEC M2, hostile clients): reads by the command
 //! or DATA timeout, DATA as a whole by a minimum rate, every write by
 //! `write_timeout_seconds`, and the whole session by `max_session_seconds`.
 
 pub mod actor;
+mod auth;
 mod commands;
+mod finish;
 mod incoming;
+mod io;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Addr, Recipient};
 use bytes::{Buf, BytesMut};
-use sea_orm::DatabaseConnection;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -33,14 +42,12 @@ use tracing::Instrument;
 use super::proto::command::MailFrom;
 use super::proto::line::{LineEvent, LineReader};
 use super::proto::reply::{self, Reply};
-use crate::accounts::LocalRecipient;
 use crate::config::Config;
-use crate::health::{DependencyFailed, HealthState};
 use crate::limits::{self, Limit, NodeLimits};
 use crate::metrics::SmtpMetrics;
 use crate::shutdown::Phase;
-use crate::storage::StorageActor;
-use crate::submission::Submitter;
+use crate::submission::{Pipeline, Recipients, Submitter};
+use io::{Deadline, ReadOutcome};
 
 /// Any byte stream a session can run over.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -75,13 +82,10 @@ impl ListenerKind {
 /// What every session on every listener shares.
 pub struct SessionContext {
     pub config: Arc<Config>,
-    pub db: DatabaseConnection,
-    pub storage: Addr<StorageActor>,
-    pub health: Arc<HealthState>,
-    pub health_monitor: Recipient<DependencyFailed>,
+    /// Accounts, policy, hooks and storage: the way every message gets in.
+    pub pipeline: Arc<Pipeline>,
     pub tls: Option<TlsAcceptor>,
     pub shutdown: watch::Receiver<Phase>,
-    pub hooks: Arc<crate::hooks::HookDispatcher>,
     pub audit: Arc<crate::audit::AuditLog>,
     pub limits: Arc<NodeLimits>,
 }
@@ -110,11 +114,9 @@ struct Envelope {
     /// The transaction's trace span; it ends with the reply after DATA.
     span: Option<tracing::Span>,
     mail: Option<MailFrom>,
-    recipients: Vec<LocalRecipient>,
-    /// Remote recipients of an authenticated client: they go to the outbound queue.
-    outbound: Vec<super::proto::command::Address>,
-    /// Accepted RCPTs, duplicates included, for the recipients limit.
-    rcpt_count: usize,
+    /// Local users, and remote addresses of an authenticated client (the outbound
+    /// queue), as the recipient policy admitted them.
+    recipients: Recipients,
 }
 
 /// What the client is and may do, independent of the transaction.
@@ -171,35 +173,6 @@ pub struct Session {
     metrics: Option<&'static SmtpMetrics>,
 }
 
-enum ReadOutcome {
-    Data,
-    Eof,
-    Timeout(Deadline),
-    Shutdown(Phase),
-    Error(std::io::Error),
-}
-
-/// Which bound ended a read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deadline {
-    /// The command or DATA timeout: the client said nothing for too long.
-    Idle,
-    /// DATA arrived slower than the minimum rate.
-    DataRate,
-    /// The session's lifetime is over.
-    Lifetime,
-}
-
-impl Deadline {
-    fn reply(self) -> Reply {
-        match self {
-            Deadline::Idle => reply::TIMEOUT,
-            Deadline::DataRate => reply::DATA_TOO_SLOW,
-            Deadline::Lifetime => reply::SESSION_TOO_LONG,
-        }
-    }
-}
-
 impl Session {
     pub fn new(ctx: Arc<SessionContext>, listener: ListenerKind, remote: SocketAddr) -> Self {
         let shutdown = ctx.shutdown.clone();
@@ -244,8 +217,7 @@ impl Session {
             let _ = self.flush(&mut stream).await;
             return;
         }
-        let greeting = format!("{} ESMTP MaiRust", self.ctx.config.server.hostname);
-        self.reply(Reply::plain(220, greeting));
+        self.reply(reply::greeting(&self.ctx.config.server.hostname));
         loop {
             let flow = self.process_input().await;
             if let Err(e) = self.flush(&mut stream).await {
@@ -337,103 +309,6 @@ impl Session {
             m.error_reply(reply.code);
         }
         reply.write_to(&mut self.out);
-    }
-
-    fn write_timeout(&self) -> Duration {
-        Duration::from_secs(self.ctx.config.smtp.limits.write_timeout_seconds)
-    }
-
-    /// Writes the collected replies; a client that does not take them within
-    /// `write_timeout_seconds` (its receive window stays full) ends the session.
-    async fn flush(&mut self, stream: &mut BoxStream) -> std::io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let write = async {
-            stream.write_all(&self.out).await?;
-            stream.flush().await
-        };
-        match tokio::time::timeout(self.write_timeout(), write).await {
-            Ok(result) => result?,
-            Err(_) => {
-                limits::hit(Limit::WriteTimeout);
-                tracing::info!(component = "smtp", session_id = %self.id, remote = %self.remote, event = "write_timeout", "client does not read its replies; closing");
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "client did not read its replies",
-                ));
-            }
-        }
-        self.out.clear();
-        Ok(())
-    }
-
-    /// How long the next read may wait, and which bound that is: the idle timeout of
-    /// the phase, the DATA minimum rate (after a first `data_timeout_seconds` of grace,
-    /// the body must average `data_min_rate_bytes_per_second`), and the session's
-    /// lifetime, whichever ends first.
-    fn read_deadline(&self) -> (Duration, Deadline) {
-        let limits = &self.ctx.config.smtp.limits;
-        let mut bound = match &self.state {
-            State::Data(_) => (
-                Duration::from_secs(limits.data_timeout_seconds),
-                Deadline::Idle,
-            ),
-            _ => (
-                Duration::from_secs(limits.command_timeout_seconds),
-                Deadline::Idle,
-            ),
-        };
-        if let State::Data(incoming) = &self.state
-            && limits.data_min_rate_bytes_per_second > 0
-        {
-            let earned = Duration::try_from_secs_f64(
-                incoming.bytes_in as f64 / limits.data_min_rate_bytes_per_second as f64,
-            )
-            .unwrap_or(Duration::MAX);
-            let allowed = Duration::from_secs(limits.data_timeout_seconds).saturating_add(earned);
-            let left = allowed.saturating_sub(incoming.started.elapsed());
-            if left < bound.0 {
-                bound = (left, Deadline::DataRate);
-            }
-        }
-        let lifetime =
-            Duration::from_secs(limits.max_session_seconds).saturating_sub(self.started.elapsed());
-        if lifetime < bound.0 {
-            bound = (lifetime, Deadline::Lifetime);
-        }
-        bound
-    }
-
-    async fn read_more(&mut self, stream: &mut BoxStream) -> ReadOutcome {
-        let (timeout, deadline) = self.read_deadline();
-        // A timeout polls the read first: with bytes always waiting (a client that never
-        // stops sending) a deadline already passed would never fire.
-        if timeout.is_zero() {
-            return ReadOutcome::Timeout(deadline);
-        }
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(8192);
-        }
-        tokio::select! {
-            read = tokio::time::timeout(timeout, stream.read_buf(&mut self.rbuf)) => match read {
-                Ok(Ok(0)) => ReadOutcome::Eof,
-                Ok(Ok(n)) => {
-                    if let State::Data(incoming) = &mut self.state {
-                        incoming.bytes_in += n as u64;
-                    }
-                    ReadOutcome::Data
-                }
-                Ok(Err(e)) => ReadOutcome::Error(e),
-                Err(_) => ReadOutcome::Timeout(deadline),
-            },
-            changed = self.shutdown.changed() => {
-                match changed {
-                    Ok(()) => ReadOutcome::Shutdown(*self.shutdown.borrow_and_update()),
-                    Err(_) => ReadOutcome::Shutdown(Phase::Closing),
-                }
-            }
-        }
     }
 
     /// Handles every complete command (or the DATA body) in the buffer.

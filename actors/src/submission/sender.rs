@@ -1,18 +1,19 @@
-//! Authenticated submission (SPEC M3, S5): which sender addresses an account may use,
-//! checked on the envelope (MAIL FROM) and on the From: header of what it sends.
+//! The sender policy of authenticated submission (SPEC M3, S5): which sender addresses
+//! an account may use, checked on the envelope (MAIL FROM) and on the From: header of
+//! what it sends.
 //!
-//! An SMTP session that authenticated holds a [`Submitter`] and checks each transaction
-//! with it (`smtp.submission.*` says which checks are in force); `POST /send` finds the
-//! account behind its sender with [`owner_of`]. Today an account may use its own address
-//! only. Aliases (SPEC M8) go into [`Submitter::for_user`] (the addresses an account
-//! may use) and [`owner_of`] (the account an address belongs to); every check follows.
+//! An SMTP session that authenticated holds a [`Submitter`]; `POST /send` finds the
+//! account behind its sender ([`super::Pipeline::sender_account`]). Both check each
+//! message with it (`smtp.submission.*` says which checks are in force). Today an
+//! account may use its own address only. Aliases (SPEC M8) go into
+//! [`Submitter::for_user`] (the addresses an account may use) and the directory's
+//! answer to who owns an address; every check follows.
 //!
 //! The account is recorded on every message it submits (`messages.submitted_by`, and a
 //! comment in our Received header), so mail can always be traced to who sent it.
 
 use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use mairust_entities::user;
-use sea_orm::{ConnectionTrait, DbErr};
 
 use crate::config::SmtpConfig;
 use crate::smtp::proto::Address;
@@ -174,17 +175,6 @@ fn foreign_address_in(name: &str, owned: impl Fn(&Address) -> bool) -> Option<St
         .filter_map(|word| Address::parse(word.trim_matches(|c: char| c == '.')))
         .find(|a| !owned(a))
         .map(|a| a.to_string())
-}
-
-/// The account that may send as `address` (the user of that address; aliases will
-/// resolve to their user here), and whether it is disabled. `None`: no such account.
-pub async fn owner_of<C: ConnectionTrait>(
-    db: &C,
-    address: &Address,
-) -> Result<Option<(Submitter, bool)>, DbErr> {
-    Ok(crate::accounts::find_user(db, &address.key())
-        .await?
-        .map(|user| (Submitter::for_user(&user), user.disabled)))
 }
 
 /// `text` made safe inside a Received header comment (RFC 5322 §3.2.2): no control

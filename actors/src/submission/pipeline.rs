@@ -1,0 +1,279 @@
+//! The one way a message gets in: every rule between a client handing a message over
+//! (SMTP DATA, `POST /send`) and the answer it gets.
+//!
+//! A boundary (the SMTP session, the API handler) speaks its protocol and asks the
+//! pipeline, in this order:
+//! 1. [`Pipeline::accepting`] and [`Pipeline::check_size`] — may anything come in now;
+//! 2. the sender: [`Pipeline::check_envelope`] (SMTP AUTH) or
+//!    [`Pipeline::sender_account`] (the API's sender is an account);
+//! 3. [`Pipeline::add_recipient`] per address — the recipient policy: limits, local
+//!    users, relaying, de-duplication;
+//! 4. [`Pipeline::received_header`] — the header put before the content;
+//! 5. [`Pipeline::submit`] — the From: header check, the pre_receive/pre_send hooks,
+//!    durable storage, then post_receive.
+//!
+//! Each step answers `Ok` or a [`SubmitError`], which the boundary turns into its own
+//! reply once. Headers the server adds to the content (DKIM signatures, spam verdicts)
+//! belong in [`Pipeline::submit`], between the hooks and the store, so both ways in get
+//! them.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix::Recipient;
+use tracing::Instrument;
+
+use super::directory::Directory;
+use super::error::{SenderProblem, SubmitError};
+use super::received::{Origin, received_header};
+use super::recipients::Recipients;
+use super::sender::{Policy, Submitter};
+use crate::accounts::RecipientLookup;
+use crate::config::{Config, HookEvent};
+use crate::health::{Dependency, DependencyFailed, HealthState};
+use crate::hooks::{HookDispatcher, Verdict};
+use crate::smtp::proto::Address;
+use crate::storage::{IncomingMessage, StoreMessage};
+use crate::trace;
+
+/// What the pipeline needs from the running node; shared (`Arc`) by every session and
+/// API request.
+pub struct Pipeline {
+    pub config: Arc<Config>,
+    pub directory: Arc<dyn Directory>,
+    pub storage: Recipient<StoreMessage>,
+    pub hooks: Arc<HookDispatcher>,
+    pub health: Arc<HealthState>,
+    /// Told when a directory lookup fails, so the HealthMonitor probes at once.
+    pub health_monitor: Recipient<DependencyFailed>,
+}
+
+/// A message ready to be checked and stored.
+pub struct Submission<'a> {
+    /// UUIDv7: the message's id, named in the Received header.
+    pub id: String,
+    /// The Received header ([`Pipeline::received_header`]) followed by the content.
+    pub body: Vec<u8>,
+    /// The reverse-path; `None` for `<>`.
+    pub sender: Option<&'a Address>,
+    pub recipients: Recipients,
+    /// The listener's name, or `api`.
+    pub listener: &'static str,
+    pub remote: IpAddr,
+    /// The account that submits it (SMTP AUTH, the API's sender); `None` for mail from
+    /// other servers.
+    pub submitter: Option<&'a Submitter>,
+}
+
+/// A message stored durably.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub id: String,
+    /// Bytes stored, our Received header included.
+    pub size: usize,
+    /// The Message-ID header, empty when it has none.
+    pub message_id: String,
+}
+
+impl Pipeline {
+    /// Tells the HealthMonitor a directory lookup failed (it probes at once).
+    pub fn directory_failed(&self) {
+        self.health_monitor
+            .do_send(DependencyFailed(Dependency::Database));
+    }
+
+    /// Whether a message may come in now: every dependency up, room in the store.
+    pub fn accepting(&self) -> Result<(), SubmitError> {
+        if !self.health.accepting_mail() {
+            return Err(SubmitError::NotAccepting);
+        }
+        if self.health.storage_full() {
+            return Err(SubmitError::StorageFull);
+        }
+        Ok(())
+    }
+
+    /// A message of `size` bytes (as the client sends it) fits `max_message_size`.
+    pub fn check_size(&self, size: u64) -> Result<(), SubmitError> {
+        let limit = self.config.smtp.limits.max_message_size;
+        if size > limit as u64 {
+            return Err(SubmitError::TooBig { limit });
+        }
+        Ok(())
+    }
+
+    /// The checks in force for authenticated clients (`smtp.submission`).
+    pub fn policy(&self) -> Policy {
+        Policy::from_config(&self.config.smtp)
+    }
+
+    /// The envelope sender an authenticated account gives (`None`: `<>`).
+    pub fn check_envelope(
+        &self,
+        submitter: &Submitter,
+        sender: Option<&Address>,
+    ) -> Result<(), SubmitError> {
+        submitter
+            .check_envelope(self.policy(), sender)
+            .map_err(SubmitError::Sender)
+    }
+
+    /// The account that sends as `from` through the API: an existing, enabled user of
+    /// one of this server's domains.
+    pub async fn sender_account(&self, from: &Address) -> Result<Submitter, SubmitError> {
+        let directory = &*self.directory;
+        if !self.looked_up(directory.is_local_domain(&from.domain).await)? {
+            return Err(SubmitError::NoSuchSender(SenderProblem::ForeignDomain(
+                from.domain.clone(),
+            )));
+        }
+        let key = from.key();
+        match self.looked_up(directory.user(&key).await)? {
+            Some(user) if !user.disabled => {
+                let submitter = Submitter::for_user(&user);
+                self.check_envelope(&submitter, Some(from))?;
+                Ok(submitter)
+            }
+            Some(_) => Err(SubmitError::NoSuchSender(SenderProblem::Disabled(key))),
+            None => Err(SubmitError::NoSuchSender(SenderProblem::NoUser(key))),
+        }
+    }
+
+    /// The recipient policy for one address (SPEC M3): at most `max_recipients` per
+    /// message (duplicates count, as RCPT commands do), local users of our domains from
+    /// anyone, other domains only when `may_relay` (authenticated clients): never an
+    /// open relay. Duplicates are admitted once.
+    pub async fn add_recipient(
+        &self,
+        recipients: &mut Recipients,
+        address: Address,
+        may_relay: bool,
+    ) -> Result<(), SubmitError> {
+        let limit = self.config.smtp.limits.max_recipients;
+        if recipients.admitted() >= limit {
+            return Err(SubmitError::TooManyRecipients { limit });
+        }
+        let span = trace::child_span(|| tracing::info_span!("db.lookup_recipient"));
+        let lookup = self.directory.recipient(&address).instrument(span).await;
+        match self.looked_up(lookup)? {
+            RecipientLookup::Local(local) => recipients.add_local(local),
+            RecipientLookup::Remote if may_relay => recipients.add_outbound(address),
+            RecipientLookup::Remote => return Err(SubmitError::RelayDenied(address)),
+            RecipientLookup::UnknownUser => return Err(SubmitError::UnknownUser(address)),
+        }
+        Ok(())
+    }
+
+    /// The Received header for a message `id` (see [`received_header`]).
+    pub fn received_header(&self, origin: Origin<'_>, id: &str, recipients: &Recipients) -> String {
+        received_header(&self.config.server.hostname, origin, id, recipients)
+    }
+
+    /// How many copies of a body the hooks may hold at once while it is screened: a
+    /// pre_receive or pre_send call holds its base64 form, the JSON request and the
+    /// request's own copy beside the body, about four times its size.
+    pub fn copies_while_screened(&self, has_outbound: bool) -> usize {
+        if self.hooks.has(HookEvent::PreReceive)
+            || (has_outbound && self.hooks.has(HookEvent::PreSend))
+        {
+            4
+        } else {
+            1
+        }
+    }
+
+    /// Checks, screens and stores a message; `Ok` only once it is durable (SPEC M4).
+    pub async fn submit(&self, submission: Submission<'_>) -> Result<Accepted, SubmitError> {
+        self.accepting()?;
+        if let Some(submitter) = submission.submitter {
+            submitter
+                .check_from_header(self.policy(), &submission.body)
+                .map_err(SubmitError::Sender)?;
+        }
+        let mut message = IncomingMessage::new(
+            submission.id,
+            submission.body,
+            submission.sender.map(|a| a.to_string()).unwrap_or_default(),
+            submission.recipients.local,
+            submission.listener,
+            submission.remote,
+            submission.recipients.outbound,
+        );
+        message.submitted_by = submission.submitter.map(|s| s.account().to_string());
+        self.screen(&mut message).await?;
+        let accepted = Accepted {
+            id: message.id.clone(),
+            size: message.body.len(),
+            message_id: message.meta.message_id.clone().unwrap_or_default(),
+        };
+        let told = self
+            .hooks
+            .has(HookEvent::PostReceive)
+            .then(|| message.clone());
+        let span = trace::child_span(|| tracing::info_span!("storage.store", size = accepted.size));
+        let request = span.in_scope(|| StoreMessage::new(message));
+        match self.storage.send(request).instrument(span).await {
+            Ok(Ok(())) => {
+                if let Some(stored) = told {
+                    self.hooks.post_receive(&stored);
+                }
+                Ok(accepted)
+            }
+            Ok(Err(e)) => Err(SubmitError::NotStored(e)),
+            Err(e) => Err(SubmitError::StorageUnreachable(e)),
+        }
+    }
+
+    /// The hooks every message passes before it is stored: pre_receive, then pre_send
+    /// when it has remote recipients. Tags of an allowing hook go on the mailbox
+    /// entries; the first refusal or deferral ends it.
+    async fn screen(&self, message: &mut IncomingMessage) -> Result<(), SubmitError> {
+        if self.hooks.has(HookEvent::PreReceive) {
+            let verdict = self.hooks.pre_receive(message).await;
+            follow(verdict, "pre_receive", message)?;
+        }
+        if !message.outbound.is_empty() && self.hooks.has(HookEvent::PreSend) {
+            let verdict = self.hooks.pre_send(message).await;
+            follow(verdict, "pre_send", message)?;
+        }
+        Ok(())
+    }
+
+    /// A directory answer; a failure also tells the HealthMonitor.
+    fn looked_up<T>(&self, answer: Result<T, sea_orm::DbErr>) -> Result<T, SubmitError> {
+        answer.map_err(|e| {
+            tracing::warn!(component = "submission", event = "directory_failed", error = %e, "directory lookup failed");
+            self.directory_failed();
+            SubmitError::Directory(e)
+        })
+    }
+}
+
+/// One hook's verdict on `message`; its text is made single-line and bounded.
+fn follow(
+    verdict: Verdict,
+    hook: &'static str,
+    message: &mut IncomingMessage,
+) -> Result<(), SubmitError> {
+    let said = |text: String| crate::queue::client::sanitize(text.trim());
+    match verdict {
+        Verdict::Allow { tags } => {
+            message.tags.extend(tags);
+            Ok(())
+        }
+        Verdict::Reject(text) => {
+            tracing::info!(component = "submission", event = "message_rejected_by_hook", id = %message.id, listener = message.listener, hook, "message refused by a hook");
+            Err(SubmitError::Rejected {
+                hook,
+                text: said(text),
+            })
+        }
+        Verdict::Tempfail(text) => {
+            tracing::info!(component = "submission", event = "message_tempfailed_by_hook", id = %message.id, listener = message.listener, hook, "message deferred by a hook");
+            Err(SubmitError::Deferred {
+                hook,
+                text: said(text),
+            })
+        }
+    }
+}
