@@ -368,21 +368,8 @@ async fn check_dangling(
     fix: bool,
     problems: &mut Vec<Problem>,
 ) -> anyhow::Result<()> {
-    let index = Dangling {
-        kind: "dangling_index",
-        subject: "mailbox entry",
-        detail: "its message or mailbox row is gone",
-    };
-    index
-        .check::<mailbox_message::Entity>(
-            db,
-            "SELECT mm.id AS id FROM mailbox_messages mm \
-             LEFT JOIN messages m ON m.id = mm.message_id \
-             LEFT JOIN mailboxes b ON b.id = mm.mailbox_id \
-             WHERE m.id IS NULL OR b.id IS NULL",
-            fix,
-            problems,
-        )
+    DANGLING_INDEX
+        .check::<mailbox_message::Entity>(db, fix, problems)
         .await?;
     let entries = super::column(
         db,
@@ -397,21 +384,30 @@ async fn check_dangling(
             "its message row is gone: `mairust queue delete` it, or restore the message",
         ));
     }
-    let recipients = Dangling {
-        kind: "dangling_queue",
-        subject: "queue recipient",
-        detail: "its queue entry is gone",
-    };
-    recipients
-        .check::<queue_recipient::Entity>(
-            db,
-            "SELECT r.id AS id FROM queue_recipients r LEFT JOIN queue_entries q ON q.id = r.entry_id \
-             WHERE q.id IS NULL",
-            fix,
-            problems,
-        )
+    DANGLING_RECIPIENTS
+        .check::<queue_recipient::Entity>(db, fix, problems)
         .await
 }
+
+/// Mailbox entries whose message or mailbox is gone.
+const DANGLING_INDEX: Dangling = Dangling {
+    kind: "dangling_index",
+    subject: "mailbox entry",
+    detail: "its message or mailbox row is gone",
+    sql: "SELECT mm.id AS id FROM mailbox_messages mm \
+          LEFT JOIN messages m ON m.id = mm.message_id \
+          LEFT JOIN mailboxes b ON b.id = mm.mailbox_id \
+          WHERE m.id IS NULL OR b.id IS NULL",
+};
+
+/// Queue recipients whose queue entry is gone.
+const DANGLING_RECIPIENTS: Dangling = Dangling {
+    kind: "dangling_queue",
+    subject: "queue recipient",
+    detail: "its queue entry is gone",
+    sql: "SELECT r.id AS id FROM queue_recipients r \
+          LEFT JOIN queue_entries q ON q.id = r.entry_id WHERE q.id IS NULL",
+};
 
 /// A kind of row whose parent row is gone: nothing can use it, so `--fix` deletes it.
 struct Dangling {
@@ -419,15 +415,16 @@ struct Dangling {
     /// What the row is, before its id in the report.
     subject: &'static str,
     detail: &'static str,
+    /// The ids of such rows.
+    sql: &'static str,
 }
 
 impl Dangling {
-    /// One problem for each id `sql` returns (rows of `E`, keyed by an integer id); with
-    /// `fix`, the row is deleted.
+    /// One problem for each row found (rows of `E`, keyed by an integer id); with `fix`,
+    /// the row is deleted.
     async fn check<E>(
         &self,
         db: &DatabaseConnection,
-        sql: &str,
         fix: bool,
         problems: &mut Vec<Problem>,
     ) -> anyhow::Result<()>
@@ -435,7 +432,7 @@ impl Dangling {
         E: EntityTrait,
         <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<i64>,
     {
-        for id in super::column(db, sql).await? {
+        for id in super::column(db, self.sql).await? {
             let mut p = problem(self.kind, format!("{} {id}", self.subject), self.detail);
             if fix && let Ok(n) = id.parse::<i64>() {
                 E::delete_by_id(n).exec(db).await?;
