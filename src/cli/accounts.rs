@@ -128,14 +128,7 @@ pub async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
                 password_hash: Some(accounts::hash_password(&password)?),
                 disabled: None,
             };
-            let u = accounts::update_user(&db, &address, change).await?;
-            audit
-                .record(
-                    Entry::success("user.change", super::cli_actor())
-                        .target(&u.address)
-                        .detail("password_changed", true),
-                )
-                .await;
+            let u = change_user(&db, &audit, &address, change).await?;
             println!("password of {} changed", u.address);
         }
         UserAction::Disable { address } => set_disabled(&db, &audit, &address, true).await?,
@@ -155,15 +148,29 @@ async fn set_disabled(
         password_hash: None,
         disabled: Some(disabled),
     };
-    let u = accounts::update_user(db, address, change).await?;
-    audit
-        .record(
-            Entry::success("user.change", super::cli_actor())
-                .target(&u.address)
-                .detail("disabled", disabled),
-        )
-        .await;
+    let u = change_user(db, audit, address, change).await?;
     let state = if disabled { "disabled" } else { "enabled" };
     println!("user {} {state}", u.address);
     Ok(())
+}
+
+/// Applies `change` to the user, and records `user.change` with what changed.
+async fn change_user(
+    db: &sea_orm::DatabaseConnection,
+    audit: &AuditLog,
+    address: &str,
+    change: accounts::UserChange,
+) -> anyhow::Result<mairust_entities::user::Model> {
+    let password_changed = change.password_hash.is_some();
+    let disabled = change.disabled;
+    let u = accounts::update_user(db, address, change).await?;
+    let mut entry = Entry::success("user.change", super::cli_actor()).target(&u.address);
+    if password_changed {
+        entry = entry.detail("password_changed", true);
+    }
+    if let Some(disabled) = disabled {
+        entry = entry.detail("disabled", disabled);
+    }
+    audit.record(entry).await;
+    Ok(u)
 }

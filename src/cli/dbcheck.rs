@@ -26,7 +26,8 @@ use mairust_actors::storage::envelope::hex;
 use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient, unflushed_message};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PrimaryKeyTrait, QueryFilter,
+    TransactionTrait,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -367,26 +368,9 @@ async fn check_dangling(
     fix: bool,
     problems: &mut Vec<Problem>,
 ) -> anyhow::Result<()> {
-    let index = super::column(
-        db,
-        "SELECT mm.id AS id FROM mailbox_messages mm \
-         LEFT JOIN messages m ON m.id = mm.message_id \
-         LEFT JOIN mailboxes b ON b.id = mm.mailbox_id \
-         WHERE m.id IS NULL OR b.id IS NULL",
-    )
-    .await?;
-    for id in index {
-        let mut p = problem(
-            "dangling_index",
-            format!("mailbox entry {id}"),
-            "its message or mailbox row is gone",
-        );
-        if fix && let Ok(n) = id.parse::<i64>() {
-            mailbox_message::Entity::delete_by_id(n).exec(db).await?;
-            p.fixed = true;
-        }
-        problems.push(p);
-    }
+    DANGLING_INDEX
+        .check::<mailbox_message::Entity>(db, fix, problems)
+        .await?;
     let entries = super::column(
         db,
         "SELECT q.id AS id FROM queue_entries q LEFT JOIN messages m ON m.id = q.message_id \
@@ -400,26 +384,62 @@ async fn check_dangling(
             "its message row is gone: `mairust queue delete` it, or restore the message",
         ));
     }
-    let recipients = super::column(
-        db,
-        "SELECT r.id AS id FROM queue_recipients r LEFT JOIN queue_entries q ON q.id = r.entry_id \
-         WHERE q.id IS NULL",
-    )
-    .await?;
-    for id in recipients {
-        let mut p = problem(
-            "dangling_queue",
-            format!("queue recipient {id}"),
-            "its queue entry is gone",
-        );
-        if fix && let Ok(n) = id.parse::<i64>() {
-            queue_recipient::Entity::delete_many()
-                .filter(queue_recipient::Column::Id.eq(n))
-                .exec(db)
-                .await?;
-            p.fixed = true;
+    DANGLING_RECIPIENTS
+        .check::<queue_recipient::Entity>(db, fix, problems)
+        .await
+}
+
+/// Mailbox entries whose message or mailbox is gone.
+const DANGLING_INDEX: Dangling = Dangling {
+    kind: "dangling_index",
+    subject: "mailbox entry",
+    detail: "its message or mailbox row is gone",
+    sql: "SELECT mm.id AS id FROM mailbox_messages mm \
+          LEFT JOIN messages m ON m.id = mm.message_id \
+          LEFT JOIN mailboxes b ON b.id = mm.mailbox_id \
+          WHERE m.id IS NULL OR b.id IS NULL",
+};
+
+/// Queue recipients whose queue entry is gone.
+const DANGLING_RECIPIENTS: Dangling = Dangling {
+    kind: "dangling_queue",
+    subject: "queue recipient",
+    detail: "its queue entry is gone",
+    sql: "SELECT r.id AS id FROM queue_recipients r \
+          LEFT JOIN queue_entries q ON q.id = r.entry_id WHERE q.id IS NULL",
+};
+
+/// A kind of row whose parent row is gone: nothing can use it, so `--fix` deletes it.
+struct Dangling {
+    kind: &'static str,
+    /// What the row is, before its id in the report.
+    subject: &'static str,
+    detail: &'static str,
+    /// The ids of such rows.
+    sql: &'static str,
+}
+
+impl Dangling {
+    /// One problem for each row found (rows of `E`, keyed by an integer id); with `fix`,
+    /// the row is deleted.
+    async fn check<E>(
+        &self,
+        db: &DatabaseConnection,
+        fix: bool,
+        problems: &mut Vec<Problem>,
+    ) -> anyhow::Result<()>
+    where
+        E: EntityTrait,
+        <E::PrimaryKey as PrimaryKeyTrait>::ValueType: From<i64>,
+    {
+        for id in super::column(db, self.sql).await? {
+            let mut p = problem(self.kind, format!("{} {id}", self.subject), self.detail);
+            if fix && let Ok(n) = id.parse::<i64>() {
+                E::delete_by_id(n).exec(db).await?;
+                p.fixed = true;
+            }
+            problems.push(p);
         }
-        problems.push(p);
+        Ok(())
     }
-    Ok(())
 }

@@ -35,12 +35,7 @@ fn find_version(names: &[String], version: &str) -> Option<usize> {
 }
 
 pub async fn run(config: &Config, action: Option<MigrateAction>) -> anyhow::Result<()> {
-    let db = database::connect(&config.database).await.with_context(|| {
-        format!(
-            "cannot connect to the database ({})",
-            super::redact(&config.database.url)
-        )
-    })?;
+    let db = super::connect(config).await?;
     let status = database::schema_status(&db).await?;
     match action.unwrap_or(MigrateAction::Up) {
         MigrateAction::Up => {

@@ -33,12 +33,7 @@ pub async fn open_existing(config: &Config) -> anyhow::Result<DatabaseConnection
             path.display()
         );
     }
-    let db = database::connect(&config.database).await.with_context(|| {
-        format!(
-            "cannot connect to the database ({})",
-            redact(&config.database.url)
-        )
-    })?;
+    let db = connect(config).await?;
     if !database::has_schema(&db).await? {
         anyhow::bail!(
             "the database ({}) is empty: no MaiRust schema; wrong database.url?",
@@ -51,14 +46,20 @@ pub async fn open_existing(config: &Config) -> anyhow::Result<DatabaseConnection
     }
 }
 
-/// Connects for a CLI command and refuses to work on a schema that is not current.
-pub async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection> {
-    let db = database::connect(&config.database).await.with_context(|| {
+/// Connects to `database.url`, naming the database (without its password) when it
+/// cannot.
+pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    database::connect(&config.database).await.with_context(|| {
         format!(
             "cannot connect to the database ({})",
             redact(&config.database.url)
         )
-    })?;
+    })
+}
+
+/// Connects for a CLI command and refuses to work on a schema that is not current.
+pub async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let db = connect(config).await?;
     match database::schema_status(&db).await? {
         SchemaStatus::Current => Ok(db),
         SchemaStatus::Fresh => {
@@ -116,6 +117,22 @@ pub async fn column<C: sea_orm::ConnectionTrait>(c: &C, sql: &str) -> anyhow::Re
                 .map_err(Into::into)
         })
         .collect()
+}
+
+/// The first column of the one row `sql` returns: a count, a setting, an identifier.
+pub async fn scalar<T, C>(c: &C, sql: &str) -> anyhow::Result<T>
+where
+    T: sea_orm::TryGetable,
+    C: sea_orm::ConnectionTrait,
+{
+    let row = c
+        .query_one_raw(sea_orm::Statement::from_string(
+            c.get_database_backend(),
+            sql,
+        ))
+        .await?
+        .with_context(|| format!("`{sql}` returned no row"))?;
+    Ok(row.try_get_by_index(0)?)
 }
 
 pub fn schema_error(status: &SchemaStatus) -> anyhow::Error {

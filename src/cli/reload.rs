@@ -42,62 +42,30 @@ fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
     old_logging.level = new.logging.level.clone();
     let mut old_api = old.api.clone();
     old_api.auth_failures_per_minute = new.api.auth_failures_per_minute;
-    let pairs = [
-        (
-            "server",
-            format!("{:?}", old.server),
-            format!("{:?}", new.server),
-        ),
-        ("smtp", format!("{old_smtp:?}"), format!("{new_smtp:?}")),
-        ("http", format!("{:?}", old.http), format!("{:?}", new.http)),
-        (
-            "database",
-            format!("{:?}", old.database),
-            format!("{:?}", new.database),
-        ),
-        (
-            "storage",
-            format!("{:?}", old.storage),
-            format!("{:?}", new.storage),
-        ),
-        (
-            "health",
-            format!("{:?}", old.health),
-            format!("{:?}", new.health),
-        ),
-        (
-            "logging",
-            format!("{old_logging:?}"),
-            format!("{:?}", new.logging),
-        ),
-        ("api", format!("{old_api:?}"), format!("{:?}", new.api)),
-        ("auth", format!("{:?}", old.auth), format!("{:?}", new.auth)),
-        (
-            "queue",
-            format!("{:?}", old.queue),
-            format!("{:?}", new.queue),
-        ),
-        (
-            "delivery",
-            format!("{:?}", old.delivery),
-            format!("{:?}", new.delivery),
-        ),
-        (
-            "audit",
-            format!("{:?}", old.audit),
-            format!("{:?}", new.audit),
-        ),
-        (
-            "telemetry",
-            format!("{:?}", old.telemetry),
-            format!("{:?}", new.telemetry),
-        ),
-    ];
-    pairs
-        .into_iter()
-        .filter(|(_, a, b)| a != b)
-        .map(|(name, _, _)| name)
-        .collect()
+    [
+        differs("server", &old.server, &new.server),
+        differs("smtp", &old_smtp, &new_smtp),
+        differs("http", &old.http, &new.http),
+        differs("database", &old.database, &new.database),
+        differs("storage", &old.storage, &new.storage),
+        differs("health", &old.health, &new.health),
+        differs("logging", &old_logging, &new.logging),
+        differs("api", &old_api, &new.api),
+        differs("auth", &old.auth, &new.auth),
+        differs("queue", &old.queue, &new.queue),
+        differs("delivery", &old.delivery, &new.delivery),
+        differs("audit", &old.audit, &new.audit),
+        differs("telemetry", &old.telemetry, &new.telemetry),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `name` when the two versions of a section differ, compared through their `Debug`
+/// text (which every section type has).
+fn differs<T: std::fmt::Debug>(name: &'static str, old: &T, new: &T) -> Option<&'static str> {
+    (format!("{old:?}") != format!("{new:?}")).then_some(name)
 }
 
 /// Reads `path` and applies what can change live over `applied` (the configuration the

@@ -36,9 +36,7 @@ pub fn run(
             tracing::warn!(component = "supervisor", event = "config_deprecated", key = old, replacement = new, "deprecated configuration key; rename it");
         }
         warn_if_readable_by_others(&config, path);
-        let db = database::connect(&config.database)
-            .await
-            .with_context(|| format!("cannot connect to the database ({})", super::redact(&config.database.url)))?;
+        let db = super::connect(&config).await?;
         match database::schema_status(&db).await? {
             SchemaStatus::Current => {}
             SchemaStatus::Fresh => {

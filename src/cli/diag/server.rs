@@ -1,0 +1,174 @@
+//! What the running server says about itself over HTTP: `mairust health check`,
+//! `mairust status`, and whether a server answers at all (restore refuses then).
+
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use mairust_actors::config::Config;
+use serde_json::{Value, json};
+
+use super::reachable;
+
+/// GET `path` from the running server's HTTP address: (status, body).
+async fn get(config: &Config, path: &str) -> anyhow::Result<(u16, Value)> {
+    if !config.http.enabled {
+        bail!("http.enabled is false: the server has no HTTP endpoint to ask");
+    }
+    let addr = reachable(&config.http.address, "http.address")?;
+    let url = format!("http://{addr}{path}");
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("no server answers at {addr} ({e}): is it running?"))?;
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    Ok((status, body))
+}
+
+/// Whether a server answers `/health/live` at the configured HTTP address.
+pub async fn server_answers(config: &Config) -> bool {
+    let Ok(addr) = reachable(&config.http.address, "http.address") else {
+        return false;
+    };
+    if !config.http.enabled {
+        return false;
+    }
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(format!("http://{addr}/health/live"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+#[derive(Subcommand)]
+pub enum HealthAction {
+    /// Exit 0 when the running server is ready (database and object store answer), 1
+    /// when not or when no server answers: for scripts and after upgrades.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn health(config: &Config, action: HealthAction) -> anyhow::Result<bool> {
+    let HealthAction::Check { json } = action;
+    let (status, body) = get(config, "/health/ready").await?;
+    if json {
+        println!("{body}");
+    } else {
+        println!("{}", body["status"].as_str().unwrap_or("unknown"));
+        if let Some(checks) = body["checks"].as_object() {
+            for (name, check) in checks {
+                println!("  {name}: {}", check["status"].as_str().unwrap_or("?"));
+            }
+        }
+    }
+    Ok(status == 200)
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+/// An uptime or an age for people, in its two largest units.
+fn duration(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// `mairust status`: what the running server says about itself.
+pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<bool> {
+    let (code, body) = match get(config, "/health").await {
+        Ok(r) => r,
+        Err(e) => {
+            if args.json {
+                println!("{}", json!({"running": false, "error": format!("{e:#}")}));
+            } else {
+                println!("MaiRust is not running: {e:#}");
+            }
+            return Ok(false);
+        }
+    };
+    if args.json {
+        println!("{}", json!({"running": true, "health": body}));
+        return Ok(code == 200 && body["status"] == "healthy");
+    }
+    let checks = &body["checks"];
+    println!(
+        "MaiRust {} on node {}: {}",
+        body["version"].as_str().unwrap_or("?"),
+        body["node"].as_str().unwrap_or("?"),
+        body["status"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  uptime      {}",
+        duration(body["uptime_seconds"].as_u64().unwrap_or(0))
+    );
+    if let Some(listeners) = body["listeners"].as_object() {
+        let mut list: Vec<String> = listeners
+            .iter()
+            .map(|(name, addr)| format!("{name} {}", addr.as_str().unwrap_or("?")))
+            .collect();
+        if let Ok(http) = reachable(&config.http.address, "http.address") {
+            list.push(format!("http {http}"));
+        }
+        println!("  listeners   {}", list.join(", "));
+    }
+    for dep in ["database", "storage"] {
+        println!(
+            "  {dep:<11} {} ({} ms)",
+            checks[dep]["status"].as_str().unwrap_or("?"),
+            checks[dep]["latency_ms"]
+        );
+    }
+    let queue = &checks["queue"];
+    println!(
+        "  queue       {} entries, oldest {}, {} workers",
+        queue["length"],
+        queue["oldest_age_seconds"]
+            .as_u64()
+            .map(duration)
+            .unwrap_or_else(|| "-".into()),
+        queue["workers"]
+    );
+    println!(
+        "  smtp        {} ({} open sessions)",
+        checks["smtp"]["status"].as_str().unwrap_or("?"),
+        checks["smtp"]["sessions"]
+    );
+    let storage = &checks["storage"];
+    if let Some(bytes) = storage["bytes"].as_u64() {
+        let limit = storage["limit_bytes"].as_u64().unwrap_or(0);
+        if limit > 0 {
+            println!(
+                "  stored      {bytes} bytes of {limit} ({:.1}%)",
+                bytes as f64 * 100.0 / limit as f64
+            );
+        } else {
+            println!("  stored      {bytes} bytes (no limit)");
+        }
+    }
+    Ok(body["status"] == "healthy")
+}
