@@ -1402,3 +1402,6 @@ impl SmtpConfig {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests;
