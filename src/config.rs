@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use mairust_actors::config::Config;
+use mairust_actors::config::{Config, ConfigError};
 use serde_json::Value;
 
 pub fn search_path(explicit: Option<&Path>) -> Vec<PathBuf> {
@@ -55,7 +55,7 @@ pub fn parse(text: &str) -> anyhow::Result<Config> {
         } else {
             key
         };
-        anyhow::anyhow!("invalid configuration: {key}: {}", e.inner())
+        ConfigError::new(key, e.inner().to_string())
     })?;
     config.validate()?;
     Ok(config)
@@ -67,9 +67,7 @@ fn resolve_env(value: &mut Value, path: &str) -> anyhow::Result<()> {
         Value::String(s) => {
             if let Some(name) = s.strip_prefix("env:") {
                 *s = std::env::var(name).map_err(|_| {
-                    anyhow::anyhow!(
-                        "invalid configuration: {path}: environment variable {name} is not set"
-                    )
+                    ConfigError::new(path, format!("environment variable {name} is not set"))
                 })?;
             }
         }
@@ -100,6 +98,11 @@ mod tests {
     const MINIMAL: &str =
         "database:\n  url: sqlite://x.db\nstorage:\n  backend: fs\n  fs:\n    path: ./objects\n";
 
+    /// The error `parse` gives for `text`, as the operator reads it.
+    fn rejection(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
     #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
@@ -110,30 +113,24 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = parse(&format!(
+        let err = rejection(&format!(
             "{MINIMAL}smtp:\n  limits:\n    max_recipents: 5\n"
-        ))
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(err.contains("smtp.limits"), "{err}");
         assert!(err.contains("max_recipents"), "{err}");
     }
 
     #[test]
     fn wrong_type_is_named() {
-        let err = parse(&format!(
+        let err = rejection(&format!(
             "{MINIMAL}smtp:\n  limits:\n    max_recipients: many\n"
-        ))
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(err.contains("smtp.limits.max_recipients"), "{err}");
     }
 
     #[test]
     fn invalid_value_is_named() {
-        let err = parse(&format!("{MINIMAL}http:\n  address: nowhere\n"))
-            .unwrap_err()
-            .to_string();
+        let err = rejection(&format!("{MINIMAL}http:\n  address: nowhere\n"));
         assert!(err.contains("http.address"), "{err}");
     }
 
@@ -143,9 +140,9 @@ mod tests {
         unsafe { std::env::set_var("MAIRUST_TEST_DB_URL_X", "sqlite://from-env.db") };
         let c = parse("database:\n  url: env:MAIRUST_TEST_DB_URL_X\nstorage:\n  backend: fs\n  fs:\n    path: o\n").unwrap();
         assert_eq!(c.database.url, "sqlite://from-env.db");
-        let err = parse("database:\n  url: env:MAIRUST_TEST_UNSET_Y\nstorage:\n  backend: fs\n  fs:\n    path: o\n")
-            .unwrap_err()
-            .to_string();
+        let err = rejection(
+            "database:\n  url: env:MAIRUST_TEST_UNSET_Y\nstorage:\n  backend: fs\n  fs:\n    path: o\n",
+        );
         assert!(
             err.contains("database.url") && err.contains("MAIRUST_TEST_UNSET_Y"),
             "{err}"
@@ -154,9 +151,7 @@ mod tests {
 
     #[test]
     fn storage_section_must_match_backend() {
-        let err = parse("database:\n  url: sqlite://x.db\nstorage:\n  backend: s3\n")
-            .unwrap_err()
-            .to_string();
+        let err = rejection("database:\n  url: sqlite://x.db\nstorage:\n  backend: s3\n");
         assert!(err.contains("storage.s3"), "{err}");
     }
 
@@ -173,11 +168,9 @@ mod tests {
         assert!(c.smtp.submission.allow_null_sender);
         assert!(!c.smtp.enforce_envelope_sender());
         assert!(!c.smtp.submission.enforce_from_header);
-        let err = parse(&format!(
+        let err = rejection(&format!(
             "{MINIMAL}smtp:\n  submission:\n    enforce_from: false\n"
-        ))
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(
             err.contains("smtp.submission") && err.contains("enforce_from"),
             "{err}"
@@ -198,9 +191,7 @@ mod tests {
         let both =
             "smtp:\n  require_sender_match: false\n  submission:\n    enforce_envelope_sender:";
         assert!(parse(&format!("{MINIMAL}{both} false\n")).is_ok());
-        let err = parse(&format!("{MINIMAL}{both} true\n"))
-            .unwrap_err()
-            .to_string();
+        let err = rejection(&format!("{MINIMAL}{both} true\n"));
         assert!(
             err.contains("smtp.require_sender_match") && err.contains("disagree"),
             "{err}"

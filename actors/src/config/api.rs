@@ -1,0 +1,119 @@
+//! `http` and `api`: the HTTP listener, and what the REST API on it trusts (proxies
+//! naming the client, browser origins) and how it throttles failed authentications.
+
+use serde::Deserialize;
+
+use super::{ConfigError, after_http_scheme, parse_addr, parse_networks};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub address: String,
+    pub workers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            address: "127.0.0.1:8080".into(),
+            workers: 2,
+        }
+    }
+}
+
+impl HttpConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled {
+            parse_addr("http.address", &self.address)?;
+        }
+        Ok(())
+    }
+}
+
+/// The REST API (SPEC A1–A6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Failed authentications allowed per client address and minute; more get 429
+    /// (a valid key is served all the same).
+    pub auth_failures_per_minute: u32,
+    /// Reverse proxies (addresses or networks) whose forwarding header names the client:
+    /// behind a proxy every request comes from the proxy's address, so without this one
+    /// client's failures would lock out everyone and the audit log would name the proxy.
+    /// The header of any other peer is ignored (a client could write anything in it).
+    pub trusted_proxies: Vec<String>,
+    /// Which header a trusted proxy sets. One, not both: a client can send the other
+    /// one, and a proxy that writes one passes the other through untouched.
+    pub forwarded_header: ForwardedHeader,
+    pub cors: CorsConfig,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            auth_failures_per_minute: 10,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            cors: CorsConfig::default(),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// `trusted_proxies` parsed; the error names the entry (`api.trusted_proxies[0]`).
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        parse_networks("api.trusted_proxies", &self.trusted_proxies)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        self.trusted_proxy_networks()?;
+        self.cors.validate()
+    }
+}
+
+/// The header a trusted proxy names the client in (`api.forwarded_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, most balancers).
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+/// Browsers may call the API from these origins (an Admin UI); none by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// `https://admin.example.org` (scheme, host, optional port; no path, no `*`).
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    pub max_age_seconds: u32,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            max_age_seconds: 3600,
+        }
+    }
+}
+
+impl CorsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            if !after_http_scheme(origin)
+                .is_some_and(|r| !r.is_empty() && !r.contains(['/', '*', ' ']))
+            {
+                return Err(ConfigError::new(
+                    format!("api.cors.allowed_origins[{i}]"),
+                    format!("`{origin}` is not an origin like https://admin.example.org"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
