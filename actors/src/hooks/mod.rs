@@ -28,7 +28,7 @@
 //! - `hook` — one hook as the dispatcher holds it: configuration, source, breaker
 //! - [`breaker`] — the circuit breaker's state machine and the [`Clock`] it goes by
 //! - `egress` — the HTTP client of one `hook_policy`: signed POSTs, capped answers
-//! - [`target`] — `hook_policy`: which addresses hooks may connect to
+//! - `target` — `hook_policy`: which addresses hooks may connect to
 //! - `address_range` — the kinds of non-public address (IANA special-purpose blocks)
 //! - `signature` — the HMAC signature of a request
 //! - `wire` — what a hook is sent and what it answers (JSON)
