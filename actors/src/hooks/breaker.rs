@@ -161,6 +161,19 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Records a failure at `now` and checks that it opens the breaker for a whole
+    /// cool-down counted from `now`.
+    fn fails_and_opens(b: &mut Breaker, now: Instant, why: &str) {
+        assert_eq!(b.record(false, now, T), Some(Transition::Opened), "{why}");
+        assert_eq!(
+            b.state(now, T),
+            BreakerState::Open {
+                retry_in_ms: 30_000
+            },
+            "{why}: counted from the failure"
+        );
+    }
+
     #[test]
     fn consecutive_failures_open_it_and_a_success_resets_the_count() {
         let clock = ManualClock::default();
@@ -183,17 +196,7 @@ mod tests {
             b.record(false, clock.now(), T);
         }
         b.admit(clock.now(), T);
-        assert_eq!(
-            b.record(false, clock.now(), T),
-            Some(Transition::Opened),
-            "the third in a row"
-        );
-        assert_eq!(
-            b.state(clock.now(), T),
-            BreakerState::Open {
-                retry_in_ms: 30_000
-            }
-        );
+        fails_and_opens(&mut b, clock.now(), "the third in a row");
     }
 
     #[test]
@@ -234,18 +237,7 @@ mod tests {
         clock.advance(T.cooldown);
         assert!(b.admit(clock.now(), T).0);
         clock.advance(ms(500));
-        assert_eq!(
-            b.record(false, clock.now(), T),
-            Some(Transition::Opened),
-            "one failure is enough when half-open"
-        );
-        assert_eq!(
-            b.state(clock.now(), T),
-            BreakerState::Open {
-                retry_in_ms: 30_000
-            },
-            "counted from the trial's failure"
-        );
+        fails_and_opens(&mut b, clock.now(), "one failure is enough when half-open");
         clock.advance(ms(29_999));
         assert!(!b.admit(clock.now(), T).0);
         clock.advance(ms(1));
