@@ -15,7 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::attempt;
-use super::store::{CHUNK, HistoryOf, PENDING, drop_unreferenced_messages, insert_history, ts};
+use super::store::{CHUNK, HistoryOf, PENDING, drop_unreferenced_messages, insert_chunked, ts};
 
 /// The reply recorded in the history for recipients `mairust queue delete` removed.
 pub const DELETED_BY_OPERATOR: &str = "deleted by the operator";
@@ -341,7 +341,7 @@ pub async fn delete(
             )
         })
         .collect();
-    insert_history(&txn, history).await?;
+    insert_chunked(&txn, history).await?;
     let keys = drop_unreferenced_messages(&txn, std::slice::from_ref(&entry.message_id)).await?;
     txn.commit().await?;
     Ok(keys)

@@ -127,6 +127,23 @@ pub struct EntryResult {
     pub recipients: Vec<RecipientResult>,
 }
 
+impl EntryResult {
+    /// The same outcome for each of `recipients` (the entry's recipients at one
+    /// destination).
+    pub fn push_all(
+        &mut self,
+        recipients: &[&ClaimedRecipient],
+        outcome: &Outcome,
+        host: Option<&str>,
+    ) {
+        self.recipients.extend(
+            recipients
+                .iter()
+                .map(|r| RecipientResult::new(r, outcome.clone(), host)),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,11 +127,7 @@ async fn deliver_destination(
         Err(e) => {
             let outcome = Outcome::of(&e.reply());
             for (i, rcpts) in items {
-                results[i].recipients.extend(
-                    rcpts
-                        .iter()
-                        .map(|r| RecipientResult::new(r, outcome.clone(), None)),
-                );
+                results[i].push_all(&rcpts, &outcome, None);
             }
             return;
         }
@@ -148,10 +144,8 @@ async fn deliver_destination(
             break;
         }
         let defer_all = |results: &mut [EntryResult], reply: &RemoteReply, host: Option<&str>| {
-            results[i].recipients.extend(rcpts.iter().map(|r| {
-                let reply = reply.clone();
-                RecipientResult::new(r, Outcome::Deferred { reply }, host)
-            }));
+            let reply = reply.clone();
+            results[i].push_all(&rcpts, &Outcome::Deferred { reply }, host);
         };
         if let Some(reply) = &unreachable {
             defer_all(results, reply, None);
@@ -159,11 +153,7 @@ async fn deliver_destination(
         }
         let body = bodies.get(pos).await;
         if let Some(outcome) = without_body(body, &entries[i]) {
-            results[i].recipients.extend(
-                rcpts
-                    .iter()
-                    .map(|r| RecipientResult::new(r, outcome.clone(), None)),
-            );
+            results[i].push_all(&rcpts, &outcome, None);
             continue;
         }
         if sent >= max_per_connection
@@ -261,25 +251,19 @@ mod tests {
             ),
             entry("e1", &[(4, "w@routed.test")]),
         ];
-        let groups: Vec<(String, Vec<(usize, Vec<i64>)>)> = by_destination(&router, &entries)
+        // "destination: entry[recipient ids] ...", in the order delivery takes them.
+        let groups: Vec<String> = by_destination(&router, &entries)
             .into_iter()
             .map(|(dest, items)| {
-                let items = items
-                    .into_iter()
-                    .map(|(i, rcpts)| (i, rcpts.iter().map(|r| r.id).collect()))
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|(i, rcpts)| {
+                        format!("{i}{:?}", rcpts.iter().map(|r| r.id).collect::<Vec<_>>())
+                    })
                     .collect();
-                (dest, items)
+                format!("{dest}: {}", items.join(" "))
             })
             .collect();
-        assert_eq!(
-            groups,
-            vec![
-                (
-                    "127.0.0.1:2526".to_string(),
-                    vec![(0, vec![2]), (1, vec![4])]
-                ),
-                ("mx:a.test".to_string(), vec![(0, vec![1, 3])]),
-            ]
-        );
+        assert_eq!(groups, ["127.0.0.1:2526: 0[2] 1[4]", "mx:a.test: 0[1, 3]"]);
     }
 }

@@ -10,8 +10,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use mairust_entities::{message, queue_entry, queue_history, queue_recipient, unflushed_message};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use super::attempt::{ClaimedEntry, ClaimedRecipient, EntryResult, Outcome};
@@ -76,15 +76,19 @@ pub async fn enqueue<C: ConnectionTrait>(
             })
         })
         .collect();
-    for chunk in entries.chunks(CHUNK / 10) {
-        queue_entry::Entity::insert_many(chunk.to_vec())
-            .exec(txn)
-            .await?;
-    }
-    for chunk in recipients.chunks(CHUNK / 10) {
-        queue_recipient::Entity::insert_many(chunk.to_vec())
-            .exec(txn)
-            .await?;
+    insert_chunked(txn, entries).await?;
+    insert_chunked(txn, recipients).await
+}
+
+/// Inserts rows a few at a time, so a statement stays within [`CHUNK`] bind parameters
+/// (each of these rows binds about ten).
+pub(super) async fn insert_chunked<C, A>(txn: &C, rows: Vec<A>) -> Result<(), DbErr>
+where
+    C: ConnectionTrait,
+    A: ActiveModelTrait + Clone,
+{
+    for chunk in rows.chunks(CHUNK / 10) {
+        A::Entity::insert_many(chunk.to_vec()).exec(txn).await?;
     }
     Ok(())
 }
@@ -357,7 +361,7 @@ pub async fn record(
             })
         })
         .collect();
-    insert_history(&txn, history).await?;
+    insert_chunked(&txn, history).await?;
     let message_ids: Vec<String> = finished
         .iter()
         .filter(|e| held.contains(&e.entry.id))
@@ -421,16 +425,4 @@ impl HistoryOf<'_> {
             ..Default::default()
         }
     }
-}
-
-pub(super) async fn insert_history<C: ConnectionTrait>(
-    txn: &C,
-    rows: Vec<queue_history::ActiveModel>,
-) -> Result<(), DbErr> {
-    for chunk in rows.chunks(CHUNK / 10) {
-        queue_history::Entity::insert_many(chunk.to_vec())
-            .exec(txn)
-            .await?;
-    }
-    Ok(())
 }
