@@ -25,6 +25,8 @@ use super::store;
 use crate::health::{Dependency, DependencyFailed};
 use crate::shutdown::Phase;
 
+/// One delivery loop of a node (`queue.workers` of them); its claims are named
+/// `node_id#index`.
 pub struct QueueWorker {
     ctx: Arc<QueueContext>,
     index: usize,
