@@ -286,7 +286,7 @@ impl Prober {
             let ms = start.elapsed().as_millis() as u64;
             if ok
                 && let Ok(Ok((length, oldest))) =
-                    tokio::time::timeout(timeout, crate::queue::store::length(db)).await
+                    tokio::time::timeout(timeout, crate::queue::admin::length(db)).await
             {
                 state.set_queue(length, oldest);
             }

@@ -6,7 +6,7 @@ use anyhow::bail;
 use chrono::Utc;
 use clap::Subcommand;
 use mairust_actors::config::Config;
-use mairust_actors::queue::store;
+use mairust_actors::queue::admin;
 use mairust_actors::storage::BodyStore;
 
 #[derive(Subcommand)]
@@ -62,7 +62,7 @@ async fn act(
 ) -> anyhow::Result<()> {
     match action {
         QueueAction::List { limit, json } => {
-            let entries = store::list(db, limit, None).await?;
+            let entries = admin::list(db, limit, None).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
                 return Ok(());
@@ -107,7 +107,7 @@ async fn act(
             );
         }
         QueueAction::Stats { json } => {
-            let s = store::stats(db).await?;
+            let s = admin::stats(db).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
                 return Ok(());
@@ -130,7 +130,7 @@ async fn act(
             );
         }
         QueueAction::Retry { id, json } => {
-            if !store::retry_now(db, &id).await? {
+            if !admin::retry_now(db, &id).await? {
                 bail!("no queued message with id {id}");
             }
             if json {
@@ -143,7 +143,7 @@ async fn act(
             }
         }
         QueueAction::Delete { id, json } => {
-            let keys = store::delete(db, &id, "cli").await?;
+            let keys = admin::delete(db, &id, "cli").await?;
             if !keys.is_empty() {
                 BodyStore::open(&config.storage)?
                     .delete_unreferenced(&keys)

@@ -10,17 +10,10 @@ use mail_send::SmtpClient;
 use smtp_proto::{EXT_8BIT_MIME, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, Response};
 use tokio_rustls::TlsConnector;
 
+use super::reply::{self, EnhancedStatus, RemoteReply, code};
 use super::route::Hop;
 use crate::config::OutboundTls;
 use crate::smtp::session::BoxStream;
-
-/// A reply from the remote server (or our description of a failure), as recorded in the
-/// queue and quoted in DSNs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteReply {
-    pub code: u16,
-    pub text: String,
-}
 
 /// Longest remote text kept in the queue, the history and DSNs.
 const MAX_TEXT: usize = 512;
@@ -42,59 +35,14 @@ pub fn sanitize(text: &str) -> String {
     out
 }
 
-impl RemoteReply {
-    fn from_response(r: &Response<String>) -> Self {
-        let esc = if r.esc[0] > 0 {
-            format!("{}.{}.{} ", r.esc[0], r.esc[1], r.esc[2])
-        } else {
-            String::new()
-        };
-        RemoteReply {
-            code: r.code,
-            text: sanitize(&format!("{esc}{}", r.message)),
-        }
-    }
-
-    /// 421: the server is closing the connection.
-    pub fn closes_connection(&self) -> bool {
-        self.code == 421
-    }
-
-    /// Reads back a reply as recorded (`550 5.1.1 text`).
-    pub fn parse(recorded: &str) -> Self {
-        let (code, text) = recorded.split_once(' ').unwrap_or((recorded, ""));
-        RemoteReply {
-            code: code.parse().unwrap_or(0),
-            text: text.to_string(),
-        }
-    }
-
-    pub fn is_positive(&self) -> bool {
-        (200..300).contains(&self.code)
-    }
-
-    pub fn is_permanent(&self) -> bool {
-        self.code >= 500
-    }
-
-    /// The enhanced status code (RFC 3463) of the reply, or one derived from its class.
-    pub fn status(&self) -> String {
-        let first = self.text.split_whitespace().next().unwrap_or("");
-        let parts: Vec<&str> = first.split('.').collect();
-        if parts.len() == 3 && parts.iter().all(|p| p.parse::<u16>().is_ok()) {
-            first.to_string()
-        } else if self.is_permanent() {
-            "5.0.0".into()
-        } else {
-            "4.0.0".into()
-        }
-    }
-}
-
-impl std::fmt::Display for RemoteReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
-    }
+/// The server's reply as the queue records it. The enhanced status counts against
+/// [`MAX_TEXT`] with the text, as in the recorded form.
+fn reply_of(r: &Response<String>) -> RemoteReply {
+    let status = (r.esc[0] > 0).then(|| EnhancedStatus::from(r.esc));
+    let prefix = status.map(|s| format!("{s} ")).unwrap_or_default();
+    let mut text = sanitize(&format!("{prefix}{}", r.message));
+    text.drain(..prefix.len());
+    RemoteReply::new(r.code, status, text)
 }
 
 /// The connection failed or broke: nothing is known about the transaction in progress.
@@ -206,10 +154,10 @@ impl Connection {
             .await
             .map_err(|_| plain(ConnectionError("timeout waiting for the greeting".into())))?
             .map_err(|e| plain(e.into()))?;
-        if greeting.code != 220 {
+        if greeting.code != code::SERVICE_READY {
             return Err(plain(ConnectionError(format!(
                 "greeting: {}",
-                RemoteReply::from_response(&greeting)
+                reply_of(&greeting)
             ))));
         }
         let ehlo = client
@@ -261,22 +209,11 @@ impl Connection {
             recipients: vec![reply; recipients.len()],
         };
         if self.max_size > 0 && body.len() > self.max_size {
-            return Ok(refuse_all(RemoteReply {
-                code: 552,
-                text: format!(
-                    "5.3.4 message of {} bytes exceeds the server's limit of {} bytes",
-                    body.len(),
-                    self.max_size
-                ),
-            }));
+            return Ok(refuse_all(reply::too_big(body.len(), self.max_size)));
         }
         let utf8 = !from.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
         if utf8 && !self.has(EXT_SMTP_UTF8) {
-            return Ok(refuse_all(RemoteReply {
-                code: 553,
-                text: "5.6.7 the server does not support internationalised addresses (SMTPUTF8)"
-                    .into(),
-            }));
+            return Ok(refuse_all(reply::smtputf8_unsupported()));
         }
         let mut params = String::new();
         if self.has(EXT_SIZE) {
@@ -296,12 +233,12 @@ impl Connection {
                 .cmds(commands.iter())
                 .await?
                 .iter()
-                .map(RemoteReply::from_response)
+                .map(reply_of)
                 .collect()
         } else {
             let mut replies = Vec::with_capacity(commands.len());
             for command in &commands {
-                let reply = RemoteReply::from_response(&self.client.cmd(command).await?);
+                let reply = reply_of(&self.client.cmd(command).await?);
                 let refused_mail = replies.is_empty() && !reply.is_positive();
                 replies.push(reply);
                 if refused_mail {
@@ -324,8 +261,8 @@ impl Connection {
                 recipients: rcpt_replies.to_vec(),
             });
         }
-        let go_ahead = RemoteReply::from_response(&self.client.cmd(b"DATA\r\n").await?);
-        let final_reply = if go_ahead.code != 354 {
+        let go_ahead = reply_of(&self.client.cmd(b"DATA\r\n").await?);
+        let final_reply = if go_ahead.code != code::START_MAIL_INPUT {
             // The transaction is still open on the server: RSET before the next one.
             go_ahead
         } else {
@@ -341,7 +278,7 @@ impl Connection {
             .map_err(|_| ConnectionError("timeout sending the message".into()))??;
             // The final reply ends the transaction, whatever it says.
             self.dirty = false;
-            RemoteReply::from_response(&reply)
+            reply_of(&reply)
         };
         Ok(TransactionResult {
             recipients: rcpt_replies
@@ -380,5 +317,25 @@ fn tls_name(host: &str, addr: SocketAddr) -> String {
         addr.ip().to_string()
     } else {
         host.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_keep_the_enhanced_status_apart_within_the_text_budget() {
+        let response = |esc: [u8; 3], message: &str| Response {
+            code: 550,
+            esc,
+            message: message.to_string(),
+        };
+        let reply = reply_of(&response([5, 1, 1], "no such\0user"));
+        assert_eq!(reply.status, Some(EnhancedStatus::new(5, 1, 1)));
+        assert_eq!(reply.to_string(), "550 5.1.1 no such user");
+        assert_eq!(reply_of(&response([0, 0, 0], "no")).to_string(), "550 no");
+        let long = reply_of(&response([5, 1, 10], &"x".repeat(2 * MAX_TEXT)));
+        assert_eq!(long.to_string().len(), "550 ".len() + MAX_TEXT);
     }
 }

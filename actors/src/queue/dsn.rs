@@ -8,14 +8,21 @@ use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
 
+use super::reply::{EnhancedStatus, RemoteReply};
+
+/// Why a recipient is listed, in the human part: the reply was permanent...
+const WHY_PERMANENT: &str = "permanent error";
+/// ... or `queue.max_age` passed while it was still being retried.
+const WHY_EXPIRED: &str = "gave up after retrying for too long; last error";
+
 /// One recipient the message could not be delivered to.
 #[derive(Debug, Clone)]
 pub struct FailedRecipient {
     pub address: String,
     /// RFC 3463 status, e.g. `5.1.1`.
-    pub status: String,
+    pub status: EnhancedStatus,
     /// The remote reply or our reason, e.g. `550 5.1.1 no such user`.
-    pub diagnostic: String,
+    pub diagnostic: RemoteReply,
     /// The host that gave the reply, if one did.
     pub remote_mta: Option<String>,
     /// Given up because `queue.max_age` passed, not because of a permanent reply.
@@ -53,9 +60,9 @@ pub fn build(b: &Bounce) -> Vec<u8> {
     );
     for f in b.failed {
         let why = if f.expired {
-            "gave up after retrying for too long; last error"
+            WHY_EXPIRED
         } else {
-            "permanent error"
+            WHY_PERMANENT
         };
         human.push_str(&format!("  <{}>: {}: {}\r\n", f.address, why, f.diagnostic));
     }
@@ -77,7 +84,7 @@ pub fn build(b: &Bounce) -> Vec<u8> {
         }
         status.push_str(&format!(
             "Diagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {}\r\n",
-            f.diagnostic.replace(['\r', '\n'], " "),
+            f.diagnostic.to_string().replace(['\r', '\n'], " "),
             now.to_rfc2822()
         ));
     }
@@ -115,8 +122,8 @@ mod tests {
         let original = b"From: a@local.test\r\nSubject: hi\r\nMessage-ID: <m1@local.test>\r\n\r\nsecret body\r\n";
         let failed = [FailedRecipient {
             address: "nobody@remote.test".into(),
-            status: "5.1.1".into(),
-            diagnostic: "550 5.1.1 no such user".into(),
+            status: EnhancedStatus::new(5, 1, 1),
+            diagnostic: RemoteReply::new(550, Some(EnhancedStatus::new(5, 1, 1)), "no such user"),
             remote_mta: Some("mx.remote.test".into()),
             expired: false,
         }];

@@ -11,17 +11,37 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 
+use super::reply::{self, EnhancedStatus, RemoteReply};
 use crate::config::DeliveryConfig;
 
-/// Why no host could be found.
+/// Why no host could be found, with the status the queue records for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// Try again later (DNS timeout, SERVFAIL ...).
-    #[error("{0}")]
-    Temporary(String),
+    #[error("{0} {1}")]
+    Temporary(EnhancedStatus, String),
     /// The domain cannot receive mail (does not exist, null MX): bounce.
-    #[error("{0}")]
-    Permanent(String),
+    #[error("{0} {1}")]
+    Permanent(EnhancedStatus, String),
+}
+
+impl RouteError {
+    /// The reply recorded for the recipients of this destination.
+    pub fn reply(&self) -> RemoteReply {
+        match self {
+            RouteError::Temporary(status, text) => reply::no_route(false, *status, text),
+            RouteError::Permanent(status, text) => reply::no_route(true, *status, text),
+        }
+    }
+
+    /// The same reason, to be tried again later.
+    fn temporary(self) -> RouteError {
+        match self {
+            RouteError::Temporary(status, text) | RouteError::Permanent(status, text) => {
+                RouteError::Temporary(status, text)
+            }
+        }
+    }
 }
 
 /// DNS as the queue needs it.
@@ -64,9 +84,15 @@ impl HickoryResolver {
 
 fn dns_error(what: &str, name: &str, e: hickory_resolver::net::NetError) -> RouteError {
     if e.is_nx_domain() {
-        RouteError::Permanent(format!("5.1.2 {what} {name} does not exist"))
+        RouteError::Permanent(
+            EnhancedStatus::BAD_DESTINATION_SYSTEM,
+            format!("{what} {name} does not exist"),
+        )
     } else {
-        RouteError::Temporary(format!("4.4.3 {what} lookup for {name} failed: {e}"))
+        RouteError::Temporary(
+            EnhancedStatus::ROUTING_SERVER_FAILURE,
+            format!("{what} lookup for {name} failed: {e}"),
+        )
     }
 }
 
@@ -112,13 +138,19 @@ impl Resolver for HickoryResolver {
 /// mail waits in the queue instead of bouncing.
 pub struct NoResolver(pub String);
 
+impl NoResolver {
+    fn error(&self) -> RouteError {
+        RouteError::Temporary(EnhancedStatus::ROUTING_SERVER_FAILURE, self.0.clone())
+    }
+}
+
 impl Resolver for NoResolver {
     fn mx<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<(u16, String)>, RouteError>> {
-        Box::pin(async move { Err(RouteError::Temporary(format!("4.4.3 {}", self.0))) })
+        Box::pin(async move { Err(self.error()) })
     }
 
     fn ips<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, RouteError>> {
-        Box::pin(async move { Err(RouteError::Temporary(format!("4.4.3 {}", self.0))) })
+        Box::pin(async move { Err(self.error()) })
     }
 }
 
@@ -168,7 +200,12 @@ impl Router {
         let (host, port) = destination
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .ok_or_else(|| RouteError::Permanent(format!("5.3.5 bad route {destination}")))?;
+            .ok_or_else(|| {
+                RouteError::Permanent(
+                    EnhancedStatus::MISCONFIGURED,
+                    format!("bad route {destination}"),
+                )
+            })?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         self.host_hops(host, port).await
     }
@@ -191,17 +228,19 @@ impl Router {
         let mut mx = self.resolver.mx(domain).await?;
         // RFC 7505: a single MX of "." means the domain accepts no mail.
         if mx.len() == 1 && (mx[0].1 == "." || mx[0].1.is_empty()) {
-            return Err(RouteError::Permanent(format!(
-                "5.1.10 {domain} accepts no mail (null MX)"
-            )));
+            return Err(RouteError::Permanent(
+                EnhancedStatus::NULL_MX,
+                format!("{domain} accepts no mail (null MX)"),
+            ));
         }
         if mx.is_empty() {
             // RFC 5321 §5.1: no MX, the domain itself is the host.
             let hops = self.host_hops(domain, self.mx_port).await?;
             if hops.is_empty() {
-                return Err(RouteError::Permanent(format!(
-                    "5.1.2 {domain} has no MX and no address"
-                )));
+                return Err(RouteError::Permanent(
+                    EnhancedStatus::BAD_DESTINATION_SYSTEM,
+                    format!("{domain} has no MX and no address"),
+                ));
             }
             return Ok(hops);
         }
@@ -216,10 +255,13 @@ impl Router {
             }
         }
         if hops.is_empty() {
-            return Err(RouteError::Temporary(match last_error {
-                Some(e) => e.to_string(),
-                None => format!("4.4.4 no address for any MX host of {domain}"),
-            }));
+            return Err(match last_error {
+                Some(e) => e.temporary(),
+                None => RouteError::Temporary(
+                    EnhancedStatus::UNABLE_TO_ROUTE,
+                    format!("no address for any MX host of {domain}"),
+                ),
+            });
         }
         Ok(hops)
     }
@@ -245,9 +287,10 @@ mod tests {
         ) -> BoxFuture<'a, Result<Vec<(u16, String)>, RouteError>> {
             Box::pin(async move {
                 self.mx.get(domain).cloned().unwrap_or_else(|| {
-                    Err(RouteError::Permanent(format!(
-                        "5.1.2 {domain} does not exist"
-                    )))
+                    Err(RouteError::Permanent(
+                        EnhancedStatus::BAD_DESTINATION_SYSTEM,
+                        format!("{domain} does not exist"),
+                    ))
                 })
             })
         }
@@ -314,11 +357,12 @@ mod tests {
         let router = router(r, &[]);
         assert!(matches!(
             router.hops("mx:null.test").await,
-            Err(RouteError::Permanent(m)) if m.contains("null MX")
+            Err(RouteError::Permanent(status, m))
+                if status == EnhancedStatus::NULL_MX && m.contains("null MX")
         ));
         assert!(matches!(
             router.hops("mx:nowhere.test").await,
-            Err(RouteError::Permanent(_))
+            Err(RouteError::Permanent(..))
         ));
     }
 
@@ -328,7 +372,7 @@ mod tests {
         r.mx.insert("c.test".into(), Ok(vec![(10, "mx.c.test.".into())]));
         assert!(matches!(
             router(r, &[]).hops("mx:c.test").await,
-            Err(RouteError::Temporary(_))
+            Err(RouteError::Temporary(..))
         ));
     }
 

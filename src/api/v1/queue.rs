@@ -4,7 +4,7 @@
 
 use actix_web::{HttpResponse, delete, get, post, web};
 use mairust_actors::apikeys::{Caller, Scope};
-use mairust_actors::queue::store::{self, DeleteError, EntryView, QueueStats};
+use mairust_actors::queue::admin::{self, DeleteError, EntryView, QueueStats};
 use mairust_actors::supervisor::Handles;
 use utoipa::IntoParams;
 
@@ -40,7 +40,7 @@ pub async fn list(
 ) -> Result<web::Json<Page<EntryView>>, ApiError> {
     let caller = auth.require(Scope::Read)?;
     let limit = super::page_limit(query.limit)?;
-    let mut entries = store::list(&handles.db, limit + 1, caller.domains.as_ref()).await?;
+    let mut entries = admin::list(&handles.db, limit + 1, caller.domains.as_ref()).await?;
     let has_more = entries.len() as u64 > limit;
     entries.truncate(limit as usize);
     Ok(web::Json(Page {
@@ -67,7 +67,7 @@ pub async fn stats(
     handles: web::Data<Handles>,
 ) -> Result<web::Json<QueueStats>, ApiError> {
     auth.require_global(Scope::Read)?;
-    Ok(web::Json(store::stats(&handles.db).await?))
+    Ok(web::Json(admin::stats(&handles.db).await?))
 }
 /// Make a queued message due now.
 #[utoipa::path(
@@ -100,7 +100,7 @@ async fn entry_in_reach(handles: &Handles, caller: &Caller, id: &str) -> Result<
     if caller.domains.is_none() {
         return Ok(());
     }
-    let sender = store::sender(&handles.db, id).await?;
+    let sender = admin::sender(&handles.db, id).await?;
     let domain = sender.as_deref().and_then(reach::address_domain);
     match domain {
         Some(d) if caller.may_use(&d) => Ok(()),
@@ -114,7 +114,7 @@ pub(super) async fn retry_entry(
     id: &str,
 ) -> Result<HttpResponse, ApiError> {
     entry_in_reach(handles, caller, id).await?;
-    if store::retry_now(&handles.db, id).await? {
+    if admin::retry_now(&handles.db, id).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(not_queued(id))
@@ -141,7 +141,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth.require(Scope::Write)?;
     entry_in_reach(&handles, caller, &id).await?;
-    let keys = match store::delete(&handles.db, &id, &handles.node_id).await {
+    let keys = match admin::delete(&handles.db, &id, &handles.node_id).await {
         Ok(keys) => keys,
         Err(DeleteError::NotFound(_)) => return Err(not_queued(&id)),
         Err(e @ DeleteError::InFlight { .. }) => return Err(ApiError::conflict(e.to_string())),
