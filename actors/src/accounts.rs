@@ -9,7 +9,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 
-use crate::smtp::proto::Address;
+use crate::proto::Address;
 
 /// Mailboxes every new user gets.
 pub const DEFAULT_MAILBOXES: [&str; 2] = ["INBOX", "Sent"];

@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - [`supervisor`] — root of the tree, starts the rest in order
-//! - [`smtp`] — pure protocol (`smtp::proto`), sessions, listeners, TLS
+//! - [`smtp`] — sessions, listeners, TLS
+//! - [`proto`] — the SMTP wire protocol, pure: commands, replies, DATA, SASL
 //! - [`storage`] — StorageActor with group commit, object store (fs | s3)
 //! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
 //! - [`hooks`] — HTTP hooks: HMAC-signed calls, fallbacks, circuit breakers
@@ -32,6 +33,7 @@ pub mod janitor;
 pub mod json_line;
 pub mod limits;
 pub mod metrics;
+pub mod proto;
 pub mod queue;
 pub mod retention;
 pub mod shutdown;

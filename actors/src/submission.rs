@@ -15,7 +15,7 @@ use mairust_entities::user;
 use sea_orm::{ConnectionTrait, DbErr};
 
 use crate::config::SmtpConfig;
-use crate::smtp::proto::Address;
+use crate::proto::Address;
 
 /// The checks in force for authenticated SMTP clients (`smtp.submission`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

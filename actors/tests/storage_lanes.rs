@@ -11,7 +11,7 @@ use actix::prelude::*;
 use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
 use mairust_actors::database;
 use mairust_actors::health::DependencyFailed;
-use mairust_actors::smtp::proto::Address;
+use mairust_actors::proto::Address;
 use mairust_actors::storage::identity::{self, IdentityError};
 use mairust_actors::storage::{
     BodyStore, CommitMode, IncomingMessage, QueueHook, StorageActor, StoreError, StoreMessage,

@@ -30,8 +30,8 @@ use super::store::{self, ClaimedEntry, ClaimedRecipient, EntryResult, Outcome, R
 use crate::accounts::{self, RecipientLookup};
 use crate::config::Config;
 use crate::health::{Dependency, DependencyFailed, HealthState};
+use crate::proto::command::Address;
 use crate::shutdown::Phase;
-use crate::smtp::proto::command::Address;
 use crate::storage::bodies::BodyError;
 use crate::storage::{BodyStore, IncomingMessage, StorageActor, StoreMessage};
 

@@ -15,9 +15,9 @@ use actix::prelude::*;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use super::proto::reply;
 use super::session::actor::SmtpSession;
 use super::session::{ListenerKind, SessionContext};
+use crate::proto::reply;
 use crate::shutdown::Phase;
 
 /// Counts open sessions in total and per client address (IPv6 per network of

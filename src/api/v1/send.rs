@@ -18,7 +18,7 @@ use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
 use mairust_actors::apikeys::Scope;
 use mairust_actors::config::HookEvent;
 use mairust_actors::hooks::Verdict;
-use mairust_actors::smtp::proto::command::Address;
+use mairust_actors::proto::command::Address;
 use mairust_actors::storage::{IncomingMessage, StoreMessage};
 use mairust_actors::submission::{self, Submitter};
 use mairust_actors::supervisor::Handles;
