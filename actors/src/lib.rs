@@ -13,9 +13,11 @@
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
 //! - [`retention`] — purging soft-deleted messages (the janitor runs it on every node)
 //! - [`json_line`] — JSON lines with no raw control character (audit file, JSON log)
-//! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
+//! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421), the phase every
+//!   session watches and the registry of open sessions (capped per SPEC M2)
+//! - [`net`] — what a connection is: its stream, its listener kind, its client key
 //! - [`limits`] — bounds on what one client may take: password checks, failed-AUTH
-//!   throttling, DATA memory, per-address keys
+//!   throttling, DATA memory
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
 //! - [`submission`] — which senders an authenticated account may use (envelope, From:)
@@ -33,6 +35,7 @@ pub mod janitor;
 pub mod json_line;
 pub mod limits;
 pub mod metrics;
+pub mod net;
 pub mod proto;
 pub mod queue;
 pub mod retention;

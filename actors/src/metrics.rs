@@ -13,7 +13,7 @@ use prometheus::{
     Registry,
 };
 
-use crate::smtp::session::ListenerKind;
+use crate::net::ListenerKind;
 
 /// Per-listener SMTP metrics, resolved once.
 pub struct SmtpMetrics {
@@ -73,7 +73,8 @@ pub struct Metrics {
     retention_purged: IntCounterVec,
     pub hook_calls: IntCounterVec,
     pub plugin_errors: IntCounterVec,
-    /// Resource limits hit by clients (`limits::Limit`), every label present from start.
+    /// Resource limits hit by clients (`limits::Limit`), every label present from start
+    /// (see [`Metrics::limit_known`]).
     limit_hits: IntCounterVec,
     /// DATA bytes held in memory (buffers and finished bodies) and spooled to disk,
     /// read from the budgets at each scrape.
@@ -288,18 +289,12 @@ impl Metrics {
                 "Hook (plugin) calls that failed: timeouts, connection errors, bad answers",
                 &["plugin"],
             ),
-            limit_hits: {
-                let hits = counter_vec(
-                    &registry,
-                    "mairust_limit_hits_total",
-                    "Resource limits hit by clients: auth_busy, auth_locked, data_spooled, data_memory, data_rate, session_lifetime, write_timeout",
-                    &["limit"],
-                );
-                for limit in crate::limits::Limit::ALL {
-                    hits.with_label_values(&[limit.name()]);
-                }
-                hits
-            },
+            limit_hits: counter_vec(
+                &registry,
+                "mairust_limit_hits_total",
+                "Resource limits hit by clients: auth_busy, auth_locked, data_spooled, data_memory, data_rate, session_lifetime, write_timeout",
+                &["limit"],
+            ),
             data_memory_bytes: gauge(
                 &registry,
                 "mairust_smtp_data_memory_bytes",
@@ -315,11 +310,11 @@ impl Metrics {
         }
     }
 
-    /// Reads the DATA budgets into their gauges (at each scrape).
-    pub fn set_data_bytes(&self, limits: &crate::limits::NodeLimits) {
-        self.data_memory_bytes
-            .set((limits.buffers.in_use() + limits.data.in_use()) as i64);
-        self.spool_bytes.set(limits.spool.in_use() as i64);
+    /// DATA bytes held in memory and spooled to disk (`NodeLimits::report_data_bytes`,
+    /// at each scrape).
+    pub fn set_data_bytes(&self, in_memory: usize, spooled: usize) {
+        self.data_memory_bytes.set(in_memory as i64);
+        self.spool_bytes.set(spooled as i64);
     }
 
     /// Counts what one purge run deleted (`retention::purge`).
@@ -335,6 +330,12 @@ impl Metrics {
     /// Counts a resource limit a client ran into (`limits::hit`).
     pub fn limit_hit(&self, limit: &str) {
         self.limit_hits.with_label_values(&[limit]).inc();
+    }
+
+    /// Makes a limit's series exist at 0 before its first hit, so every limit is
+    /// listed from the start (`NodeLimits::new` names them all).
+    pub fn limit_known(&self, limit: &str) {
+        self.limit_hits.with_label_values(&[limit]);
     }
 
     /// One answered API request: `route` is the matched pattern (`/api/v1/messages/{id}`)

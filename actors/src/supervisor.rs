@@ -20,12 +20,14 @@ use crate::health::{HealthMonitor, HealthState, ProbeNow};
 use crate::hooks::HookDispatcher;
 use crate::janitor::{Janitor, Purge};
 use crate::limits::NodeLimits;
+use crate::net::ListenerKind;
 use crate::queue::client::ClientSettings;
 use crate::queue::route::{HickoryResolver, NoResolver, Resolver, Router};
 use crate::queue::{QueueContext, QueueWorker};
+use crate::shutdown::SessionRegistry;
 use crate::shutdown::{Phase, ShutdownCoordinator};
-use crate::smtp::listener::{SessionRegistry, SmtpListener};
-use crate::smtp::session::{ListenerKind, SessionContext};
+use crate::smtp::listener::SmtpListener;
+use crate::smtp::session::SessionContext;
 use crate::smtp::tls;
 use crate::storage::{BodyStore, CommitMode, QueueHook, StorageActor, recover_unflushed};
 

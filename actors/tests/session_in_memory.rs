@@ -6,8 +6,9 @@ use std::sync::Arc;
 use actix::Actor;
 use mairust_actors::config::Config;
 use mairust_actors::health::{HealthMonitor, HealthState};
+use mairust_actors::net::ListenerKind;
 use mairust_actors::shutdown::Phase;
-use mairust_actors::smtp::session::{ListenerKind, Session, SessionContext};
+use mairust_actors::smtp::session::{Session, SessionContext};
 use mairust_actors::storage::{BodyStore, CommitMode, QueueHook, StorageActor};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

@@ -1,5 +1,5 @@
 //! Failed-AUTH throttling across connections: per client address (see
-//! [`super::client_key`]) and per account. Each failure delays its answer a little more
+//! [`crate::net::client_key`]) and per account. Each failure delays its answer a little more
 //! (backoff); enough failures in `auth.failure_window_seconds` lock the address, or the
 //! account, out for `auth.lockout_seconds`, during which AUTH gets 454 4.7.0 without a
 //! password check. An account lockout spares addresses that logged into it successfully

@@ -12,7 +12,8 @@ use tokio_rustls::TlsConnector;
 
 use super::route::Hop;
 use crate::config::OutboundTls;
-use crate::smtp::session::BoxStream;
+use crate::net::BoxStream;
+use crate::proto::text::sanitize;
 
 /// A reply from the remote server (or our description of a failure), as recorded in the
 /// queue and quoted in DSNs.
@@ -20,26 +21,6 @@ use crate::smtp::session::BoxStream;
 pub struct RemoteReply {
     pub code: u16,
     pub text: String,
-}
-
-/// Longest remote text kept in the queue, the history and DSNs.
-const MAX_TEXT: usize = 512;
-
-/// Remote text made safe to store and quote: control characters (NUL, CR, LF ...)
-/// become spaces, and it is cut at [`MAX_TEXT`] bytes on a character boundary.
-pub fn sanitize(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if out.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    out
 }
 
 impl RemoteReply {

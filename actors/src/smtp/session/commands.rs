@@ -637,7 +637,7 @@ impl Session {
 
 /// A hook's reply text, single-line and bounded, or `default` when it gave none.
 fn or_default(text: String, default: &str) -> String {
-    let text = crate::queue::client::sanitize(text.trim());
+    let text = crate::proto::text::sanitize(text.trim());
     if text.is_empty() {
         default.to_string()
     } else {

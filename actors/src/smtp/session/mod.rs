@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use actix::{Addr, Recipient};
 use bytes::{Buf, BytesMut};
 use sea_orm::DatabaseConnection;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
@@ -38,39 +38,10 @@ use crate::config::Config;
 use crate::health::{DependencyFailed, HealthState};
 use crate::limits::{self, Limit, NodeLimits};
 use crate::metrics::SmtpMetrics;
+use crate::net::{BoxStream, ListenerKind};
 use crate::shutdown::Phase;
 use crate::storage::StorageActor;
 use crate::submission::Submitter;
-
-/// Any byte stream a session can run over.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
-pub type BoxStream = Box<dyn AsyncStream>;
-
-/// Which listener accepted the connection; decides policy (SPEC M1, M3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// MX: mail for local domains from anyone.
-    Inbound,
-    /// Port 587: AUTH required before MAIL.
-    Submission,
-    /// Port 465: implicit TLS, AUTH required.
-    Submissions,
-}
-
-impl ListenerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ListenerKind::Inbound => "inbound",
-            ListenerKind::Submission => "submission",
-            ListenerKind::Submissions => "submissions",
-        }
-    }
-
-    fn requires_auth(self) -> bool {
-        !matches!(self, ListenerKind::Inbound)
-    }
-}
 
 /// What every session on every listener shares.
 pub struct SessionContext {
