@@ -8,7 +8,9 @@
 //! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
 //! - [`hooks`] — HTTP hooks: HMAC-signed calls, fallbacks, circuit breakers
 //! - [`metrics`] — the Prometheus registry and every metric (SPEC O1)
-//! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
+//! - [`health`] — HealthMonitor: probes the database and the object store
+//! - [`health_state`] — what the probes found ([`health_state::HealthState`]), read by
+//!   sessions and `/health`; actors report failures there ([`health_state::DependencyFailed`])
 //! - [`trace`] — head sampling of SMTP transactions for the trace export
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
 //! - [`retention`] — purging soft-deleted messages (the janitor runs it on every node)
@@ -30,6 +32,7 @@ pub mod audit;
 pub mod config;
 pub mod database;
 pub mod health;
+pub mod health_state;
 pub mod hooks;
 pub mod janitor;
 pub mod json_line;

@@ -16,7 +16,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::health::{HealthMonitor, HealthState, ProbeNow};
+use crate::health::{HealthMonitor, ProbeNow};
+use crate::health_state::HealthState;
 use crate::hooks::HookDispatcher;
 use crate::janitor::{Janitor, Purge};
 use crate::limits::NodeLimits;

@@ -29,7 +29,7 @@ use super::route::{RouteError, Router};
 use super::store::{self, ClaimedEntry, ClaimedRecipient, EntryResult, Outcome, RecipientResult};
 use crate::accounts::{self, RecipientLookup};
 use crate::config::Config;
-use crate::health::{Dependency, DependencyFailed, HealthState};
+use crate::health_state::{Dependency, DependencyFailed, HealthState};
 use crate::proto::command::Address;
 use crate::shutdown::Phase;
 use crate::storage::bodies::BodyError;

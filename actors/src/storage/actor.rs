@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 
 use super::bodies::BodyStore;
 use super::envelope::IncomingMessage;
-use crate::health::{Dependency, DependencyFailed};
+use crate::health_state::{Dependency, DependencyFailed};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {

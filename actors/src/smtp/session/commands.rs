@@ -9,7 +9,7 @@ use super::{AuthStep, Envelope, Flow, ListenerKind, Session, State};
 use crate::accounts::{self, RecipientLookup};
 use crate::audit::Entry;
 use crate::config::HookEvent;
-use crate::health::{Dependency, DependencyFailed};
+use crate::health_state::{Dependency, DependencyFailed};
 use crate::hooks::Verdict;
 use crate::limits::{self, Admission, Limit};
 use crate::smtp::proto::auth::{self, Credentials};

@@ -35,7 +35,7 @@ use super::proto::line::{LineEvent, LineReader};
 use super::proto::reply::{self, Reply};
 use crate::accounts::LocalRecipient;
 use crate::config::Config;
-use crate::health::{DependencyFailed, HealthState};
+use crate::health_state::{DependencyFailed, HealthState};
 use crate::limits::{self, Limit, NodeLimits};
 use crate::metrics::SmtpMetrics;
 use crate::net::{BoxStream, ListenerKind};
