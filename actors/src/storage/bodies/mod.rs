@@ -5,7 +5,7 @@
 //! fsync, rename, in the layout `object_store`'s LocalFileSystem reads), then flushes
 //! each directory that got new names once: one thread hop per batch, and the files'
 //! flushes run in parallel so the filesystem can merge their journal commits (in
-//! [`files`]).
+//! `bodies/files.rs`).
 
 mod files;
 
