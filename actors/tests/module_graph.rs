@@ -632,6 +632,13 @@ fn sources(modules: &[(&str, &str)]) -> Vec<SourceFile> {
         .collect()
 }
 
+/// The one cycle reported for `files`.
+fn only_cycle(files: &[SourceFile]) -> String {
+    let mut found = cycles(&sibling_edges(files));
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.remove(0)
+}
+
 #[test]
 fn a_cycle_between_subtrees_is_named_at_their_level() {
     let files = sources(&[
@@ -640,17 +647,14 @@ fn a_cycle_between_subtrees_is_named_at_their_level() {
         ("smtp", "pub mod session;"),
         ("smtp::session", "fn f() { crate::metrics::record(); }"),
     ]);
-    let found = cycles(&sibling_edges(&files));
-    assert_eq!(found.len(), 1, "{found:?}");
+    let found = only_cycle(&files);
     assert!(
-        found[0].starts_with("cycle under `crate`: metrics -> smtp -> metrics"),
-        "{}",
-        found[0]
+        found.starts_with("cycle under `crate`: metrics -> smtp -> metrics"),
+        "{found}"
     );
     assert!(
-        found[0].contains("smtp::session.rs:1 names metrics"),
-        "{}",
-        found[0]
+        found.contains("smtp::session.rs:1 names metrics"),
+        "{found}"
     );
 }
 
@@ -667,12 +671,10 @@ fn super_paths_and_use_groups_resolve_to_siblings() {
             "fn f() -> super::listener::Phase { todo!() }",
         ),
     ]);
-    let found = cycles(&sibling_edges(&files));
-    assert_eq!(found.len(), 1, "{found:?}");
+    let found = only_cycle(&files);
     assert!(
-        found[0].starts_with("cycle under `smtp`: listener -> session -> listener"),
-        "{}",
-        found[0]
+        found.starts_with("cycle under `smtp`: listener -> session -> listener"),
+        "{found}"
     );
 }
 
