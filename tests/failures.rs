@@ -102,7 +102,7 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
         &common::mairust_actors_config(&server.config_path).storage,
     )
     .unwrap();
-    let marker_key = mairust_actors::storage::identity::MARKER_KEY;
+    let marker_key = mairust_actors::storage::bodies::MARKER_KEY;
     let marker = store.get(marker_key).await.expect("the identity marker");
     if s3 {
         drop(moto.take());

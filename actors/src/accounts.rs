@@ -9,7 +9,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 
-use crate::smtp::proto::Address;
+use crate::proto::Address;
 
 /// Mailboxes every new user gets.
 pub const DEFAULT_MAILBOXES: [&str; 2] = ["INBOX", "Sent"];
@@ -205,17 +205,26 @@ pub struct UserChange {
     pub disabled: Option<bool>,
 }
 
+/// The user `address` names, with its key (the lower-cased address), or `NoSuchUser`.
+async fn existing_user(
+    db: &DatabaseConnection,
+    address: &str,
+) -> Result<(String, user::Model), AccountError> {
+    let key = parse_address(address)?.key();
+    match find_user(db, &key).await? {
+        Some(u) => Ok((key, u)),
+        None => Err(AccountError::NoSuchUser(key)),
+    }
+}
+
 /// Sets a user's password and/or disabled flag.
 pub async fn update_user(
     db: &DatabaseConnection,
     address: &str,
     change: UserChange,
 ) -> Result<user::Model, AccountError> {
-    let key = parse_address(address)?.key();
     let hash = change.password_hash;
-    let u = find_user(db, &key)
-        .await?
-        .ok_or(AccountError::NoSuchUser(key))?;
+    let (_, u) = existing_user(db, address).await?;
     let mut active: user::ActiveModel = u.into();
     if let Some(hash) = hash {
         active.password_hash = Set(hash);
@@ -227,10 +236,7 @@ pub async fn update_user(
 }
 
 pub async fn remove_user(db: &DatabaseConnection, address: &str) -> Result<(), AccountError> {
-    let key = parse_address(address)?.key();
-    let u = find_user(db, &key)
-        .await?
-        .ok_or(AccountError::NoSuchUser(key))?;
+    let (_, u) = existing_user(db, address).await?;
     user::Entity::delete_by_id(u.id).exec(db).await?;
     Ok(())
 }
@@ -240,10 +246,7 @@ pub async fn list_mailboxes(
     db: &DatabaseConnection,
     address: &str,
 ) -> Result<Vec<mailbox::Model>, AccountError> {
-    let key = parse_address(address)?.key();
-    let u = find_user(db, &key)
-        .await?
-        .ok_or(AccountError::NoSuchUser(key))?;
+    let (_, u) = existing_user(db, address).await?;
     Ok(mailbox::Entity::find()
         .filter(mailbox::Column::UserId.eq(u.id))
         .order_by_asc(mailbox::Column::Id)
@@ -274,10 +277,7 @@ pub async fn add_mailbox(
     name: &str,
 ) -> Result<mailbox::Model, AccountError> {
     check_mailbox_name(name)?;
-    let key = parse_address(address)?.key();
-    let u = find_user(db, &key)
-        .await?
-        .ok_or(AccountError::NoSuchUser(key.clone()))?;
+    let (key, u) = existing_user(db, address).await?;
     let exists = mailbox::Entity::find()
         .filter(mailbox::Column::UserId.eq(u.id))
         .filter(mailbox::Column::Name.eq(name))
@@ -306,10 +306,7 @@ pub async fn remove_mailbox(
     if DEFAULT_MAILBOXES.contains(&name) {
         return Err(AccountError::DefaultMailbox(name.into()));
     }
-    let key = parse_address(address)?.key();
-    let u = find_user(db, &key)
-        .await?
-        .ok_or(AccountError::NoSuchUser(key.clone()))?;
+    let (key, u) = existing_user(db, address).await?;
     let removed = mailbox::Entity::delete_many()
         .filter(mailbox::Column::UserId.eq(u.id))
         .filter(mailbox::Column::Name.eq(name))

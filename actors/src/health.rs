@@ -1,7 +1,8 @@
 //! HealthMonitor: probes the database and the object store every `health.interval`, and
-//! at once when another actor reports a failure. The result lives in [`HealthState`],
-//! which SMTP sessions read to answer 451 while a dependency is down (tempfail mode) and
-//! which `/health/ready` reports. Recovery is noticed by the next probe: no restart.
+//! at once when another actor reports a failure ([`DependencyFailed`]). The result lives
+//! in [`HealthState`] ([`crate::health_state`]), which SMTP sessions read to answer 451
+//! while a dependency is down (tempfail mode) and which `/health/ready` reports.
+//! Recovery is noticed by the next probe: no restart.
 //!
 //! Only probes decide: a dependency is marked down after `health.failures_before_down`
 //! consecutive failed probes (a failed probe is confirmed by another after a pause), never
@@ -10,165 +11,17 @@
 //! The database probe also counts the outbound queue and the stored bytes, so health
 //! reports and metrics never query.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
-use serde::Serialize;
 
 use crate::config::HealthConfig;
 use crate::database;
-use crate::metrics::metrics;
+use crate::health_state::{Dependency, DependencyFailed, HealthState};
 use crate::storage::bodies::BodyStore;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dependency {
-    Database,
-    Storage,
-}
-
-/// The latest probe results, shared without locks by every session and HTTP worker.
-#[derive(Debug)]
-pub struct HealthState {
-    database_up: AtomicBool,
-    storage_up: AtomicBool,
-    database_latency_ms: AtomicU64,
-    storage_latency_ms: AtomicU64,
-    /// Outbound queue entries, counted at each database probe (all nodes' queue).
-    queue_length: AtomicU64,
-    /// Age of the oldest queue entry in seconds; -1 when the queue is empty.
-    queue_oldest_seconds: AtomicI64,
-    /// Bytes of stored message bodies, summed at each database probe.
-    storage_bytes: AtomicU64,
-    /// `storage.limit_bytes`; 0 for none.
-    storage_limit_bytes: AtomicU64,
-    started: Instant,
-}
-
-impl Default for HealthState {
-    fn default() -> Self {
-        HealthState {
-            database_up: AtomicBool::new(true),
-            storage_up: AtomicBool::new(true),
-            database_latency_ms: AtomicU64::new(0),
-            storage_latency_ms: AtomicU64::new(0),
-            queue_length: AtomicU64::new(0),
-            queue_oldest_seconds: AtomicI64::new(-1),
-            storage_bytes: AtomicU64::new(0),
-            storage_limit_bytes: AtomicU64::new(0),
-            started: Instant::now(),
-        }
-    }
-}
-
-/// The queue as of the last database probe.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueHealth {
-    pub length: u64,
-    pub oldest_age_seconds: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DependencyHealth {
-    pub up: bool,
-    pub latency_ms: u64,
-}
-
-impl HealthState {
-    /// New mail can be accepted only while both dependencies answer (SPEC M4).
-    pub fn accepting_mail(&self) -> bool {
-        self.database_up.load(Ordering::Acquire) && self.storage_up.load(Ordering::Acquire)
-    }
-
-    pub fn get(&self, dependency: Dependency) -> DependencyHealth {
-        let (up, latency) = match dependency {
-            Dependency::Database => (&self.database_up, &self.database_latency_ms),
-            Dependency::Storage => (&self.storage_up, &self.storage_latency_ms),
-        };
-        DependencyHealth {
-            up: up.load(Ordering::Acquire),
-            latency_ms: latency.load(Ordering::Relaxed),
-        }
-    }
-
-    pub fn queue(&self) -> QueueHealth {
-        let oldest = self.queue_oldest_seconds.load(Ordering::Relaxed);
-        QueueHealth {
-            length: self.queue_length.load(Ordering::Relaxed),
-            oldest_age_seconds: (oldest >= 0).then_some(oldest),
-        }
-    }
-
-    fn set_queue(&self, length: u64, oldest_age_seconds: Option<i64>) {
-        self.queue_length.store(length, Ordering::Relaxed);
-        self.queue_oldest_seconds
-            .store(oldest_age_seconds.unwrap_or(-1), Ordering::Relaxed);
-        let m = metrics();
-        m.queue_length.set(length as i64);
-        m.queue_oldest_seconds.set(oldest_age_seconds.unwrap_or(0));
-    }
-
-    /// The store's size limit (`storage.limit_bytes`, 0 for none).
-    pub fn set_storage_limit(&self, limit: u64) {
-        self.storage_limit_bytes.store(limit, Ordering::Relaxed);
-        metrics().storage_limit_bytes.set(limit as i64);
-    }
-
-    fn set_storage_bytes(&self, bytes: u64) {
-        self.storage_bytes.store(bytes, Ordering::Relaxed);
-        metrics().storage_bytes.set(bytes as i64);
-    }
-
-    /// Bytes stored and the limit (0: none), as of the last probe.
-    pub fn storage(&self) -> (u64, u64) {
-        (
-            self.storage_bytes.load(Ordering::Relaxed),
-            self.storage_limit_bytes.load(Ordering::Relaxed),
-        )
-    }
-
-    /// The store has reached `storage.limit_bytes`: new mail gets 452 4.3.1.
-    pub fn storage_full(&self) -> bool {
-        let (bytes, limit) = self.storage();
-        limit > 0 && bytes >= limit
-    }
-
-    pub fn uptime_seconds(&self) -> u64 {
-        self.started.elapsed().as_secs()
-    }
-
-    /// Records a probe result; returns true when the state flipped.
-    fn set(&self, dependency: Dependency, up: bool, latency_ms: u64) -> bool {
-        let (flag, latency) = match dependency {
-            Dependency::Database => (&self.database_up, &self.database_latency_ms),
-            Dependency::Storage => (&self.storage_up, &self.storage_latency_ms),
-        };
-        latency.store(latency_ms, Ordering::Relaxed);
-        let name = match dependency {
-            Dependency::Database => "database",
-            Dependency::Storage => "storage",
-        };
-        metrics().up.with_label_values(&[name]).set(i64::from(up));
-        flag.swap(up, Ordering::AcqRel) != up
-    }
-
-    /// Marks a dependency down without a probe (tests, and callers that know).
-    pub fn mark_down(&self, dependency: Dependency) -> bool {
-        self.set(dependency, false, 0)
-    }
-
-    fn is_up(&self, dependency: Dependency) -> bool {
-        self.get(dependency).up
-    }
-}
-
-/// An actor saw a dependency fail: probe now instead of waiting for the interval.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct DependencyFailed(pub Dependency);
 
 /// Run the probes once and wait for them (used at startup and by tests).
 #[derive(Message)]

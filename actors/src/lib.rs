@@ -2,19 +2,24 @@
 //!
 //! Layout:
 //! - [`supervisor`] — root of the tree, starts the rest in order
-//! - [`smtp`] — pure protocol (`smtp::proto`), sessions, listeners, TLS
+//! - [`smtp`] — sessions, listeners, TLS
+//! - [`proto`] — the SMTP wire protocol, pure: commands, replies, DATA, SASL
 //! - [`storage`] — StorageActor with group commit, object store (fs | s3)
 //! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
 //! - [`hooks`] — HTTP hooks: HMAC-signed calls, fallbacks, circuit breakers
 //! - [`metrics`] — the Prometheus registry and every metric (SPEC O1)
-//! - [`health`] — HealthMonitor and the shared [`health::HealthState`]
+//! - [`health`] — HealthMonitor: probes the database and the object store
+//! - [`health_state`] — what the probes found ([`health_state::HealthState`]), read by
+//!   sessions and `/health`; actors report failures there ([`health_state::DependencyFailed`])
 //! - [`trace`] — head sampling of SMTP transactions for the trace export
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
 //! - [`retention`] — purging soft-deleted messages (the janitor runs it on every node)
 //! - [`json_line`] — JSON lines with no raw control character (audit file, JSON log)
-//! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421)
+//! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421), the phase every
+//!   session watches and the registry of open sessions (capped per SPEC M2)
+//! - [`net`] — what a connection is: its stream, its listener kind, its client key
 //! - [`limits`] — bounds on what one client may take: password checks, failed-AUTH
-//!   throttling, DATA memory, per-address keys
+//!   throttling, DATA memory
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
 //! - [`submission`] — the one pipeline a message passes on its way in (SMTP and API):
@@ -28,11 +33,14 @@ pub mod audit;
 pub mod config;
 pub mod database;
 pub mod health;
+pub mod health_state;
 pub mod hooks;
 pub mod janitor;
 pub mod json_line;
 pub mod limits;
 pub mod metrics;
+pub mod net;
+pub mod proto;
 pub mod queue;
 pub mod retention;
 pub mod shutdown;

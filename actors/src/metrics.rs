@@ -13,7 +13,7 @@ use prometheus::{
     Registry,
 };
 
-use crate::smtp::session::ListenerKind;
+use crate::net::ListenerKind;
 
 /// Per-listener SMTP metrics, resolved once.
 pub struct SmtpMetrics {
@@ -73,7 +73,8 @@ pub struct Metrics {
     retention_purged: IntCounterVec,
     pub hook_calls: IntCounterVec,
     pub plugin_errors: IntCounterVec,
-    /// Resource limits hit by clients (`limits::Limit`), every label present from start.
+    /// Resource limits hit by clients (`limits::Limit`), every label present from start
+    /// (see [`Metrics::limit_known`]).
     limit_hits: IntCounterVec,
     /// DATA bytes held in memory (buffers and finished bodies) and spooled to disk,
     /// read from the budgets at each scrape.
@@ -111,6 +112,27 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     )
 }
 
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    register(
+        registry,
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+            .expect("valid metric"),
+    )
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     register(
         registry,
@@ -121,13 +143,11 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
-        let build = register(
+        let build = gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new("mairust_build_info", "Always 1; the version in a label"),
-                &["version"],
-            )
-            .expect("valid metric"),
+            "mairust_build_info",
+            "Always 1; the version in a label",
+            &["version"],
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let connections = counter_vec(
@@ -136,13 +156,11 @@ impl Metrics {
             "SMTP connections accepted, by listener",
             &["listener"],
         );
-        let sessions = register(
+        let sessions = gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new("mairust_smtp_sessions", "Open SMTP sessions, by listener"),
-                &["listener"],
-            )
-            .expect("valid metric"),
+            "mairust_smtp_sessions",
+            "Open SMTP sessions, by listener",
+            &["listener"],
         );
         let messages = counter_vec(
             &registry,
@@ -162,20 +180,14 @@ impl Metrics {
             "SMTP AUTH attempts, by listener and result (success, failure)",
             &["listener", "result"],
         );
-        let duration = register(
+        let duration = histogram_vec(
             &registry,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "mairust_smtp_duration_seconds",
-                    "Whole SMTP transactions, MAIL FROM to the reply after DATA, by listener",
-                )
-                .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
-                    30.0,
-                ]),
-                &["listener"],
-            )
-            .expect("valid metric"),
+            "mairust_smtp_duration_seconds",
+            "Whole SMTP transactions, MAIL FROM to the reply after DATA, by listener",
+            &["listener"],
+            vec![
+                0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+            ],
         );
         let smtp = [
             ListenerKind::Inbound,
@@ -197,16 +209,11 @@ impl Metrics {
                 listener: l,
             }
         });
-        let up = register(
+        let up = gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "mairust_up",
-                    "1 when the dependency answers this node's health probe, else 0",
-                ),
-                &["dependency"],
-            )
-            .expect("valid metric"),
+            "mairust_up",
+            "1 when the dependency answers this node's health probe, else 0",
+            &["dependency"],
         );
         for dependency in ["database", "storage"] {
             up.with_label_values(&[dependency]).set(0);
@@ -236,19 +243,14 @@ impl Metrics {
             "HTTP API requests answered, by route pattern (UNMATCHED: no route), method and status class (2xx, 4xx, ...)",
             api_labels,
         );
-        let api_duration = register(
+        let api_duration = histogram_vec(
             &registry,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "mairust_api_duration_seconds",
-                    "HTTP API request durations, until the answer's head is ready (body transfer not included), by route pattern, method and status class",
-                )
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ]),
-                api_labels,
-            )
-            .expect("valid metric"),
+            "mairust_api_duration_seconds",
+            "HTTP API request durations, until the answer's head is ready (body transfer not included), by route pattern, method and status class",
+            api_labels,
+            vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
         );
         Metrics {
             api_requests,
@@ -288,18 +290,12 @@ impl Metrics {
                 "Hook (plugin) calls that failed: timeouts, connection errors, bad answers",
                 &["plugin"],
             ),
-            limit_hits: {
-                let hits = counter_vec(
-                    &registry,
-                    "mairust_limit_hits_total",
-                    "Resource limits hit by clients: auth_busy, auth_locked, data_spooled, data_memory, data_rate, session_lifetime, write_timeout",
-                    &["limit"],
-                );
-                for limit in crate::limits::Limit::ALL {
-                    hits.with_label_values(&[limit.name()]);
-                }
-                hits
-            },
+            limit_hits: counter_vec(
+                &registry,
+                "mairust_limit_hits_total",
+                "Resource limits hit by clients: auth_busy, auth_locked, data_spooled, data_memory, data_rate, session_lifetime, write_timeout",
+                &["limit"],
+            ),
             data_memory_bytes: gauge(
                 &registry,
                 "mairust_smtp_data_memory_bytes",
@@ -315,11 +311,11 @@ impl Metrics {
         }
     }
 
-    /// Reads the DATA budgets into their gauges (at each scrape).
-    pub fn set_data_bytes(&self, limits: &crate::limits::NodeLimits) {
-        self.data_memory_bytes
-            .set((limits.buffers.in_use() + limits.data.in_use()) as i64);
-        self.spool_bytes.set(limits.spool.in_use() as i64);
+    /// DATA bytes held in memory and spooled to disk (`NodeLimits::report_data_bytes`,
+    /// at each scrape).
+    pub fn set_data_bytes(&self, in_memory: usize, spooled: usize) {
+        self.data_memory_bytes.set(in_memory as i64);
+        self.spool_bytes.set(spooled as i64);
     }
 
     /// Counts what one purge run deleted (`retention::purge`).
@@ -335,6 +331,12 @@ impl Metrics {
     /// Counts a resource limit a client ran into (`limits::hit`).
     pub fn limit_hit(&self, limit: &str) {
         self.limit_hits.with_label_values(&[limit]).inc();
+    }
+
+    /// Makes a limit's series exist at 0 before its first hit, so every limit is
+    /// listed from the start (`NodeLimits::new` names them all).
+    pub fn limit_known(&self, limit: &str) {
+        self.limit_hits.with_label_values(&[limit]);
     }
 
     /// One answered API request: `route` is the matched pattern (`/api/v1/messages/{id}`)

@@ -29,7 +29,8 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use mairust_entities::{mailbox_message, message, queue_entry};
 use sea_orm::sea_query::{
-    Expr, ExprTrait, IntoIden, LockBehavior, LockType, Order, Query, SelectStatement,
+    Condition, DeleteStatement, Expr, ExprTrait, IntoIden, LockBehavior, LockType, Order, Query,
+    ReturningClause, SelectStatement,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult,
@@ -82,23 +83,26 @@ pub async fn drop_unreferenced<C: ConnectionTrait>(
         let delete = Query::delete()
             .from_table(message::Entity)
             .and_where(message::Column::Id.is_in(chunk.to_vec()))
-            .and_where(Expr::not_exists(references(
-                mailbox_message::Entity,
-                mailbox_message::Column::MessageId,
-            )))
-            .and_where(Expr::not_exists(references(
-                queue_entry::Entity,
-                queue_entry::Column::MessageId,
-            )))
-            .returning(Query::returning().columns([
-                message::Column::Id,
-                message::Column::ObjectKey,
-                message::Column::Size,
-            ]))
+            .cond_where(unreferenced())
+            .returning(dropped_columns())
             .to_owned();
         dropped.extend(dropped_rows(txn.query_all(&delete).await?)?);
     }
     Ok(dropped)
+}
+
+/// No mailbox entry (deleted or not) and no queue entry refers to the `messages` row of
+/// the statement around it.
+fn unreferenced() -> Condition {
+    Condition::all()
+        .add(Expr::not_exists(references(
+            mailbox_message::Entity,
+            mailbox_message::Column::MessageId,
+        )))
+        .add(Expr::not_exists(references(
+            queue_entry::Entity,
+            queue_entry::Column::MessageId,
+        )))
 }
 
 /// `SELECT 1 FROM table WHERE table.column = messages.id`: a reference to the message
@@ -112,6 +116,39 @@ where
         .expr(Expr::val(1))
         .from(table)
         .and_where(Expr::col((table, column)).equals((message::Entity, message::Column::Id)))
+        .to_owned()
+}
+
+/// `RETURNING id, object_key, size` of a delete from `messages`, read by
+/// [`dropped_rows`].
+fn dropped_columns() -> ReturningClause {
+    Query::returning().columns([
+        message::Column::Id,
+        message::Column::ObjectKey,
+        message::Column::Size,
+    ])
+}
+
+/// Deletes up to `limit` rows of `table` that `filter` selects, the lowest `id`s first,
+/// skipping rows another transaction has locked (`FOR UPDATE SKIP LOCKED` on
+/// PostgreSQL): a row another node is purging right now is deleted there, and neither
+/// waits for the other.
+fn delete_batch<T, C>(table: T, id: C, filter: Condition, limit: usize) -> DeleteStatement
+where
+    T: IntoIden + Copy,
+    C: IntoIden + Copy,
+{
+    let candidates = Query::select()
+        .column(id)
+        .from(table)
+        .cond_where(filter)
+        .order_by(id, Order::Asc)
+        .limit(limit as u64)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    Query::delete()
+        .from_table(table)
+        .and_where(Expr::col(id).in_subquery(candidates))
         .to_owned()
 }
 
@@ -227,24 +264,20 @@ async fn entry_batch(
 ) -> Result<EntryBatch, DbErr> {
     let txn = db.begin().await?;
     // Entries another node is purging right now are locked: skipped, not waited for.
-    let candidates = Query::select()
-        .column(mailbox_message::Column::Id)
-        .from(mailbox_message::Entity)
-        .and_where(mailbox_message::Column::DeletedAt.lt(cutoff))
-        .and_where(mailbox_message::Column::Id.gt(after_id))
-        .order_by(mailbox_message::Column::Id, Order::Asc)
-        .limit(limit as u64)
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .to_owned();
     // A write first: on SQLite the transaction holds the write lock from here on.
-    let delete = Query::delete()
-        .from_table(mailbox_message::Entity)
-        .and_where(Expr::col(mailbox_message::Column::Id).in_subquery(candidates))
-        .returning(Query::returning().columns([
-            mailbox_message::Column::Id,
-            mailbox_message::Column::MessageId,
-        ]))
-        .to_owned();
+    let delete = delete_batch(
+        mailbox_message::Entity,
+        mailbox_message::Column::Id,
+        Condition::all()
+            .add(mailbox_message::Column::DeletedAt.lt(cutoff))
+            .add(mailbox_message::Column::Id.gt(after_id)),
+        limit,
+    )
+    .returning(Query::returning().columns([
+        mailbox_message::Column::Id,
+        mailbox_message::Column::MessageId,
+    ]))
+    .to_owned();
     let mut last_id = None;
     let mut message_ids = Vec::new();
     let rows = txn.query_all(&delete).await?;
@@ -277,34 +310,20 @@ async fn purge_unreferenced(
 ) -> Result<(), DbErr> {
     let mut after_id = String::new();
     loop {
-        let candidates = Query::select()
-            .column(message::Column::Id)
-            .from(message::Entity)
-            .and_where(message::Column::Id.gt(after_id.as_str()))
+        let unreferenced = Condition::all()
+            .add(message::Column::Id.gt(after_id.as_str()))
             // Mail taken away with its mailbox, user or domain keeps the same grace as
             // mail deleted by hand (counted from its arrival).
-            .and_where(message::Column::ReceivedAt.lt(cutoff.fixed_offset()))
-            .and_where(Expr::not_exists(references(
-                mailbox_message::Entity,
-                mailbox_message::Column::MessageId,
-            )))
-            .and_where(Expr::not_exists(references(
-                queue_entry::Entity,
-                queue_entry::Column::MessageId,
-            )))
-            .order_by(message::Column::Id, Order::Asc)
-            .limit(batch_size as u64)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .to_owned();
-        let delete = Query::delete()
-            .from_table(message::Entity)
-            .and_where(Expr::col(message::Column::Id).in_subquery(candidates))
-            .returning(Query::returning().columns([
-                message::Column::Id,
-                message::Column::ObjectKey,
-                message::Column::Size,
-            ]))
-            .to_owned();
+            .add(message::Column::ReceivedAt.lt(cutoff.fixed_offset()))
+            .add(unreferenced());
+        let delete = delete_batch(
+            message::Entity,
+            message::Column::Id,
+            unreferenced,
+            batch_size,
+        )
+        .returning(dropped_columns())
+        .to_owned();
         let dropped = dropped_rows(db.query_all(&delete).await?)?;
         report.unreferenced += dropped.len() as u64;
         report.bodies_of(bodies, &dropped).await;

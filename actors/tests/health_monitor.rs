@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use actix::Actor;
-use mairust_actors::health::{HealthMonitor, HealthState};
+use mairust_actors::health::HealthMonitor;
+use mairust_actors::health_state::HealthState;
 use mairust_actors::storage::BodyStore;
 
 mod common;
@@ -15,7 +16,8 @@ use common::config;
 /// `health.failures_before_down` of them in a row.
 #[actix_rt::test]
 async fn only_failed_probes_mark_a_dependency_down() {
-    use mairust_actors::health::{Dependency, DependencyFailed, ProbeNow};
+    use mairust_actors::health::ProbeNow;
+    use mairust_actors::health_state::{Dependency, DependencyFailed};
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     let db = common::database(&config, false).await;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
 use mairust_actors::database;
-use mairust_actors::health::DependencyFailed;
-use mairust_actors::smtp::proto::Address;
+use mairust_actors::health_state::DependencyFailed;
+use mairust_actors::proto::Address;
+use mairust_actors::storage::bodies::MARKER_KEY;
 use mairust_actors::storage::identity::{self, IdentityError};
 use mairust_actors::storage::{
     BodyStore, CommitMode, IncomingMessage, QueueHook, StorageActor, StoreError, StoreMessage,
@@ -527,14 +528,11 @@ async fn nothing_is_written_into_a_bare_mount_point() {
 async fn a_missing_marker_is_rewritten_only_for_a_fresh_identity() {
     let s = setup().await;
     let storage = &s.config.storage;
-    std::fs::remove_file(s.root.join(identity::MARKER_KEY)).unwrap();
+    std::fs::remove_file(s.root.join(MARKER_KEY)).unwrap();
     identity::open_verified(storage, &s.db).await.unwrap();
-    assert!(
-        s.root.join(identity::MARKER_KEY).is_file(),
-        "marker not rewritten"
-    );
+    assert!(s.root.join(MARKER_KEY).is_file(), "marker not rewritten");
 
-    std::fs::remove_file(s.root.join(identity::MARKER_KEY)).unwrap();
+    std::fs::remove_file(s.root.join(MARKER_KEY)).unwrap();
     let long_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).fixed_offset();
     mairust_entities::store_identity::Entity::update_many()
         .col_expr(
@@ -547,7 +545,7 @@ async fn a_missing_marker_is_rewritten_only_for_a_fresh_identity() {
     let err = identity::open_verified(storage, &s.db).await.unwrap_err();
     assert!(matches!(err, IdentityError::MarkerMissing { .. }), "{err}");
     assert!(
-        !s.root.join(identity::MARKER_KEY).exists(),
+        !s.root.join(MARKER_KEY).exists(),
         "written into the mount point"
     );
 }

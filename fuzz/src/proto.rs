@@ -1,4 +1,4 @@
-//! The files of `actors/src/smtp/proto/`, included as they are (see lib.rs).
+//! The files of `actors/src/proto/`, included as they are (see lib.rs).
 //!
 //! This is a file module rather than an inline `mod proto { ... }` in lib.rs because
 //! rustc resolves `#[path]` inside an inline module relative to a directory named after
@@ -8,15 +8,15 @@
 //! re-exports two names, copied below, and anything added to it later (which might use
 //! crates this fuzz crate does not have) cannot break the fuzz build.
 
-#[path = "../../actors/src/smtp/proto/auth.rs"]
+#[path = "../../actors/src/proto/auth.rs"]
 pub mod auth;
-#[path = "../../actors/src/smtp/proto/command.rs"]
+#[path = "../../actors/src/proto/command.rs"]
 pub mod command;
-#[path = "../../actors/src/smtp/proto/data.rs"]
+#[path = "../../actors/src/proto/data.rs"]
 pub mod data;
-#[path = "../../actors/src/smtp/proto/line.rs"]
+#[path = "../../actors/src/proto/line.rs"]
 pub mod line;
-#[path = "../../actors/src/smtp/proto/reply.rs"]
+#[path = "../../actors/src/proto/reply.rs"]
 pub mod reply;
 
 pub use command::{Address, Command};

@@ -19,7 +19,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use futures::future::LocalBoxFuture;
 use mairust_actors::apikeys::{self, Caller, Scope};
 use mairust_actors::audit::Entry;
-use mairust_actors::health::Dependency;
+use mairust_actors::health_state::Dependency;
 use mairust_actors::supervisor::Handles;
 use tracing::Instrument;
 

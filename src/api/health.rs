@@ -13,7 +13,7 @@
 //! wait on a dead dependency.
 
 use actix_web::{HttpResponse, web};
-use mairust_actors::health::Dependency;
+use mairust_actors::health_state::Dependency;
 use mairust_actors::supervisor::Handles;
 use serde_json::json;
 

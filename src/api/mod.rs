@@ -83,7 +83,7 @@ pub fn server(
 /// `GET /metrics`: the process registry in the Prometheus text format (SPEC O1).
 async fn metrics_text(handles: web::Data<Handles>) -> HttpResponse {
     use prometheus::Encoder;
-    mairust_actors::metrics::metrics().set_data_bytes(&handles.limits);
+    handles.limits.report_data_bytes();
     let encoder = prometheus::TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(

@@ -22,7 +22,8 @@ pub async fn adopt(config: &Config, args: AdoptArgs) -> anyhow::Result<()> {
     let store = BodyStore::open(&config.storage)
         .context("opening the object store (create or mount it first)")?;
     let expected = identity::database_identity(&db).await?;
-    let found = identity::read_marker(&store)
+    let found = store
+        .read_marker()
         .await
         .context("reading the store's marker")?;
     let (missing, sampled) = identity::sample_recent_bodies(&db, &store).await?;

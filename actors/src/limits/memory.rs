@@ -110,7 +110,7 @@ impl DataBudget {
     }
 }
 
-/// Bytes held per client key (see [`super::client_key`]), each key bounded by `max`: so
+/// Bytes held per client key (see [`crate::net::client_key`]), each key bounded by `max`: so
 /// one client cannot take a whole node-wide budget (the spool) from everyone else.
 pub struct ClientShares {
     max: u64,

@@ -2,18 +2,17 @@
 //! small piece of state shared by the sessions (and the API) of one node, testable
 //! without a socket.
 //!
-//! - [`address`] — the client key that per-address limits count by (IPv6 by prefix)
 //! - [`password`] — [`PasswordGate`]: a node-wide bound on concurrent password work
 //! - [`throttle`] — [`AuthThrottle`]: failed AUTH per address and per account: delay,
 //!   lockout, and audit summaries instead of one entry per guess
 //! - [`memory`] — [`DataBudget`]: the node-wide budget of DATA bytes held in memory
+//!
+//! Per-address limits count clients by [`crate::net::client_key`] (IPv6 by prefix).
 
-pub mod address;
 pub mod memory;
 pub mod password;
 pub mod throttle;
 
-pub use address::client_key;
 pub use memory::{ClientShares, DataBudget, Reservation, Share};
 pub use password::{Busy, PasswordGate};
 pub use throttle::{Admission, AuthThrottle};
@@ -39,6 +38,9 @@ pub struct NodeLimits {
 
 impl NodeLimits {
     pub fn new(config: &crate::config::Config) -> std::sync::Arc<Self> {
+        for limit in Limit::ALL {
+            crate::metrics::metrics().limit_known(limit.name());
+        }
         std::sync::Arc::new(NodeLimits {
             password: PasswordGate::new(
                 config.auth.verification_slots(),
@@ -58,9 +60,17 @@ impl NodeLimits {
         })
     }
 
+    /// Reads the DATA budgets into their gauges (at each scrape).
+    pub fn report_data_bytes(&self) {
+        crate::metrics::metrics().set_data_bytes(
+            self.buffers.in_use() + self.data.in_use(),
+            self.spool.in_use(),
+        );
+    }
+
     /// The key per-address limits count `ip` under.
     pub fn client(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
-        client_key(ip, self.ipv6_prefix)
+        crate::net::client_key(ip, self.ipv6_prefix)
     }
 }
 

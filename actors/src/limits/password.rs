@@ -229,6 +229,18 @@ mod tests {
         assert!(single.slot(true, ip(3)).await.is_err());
     }
 
+    /// Returns once `n` callers wait in the gate's queue (fails after 5 s).
+    async fn queued(gate: &PasswordGate, n: usize) {
+        let queued = async {
+            while gate.waiting.load(Ordering::Acquire) < n {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), queued)
+            .await
+            .expect("the waiters queued");
+    }
+
     /// Waiters are served in order, the queue is bounded in all and per client, and
     /// every place is given back.
     #[tokio::test]
@@ -244,14 +256,7 @@ mod tests {
                 order_tx.send(n).unwrap();
                 slot.is_ok()
             }));
-            let queued = async {
-                while gate.waiting.load(Ordering::Acquire) < n {
-                    tokio::task::yield_now().await;
-                }
-            };
-            tokio::time::timeout(std::time::Duration::from_secs(5), queued)
-                .await
-                .expect("the waiter queued");
+            queued(&gate, n).await;
         }
         assert!(
             gate.slot(false, ip(4)).await.is_err(),
@@ -272,14 +277,7 @@ mod tests {
         let _w1 = tokio::spawn(async move { g.slot(false, ip(1)).await.is_ok() });
         let g = gate.clone();
         let _w2 = tokio::spawn(async move { g.slot(false, ip(1)).await.is_ok() });
-        let queued = async {
-            while gate.waiting.load(Ordering::Acquire) < 2 {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(5), queued)
-            .await
-            .expect("both waiters queued");
+        queued(&gate, 2).await;
         assert!(
             gate.slot(false, ip(1)).await.is_err(),
             "one client holds at most half the queue"

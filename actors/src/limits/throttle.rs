@@ -1,8 +1,8 @@
 //! Failed-AUTH throttling across connections: per client address (see
-//! [`super::client_key`]) and per account. Each failure delays its answer a little more
-//! (backoff); enough failures in `auth.failure_window_seconds` lock the address, or the
-//! account, out for `auth.lockout_seconds`, during which AUTH gets 454 4.7.0 without a
-//! password check. An account lockout spares addresses that logged into it successfully
+//! [`crate::net::client_key`]) and per account. Each failure delays its answer a little
+//! more (backoff); enough failures in `auth.failure_window_seconds` lock the address,
+//! or the account, out for `auth.lockout_seconds`, during which AUTH gets 454 4.7.0
+//! without a password check. An account lockout spares addresses that logged into it successfully
 //! within [`KNOWN_FOR`] (known clients, who also get the password gate's reserved
 //! slot), so a guesser cannot lock the owner out.
 //!
@@ -10,7 +10,8 @@
 //! period is audited on its own (at most [`MAX_AUDITED_PER_PERIOD`] such entries per
 //! period), and the rest are counted into one summary entry per address and period
 //! ([`AuthThrottle::take_summaries`]), so a flood of guesses cannot become a flood of
-//! database writes. All maps are bounded ([`MAX_TRACKED`]).
+//! database writes ([`spawn_summaries`] writes those). All maps are bounded
+//! ([`MAX_TRACKED`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -18,6 +19,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::AuthConfig;
+
+mod summaries;
+#[cfg(test)]
+mod tests;
+
+pub use summaries::spawn_summaries;
 
 /// Entries kept per map. Past it, expired entries are dropped first, then entries that
 /// lock nothing out.
@@ -366,203 +373,5 @@ impl AuthThrottle {
             .into_iter()
             .filter(|(_, s)| s.failures > 0 || s.refused > 0 || s.busy > 0)
             .collect()
-    }
-}
-
-/// Addresses written one by one per summary (the busiest); the rest in one entry.
-const SUMMARY_ENTRIES: usize = 100;
-
-/// Writes the failed-AUTH summaries every `auth.audit_summary_seconds` (`auth.login_failures`,
-/// one audit entry per address, the busiest [`SUMMARY_ENTRIES`] addresses only plus one
-/// entry for the rest), and once more when shutdown begins.
-pub fn spawn_summaries(
-    period: Duration,
-    audit: std::sync::Arc<crate::audit::AuditLog>,
-    limits: std::sync::Arc<super::NodeLimits>,
-    mut shutdown: tokio::sync::watch::Receiver<crate::shutdown::Phase>,
-) {
-    actix::spawn(async move {
-        loop {
-            let stopping = tokio::select! {
-                _ = tokio::time::sleep(period) => false,
-                _ = shutdown.wait_for(|p| *p != crate::shutdown::Phase::Running) => true,
-            };
-            write_summaries(&audit, limits.auth.take_summaries(), period).await;
-            if stopping {
-                return;
-            }
-        }
-    });
-}
-
-async fn write_summaries(
-    audit: &crate::audit::AuditLog,
-    mut summaries: Vec<(IpAddr, Summary)>,
-    period: Duration,
-) {
-    use crate::audit::Entry;
-    summaries.sort_by_key(|(_, s)| std::cmp::Reverse(s.failures + s.refused + s.busy));
-    let rest = summaries.split_off(summaries.len().min(SUMMARY_ENTRIES));
-    let period = period.as_secs();
-    for (address, s) in summaries {
-        let accounts: Vec<&str> = s.accounts.iter().map(String::as_str).collect();
-        tracing::warn!(component = "smtp", event = "auth_failures_summary", remote = %address, failures = s.failures, refused = s.refused, busy = s.busy, "failed authentications from one address");
-        audit
-            .record(
-                Entry::failure("auth.login_failures", "smtp")
-                    .remote(address)
-                    .detail("failures", s.failures)
-                    .detail("refused_locked_out", s.refused)
-                    .detail("refused_busy", s.busy)
-                    .detail("accounts", accounts)
-                    .detail("period_seconds", period),
-            )
-            .await;
-    }
-    if !rest.is_empty() {
-        let failures: u64 = rest.iter().map(|(_, s)| u64::from(s.failures)).sum();
-        let refused: u64 = rest.iter().map(|(_, s)| u64::from(s.refused)).sum();
-        let busy: u64 = rest.iter().map(|(_, s)| u64::from(s.busy)).sum();
-        tracing::warn!(
-            component = "smtp",
-            event = "auth_failures_summary",
-            addresses = rest.len(),
-            failures,
-            refused,
-            busy,
-            "failed authentications from many more addresses"
-        );
-        audit
-            .record(
-                Entry::failure("auth.login_failures", "smtp")
-                    .detail("addresses", rest.len())
-                    .detail("failures", failures)
-                    .detail("refused_locked_out", refused)
-                    .detail("refused_busy", busy)
-                    .detail("period_seconds", period),
-            )
-            .await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn throttle(max_address: u32, max_account: u32) -> AuthThrottle {
-        AuthThrottle::new(&AuthConfig {
-            max_concurrent_verifications: 1,
-            max_queued_verifications: 0,
-            max_failures_per_address: max_address,
-            max_failures_per_account: max_account,
-            failure_window_seconds: 60,
-            lockout_seconds: 120,
-            failure_delay_ms: 100,
-            max_failure_delay_ms: 1000,
-            audit_summary_seconds: 60,
-        })
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn address_backs_off_then_is_locked_out_then_released() {
-        let t = throttle(5, 1000);
-        let now = Instant::now();
-        let a = ip("192.0.2.1");
-        let delays: Vec<u128> = (0..4)
-            .map(|i| t.failed_at(a, &format!("u{i}@x"), now).delay.as_millis())
-            .collect();
-        assert_eq!(delays, [100, 200, 400, 800]);
-        assert_eq!(t.admit_at(a, "v@x", now), Admission::Allowed);
-        let fifth = t.failed_at(a, "u5@x", now);
-        assert!(fifth.locked_address && !fifth.locked_account);
-        assert!(matches!(
-            t.admit_at(a, "v@x", now + Duration::from_secs(119)),
-            Admission::Locked {
-                what: LockedOut::Address,
-                ..
-            }
-        ));
-        // Another address is not affected.
-        assert_eq!(t.admit_at(ip("192.0.2.2"), "v@x", now), Admission::Allowed);
-        assert_eq!(
-            t.admit_at(a, "v@x", now + Duration::from_secs(121)),
-            Admission::Allowed
-        );
-    }
-
-    #[test]
-    fn failures_outside_the_window_are_forgotten() {
-        let t = throttle(3, 1000);
-        let now = Instant::now();
-        let a = ip("192.0.2.1");
-        t.failed_at(a, "u@x", now);
-        t.failed_at(a, "u@x", now);
-        let later = now + Duration::from_secs(61);
-        let f = t.failed_at(a, "u@x", later);
-        assert!(!f.locked_address);
-        assert_eq!(f.delay, Duration::from_millis(100));
-    }
-
-    #[test]
-    fn account_lockout_spares_addresses_that_logged_in_before() {
-        let t = throttle(1000, 3);
-        let now = Instant::now();
-        let owner = ip("198.51.100.7");
-        t.succeeded(owner, "Bob@Example.test");
-        for i in 0..3 {
-            t.failed_at(ip(&format!("192.0.2.{i}")), "bob@example.test", now);
-        }
-        assert!(matches!(
-            t.admit_at(ip("192.0.2.99"), "BOB@example.test", now),
-            Admission::Locked {
-                what: LockedOut::Account,
-                ..
-            }
-        ));
-        assert_eq!(
-            t.admit_at(owner, "bob@example.test", Instant::now()),
-            Admission::Allowed
-        );
-    }
-
-    #[test]
-    fn first_failure_is_audited_the_rest_summarised() {
-        let t = throttle(1000, 1000);
-        let now = Instant::now();
-        let a = ip("192.0.2.1");
-        assert!(t.failed_at(a, "a@x", now).audit_now);
-        for i in 0..9 {
-            assert!(!t.failed_at(a, &format!("b{i}@x"), now).audit_now);
-        }
-        let summaries = t.take_summaries();
-        assert_eq!(summaries.len(), 1);
-        let (addr, s) = &summaries[0];
-        assert_eq!((*addr, s.failures), (a, 9));
-        assert_eq!(s.accounts.len(), SUMMARY_ACCOUNTS);
-        assert!(t.take_summaries().is_empty());
-        assert!(t.failed_at(a, "c@x", now).audit_now, "a new period");
-    }
-
-    #[test]
-    fn maps_stay_bounded_under_address_spraying() {
-        let t = throttle(1000, 1000);
-        let now = Instant::now();
-        let mut audited = 0;
-        for i in 0..(MAX_TRACKED as u32 + 500) {
-            let a = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
-            audited += usize::from(t.failed_at(a, &format!("user{i}@x"), now).audit_now);
-        }
-        assert_eq!(
-            audited, MAX_AUDITED_PER_PERIOD,
-            "one entry each for the first only"
-        );
-        let state = t.state();
-        assert!(state.addresses.len() <= MAX_TRACKED);
-        assert!(state.accounts.len() <= MAX_TRACKED);
-        assert!(state.unreported.len() <= MAX_TRACKED);
     }
 }

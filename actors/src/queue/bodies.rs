@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::attempt::ClaimedEntry;
 use super::context::QueueContext;
-use crate::health::{Dependency, DependencyFailed};
+use crate::health_state::{Dependency, DependencyFailed};
 use crate::storage::bodies::BodyError;
 
 /// A message body as loaded for delivery.

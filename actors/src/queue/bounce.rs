@@ -12,7 +12,7 @@ use super::context::QueueContext;
 use super::dsn::{self, FailedRecipient};
 use super::reply::EnhancedStatus;
 use crate::accounts::{self, RecipientLookup};
-use crate::smtp::proto::command::Address;
+use crate::proto::command::Address;
 use crate::storage::{IncomingMessage, StoreMessage};
 
 /// Deferred recipients of entries past `queue.max_age` are given up.

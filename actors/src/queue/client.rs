@@ -13,30 +13,11 @@ use tokio_rustls::TlsConnector;
 use super::reply::{self, EnhancedStatus, RemoteReply, code};
 use super::route::Hop;
 use crate::config::OutboundTls;
-use crate::smtp::session::BoxStream;
-
-/// Longest remote text kept in the queue, the history and DSNs.
-const MAX_TEXT: usize = 512;
-
-/// Remote text made safe to store and quote: control characters (NUL, CR, LF ...)
-/// become spaces, and it is cut at [`MAX_TEXT`] bytes on a character boundary.
-pub fn sanitize(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if out.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    out
-}
+use crate::net::BoxStream;
+use crate::proto::text::sanitize;
 
 /// The server's reply as the queue records it. The enhanced status counts against
-/// [`MAX_TEXT`] with the text, as in the recorded form.
+/// `proto::text`'s limit with the text, as in the recorded form.
 fn reply_of(r: &Response<String>) -> RemoteReply {
     let status = (r.esc[0] > 0).then(|| EnhancedStatus::from(r.esc));
     let prefix = status.map(|s| format!("{s} ")).unwrap_or_default();
@@ -323,6 +304,7 @@ fn tls_name(host: &str, addr: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::text::MAX_TEXT;
 
     #[test]
     fn replies_keep_the_enhanced_status_apart_within_the_text_budget() {

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, watch};
 use super::client::ClientSettings;
 use super::route::Router;
 use crate::config::Config;
-use crate::health::{DependencyFailed, HealthState};
+use crate::health_state::{DependencyFailed, HealthState};
 use crate::shutdown::Phase;
 use crate::storage::{BodyStore, StorageActor};
 

@@ -1,7 +1,8 @@
-//! The queue's tables as workers use them: enqueue (inside the StorageActor's row
-//! transaction), claim with a lease, renew it, and record the outcome of an attempt.
-//! The database is the only place queue state lives: a worker holds nothing a crash
-//! could lose. The operator's reads and edits are in [`super::admin`].
+//! The queue's tables as workers use them: claim with a lease, renew it, and record the
+//! outcome of an attempt. Entries are written by the StorageActor's row transaction
+//! (`storage::rows`), with the message they carry. The database is the only place queue
+//! state lives: a worker holds nothing a crash could lose. The operator's reads and
+//! edits are in [`super::admin`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -15,10 +16,9 @@ use sea_orm::{
 };
 
 use super::attempt::{ClaimedEntry, ClaimedRecipient, EntryResult, Outcome};
-use crate::storage::IncomingMessage;
 
-/// Recipient status values.
-pub const PENDING: &str = "pending";
+/// Recipient status values (entries start `pending`, written by the StorageActor).
+pub use crate::storage::rows::PENDING;
 pub const DELIVERED: &str = "delivered";
 pub const FAILED: &str = "failed";
 
@@ -31,53 +31,6 @@ pub(super) fn ts(t: DateTime<Utc>) -> DateTime<FixedOffset> {
 
 fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Rows for messages with remote recipients; run inside the StorageActor's transaction
-/// so 250 means the queue entry is committed with the message (SPEC M4, M6).
-pub async fn enqueue<C: ConnectionTrait>(
-    txn: &C,
-    messages: &[&IncomingMessage],
-    max_age: Duration,
-    now: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    let queued: Vec<&&IncomingMessage> =
-        messages.iter().filter(|m| !m.outbound.is_empty()).collect();
-    if queued.is_empty() {
-        return Ok(());
-    }
-    let entries: Vec<queue_entry::ActiveModel> = queued
-        .iter()
-        .map(|m| queue_entry::ActiveModel {
-            id: Set(m.id.clone()),
-            message_id: Set(m.id.clone()),
-            envelope_from: Set(m.envelope_from.clone()),
-            created_at: Set(ts(now)),
-            expires_at: Set(ts(after(now, max_age))),
-            next_attempt_at: Set(ts(now)),
-            attempts: Set(0),
-            lease_owner: Set(None),
-            lease_until: Set(None),
-        })
-        .collect();
-    let recipients: Vec<queue_recipient::ActiveModel> = queued
-        .iter()
-        .flat_map(|m| {
-            m.outbound.iter().map(|a| queue_recipient::ActiveModel {
-                entry_id: Set(m.id.clone()),
-                address: Set(a.to_string()),
-                domain: Set(a.domain.clone()),
-                status: Set(PENDING.into()),
-                attempts: Set(0),
-                next_attempt_at: Set(ts(now)),
-                last_reply: Set(None),
-                updated_at: Set(ts(now)),
-                ..Default::default()
-            })
-        })
-        .collect();
-    insert_chunked(txn, entries).await?;
-    insert_chunked(txn, recipients).await
 }
 
 /// Inserts rows a few at a time, so a statement stays within [`CHUNK`] bind parameters

@@ -22,7 +22,7 @@ use super::bounce::{expire, send_bounces};
 use super::context::QueueContext;
 use super::deliver::deliver;
 use super::store;
-use crate::health::{Dependency, DependencyFailed};
+use crate::health_state::{Dependency, DependencyFailed};
 use crate::shutdown::Phase;
 
 /// One delivery loop of a node (`queue.workers` of them); its claims are named

@@ -10,7 +10,7 @@ use mail_parser::MessageParser;
 use sha2::{Digest, Sha256};
 
 use crate::accounts::LocalRecipient;
-use crate::smtp::proto::command::Address;
+use crate::proto::command::Address;
 
 /// Header fields indexed in the database.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

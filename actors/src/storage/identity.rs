@@ -26,11 +26,8 @@ use sea_orm::{
     QuerySelect,
 };
 
-use super::bodies::{BodyError, BodyStore};
+use super::bodies::{BodyError, BodyStore, MARKER_KEY};
 use crate::config::StorageConfig;
-
-/// The marker object at the root of the store.
-pub const MARKER_KEY: &str = "mairust-store-id";
 
 /// How long after the database took its identity a missing marker may still be
 /// written (see [`open_verified`]).
@@ -113,7 +110,7 @@ pub async fn open_verified(
         Err(e) => return Err(e.into()),
     };
     let store = bodies.describe().to_string();
-    let found = read_marker(&bodies).await?;
+    let found = bodies.read_marker().await?;
     let store_id = match (expected, found) {
         (Some(expected), Some(found)) if expected == found => {
             check_recent_bodies(db, &bodies).await?;
@@ -129,7 +126,7 @@ pub async fn open_verified(
         // No message can be missing: a start that died before writing the marker, or
         // another node starting at the same time.
         (Some(expected), None) if !holds_messages && identity_fresh => {
-            write_marker(&bodies, &expected).await?;
+            bodies.write_marker(&expected).await?;
             expected
         }
         (Some(expected), None) => return Err(IdentityError::MarkerMissing { store, expected }),
@@ -162,7 +159,7 @@ pub async fn open_verified(
             check_recent_bodies(db, &bodies).await?;
             // Nodes starting together agree on the first identity the database took.
             let store_id = claim(db, &uuid::Uuid::new_v4().to_string()).await?;
-            write_marker(&bodies, &store_id).await?;
+            bodies.write_marker(&store_id).await?;
             tracing::info!(component = "storage", event = "store_identity_created", store = %store, store_id = %store_id, existing_messages = holds_messages, "object store tied to this database");
             store_id
         }
@@ -188,17 +185,8 @@ pub async fn mark_restored(
     let Ok(Some(store_id)) = database_identity(db).await else {
         return Ok(None);
     };
-    write_marker(bodies, &store_id).await?;
+    bodies.write_marker(&store_id).await?;
     Ok(Some(store_id))
-}
-
-/// The marker's identity, if the store has one.
-pub async fn read_marker(bodies: &BodyStore) -> Result<Option<String>, BodyError> {
-    match bodies.get(MARKER_KEY).await {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string())),
-        Err(BodyError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Writes `store_id` as the marker, then as the database's identity (replacing both):
@@ -209,7 +197,7 @@ pub async fn tie(
     bodies: &BodyStore,
     store_id: &str,
 ) -> Result<(), IdentityError> {
-    write_marker(bodies, store_id).await?;
+    bodies.write_marker(store_id).await?;
     store_identity::Entity::insert(identity_row(store_id))
         .on_conflict(
             OnConflict::column(store_identity::Column::Id)
@@ -242,13 +230,6 @@ fn identity_row(store_id: &str) -> store_identity::ActiveModel {
         store_id: Set(store_id.to_string()),
         created_at: Set(Utc::now().into()),
     }
-}
-
-/// Writes the marker, durably: it must survive a power cut like the bodies do.
-async fn write_marker(bodies: &BodyStore, store_id: &str) -> Result<(), BodyError> {
-    bodies
-        .put_durable(MARKER_KEY, bytes::Bytes::from(format!("{store_id}\n")))
-        .await
 }
 
 /// How many of the newest rows (not journalled as unflushed) have their body.

@@ -3,16 +3,21 @@
 //! - [`bodies`] — message bodies as objects (fs or S3)
 //! - [`envelope`] — what the StorageActor is asked to store, parsed headers included
 //! - [`actor`] — the StorageActor and its group commit
+//! - [`rows`] — the row lane's transaction: message rows, mailbox and queue entries
+//! - [`recovery`] — at start, rows a dead node committed ahead of their body
 //! - [`identity`] — the marker tying the object store to its database
 
 pub mod actor;
 pub mod bodies;
 pub mod envelope;
 pub mod identity;
+pub mod recovery;
+pub mod rows;
 
-pub use actor::{CommitMode, QueueHook, StorageActor, StoreError, StoreMessage, recover_unflushed};
+pub use actor::{CommitMode, QueueHook, StorageActor, StoreError, StoreMessage};
 pub use bodies::BodyStore;
 pub use envelope::{IncomingMessage, MessageMeta};
+pub use recovery::recover_unflushed;
 
 /// Bytes of all stored message bodies, from the database (`mairust_storage_bytes`).
 pub async fn stored_bytes(db: &sea_orm::DatabaseConnection) -> Result<u64, sea_orm::DbErr> {

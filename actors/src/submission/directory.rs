@@ -11,7 +11,7 @@ use mairust_entities::user;
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::accounts::{self, RecipientLookup};
-use crate::smtp::proto::Address;
+use crate::proto::Address;
 
 /// Questions about this server's accounts. Each answer may come from a database, so
 /// each may fail: callers answer a failure with a temporary error, never a refusal.

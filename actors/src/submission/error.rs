@@ -5,7 +5,7 @@
 use sea_orm::DbErr;
 
 use super::sender::Refusal;
-use crate::smtp::proto::Address;
+use crate::proto::Address;
 use crate::storage::StoreError;
 
 #[derive(Debug, thiserror::Error)]

@@ -30,9 +30,9 @@ use super::recipients::Recipients;
 use super::sender::{Policy, Submitter};
 use crate::accounts::RecipientLookup;
 use crate::config::{Config, HookEvent};
-use crate::health::{Dependency, DependencyFailed, HealthState};
+use crate::health_state::{Dependency, DependencyFailed, HealthState};
 use crate::hooks::{HookDispatcher, Verdict};
-use crate::smtp::proto::Address;
+use crate::proto::Address;
 use crate::storage::{IncomingMessage, StoreMessage};
 use crate::trace;
 
@@ -255,7 +255,7 @@ fn follow(
     hook: &'static str,
     message: &mut IncomingMessage,
 ) -> Result<(), SubmitError> {
-    let said = |text: String| crate::queue::client::sanitize(text.trim());
+    let said = |text: String| crate::proto::text::sanitize(text.trim());
     match verdict {
         Verdict::Allow { tags } => {
             message.tags.extend(tags);

@@ -81,7 +81,7 @@ pub fn received_header(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::proto::Address;
+    use crate::proto::Address;
 
     fn header(
         via: Via<'_>,

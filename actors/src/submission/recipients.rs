@@ -3,7 +3,7 @@
 //! once, compared by [`Address::key`]).
 
 use crate::accounts::LocalRecipient;
-use crate::smtp::proto::Address;
+use crate::proto::Address;
 
 #[derive(Debug, Default, Clone)]
 pub struct Recipients {

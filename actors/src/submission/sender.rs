@@ -16,7 +16,7 @@ use mail_parser::{HeaderName, HeaderValue, MessageParser};
 use mairust_entities::user;
 
 use crate::config::SmtpConfig;
-use crate::smtp::proto::Address;
+use crate::proto::Address;
 
 /// The checks in force for authenticated SMTP clients (`smtp.submission`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

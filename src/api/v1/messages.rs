@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use actix_web::{HttpResponse, delete, get, patch, web};
 use chrono::{DateTime, FixedOffset, Utc};
 use mairust_actors::apikeys::{Caller, Scope};
-use mairust_actors::health::Dependency;
+use mairust_actors::health_state::Dependency;
 use mairust_actors::storage::bodies::BodyError;
 use mairust_actors::storage::envelope::{TAG_CHARS, valid_tag};
 use mairust_actors::supervisor::Handles;

@@ -15,7 +15,7 @@
 use actix_web::{HttpResponse, post, web};
 use mail_builder::MessageBuilder;
 use mairust_actors::apikeys::Scope;
-use mairust_actors::smtp::proto::command::Address;
+use mairust_actors::proto::command::Address;
 use mairust_actors::submission::{Origin, Recipients, Submission, SubmitError, Via};
 use mairust_actors::supervisor::Handles;
 use serde::{Deserialize, Serialize};

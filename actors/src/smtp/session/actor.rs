@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::{ListenerKind, Session, SessionContext};
-use crate::smtp::listener::SessionGuard;
+use crate::shutdown::SessionGuard;
 
 pub struct SmtpSession {
     socket: Option<tokio::net::TcpStream>,

@@ -6,8 +6,8 @@ use super::{AuthStep, Flow, Session, State};
 use crate::accounts;
 use crate::audit::Entry;
 use crate::limits::{self, Admission, Limit};
-use crate::smtp::proto::auth::{self, Credentials};
-use crate::smtp::proto::reply;
+use crate::proto::auth::{self, Credentials};
+use crate::proto::reply;
 use crate::submission::Submitter;
 
 impl Session {

@@ -5,9 +5,9 @@ use tracing::Instrument;
 
 use super::incoming::Incoming;
 use super::{Envelope, Flow, ListenerKind, Session, State};
-use crate::smtp::proto::command::{self, Command, MailFrom, RcptTo};
-use crate::smtp::proto::data::DataReceiver;
-use crate::smtp::proto::reply;
+use crate::proto::command::{self, Command, MailFrom, RcptTo};
+use crate::proto::data::DataReceiver;
+use crate::proto::reply;
 use crate::submission::SubmitError;
 use crate::trace;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::incoming::Incoming;
 use super::{Session, reply};
 use crate::audit::Entry;
-use crate::smtp::proto::reply::Reply;
+use crate::proto::reply::Reply;
 use crate::submission::{Origin, Refusal, Submission, SubmitError, Via};
 
 impl Session {

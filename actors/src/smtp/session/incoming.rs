@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::limits::{self, Limit, NodeLimits, Reservation, Share};
-use crate::smtp::proto::data::DataReceiver;
-use crate::smtp::proto::reply::{self, Reply};
+use crate::proto::data::DataReceiver;
+use crate::proto::reply::{self, Reply};
 
 pub(super) struct Incoming {
     pub receiver: DataReceiver,

@@ -7,8 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{BoxStream, Session, State};
 use crate::limits::{self, Limit};
+use crate::proto::reply::{self, Reply};
 use crate::shutdown::Phase;
-use crate::smtp::proto::reply::{self, Reply};
 
 pub(super) enum ReadOutcome {
     Data,

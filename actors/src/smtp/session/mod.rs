@@ -34,50 +34,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use super::proto::command::MailFrom;
-use super::proto::line::{LineEvent, LineReader};
-use super::proto::reply::{self, Reply};
 use crate::config::Config;
 use crate::limits::{self, Limit, NodeLimits};
 use crate::metrics::SmtpMetrics;
+use crate::net::{BoxStream, ListenerKind};
+use crate::proto::command::MailFrom;
+use crate::proto::line::{LineEvent, LineReader};
+use crate::proto::reply::{self, Reply};
 use crate::shutdown::Phase;
 use crate::submission::{Pipeline, Recipients, Submitter};
 use io::{Deadline, ReadOutcome};
-
-/// Any byte stream a session can run over.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
-pub type BoxStream = Box<dyn AsyncStream>;
-
-/// Which listener accepted the connection; decides policy (SPEC M1, M3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    /// MX: mail for local domains from anyone.
-    Inbound,
-    /// Port 587: AUTH required before MAIL.
-    Submission,
-    /// Port 465: implicit TLS, AUTH required.
-    Submissions,
-}
-
-impl ListenerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ListenerKind::Inbound => "inbound",
-            ListenerKind::Submission => "submission",
-            ListenerKind::Submissions => "submissions",
-        }
-    }
-
-    fn requires_auth(self) -> bool {
-        !matches!(self, ListenerKind::Inbound)
-    }
-}
 
 /// What every session on every listener shares.
 pub struct SessionContext {

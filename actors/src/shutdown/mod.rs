@@ -8,14 +8,21 @@
 //!
 //! The phase is a `watch` channel every listener and session observes (STYLE 7); the
 //! wait is on the [`SessionRegistry`] count, not on senders being dropped.
+//!
+//! - [`sessions`] — [`SessionRegistry`]: the open SMTP sessions, capped and counted
+//!
+//! The sessions, listeners, limits and QueueWorkers all watch the [`Phase`], so this
+//! module names nothing of theirs.
+
+pub mod sessions;
+
+pub use sessions::{SessionGuard, SessionRegistry};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
-
-use crate::smtp::listener::SessionRegistry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

@@ -4,7 +4,12 @@
 //! [`BodyStore::put_batch`] writes a whole batch in one blocking task (temporary file,
 //! fsync, rename, in the layout `object_store`'s LocalFileSystem reads), then flushes
 //! each directory that got new names once: one thread hop per batch, and the files'
-//! flushes run in parallel so the filesystem can merge their journal commits.
+//! flushes run in parallel so the filesystem can merge their journal commits (in
+//! `bodies/files.rs`).
+
+mod files;
+
+pub use files::{STALE_TEMPORARY, TMP_DIR, create_private_dir, remove_stale_temporaries};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +23,11 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
 use crate::config::{StorageBackend, StorageConfig};
+use files::{blocking, write_files};
+
+/// The marker object at the root of the store, holding the store's identity (see
+/// [`super::identity`]): its absence means the volume or bucket is not the store.
+pub const MARKER_KEY: &str = "mairust-store-id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -284,13 +294,29 @@ impl BodyStore {
         }
     }
 
+    /// The identity in the marker object, if the store has one.
+    pub async fn read_marker(&self) -> Result<Option<String>, BodyError> {
+        match self.get(MARKER_KEY).await {
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string())),
+            Err(BodyError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `store_id` as the marker, durably: it must survive a power cut like the
+    /// bodies do.
+    pub async fn write_marker(&self, store_id: &str) -> Result<(), BodyError> {
+        self.put_durable(MARKER_KEY, Bytes::from(format!("{store_id}\n")))
+            .await
+    }
+
     /// Writes, reads back and deletes a probe object: the health check of SPEC O12.
     /// Once the identity is known, the marker must still be there and match first, so
     /// a volume unmounted under a running node turns the store down instead of filling
     /// the mount point.
     pub async fn probe(&self, node: &str) -> Result<(), BodyError> {
         if let Some(expected) = &self.identity {
-            match super::identity::read_marker(self).await? {
+            match self.read_marker().await? {
                 Some(found) if found == **expected => {}
                 Some(found) => {
                     return Err(BodyError::Config(format!(
@@ -318,225 +344,5 @@ impl BodyStore {
     }
 }
 
-async fn blocking(
-    f: impl FnOnce() -> std::io::Result<()> + Send + 'static,
-) -> Result<(), BodyError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BodyError::Sync(std::io::Error::other(e)))?
-        .map_err(BodyError::Sync)
-}
-
 /// Deletes [`BodyStore::delete_unreferenced`] runs at once.
 const PARALLEL_DELETES: usize = 16;
-
-/// Threads flushing one batch's files at once.
-const MAX_FLUSH_THREADS: usize = 16;
-
-/// `fs`: where bodies are written before their rename into place, so that what a
-/// crash or a failed write leaves is in one directory, swept by
-/// [`remove_stale_temporaries`], never among the bodies.
-pub const TMP_DIR: &str = ".tmp";
-
-/// Writes each object as `root/key` through a temporary file and a rename, so a reader
-/// never sees half an object. With `fsync`, each file's data is flushed before its
-/// rename (in parallel threads for a batch, so the filesystem merges their journal
-/// commits), then each directory that got new entries is flushed once. The root must
-/// exist, and with `marked` hold the identity marker (one `stat` a batch): a missing
-/// root or marker is an unmounted volume, not a place to write bodies into.
-fn write_files(
-    root: &std::path::Path,
-    objects: &[(String, Bytes)],
-    fsync: bool,
-    marked: bool,
-) -> std::io::Result<()> {
-    let present = if marked {
-        root.join(super::identity::MARKER_KEY).is_file()
-    } else {
-        root.is_dir()
-    };
-    if !present {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!(
-                "the object store directory {} is gone or lost its identity marker (volume unmounted?)",
-                root.display()
-            ),
-        ));
-    }
-    let tmp_dir = root.join(TMP_DIR);
-    if !tmp_dir.is_dir() {
-        create_private_dir(&tmp_dir)?;
-    }
-    let created: Vec<Vec<std::path::PathBuf>> = if fsync && objects.len() > 1 {
-        let per_thread = objects.len().div_ceil(MAX_FLUSH_THREADS);
-        let tmp_dir = &tmp_dir;
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = objects
-                .chunks(per_thread)
-                .map(|chunk| {
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|object| write_file(root, tmp_dir, object, true))
-                            .collect::<std::io::Result<Vec<_>>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked")))
-                })
-                .collect::<std::io::Result<Vec<Vec<_>>>>()
-                .map(|v| v.into_iter().flatten().collect())
-        })?
-    } else {
-        objects
-            .iter()
-            .map(|object| write_file(root, &tmp_dir, object, fsync))
-            .collect::<std::io::Result<_>>()?
-    };
-    if fsync {
-        let mut dirs: Vec<std::path::PathBuf> = objects
-            .iter()
-            .filter_map(|(key, _)| root.join(key).parent().map(std::path::Path::to_path_buf))
-            .chain(created.into_iter().flatten())
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        for dir in dirs {
-            std::fs::File::open(&dir)?.sync_all()?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes one object; returns the directories whose entries changed because this call
-/// created directories (their parents need a flush too). A failed write removes its
-/// temporary file (on a full disk it would keep the space).
-fn write_file(
-    root: &std::path::Path,
-    tmp_dir: &std::path::Path,
-    (key, body): &(String, Bytes),
-    fsync: bool,
-) -> std::io::Result<Vec<std::path::PathBuf>> {
-    use std::io::Write;
-    let path = root.join(key);
-    let tmp = tmp_dir.join(format!("{}.eml.tmp", uuid::Uuid::new_v4().simple()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(body)?;
-        if fsync {
-            file.sync_data()?;
-        }
-        drop(file);
-        let mut created = Vec::new();
-        let parent = path.parent().unwrap_or(root);
-        if !parent.is_dir() {
-            let mut dir = Some(parent);
-            while let Some(d) = dir {
-                if d.exists() || d == root {
-                    break;
-                }
-                if let Some(up) = d.parent() {
-                    created.push(up.to_path_buf());
-                }
-                dir = d.parent();
-            }
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        Ok(created)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Creates a directory (and its parents) readable by the owner only.
-pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-}
-
-/// Temporary files older than this were left by a crash or a failed write: no write
-/// takes that long.
-pub const STALE_TEMPORARY: Duration = Duration::from_secs(600);
-
-/// `fs`: removes temporary body files older than `older_than` (left by a kill or a
-/// failed write), and returns how many. The first sweep of a store written by an older
-/// version, which put them beside the bodies, walks `messages/` once for those.
-pub fn remove_stale_temporaries(
-    root: &std::path::Path,
-    older_than: Duration,
-) -> std::io::Result<usize> {
-    let tmp_dir = root.join(TMP_DIR);
-    let mut removed = 0;
-    if tmp_dir.is_dir() {
-        removed += remove_old_temporaries(&tmp_dir, older_than, false)?;
-    } else {
-        let legacy = root.join("messages");
-        if legacy.is_dir() {
-            removed += remove_old_temporaries(&legacy, older_than, true)?;
-        }
-        create_private_dir(&tmp_dir)?;
-    }
-    Ok(removed)
-}
-
-fn is_temporary_name(entry: &std::fs::DirEntry) -> bool {
-    entry
-        .file_name()
-        .to_str()
-        .is_some_and(|name| name.ends_with(".eml.tmp"))
-}
-
-fn remove_old_temporaries(
-    dir: &std::path::Path,
-    older_than: Duration,
-    recursive: bool,
-) -> std::io::Result<usize> {
-    let mut removed = 0;
-    // Gone since it was listed (renamed by a writer, swept by another node): skipped.
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let file_type = match entry.file_type() {
-            Ok(file_type) => file_type,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if file_type.is_dir() && recursive {
-            removed += remove_old_temporaries(&entry.path(), older_than, true)?;
-            continue;
-        }
-        // Only temporaries are looked at further: the legacy walk passes every body.
-        if !(file_type.is_file() && is_temporary_name(&entry)) {
-            continue;
-        }
-        // Renamed into place or removed since the listing: not ours to sweep.
-        let modified = match entry.metadata().and_then(|m| m.modified()) {
-            Ok(modified) => modified,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        if modified.elapsed().unwrap_or(Duration::ZERO) >= older_than {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(removed)
-}

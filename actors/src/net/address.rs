@@ -1,4 +1,5 @@
-//! Which clients count as one for per-address limits.
+//! Which clients count as one for per-address limits (sessions per address, DATA spool
+//! shares, failed AUTH).
 
 use std::net::{IpAddr, Ipv6Addr};
 

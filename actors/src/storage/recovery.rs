@@ -1,0 +1,54 @@
+//! Recovery at start (Parallel mode): rows committed ahead of their body by a node that
+//! then died are found through the `unflushed_messages` journal and removed or kept.
+
+use std::time::Duration;
+
+use mairust_entities::unflushed_message;
+use sea_orm::{DatabaseConnection, EntityTrait};
+
+use super::actor::StoreError;
+use super::bodies::BodyStore;
+use super::rows::{RowChores, commit_batch};
+
+/// Parallel mode, before accepting mail: the journal lists the messages whose rows were
+/// committed while their object might not be durable. Those whose object is missing
+/// were never acknowledged (a crash, or a failed object batch whose deletion did not
+/// commit): their rows go (mailbox and queue entries by cascade). The others were
+/// complete; their entries are cleared. Rows not in the journal are never looked at.
+/// Returns how many rows were removed.
+pub async fn recover_unflushed(
+    db: &DatabaseConnection,
+    bodies: &BodyStore,
+) -> Result<usize, StoreError> {
+    let db_err = |e: sea_orm::DbErr| StoreError::Database(e.to_string());
+    let journal = unflushed_message::Entity::find()
+        .all(db)
+        .await
+        .map_err(db_err)?;
+    let mut lost = Vec::new();
+    let mut complete = Vec::new();
+    for entry in journal {
+        let present = bodies
+            .exists(&entry.object_key)
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        if present {
+            complete.push(entry.message_id);
+        } else {
+            tracing::warn!(component = "storage", event = "unflushed_row_removed", id = %entry.message_id, "removed the row of a message that was never acknowledged (its body was not stored)");
+            lost.push((0, entry.message_id));
+        }
+    }
+    let removed = lost.len();
+    let chores = RowChores {
+        delete: lost,
+        clear: complete,
+        clear_outbound: false,
+    };
+    if !chores.is_empty() {
+        commit_batch(db, &[], &chores, true, Duration::ZERO)
+            .await
+            .map_err(StoreError::from)?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,221 @@
+//! The row lane's transaction: a batch of received messages becomes its message rows,
+//! mailbox entries and, for remote recipients, queue entries, all committed together so
+//! 250 means stored and queued (SPEC M4, M6); Parallel mode journals the batch in
+//! `unflushed_messages` and carries the chores of earlier batches (deletions, journal
+//! clears). The queue (`queue::store`) takes its entries from there.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient, unflushed_message};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
+};
+
+use super::envelope::IncomingMessage;
+
+/// The status a queue recipient starts in; the queue moves it on to delivered or
+/// failed (`queue::store`).
+pub const PENDING: &str = "pending";
+
+/// Queue rows per INSERT: about ten bind parameters each, well under SQLite's limit.
+const QUEUE_ROWS_PER_INSERT: usize = 20;
+
+/// What a row transaction does besides inserting its batch (Parallel mode).
+#[derive(Default)]
+pub(super) struct RowChores {
+    /// Messages whose object failed: rows deleted, callers answered after the commit.
+    pub(super) delete: Vec<(u64, String)>,
+    /// Messages through both lanes: journal entries cleared, and whether any has
+    /// outbound recipients (the queue skips journalled messages).
+    pub(super) clear: Vec<String>,
+    pub(super) clear_outbound: bool,
+}
+
+impl RowChores {
+    pub(super) fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.clear.is_empty()
+    }
+}
+
+/// Why a row transaction failed: before its COMMIT (nothing committed), or at it (it
+/// may have committed).
+pub(super) enum RowFailure {
+    Before(DbErr),
+    Commit(DbErr),
+}
+
+/// One row transaction: the batch's rows and queue entries (journalled in Parallel
+/// mode), the rows of messages whose object failed deleted, journal entries cleared.
+pub(super) async fn commit_batch(
+    db: &DatabaseConnection,
+    messages: &[&IncomingMessage],
+    chores: &RowChores,
+    journal: bool,
+    max_age: Duration,
+) -> Result<(), RowFailure> {
+    let now = Utc::now();
+    let db_err = RowFailure::Before;
+    let txn = db.begin().await.map_err(db_err)?;
+    // Chunked: SQLite allows a bounded number of bind parameters per statement.
+    for chunk in chores.delete.chunks(128) {
+        let ids: Vec<String> = chunk.iter().map(|(_, id)| id.clone()).collect();
+        message::Entity::delete_many()
+            .filter(message::Column::Id.is_in(ids.clone()))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        unflushed_message::Entity::delete_many()
+            .filter(unflushed_message::Column::MessageId.is_in(ids))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+    }
+    for chunk in chores.clear.chunks(128) {
+        unflushed_message::Entity::delete_many()
+            .filter(unflushed_message::Column::MessageId.is_in(chunk.to_vec()))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+    }
+    if !messages.is_empty() {
+        insert_rows(&txn, messages, journal, max_age, now)
+            .await
+            .map_err(db_err)?;
+    }
+    txn.commit().await.map_err(RowFailure::Commit)
+}
+
+async fn insert_rows(
+    txn: &sea_orm::DatabaseTransaction,
+    messages: &[&IncomingMessage],
+    journal: bool,
+    max_age: Duration,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    let rows: Vec<message::ActiveModel> = messages
+        .iter()
+        .map(|m| message::ActiveModel {
+            id: Set(m.id.clone()),
+            object_key: Set(m.object_key.clone()),
+            size: Set(m.body.len() as i64),
+            sha256: Set(m.sha256.clone()),
+            message_id: Set(m.meta.message_id.clone()),
+            subject: Set(m.meta.subject.clone()),
+            from_addr: Set(m.meta.from.clone()),
+            to_addrs: Set(m.meta.to.clone()),
+            date: Set(m.meta.date),
+            attachments: Set(m.meta.attachments),
+            envelope_from: Set(m.envelope_from.clone()),
+            envelope_to: Set(m
+                .recipients
+                .iter()
+                .map(|r| r.address.clone())
+                .chain(m.outbound.iter().map(|a| a.to_string()))
+                .collect::<Vec<_>>()
+                .join(",")),
+            listener: Set(m.listener.to_string()),
+            remote_ip: Set(m.remote_ip.to_string()),
+            received_at: Set(now.into()),
+            submitted_by: Set(m.submitted_by.clone()),
+        })
+        .collect();
+    let index: Vec<mailbox_message::ActiveModel> = messages
+        .iter()
+        .flat_map(|m| {
+            m.recipients.iter().map(|r| mailbox_message::ActiveModel {
+                mailbox_id: Set(r.inbox_id),
+                message_id: Set(m.id.clone()),
+                user_id: Set(r.user_id),
+                flags: Set(String::new()),
+                tags: Set(m.tags.join(" ")),
+                created_at: Set(now.into()),
+                deleted_at: Set(None),
+                ..Default::default()
+            })
+        })
+        .collect();
+    if journal {
+        let entries: Vec<unflushed_message::ActiveModel> = messages
+            .iter()
+            .map(|m| unflushed_message::ActiveModel {
+                message_id: Set(m.id.clone()),
+                object_key: Set(m.object_key.clone()),
+                created_at: Set(now.into()),
+            })
+            .collect();
+        for chunk in entries.chunks(128) {
+            unflushed_message::Entity::insert_many(chunk.to_vec())
+                .exec(txn)
+                .await?;
+        }
+    }
+    for chunk in rows.chunks(64) {
+        message::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    for chunk in index.chunks(128) {
+        mailbox_message::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    enqueue(txn, messages, max_age, now).await
+}
+
+/// Rows for messages with remote recipients; run inside the StorageActor's transaction
+/// so 250 means the queue entry is committed with the message (SPEC M4, M6).
+async fn enqueue(
+    txn: &sea_orm::DatabaseTransaction,
+    messages: &[&IncomingMessage],
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let queued: Vec<&&IncomingMessage> =
+        messages.iter().filter(|m| !m.outbound.is_empty()).collect();
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let expires_at = now + chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    let entries: Vec<queue_entry::ActiveModel> = queued
+        .iter()
+        .map(|m| queue_entry::ActiveModel {
+            id: Set(m.id.clone()),
+            message_id: Set(m.id.clone()),
+            envelope_from: Set(m.envelope_from.clone()),
+            created_at: Set(now.into()),
+            expires_at: Set(expires_at.into()),
+            next_attempt_at: Set(now.into()),
+            attempts: Set(0),
+            lease_owner: Set(None),
+            lease_until: Set(None),
+        })
+        .collect();
+    let recipients: Vec<queue_recipient::ActiveModel> = queued
+        .iter()
+        .flat_map(|m| {
+            m.outbound.iter().map(|a| queue_recipient::ActiveModel {
+                entry_id: Set(m.id.clone()),
+                address: Set(a.to_string()),
+                domain: Set(a.domain.clone()),
+                status: Set(PENDING.into()),
+                attempts: Set(0),
+                next_attempt_at: Set(now.into()),
+                last_reply: Set(None),
+                updated_at: Set(now.into()),
+                ..Default::default()
+            })
+        })
+        .collect();
+    for chunk in entries.chunks(QUEUE_ROWS_PER_INSERT) {
+        queue_entry::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    for chunk in recipients.chunks(QUEUE_ROWS_PER_INSERT) {
+        queue_recipient::Entity::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
