@@ -1,12 +1,12 @@
 //! The outbound queue (SPEC M6): mail for other domains, persisted in the database
-//! before 250, delivered by QueueWorker actors over SMTP, retried on an exponential
+//! before 250, delivered by QueueWorker tasks over SMTP, retried on an exponential
 //! schedule, bounced with a DSN when it fails for good.
 //!
 //! - [`store`] — the queue tables: enqueue, claim with a lease, record, operator edits
 //! - [`route`] — next hops: routes, smarthost, MX lookup behind a replaceable resolver
 //! - [`client`] — outbound SMTP connections and transactions (mail-send)
 //! - [`dsn`] — RFC 3464 delivery status notifications (mail-builder)
-//! - [`worker`] — the QueueWorker actor
+//! - [`worker`] — the QueueWorker loop (a task the Supervisor restarts)
 
 pub mod client;
 pub mod dsn;
@@ -14,4 +14,4 @@ pub mod route;
 pub mod store;
 pub mod worker;
 
-pub use worker::{QueueContext, QueueWorker};
+pub use worker::QueueContext;

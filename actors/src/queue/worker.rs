@@ -9,6 +9,8 @@
 //!   itself when the HealthMonitor sees it back.
 //! - On shutdown it stops claiming, lets the message in flight finish for up to
 //!   `server.shutdown.drain_timeout_seconds`, and releases what it had not started.
+//! - A worker is a plain task ([`run`]) that the Supervisor restarts when it panics or
+//!   returns while the node runs; what it had claimed is claimed again after its lease.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -21,7 +23,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use chrono::Utc;
 use sea_orm::DatabaseConnection;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use super::client::{ClientSettings, Connection, RemoteReply};
 use super::dsn::{self, FailedRecipient};
@@ -54,40 +56,10 @@ pub struct QueueContext {
     pub paused: AtomicBool,
 }
 
-pub struct QueueWorker {
-    ctx: Arc<QueueContext>,
-    index: usize,
-    /// Dropped when the worker is done; the ShutdownCoordinator waits for all of them.
-    done: Option<mpsc::Sender<()>>,
-}
-
-impl QueueWorker {
-    pub fn new(ctx: Arc<QueueContext>, index: usize, done: mpsc::Sender<()>) -> Self {
-        QueueWorker {
-            ctx,
-            index,
-            done: Some(done),
-        }
-    }
-}
-
-impl Actor for QueueWorker {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let (q, index, done) = (self.ctx.clone(), self.index, self.done.take());
-        ctx.spawn(
-            async move {
-                run(q, index).await;
-                drop(done);
-            }
-            .into_actor(self)
-            .map(|_, _, ctx| ctx.stop()),
-        );
-    }
-}
-
-async fn run(q: Arc<QueueContext>, index: usize) {
+/// One QueueWorker: claims, delivers and records until the shutdown, then returns. A
+/// plain task on the queue arbiter, run and restarted by the Supervisor
+/// (`supervisor::child`); `index` tells the workers of a node apart in their lease owner.
+pub async fn run(q: Arc<QueueContext>, index: usize) {
     let owner = format!("{}#{index}", q.node_id);
     let cfg = &q.config.queue;
     let poll = Duration::from_secs_f64(cfg.poll_interval_seconds);
@@ -97,6 +69,7 @@ async fn run(q: Arc<QueueContext>, index: usize) {
         if *shutdown.borrow() != Phase::Running {
             break;
         }
+        crate::failpoint::failpoint!("queue_worker_loop");
         // Registered before looking, so a commit between the claim and the wait wakes us.
         let wake = q.wakeup.notified();
         tokio::pin!(wake);
