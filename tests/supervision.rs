@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::raw::RawClient;
 use common::sink::Sink;
-use common::{Options, PASSWORD, TestServer, deliver_to_bob, eventually, tls_login};
+use common::{Options, PASSWORD, TestServer, deliver_to_bob, eventually, message, tls_login};
 use mail_send::smtp::message::Message;
 use tokio::io::AsyncReadExt;
 
@@ -80,6 +80,25 @@ async fn bob_receives(server: &TestServer, message_id: &str) {
     assert_eq!(server.messages_with_id(message_id).await.len(), 1);
 }
 
+/// Bob submits a message for a remote address (port 587, STARTTLS + AUTH): queued.
+async fn submit_remote(server: &TestServer, message_id: &str) {
+    let bob = TestServer::address("bob");
+    let far = format!("far@{REMOTE}");
+    let mut client = tls_login(server.submission.port(), false, &bob, PASSWORD)
+        .await
+        .expect("login");
+    let body = message(&bob, &far, message_id, "hello");
+    client
+        .send(Message::new(
+            bob.as_str(),
+            [far.as_str()],
+            body.trim_end().as_bytes(),
+        ))
+        .await
+        .expect("submission accepted");
+    client.quit().await.ok();
+}
+
 #[tokio::test]
 async fn a_queue_worker_that_panics_is_restarted_and_delivers() {
     let sink = Sink::start();
@@ -90,24 +109,7 @@ async fn a_queue_worker_that_panics_is_restarted_and_delivers() {
     let restarted = wait_restarts(&server, "queue_worker", 1).await;
     assert_eq!(restarted, [("queue_worker#0".into(), "panicked".into())]);
 
-    let mut client = tls_login(
-        server.submission.port(),
-        false,
-        &TestServer::address("bob"),
-        PASSWORD,
-    )
-    .await
-    .expect("login");
-    let body = "Subject: after the restart\r\nMessage-ID: <sv-queue@example.test>\r\n\r\nhi";
-    client
-        .send(Message::new(
-            TestServer::address("bob").as_str(),
-            [format!("far@{REMOTE}").as_str()],
-            body.as_bytes(),
-        ))
-        .await
-        .expect("submission accepted");
-    client.quit().await.ok();
+    submit_remote(&server, "sv-queue@example.test").await;
     assert!(
         sink.wait_for(1, Duration::from_secs(20)),
         "the restarted worker delivers"
@@ -181,11 +183,19 @@ async fn a_storage_actor_that_panics_or_stops_is_restarted_behind_the_same_addre
 
 #[tokio::test]
 async fn a_health_monitor_that_panics_is_restarted() {
-    // The first probe (at start) passes, the second panics.
-    let server = TestServer::start_with(options("health_probe=1*off->1*panic", 1, 2));
+    // The first probe (at start) passes, the second panics. No queue worker: the
+    // queue stays as it is, and only the monitor's probes count it.
+    let server = TestServer::start_with(options("health_probe=1*off->1*panic", 0, 2));
     let restarted = wait_restarts(&server, "health_monitor", 1).await;
     assert_eq!(restarted, [("health_monitor".into(), "panicked".into())]);
     bob_receives(&server, "sv-health@remote.test").await;
+    // The restarted monitor probes again: the queue it counts grows.
+    submit_remote(&server, "sv-health-queued@example.test").await;
+    let counted = eventually(Duration::from_secs(10), || async {
+        server.http_get("/health").await.1["checks"]["queue"]["length"] == 1
+    })
+    .await;
+    assert!(counted, "the restarted HealthMonitor counts the queue");
     assert_eq!(restart_metric(&server, "health_monitor").await, 1);
     assert_eq!(server.http_get("/health/ready").await.0, 200);
 }
