@@ -11,7 +11,7 @@
 //!  ├─ QueueWorker × N        tasks on the queue arbiter, rebuilt
 //!  ├─ SmtpListener × L × W   tasks, one per listener on each of the W SMTP arbiters,
 //!  │   └─ SmtpSession        rebuilt on the same socket; sessions are not restarted
-//!  ├─ Janitor                actor, not restarted (periodic housekeeping)
+//!  ├─ Janitor                a task of the Supervisor's own, ends at shutdown
 //!  └─ hook refresh           a task of the Supervisor's own, ends at shutdown
 //! ```
 //!
@@ -87,6 +87,8 @@ pub struct Supervisor {
     phase: watch::Receiver<Phase>,
     /// Each child's recent restarts (by name), for its backoff and its budget.
     restarts: HashMap<String, RestartHistory>,
+    /// Housekeeping, run as a task of the Supervisor's once it starts.
+    janitor: Option<Janitor>,
 }
 
 /// The handles of the running tree.
@@ -124,7 +126,7 @@ impl Supervisor {
         let bodies = open_store(&config, &db).await?;
         let audit = AuditLog::open(&config.audit, db.clone(), node_id.clone())?;
         let purge = Purge::new(db.clone(), bodies.clone(), &config.retention);
-        Janitor::new(audit.clone(), config.audit.retention_days, purge).start();
+        let janitor = Janitor::new(audit.clone(), config.audit.retention_days, purge);
         let health = Arc::new(HealthState::default());
         health.set_storage_limit(config.storage.limit_bytes);
         let health_monitor =
@@ -221,6 +223,7 @@ impl Supervisor {
             arbiters,
             phase: phase_rx,
             restarts: HashMap::new(),
+            janitor: Some(janitor),
         }))
     }
 }
@@ -419,9 +422,13 @@ fn start_listeners(
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
-    /// Hooks created through the API on any node reach this one within seconds; the
-    /// refresh is a task of the Supervisor's, ending with the shutdown or with it.
+    /// The Supervisor's own tasks, ending when the shutdown begins (or with it): the
+    /// Janitor, and the hook refresh that brings hooks created through the API on any
+    /// node to this one within seconds.
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(janitor) = self.janitor.take() {
+            ctx.spawn(janitor.run(self.phase.clone()).into_actor(self));
+        }
         let (hooks, db) = (self.handles.hooks.clone(), self.handles.db.clone());
         let mut phase = self.phase.clone();
         let refresh = async move {
