@@ -1,7 +1,7 @@
 //! Supervisor: the root of the actor tree. It owns the configuration, the database
 //! connection pool and the object store handle, starts the children in dependency order
-//! (one function each below), and restarts those that fail. The HTTP server is started
-//! by `serve` with the handles from [`GetHandles`].
+//! (one function each, in `supervisor/start.rs`), and restarts those that fail. The HTTP
+//! server is started by `serve` with the handles from [`GetHandles`].
 //!
 //! ```text
 //! Supervisor                 restarts (child.rs, restart.rs)
@@ -25,6 +25,7 @@
 
 mod child;
 pub mod restart;
+mod start;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,28 +33,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use self::child::Watch;
 pub use self::child::{ChildExited, ChildId, ChildKind, Exit, Restart};
-use self::child::{Watch, supervise_actor, supervise_task};
 use self::restart::RestartHistory;
+use self::start::{
+    open_store, resolver, smtp_workers, start_health_monitor, start_listeners, start_queue_workers,
+    start_storage,
+};
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::health::{HealthMonitor, HealthState, ProbeNow};
+use crate::health::{HealthMonitor, HealthState};
 use crate::hooks::HookDispatcher;
 use crate::janitor::{Janitor, Purge};
 use crate::limits::NodeLimits;
 use crate::metrics::metrics;
 use crate::queue::QueueContext;
 use crate::queue::client::ClientSettings;
-use crate::queue::route::{HickoryResolver, NoResolver, Resolver, Router};
+use crate::queue::route::Router;
 use crate::shutdown::{Phase, ShutdownCoordinator};
-use crate::smtp::listener::{SessionRegistry, SmtpListener};
-use crate::smtp::session::{ListenerKind, SessionContext};
+use crate::smtp::listener::SessionRegistry;
+use crate::smtp::session::SessionContext;
 use crate::smtp::tls;
-use crate::storage::{BodyStore, CommitMode, QueueHook, StorageActor, recover_unflushed};
+use crate::storage::{BodyStore, StorageActor};
 
 /// What the HTTP server and `serve` need from the running tree.
 #[derive(Clone)]
@@ -226,197 +230,6 @@ impl Supervisor {
             janitor: Some(janitor),
         }))
     }
-}
-
-/// Opens the object store, verified to be this database's (storage::identity) before
-/// anything writes to it (the health probe does), and removes dead temporary files.
-async fn open_store(config: &Config, db: &DatabaseConnection) -> anyhow::Result<BodyStore> {
-    let bodies = crate::storage::identity::open_verified(&config.storage, db)
-        .await
-        .context("storage")?;
-    if let Some(root) = bodies.fs_root() {
-        let root = root.to_path_buf();
-        // SQLite with a pid file (`serve` holds its lock): this process is the only
-        // writer, so every temporary is a dead one. Otherwise another process may be
-        // writing into the store.
-        let older_than = if config.database.is_sqlite() && config.server.pid_file.is_some() {
-            Duration::ZERO
-        } else {
-            crate::storage::bodies::STALE_TEMPORARY
-        };
-        let removed = tokio::task::spawn_blocking(move || {
-            crate::storage::bodies::remove_stale_temporaries(&root, older_than)
-        })
-        .await?
-        .context("storage: removing temporary files")?;
-        if removed > 0 {
-            tracing::info!(
-                component = "storage",
-                event = "temporaries_removed",
-                removed,
-                "removed temporary body files left by an earlier run"
-            );
-        }
-    }
-    Ok(bodies)
-}
-
-/// The HealthMonitor on its own database connection, after a first probe: the
-/// dependencies' state is known before the first client is.
-async fn start_health_monitor(
-    config: &Config,
-    bodies: &BodyStore,
-    health: &Arc<HealthState>,
-    node_id: &str,
-    reports: &Reports,
-) -> anyhow::Result<Addr<HealthMonitor>> {
-    let probe_db = crate::database::connect_probe(&config.database)
-        .await
-        .context("database (health probe connection)")?;
-    let monitor = HealthMonitor::new(
-        health.clone(),
-        probe_db,
-        bodies.clone(),
-        config.health.clone(),
-        node_id.to_string(),
-    );
-    let watch = reports.watch(ChildKind::HealthMonitor, "health_monitor");
-    let monitor = supervise_actor(watch, Context::new(), monitor);
-    monitor.send(ProbeNow).await.ok();
-    Ok(monitor)
-}
-
-/// The StorageActor. SQLite is single-node and only this process writes it: both lanes
-/// may flush at once, after removing what a crash left half-flushed (storage::actor).
-async fn start_storage(
-    config: &Config,
-    db: &DatabaseConnection,
-    bodies: &BodyStore,
-    health_monitor: &Addr<HealthMonitor>,
-    wakeup: &Arc<Notify>,
-    reports: &Reports,
-) -> anyhow::Result<Addr<StorageActor>> {
-    let mode = if config.database.is_sqlite() {
-        let removed = recover_unflushed(db, bodies).await?;
-        if removed > 0 {
-            tracing::warn!(
-                component = "storage",
-                event = "recovered",
-                removed,
-                "removed rows of unacknowledged messages left by a crash"
-            );
-        }
-        CommitMode::Parallel
-    } else {
-        CommitMode::Ordered
-    };
-    let storage = StorageActor::new(
-        db.clone(),
-        bodies.clone(),
-        mode,
-        health_monitor.clone().recipient(),
-        QueueHook {
-            max_age: Duration::from_secs_f64(config.queue.max_age_seconds),
-            wakeup: wakeup.clone(),
-        },
-    );
-    let watch = reports.watch(ChildKind::Storage, "storage");
-    Ok(supervise_actor(watch, Context::new(), storage))
-}
-
-/// The DNS resolver of outbound delivery; without one, mail without a route waits.
-fn resolver(config: &Config) -> anyhow::Result<Arc<dyn Resolver>> {
-    Ok(
-        match HickoryResolver::new(&config.delivery.dns.nameserver_addrs()?) {
-            Ok(r) => Arc::new(r),
-            Err(e) => {
-                tracing::warn!(component = "queue", event = "no_resolver", error = %e, "no DNS resolver: mail without a route waits in the queue");
-                Arc::new(NoResolver(e))
-            }
-        },
-    )
-}
-
-/// `queue.workers` QueueWorkers on an arbiter of their own, beside the SMTP arbiters.
-/// Each holds a clone of `done` until it stays down: the ShutdownCoordinator waits for
-/// all of them to finish their deliveries in flight.
-fn start_queue_workers(
-    queue: Arc<QueueContext>,
-    done: mpsc::Sender<()>,
-    reports: &Reports,
-) -> ArbiterHandle {
-    let arbiter = Arbiter::new().handle();
-    let workers = queue.config.queue.workers;
-    for index in 0..workers {
-        let (queue, done) = (queue.clone(), done.clone());
-        let watch = reports.watch(ChildKind::QueueWorker, format!("queue_worker#{index}"));
-        supervise_task(&arbiter, watch, move || {
-            let (queue, done) = (queue.clone(), done.clone());
-            async move {
-                crate::queue::worker::run(queue, index).await;
-                drop(done);
-                Ok(())
-            }
-        });
-    }
-    tracing::info!(
-        component = "queue",
-        event = "queue_started",
-        workers,
-        "queue workers started"
-    );
-    arbiter
-}
-
-/// SMTP arbiters: `smtp.workers`, or one per CPU but one, left for the storage,
-/// database and HTTP threads.
-fn smtp_workers(config: &Config) -> usize {
-    match config.smtp.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
-        n => n,
-    }
-}
-
-/// Binds each enabled listener and runs its accept loop on every SMTP arbiter (the
-/// kernel spreads connections over them). Returns the bound addresses.
-fn start_listeners(
-    ctx: &Arc<SessionContext>,
-    sessions: &Arc<SessionRegistry>,
-    arbiters: &[ArbiterHandle],
-    reports: &Reports,
-) -> anyhow::Result<Vec<(&'static str, SocketAddr)>> {
-    let config = &ctx.config.smtp.listeners;
-    let mut bound = Vec::new();
-    for (name, kind, lc) in [
-        ("inbound", ListenerKind::Inbound, &config.inbound),
-        ("submission", ListenerKind::Submission, &config.submission),
-        (
-            "submissions",
-            ListenerKind::Submissions,
-            &config.submissions,
-        ),
-    ] {
-        if !lc.enabled {
-            continue;
-        }
-        let socket = std::net::TcpListener::bind(&lc.address)
-            .with_context(|| format!("smtp.listeners.{name}: cannot listen on {}", lc.address))?;
-        let local = socket.local_addr()?;
-        tracing::info!(component = "smtp", event = "listening", listener = name, addr = %local, "SMTP listener ready");
-        bound.push((name, local));
-        for (index, arbiter) in arbiters.iter().enumerate() {
-            let socket = socket
-                .try_clone()
-                .with_context(|| format!("smtp.listeners.{name}: cannot share the socket"))?;
-            let listener = SmtpListener::new(kind, socket, ctx.clone(), sessions.clone());
-            let watch = reports.watch(
-                ChildKind::SmtpListener,
-                format!("smtp_listener:{name}#{index}"),
-            );
-            supervise_task(arbiter, watch, move || listener.accept_loop());
-        }
-    }
-    Ok(bound)
 }
 
 impl Actor for Supervisor {
