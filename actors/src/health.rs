@@ -2,6 +2,8 @@
 //! at once when another actor reports a failure. The result lives in [`HealthState`],
 //! which SMTP sessions read to answer 451 while a dependency is down (tempfail mode) and
 //! which `/health/ready` reports. Recovery is noticed by the next probe: no restart.
+//! The state also lists the children of the actor tree that spent their restart budget
+//! ([`HealthState::child_failed`]), which make `/health/ready` fail.
 //!
 //! Only probes decide: a dependency is marked down after `health.failures_before_down`
 //! consecutive failed probes (a failed probe is confirmed by another after a pause), never
@@ -45,6 +47,9 @@ pub struct HealthState {
     storage_bytes: AtomicU64,
     /// `storage.limit_bytes`; 0 for none.
     storage_limit_bytes: AtomicU64,
+    /// Children of the actor tree that spent their restart budget and stay down
+    /// (supervisor): the node is unhealthy while any is listed.
+    failed_children: Mutex<Vec<String>>,
     started: Instant,
 }
 
@@ -59,6 +64,7 @@ impl Default for HealthState {
             queue_oldest_seconds: AtomicI64::new(-1),
             storage_bytes: AtomicU64::new(0),
             storage_limit_bytes: AtomicU64::new(0),
+            failed_children: Mutex::new(Vec::new()),
             started: Instant::now(),
         }
     }
@@ -134,6 +140,20 @@ impl HealthState {
     pub fn storage_full(&self) -> bool {
         let (bytes, limit) = self.storage();
         limit > 0 && bytes >= limit
+    }
+
+    /// A child of the actor tree spent its restart budget: it stays down, and
+    /// `/health/ready` names it until the node is restarted.
+    pub fn child_failed(&self, name: &str) {
+        let mut failed = lock(&self.failed_children);
+        if !failed.iter().any(|f| f == name) {
+            failed.push(name.to_string());
+        }
+    }
+
+    /// The children down for good, by name (empty while the tree is whole).
+    pub fn failed_children(&self) -> Vec<String> {
+        lock(&self.failed_children).clone()
     }
 
     pub fn uptime_seconds(&self) -> u64 {
@@ -271,6 +291,7 @@ impl Prober {
 
     /// One probe of both dependencies, applied; true when a failure awaits confirmation.
     async fn probe_once(&self) -> bool {
+        crate::failpoint::failpoint!("health_probe");
         *lock(&self.last_probe) = Some(Instant::now());
         // Due a little early rather than late: interval ticks jitter.
         let every = self.config.interval() * STORAGE_SUM_EVERY - self.config.interval() / 2;
@@ -354,6 +375,10 @@ impl Actor for HealthMonitor {
     }
 }
 
+/// Restarted in place by the Supervisor (same address) after a panic: the probes it ran
+/// are dropped with its old context and `started` arms the interval again.
+impl Supervised for HealthMonitor {}
+
 impl Handler<DependencyFailed> for HealthMonitor {
     type Result = ();
 
@@ -369,11 +394,13 @@ impl Handler<DependencyFailed> for HealthMonitor {
 }
 
 impl Handler<ProbeNow> for HealthMonitor {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseActFuture<Self, ()>;
 
-    /// Probes until the outcome is settled (a failure confirmed or cleared).
+    /// Probes until the outcome is settled (a failure confirmed or cleared), in the
+    /// actor's context like every probe, so a probe that panics takes the actor down
+    /// for the Supervisor to restart.
     fn handle(&mut self, _: ProbeNow, _: &mut Context<Self>) -> Self::Result {
         let prober = self.prober.clone();
-        Box::pin(async move { prober.settle().await })
+        Box::pin(async move { prober.settle().await }.into_actor(self))
     }
 }

@@ -1,7 +1,9 @@
 //! The MaiRust mail engine: the actor tree and everything it runs.
 //!
 //! Layout:
-//! - [`supervisor`] — root of the tree, starts the rest in order
+//! - [`supervisor`] — root of the tree: starts the rest in order and restarts the
+//!   children that panic or stop (backoff, restart budget, `actor_restarted`)
+//! - [`failpoint`] — failures on purpose for the supervision tests (feature `failpoints`)
 //! - [`smtp`] — pure protocol (`smtp::proto`), sessions, listeners, TLS
 //! - [`storage`] — StorageActor with group commit, object store (fs | s3)
 //! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
@@ -27,6 +29,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod config;
 pub mod database;
+pub mod failpoint;
 pub mod health;
 pub mod hooks;
 pub mod janitor;
