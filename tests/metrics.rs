@@ -37,6 +37,7 @@ pub const FAMILIES: &[&str] = &[
     "mairust_limit_hits_total",
     "mairust_smtp_data_memory_bytes",
     "mairust_smtp_spool_bytes",
+    "mairust_actor_restarts_total",
     "mairust_up",
 ];
 
@@ -256,6 +257,14 @@ async fn metrics_move_with_real_traffic() {
             "{family} missing:\n{}",
             after.text
         );
+    }
+    // Nothing failed: every kind of supervised child is exported, at zero.
+    for actor in ["storage", "queue_worker", "smtp_listener", "health_monitor"] {
+        let restarts = after.samples.iter().find(|(name, labels, _)| {
+            name == "mairust_actor_restarts_total"
+                && labels.get("actor").map(String::as_str) == Some(actor)
+        });
+        assert_eq!(restarts.map(|(_, _, v)| *v), Some(0.0), "{actor}");
     }
     let delta =
         |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);

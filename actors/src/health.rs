@@ -2,7 +2,9 @@
 //! at once when another actor reports a failure ([`DependencyFailed`]). The result lives
 //! in [`HealthState`] ([`crate::health_state`]), which SMTP sessions read to answer 451
 //! while a dependency is down (tempfail mode) and which `/health/ready` reports.
-//! Recovery is noticed by the next probe: no restart.
+//! Recovery is noticed by the next probe: no restart. The state also lists the children
+//! of the actor tree that spent their restart budget ([`HealthState::child_failed`]),
+//! which make `/health/ready` fail.
 //!
 //! Only probes decide: a dependency is marked down after `health.failures_before_down`
 //! consecutive failed probes (a failed probe is confirmed by another after a pause), never
@@ -124,6 +126,7 @@ impl Prober {
 
     /// One probe of both dependencies, applied; true when a failure awaits confirmation.
     async fn probe_once(&self) -> bool {
+        crate::failpoint::failpoint!("health_probe");
         *lock(&self.last_probe) = Some(Instant::now());
         // Due a little early rather than late: interval ticks jitter.
         let every = self.config.interval() * STORAGE_SUM_EVERY - self.config.interval() / 2;
@@ -207,6 +210,10 @@ impl Actor for HealthMonitor {
     }
 }
 
+/// Restarted in place by the Supervisor (same address) after a panic: the probes it ran
+/// are dropped with its old context and `started` arms the interval again.
+impl Supervised for HealthMonitor {}
+
 impl Handler<DependencyFailed> for HealthMonitor {
     type Result = ();
 
@@ -222,11 +229,13 @@ impl Handler<DependencyFailed> for HealthMonitor {
 }
 
 impl Handler<ProbeNow> for HealthMonitor {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseActFuture<Self, ()>;
 
-    /// Probes until the outcome is settled (a failure confirmed or cleared).
+    /// Probes until the outcome is settled (a failure confirmed or cleared), in the
+    /// actor's context like every probe, so a probe that panics takes the actor down
+    /// for the Supervisor to restart.
     fn handle(&mut self, _: ProbeNow, _: &mut Context<Self>) -> Self::Result {
         let prober = self.prober.clone();
-        Box::pin(async move { prober.settle().await })
+        Box::pin(async move { prober.settle().await }.into_actor(self))
     }
 }

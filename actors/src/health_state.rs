@@ -6,6 +6,7 @@
 //! The probing itself is in [`crate::health`]; this module names nothing of the
 //! storage, the database or the queue, so all of them can report here.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -36,6 +37,9 @@ pub struct HealthState {
     storage_bytes: AtomicU64,
     /// `storage.limit_bytes`; 0 for none.
     storage_limit_bytes: AtomicU64,
+    /// Children of the actor tree that spent their restart budget and stay down
+    /// (supervisor): the node is unhealthy while any is listed.
+    failed_children: Mutex<Vec<String>>,
     started: Instant,
 }
 
@@ -50,6 +54,7 @@ impl Default for HealthState {
             queue_oldest_seconds: AtomicI64::new(-1),
             storage_bytes: AtomicU64::new(0),
             storage_limit_bytes: AtomicU64::new(0),
+            failed_children: Mutex::new(Vec::new()),
             started: Instant::now(),
         }
     }
@@ -119,6 +124,26 @@ impl HealthState {
             self.storage_bytes.load(Ordering::Relaxed),
             self.storage_limit_bytes.load(Ordering::Relaxed),
         )
+    }
+
+    /// A child of the actor tree spent its restart budget: it stays down, and
+    /// `/health/ready` names it until the node is restarted.
+    pub fn child_failed(&self, name: &str) {
+        let mut failed = self
+            .failed_children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !failed.iter().any(|f| f == name) {
+            failed.push(name.to_string());
+        }
+    }
+
+    /// The children down for good, by name (empty while the tree is whole).
+    pub fn failed_children(&self) -> Vec<String> {
+        self.failed_children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The store has reached `storage.limit_bytes`: new mail gets 452 4.3.1.

@@ -6,16 +6,21 @@
 //!   `retention.purge_interval_seconds`. The database hands each entry to one node, so
 //!   each node audits only its own share: one `retention.purge` entry per run that
 //!   deleted anything, with counts, never one per message.
+//!
+//! The Janitor takes no message: it is a plain task of the Supervisor's ([`Janitor::run`]),
+//! ending when the shutdown begins.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
 use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
+use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::audit::{AuditLog, Entry};
 use crate::config::RetentionConfig;
 use crate::retention::{self, PurgeReport};
+use crate::shutdown::Phase;
 use crate::storage::BodyStore;
 
 const INTERVAL: Duration = Duration::from_secs(3600);
@@ -32,9 +37,6 @@ pub struct Purge {
     pub db: DatabaseConnection,
     pub bodies: BodyStore,
     pub config: RetentionConfig,
-    /// A run is under way: the next tick does not start another one beside it (a run
-    /// through a large backlog may outlast the interval).
-    running: bool,
 }
 
 impl Purge {
@@ -48,7 +50,6 @@ impl Purge {
             db,
             bodies,
             config: config.clone(),
-            running: false,
         })
     }
 }
@@ -62,52 +63,80 @@ impl Janitor {
         }
     }
 
-    fn prune(&self, ctx: &mut Context<Self>) {
-        let (audit, days) = (self.audit.clone(), self.retention_days);
-        ctx.spawn(
-            async move {
-                match audit.prune(days).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(component = "supervisor", event = "audit_pruned", removed = n, retention_days = days, "old audit entries pruned")
-                    }
-                    Err(e) => {
-                        tracing::warn!(component = "supervisor", event = "audit_prune_failed", error = %e, "audit pruning failed; next try in an hour")
+    /// Prunes and purges at start and then on their intervals, until the shutdown
+    /// begins. One run at a time: a run through a large backlog that outlasts its
+    /// interval delays the next tick rather than starting another run beside it.
+    pub async fn run(self, mut shutdown: watch::Receiver<Phase>) {
+        let every = |period| {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval
+        };
+        let mut prune = every(INTERVAL);
+        let mut purge = self
+            .purge
+            .as_ref()
+            .map(|p| every(p.config.purge_interval()));
+        let work = async {
+            loop {
+                tokio::select! {
+                    _ = prune.tick() => self.prune().await,
+                    _ = tick(&mut purge) => {
+                        if let Some(purge) = &self.purge {
+                            self.purge(purge).await;
+                        }
                     }
                 }
             }
-            .into_actor(self),
-        );
+        };
+        tokio::select! {
+            () = work => {}
+            _ = shutdown.wait_for(|p| *p != Phase::Running) => {}
+        }
     }
 
-    fn purge(&mut self, ctx: &mut Context<Self>) {
-        let Some(purge) = self.purge.as_mut().filter(|p| !p.running) else {
-            return;
-        };
-        purge.running = true;
-        let (db, bodies, audit) = (purge.db.clone(), purge.bodies.clone(), self.audit.clone());
+    async fn prune(&self) {
+        let days = self.retention_days;
+        match self.audit.prune(days).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    component = "supervisor",
+                    event = "audit_pruned",
+                    removed = n,
+                    retention_days = days,
+                    "old audit entries pruned"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(component = "supervisor", event = "audit_prune_failed", error = %e, "audit pruning failed; next try in an hour")
+            }
+        }
+    }
+
+    async fn purge(&self, purge: &Purge) {
         let (days, batch) = (
             purge.config.deleted_messages_days,
             purge.config.purge_batch_size,
         );
-        ctx.spawn(
-            async move {
-                let cutoff = retention::cutoff(chrono::Utc::now(), days);
-                let report = retention::purge(&db, &bodies, cutoff, batch).await;
-                crate::metrics::metrics()
-                    .retention_purged(report.entries, report.messages + report.unreferenced);
-                log(&report, days);
-                if report.purged_any() {
-                    audit.record(audit_entry(&report, days)).await;
-                }
-            }
-            .into_actor(self)
-            .map(|(), act, _| {
-                if let Some(p) = act.purge.as_mut() {
-                    p.running = false;
-                }
-            }),
-        );
+        let cutoff = retention::cutoff(chrono::Utc::now(), days);
+        let report = retention::purge(&purge.db, &purge.bodies, cutoff, batch).await;
+        crate::metrics::metrics()
+            .retention_purged(report.entries, report.messages + report.unreferenced);
+        log(&report, days);
+        if report.purged_any() {
+            self.audit.record(audit_entry(&report, days)).await;
+        }
+    }
+}
+
+/// The next tick of `interval`, or never without one.
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -147,20 +176,6 @@ fn audit_entry(report: &PurgeReport, days: u32) -> Entry {
         .detail("retention_days", days)
 }
 
-impl Actor for Janitor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.prune(ctx);
-        ctx.run_interval(INTERVAL, |act, ctx| act.prune(ctx));
-        if let Some(purge) = &self.purge {
-            let every = purge.config.purge_interval();
-            self.purge(ctx);
-            ctx.run_interval(every, |act, ctx| act.purge(ctx));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +200,7 @@ mod tests {
         };
         assert!(Purge::new(db.clone(), bodies.clone(), &config(0)).is_none());
         let purge = Purge::new(db, bodies, &config(1)).expect("a purge");
-        assert!(!purge.running);
+        assert_eq!(purge.config.deleted_messages_days, 1);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The MaiRust mail engine: the actor tree and everything it runs.
 //!
 //! Layout:
-//! - [`supervisor`] — root of the tree, starts the rest in order
+//! - [`supervisor`] — root of the tree: starts the rest in order and restarts the
+//!   children that panic or stop (backoff, restart budget, `actor_restarted`)
+//! - [`failpoint`] — failures on purpose for the supervision tests (feature `failpoints`)
 //! - [`smtp`] — sessions, listeners, TLS
 //! - [`proto`] — the SMTP wire protocol, pure: commands, replies, DATA, SASL
 //! - [`storage`] — StorageActor with group commit, object store (fs | s3)
@@ -32,6 +34,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod config;
 pub mod database;
+pub mod failpoint;
 pub mod health;
 pub mod health_state;
 pub mod hooks;

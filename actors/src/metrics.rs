@@ -81,9 +81,16 @@ pub struct Metrics {
     data_memory_bytes: IntGauge,
     spool_bytes: IntGauge,
     pub up: IntGaugeVec,
+    /// Restarts of the Supervisor's children, by kind ([`SUPERVISED_ACTORS`]).
+    actor_restarts: IntCounterVec,
     api_requests: IntCounterVec,
     api_duration: HistogramVec,
 }
+
+/// The `actor` labels of `mairust_actor_restarts_total`: the kinds of children the
+/// Supervisor restarts (`supervisor::ChildKind`).
+pub const SUPERVISED_ACTORS: [&str; 4] =
+    ["storage", "queue_worker", "smtp_listener", "health_monitor"];
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
@@ -252,7 +259,17 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ],
         );
+        let actor_restarts = counter_vec(
+            &registry,
+            "mairust_actor_restarts_total",
+            "Children of the actor tree restarted by the Supervisor after they panicked or stopped, by kind",
+            &["actor"],
+        );
+        for actor in SUPERVISED_ACTORS {
+            actor_restarts.with_label_values(&[actor]);
+        }
         Metrics {
+            actor_restarts,
             api_requests,
             api_duration,
             smtp,
@@ -326,6 +343,11 @@ impl Metrics {
         self.retention_purged
             .with_label_values(&["messages"])
             .inc_by(messages);
+    }
+
+    /// Counts a restart of a supervised child of kind `actor` (one of [`SUPERVISED_ACTORS`]).
+    pub fn actor_restarted(&self, actor: &str) {
+        self.actor_restarts.with_label_values(&[actor]).inc();
     }
 
     /// Counts a resource limit a client ran into (`limits::hit`).

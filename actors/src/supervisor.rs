@@ -1,36 +1,64 @@
 //! Supervisor: the root of the actor tree. It owns the configuration, the database
-//! connection pool and the object store handle, and starts the children in dependency
-//! order: HealthMonitor, StorageActor, ShutdownCoordinator, the QueueWorkers (on an
-//! arbiter of their own), then the SMTP listeners whose sessions run on `smtp.workers`
-//! arbiters. The HTTP server is started by `serve` with
-//! the handles from [`Supervisor::handles`].
+//! connection pool and the object store handle, starts the children in dependency order
+//! (one function each, in `supervisor/start.rs`), and restarts those that fail. The HTTP
+//! server is started by `serve` with the handles from [`GetHandles`].
+//!
+//! ```text
+//! Supervisor                 restarts (child.rs, restart.rs)
+//!  ├─ HealthMonitor          actor, restarted in place (same address)
+//!  ├─ StorageActor           actor, restarted in place (same address)
+//!  ├─ ShutdownCoordinator    actor, not restarted (it only turns signals into phases)
+//!  ├─ QueueWorker × N        tasks on the queue arbiter, rebuilt
+//!  ├─ SmtpListener × L × W   tasks, one per listener on each of the W SMTP arbiters,
+//!  │   └─ SmtpSession        rebuilt on the same socket; sessions are not restarted
+//!  ├─ Janitor                a task of the Supervisor's own, ends at shutdown
+//!  └─ hook refresh           a task of the Supervisor's own, ends at shutdown
+//! ```
+//!
+//! A supervised child that panics or stops while the node runs is reported to the
+//! Supervisor ([`ChildExited`]), which restarts it after a backoff that doubles (100 ms
+//! up to 10 s), at most 5 times within 60 s per child ([`restart`]). Each restart logs
+//! `actor_restarted` (the child, and the reason: "panicked", "stopped" or the error) and
+//! counts in `mairust_actor_restarts_total{actor}`. A child that spends its budget stays
+//! down: `actor_restart_budget_spent` is logged and `/health/ready` reports the node
+//! unhealthy, naming the child. Once the shutdown has begun nothing is restarted.
 
+mod child;
+pub mod restart;
+mod start;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use self::child::Watch;
+pub use self::child::{ChildExited, ChildId, ChildKind, Exit, Restart};
+use self::restart::RestartHistory;
+use self::start::{
+    open_store, resolver, smtp_workers, start_health_monitor, start_listeners, start_queue_workers,
+    start_storage,
+};
 use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::health::{HealthMonitor, ProbeNow};
+use crate::health::HealthMonitor;
 use crate::health_state::HealthState;
 use crate::hooks::HookDispatcher;
 use crate::janitor::{Janitor, Purge};
 use crate::limits::NodeLimits;
-use crate::net::ListenerKind;
+use crate::metrics::metrics;
+use crate::queue::QueueContext;
 use crate::queue::client::ClientSettings;
-use crate::queue::route::{HickoryResolver, NoResolver, Resolver, Router};
-use crate::queue::{QueueContext, QueueWorker};
+use crate::queue::route::Router;
 use crate::shutdown::SessionRegistry;
 use crate::shutdown::{Phase, ShutdownCoordinator};
-use crate::smtp::listener::SmtpListener;
 use crate::smtp::session::SessionContext;
 use crate::smtp::tls;
-use crate::storage::{BodyStore, CommitMode, QueueHook, StorageActor, recover_unflushed};
+use crate::storage::{BodyStore, StorageActor};
 use crate::submission::Pipeline;
 
 /// What the HTTP server and `serve` need from the running tree.
@@ -40,7 +68,9 @@ pub struct Handles {
     pub db: DatabaseConnection,
     pub bodies: BodyStore,
     pub health: Arc<HealthState>,
+    /// Valid across restarts of the HealthMonitor.
     pub health_monitor: Addr<HealthMonitor>,
+    /// Valid across restarts of the StorageActor.
     pub storage: Addr<StorageActor>,
     pub shutdown: Addr<ShutdownCoordinator>,
     pub sessions: Arc<SessionRegistry>,
@@ -59,14 +89,33 @@ const HOOK_REFRESH: Duration = Duration::from_secs(10);
 
 pub struct Supervisor {
     handles: Handles,
-    /// Arbiters running SMTP sessions; stopped with the supervisor.
-    arbiters: Arc<Vec<ArbiterHandle>>,
+    /// Arbiters running SMTP sessions and the queue workers; stopped with the supervisor.
+    arbiters: Vec<ArbiterHandle>,
+    /// Once the shutdown has begun, children that end stay down: they end because of it.
+    phase: watch::Receiver<Phase>,
+    /// Each child's recent restarts (by name), for its backoff and its budget.
+    restarts: HashMap<String, RestartHistory>,
+    /// Housekeeping, run as a task of the Supervisor's once it starts.
+    janitor: Option<Janitor>,
 }
 
 /// The handles of the running tree.
 #[derive(Message)]
 #[rtype(result = "Handles")]
 pub struct GetHandles;
+
+/// Where the children report their end: the Supervisor's mailbox, open before the
+/// Supervisor itself runs (reports wait there until the whole tree is started).
+struct Reports(Recipient<ChildExited>);
+
+impl Reports {
+    fn watch(&self, kind: ChildKind, name: impl Into<String>) -> Watch {
+        Watch {
+            child: ChildId::new(kind, name),
+            supervisor: self.0.clone(),
+        }
+    }
+}
 
 impl Supervisor {
     /// Builds and starts the tree. `finished` fires when the graceful shutdown is done.
@@ -75,86 +124,24 @@ impl Supervisor {
         db: DatabaseConnection,
         finished: oneshot::Sender<()>,
     ) -> anyhow::Result<Addr<Supervisor>> {
+        let context = Context::<Supervisor>::new();
+        let reports = Reports(context.address().recipient());
         let node_id = format!(
             "{}-{}",
             config.server.hostname,
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        // Before anything writes to the store (the health probe does): a store that is
-        // not this database's stops the start, naming it (storage::identity).
-        let bodies = crate::storage::identity::open_verified(&config.storage, &db)
-            .await
-            .context("storage")?;
-        if let Some(root) = bodies.fs_root() {
-            let root = root.to_path_buf();
-            // SQLite with a pid file (`serve` holds its lock): this process is the only
-            // writer, so every temporary is a dead one. Otherwise another process may be
-            // writing into the store.
-            let older_than = if config.database.is_sqlite() && config.server.pid_file.is_some() {
-                Duration::ZERO
-            } else {
-                crate::storage::bodies::STALE_TEMPORARY
-            };
-            let removed = tokio::task::spawn_blocking(move || {
-                crate::storage::bodies::remove_stale_temporaries(&root, older_than)
-            })
-            .await?
-            .context("storage: removing temporary files")?;
-            if removed > 0 {
-                tracing::info!(
-                    component = "storage",
-                    event = "temporaries_removed",
-                    removed,
-                    "removed temporary body files left by an earlier run"
-                );
-            }
-        }
+        let bodies = open_store(&config, &db).await?;
         let audit = AuditLog::open(&config.audit, db.clone(), node_id.clone())?;
         let purge = Purge::new(db.clone(), bodies.clone(), &config.retention);
-        Janitor::new(audit.clone(), config.audit.retention_days, purge).start();
+        let janitor = Janitor::new(audit.clone(), config.audit.retention_days, purge);
         let health = Arc::new(HealthState::default());
         health.set_storage_limit(config.storage.limit_bytes);
-        let probe_db = crate::database::connect_probe(&config.database)
-            .await
-            .context("database (health probe connection)")?;
-        let health_monitor = HealthMonitor::new(
-            health.clone(),
-            probe_db,
-            bodies.clone(),
-            config.health.clone(),
-            node_id.clone(),
-        )
-        .start();
-        // Know the dependencies' state before the first client does.
-        health_monitor.send(ProbeNow).await.ok();
-        // SQLite is single-node and only this process writes it: both flushes may run
-        // at once, after removing what a crash left half-flushed (see storage::actor).
-        let mode = if config.database.is_sqlite() {
-            let removed = recover_unflushed(&db, &bodies).await?;
-            if removed > 0 {
-                tracing::warn!(
-                    component = "storage",
-                    event = "recovered",
-                    removed,
-                    "removed rows of unacknowledged messages left by a crash"
-                );
-            }
-            CommitMode::Parallel
-        } else {
-            CommitMode::Ordered
-        };
+        let health_monitor =
+            start_health_monitor(&config, &bodies, &health, &node_id, &reports).await?;
         let wakeup = Arc::new(Notify::new());
-        let storage = StorageActor::new(
-            db.clone(),
-            bodies.clone(),
-            mode,
-            health_monitor.clone().recipient(),
-            QueueHook {
-                max_age: Duration::from_secs_f64(config.queue.max_age_seconds),
-                wakeup: wakeup.clone(),
-            },
-        )
-        .start();
+        let storage =
+            start_storage(&config, &db, &bodies, &health_monitor, &wakeup, &reports).await?;
 
         let limits = &config.smtp.limits;
         let sessions = SessionRegistry::new(
@@ -175,16 +162,6 @@ impl Supervisor {
         )
         .start();
 
-        // The queue workers run on their own thread, beside the SMTP arbiters.
-        let resolver: Arc<dyn Resolver> = match HickoryResolver::new(
-            &config.delivery.dns.nameserver_addrs()?,
-        ) {
-            Ok(r) => Arc::new(r),
-            Err(e) => {
-                tracing::warn!(component = "queue", error = %e, "no DNS resolver: mail without a route waits in the queue");
-                Arc::new(NoResolver(e))
-            }
-        };
         let queue_ctx = Arc::new(QueueContext {
             config: config.clone(),
             db: db.clone(),
@@ -193,26 +170,13 @@ impl Supervisor {
             health: health.clone(),
             health_monitor: health_monitor.clone().recipient(),
             node_id: node_id.clone(),
-            router: Router::new(&config.delivery, resolver),
+            router: Router::new(&config.delivery, resolver(&config)?),
             client: ClientSettings::new(&config).map_err(anyhow::Error::msg)?,
             wakeup,
             shutdown: phase_rx.clone(),
             paused: std::sync::atomic::AtomicBool::new(false),
         });
-        let queue_arbiter = Arbiter::new().handle();
-        for index in 0..config.queue.workers {
-            let (ctx, done) = (queue_ctx.clone(), queue_done_tx.clone());
-            QueueWorker::start_in_arbiter(&queue_arbiter, move |_| {
-                QueueWorker::new(ctx, index, done)
-            });
-        }
-        drop(queue_done_tx);
-        tracing::info!(
-            component = "queue",
-            event = "queue_started",
-            workers = config.queue.workers,
-            "queue workers started"
-        );
+        let queue_arbiter = start_queue_workers(queue_ctx, queue_done_tx, &reports);
 
         let tls = match &config.smtp.tls {
             Some(t) => Some(tls::load_acceptor(t, &config.server.hostname)?),
@@ -221,19 +185,7 @@ impl Supervisor {
         let policy = crate::hooks::TargetPolicy::from_config(&config.hook_policy)?;
         let hooks = Arc::new(HookDispatcher::new(&config.hooks, policy)?);
         if let Err(e) = hooks.refresh(&db).await {
-            tracing::warn!(component = "hook", error = %e, "hooks from the database not loaded yet");
-        }
-        // Hooks created through the API on any node reach this one within seconds.
-        {
-            let (hooks, db) = (hooks.clone(), db.clone());
-            actix::spawn(async move {
-                loop {
-                    tokio::time::sleep(HOOK_REFRESH).await;
-                    if let Err(e) = hooks.refresh(&db).await {
-                        tracing::debug!(component = "hook", error = %e, "hook refresh failed");
-                    }
-                }
-            });
+            tracing::warn!(component = "hook", event = "hooks_not_loaded", error = %e, "hooks from the database not loaded yet");
         }
         let pipeline = Arc::new(Pipeline {
             config: config.clone(),
@@ -247,7 +199,7 @@ impl Supervisor {
             config: config.clone(),
             pipeline: pipeline.clone(),
             tls,
-            shutdown: phase_rx,
+            shutdown: phase_rx.clone(),
             audit: audit.clone(),
             limits: node_limits.clone(),
         });
@@ -257,48 +209,12 @@ impl Supervisor {
             node_limits.clone(),
             ctx.shutdown.clone(),
         );
-        let workers = match config.smtp.workers {
-            // One per CPU but one, left for the storage, database and HTTP threads.
-            0 => {
-                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
-            }
-            n => n,
-        };
-        let smtp_arbiters: Vec<ArbiterHandle> =
-            (0..workers).map(|_| Arbiter::new().handle()).collect();
-        let mut listeners = Vec::new();
-        for (name, kind) in [
-            ("inbound", ListenerKind::Inbound),
-            ("submission", ListenerKind::Submission),
-            ("submissions", ListenerKind::Submissions),
-        ] {
-            let lc = match name {
-                "inbound" => &config.smtp.listeners.inbound,
-                "submission" => &config.smtp.listeners.submission,
-                _ => &config.smtp.listeners.submissions,
-            };
-            if !lc.enabled {
-                continue;
-            }
-            let socket = std::net::TcpListener::bind(&lc.address).with_context(|| {
-                format!("smtp.listeners.{name}: cannot listen on {}", lc.address)
-            })?;
-            let local = socket.local_addr()?;
-            tracing::info!(component = "smtp", event = "listening", listener = name, addr = %local, "SMTP listener ready");
-            listeners.push((name, local));
-            for arbiter in smtp_arbiters.iter() {
-                let socket = socket
-                    .try_clone()
-                    .with_context(|| format!("smtp.listeners.{name}: cannot share the socket"))?;
-                let (ctx, sessions) = (ctx.clone(), sessions.clone());
-                SmtpListener::start_in_arbiter(arbiter, move |_| {
-                    SmtpListener::new(kind, socket, ctx, sessions)
-                });
-            }
-        }
+        let smtp_arbiters: Vec<ArbiterHandle> = (0..smtp_workers(&config))
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        let listeners = start_listeners(&ctx, &sessions, &smtp_arbiters, &reports)?;
         let mut arbiters = smtp_arbiters;
         arbiters.push(queue_arbiter);
-        let arbiters = Arc::new(arbiters);
         let handles = Handles {
             config,
             db,
@@ -315,15 +231,44 @@ impl Supervisor {
             limits: node_limits,
             pipeline,
         };
-        Ok(Supervisor { handles, arbiters }.start())
+        Ok(context.run(Supervisor {
+            handles,
+            arbiters,
+            phase: phase_rx,
+            restarts: HashMap::new(),
+            janitor: Some(janitor),
+        }))
     }
 }
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
+    /// The Supervisor's own tasks, ending when the shutdown begins (or with it): the
+    /// Janitor, and the hook refresh that brings hooks created through the API on any
+    /// node to this one within seconds.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(janitor) = self.janitor.take() {
+            ctx.spawn(janitor.run(self.phase.clone()).into_actor(self));
+        }
+        let (hooks, db) = (self.handles.hooks.clone(), self.handles.db.clone());
+        let mut phase = self.phase.clone();
+        let refresh = async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(HOOK_REFRESH) => {}
+                    _ = phase.wait_for(|p| *p != Phase::Running) => return,
+                }
+                if let Err(e) = hooks.refresh(&db).await {
+                    tracing::debug!(component = "hook", error = %e, "hook refresh failed");
+                }
+            }
+        };
+        ctx.spawn(refresh.into_actor(self));
+    }
+
     fn stopped(&mut self, _: &mut Context<Self>) {
-        for arbiter in self.arbiters.iter() {
+        for arbiter in &self.arbiters {
             arbiter.stop();
         }
     }
@@ -334,5 +279,53 @@ impl Handler<GetHandles> for Supervisor {
 
     fn handle(&mut self, _: GetHandles, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.handles.clone())
+    }
+}
+
+impl Handler<ChildExited> for Supervisor {
+    type Result = Restart;
+
+    /// Restart after the child's backoff, unless the shutdown has begun (it ended
+    /// because of it) or its budget is spent (it stays down, the node is unhealthy).
+    fn handle(&mut self, msg: ChildExited, _: &mut Context<Self>) -> Restart {
+        let ChildExited { child, exit } = msg;
+        let actor = child.kind.name();
+        if *self.phase.borrow() != Phase::Running {
+            tracing::debug!(component = "supervisor", actor, child = %child, reason = exit.reason(), "child ended during the shutdown");
+            return Restart::No;
+        }
+        let history = self.restarts.entry(child.name.clone()).or_default();
+        match history.next_restart(Instant::now()) {
+            Some(wait) => {
+                tracing::warn!(
+                    component = "supervisor",
+                    event = "actor_restarted",
+                    actor,
+                    child = %child,
+                    reason = exit.reason(),
+                    panic = exit.panic_message(),
+                    restarts = history.recent(),
+                    backoff_ms = wait.as_millis() as u64,
+                    "child ended; restarting it after the backoff"
+                );
+                metrics().actor_restarted(actor);
+                Restart::After(wait)
+            }
+            None => {
+                tracing::error!(
+                    component = "supervisor",
+                    event = "actor_restart_budget_spent",
+                    actor,
+                    child = %child,
+                    reason = exit.reason(),
+                    panic = exit.panic_message(),
+                    max_restarts = restart::MAX_RESTARTS,
+                    window_seconds = restart::WINDOW.as_secs(),
+                    "child keeps failing: it stays down and the node reports itself unhealthy"
+                );
+                self.handles.health.child_failed(&child.name);
+                Restart::No
+            }
+        }
     }
 }

@@ -1,15 +1,17 @@
 //! Health endpoints (SPEC O12, seed §8).
 //!
 //! - `/health/live`: the process answers (no dependency checked).
-//! - `/health/ready`: 200 while the database and the object store answer, else 503.
+//! - `/health/ready`: 200 while the database and the object store answer and every
+//!   child of the actor tree runs, else 503.
 //! - `/health`: the same report as ready, always 200, for humans and dashboards.
 //!
 //! The queue check gives the queue length and the oldest entry's age as of the last
 //! database probe.
 //!
-//! Status: `unhealthy` when the database is down (nothing works), `degraded` when only
-//! the object store is down (metadata still readable, new mail tempfails), else
-//! `healthy`. The values are the HealthMonitor's latest probes, so these handlers never
+//! Status: `unhealthy` when the database is down (nothing works) or a child of the
+//! actor tree spent its restart budget (named under `checks.actors.failed`), `degraded`
+//! when only the object store is down (metadata still readable, new mail tempfails),
+//! else `healthy`. The values are the HealthMonitor's latest probes, so these handlers never
 //! wait on a dead dependency.
 
 use actix_web::{HttpResponse, web};
@@ -28,9 +30,12 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
     let storage = handles.health.get(Dependency::Storage);
     let queue = handles.health.queue();
     let word = |up: bool| if up { "healthy" } else { "unhealthy" };
-    let status = match (db.up, storage.up) {
-        (true, true) => "healthy",
-        (true, false) => "degraded",
+    // Children of the actor tree that spent their restart budget (a queue worker, a
+    // listener, the storage actor...): this node no longer does all its work.
+    let failed = handles.health.failed_children();
+    let status = match (db.up, storage.up, failed.is_empty()) {
+        (true, true, true) => "healthy",
+        (true, false, true) => "degraded",
         _ => "unhealthy",
     };
     let (stored, limit) = handles.health.storage();
@@ -64,9 +69,13 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
                 "status": if handles.health.accepting_mail() { "healthy" } else { "unhealthy" },
                 "sessions": handles.sessions.active(),
             },
+            "actors": {
+                "status": word(failed.is_empty()),
+                "failed": failed,
+            },
         }
     });
-    (db.up && storage.up, body)
+    (db.up && storage.up && failed.is_empty(), body)
 }
 
 async fn health(handles: web::Data<Handles>) -> HttpResponse {

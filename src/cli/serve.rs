@@ -20,6 +20,8 @@ pub fn run(
     telemetry: crate::telemetry::Telemetry,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Test builds only: children that fail on purpose (FAILPOINTS, supervision tests).
+    let _failpoints = mairust_actors::failpoint::from_env();
     // Taken first: a second server on the same pid file stops here, before it opens
     // the database or a listener.
     let pid_file = match &config.server.pid_file {

@@ -26,6 +26,10 @@ pub struct Options {
     pub limits_yaml: Vec<String>,
     /// YAML lines added under `smtp:` (indented by the harness).
     pub smtp_yaml: Vec<String>,
+    /// `smtp.workers`: SMTP arbiters, each with an accept loop per listener.
+    pub smtp_workers: usize,
+    /// Environment variables of the server process (e.g. `FAILPOINTS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -46,6 +50,8 @@ impl Default for Options {
             log_file: false,
             limits_yaml: Vec::new(),
             smtp_yaml: Vec::new(),
+            smtp_workers: 2,
+            env: Vec::new(),
         }
     }
 }
@@ -78,7 +84,7 @@ smtp:
     max_bad_commands: {bad}
     max_sessions_per_ip: {per_ip}
     command_timeout_seconds: {cmd_timeout}
-{limits_extra}  workers: 2
+{limits_extra}  workers: {smtp_workers}
 {smtp_extra}
 http:
   address: 127.0.0.1:0
@@ -122,6 +128,7 @@ logging:
         bad = o.max_bad_commands,
         per_ip = o.max_sessions_per_ip,
         cmd_timeout = o.command_timeout_seconds,
+        smtp_workers = o.smtp_workers,
     )
 }
 

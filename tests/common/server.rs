@@ -135,6 +135,7 @@ impl TestServer {
     pub fn spawn(&mut self) {
         let mut child = self
             .mairust(&["serve"])
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn mairust serve");

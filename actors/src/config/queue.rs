@@ -10,7 +10,7 @@ use super::{ConfigError, require_nonzero, require_positive};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// QueueWorker actors on this node; 0 = this node delivers nothing (it still queues).
+    /// QueueWorkers on this node; 0 = this node delivers nothing (it still queues).
     pub workers: usize,
     /// Entries one worker claims at a time.
     pub batch_size: usize,

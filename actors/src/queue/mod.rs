@@ -1,5 +1,5 @@
 //! The outbound queue (SPEC M6): mail for other domains, persisted in the database
-//! before 250, delivered by QueueWorker actors over SMTP, retried on an exponential
+//! before 250, delivered by QueueWorker tasks over SMTP, retried on an exponential
 //! schedule, bounced with a DSN when it fails for good.
 //!
 //! - [`store`] — the queue tables as workers use them: enqueue, claim with a lease, record
@@ -9,7 +9,8 @@
 //! - [`route`] — next hops: routes, smarthost, MX lookup behind a replaceable resolver
 //! - [`client`] — outbound SMTP connections and transactions (mail-send)
 //! - [`context`] — what every worker of a node shares
-//! - [`worker`] — the QueueWorker actor: claim, deliver, bounce, record, again
+//! - [`worker`] — the QueueWorker loop (a task the Supervisor restarts): claim, deliver,
+//!   bounce, record, again
 //! - [`deliver`] — one claimed batch, grouped by destination, one connection each
 //! - [`bodies`] — loading that batch's message bodies within `queue.max_batch_bytes`
 //! - [`bounce`] — expiry and DSNs for what failed for good
@@ -29,4 +30,3 @@ pub mod store;
 pub mod worker;
 
 pub use context::QueueContext;
-pub use worker::QueueWorker;

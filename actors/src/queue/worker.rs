@@ -8,13 +8,13 @@
 //!   itself when the HealthMonitor sees it back.
 //! - On shutdown it stops claiming, lets the message in flight finish for up to
 //!   `server.shutdown.drain_timeout_seconds`, and releases what it had not started.
+//! - A worker is a plain task ([`run`]) that the Supervisor restarts when it panics or
+//!   returns while the node runs; what it had claimed is claimed again after its lease.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actix::prelude::*;
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::attempt::{self, ClaimedEntry, EntryResult};
@@ -25,42 +25,10 @@ use super::store;
 use crate::health_state::{Dependency, DependencyFailed};
 use crate::shutdown::Phase;
 
-/// One delivery loop of a node (`queue.workers` of them); its claims are named
-/// `node_id#index`.
-pub struct QueueWorker {
-    ctx: Arc<QueueContext>,
-    index: usize,
-    /// Dropped when the worker is done; the ShutdownCoordinator waits for all of them.
-    done: Option<mpsc::Sender<()>>,
-}
-
-impl QueueWorker {
-    pub fn new(ctx: Arc<QueueContext>, index: usize, done: mpsc::Sender<()>) -> Self {
-        QueueWorker {
-            ctx,
-            index,
-            done: Some(done),
-        }
-    }
-}
-
-impl Actor for QueueWorker {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let (q, index, done) = (self.ctx.clone(), self.index, self.done.take());
-        ctx.spawn(
-            async move {
-                run(q, index).await;
-                drop(done);
-            }
-            .into_actor(self)
-            .map(|_, _, ctx| ctx.stop()),
-        );
-    }
-}
-
-async fn run(q: Arc<QueueContext>, index: usize) {
+/// One QueueWorker: claims, delivers and records until the shutdown, then returns. A
+/// plain task on the queue arbiter, run and restarted by the Supervisor
+/// (`supervisor::child`); `index` tells the workers of a node apart in their lease owner.
+pub async fn run(q: Arc<QueueContext>, index: usize) {
     let owner = format!("{}#{index}", q.node_id);
     let cfg = &q.config.queue;
     let poll = Duration::from_secs_f64(cfg.poll_interval_seconds);
@@ -70,6 +38,7 @@ async fn run(q: Arc<QueueContext>, index: usize) {
         if *shutdown.borrow() != Phase::Running {
             break;
         }
+        crate::failpoint::failpoint!("queue_worker_loop");
         // Registered before looking, so a commit between the claim and the wait wakes us.
         let wake = q.wakeup.notified();
         tokio::pin!(wake);

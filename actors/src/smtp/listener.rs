@@ -3,8 +3,11 @@
 //! Every SMTP arbiter runs one SmtpListener per listening socket (clones of one
 //! socket), and each accepted connection becomes an SmtpSession actor on that same
 //! arbiter: no thread hop per connection, and the kernel spreads connections over the
-//! arbiters. On shutdown the listeners stop accepting and drop their sockets.
+//! arbiters. On shutdown the listeners stop accepting and drop their sockets. An
+//! SmtpListener is a task the Supervisor restarts when its loop panics or fails, not an
+//! actor: it takes no message.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +20,13 @@ use crate::net::ListenerKind;
 use crate::proto::reply;
 use crate::shutdown::{Phase, SessionRegistry};
 
+/// One listener's accept loop on one SMTP arbiter. Not an actor: a plain task the
+/// Supervisor runs and restarts ([`SmtpListener::accept_loop`]). It keeps its clone of
+/// the listening socket across restarts, so the socket stays bound and connections wait
+/// in its backlog while a failed loop waits for its restart.
 pub struct SmtpListener {
     kind: ListenerKind,
-    /// Taken in `started`, where it is registered with this arbiter's reactor.
-    socket: Option<std::net::TcpListener>,
+    socket: std::net::TcpListener,
     ctx: Arc<SessionContext>,
     registry: Arc<SessionRegistry>,
 }
@@ -34,32 +40,26 @@ impl SmtpListener {
     ) -> Self {
         SmtpListener {
             kind,
-            socket: Some(socket),
+            socket,
             ctx,
             registry,
         }
     }
-}
 
-impl Actor for SmtpListener {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let Some(socket) = self.socket.take() else {
-            return;
-        };
+    /// A new accept loop on a fresh clone of the socket, to run on the arbiter whose
+    /// reactor it registers with. It returns at shutdown, or with an error when the
+    /// socket cannot be used; each accepted connection becomes an SmtpSession actor on
+    /// the same arbiter.
+    pub fn accept_loop(&self) -> impl Future<Output = Result<(), String>> + use<> {
+        let socket = self.socket.try_clone();
         let (kind, sctx, registry) = (self.kind, self.ctx.clone(), self.registry.clone());
-        let fut = async move {
-            let listener = match socket
-                .set_nonblocking(true)
-                .and_then(|_| tokio::net::TcpListener::from_std(socket))
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(component = "smtp", listener = kind.name(), error = %e, "cannot start listener");
-                    return;
-                }
-            };
+        async move {
+            let listener = socket
+                .and_then(|socket| {
+                    socket.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(socket)
+                })
+                .map_err(|e| format!("cannot start listener: {e}"))?;
             let mut shutdown = sctx.shutdown.clone();
             loop {
                 if *shutdown.borrow() != Phase::Running {
@@ -73,11 +73,16 @@ impl Actor for SmtpListener {
                     Ok(a) => a,
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(component = "smtp", listener = kind.name(), error = %e, "accept failed");
+                        tracing::warn!(component = "smtp", event = "accept_failed", listener = kind.name(), error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
+                // Supervision tests: the loop panics here, or ends with an error
+                // (`return(text)`); the accepted connection is dropped.
+                crate::failpoint::failpoint!("smtp_accept", |text: Option<String>| Err(
+                    text.unwrap_or_else(|| "smtp_accept failpoint".into())
+                ));
                 let counted = crate::metrics::smtp_if(sctx.config.telemetry.metrics.enabled, kind);
                 if let Some(m) = counted {
                     m.connections.inc();
@@ -105,7 +110,7 @@ impl Actor for SmtpListener {
                 event = "listener_closed",
                 "stopped accepting connections"
             );
-        };
-        ctx.spawn(fut.into_actor(self).map(|_, _, ctx| ctx.stop()));
+            Ok(())
+        }
     }
 }

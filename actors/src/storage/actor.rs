@@ -47,6 +47,7 @@ use tokio::sync::oneshot;
 
 use super::bodies::BodyStore;
 use super::envelope::IncomingMessage;
+use super::recovery::recover_unflushed;
 use super::rows::{RowChores, RowFailure};
 use crate::health_state::{Dependency, DependencyFailed};
 use lanes::{Entry, Waiter};
@@ -204,6 +205,46 @@ impl Actor for StorageActor {
             let _ = waiter.reply.send(Err(StoreError::Stopped));
         }
         Running::Stop
+    }
+}
+
+/// The Supervisor restarts the actor in place (same address) after a panic or a stop.
+impl Supervised for StorageActor {
+    /// The batches in flight went with the old context: their callers get 451 and the
+    /// lanes start empty. In Parallel mode the rows those batches may have committed are
+    /// journalled; they are recovered as at a start ([`recover_unflushed`]) before the
+    /// next message is taken, so the queue does not skip them for good. (A body write
+    /// already handed to a blocking thread may still land after that: an orphan object
+    /// for `db check`.)
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.reply.send(Err(StoreError::Stopped));
+        }
+        *self = StorageActor::new(
+            self.db.clone(),
+            self.bodies.clone(),
+            self.mode,
+            self.health_monitor.clone(),
+            self.queue.clone(),
+        );
+        if self.mode == CommitMode::Parallel {
+            let (db, bodies) = (self.db.clone(), self.bodies.clone());
+            let recover = async move {
+                match recover_unflushed(&db, &bodies).await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::warn!(
+                        component = "storage",
+                        event = "recovered",
+                        removed,
+                        "removed rows of unacknowledged messages left by the failed storage actor"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(component = "storage", event = "recovery_failed", error = %e, "could not recover the journal after a restart; the next start does")
+                    }
+                }
+            };
+            ctx.wait(recover.into_actor(self));
+        }
     }
 }
 

@@ -158,6 +158,17 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<bool> {
         checks["smtp"]["status"].as_str().unwrap_or("?"),
         checks["smtp"]["sessions"]
     );
+    // Children of the actor tree that spent their restart budget (supervisor).
+    if let Some(failed) = checks["actors"]["failed"]
+        .as_array()
+        .filter(|f| !f.is_empty())
+    {
+        let names: Vec<&str> = failed.iter().filter_map(|n| n.as_str()).collect();
+        println!(
+            "  actors      down after too many restarts: {}",
+            names.join(", ")
+        );
+    }
     let storage = &checks["storage"];
     if let Some(bytes) = storage["bytes"].as_u64() {
         let limit = storage["limit_bytes"].as_u64().unwrap_or(0);

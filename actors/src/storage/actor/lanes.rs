@@ -60,6 +60,8 @@ impl StorageActor {
         if self.writing_objects || self.object_queue.is_empty() {
             return;
         }
+        // Supervision tests: the actor panics here, or stops (`return`).
+        crate::failpoint::failpoint!("storage_batch", |_| ctx.stop());
         self.writing_objects = true;
         let take = self.object_queue.len().min(MAX_BATCH);
         let batch: Vec<Entry> = self.object_queue.drain(..take).collect();
