@@ -47,37 +47,11 @@ use tokio::sync::oneshot;
 
 use super::bodies::BodyStore;
 use super::envelope::IncomingMessage;
+use super::error::StoreError;
 use super::recovery::recover_unflushed;
-use super::rows::{RowChores, RowFailure};
-use crate::health_state::{Dependency, DependencyFailed};
+use super::rows::RowChores;
+use crate::health_state::DependencyFailed;
 use lanes::{Entry, Waiter};
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("object store unavailable: {0}")]
-    Storage(String),
-    #[error("database unavailable: {0}")]
-    Database(String),
-    #[error("storage actor stopped")]
-    Stopped,
-}
-
-impl StoreError {
-    fn dependency(&self) -> Dependency {
-        match self {
-            StoreError::Database(_) => Dependency::Database,
-            _ => Dependency::Storage,
-        }
-    }
-}
-
-impl From<RowFailure> for StoreError {
-    fn from(failure: RowFailure) -> StoreError {
-        match failure {
-            RowFailure::Before(e) | RowFailure::Commit(e) => StoreError::Database(e.to_string()),
-        }
-    }
-}
 
 /// How the object and row lanes are chained; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

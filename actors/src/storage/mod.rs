@@ -2,6 +2,7 @@
 //!
 //! - [`bodies`] — message bodies as objects (fs or S3)
 //! - [`envelope`] — what the StorageActor is asked to store, parsed headers included
+//! - [`error`] — [`StoreError`]: why a message was not stored
 //! - [`actor`] — the StorageActor and its group commit
 //! - [`rows`] — the row lane's transaction: message rows, mailbox and queue entries
 //! - [`recovery`] — at start, rows a dead node committed ahead of their body
@@ -10,13 +11,15 @@
 pub mod actor;
 pub mod bodies;
 pub mod envelope;
+pub mod error;
 pub mod identity;
 pub mod recovery;
 pub mod rows;
 
-pub use actor::{CommitMode, QueueHook, StorageActor, StoreError, StoreMessage};
+pub use actor::{CommitMode, QueueHook, StorageActor, StoreMessage};
 pub use bodies::BodyStore;
 pub use envelope::{IncomingMessage, MessageMeta};
+pub use error::StoreError;
 pub use recovery::recover_unflushed;
 
 /// Bytes of all stored message bodies, from the database (`mairust_storage_bytes`).

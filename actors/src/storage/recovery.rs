@@ -6,8 +6,8 @@ use std::time::Duration;
 use mairust_entities::unflushed_message;
 use sea_orm::{DatabaseConnection, EntityTrait};
 
-use super::actor::StoreError;
 use super::bodies::BodyStore;
+use super::error::StoreError;
 use super::rows::{RowChores, commit_batch};
 
 /// Parallel mode, before accepting mail: the journal lists the messages whose rows were
