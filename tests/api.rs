@@ -215,12 +215,9 @@ async fn deprecated_alias_announces_its_sunset() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let options = common::Options {
-        extra_yaml: format!(
-            "queue:\n  retry:\n    initial_seconds: 600\ndelivery:\n  routes: {{remote.test: {closed}}}\n"
-        ),
-        ..common::Options::default()
-    };
+    let options = common::Options::with_yaml(format!(
+        "queue:\n  retry:\n    initial_seconds: 600\ndelivery:\n  routes: {{remote.test: {closed}}}\n"
+    ));
     let server = TestServer::start_with(options);
     let api = Api::new(&server);
     let key = cli_key(&server, &["send", "write", "read"]);
@@ -481,13 +478,10 @@ async fn messages_list_filter_raw_flags_and_soft_delete() {
 #[tokio::test]
 async fn send_delivers_locally_and_through_the_queue() {
     let sink = common::sink::Sink::start();
-    let options = common::Options {
-        extra_yaml: format!(
-            "queue:\n  poll_interval_seconds: 0.2\ndelivery:\n  routes: {{remote.test: {}}}\n",
-            sink.addr
-        ),
-        ..common::Options::default()
-    };
+    let options = common::Options::with_yaml(format!(
+        "queue:\n  poll_interval_seconds: 0.2\ndelivery:\n  routes: {{remote.test: {}}}\n",
+        sink.addr
+    ));
     let server = TestServer::start_with(options);
     let api = Api::new(&server);
     let key = cli_key(&server, &["send"]);
@@ -597,10 +591,9 @@ async fn database_outage_answers_503_quickly() {
 
 #[tokio::test]
 async fn cors_for_the_configured_admin_ui_origin_only() {
-    let options = common::Options {
-        extra_yaml: "api:\n  cors:\n    allowed_origins: [\"https://admin.example.test\"]\n".into(),
-        ..common::Options::default()
-    };
+    let options = common::Options::with_yaml(
+        "api:\n  cors:\n    allowed_origins: [\"https://admin.example.test\"]\n",
+    );
     let server = TestServer::start_with(options);
     let api = Api::new(&server);
     let key = cli_key(&server, &["read"]);

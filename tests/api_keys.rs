@@ -104,12 +104,8 @@ async fn a_write_key_can_neither_change_passwords_nor_add_domains() {
 /// limited to other.test must reach dave's objects only, and answer 404 for bob's.
 #[tokio::test]
 async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
-    let options = common::Options {
-        // Queued entries stay queued.
-        extra_yaml: "queue:\n  workers: 0\n".into(),
-        ..common::Options::default()
-    };
-    let server = TestServer::start_with(options);
+    // Queued entries stay queued.
+    let server = TestServer::start_with(common::Options::with_yaml("queue:\n  workers: 0\n"));
     let api = Api::new(&server);
     let admin = cli_key(&server, &["admin"]);
     let bob = TestServer::address("bob");
@@ -381,10 +377,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
 /// ignored.
 #[tokio::test]
 async fn failures_are_counted_per_client_and_never_block_a_valid_key() {
-    let options = common::Options {
-        extra_yaml: "api:\n  trusted_proxies: [127.0.0.1/32]\n".into(),
-        ..common::Options::default()
-    };
+    let options = common::Options::with_yaml("api:\n  trusted_proxies: [127.0.0.1/32]\n");
     let server = TestServer::start_with(options);
     // The server listens on 127.0.0.1: a client bound to 127.0.0.2 is another peer,
     // one that is not a trusted proxy.

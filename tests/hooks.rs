@@ -22,18 +22,12 @@ const SECRET: &str = "a-secret-of-enough-length";
 
 /// The receivers listen on 127.0.0.1, which these servers allow.
 fn options(hooks: &[String]) -> Options {
-    Options {
-        extra_yaml: format!("{ALLOW_LOOPBACK}hooks:\n{}", hooks.concat()),
-        ..Options::default()
-    }
+    Options::with_yaml(format!("{ALLOW_LOOPBACK}hooks:\n{}", hooks.concat()))
 }
 
 /// The default `hook_policy`: no loopback.
 fn default_policy(hooks: &[String]) -> Options {
-    Options {
-        extra_yaml: format!("hooks:\n{}", hooks.concat()),
-        ..Options::default()
-    }
+    Options::with_yaml(format!("hooks:\n{}", hooks.concat()))
 }
 
 fn hook(id: &str, event: &str, url: &str, extra: &str) -> String {
@@ -601,18 +595,15 @@ async fn answers_past_the_size_cap_are_errors() {
         },
         Answer::json(json!({"action": "allow"})),
     ]);
-    let server = TestServer::start_with(Options {
-        extra_yaml: format!(
-            "hook_policy:\n  allowed_networks: [127.0.0.0/8]\n  max_response_bytes: 1024\nhooks:\n{}",
-            hook(
-                "chatty",
-                "pre_receive",
-                &receiver.url(),
-                "    on_error: reject\n    breaker_failures: 10\n"
-            )
-        ),
-        ..Options::default()
-    });
+    let server = TestServer::start_with(Options::with_yaml(format!(
+        "hook_policy:\n  allowed_networks: [127.0.0.0/8]\n  max_response_bytes: 1024\nhooks:\n{}",
+        hook(
+            "chatty",
+            "pre_receive",
+            &receiver.url(),
+            "    on_error: reject\n    breaker_failures: 10\n"
+        )
+    )));
     assert_eq!(send(&server, "big-sized@remote.test").await.code, 550);
     assert_eq!(send(&server, "big-no_length@remote.test").await.code, 550);
     assert_eq!(
