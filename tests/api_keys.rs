@@ -53,6 +53,11 @@ async fn fail(client: &Api<'_>, n: usize, claim: impl Fn(usize) -> String) {
     }
 }
 
+/// `mairust admin create-key` arguments of a `read` key limited to `domain`.
+fn read_key_for(domain: &str) -> [&str; 6] {
+    ["admin", "create-key", "--scope", "read", "--domain", domain]
+}
+
 fn password(p: &str) -> Option<Value> {
     Some(json!({ "password": p }))
 }
@@ -122,15 +127,10 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         assert_eq!(common::deliver_to(&server, to, id).await.code, 250);
     }
     // One key limited by the CLI, one through the API (names are normalized).
-    let create = [
-        "admin",
-        "create-key",
-        "--scope",
-        "read",
-        "--domain",
-        "Other.Test.",
-    ];
-    let cli_limited = server.cli_ok(&create, None).trim().to_string();
+    let cli_limited = server
+        .cli_ok(&read_key_for("Other.Test."), None)
+        .trim()
+        .to_string();
     let other = json!({
         "name": "other", "scopes": ["read", "write", "send"], "domains": ["OTHER.test"]
     });
@@ -347,15 +347,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
             .await;
         assert_eq!(b["error"]["details"][0]["field"], "domains", "{b}");
     }
-    let create = [
-        "admin",
-        "create-key",
-        "--scope",
-        "read",
-        "--domain",
-        "nowhere.test",
-    ];
-    let out = server.cli(&create, None);
+    let out = server.cli(&read_key_for("nowhere.test"), None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no domain nowhere.test"), "{err}");
