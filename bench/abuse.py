@@ -418,6 +418,17 @@ def plain(user, password):
     return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
 
 
+def run_attackers(worker, n, join_seconds, extra=()):
+    """Runs worker(0) … worker(n - 1), and each callable of `extra`, on daemon threads;
+    waits for each at most `join_seconds` (a stuck one is left behind, not waited for)."""
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
+    threads += [threading.Thread(target=f, daemon=True) for f in extra]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_seconds)
+
+
 # ---------------------------------------------------------------------------- attacks
 
 
@@ -497,12 +508,7 @@ def attack_auth_flood(server):
                     c.close()
             time.sleep(1)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(150)]
-    threads.append(threading.Thread(target=legit_user, daemon=True))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_attackers(worker, 150, 60, extra=(legit_user,))
 
     def after_stop():
         ev = server.events()
@@ -599,11 +605,7 @@ def attack_unterminated_data(server):
             with lock:
                 errors[str(e)[:50] or type(e).__name__] += 1
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    run_attackers(worker, 40, 90)
     hold = 8
     time.sleep(hold / 2)  # held open, no final dot, while the good client measures
     spool_files, spool_bytes = spooled(server)
@@ -681,11 +683,7 @@ def attack_trickle(server):
             if c:
                 c.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    run_attackers(worker, 10, 90)
     out = f"ended {len(ended)}/10 after {fmt_secs(ended)} of DATA: {counts(replies)}"
     if survivors[0]:
         out += f"; {survivors[0]} still open after 60 s (NOT bounded)"
@@ -731,11 +729,7 @@ def attack_non_reading(server):
                 sent_total[0] += sent
             s.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(90)
+    run_attackers(worker, 5, 90)
     return (
         f"dropped {len(dropped)}/5 after {fmt_secs(dropped)} "
         f"({fmt_secs(stalled_for)} after the client's send first blocked); "

@@ -33,7 +33,7 @@ def panel(pid, title, exprs, unit="short", kind="timeseries", x=0, y=0, w=12, h=
     return p
 
 
-def dashboard(uid, title, panels, description):
+def dashboard(uid, title, description, panels):
     return {
         "uid": uid,
         "title": title,
@@ -75,6 +75,13 @@ def dashboard(uid, title, panels, description):
     }
 
 
+def per_second(metric, by, legend=None):
+    """One series per value of the labels `by` (e.g. "listener, result"): the rate of the
+    counter `metric` summed over the selected nodes, named by those labels."""
+    legend = legend or " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(","))
+    return [(f"sum by ({by}) (rate({metric}{{{SEL}}}[$__rate_interval]))", legend)]
+
+
 def quantiles(metric, by, legend_by):
     return [
         (
@@ -85,60 +92,61 @@ def quantiles(metric, by, legend_by):
     ]
 
 
-DASHBOARDS = {
-    "mairust-smtp": dashboard(
+DASHBOARDS = [
+    dashboard(
         "mairust-smtp",
         "MaiRust / SMTP traffic",
+        "SMTP listeners: connections, sessions, messages, errors, latency, logins",
         [
-            panel(1, "Connections per second", [(f"sum by (listener) (rate(mairust_smtp_connections_total{{{SEL}}}[$__rate_interval]))", "{{listener}}")], "ops", x=0, y=0),
+            panel(1, "Connections per second", per_second("mairust_smtp_connections_total", "listener"), "ops", x=0, y=0),
             panel(2, "Open sessions", [(f"sum by (listener) (mairust_smtp_sessions{{{SEL}}})", "{{listener}}")], x=12, y=0),
-            panel(3, "Messages per second by result", [(f"sum by (listener, result) (rate(mairust_smtp_messages_total{{{SEL}}}[$__rate_interval]))", "{{listener}} {{result}}")], "ops", x=0, y=8,
+            panel(3, "Messages per second by result", per_second("mairust_smtp_messages_total", "listener, result"), "ops", x=0, y=8,
                   description="accepted: 250 after DATA; rejected: 5xx (policy, hooks); tempfail: 4xx (dependency down, hook tempfail)"),
             panel(4, "Transaction duration (MAIL FROM to the reply after DATA)", quantiles("mairust_smtp_duration_seconds", "listener", "{{listener}}"), "s", x=12, y=8),
-            panel(5, "Error replies per second by code", [(f"sum by (listener, code) (rate(mairust_smtp_errors_total{{{SEL}}}[$__rate_interval]))", "{{listener}} {{code}}")], "ops", x=0, y=16),
-            panel(6, "AUTH attempts per second", [(f"sum by (listener, result) (rate(mairust_smtp_auth_total{{{SEL}}}[$__rate_interval]))", "{{listener}} {{result}}")], "ops", x=12, y=16),
-            panel(7, "Resource limits hit per second", [(f"sum by (limit) (rate(mairust_limit_hits_total{{{SEL}}}[$__rate_interval]))", "{{limit}}")], "ops", x=0, y=24, w=24,
+            panel(5, "Error replies per second by code", per_second("mairust_smtp_errors_total", "listener, code"), "ops", x=0, y=16),
+            panel(6, "AUTH attempts per second", per_second("mairust_smtp_auth_total", "listener, result"), "ops", x=12, y=16),
+            panel(7, "Resource limits hit per second", per_second("mairust_limit_hits_total", "limit"), "ops", x=0, y=24, w=24,
                   description="Clients running into a bound: auth_busy (no password-check slot: 454), auth_locked (lockout: 454), data_spooled (body written to disk), data_memory (no memory for a finished body: 451), data_rate (DATA too slow: 421), session_lifetime, write_timeout (client not reading)"),
         ],
-        "SMTP listeners: connections, sessions, messages, errors, latency, logins",
     ),
-    "mairust-api": dashboard(
+    dashboard(
         "mairust-api",
         "MaiRust / API performance",
+        "REST API: traffic, errors and latency by route pattern",
         [
-            panel(1, "Requests per second by route", [(f"sum by (route, method) (rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))", "{{method}} {{route}}")], "reqps", x=0, y=0),
+            panel(1, "Requests per second by route", per_second("mairust_api_requests_total", "route, method", "{{method}} {{route}}"), "reqps", x=0, y=0),
             panel(2, "Server errors (5xx) share", [(f'sum(rate(mairust_api_requests_total{{{SEL},status="5xx"}}[$__rate_interval])) / sum(rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))', "5xx")], "percentunit", x=12, y=0),
             panel(3, "Latency by route (p95)", [(f"histogram_quantile(0.95, sum by (le, route) (rate(mairust_api_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))", "{{route}}")], "s", x=0, y=8),
             panel(4, "Latency, all routes", quantiles("mairust_api_duration_seconds", "instance", "{{instance}}"), "s", x=12, y=8),
-            panel(5, "Answers per second by status class", [(f"sum by (status) (rate(mairust_api_requests_total{{{SEL}}}[$__rate_interval]))", "{{status}}")], "reqps", x=0, y=16, w=24),
+            panel(5, "Answers per second by status class", per_second("mairust_api_requests_total", "status"), "reqps", x=0, y=16, w=24),
         ],
-        "REST API: traffic, errors and latency by route pattern",
     ),
-    "mairust-queue": dashboard(
+    dashboard(
         "mairust-queue",
         "MaiRust / Outbound queue",
+        "Outbound queue: backlog, age and delivery results (all nodes share one queue)",
         [
             panel(1, "Queue length", [(f"max(mairust_queue_length{{{SEL}}})", "entries")], x=0, y=0),
             panel(2, "Oldest entry", [(f"max(mairust_queue_oldest_seconds{{{SEL}}})", "age")], "s", x=12, y=0),
-            panel(3, "Delivery results per second", [(f"sum by (result) (rate(mairust_queue_deliveries_total{{{SEL}}}[$__rate_interval]))", "{{result}}")], "ops", x=0, y=8, w=24,
+            panel(3, "Delivery results per second", per_second("mairust_queue_deliveries_total", "result"), "ops", x=0, y=8, w=24,
                   description="Per recipient and attempt: delivered, deferred (retry later), bounced (5xx), expired (queue.max_age_seconds)"),
         ],
-        "Outbound queue: backlog, age and delivery results (all nodes share one queue)",
     ),
-    "mairust-hooks": dashboard(
+    dashboard(
         "mairust-hooks",
         "MaiRust / Hooks and plugins",
+        "HTTP hooks: verdicts, failures, breaker skips",
         [
-            panel(1, "Hook calls per second by result", [(f"sum by (hook, result) (rate(mairust_hook_calls_total{{{SEL}}}[$__rate_interval]))", "{{hook}} {{result}}")], "ops", x=0, y=0, w=24,
+            panel(1, "Hook calls per second by result", per_second("mairust_hook_calls_total", "hook, result"), "ops", x=0, y=0, w=24,
                   description="skipped: the circuit breaker is open; timeout/error: on_timeout / on_error applied"),
-            panel(2, "Plugin errors per second", [(f"sum by (plugin) (rate(mairust_plugin_errors_total{{{SEL}}}[$__rate_interval]))", "{{plugin}}")], "ops", x=0, y=8),
+            panel(2, "Plugin errors per second", per_second("mairust_plugin_errors_total", "plugin"), "ops", x=0, y=8),
             panel(3, "Hook failure share", [(f'sum by (hook) (rate(mairust_hook_calls_total{{{SEL},result=~"timeout|error|invalid"}}[$__rate_interval])) / sum by (hook) (rate(mairust_hook_calls_total{{{SEL}}}[$__rate_interval]))', "{{hook}}")], "percentunit", x=12, y=8),
         ],
-        "HTTP hooks: verdicts, failures, breaker skips",
     ),
-    "mairust-storage": dashboard(
+    dashboard(
         "mairust-storage",
         "MaiRust / Storage and dependencies",
+        "Message store size against its limit, purges of deleted messages, database and object store health, versions",
         [
             panel(1, "Dependencies up", [(f"min by (dependency) (mairust_up{{{SEL}}})", "{{dependency}}")], kind="stat", x=0, y=0, w=8, h=6),
             panel(2, "Stored bytes", [(f"max(mairust_storage_bytes{{{SEL}}})", "stored")], "bytes", kind="stat", x=8, y=0, w=8, h=6),
@@ -149,10 +157,9 @@ DASHBOARDS = {
                   description="Deleted mailbox entries past retention.deleted_messages_days, and the messages they were the last reference to, purged by all nodes"),
             panel(6, "Versions running", [(f"count by (version) (mairust_build_info{{{SEL}}})", "{{version}}")], kind="stat", x=0, y=22, w=24, h=5),
         ],
-        "Message store size against its limit, purges of deleted messages, database and object store health, versions",
     ),
-}
+]
 
-for name, board in DASHBOARDS.items():
-    (HERE / "dashboards" / f"{name}.json").write_text(json.dumps(board, indent=2) + "\n")
+for board in DASHBOARDS:
+    (HERE / "dashboards" / f"{board['uid']}.json").write_text(json.dumps(board, indent=2) + "\n")
 print(f"wrote {len(DASHBOARDS)} dashboards")

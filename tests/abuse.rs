@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::raw::RawClient;
+use common::raw::{RawClient, RawReply};
 use common::{Options, PASSWORD, TestServer, base64, deliver_to_bob};
 use tokio::io::AsyncWriteExt;
 
@@ -47,12 +47,44 @@ async fn good_client(server: &TestServer, from: IpAddr, n: usize) -> (u16, Durat
     (code, started.elapsed())
 }
 
+/// Messages up to `max_message_size`; bodies past 64 KiB go to the spool, which holds
+/// `max_spool_bytes` at most (and `per_client` at most of one client address).
+fn spooling(max_message_size: u64, max_spool_bytes: u64, per_client: Option<u64>) -> Options {
+    let mut limits_yaml = vec![
+        "data_memory_bytes: 65536".to_string(),
+        format!("max_spool_bytes: {max_spool_bytes}"),
+    ];
+    if let Some(per_client) = per_client {
+        limits_yaml.push(format!("max_spool_bytes_per_client: {per_client}"));
+    }
+    Options {
+        max_message_size: max_message_size as usize,
+        limits_yaml,
+        ..Options::default()
+    }
+}
+
+/// A session to bob from 127.0.0.`from` on the inbound listener that sent `body` after
+/// DATA, without the final dot.
+async fn unterminated(server: &TestServer, from: u8, body: &[u8]) -> RawClient {
+    let (mut c, _) = RawClient::connect_from(loopback(from), server.inbound).await;
+    c.begin_data("bob@example.test").await;
+    c.stream().write_all(body).await.unwrap();
+    c
+}
+
+/// One message to bob from 127.0.0.`from` on the inbound listener: `body` after DATA,
+/// then the final dot; the reply to it.
+async fn send_body(server: &TestServer, from: u8, body: &[u8]) -> RawReply {
+    let mut c = unterminated(server, from, body).await;
+    c.send(b".\r\n").await;
+    c.reply().await.expect("reply")
+}
+
 /// A session from 127.0.0.`from` that sent `body` after DATA and holds it, without the
 /// final dot, once the server has spooled nearly all of it.
 async fn hold_spooled(server: &TestServer, from: u8, body: &[u8]) -> RawClient {
-    let (mut hold, _) = RawClient::connect_from(loopback(from), server.inbound).await;
-    hold.begin_data("bob@example.test").await;
-    hold.stream().write_all(body).await.unwrap();
+    let hold = unterminated(server, from, body).await;
     let want = body.len() as f64 * 0.9;
     assert!(
         common::eventually(Duration::from_secs(10), || async {
@@ -70,15 +102,6 @@ async fn metric(server: &TestServer, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// Reads the audit file's lines whose event is `event`.
-fn audit_events(server: &TestServer, event: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(server.dir.path().join("audit.log")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == event)
-        .collect()
 }
 
 /// 150 sessions from five addresses guessing passwords as fast as the server answers:
@@ -167,8 +190,9 @@ async fn password_guessing_flood_is_bounded() {
     // address per period on its own, every other failure, lockout refusal and busy
     // refusal in that address's summary — in a few entries, not one per guess.
     let counted = || {
-        let single = audit_events(&server, "auth.login").len() as u64;
-        let summarised: u64 = audit_events(&server, "auth.login_failures")
+        let single = server.audit_file_events("auth.login").len() as u64;
+        let summarised: u64 = server
+            .audit_file_events("auth.login_failures")
             .iter()
             .map(|e| {
                 let d = &e["details"];
@@ -188,9 +212,9 @@ async fn password_guessing_flood_is_bounded() {
         "audit accounts for {} of {attempts} attempts",
         counted()
     );
-    let entries = audit_events(&server, "auth.login").len()
-        + audit_events(&server, "auth.login_failures").len()
-        + audit_events(&server, "auth.lockout").len();
+    let entries = server.audit_file_events("auth.login").len()
+        + server.audit_file_events("auth.login_failures").len()
+        + server.audit_file_events("auth.lockout").len();
     assert!(
         entries < 200,
         "{entries} audit entries for {attempts} attempts"
@@ -204,7 +228,7 @@ async fn password_guessing_flood_is_bounded() {
         "more guesses checked than the lockout allows: {codes:?}"
     );
     assert!(
-        !audit_events(&server, "auth.lockout").is_empty(),
+        !server.audit_file_events("auth.lockout").is_empty(),
         "no address locked out"
     );
 }
@@ -249,7 +273,7 @@ async fn failed_logins_lock_out_address_and_account_across_connections() {
     assert_eq!(attempt(&server, 7, &alice, PASSWORD).await, 235);
     assert!(
         common::eventually(Duration::from_secs(5), || async {
-            audit_events(&server, "auth.lockout").len() >= 2
+            server.audit_file_events("auth.lockout").len() >= 2
         })
         .await,
         "lockouts audited"
@@ -368,15 +392,11 @@ async fn unterminated_large_bodies_do_not_fill_memory() {
         a.await.unwrap();
     }
     // A 20 MiB message (spooled, read back within the budget) is stored whole.
-    let (mut c, _) = RawClient::connect(server.inbound).await;
-    c.begin_data("bob@example.test").await;
     let mut body = b"Subject: big\r\nMessage-ID: <big@remote.test>\r\n\r\n".to_vec();
     while body.len() < 20 * MIB as usize {
         body.extend_from_slice(&line);
     }
-    c.stream().write_all(&body).await.unwrap();
-    c.send(b".\r\n").await;
-    assert_eq!(c.reply().await.expect("reply").code, 250);
+    assert_eq!(send_body(&server, 1, &body).await.code, 250);
     let stored = server.messages_with_id("big@remote.test").await;
     assert_eq!(stored.len(), 1);
     let object = server.object(&stored[0].object_key).await.expect("body");
@@ -389,14 +409,7 @@ async fn unterminated_large_bodies_do_not_fill_memory() {
 /// again once the other session is gone.
 #[tokio::test]
 async fn the_spool_is_bounded_on_disk() {
-    let server = TestServer::start_with(Options {
-        max_message_size: 4 * MIB as usize,
-        limits_yaml: vec![
-            "data_memory_bytes: 65536".into(),
-            format!("max_spool_bytes: {}", 4 * MIB),
-        ],
-        ..Options::default()
-    });
+    let server = TestServer::start_with(spooling(4 * MIB, 4 * MIB, None));
     let line = format!("{}\r\n", "y".repeat(998));
     let body = |size: usize, id: &str| {
         let mut body = format!("Message-ID: <{id}>\r\n\r\n").into_bytes();
@@ -407,15 +420,10 @@ async fn the_spool_is_bounded_on_disk() {
     };
     // 3 MiB spooled by one session, held open without the final dot.
     let hold = hold_spooled(&server, 5, &body(3 * MIB as usize, "held@remote.test")).await;
-    let send = |id: &'static str| {
-        let (addr, bytes) = (server.inbound, body(2 * MIB as usize, id));
-        async move {
-            let (mut c, _) = RawClient::connect_from(loopback(6), addr).await;
-            c.begin_data("bob@example.test").await;
-            c.stream().write_all(&bytes).await.unwrap();
-            c.send(b".\r\n").await;
-            c.reply().await.expect("reply")
-        }
+    let send = |id: &str| {
+        let bytes = body(2 * MIB as usize, id);
+        let server = &server;
+        async move { send_body(server, 6, &bytes).await }
     };
     let refused = send("too-much@remote.test").await;
     assert_eq!(refused.code, 452, "{}", refused.text);
@@ -444,15 +452,7 @@ async fn the_spool_is_bounded_on_disk() {
 /// address still spools.
 #[tokio::test]
 async fn one_client_cannot_take_the_whole_spool() {
-    let server = TestServer::start_with(Options {
-        max_message_size: 2 * MIB as usize,
-        limits_yaml: vec![
-            "data_memory_bytes: 65536".into(),
-            format!("max_spool_bytes: {}", 64 * MIB),
-            format!("max_spool_bytes_per_client: {}", 2 * MIB),
-        ],
-        ..Options::default()
-    });
+    let server = TestServer::start_with(spooling(2 * MIB, 64 * MIB, Some(2 * MIB)));
     let chunk = format!("{}\r\n", "w".repeat(998)).repeat(1024);
     // 1.5 MiB spooled from .5, held open without the final dot.
     let hold = hold_spooled(
@@ -461,17 +461,9 @@ async fn one_client_cannot_take_the_whole_spool() {
         &chunk.repeat(3).as_bytes()[..3 * MIB as usize / 2],
     )
     .await;
-    let send_from = |n: u8, id: &'static str| {
-        let (addr, chunk) = (server.inbound, chunk.clone());
-        async move {
-            let (mut c, _) = RawClient::connect_from(loopback(n), addr).await;
-            c.begin_data("bob@example.test").await;
-            c.send(format!("Message-ID: <{id}>\r\n\r\n").as_bytes())
-                .await;
-            c.stream().write_all(chunk.as_bytes()).await.unwrap();
-            c.send(b".\r\n").await;
-            c.reply().await.expect("reply")
-        }
+    let send_from = |n: u8, id: &str| {
+        let (server, body) = (&server, format!("Message-ID: <{id}>\r\n\r\n{chunk}"));
+        async move { send_body(server, n, body.as_bytes()).await }
     };
     let same = send_from(5, "same-client@remote.test").await;
     assert_eq!(same.code, 452, "{}", same.text);

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use common::TestServer;
-use common::api::{Api, cli_key};
+use common::api::{Api, cli_key, item_ids};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -32,33 +32,6 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// One request of a table: method, path, body.
-type Call = (Method, String, Option<Value>);
-
-/// Sends every call of `calls` with `key` and checks each answers `want`.
-async fn expect_all(api: &Api<'_>, key: &str, calls: Vec<Call>, want: StatusCode) {
-    for (method, path, body) in calls {
-        api.expect(method, &path, Some(key), body, want).await;
-    }
-}
-
-/// A key made through the API; its secret and id.
-async fn api_key(api: &Api<'_>, admin: &str, body: Value) -> (String, i64) {
-    let b = api
-        .expect(
-            Method::POST,
-            "/api-keys",
-            Some(admin),
-            Some(body),
-            StatusCode::CREATED,
-        )
-        .await;
-    (
-        b["key"].as_str().unwrap().to_string(),
-        b["id"].as_i64().unwrap(),
-    )
-}
-
 /// A well-formed key that does not exist.
 const BAD_KEY: &str = "mr_deadbeef_0000000000000000000000000000000000000000";
 
@@ -78,6 +51,11 @@ async fn fail(client: &Api<'_>, n: usize, claim: impl Fn(usize) -> String) {
         };
         assert_eq!(s, want, "attempt {i} for {claimed}: {b}");
     }
+}
+
+/// `mairust admin create-key` arguments of a `read` key limited to `domain`.
+fn read_key_for(domain: &str) -> [&str; 6] {
+    ["admin", "create-key", "--scope", "read", "--domain", domain]
 }
 
 fn password(p: &str) -> Option<Value> {
@@ -104,7 +82,7 @@ async fn a_write_key_can_neither_change_passwords_nor_add_domains() {
         ),
         (Method::DELETE, "/domains/example.test".into(), None),
     ];
-    expect_all(&api, &writer, calls, FORBIDDEN).await;
+    api.expect_all(&writer, calls, FORBIDDEN).await;
     let port = server.submission.port();
     let address = TestServer::address("bob");
     let login = common::tls_login(port, false, &address, common::PASSWORD).await;
@@ -131,12 +109,8 @@ async fn a_write_key_can_neither_change_passwords_nor_add_domains() {
 /// limited to other.test must reach dave's objects only, and answer 404 for bob's.
 #[tokio::test]
 async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
-    let options = common::Options {
-        // Queued entries stay queued.
-        extra_yaml: "queue:\n  workers: 0\n".into(),
-        ..common::Options::default()
-    };
-    let server = TestServer::start_with(options);
+    // Queued entries stay queued.
+    let server = TestServer::start_with(common::Options::with_yaml("queue:\n  workers: 0\n"));
     let api = Api::new(&server);
     let admin = cli_key(&server, &["admin"]);
     let bob = TestServer::address("bob");
@@ -153,21 +127,14 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         assert_eq!(common::deliver_to(&server, to, id).await.code, 250);
     }
     // One key limited by the CLI, one through the API (names are normalized).
-    let create = [
-        "admin",
-        "create-key",
-        "--scope",
-        "read",
-        "--domain",
-        "Other.Test.",
-    ];
-    let cli_limited = server.cli_ok(&create, None).trim().to_string();
-    let (limited, limited_id) = api_key(
-        &api,
-        &admin,
-        json!({"name": "other", "scopes": ["read", "write", "send"], "domains": ["OTHER.test"]}),
-    )
-    .await;
+    let cli_limited = server
+        .cli_ok(&read_key_for("Other.Test."), None)
+        .trim()
+        .to_string();
+    let other = json!({
+        "name": "other", "scopes": ["read", "write", "send"], "domains": ["OTHER.test"]
+    });
+    let (limited, limited_id, _) = api.create_key(&admin, other).await;
     let b = api.get_ok(&admin, "/api-keys").await;
     let listed = |name: &str| {
         b["data"]
@@ -213,7 +180,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
             Some(json!({"disabled": true})),
         ),
     ];
-    expect_all(&api, &limited, calls, NOT_FOUND).await;
+    api.expect_all(&limited, calls, NOT_FOUND).await;
     let erin = new_user(&format!("erin@{OTHER}"));
     api.expect(
         Method::POST,
@@ -242,7 +209,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         ),
         (Method::DELETE, format!("/messages/{bobs}"), None),
     ];
-    expect_all(&api, &limited, calls, NOT_FOUND).await;
+    api.expect_all(&limited, calls, NOT_FOUND).await;
     let b = api.get_ok(&admin, &format!("/messages/{bobs}")).await;
     assert_eq!(b["tags"], json!([]), "bob's message changed: {b}");
 
@@ -270,22 +237,23 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         (Method::POST, format!("/queue/{bob_queued}/retry-now"), None),
         (Method::DELETE, format!("/queue/{bob_queued}"), None),
     ];
-    expect_all(&api, &limited, calls, NOT_FOUND).await;
+    api.expect_all(&limited, calls, NOT_FOUND).await;
     let calls = vec![
         (Method::POST, format!("/queue/{dave_queued}/retry"), None),
         (Method::DELETE, format!("/queue/{dave_queued}"), None),
     ];
-    expect_all(&api, &limited, calls, StatusCode::NO_CONTENT).await;
+    api.expect_all(&limited, calls, StatusCode::NO_CONTENT)
+        .await;
     let b = api.get_ok(&admin, "/queue").await;
     assert_eq!(names(&b, "id"), set(&[&bob_queued]), "bob's entry stays");
 
     // What concerns the whole server is refused, even to a limited admin key.
-    let (limited_admin, limited_admin_id) = api_key(
-        &api,
-        &admin,
-        json!({"name": "other-admin", "scopes": ["admin"], "domains": [OTHER]}),
-    )
-    .await;
+    let (limited_admin, limited_admin_id, _) = api
+        .create_key(
+            &admin,
+            json!({"name": "other-admin", "scopes": ["admin"], "domains": [OTHER]}),
+        )
+        .await;
     let calls = vec![
         (
             Method::POST,
@@ -297,7 +265,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         (Method::GET, "/hooks".into(), None),
         (Method::GET, "/audit".into(), None),
     ];
-    expect_all(&api, &limited_admin, calls, FORBIDDEN).await;
+    api.expect_all(&limited_admin, calls, FORBIDDEN).await;
     // Passwords and users of its own domain only.
     let calls = vec![
         (
@@ -307,7 +275,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
         ),
         (Method::DELETE, format!("/users/{bob}"), None),
     ];
-    expect_all(&api, &limited_admin, calls, NOT_FOUND).await;
+    api.expect_all(&limited_admin, calls, NOT_FOUND).await;
     let new = password("dave's new password");
     let path = format!("/users/{dave}");
     api.expect(Method::PATCH, &path, Some(&limited_admin), new, OK)
@@ -340,30 +308,27 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
             key_for(json!(["nowhere.test"])),
         ),
     ];
-    expect_all(&api, &limited_admin, calls, FORBIDDEN).await;
-    let (narrow, narrow_id) = api_key(&api, &limited_admin, {
-        json!({"name": "narrow", "scopes": ["read"], "domains": [OTHER]})
-    })
-    .await;
+    api.expect_all(&limited_admin, calls, FORBIDDEN).await;
+    let (narrow, narrow_id, _) = api
+        .create_key(&limited_admin, {
+            json!({"name": "narrow", "scopes": ["read"], "domains": [OTHER]})
+        })
+        .await;
     api.get_ok(&narrow, "/users").await;
-    let (_, example_key) = api_key(&api, &admin, {
-        json!({"name": "example", "scopes": ["read"], "domains": ["example.test"]})
-    })
-    .await;
+    let (_, example_key, _) = api
+        .create_key(&admin, {
+            json!({"name": "example", "scopes": ["read"], "domains": ["example.test"]})
+        })
+        .await;
     // In pages of two, so that the keys it may not see fall inside pages.
-    let seen: BTreeSet<i64> = api
-        .all_pages("/api-keys?limit=2", &limited_admin)
-        .await
-        .iter()
-        .map(|k| k["id"].as_i64().unwrap())
-        .collect();
+    let seen: BTreeSet<i64> = item_ids(&api.all_pages("/api-keys?limit=2", &limited_admin).await);
     let mine = [cli_limited_id, limited_id, limited_admin_id, narrow_id];
     assert_eq!(seen, BTreeSet::from(mine));
     let calls = vec![
         (Method::DELETE, format!("/api-keys/{admin_id}"), None),
         (Method::DELETE, format!("/api-keys/{example_key}"), None),
     ];
-    expect_all(&api, &limited_admin, calls, NOT_FOUND).await;
+    api.expect_all(&limited_admin, calls, NOT_FOUND).await;
     let path = format!("/api-keys/{narrow_id}");
     api.expect(Method::DELETE, &path, Some(&limited_admin), None, OK)
         .await;
@@ -382,15 +347,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
             .await;
         assert_eq!(b["error"]["details"][0]["field"], "domains", "{b}");
     }
-    let create = [
-        "admin",
-        "create-key",
-        "--scope",
-        "read",
-        "--domain",
-        "nowhere.test",
-    ];
-    let out = server.cli(&create, None);
+    let out = server.cli(&read_key_for("nowhere.test"), None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no domain nowhere.test"), "{err}");
@@ -412,10 +369,7 @@ async fn a_key_limited_to_a_domain_reaches_only_that_domain() {
 /// ignored.
 #[tokio::test]
 async fn failures_are_counted_per_client_and_never_block_a_valid_key() {
-    let options = common::Options {
-        extra_yaml: "api:\n  trusted_proxies: [127.0.0.1/32]\n".into(),
-        ..common::Options::default()
-    };
+    let options = common::Options::with_yaml("api:\n  trusted_proxies: [127.0.0.1/32]\n");
     let server = TestServer::start_with(options);
     // The server listens on 127.0.0.1: a client bound to 127.0.0.2 is another peer,
     // one that is not a trusted proxy.

@@ -12,26 +12,22 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::api::Api;
 use common::hook_receiver::{ALLOW_LOOPBACK, Answer, HookReceiver};
 use common::{Options, TestServer, eventually};
-use serde_json::json;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 const SECRET: &str = "a-secret-of-enough-length";
 
 /// The receivers listen on 127.0.0.1, which these servers allow.
 fn options(hooks: &[String]) -> Options {
-    Options {
-        extra_yaml: format!("{ALLOW_LOOPBACK}hooks:\n{}", hooks.concat()),
-        ..Options::default()
-    }
+    Options::with_yaml(format!("{ALLOW_LOOPBACK}hooks:\n{}", hooks.concat()))
 }
 
 /// The default `hook_policy`: no loopback.
 fn default_policy(hooks: &[String]) -> Options {
-    Options {
-        extra_yaml: format!("hooks:\n{}", hooks.concat()),
-        ..Options::default()
-    }
+    Options::with_yaml(format!("hooks:\n{}", hooks.concat()))
 }
 
 fn hook(id: &str, event: &str, url: &str, extra: &str) -> String {
@@ -39,6 +35,13 @@ fn hook(id: &str, event: &str, url: &str, extra: &str) -> String {
 }
 
 use common::deliver_to_bob as send;
+
+/// POST /hooks/{id}/test with the admin key `key`: how the call went (200).
+async fn test_call(api: &Api<'_>, key: &str, id: &str) -> Value {
+    let path = format!("/hooks/{id}/test");
+    api.expect(Method::POST, &path, Some(key), None, StatusCode::OK)
+        .await
+}
 
 #[tokio::test]
 async fn pre_receive_verdicts_become_smtp_replies_and_tags() {
@@ -249,34 +252,10 @@ async fn the_api_shows_resets_and_tests_hooks() {
         &receiver.url(),
         "    breaker_failures: 1\n    breaker_cooldown_seconds: 600\n",
     )]));
-    let key = server
-        .cli_ok(&["admin", "create-key", "--scope", "admin"], None)
-        .trim()
-        .to_string();
-    let client = reqwest::Client::new();
-    let api = |path: &str| format!("http://{}/api/v1{path}", server.http);
-    let post = |path: &str| {
-        let request = client.post(api(path)).bearer_auth(&key);
-        async move {
-            request
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let key = server.admin_key();
+    let api = Api::new(&server);
     assert_eq!(send(&server, "first@remote.test").await.code, 250);
-    let list: serde_json::Value = client
-        .get(api("/hooks"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = api.get_ok(&key, "/hooks").await;
     assert_eq!(list["data"][0]["id"], "flaky");
     assert_eq!(list["data"][0]["breaker"]["state"], "open", "{list}");
     assert!(
@@ -287,24 +266,34 @@ async fn the_api_shows_resets_and_tests_hooks() {
     // Open for ten minutes: a reset by hand lets the next message call the hook again.
     send(&server, "skipped@remote.test").await;
     assert_eq!(receiver.calls().len(), 1);
-    let reset = post("/hooks/flaky/reset").await;
+    let reset = api
+        .expect(
+            Method::POST,
+            "/hooks/flaky/reset",
+            Some(&key),
+            None,
+            StatusCode::OK,
+        )
+        .await;
     assert_eq!(reset["breaker"]["state"], "closed", "{reset}");
     receiver.always(Answer::json(json!({"action": "allow"})));
     send(&server, "after-reset@remote.test").await;
     assert_eq!(receiver.calls().len(), 2);
 
-    let test = post("/hooks/flaky/test").await;
+    let test = test_call(&api, &key, "flaky").await;
     assert_eq!(test["ok"], true, "{test}");
     assert_eq!(test["status"], 200);
     let last = receiver.calls().pop().unwrap();
     assert!(last.signature_ok && last.body["test"] == true);
-    let missing = client
-        .post(api("/hooks/nope/test"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    let missing = "/hooks/nope/test";
+    api.expect(
+        Method::POST,
+        missing,
+        Some(&key),
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -317,25 +306,11 @@ async fn hooks_created_through_the_api_take_effect() {
         &configured.url(),
         "",
     )]));
-    let key = server
-        .cli_ok(&["admin", "create-key", "--scope", "admin"], None)
-        .trim()
-        .to_string();
-    let client = reqwest::Client::new();
-    let url = |path: &str| format!("http://{}/api/v1{path}", server.http);
-    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
-        let mut request = client.request(method, url(path)).bearer_auth(&key);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        async move {
-            let resp = request.send().await.unwrap();
-            let status = resp.status().as_u16();
-            (
-                status,
-                resp.json::<serde_json::Value>().await.unwrap_or_default(),
-            )
-        }
+    let key = server.admin_key();
+    let api = Api::new(&server);
+    // POST /hooks with `body`, which must answer `want`: the answer.
+    let create = |body: Value, want: StatusCode| {
+        api.expect(Method::POST, "/hooks", Some(&key), Some(body), want)
     };
     let new = json!({
         "id": "api-policy",
@@ -344,32 +319,23 @@ async fn hooks_created_through_the_api_take_effect() {
         "secret": SECRET,
         "timeout_ms": 1000
     });
-    let (s, b) = call(reqwest::Method::POST, "/hooks", Some(new.clone())).await;
-    assert_eq!(s, 201, "{b}");
+    let b = create(new.clone(), StatusCode::CREATED).await;
     assert_eq!(
         (b["source"].clone(), b["enabled"].clone()),
         (json!("api"), json!(true))
     );
     assert!(!b.to_string().contains(SECRET), "secret not shown");
-    let (s, _) = call(reqwest::Method::POST, "/hooks", Some(new)).await;
-    assert_eq!(s, 409, "duplicate id");
-    let (s, b) = call(
-        reqwest::Method::POST,
-        "/hooks",
-        Some(json!({"id": "x", "event": "pre_receive", "url": "ftp://nope", "secret": SECRET})),
-    )
-    .await;
-    assert_eq!(
-        (s, b["error"]["details"][0]["field"].clone()),
-        (422, json!("url"))
-    );
-    let (s, _) = call(
-        reqwest::Method::POST,
-        "/hooks",
-        Some(json!({"id": "y", "event": "pre_receive", "url": receiver.url(), "secret": SECRET, "colour": 1})),
-    )
-    .await;
-    assert_eq!(s, 422, "unknown field");
+    // A duplicate id.
+    create(new, StatusCode::CONFLICT).await;
+    let invalid = StatusCode::UNPROCESSABLE_ENTITY;
+    let ftp = json!({"id": "x", "event": "pre_receive", "url": "ftp://nope", "secret": SECRET});
+    let b = create(ftp, invalid).await;
+    assert_eq!(b["error"]["details"][0]["field"], json!("url"), "{b}");
+    // An unknown field.
+    let colour = json!({
+        "id": "y", "event": "pre_receive", "url": receiver.url(), "secret": SECRET, "colour": 1
+    });
+    create(colour, invalid).await;
 
     // Active at once on this node.
     receiver.script(&[Answer::json(
@@ -380,19 +346,24 @@ async fn hooks_created_through_the_api_take_effect() {
     assert!(receiver.calls()[0].signature_ok);
 
     // Replaced: disabled, so the next message passes without a call.
-    let (s, b) = call(
-        reqwest::Method::PUT,
-        "/hooks/api-policy",
-        Some(json!({"event": "pre_receive", "url": receiver.url(), "secret": SECRET, "enabled": false})),
-    )
-    .await;
-    assert_eq!((s, b["enabled"].clone()), (200, json!(false)), "{b}");
+    let disabled = json!({
+        "event": "pre_receive", "url": receiver.url(), "secret": SECRET, "enabled": false
+    });
+    let b = api
+        .expect(
+            Method::PUT,
+            "/hooks/api-policy",
+            Some(&key),
+            Some(disabled),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(b["enabled"], json!(false), "{b}");
     assert_eq!(send(&server, "disabled@remote.test").await.code, 250);
     assert_eq!(receiver.calls().len(), 1);
 
     // config.yaml hooks are read-only here; API hooks can go.
-    let (s, b) = call(reqwest::Method::GET, "/hooks", None).await;
-    assert_eq!(s, 200);
+    let b = api.get_ok(&key, "/hooks").await;
     let sources: Vec<_> = b["data"]
         .as_array()
         .unwrap()
@@ -406,12 +377,13 @@ async fn hooks_created_through_the_api_take_effect() {
             (json!("api-policy"), json!("api"))
         ]
     );
-    let (s, _) = call(reqwest::Method::DELETE, "/hooks/from-config", None).await;
-    assert_eq!(s, 409);
-    let (s, _) = call(reqwest::Method::DELETE, "/hooks/api-policy", None).await;
-    assert_eq!(s, 204);
-    let (s, _) = call(reqwest::Method::GET, "/hooks/api-policy", None).await;
-    assert_eq!(s, 404);
+    for (method, path, want) in [
+        (Method::DELETE, "/hooks/from-config", StatusCode::CONFLICT),
+        (Method::DELETE, "/hooks/api-policy", StatusCode::NO_CONTENT),
+        (Method::GET, "/hooks/api-policy", StatusCode::NOT_FOUND),
+    ] {
+        api.expect(method, path, Some(&key), None, want).await;
+    }
 }
 
 /// `mairust_hook_calls_total{hook, result}` as the server exports it (0 when absent).
@@ -427,7 +399,7 @@ async fn hook_calls(server: &TestServer, hook: &str, result: &str) -> f64 {
 
 /// The server's log lines with this `event`, once there are `n` of them (the log is
 /// read from the server's output as it comes).
-async fn events(server: &TestServer, event: &str, n: usize) -> Vec<serde_json::Value> {
+async fn events(server: &TestServer, event: &str, n: usize) -> Vec<Value> {
     let found = || {
         server
             .log_lines()
@@ -491,43 +463,25 @@ async fn loopback_targets_are_refused_by_address_and_by_name() {
     // Hooks created through the API obey the same policy: a refused IP literal at once,
     // a name at each call.
     let key = server.admin_key();
-    let client = reqwest::Client::new();
-    let create = |url: String| {
-        let request = client
-            .post(format!("http://{}/api/v1/hooks", server.http))
-            .bearer_auth(&key)
-            .json(&json!({
-                "id": "api-hook",
-                "event": "post_receive",
-                "url": url,
-                "secret": SECRET,
-            }));
-        async move {
-            let resp = request.send().await.unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json::<serde_json::Value>().await.unwrap())
-        }
+    let api = Api::new(&server);
+    // POST /hooks of a hook calling `url`, which must answer `want`: the answer.
+    let create = |url: String, want: StatusCode| {
+        let hook = json!({"id": "api-hook", "event": "post_receive", "url": url, "secret": SECRET});
+        api.expect(Method::POST, "/hooks", Some(&key), Some(hook), want)
     };
     for literal in [
         format!("http://127.0.0.1:{port}/"),
         format!("http://[::ffff:127.0.0.1]:{port}/"),
         "http://169.254.169.254/latest/meta-data/".to_string(),
     ] {
-        let (status, body) = create(literal.clone()).await;
-        assert_eq!(status, 422, "{literal}: {body}");
-        assert_eq!(body["error"]["details"][0]["field"], "url", "{body}");
+        let body = create(literal.clone(), StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(
+            body["error"]["details"][0]["field"], "url",
+            "{literal}: {body}"
+        );
     }
-    let (status, body) = create(format!("http://localhost:{port}/hook")).await;
-    assert_eq!(status, 201, "{body}");
-    let test: serde_json::Value = client
-        .post(format!("http://{}/api/v1/hooks/api-hook/test", server.http))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    create(format!("http://localhost:{port}/hook"), StatusCode::CREATED).await;
+    let test = test_call(&api, &key, "api-hook").await;
     assert_eq!(
         (&test["ok"], &test["status"], &test["error"]),
         (&json!(false), &json!(null), &json!("target_refused")),
@@ -619,15 +573,7 @@ async fn redirects_are_not_followed() {
     );
 
     let key = server.admin_key();
-    let test: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/hooks/moved/test", server.http))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let test = test_call(&Api::new(&server), &key, "moved").await;
     assert_eq!((&test["ok"], &test["status"]), (&json!(false), &json!(307)));
     assert_eq!(moved.calls().len(), 2);
     assert!(
@@ -649,18 +595,15 @@ async fn answers_past_the_size_cap_are_errors() {
         },
         Answer::json(json!({"action": "allow"})),
     ]);
-    let server = TestServer::start_with(Options {
-        extra_yaml: format!(
-            "hook_policy:\n  allowed_networks: [127.0.0.0/8]\n  max_response_bytes: 1024\nhooks:\n{}",
-            hook(
-                "chatty",
-                "pre_receive",
-                &receiver.url(),
-                "    on_error: reject\n    breaker_failures: 10\n"
-            )
-        ),
-        ..Options::default()
-    });
+    let server = TestServer::start_with(Options::with_yaml(format!(
+        "hook_policy:\n  allowed_networks: [127.0.0.0/8]\n  max_response_bytes: 1024\nhooks:\n{}",
+        hook(
+            "chatty",
+            "pre_receive",
+            &receiver.url(),
+            "    on_error: reject\n    breaker_failures: 10\n"
+        )
+    )));
     assert_eq!(send(&server, "big-sized@remote.test").await.code, 550);
     assert_eq!(send(&server, "big-no_length@remote.test").await.code, 550);
     assert_eq!(
@@ -697,19 +640,19 @@ async fn test_calls_tell_status_and_latency_only_and_are_audited() {
         ),
     ]));
     let key = server.admin_key();
-    let client = reqwest::Client::new();
-    let test = |id: &str| {
-        client
-            .post(format!("http://{}/api/v1/hooks/{id}/test", server.http))
-            .bearer_auth(&key)
-            .send()
-    };
+    let api = Api::new(&server);
 
-    let resp = test("probe").await.unwrap();
+    // The answer as sent, to be sure nothing of the hook's body is in it.
+    let resp = api
+        .request(Method::POST, "/hooks/probe/test")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert!(!text.contains("do-not-leak-this"), "{text}");
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
     let mut keys: Vec<&str> = body
         .as_object()
         .unwrap()
@@ -724,10 +667,9 @@ async fn test_calls_tell_status_and_latency_only_and_are_audited() {
     );
     assert_eq!(receiver.calls().len(), 1);
 
-    let resp = test("paused").await.unwrap();
-    assert_eq!(resp.status(), 409);
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "CONFLICT", "{body}");
+    let paused = "/hooks/paused/test";
+    api.expect(Method::POST, paused, Some(&key), None, StatusCode::CONFLICT)
+        .await;
     assert_eq!(receiver.calls().len(), 1, "a disabled hook is not called");
 
     // Newest first: the refused test of the disabled hook, then the completed call.

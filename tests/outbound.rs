@@ -482,8 +482,7 @@ async fn queue_cli_lists_retries_and_deletes_with_and_without_the_server() {
     );
 
     // And while it is stopped.
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(Duration::from_secs(20)).success());
+    server.stop_within(Duration::from_secs(20));
     let listed: serde_json::Value =
         serde_json::from_str(&server.cli_ok(&["queue", "list", "--json"], None)).unwrap();
     let entries = listed.as_array().unwrap();
@@ -603,14 +602,51 @@ async fn leftovers(server: &TestServer) -> (usize, usize) {
     (rows.len(), leased)
 }
 
-/// Queues `n` messages with no worker running, then starts the server's workers, so
-/// one worker claims them all as one batch.
-async fn queue_then_deliver(server: &mut TestServer, sink: &Sink, n: usize, drain_seconds: u64) {
-    submit_many(server, "drain", n).await;
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(Duration::from_secs(15)).success());
-    server.reconfigure(drain_options(sink, 1, drain_seconds));
+/// Queues `n` messages (Message-IDs `PREFIX-i@example.test`) on a server with no
+/// worker, then restarts it on `options`, whose one worker claims them all as one batch.
+async fn queue_then_deliver(server: &mut TestServer, prefix: &str, n: usize, options: Options) {
+    submit_many(server, prefix, n).await;
+    server.stop_within(Duration::from_secs(15));
+    server.reconfigure(options);
     server.spawn();
+}
+
+/// `n` queued messages claimed as one batch by a sink that takes `data_delay` to
+/// answer each body, then SIGTERM once a delivery is in flight: the server (exited)
+/// and how long it took to exit.
+async fn stop_while_delivering(
+    sink: &Sink,
+    n: usize,
+    data_delay: Duration,
+    drain_seconds: u64,
+) -> (TestServer, Duration) {
+    let mut server = TestServer::start_with(drain_options(sink, 0, drain_seconds));
+    sink.set_data_delay(data_delay);
+    let options = drain_options(sink, 1, drain_seconds);
+    queue_then_deliver(&mut server, "drain", n, options).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sink.data_started() >= 1
+        })
+        .await,
+        "a delivery is in flight"
+    );
+    let asked = std::time::Instant::now();
+    server.stop_within(Duration::from_secs(15));
+    (server, asked.elapsed())
+}
+
+/// Every message reached the sink exactly once: `n` distinct Message-IDs in `n`
+/// deliveries.
+fn assert_each_delivered_once(sink: &Sink, n: usize) {
+    let mut ids: Vec<String> = sink
+        .received()
+        .iter()
+        .filter_map(|r| r.message_id())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), sink.count()), (n, n), "each delivered once");
 }
 
 async fn submit_many(server: &TestServer, prefix: &str, n: usize) {
@@ -625,18 +661,7 @@ async fn submit_many(server: &TestServer, prefix: &str, n: usize) {
 #[tokio::test]
 async fn sigterm_finishes_the_delivery_in_flight_and_releases_the_rest() {
     let sink = Sink::start();
-    let mut server = TestServer::start_with(drain_options(&sink, 0, 10));
-    sink.set_data_delay(Duration::from_millis(1500));
-    queue_then_deliver(&mut server, &sink, 5, 10).await;
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            sink.data_started() >= 1
-        })
-        .await,
-        "a delivery is in flight"
-    );
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    let (mut server, _) = stop_while_delivering(&sink, 5, Duration::from_millis(1500), 10).await;
     let delivered = sink.count();
     assert_eq!(
         delivered, 1,
@@ -649,14 +674,7 @@ async fn sigterm_finishes_the_delivery_in_flight_and_releases_the_rest() {
     server.spawn();
     assert!(sink.wait_for(5, Duration::from_secs(15)));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut ids: Vec<String> = sink
-        .received()
-        .iter()
-        .filter_map(|r| r.message_id())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!((ids.len(), sink.count()), (5, 5), "each delivered once");
+    assert_each_delivered_once(&sink, 5);
     assert_eq!(
         sink.connections.load(std::sync::atomic::Ordering::Acquire),
         2,
@@ -667,23 +685,10 @@ async fn sigterm_finishes_the_delivery_in_flight_and_releases_the_rest() {
 #[tokio::test]
 async fn drain_timeout_abandons_a_stuck_delivery_and_keeps_the_message() {
     let sink = Sink::start();
-    let mut server = TestServer::start_with(drain_options(&sink, 0, 1));
-    sink.set_data_delay(Duration::from_secs(30));
-    queue_then_deliver(&mut server, &sink, 2, 1).await;
+    let (server, took) = stop_while_delivering(&sink, 2, Duration::from_secs(30), 1).await;
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            sink.data_started() >= 1
-        })
-        .await,
-        "a delivery is in flight"
-    );
-    let asked = std::time::Instant::now();
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(Duration::from_secs(15)).success());
-    assert!(
-        asked.elapsed() < Duration::from_secs(8),
-        "did not wait for the stuck server: {:?}",
-        asked.elapsed()
+        took < Duration::from_secs(8),
+        "did not wait for the stuck server: {took:?}"
     );
     assert_eq!(leftovers(&server).await, (2, 0), "both kept, released");
 }
@@ -797,24 +802,13 @@ async fn mx_records_from_the_configured_name_server_decide_the_next_hop() {
 async fn bodies_are_loaded_in_slices_within_max_batch_bytes() {
     let sink = Sink::start();
     let mut server = TestServer::start_with(drain_options(&sink, 0, 10));
-    submit_many(&server, "slice", 6).await;
-    server.signal(libc::SIGTERM);
-    assert!(server.wait_exit(Duration::from_secs(15)).success());
     let mut o = drain_options(&sink, 1, 10);
     o.extra_yaml = o
         .extra_yaml
         .replace("batch_size: 10", "batch_size: 10\n  max_batch_bytes: 1");
-    server.reconfigure(o);
-    server.spawn();
+    queue_then_deliver(&mut server, "slice", 6, o).await;
     assert!(sink.wait_for(6, Duration::from_secs(15)));
-    let mut ids: Vec<String> = sink
-        .received()
-        .iter()
-        .filter_map(|r| r.message_id())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!((ids.len(), sink.count()), (6, 6), "each delivered once");
+    assert_each_delivered_once(&sink, 6);
     assert_eq!(
         sink.connections.load(std::sync::atomic::Ordering::Acquire),
         1,

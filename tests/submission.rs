@@ -60,14 +60,6 @@ async fn transaction(c: &mut RawClient, sender: &str, headers: &str, id: &str) -
     (r.code, r.text)
 }
 
-fn audit_events(server: &TestServer, event: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(server.dir.path().join("audit.log")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["event"] == event)
-        .collect()
-}
-
 async fn api(
     server: &TestServer,
     key: &str,
@@ -170,13 +162,13 @@ async fn spoofed_senders_of_an_authenticated_user_are_refused_and_nothing_is_sto
     // Refusals are logged and audited with the account and the reason.
     assert!(
         eventually(Duration::from_secs(10), || async {
-            audit_events(&server, "submission.sender_refused").len() == 2 + spoofs.len()
+            server.audit_file_events("submission.sender_refused").len() == 2 + spoofs.len()
         })
         .await,
         "audited: {:?}",
-        audit_events(&server, "submission.sender_refused")
+        server.audit_file_events("submission.sender_refused")
     );
-    let audited = audit_events(&server, "submission.sender_refused");
+    let audited = server.audit_file_events("submission.sender_refused");
     assert!(audited.iter().all(|e| e["actor"] == format!("smtp:{bob}")));
     let mut reasons: Vec<&str> = audited
         .iter()
@@ -501,11 +493,11 @@ async fn send_passes_the_hooks_and_records_the_user_not_the_key() {
     // The audit log knows which key sent it, for whom.
     assert!(
         eventually(Duration::from_secs(10), || async {
-            !audit_events(&server, "message.send").is_empty()
+            !server.audit_file_events("message.send").is_empty()
         })
         .await
     );
-    let entry = &audit_events(&server, "message.send")[0];
+    let entry = &server.audit_file_events("message.send")[0];
     assert_eq!(entry["target"], id);
     assert_eq!(entry["details"]["submitted_by"], bob);
     assert!(

@@ -1,12 +1,16 @@
 //! A REST API client for the tests (reqwest): calls that answer the status and the JSON
-//! body, list pages followed to the end, keys made with the CLI.
+//! body, tables of calls that must all answer one status, list pages followed to the
+//! end, keys made with the CLI or through the API.
 
 use std::net::IpAddr;
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 use super::TestServer;
+
+/// One request of a table: method, path, body.
+pub type Call = (Method, String, Option<Value>);
 
 pub struct Api<'a> {
     pub server: &'a TestServer,
@@ -58,6 +62,40 @@ impl<'a> Api<'a> {
         answer
     }
 
+    /// Sends every call of `calls` with `key` and checks each answers `want` (as
+    /// [`Api::expect`] does).
+    pub async fn expect_all(&self, key: &str, calls: Vec<Call>, want: StatusCode) {
+        for (method, path, body) in calls {
+            self.expect(method, &path, Some(key), body, want).await;
+        }
+    }
+
+    /// A key made through the API with the admin key `admin` (201): its secret, its id
+    /// and the whole answer.
+    pub async fn create_key(&self, admin: &str, body: Value) -> (String, i64, Value) {
+        let answer = self
+            .expect(
+                Method::POST,
+                "/api-keys",
+                Some(admin),
+                Some(body),
+                StatusCode::CREATED,
+            )
+            .await;
+        (
+            answer["key"].as_str().unwrap().to_string(),
+            answer["id"].as_i64().unwrap(),
+            answer,
+        )
+    }
+
+    /// A request to `/api/v1{path}`, for what [`Api::call`] does not cover (raw bodies,
+    /// answer headers, non-JSON answers).
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("http://{}/api/v1{path}", self.server.http))
+    }
+
     /// A GET with `key` that must answer 200; the body.
     pub async fn get_ok(&self, key: &str, path: &str) -> Value {
         self.expect(Method::GET, path, Some(key), None, StatusCode::OK)
@@ -73,9 +111,7 @@ impl<'a> Api<'a> {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("http://{}/api/v1{path}", self.server.http));
+        let mut req = self.request(method, path);
         if let Some(key) = key {
             req = req.bearer_auth(key);
         }
@@ -113,6 +149,11 @@ impl<'a> Api<'a> {
             }
         }
     }
+}
+
+/// The numeric `id` of every list item, in order (into a `Vec`, a set…).
+pub fn item_ids<C: FromIterator<i64>>(items: &[Value]) -> C {
+    items.iter().map(|i| i["id"].as_i64().unwrap()).collect()
 }
 
 /// A key made with the CLI, as an operator makes the first one.

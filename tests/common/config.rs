@@ -56,6 +56,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The defaults with `yaml` appended to the configuration.
+    pub fn with_yaml(yaml: impl Into<String>) -> Options {
+        Options {
+            extra_yaml: yaml.into(),
+            ..Options::default()
+        }
+    }
+}
+
 pub fn config_yaml(dir: &Path, db_url: &str, storage: &str, o: &Options) -> String {
     format!(
         r#"server:

@@ -1,5 +1,5 @@
 //! What a test reads back from a [`TestServer`]: rows of its database, bodies of its
-//! object store, and answers of its HTTP endpoints.
+//! object store, entries of its audit file, and answers of its HTTP endpoints.
 
 use std::time::Duration;
 
@@ -93,6 +93,26 @@ impl TestServer {
             .json()
             .await
             .unwrap()
+    }
+
+    /// Every entry of the audit file; each line must be a whole JSON object (read it
+    /// once the entries looked for are written).
+    pub fn audit_file(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    /// The audit file's entries whose event is `event`, while the server may still be
+    /// writing it: no file yet is no entry, and a line not finished yet is skipped.
+    pub fn audit_file_events(&self, event: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == event)
+            .collect()
     }
 
     /// Keys of the stored objects under `prefix`.

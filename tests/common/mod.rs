@@ -3,10 +3,10 @@
 //! `MAIRUST_TEST_S3_ENDPOINT` are set (`.ci/run` sets both).
 //!
 //! Layout: `server` starts and stops a [`TestServer`] and runs its CLI; `inspect` reads
-//! back its rows, bodies and HTTP answers; `config` writes its configuration from
-//! [`Options`]; `backends` picks and cleans up its database and object store; `smtp`
-//! delivers test messages. The helpers every suite uses are re-exported here, and a
-//! few small ones live in this file.
+//! back its rows, bodies, audit file and HTTP answers; `config` writes its
+//! configuration from [`Options`]; `backends` picks and cleans up its database and
+//! object store; `smtp` delivers test messages. The helpers every suite uses are
+//! re-exported here, and a few small ones live in this file.
 #![allow(dead_code)]
 
 pub mod api;

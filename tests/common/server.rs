@@ -286,8 +286,14 @@ impl TestServer {
 
     /// SIGTERM, then waits for the graceful exit.
     pub fn stop(&mut self) {
+        self.stop_within(Duration::from_secs(60));
+    }
+
+    /// SIGTERM, then waits for the graceful exit; panics unless it comes within
+    /// `timeout`.
+    pub fn stop_within(&mut self, timeout: Duration) {
         self.signal(libc::SIGTERM);
-        let status = self.wait_exit(Duration::from_secs(60));
+        let status = self.wait_exit(timeout);
         assert!(status.success(), "graceful stop failed: {status}");
     }
 

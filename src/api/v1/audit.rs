@@ -6,7 +6,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use mairust_actors::apikeys::Scope;
 use mairust_actors::supervisor::Handles;
 use mairust_entities::audit_entry;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::query::Order;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -90,11 +91,8 @@ pub async fn list(
     filter: web::Query<AuditFilter>,
 ) -> Result<web::Json<Page<AuditEntryView>>, ApiError> {
     auth.require_global(Scope::Admin)?;
-    let limit = page.limit()?;
-    let mut select = audit_entry::Entity::find().order_by_desc(audit_entry::Column::Id);
-    if let Some(before_id) = page.after_id()? {
-        select = select.filter(audit_entry::Column::Id.lt(before_id));
-    }
+    let page = page.keyset()?;
+    let mut select = audit_entry::Entity::find();
     let AuditFilter {
         event,
         outcome,
@@ -124,9 +122,13 @@ pub async fn list(
     if let Some(before) = before {
         select = select.filter(audit_entry::Column::At.lt(before.to_utc().fixed_offset()));
     }
-    let rows = select.limit(limit + 1).all(&handles.db).await?;
-    let items = rows.into_iter().map(AuditEntryView::from).collect();
-    Ok(web::Json(Page::from_fetched(items, limit, |e| {
-        e.id.to_string()
-    })))
+    let id = audit_entry::Column::Id;
+    let found = page.fetch(
+        &handles.db,
+        select,
+        id,
+        Order::Desc,
+        |e: &AuditEntryView| e.id,
+    );
+    Ok(web::Json(found.await?))
 }

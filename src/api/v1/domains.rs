@@ -5,10 +5,11 @@
 use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use mairust_actors::accounts::{self, AccountError};
-use mairust_actors::apikeys::Scope;
+use mairust_actors::apikeys::{Caller, Scope};
 use mairust_actors::supervisor::Handles;
 use mairust_entities::domain;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::query::Order;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -88,19 +89,14 @@ pub async fn list(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<Page<DomainView>>, ApiError> {
     let caller = auth.require(Scope::Read)?;
-    let limit = query.limit()?;
-    let mut select = domain::Entity::find().order_by_asc(domain::Column::Id);
-    if let Some(after) = query.after_id()? {
-        select = select.filter(domain::Column::Id.gt(after));
-    }
+    let page = query.keyset()?;
+    let mut select = domain::Entity::find();
     if let Some(domains) = &caller.domains {
         select = select.filter(domain::Column::Name.is_in(domains.iter().cloned()));
     }
-    let rows = select.limit(limit + 1).all(&handles.db).await?;
-    let items = rows.into_iter().map(DomainView::from).collect();
-    Ok(web::Json(Page::from_fetched(items, limit, |d| {
-        d.id.to_string()
-    })))
+    let id = domain::Column::Id;
+    let found = page.fetch(&handles.db, select, id, Order::Asc, |d: &DomainView| d.id);
+    Ok(web::Json(found.await?))
 }
 
 /// Add a domain (an `admin` key of every domain).
@@ -152,15 +148,24 @@ pub async fn get(
 ) -> Result<web::Json<DomainView>, ApiError> {
     auth.require(Scope::Read)?;
     let name = name.into_inner().to_ascii_lowercase();
-    // Another domain of a limited key is answered as a missing one.
-    let found = if auth.may_use(&name) {
+    Ok(web::Json(
+        find_in_reach(&handles, &auth.caller, name).await?.into(),
+    ))
+}
+
+/// The domain `name` (lower-case) for `caller`: 404 when there is none, and for another
+/// domain than those of a key limited to some (answered as a missing one).
+pub(super) async fn find_in_reach(
+    handles: &Handles,
+    caller: &Caller,
+    name: String,
+) -> Result<domain::Model, ApiError> {
+    let found = if caller.may_use(&name) {
         accounts::find_domain(&handles.db, &name).await?
     } else {
         None
     };
-    found
-        .map(|d| web::Json(d.into()))
-        .ok_or_else(|| ApiError::not_found(format!("no domain {name}")))
+    found.ok_or_else(|| account_error(AccountError::NoSuchDomain(name)))
 }
 
 /// Remove a domain with its users and their mailboxes (an `admin` key of every domain).

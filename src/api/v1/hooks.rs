@@ -87,7 +87,7 @@ fn find(handles: &Handles, id: &str) -> Result<HookView, ApiError> {
         .into_iter()
         .find(|(c, _, _)| c.id == id)
         .map(|(c, s, b)| view(c, s, b))
-        .ok_or_else(|| ApiError::not_found(format!("no hook {id}")))
+        .ok_or_else(|| no_hook(id))
 }
 
 fn checked(handles: &Handles, id: String, input: HookInput) -> Result<HookConfig, ApiError> {
@@ -158,6 +158,10 @@ async fn audit_change(
         .detail("url", config.url.clone())
         .detail("enabled", config.enabled);
     handles.audit.record(entry).await;
+}
+
+fn no_hook(id: &str) -> ApiError {
+    ApiError::not_found(format!("no hook {id}"))
 }
 
 fn read_only(id: &str) -> ApiError {
@@ -279,7 +283,7 @@ pub async fn replace(
         .one(&handles.db)
         .await?
     else {
-        return Err(ApiError::not_found(format!("no hook {id}")));
+        return Err(no_hook(&id));
     };
     let mut input = body.into_inner();
     if input.id.take().is_some_and(|given| given != id) {
@@ -325,7 +329,7 @@ pub async fn remove(
         .await?
         .rows_affected;
     if removed == 0 {
-        return Err(ApiError::not_found(format!("no hook {id}")));
+        return Err(no_hook(&id));
     }
     handles.hooks.refresh(&handles.db).await?;
     handles
@@ -354,7 +358,7 @@ pub async fn reset(
 ) -> Result<web::Json<HookView>, ApiError> {
     auth.require_global(Scope::Admin)?;
     if !handles.hooks.reset(&id) {
-        return Err(ApiError::not_found(format!("no hook {id}")));
+        return Err(no_hook(&id));
     }
     handles
         .audit
@@ -388,7 +392,7 @@ pub async fn test(
     auth.require_global(Scope::Admin)?;
     let call = match handles.hooks.test(&id).await {
         Ok(call) => call,
-        Err(NotTestable::NoSuchHook) => return Err(ApiError::not_found(format!("no hook {id}"))),
+        Err(NotTestable::NoSuchHook) => return Err(no_hook(&id)),
         Err(NotTestable::Disabled) => {
             // Refused, but asked for by an admin key: audited like a call.
             let entry = auth

@@ -186,13 +186,17 @@ fn valid_flag(f: &str) -> bool {
             .all(|c| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c))
 }
 
+fn no_message(id: i64) -> ApiError {
+    ApiError::not_found(format!("no message {id}"))
+}
+
 async fn fetch(handles: &Handles, caller: &Caller, id: i64) -> Result<MessageView, ApiError> {
     let select = base_select(caller.domains.as_ref())
         .and_where(col("mm", "id").eq(id))
         .to_owned();
     match handles.db.query_one(&select).await? {
         Some(row) => Ok(view(&row)?),
-        None => Err(ApiError::not_found(format!("no message {id}"))),
+        None => Err(no_message(id)),
     }
 }
 
@@ -338,7 +342,7 @@ pub async fn raw(
         select.and_where(col("mm", "user_id").in_subquery(reach::user_ids(domains)));
     }
     let Some(row) = handles.db.query_one(&select).await? else {
-        return Err(ApiError::not_found(format!("no message {id}")));
+        return Err(no_message(id));
     };
     let key: String = row.try_get("", "object_key")?;
     if !handles.health.get(Dependency::Storage).up {
@@ -457,7 +461,7 @@ pub async fn remove(
     }
     let deleted = delete.exec(&handles.db).await?.rows_affected;
     if deleted == 0 {
-        return Err(ApiError::not_found(format!("no message {id}")));
+        return Err(no_message(id));
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -24,6 +24,10 @@ pub mod reach;
 pub mod send;
 pub mod users;
 
+use sea_orm::query::Order;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
@@ -69,6 +73,57 @@ impl PageQuery {
                     .map_err(|_| ApiError::field("cursor", "not a cursor from this list"))
             })
             .transpose()
+    }
+
+    /// The page asked for of a list of rows: 422 for a bad `limit` or `cursor`, before
+    /// any other part of the request is looked at.
+    pub fn keyset(&self) -> Result<Keyset, ApiError> {
+        Ok(Keyset {
+            limit: self.limit()?,
+            after: self.after_id()?,
+        })
+    }
+}
+
+/// A validated page request of a list that runs along a numeric id column (keyset
+/// pagination: the cursor is the last id of the page before), so that rows added or
+/// removed between two pages neither repeat nor skip any.
+pub struct Keyset {
+    limit: u64,
+    after: Option<i64>,
+}
+
+impl Keyset {
+    /// One page of `select` in `order` of its `id` column, after the cursor: `limit + 1`
+    /// rows read (the extra one only says there is more), each made an item with
+    /// `T::from`, whose `id_of` is the next page's cursor.
+    pub async fn fetch<E, T>(
+        &self,
+        db: &impl ConnectionTrait,
+        mut select: Select<E>,
+        id: E::Column,
+        order: Order,
+        id_of: impl Fn(&T) -> i64,
+    ) -> Result<Page<T>, ApiError>
+    where
+        E: EntityTrait,
+        T: ToSchema + From<E::Model>,
+    {
+        if let Some(after) = self.after {
+            select = select.filter(match order {
+                Order::Desc => id.lt(after),
+                _ => id.gt(after),
+            });
+        }
+        let rows = select
+            .order_by(id, order)
+            .limit(self.limit + 1)
+            .all(db)
+            .await?;
+        let items = rows.into_iter().map(T::from).collect();
+        Ok(Page::from_fetched(items, self.limit, |item| {
+            id_of(item).to_string()
+        }))
     }
 }
 

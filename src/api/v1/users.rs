@@ -11,11 +11,12 @@ use mairust_actors::accounts::{self, AccountError};
 use mairust_actors::apikeys::Scope;
 use mairust_actors::supervisor::Handles;
 use mairust_entities::{mailbox, user};
+use sea_orm::query::Order;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::domains::account_error;
+use super::domains::{account_error, find_in_reach};
 use super::{Page, PageQuery, reach};
 use crate::api::auth::Authenticated;
 use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
@@ -81,30 +82,20 @@ pub async fn list(
     filter: web::Query<UserFilter>,
 ) -> Result<web::Json<Page<UserView>>, ApiError> {
     let caller = auth.require(Scope::Read)?;
-    let limit = page.limit()?;
-    let mut select = user::Entity::find().order_by_asc(user::Column::Id);
-    if let Some(after) = page.after_id()? {
-        select = select.filter(user::Column::Id.gt(after));
-    }
+    let page = page.keyset()?;
+    let mut select = user::Entity::find();
     if let Some(name) = &filter.domain {
         let name = accounts::normalize_domain(name)
             .map_err(|_| ApiError::field("domain", format!("`{name}` is not a domain name")))?;
-        let found = if caller.may_use(&name) {
-            accounts::find_domain(&handles.db, &name).await?
-        } else {
-            None
-        };
-        let d = found.ok_or_else(|| ApiError::not_found(format!("no domain {name}")))?;
+        let d = find_in_reach(&handles, caller, name).await?;
         select = select.filter(user::Column::DomainId.eq(d.id));
     }
     if let Some(domains) = &caller.domains {
         select = select.filter(user::Column::DomainId.in_subquery(reach::domain_ids(domains)));
     }
-    let rows = select.limit(limit + 1).all(&handles.db).await?;
-    let items = rows.into_iter().map(UserView::from).collect();
-    Ok(web::Json(Page::from_fetched(items, limit, |u| {
-        u.id.to_string()
-    })))
+    let id = user::Column::Id;
+    let found = page.fetch(&handles.db, select, id, Order::Asc, |u: &UserView| u.id);
+    Ok(web::Json(found.await?))
 }
 
 /// Add a user.
@@ -202,7 +193,7 @@ pub async fn get(
         Some(domain) if !auth.may_use(&domain) => None,
         _ => accounts::find_user(&handles.db, &address).await?,
     };
-    let u = found.ok_or_else(|| ApiError::not_found(format!("no user {address}")))?;
+    let u = found.ok_or_else(|| account_error(AccountError::NoSuchUser(address.into_inner())))?;
     Ok(web::Json(with_mailboxes(&handles, u).await?))
 }
 
