@@ -381,6 +381,22 @@ async fn send_refuses_unknown_senders_bare_crs_and_unsafe_addresses() {
         );
     }
     assert!(server.inbox("alice").await.is_empty(), "nothing stored");
+    // The From: refusal is audited as over SMTP, with the key as the actor.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            !server
+                .audit_file_events("submission.sender_refused")
+                .is_empty()
+        })
+        .await
+    );
+    let audited = &server.audit_file_events("submission.sender_refused")[0];
+    assert!(
+        audited["actor"].as_str().unwrap().starts_with("api-key:"),
+        "{audited}"
+    );
+    assert_eq!(audited["details"]["reason"], "from_address_not_owned");
+    assert_eq!(audited["details"]["address"], "ceo@bank.test");
     // Line ends written as LF or CRLF are fine.
     let request = json!({"from": bob, "to": [alice], "subject": "s", "text": "one\ntwo\r\nthree"});
     let (s, b) = api(&server, &key, reqwest::Method::POST, "/send", Some(request)).await;

@@ -1,6 +1,7 @@
 //! Why the pipeline did not take a message (or a recipient): one type for every way in.
-//! Each boundary turns it into its own answer exactly once: the SMTP session into a
-//! reply (`smtp::session::replies`), the API into an error body (`src/api/error.rs`).
+//! Each boundary turns it into its own answer exactly once, and logs it under its own
+//! component: the SMTP session into a reply (`Session::reply_for`,
+//! `smtp/session/finish.rs`), the API into an error body (`refused`, `src/api/v1/send.rs`).
 
 use sea_orm::DbErr;
 
@@ -42,7 +43,7 @@ pub enum SubmitError {
     Deferred { hook: &'static str, text: String },
     /// The directory could not answer (the database failed).
     #[error("directory lookup failed: {0}")]
-    Directory(#[from] DbErr),
+    Directory(DbErr),
     /// The message could not be stored durably; nothing of it was kept.
     #[error("not stored: {0}")]
     NotStored(StoreError),

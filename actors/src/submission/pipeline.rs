@@ -239,17 +239,17 @@ impl Pipeline {
         Ok(())
     }
 
-    /// A directory answer; a failure also tells the HealthMonitor.
+    /// A directory answer; a failure also tells the HealthMonitor (the boundary logs it).
     fn looked_up<T>(&self, answer: Result<T, sea_orm::DbErr>) -> Result<T, SubmitError> {
         answer.map_err(|e| {
-            tracing::warn!(component = "submission", event = "directory_failed", error = %e, "directory lookup failed");
             self.directory_failed();
             SubmitError::Directory(e)
         })
     }
 }
 
-/// One hook's verdict on `message`; its text is made single-line and bounded.
+/// One hook's verdict on `message`; its text is made single-line and bounded. The
+/// boundary logs a refusal under its own component (`smtp`, `api`).
 fn follow(
     verdict: Verdict,
     hook: &'static str,
@@ -261,19 +261,13 @@ fn follow(
             message.tags.extend(tags);
             Ok(())
         }
-        Verdict::Reject(text) => {
-            tracing::info!(component = "submission", event = "message_rejected_by_hook", id = %message.id, listener = message.listener, hook, "message refused by a hook");
-            Err(SubmitError::Rejected {
-                hook,
-                text: said(text),
-            })
-        }
-        Verdict::Tempfail(text) => {
-            tracing::info!(component = "submission", event = "message_tempfailed_by_hook", id = %message.id, listener = message.listener, hook, "message deferred by a hook");
-            Err(SubmitError::Deferred {
-                hook,
-                text: said(text),
-            })
-        }
+        Verdict::Reject(text) => Err(SubmitError::Rejected {
+            hook,
+            text: said(text),
+        }),
+        Verdict::Tempfail(text) => Err(SubmitError::Deferred {
+            hook,
+            text: said(text),
+        }),
     }
 }

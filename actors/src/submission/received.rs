@@ -68,10 +68,15 @@ pub fn received_header(
             ("api".to_string(), "HTTP", comment)
         }
     };
-    let for_clause = recipients
-        .single()
-        .map(|one| format!("\r\n\tfor <{one}>"))
-        .unwrap_or_default();
+    // SMTP names a single recipient (as Postfix does); the API never has, so a lone
+    // Bcc recipient is not written into the header of what it sends.
+    let for_clause = match via {
+        Via::Smtp { .. } => recipients
+            .single()
+            .map(|one| format!("\r\n\tfor <{one}>"))
+            .unwrap_or_default(),
+        Via::Api => String::new(),
+    };
     format!(
         "Received: from {from} ([{remote}]){comment}\r\n\tby {hostname} (MaiRust) with {with} id {id}{for_clause};\r\n\t{date}\r\n",
         date = chrono::Utc::now().to_rfc2822(),
@@ -130,12 +135,10 @@ mod tests {
 
     #[test]
     fn api_names_the_account() {
-        let h = header(
-            Via::Api,
-            "2001:db8::1",
-            Some("bob@x.test"),
-            &Recipients::default(),
-        );
+        let mut one = Recipients::default();
+        one.add_outbound(Address::parse("x@remote.test").unwrap());
+        // No `for <x@remote.test>`: a lone Bcc recipient is not written into the header.
+        let h = header(Via::Api, "2001:db8::1", Some("bob@x.test"), &one);
         assert!(
             h.starts_with("Received: from api ([2001:db8::1]) (API submission for bob@x.test)\r\n\tby mx.test (MaiRust) with HTTP id ID;"),
             "{h:?}"

@@ -210,10 +210,10 @@ pub async fn send(
         remote,
         submitter: Some(&submitter),
     };
-    pipeline
-        .submit(submission)
-        .await
-        .map_err(|e| refused("from_name", e))?;
+    pipeline.submit(submission).await.map_err(|e| {
+        noted(&handles, &auth, submitter.account(), &e);
+        refused("from_name", e)
+    })?;
     tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.caller.key_id, submitted_by = submitter.account(), delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
     handles.audit.spawn(
         auth.did("message.send")
@@ -228,6 +228,42 @@ pub async fn send(
         delivered,
         queued,
     }))
+}
+
+/// Logs (under `api`) and audits what the pipeline refused at the end: a From: the
+/// account may not use (`submission.sender_refused`, as over SMTP) and hook verdicts.
+fn noted(handles: &Handles, auth: &Authenticated, account: &str, error: &SubmitError) {
+    let key = auth.caller.key_id;
+    match error {
+        SubmitError::Sender(refusal) => {
+            tracing::info!(component = "api", event = "sender_refused", key, user = %account, reason = refusal.reason(), address = refusal.address(), "sender refused for the sending account");
+            handles.audit.spawn(
+                auth.was_refused("submission.sender_refused")
+                    .detail("submitted_by", account)
+                    .detail("reason", refusal.reason())
+                    .detail("address", refusal.address()),
+            );
+        }
+        SubmitError::Rejected { hook, .. } => {
+            tracing::info!(
+                component = "api",
+                event = "message_rejected_by_hook",
+                key,
+                hook,
+                "message refused by a hook"
+            );
+        }
+        SubmitError::Deferred { hook, .. } => {
+            tracing::info!(
+                component = "api",
+                event = "message_tempfailed_by_hook",
+                key,
+                hook,
+                "message deferred by a hook"
+            );
+        }
+        _ => {}
+    }
 }
 
 /// The one mapping from the pipeline's errors to API errors. `field`: the request's
@@ -259,7 +295,8 @@ fn refused(field: &str, error: SubmitError) -> ApiError {
             ErrorCode::Unavailable,
             format!("deferred by a {hook} hook, try again later: {text}"),
         ),
-        SubmitError::Directory(_) | SubmitError::NotStored(_) => {
+        SubmitError::Directory(e) => ApiError::from(e),
+        SubmitError::NotStored(_) => {
             tracing::warn!(component = "api", error = %error, "message not stored");
             unavailable("the message could not be stored now; try again shortly")
         }

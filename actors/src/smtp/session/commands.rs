@@ -177,7 +177,8 @@ impl Session {
                 Flow::Continue
             }
             Err(e) if e.is_temporary() || matches!(e, SubmitError::TooManyRecipients { .. }) => {
-                self.reply(Self::reply_for(&e));
+                let reply = self.refused(&e);
+                self.reply(reply);
                 Flow::Continue
             }
             Err(e) => {

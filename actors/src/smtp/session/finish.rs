@@ -70,6 +70,15 @@ impl Session {
             SubmitError::StorageUnreachable(_) => {
                 tracing::error!(component = "smtp", session_id = %self.id, error = %error, "storage actor unreachable");
             }
+            SubmitError::Rejected { hook, .. } => {
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_rejected_by_hook", hook, "message rejected by a hook");
+            }
+            SubmitError::Deferred { hook, .. } => {
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_tempfailed_by_hook", hook, "message deferred by a hook");
+            }
+            SubmitError::Directory(_) => {
+                tracing::warn!(component = "smtp", session_id = %self.id, error = %error, "recipient lookup failed");
+            }
             _ => {
                 tracing::info!(component = "smtp", session_id = %self.id, event = "message_refused", reason = error.reason(), "message refused");
             }
