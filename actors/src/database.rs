@@ -9,6 +9,25 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 
 use crate::config::DatabaseConfig;
 
+/// Inserts `rows` `per_statement` at a time, so each statement stays within the
+/// backends' bind-parameter limits (SQLite's is the lowest).
+pub async fn insert_in_chunks<C, A>(
+    txn: &C,
+    rows: Vec<A>,
+    per_statement: usize,
+) -> Result<(), DbErr>
+where
+    C: ConnectionTrait,
+    A: sea_orm::ActiveModelTrait + Clone,
+{
+    for chunk in rows.chunks(per_statement) {
+        <A::Entity as sea_orm::EntityTrait>::insert_many(chunk.to_vec())
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
+}
+
 pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     connect_with(config, config.max_connections, 1, false).await
 }

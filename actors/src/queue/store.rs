@@ -40,10 +40,7 @@ where
     C: ConnectionTrait,
     A: ActiveModelTrait + Clone,
 {
-    for chunk in rows.chunks(CHUNK / 10) {
-        A::Entity::insert_many(chunk.to_vec()).exec(txn).await?;
-    }
-    Ok(())
+    crate::database::insert_in_chunks(txn, rows, CHUNK / 10).await
 }
 
 /// Claims up to `limit` due entries for `owner` until `now + lease`. On PostgreSQL the

@@ -13,6 +13,7 @@ use sea_orm::{
 };
 
 use super::envelope::IncomingMessage;
+use crate::database::insert_in_chunks;
 
 /// The status a queue recipient starts in; the queue moves it on to delivered or
 /// failed (`queue::store`).
@@ -144,22 +145,10 @@ async fn insert_rows(
                 created_at: Set(now.into()),
             })
             .collect();
-        for chunk in entries.chunks(128) {
-            unflushed_message::Entity::insert_many(chunk.to_vec())
-                .exec(txn)
-                .await?;
-        }
+        insert_in_chunks(txn, entries, 128).await?;
     }
-    for chunk in rows.chunks(64) {
-        message::Entity::insert_many(chunk.to_vec())
-            .exec(txn)
-            .await?;
-    }
-    for chunk in index.chunks(128) {
-        mailbox_message::Entity::insert_many(chunk.to_vec())
-            .exec(txn)
-            .await?;
-    }
+    insert_in_chunks(txn, rows, 64).await?;
+    insert_in_chunks(txn, index, 128).await?;
     enqueue(txn, messages, max_age, now).await
 }
 
@@ -207,15 +196,6 @@ async fn enqueue(
             })
         })
         .collect();
-    for chunk in entries.chunks(QUEUE_ROWS_PER_INSERT) {
-        queue_entry::Entity::insert_many(chunk.to_vec())
-            .exec(txn)
-            .await?;
-    }
-    for chunk in recipients.chunks(QUEUE_ROWS_PER_INSERT) {
-        queue_recipient::Entity::insert_many(chunk.to_vec())
-            .exec(txn)
-            .await?;
-    }
-    Ok(())
+    insert_in_chunks(txn, entries, QUEUE_ROWS_PER_INSERT).await?;
+    insert_in_chunks(txn, recipients, QUEUE_ROWS_PER_INSERT).await
 }
