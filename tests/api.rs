@@ -889,7 +889,7 @@ async fn old_audit_entries_are_pruned() {
     assert!(events().await.contains(&"test.recent".to_string()));
     // The log line comes after the delete, read from the server's output as it comes.
     assert!(
-        common::eventually(std::time::Duration::from_secs(5), || async {
+        common::eventually(std::time::Duration::from_secs(30), || async {
             server.log_contains("audit_pruned")
         })
         .await
