@@ -203,7 +203,7 @@ fn log_writer(
         return Ok((writer, Some(guard)));
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        mairust_actors::storage::bodies::create_private_dir(dir)
+        mairust_actors::private_dir::create_private_dir(dir)
             .with_context(|| format!("logging.file: cannot create {}", dir.display()))?;
     }
     // Log lines name users, addresses and clients: mode 0600, for the first file and

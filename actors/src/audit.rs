@@ -218,7 +218,7 @@ fn file_line(line: &Line<'_>) -> String {
 
 fn open_append(path: &Path) -> anyhow::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::storage::bodies::create_private_dir(dir)
+        crate::private_dir::create_private_dir(dir)
             .with_context(|| format!("audit.path: cannot create {}", dir.display()))?;
     }
     let mut options = OpenOptions::new();

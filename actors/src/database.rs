@@ -75,7 +75,7 @@ async fn connect_with(
 fn prepare_sqlite_file(url: &str, path: &std::path::Path) {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        let _ = crate::storage::bodies::create_private_dir(parent);
+        let _ = crate::private_dir::create_private_dir(parent);
     }
     let read_only = url
         .split_once('?')

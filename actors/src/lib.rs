@@ -43,6 +43,7 @@ pub mod json_line;
 pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod private_dir;
 pub mod proto;
 pub mod queue;
 pub mod retention;

@@ -35,7 +35,7 @@ impl PidFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
-            mairust_actors::storage::bodies::create_private_dir(dir)
+            mairust_actors::private_dir::create_private_dir(dir)
                 .with_context(|| format!("server.pid_file: cannot create {}", dir.display()))?;
         }
         // A few rounds: another process may remove or replace the file between our open

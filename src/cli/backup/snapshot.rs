@@ -58,7 +58,7 @@ impl StagedSqlite {
         let target = database::sqlite_path(&config.database.url)
             .context("database.url names no SQLite file")?;
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-            mairust_actors::storage::bodies::create_private_dir(dir)
+            mairust_actors::private_dir::create_private_dir(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let staged = StagedSqlite {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{BodyError, MARKER_KEY};
+use crate::private_dir::create_private_dir;
 
 /// Runs a filesystem job on the blocking pool.
 pub(super) async fn blocking(
@@ -142,15 +143,6 @@ fn write_file(
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-/// Creates a directory (and its parents) readable by the owner only.
-pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }
 
 /// Temporary files older than this were left by a crash or a failed write: no write

@@ -9,7 +9,7 @@
 
 mod files;
 
-pub use files::{STALE_TEMPORARY, TMP_DIR, create_private_dir, remove_stale_temporaries};
+pub use files::{STALE_TEMPORARY, TMP_DIR, remove_stale_temporaries};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -148,7 +148,7 @@ impl BodyStore {
     /// new installation or a restore, whose callers know no mail can be missing.
     pub fn create(config: &StorageConfig) -> Result<BodyStore, BodyError> {
         if let (StorageBackend::Fs, Some(fs)) = (&config.backend, &config.fs) {
-            create_private_dir(&fs.path).map_err(|e| {
+            crate::private_dir::create_private_dir(&fs.path).map_err(|e| {
                 BodyError::Config(format!("cannot create {}: {e}", fs.path.display()))
             })?;
         }
