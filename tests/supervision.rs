@@ -229,3 +229,40 @@ async fn a_child_that_keeps_failing_spends_its_budget_and_the_node_turns_unhealt
     // The rest of the node still works: local mail is stored.
     bob_receives(&server, "sv-budget@remote.test").await;
 }
+
+#[tokio::test]
+async fn a_storage_actor_that_spends_its_budget_turns_new_mail_away_at_mail_from() {
+    let server = TestServer::start_with(options("storage_batch=panic", 0, 2));
+    // Every batch panics: each message is answered 451 and not kept, until the
+    // StorageActor has spent its budget (5 restarts, about 3 s of backoff).
+    let mut refused = Vec::new();
+    let spent = eventually(Duration::from_secs(60), || {
+        let id = format!("sv-lost-{}@remote.test", refused.len());
+        refused.push(id.clone());
+        let server = &server;
+        async move {
+            let reply = deliver_to_bob(server, &id).await;
+            assert_eq!(reply.code, 451, "{} {}", reply.code, reply.text);
+            server.http_get("/health/ready").await.0 == 503
+        }
+    })
+    .await;
+    assert!(spent, "/health/ready turns 503");
+    let (_, body) = server.http_get("/health/ready").await;
+    assert_eq!(
+        body["checks"]["actors"]["failed"],
+        serde_json::json!(["storage"]),
+        "{body}"
+    );
+    // With nothing left to store into, a new transaction is refused before any data
+    // is sent, not after it.
+    let (mut c, greeting) = RawClient::connect(server.inbound).await;
+    assert_eq!(greeting.code, 220);
+    c.expect("EHLO client.test", 250).await;
+    let mail = c.cmd("MAIL FROM:<a@remote.test>").await;
+    assert_eq!(mail.code, 451, "{} {}", mail.code, mail.text);
+    assert!(mail.text.starts_with("4.3.0"), "{}", mail.text);
+    for id in &refused {
+        assert!(server.messages_with_id(id).await.is_empty(), "{id}");
+    }
+}

@@ -40,6 +40,9 @@ pub struct HealthState {
     /// Children of the actor tree that spent their restart budget and stay down
     /// (supervisor): the node is unhealthy while any is listed.
     failed_children: Mutex<Vec<String>>,
+    /// The StorageActor spent its restart budget: nothing can be stored on this node
+    /// until it restarts, so no new mail is taken.
+    store_lost: AtomicBool,
     started: Instant,
 }
 
@@ -55,6 +58,7 @@ impl Default for HealthState {
             storage_bytes: AtomicU64::new(0),
             storage_limit_bytes: AtomicU64::new(0),
             failed_children: Mutex::new(Vec::new()),
+            store_lost: AtomicBool::new(false),
             started: Instant::now(),
         }
     }
@@ -75,8 +79,18 @@ pub struct DependencyHealth {
 
 impl HealthState {
     /// New mail can be accepted only while both dependencies answer (SPEC M4).
+    /// A StorageActor that spent its restart budget counts as a storage outage that no
+    /// probe ends.
     pub fn accepting_mail(&self) -> bool {
-        self.database_up.load(Ordering::Acquire) && self.storage_up.load(Ordering::Acquire)
+        self.database_up.load(Ordering::Acquire)
+            && self.storage_up.load(Ordering::Acquire)
+            && !self.store_lost.load(Ordering::Acquire)
+    }
+
+    /// The StorageActor is down for good (its restart budget spent): new mail is
+    /// answered 451 at MAIL instead of failing at the end of each DATA.
+    pub fn store_lost(&self) {
+        self.store_lost.store(true, Ordering::Release);
     }
 
     pub fn get(&self, dependency: Dependency) -> DependencyHealth {

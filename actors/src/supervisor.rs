@@ -324,6 +324,9 @@ impl Handler<ChildExited> for Supervisor {
                     "child keeps failing: it stays down and the node reports itself unhealthy"
                 );
                 self.handles.health.child_failed(&child.name);
+                if child.kind == ChildKind::Storage {
+                    self.handles.health.store_lost();
+                }
                 Restart::No
             }
         }
