@@ -524,3 +524,82 @@ async fn send_passes_the_hooks_and_records_the_user_not_the_key() {
         "{entry}"
     );
 }
+
+/// `POST /send` counts the message in the node's memory budget for finished bodies, as
+/// SMTP does: while a slow pre_receive hook holds one large message (four copies of it
+/// counted), a second one finds no room, waits, and is answered 503 instead of piling
+/// more bodies into memory; the first is stored once the hook answers.
+#[tokio::test]
+async fn send_waits_for_the_memory_budget_and_gives_up_with_503() {
+    let receiver = HookReceiver::start(SECRET);
+    receiver.script(&[Answer {
+        delay: Duration::from_secs(14),
+        ..Answer::json(json!({"action": "allow"}))
+    }]);
+    // The least budget the config allows for 40000-byte messages: half of it (103 KiB)
+    // holds finished bodies, room for one 15-21 KB message screened by a hook (4
+    // copies), not two.
+    let server = TestServer::start_with(Options {
+        max_message_size: 40000,
+        limits_yaml: vec!["max_inflight_data_bytes: 211072".into()],
+        extra_yaml: format!(
+            "{ALLOW_LOOPBACK}hooks:\n  - id: slow\n    event: pre_receive\n    url: {}\n    secret: {SECRET}\n    timeout_ms: 30000\n",
+            receiver.url()
+        ),
+        ..Options::default()
+    });
+    let key = cli_key(&server, &["send"]);
+    let bob = TestServer::address("bob");
+    let alice = TestServer::address("alice");
+    let request = |subject: &str| json!({"from": bob, "to": [alice], "subject": subject, "text": "x".repeat(15000)});
+    let first = {
+        let (server_http, key, body) = (server.http, key.clone(), request("first"));
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("http://{server_http}/api/v1/send"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let held = eventually(Duration::from_secs(10), || async {
+        !receiver.calls().is_empty()
+    })
+    .await;
+    assert!(held, "the first message reaches the hook");
+    let started = std::time::Instant::now();
+    let (s, b) = api(
+        &server,
+        &key,
+        reqwest::Method::POST,
+        "/send",
+        Some(request("second")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("busy"),
+        "{b}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "it waited for room first"
+    );
+    assert_eq!(
+        receiver.calls().len(),
+        1,
+        "the second never reached the hook"
+    );
+    assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);
+    let inbox = server.inbox("alice").await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let hits = server.metrics_text().await;
+    assert!(
+        hits.lines()
+            .any(|l| l == "mairust_limit_hits_total{limit=\"data_memory\"} 1"),
+        "{hits}"
+    );
+}

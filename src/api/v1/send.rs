@@ -15,6 +15,7 @@
 use actix_web::{HttpResponse, post, web};
 use mail_builder::MessageBuilder;
 use mairust_actors::apikeys::Scope;
+use mairust_actors::limits::{self, Limit};
 use mairust_actors::proto::command::Address;
 use mairust_actors::submission::{Origin, Recipients, Submission, SubmitError, Via};
 use mairust_actors::supervisor::Handles;
@@ -23,6 +24,10 @@ use utoipa::ToSchema;
 
 use crate::api::auth::Authenticated;
 use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
+
+/// How long a request waits for room in the memory budget for finished bodies before
+/// it is answered 503.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +99,7 @@ fn has_bare_cr(text: &str) -> bool {
         (status = 202, description = "Stored: delivered locally and/or queued", body = SendResponse),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
         (status = 422, description = "Invalid or unsafe address, sender not an existing enabled user, unknown local recipient, no body, a bare CR in the body, or refused by a pre_receive/pre_send hook", body = ErrorBody),
+        (status = 503, description = "Not stored now, try again later: a dependency is down, the store is full, a hook deferred it, or the server had no memory budget for it within 10 s", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["send"]))
@@ -199,6 +205,28 @@ pub async fn send(
     let received = pipeline.received_header(origin, &id, &recipients);
     let mut stored = received.into_bytes();
     stored.extend_from_slice(&raw);
+    // The body and the copies hooks hold count in the node's memory budget for
+    // finished bodies, as a message over SMTP does, until it is stored.
+    let copies = pipeline.copies_while_screened(!recipients.outbound.is_empty());
+    let Some(_reservation) = handles
+        .limits
+        .data
+        .reserve_body(stored.len(), copies, BUDGET_WAIT)
+        .await
+    else {
+        limits::hit(Limit::DataMemory);
+        tracing::warn!(
+            component = "api",
+            event = "data_memory_exhausted",
+            key = auth.caller.key_id,
+            size = stored.len(),
+            "no memory budget for the message (smtp.limits.max_inflight_data_bytes); 503"
+        );
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the server is busy with other messages; try again shortly",
+        ));
+    };
     let delivered: Vec<String> = recipients.local.iter().map(|l| l.address.clone()).collect();
     let queued: Vec<String> = recipients.outbound.iter().map(|a| a.to_string()).collect();
     let submission = Submission {

@@ -159,16 +159,11 @@ impl Incoming {
         }
         let spooled = spool.as_ref().map_or(0, |s| s.len);
         let total = header.len() + spooled + rest.len();
-        let needed = total
-            .saturating_mul(copies)
-            .min(budget.capacity())
-            .max(total);
-        let mut reservation = Reservation::default();
         // The unfinished buffer's budget (covering `rest`) is held until the finished
         // body's is taken, so the bytes waiting are counted somewhere all along.
-        let granted = budget.grow(&mut reservation, needed, wait).await;
+        let reservation = budget.reserve_body(total, copies, wait).await;
         drop(buffer);
-        if !granted {
+        let Some(reservation) = reservation else {
             limits::hit(Limit::DataMemory);
             tracing::warn!(
                 component = "smtp",
@@ -177,7 +172,7 @@ impl Incoming {
                 "no memory budget for a finished body (smtp.limits.max_inflight_data_bytes); 451"
             );
             return Err(reply::SYSTEM_BUSY);
-        }
+        };
         let mut bytes = Vec::with_capacity(total);
         bytes.extend_from_slice(&header);
         if let Some(mut spool) = spool {
