@@ -127,7 +127,8 @@ impl HealthState {
         metrics().storage_limit_bytes.set(limit as i64);
     }
 
-    pub(crate) fn set_storage_bytes(&self, bytes: u64) {
+    /// Bytes of stored bodies, as the HealthMonitor's database probe summed them.
+    pub fn set_storage_bytes(&self, bytes: u64) {
         self.storage_bytes.store(bytes, Ordering::Relaxed);
         metrics().storage_bytes.set(bytes as i64);
     }

@@ -448,6 +448,20 @@ async fn nothing_is_acknowledged_that_was_not_stored() {
     s.body("Subject: kept\r\n\r\nyes", "250 2.0.0").await;
     assert_eq!(s.stored().len(), 1);
 
+    // The store filled during the transaction: the end of DATA says so (452), and a
+    // new transaction is refused at MAIL until there is room again.
+    s.cmd("MAIL FROM:<a@remote.test>", "250 2.1.0").await;
+    s.cmd("RCPT TO:<bob@example.test>", "250 2.1.5").await;
+    s.cmd("DATA", "354").await;
+    s.health.set_storage_limit(1000);
+    s.health.set_storage_bytes(1000);
+    s.body("Subject: no room\r\n\r\nfull", "452 4.3.1").await;
+    assert_eq!(s.stored().len(), 1);
+    s.cmd("MAIL FROM:<a@remote.test>", "452 4.3.1").await;
+    s.health.set_storage_bytes(999);
+    s.cmd("MAIL FROM:<a@remote.test>", "250 2.1.0").await;
+    s.cmd("RSET", "250 2.0.0").await;
+
     // A dependency down: no new transaction begins.
     s.health.mark_down(Dependency::Storage);
     s.cmd("MAIL FROM:<a@remote.test>", "451 4.3.0").await;
