@@ -647,3 +647,43 @@ async fn send_with_thousands_of_recipients_is_refused_at_once() {
     // came first is shown by the answer: the first recipient is an unknown local user.
     assert!(took < Duration::from_millis(400), "took {took:?}");
 }
+
+/// `http.max_connections` bounds the open HTTP connections: past it a client waits to
+/// be accepted (and is served once others close) instead of the node holding a buffer
+/// for every connection anyone opens.
+#[tokio::test]
+async fn http_connections_are_bounded() {
+    let server = TestServer::start_with(Options {
+        http_yaml: vec!["workers: 2".into(), "max_connections: 4".into()],
+        ..Options::default()
+    });
+    let live = format!("http://{}/health/live", server.http);
+    let client = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(1))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(client().get(&live).send().await.unwrap().status(), 200);
+    // Four connections that send nothing (yet) take every slot.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(server.http).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        client().get(&live).send().await.is_err(),
+        "a fifth connection is not served while four are open"
+    );
+    drop(idle);
+    let served = common::eventually(Duration::from_secs(5), || async {
+        client()
+            .get(&live)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(served, "served again once the others closed");
+}

@@ -523,6 +523,36 @@ async fn send_passes_the_hooks_and_records_the_user_not_the_key() {
             .starts_with("api-key:sender-test#"),
         "{entry}"
     );
+
+    // A message for remote recipients only passes pre_receive too (as over SMTP; the
+    // API used to skip it when no recipient was local), and a refusal there ends it.
+    let before = receiver.calls().len();
+    receiver.script(&[Answer::json(
+        json!({"action": "reject", "message": "remote only, still screened"}),
+    )]);
+    let (s, b) = api(
+        &server,
+        &key,
+        reqwest::Method::POST,
+        "/send",
+        Some(send(vec!["friend@remote.test"], "remote only")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("remote only, still screened"),
+        "{b}"
+    );
+    let calls = receiver.calls();
+    let events: Vec<(&str, &str)> = calls[before..]
+        .iter()
+        .map(|c| (c.hook.as_str(), c.body["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(events, [("policy", "pre_receive")]);
+    assert_eq!(sink.received().len(), 1, "nothing more left the server");
 }
 
 /// `POST /send` counts the message in the node's memory budget for finished bodies, as

@@ -266,3 +266,17 @@ async fn a_storage_actor_that_spends_its_budget_turns_new_mail_away_at_mail_from
         assert!(server.messages_with_id(id).await.is_empty(), "{id}");
     }
 }
+
+#[tokio::test]
+async fn a_janitor_that_panics_is_restarted_and_the_tree_keeps_serving() {
+    // Before the Janitor was a supervised task, its panic ended the Supervisor's own
+    // context, and with it every SMTP arbiter and the queue.
+    let server = TestServer::start_with(options("janitor_run=1*panic", 1, 2));
+    let restarted = wait_restarts(&server, "janitor", 1).await;
+    assert_eq!(restarted, [("janitor".into(), "panicked".into())]);
+    assert_eq!(restart_metric(&server, "janitor").await, 1);
+    bob_receives(&server, "sv-janitor@remote.test").await;
+    assert_eq!(server.http_get("/health/ready").await.0, 200);
+    // The Supervisor still answers for its other children.
+    assert_eq!(restart_metric(&server, "hook_refresh").await, 0);
+}

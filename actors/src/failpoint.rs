@@ -12,6 +12,7 @@
 //! | `smtp_accept` | the accept loop, after a connection is accepted | the loop ends with `text` |
 //! | `storage_batch` | the StorageActor, as an object batch starts | the actor stops |
 //! | `health_probe` | each HealthMonitor probe | (panics) |
+//! | `janitor_run` | the Janitor, as it starts | (panics) |
 
 /// A failpoint: `fail::fail_point!` with the `failpoints` feature, nothing without it.
 #[cfg(feature = "failpoints")]

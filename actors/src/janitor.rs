@@ -7,8 +7,8 @@
 //!   each node audits only its own share: one `retention.purge` entry per run that
 //!   deleted anything, with counts, never one per message.
 //!
-//! The Janitor takes no message: it is a plain task of the Supervisor's ([`Janitor::run`]),
-//! ending when the shutdown begins.
+//! The Janitor takes no message: it is a plain task the Supervisor restarts if it
+//! panics ([`Janitor::run`]), ending when the shutdown begins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +66,9 @@ impl Janitor {
     /// Prunes and purges at start and then on their intervals, until the shutdown
     /// begins. One run at a time: a run through a large backlog that outlasts its
     /// interval delays the next tick rather than starting another run beside it.
-    pub async fn run(self, mut shutdown: watch::Receiver<Phase>) {
+    pub async fn run(&self, mut shutdown: watch::Receiver<Phase>) {
+        // Supervision tests: the Janitor panics here.
+        crate::failpoint::failpoint!("janitor_run");
         let every = |period| {
             let mut interval = tokio::time::interval(period);
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -89,8 +89,14 @@ pub struct Metrics {
 
 /// The `actor` labels of `mairust_actor_restarts_total`: the kinds of children the
 /// Supervisor restarts (`supervisor::ChildKind`).
-pub const SUPERVISED_ACTORS: [&str; 4] =
-    ["storage", "queue_worker", "smtp_listener", "health_monitor"];
+pub const SUPERVISED_ACTORS: [&str; 6] = [
+    "storage",
+    "queue_worker",
+    "smtp_listener",
+    "health_monitor",
+    "janitor",
+    "hook_refresh",
+];
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 

@@ -36,8 +36,8 @@ use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use self::child::Watch;
 pub use self::child::{ChildExited, ChildId, ChildKind, Exit, Restart};
+use self::child::{Watch, supervise_task};
 use self::restart::RestartHistory;
 use self::start::{
     open_store, resolver, smtp_workers, start_health_monitor, start_listeners, start_queue_workers,
@@ -95,8 +95,8 @@ pub struct Supervisor {
     phase: watch::Receiver<Phase>,
     /// Each child's recent restarts (by name), for its backoff and its budget.
     restarts: HashMap<String, RestartHistory>,
-    /// Housekeeping, run as a task of the Supervisor's once it starts.
-    janitor: Option<Janitor>,
+    /// Housekeeping, run as a supervised task once the Supervisor starts.
+    janitor: Option<Arc<Janitor>>,
 }
 
 /// The handles of the running tree.
@@ -236,7 +236,7 @@ impl Supervisor {
             arbiters,
             phase: phase_rx,
             restarts: HashMap::new(),
-            janitor: Some(janitor),
+            janitor: Some(Arc::new(janitor)),
         }))
     }
 }
@@ -244,27 +244,44 @@ impl Supervisor {
 impl Actor for Supervisor {
     type Context = Context<Self>;
 
-    /// The Supervisor's own tasks, ending when the shutdown begins (or with it): the
-    /// Janitor, and the hook refresh that brings hooks created through the API on any
-    /// node to this one within seconds.
+    /// Two more supervised tasks, ending when the shutdown begins: the Janitor, and the
+    /// hook refresh that brings hooks created through the API on any node to this one
+    /// within seconds. They run beside the Supervisor, never inside its context: a
+    /// panic there is one more child's restart, not the end of the tree.
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let reports = Reports(ctx.address().recipient());
+        let arbiter = Arbiter::current();
         if let Some(janitor) = self.janitor.take() {
-            ctx.spawn(janitor.run(self.phase.clone()).into_actor(self));
-        }
-        let (hooks, db) = (self.handles.hooks.clone(), self.handles.db.clone());
-        let mut phase = self.phase.clone();
-        let refresh = async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(HOOK_REFRESH) => {}
-                    _ = phase.wait_for(|p| *p != Phase::Running) => return,
+            let phase = self.phase.clone();
+            let watch = reports.watch(ChildKind::Janitor, "janitor");
+            supervise_task(&arbiter, watch, move || {
+                let (janitor, phase) = (janitor.clone(), phase.clone());
+                async move {
+                    janitor.run(phase).await;
+                    Ok(())
                 }
-                if let Err(e) = hooks.refresh(&db).await {
-                    tracing::debug!(component = "hook", error = %e, "hook refresh failed");
+            });
+        }
+        let (hooks, db, phase) = (
+            self.handles.hooks.clone(),
+            self.handles.db.clone(),
+            self.phase.clone(),
+        );
+        let watch = reports.watch(ChildKind::HookRefresh, "hook_refresh");
+        supervise_task(&arbiter, watch, move || {
+            let (hooks, db, mut phase) = (hooks.clone(), db.clone(), phase.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(HOOK_REFRESH) => {}
+                        _ = phase.wait_for(|p| *p != Phase::Running) => return Ok(()),
+                    }
+                    if let Err(e) = hooks.refresh(&db).await {
+                        tracing::debug!(component = "hook", error = %e, "hook refresh failed");
+                    }
                 }
             }
-        };
-        ctx.spawn(refresh.into_actor(self));
+        });
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -286,11 +303,15 @@ impl Handler<ChildExited> for Supervisor {
     type Result = Restart;
 
     /// Restart after the child's backoff, unless the shutdown has begun (it ended
-    /// because of it) or its budget is spent (it stays down, the node is unhealthy).
+    /// because of it; the StorageActor and the HealthMonitor still come back while
+    /// sessions drain) or its budget is spent (it stays down, the node is unhealthy).
     fn handle(&mut self, msg: ChildExited, _: &mut Context<Self>) -> Restart {
         let ChildExited { child, exit } = msg;
         let actor = child.kind.name();
-        if *self.phase.borrow() != Phase::Running {
+        let phase = *self.phase.borrow();
+        let needed =
+            phase == Phase::Running || (phase == Phase::Draining && child.kind.serves_the_drain());
+        if !needed {
             tracing::debug!(component = "supervisor", actor, child = %child, reason = exit.reason(), "child ended during the shutdown");
             return Restart::No;
         }

@@ -72,6 +72,13 @@ pub fn server(
         app.default_service(web::to(not_found))
     })
     .workers(config.http.workers.max(1))
+    // actix counts per worker.
+    .max_connections(
+        config
+            .http
+            .max_connections
+            .div_ceil(config.http.workers.max(1)),
+    )
     // The ShutdownCoordinator owns the signals; `serve` stops this server itself.
     .disable_signals()
     .shutdown_timeout(5)

@@ -26,6 +26,8 @@ pub struct Options {
     pub limits_yaml: Vec<String>,
     /// YAML lines added under `smtp:` (indented by the harness).
     pub smtp_yaml: Vec<String>,
+    /// Lines added under `http:`.
+    pub http_yaml: Vec<String>,
     /// `smtp.workers`: SMTP arbiters, each with an accept loop per listener.
     pub smtp_workers: usize,
     /// Environment variables of the server process (e.g. `FAILPOINTS`).
@@ -50,6 +52,7 @@ impl Default for Options {
             log_file: false,
             limits_yaml: Vec::new(),
             smtp_yaml: Vec::new(),
+            http_yaml: Vec::new(),
             smtp_workers: 2,
             env: Vec::new(),
         }
@@ -98,7 +101,7 @@ smtp:
 {smtp_extra}
 http:
   address: 127.0.0.1:0
-database:
+{http_extra}database:
   url: {db_url}
   connect_timeout_seconds: 2
 {storage}health:
@@ -118,6 +121,11 @@ logging:
             String::new()
         },
         extra = o.extra_yaml,
+        http_extra = o
+            .http_yaml
+            .iter()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>(),
         limits_extra = o
             .limits_yaml
             .iter()

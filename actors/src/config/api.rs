@@ -11,6 +11,10 @@ pub struct HttpConfig {
     pub enabled: bool,
     pub address: String,
     pub workers: usize,
+    /// Open connections at most, over all workers; more wait in the listen backlog.
+    /// Each may hold a request body of up to 1 MiB (more for `/send`, within
+    /// `smtp.limits.max_message_size`) while it is read.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -19,6 +23,7 @@ impl Default for HttpConfig {
             enabled: true,
             address: "127.0.0.1:8080".into(),
             workers: 2,
+            max_connections: 256,
         }
     }
 }
@@ -27,6 +32,12 @@ impl HttpConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.enabled {
             parse_addr("http.address", &self.address)?;
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new(
+                "http.max_connections",
+                "must be greater than 0",
+            ));
         }
         Ok(())
     }

@@ -102,8 +102,8 @@ impl DataBudget {
     /// Reserves what a finished body of `size` bytes needs on its way to storage:
     /// `copies` of it may be held at once while hooks screen it, counted up to the
     /// whole budget but never less than the body itself. Waits up to `wait` for others
-    /// to give back; `None` when the time ran out (the caller answers "busy, try
-    /// later" and counts [`super::Limit::DataMemory`]).
+    /// to give back; `None` when the time ran out (counted as
+    /// [`super::Limit::DataMemory`]; the caller answers "busy, try later").
     pub async fn reserve_body(
         &self,
         size: usize,
@@ -112,9 +112,12 @@ impl DataBudget {
     ) -> Option<Reservation> {
         let needed = size.saturating_mul(copies).min(self.capacity()).max(size);
         let mut reservation = Reservation::default();
-        self.grow(&mut reservation, needed, wait)
-            .await
-            .then_some(reservation)
+        if self.grow(&mut reservation, needed, wait).await {
+            Some(reservation)
+        } else {
+            super::hit(super::Limit::DataMemory);
+            None
+        }
     }
 
     /// Bytes of the budget held right now, over all sessions.

@@ -139,6 +139,16 @@ impl Pipeline {
         }
     }
 
+    /// `count` recipients fit `max_recipients`. A boundary that knows them all at once
+    /// (the API) asks first, so thousands of them cost no lookup.
+    pub fn check_recipient_count(&self, count: usize) -> Result<(), SubmitError> {
+        let limit = self.config.smtp.limits.max_recipients;
+        if count > limit {
+            return Err(SubmitError::TooManyRecipients { limit });
+        }
+        Ok(())
+    }
+
     /// The recipient policy for one address (SPEC M3): at most `max_recipients` per
     /// message (duplicates count, as RCPT commands do), local users of our domains from
     /// anyone, other domains only when `may_relay` (authenticated clients): never an
@@ -149,10 +159,7 @@ impl Pipeline {
         address: Address,
         may_relay: bool,
     ) -> Result<(), SubmitError> {
-        let limit = self.config.smtp.limits.max_recipients;
-        if recipients.admitted() >= limit {
-            return Err(SubmitError::TooManyRecipients { limit });
-        }
+        self.check_recipient_count(recipients.admitted() + 1)?;
         let span = trace::child_span(|| tracing::info_span!("db.lookup_recipient"));
         let lookup = self.directory.recipient(&address).instrument(span).await;
         match self.looked_up(lookup)? {

@@ -8,7 +8,8 @@
 //!   [`actix::Supervised::restarting`]; messages that arrive meanwhile wait in the
 //!   mailbox. (actix's own `Supervisor` restarts a stopped actor but dies with a
 //!   panicking one: its future is polled in the panicking task.)
-//! - Tasks ([`supervise_task`]: the QueueWorkers, the SMTP accept loops) are plain
+//! - Tasks ([`supervise_task`]: the QueueWorkers, the SMTP accept loops, the Janitor,
+//!   the hook refresh) are plain
 //!   futures on an arbiter: nobody holds an address of theirs, so a restart builds a new
 //!   future.
 //!
@@ -32,14 +33,18 @@ pub enum ChildKind {
     QueueWorker,
     SmtpListener,
     HealthMonitor,
+    Janitor,
+    HookRefresh,
 }
 
 impl ChildKind {
-    pub const ALL: [ChildKind; 4] = [
+    pub const ALL: [ChildKind; 6] = [
         ChildKind::Storage,
         ChildKind::QueueWorker,
         ChildKind::SmtpListener,
         ChildKind::HealthMonitor,
+        ChildKind::Janitor,
+        ChildKind::HookRefresh,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,7 +53,15 @@ impl ChildKind {
             ChildKind::QueueWorker => "queue_worker",
             ChildKind::SmtpListener => "smtp_listener",
             ChildKind::HealthMonitor => "health_monitor",
+            ChildKind::Janitor => "janitor",
+            ChildKind::HookRefresh => "hook_refresh",
         }
+    }
+
+    /// Children that sessions still need while they finish their transactions during
+    /// the drain: restarted until the shutdown's closing phase, not only while running.
+    pub fn serves_the_drain(self) -> bool {
+        matches!(self, ChildKind::Storage | ChildKind::HealthMonitor)
     }
 }
 

@@ -15,7 +15,6 @@
 use actix_web::{HttpResponse, post, web};
 use mail_builder::MessageBuilder;
 use mairust_actors::apikeys::Scope;
-use mairust_actors::limits::{self, Limit};
 use mairust_actors::proto::command::Address;
 use mairust_actors::submission::{Origin, Recipients, Submission, SubmitError, Via};
 use mairust_actors::supervisor::Handles;
@@ -140,10 +139,9 @@ pub async fn send(
     }
     // Counted before any lookup (duplicates included, as over SMTP), so a request with
     // thousands of recipients costs nothing but this check.
-    let limit = handles.config.smtp.limits.max_recipients;
-    if body.to.len() + body.cc.len() + body.bcc.len() > limit {
-        return Err(refused("to", SubmitError::TooManyRecipients { limit }));
-    }
+    pipeline
+        .check_recipient_count(body.to.len() + body.cc.len() + body.bcc.len())
+        .map_err(|e| refused("to", e))?;
     let submitter = pipeline
         .sender_account(&from)
         .await
@@ -214,7 +212,6 @@ pub async fn send(
         .reserve_body(stored.len(), copies, BUDGET_WAIT)
         .await
     else {
-        limits::hit(Limit::DataMemory);
         tracing::warn!(
             component = "api",
             event = "data_memory_exhausted",
@@ -239,7 +236,7 @@ pub async fn send(
         submitter: Some(&submitter),
     };
     pipeline.submit(submission).await.map_err(|e| {
-        noted(&handles, &auth, submitter.account(), &e);
+        noted(&handles, &auth, submitter.account(), &id, &e);
         refused("from_name", e)
     })?;
     tracing::info!(component = "api", event = "message_sent", id = %id, key = auth.caller.key_id, submitted_by = submitter.account(), delivered = delivered.len(), queued = queued.len(), "message accepted through the API");
@@ -260,7 +257,7 @@ pub async fn send(
 
 /// Logs (under `api`) and audits what the pipeline refused at the end: a From: the
 /// account may not use (`submission.sender_refused`, as over SMTP) and hook verdicts.
-fn noted(handles: &Handles, auth: &Authenticated, account: &str, error: &SubmitError) {
+fn noted(handles: &Handles, auth: &Authenticated, account: &str, id: &str, error: &SubmitError) {
     let key = auth.caller.key_id;
     match error {
         SubmitError::Sender(refusal) => {
@@ -276,6 +273,7 @@ fn noted(handles: &Handles, auth: &Authenticated, account: &str, error: &SubmitE
             tracing::info!(
                 component = "api",
                 event = "message_rejected_by_hook",
+                id,
                 key,
                 hook,
                 "message refused by a hook"
@@ -285,6 +283,7 @@ fn noted(handles: &Handles, auth: &Authenticated, account: &str, error: &SubmitE
             tracing::info!(
                 component = "api",
                 event = "message_tempfailed_by_hook",
+                id,
                 key,
                 hook,
                 "message deferred by a hook"

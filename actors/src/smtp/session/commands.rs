@@ -122,7 +122,7 @@ impl Session {
         if let Some(submitter) = &self.client.authenticated
             && let Err(e) = pipeline.check_envelope(submitter, mail.sender.as_ref())
         {
-            let reply = self.refused(&e);
+            let reply = self.refused(&e, None);
             return self.refuse(reply);
         }
         self.envelope.mail = Some(mail);
@@ -176,8 +176,14 @@ impl Session {
                 self.reply(reply::RECIPIENT_OK);
                 Flow::Continue
             }
-            Err(e) if e.is_temporary() || matches!(e, SubmitError::TooManyRecipients { .. }) => {
-                let reply = self.refused(&e);
+            // Not a protocol error: neither counts as a bad command. Only the lookup
+            // failure is logged; a client going on past the limit gets 452 silently.
+            Err(e @ SubmitError::TooManyRecipients { .. }) => {
+                self.reply(Self::reply_for(&e));
+                Flow::Continue
+            }
+            Err(e) if e.is_temporary() => {
+                let reply = self.refused(&e, None);
                 self.reply(reply);
                 Flow::Continue
             }

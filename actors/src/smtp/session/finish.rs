@@ -41,7 +41,7 @@ impl Session {
         // Held until the message is stored: the body's bytes count in the budget.
         let _reservation = body.reservation;
         let submission = Submission {
-            id,
+            id: id.clone(),
             body: body.bytes,
             sender: envelope.mail.as_ref().and_then(|m| m.sender.as_ref()),
             recipients: envelope.recipients,
@@ -55,32 +55,33 @@ impl Session {
                 tracing::info!(component = "smtp", session_id = %self.id, event = "message_stored", id = %accepted.id, size = accepted.size, message_id = %accepted.message_id, submitted_by, "message stored");
                 reply::queued(&accepted.id)
             }
-            Err(e) => self.refused(&e),
+            Err(e) => self.refused(&e, Some(&id)),
         }
     }
 
     /// The reply for what the pipeline did not take, logged (and audited, for a sender
-    /// the authenticated account may not use) on the way.
-    pub(super) fn refused(&self, error: &SubmitError) -> Reply {
+    /// the authenticated account may not use) on the way. `id`: the message's, once
+    /// its data came (so a refusal matches the hook calls logged for it).
+    pub(super) fn refused(&self, error: &SubmitError, id: Option<&str>) -> Reply {
         match error {
             SubmitError::Sender(refusal) => self.audit_sender_refused(refusal),
             SubmitError::NotStored(_) => {
-                tracing::warn!(component = "smtp", session_id = %self.id, event = "message_tempfail", error = %error, "message not stored");
+                tracing::warn!(component = "smtp", session_id = %self.id, event = "message_tempfail", id, error = %error, "message not stored");
             }
             SubmitError::StorageUnreachable(_) => {
                 tracing::error!(component = "smtp", session_id = %self.id, error = %error, "storage actor unreachable");
             }
             SubmitError::Rejected { hook, .. } => {
-                tracing::info!(component = "smtp", session_id = %self.id, event = "message_rejected_by_hook", hook, "message rejected by a hook");
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_rejected_by_hook", id, hook, "message rejected by a hook");
             }
             SubmitError::Deferred { hook, .. } => {
-                tracing::info!(component = "smtp", session_id = %self.id, event = "message_tempfailed_by_hook", hook, "message deferred by a hook");
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_tempfailed_by_hook", id, hook, "message deferred by a hook");
             }
             SubmitError::Directory(_) => {
                 tracing::warn!(component = "smtp", session_id = %self.id, error = %error, "recipient lookup failed");
             }
             _ => {
-                tracing::info!(component = "smtp", session_id = %self.id, event = "message_refused", reason = error.reason(), "message refused");
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_refused", id, reason = error.reason(), "message refused");
             }
         }
         Self::reply_for(error)

@@ -164,7 +164,6 @@ impl Incoming {
         let reservation = budget.reserve_body(total, copies, wait).await;
         drop(buffer);
         let Some(reservation) = reservation else {
-            limits::hit(Limit::DataMemory);
             tracing::warn!(
                 component = "smtp",
                 event = "data_memory_exhausted",
