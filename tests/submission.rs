@@ -403,6 +403,24 @@ async fn send_refuses_unknown_senders_bare_crs_and_unsafe_addresses() {
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
 }
 
+/// `request` to `/send` while the pre_receive hook refuses with `text`: 422 naming it.
+async fn refused_by_hook(
+    server: &TestServer,
+    key: &str,
+    receiver: &HookReceiver,
+    request: Value,
+    text: &str,
+) {
+    receiver.script(&[Answer::json(json!({"action": "reject", "message": text}))]);
+    let (s, b) = api(server, key, reqwest::Method::POST, "/send", Some(request)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("pre_receive hook: {text}")),
+        "{b}"
+    );
+}
+
 #[tokio::test]
 async fn send_passes_the_hooks_and_records_the_user_not_the_key() {
     let sink = Sink::start();
@@ -428,25 +446,14 @@ async fn send_passes_the_hooks_and_records_the_user_not_the_key() {
     let send = |to: Vec<&str>, subject: &str| json!({"from": bob, "from_name": "Bob", "to": to, "subject": subject, "text": "hello"});
 
     // A pre_receive refusal: 422, nothing stored, nothing queued.
-    receiver.script(&[Answer::json(
-        json!({"action": "reject", "message": "not today"}),
-    )]);
-    let (s, b) = api(
+    refused_by_hook(
         &server,
         &key,
-        reqwest::Method::POST,
-        "/send",
-        Some(send(vec![&alice], "refused")),
+        &receiver,
+        send(vec![&alice], "refused"),
+        "not today",
     )
     .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("pre_receive hook: not today"),
-        "{b}"
-    );
     assert!(server.inbox("alice").await.is_empty());
 
     // Allowed and tagged: alice gets it, the remote friend too.
@@ -527,25 +534,14 @@ async fn send_passes_the_hooks_and_records_the_user_not_the_key() {
     // A message for remote recipients only passes pre_receive too (as over SMTP; the
     // API used to skip it when no recipient was local), and a refusal there ends it.
     let before = receiver.calls().len();
-    receiver.script(&[Answer::json(
-        json!({"action": "reject", "message": "remote only, still screened"}),
-    )]);
-    let (s, b) = api(
+    refused_by_hook(
         &server,
         &key,
-        reqwest::Method::POST,
-        "/send",
-        Some(send(vec!["friend@remote.test"], "remote only")),
+        &receiver,
+        send(vec!["friend@remote.test"], "remote only"),
+        "remote only, still screened",
     )
     .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("remote only, still screened"),
-        "{b}"
-    );
     let calls = receiver.calls();
     let events: Vec<(&str, &str)> = calls[before..]
         .iter()
