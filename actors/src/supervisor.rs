@@ -36,8 +36,8 @@ use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-pub use self::child::{ChildExited, ChildId, ChildKind, Exit, Restart};
-use self::child::{Watch, supervise_task};
+use self::child::supervise_task;
+pub use self::child::{ChildExited, ChildId, ChildKind, Exit, Restart, Watch, supervise_actor};
 use self::restart::RestartHistory;
 use self::start::{
     open_store, resolver, smtp_workers, start_health_monitor, start_listeners, start_queue_workers,

@@ -3,143 +3,18 @@
 //! the object lane fails because its temporary directory is a file, and the row lane is
 //! held in flight by a write lock another connection takes.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
-use mairust_actors::accounts::{self, LocalRecipient, RecipientLookup};
 use mairust_actors::database;
-use mairust_actors::health_state::DependencyFailed;
-use mairust_actors::proto::Address;
 use mairust_actors::storage::bodies::MARKER_KEY;
 use mairust_actors::storage::identity::{self, IdentityError};
-use mairust_actors::storage::{
-    BodyStore, CommitMode, IncomingMessage, QueueHook, StorageActor, StoreError, StoreMessage,
-    recover_unflushed,
-};
+use mairust_actors::storage::{StoreError, StoreMessage, recover_unflushed};
 use mairust_entities::{mailbox_message, message, queue_entry, unflushed_message};
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 
 mod common;
 use common::config;
-
-/// Forwards every dependency failure the StorageActor reports.
-struct FailureSink(tokio::sync::mpsc::UnboundedSender<DependencyFailed>);
-
-impl Actor for FailureSink {
-    type Context = Context<Self>;
-}
-
-impl Handler<DependencyFailed> for FailureSink {
-    type Result = ();
-    fn handle(&mut self, msg: DependencyFailed, _: &mut Context<Self>) {
-        let _ = self.0.send(msg);
-    }
-}
-
-struct Setup {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    db: DatabaseConnection,
-    bodies: BodyStore,
-    bob: LocalRecipient,
-    config: mairust_actors::config::Config,
-}
-
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    let db = common::database(&config, true).await;
-    let bob = match accounts::lookup_recipient(&db, &Address::parse("bob@example.test").unwrap())
-        .await
-        .unwrap()
-    {
-        RecipientLookup::Local(bob) => bob,
-        other => panic!("bob is not local: {other:?}"),
-    };
-    let bodies = identity::open_verified(&config.storage, &db).await.unwrap();
-    Setup {
-        root: dir.path().join("objects"),
-        _dir: dir,
-        db,
-        bodies,
-        bob,
-        config,
-    }
-}
-
-fn storage(
-    s: &Setup,
-) -> (
-    Addr<StorageActor>,
-    tokio::sync::mpsc::UnboundedReceiver<DependencyFailed>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let failures = FailureSink(tx).start();
-    let actor = StorageActor::new(
-        s.db.clone(),
-        s.bodies.clone(),
-        CommitMode::Parallel,
-        failures.recipient(),
-        QueueHook {
-            max_age: Duration::from_secs(3600),
-            wakeup: Arc::new(tokio::sync::Notify::new()),
-        },
-    )
-    .start();
-    (actor, rx)
-}
-
-/// A message for bob that also goes to a remote recipient (a queue entry).
-fn message(s: &Setup, subject: &str) -> IncomingMessage {
-    let id = uuid::Uuid::now_v7().to_string();
-    let body = format!("From: alice@example.test\r\nSubject: {subject}\r\n\r\nhello\r\n");
-    IncomingMessage::new(
-        id,
-        body.into_bytes(),
-        "alice@example.test".into(),
-        vec![s.bob.clone()],
-        "inbound",
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        vec![Address::parse("carol@remote.test").unwrap()],
-    )
-}
-
-async fn count<E>(db: &DatabaseConnection, _: E) -> u64
-where
-    E: EntityTrait,
-    E::Model: Sync,
-{
-    E::find().count(db).await.unwrap()
-}
-
-/// Breaks the object lane: its temporary directory becomes a file.
-fn break_objects(root: &std::path::Path) {
-    let tmp = root.join(".tmp");
-    if tmp.is_dir() {
-        std::fs::remove_dir_all(&tmp).unwrap();
-    }
-    std::fs::write(&tmp, b"not a directory").unwrap();
-}
-
-fn mend_objects(root: &std::path::Path) {
-    std::fs::remove_file(root.join(".tmp")).unwrap();
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use common::lanes::*;
 
 /// The disk-full race of issue 13: the object batch fails while the row transaction of
 /// the same messages is in flight. The callers must be answered only once their rows

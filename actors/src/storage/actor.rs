@@ -105,6 +105,10 @@ pub struct StorageActor {
     drop_objects: HashSet<u64>,
     /// Outbound messages enter the queue in the same row transaction (SPEC M6).
     queue: QueueHook,
+    /// One permit, held by the row transaction in flight (a task of its own, see
+    /// `commit_rows`): a restart waits for it before recovering the journal, so a
+    /// COMMIT already on its way cannot land after the recovery looked.
+    row_gate: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the row lane needs to enqueue outbound mail.
@@ -144,6 +148,7 @@ impl StorageActor {
             chores_backoff: Duration::ZERO,
             drop_objects: HashSet::new(),
             queue,
+            row_gate: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 }
@@ -187,13 +192,14 @@ impl Supervised for StorageActor {
     /// The batches in flight went with the old context: their callers get 451 and the
     /// lanes start empty. In Parallel mode the rows those batches may have committed are
     /// journalled; they are recovered as at a start ([`recover_unflushed`]) before the
-    /// next message is taken, so the queue does not skip them for good. (A body write
-    /// already handed to a blocking thread may still land after that: an orphan object
-    /// for `db check`.)
+    /// next message is taken, once the row transaction in flight (if any) has ended, so
+    /// the queue does not skip them for good. (A body write already handed to a
+    /// blocking thread may still land after that: an orphan object for `db check`.)
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         for (_, waiter) in self.waiters.drain() {
             let _ = waiter.reply.send(Err(StoreError::Stopped));
         }
+        let row_gate = self.row_gate.clone();
         *self = StorageActor::new(
             self.db.clone(),
             self.bodies.clone(),
@@ -201,24 +207,29 @@ impl Supervised for StorageActor {
             self.health_monitor.clone(),
             self.queue.clone(),
         );
-        if self.mode == CommitMode::Parallel {
-            let (db, bodies) = (self.db.clone(), self.bodies.clone());
-            let recover = async move {
-                match recover_unflushed(&db, &bodies).await {
-                    Ok(0) => {}
-                    Ok(removed) => tracing::warn!(
-                        component = "storage",
-                        event = "recovered",
-                        removed,
-                        "removed rows of unacknowledged messages left by the failed storage actor"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(component = "storage", event = "recovery_failed", error = %e, "could not recover the journal after a restart; the next start does")
-                    }
+        self.row_gate = row_gate.clone();
+        let recover =
+            (self.mode == CommitMode::Parallel).then(|| (self.db.clone(), self.bodies.clone()));
+        let restart = async move {
+            // The old row transaction ends first, and no new one starts until the
+            // recovery is done (the permit is held until then): in either mode no
+            // message is taken before.
+            let _in_flight_ended = row_gate.acquire_owned().await;
+            let Some((db, bodies)) = recover else { return };
+            match recover_unflushed(&db, &bodies).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::warn!(
+                    component = "storage",
+                    event = "recovered",
+                    removed,
+                    "removed rows of unacknowledged messages left by the failed storage actor"
+                ),
+                Err(e) => {
+                    tracing::warn!(component = "storage", event = "recovery_failed", error = %e, "could not recover the journal after a restart; the next start does")
                 }
-            };
-            ctx.wait(recover.into_actor(self));
-        }
+            }
+        };
+        ctx.wait(restart.into_actor(self));
     }
 }
 

@@ -7,6 +7,8 @@ use mairust_actors::config::{
 };
 use mairust_actors::{accounts, database};
 
+pub mod lanes;
+
 /// SQLite at `dir/db.sqlite`, bodies under `dir/objects` (fsync on).
 pub fn config(dir: &std::path::Path) -> Config {
     let database = DatabaseConfig {

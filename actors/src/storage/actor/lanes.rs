@@ -124,6 +124,10 @@ impl StorageActor {
             }
             return;
         }
+        // Free unless a restart's recovery holds it (then no message is handled).
+        let Ok(permit) = self.row_gate.clone().try_acquire_owned() else {
+            return;
+        };
         self.committing_rows = true;
         let batch: Vec<Entry> = self.row_queue.drain(..take).collect();
         let chores = if held {
@@ -158,28 +162,42 @@ impl StorageActor {
                 "rows committed"
             );
             drop(spans);
+            drop(permit);
             (batch, chores, result, ambiguous)
         };
+        // A task of its own, not a future of the context: a restart drops the
+        // context's futures, and a transaction dropped in the middle of its COMMIT may
+        // still commit. The restart waits for this task instead (`row_gate`).
+        let task = actix::spawn(fut);
         ctx.spawn(
-            fut.into_actor(self)
-                .map(|(batch, chores, result, ambiguous), act, ctx| {
-                    act.committing_rows = false;
-                    act.chores_done(chores, result.is_ok(), ctx);
-                    if result.is_err() {
-                        // Their callers get 451: objects not written yet need not be,
-                        // those written are deleted. Except on PostgreSQL after a failed
-                        // COMMIT, which may have committed: the objects stay (at worst
-                        // an orphan for `db check`). On SQLite such rows are journalled,
-                        // so the next start removes them once their objects are gone.
-                        if act.mode == CommitMode::Parallel || !ambiguous {
-                            act.drop_written_objects(&batch, ctx);
-                        }
-                        act.object_queue
-                            .retain(|(seq, _)| !batch.iter().any(|(s, _)| s == seq));
+            async move {
+                match task.await {
+                    Ok(done) => done,
+                    // A panic in the transaction is the actor's: the Supervisor sees it.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // Cancelled: the arbiter is stopping, and this context with it.
+                    Err(_) => std::future::pending().await,
+                }
+            }
+            .into_actor(self)
+            .map(|(batch, chores, result, ambiguous), act, ctx| {
+                act.committing_rows = false;
+                act.chores_done(chores, result.is_ok(), ctx);
+                if result.is_err() {
+                    // Their callers get 451: objects not written yet need not be,
+                    // those written are deleted. Except on PostgreSQL after a failed
+                    // COMMIT, which may have committed: the objects stay (at worst
+                    // an orphan for `db check`). On SQLite such rows are journalled,
+                    // so the next start removes them once their objects are gone.
+                    if act.mode == CommitMode::Parallel || !ambiguous {
+                        act.drop_written_objects(&batch, ctx);
                     }
-                    act.lane_done(Lane::Rows, &batch, result, ctx);
-                    act.start_lanes(ctx);
-                }),
+                    act.object_queue
+                        .retain(|(seq, _)| !batch.iter().any(|(s, _)| s == seq));
+                }
+                act.lane_done(Lane::Rows, &batch, result, ctx);
+                act.start_lanes(ctx);
+            }),
         );
     }
 
