@@ -17,7 +17,8 @@
 //! `self`, globs, renames) and paths written inline, each starting at `crate::`,
 //! `super::` (resolved from the enclosing file or inline module) or `self::`. A path
 //! resolves to the deepest module its leading segments name; the rest (an item, a
-//! method) is ignored. Names brought in by a `use` and then used as a path prefix are
+//! method) is ignored, except a name the module re-exports (`pub use child::Name`),
+//! which resolves to where it comes from (glob re-exports are not followed). Names brought in by a `use` and then used as a path prefix are
 //! covered by that `use`. Paths built by macros (`$crate`) and `#[path]` attributes
 //! are not followed.
 
@@ -192,6 +193,7 @@ enum Anchor {
 }
 
 /// A path as written, before it is resolved against the module tree.
+#[derive(Clone)]
 struct RawPath {
     /// The module (file or inline) the path is written in.
     scope: ModPath,
@@ -208,6 +210,9 @@ struct FileScan {
     /// `mod name { … }` declarations, with their full paths.
     inline_modules: Vec<ModPath>,
     paths: Vec<RawPath>,
+    /// `pub use` (any visibility) of a named item: the name it is known by in the
+    /// module that re-exports it, and the path it comes from.
+    reexports: Vec<(String, RawPath)>,
 }
 
 fn ident(tokens: &[(Token, usize)], i: usize) -> Option<&str> {
@@ -278,7 +283,23 @@ fn scan(file: &SourceFile) -> FileScan {
                     .unwrap_or(tokens.len());
                 let mut leaves = Vec::new();
                 use_tree(&tokens[i + 1..end], Vec::new(), &mut leaves);
+                // `pub use`, `pub(crate) use`, `pub(super) use`, `pub(in …) use`.
+                let public = ident(&tokens, i.wrapping_sub(1)) == Some("pub")
+                    || (is(&tokens, i.wrapping_sub(1), &Token::Punct(')'))
+                        && (2..8).any(|back| ident(&tokens, i.wrapping_sub(back)) == Some("pub")));
                 for leaf in leaves {
+                    // `pub use child::Name` is relative to the module itself.
+                    let relative = || {
+                        let mut anchored = vec!["self".to_string()];
+                        anchored.extend(leaf.iter().cloned());
+                        raw_path(&scope, &anchored, line)
+                    };
+                    if public
+                        && let Some(name) = leaf.last()
+                        && let Some(origin) = raw_path(&scope, &leaf, line).or_else(relative)
+                    {
+                        out.reexports.push((name.clone(), origin));
+                    }
                     if let Some(path) = raw_path(&scope, &leaf, line) {
                         out.paths.push(path);
                     }
@@ -400,6 +421,37 @@ fn show(module: &[String]) -> String {
     }
 }
 
+/// The module a path resolves to: the deepest module its leading segments name, or,
+/// where a segment is a name some module re-exports (`pub use child::Name`), the module
+/// the name comes from (followed through at most a few re-exports).
+fn resolve(
+    raw: &RawPath,
+    modules: &BTreeSet<ModPath>,
+    reexports: &BTreeMap<(ModPath, String), RawPath>,
+    hops: usize,
+) -> ModPath {
+    let mut target = match raw.anchor {
+        Anchor::Crate => Vec::new(),
+        Anchor::SelfModule => raw.scope.clone(),
+        Anchor::Super(n) => raw.scope[..raw.scope.len().saturating_sub(n)].to_vec(),
+    };
+    for segment in &raw.segments {
+        let mut child = target.clone();
+        child.push(segment.clone());
+        if modules.contains(&child) {
+            target = child;
+            continue;
+        }
+        if hops > 0
+            && let Some(origin) = reexports.get(&(target.clone(), segment.clone()))
+        {
+            target = resolve(origin, modules, reexports, hops - 1);
+        }
+        break;
+    }
+    target
+}
+
 /// Resolves every path and lifts each reference to the pair of siblings under the two
 /// modules' deepest common ancestor.
 fn sibling_edges(files: &[SourceFile]) -> Edges {
@@ -408,22 +460,16 @@ fn sibling_edges(files: &[SourceFile]) -> Edges {
     for scan in &scans {
         modules.extend(scan.inline_modules.iter().cloned());
     }
+    let mut reexports = BTreeMap::new();
+    for scan in &scans {
+        for (name, origin) in &scan.reexports {
+            reexports.insert((origin.scope.clone(), name.clone()), origin.clone());
+        }
+    }
     let mut edges = Edges::new();
     for (file, scan) in files.iter().zip(&scans) {
         for raw in &scan.paths {
-            let mut target = match raw.anchor {
-                Anchor::Crate => Vec::new(),
-                Anchor::SelfModule => raw.scope.clone(),
-                Anchor::Super(n) => raw.scope[..raw.scope.len().saturating_sub(n)].to_vec(),
-            };
-            for segment in &raw.segments {
-                let mut child = target.clone();
-                child.push(segment.clone());
-                if !modules.contains(&child) {
-                    break;
-                }
-                target = child;
-            }
+            let target = resolve(raw, &modules, &reexports, 4);
             let from = &raw.scope;
             let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
             if common == from.len() || common == target.len() {
@@ -699,4 +745,24 @@ fn parents_children_comments_and_strings_are_not_cycles() {
     ]);
     let found = cycles(&sibling_edges(&files));
     assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn names_reexported_by_a_parent_resolve_to_their_origin() {
+    let files = sources(&[
+        (
+            "hooks",
+            "mod dispatcher; mod test_call; pub use test_call::{ManualClock, TestFailure};",
+        ),
+        (
+            "hooks::dispatcher",
+            "#[cfg(test)] mod tests { use crate::hooks::TestFailure; }",
+        ),
+        ("hooks::test_call", "use super::dispatcher::HookDispatcher;"),
+    ]);
+    let found = only_cycle(&files);
+    assert!(
+        found.starts_with("cycle under `hooks`: dispatcher -> test_call -> dispatcher"),
+        "{found}"
+    );
 }

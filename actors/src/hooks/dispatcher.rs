@@ -12,7 +12,8 @@ use super::breaker::{BreakerState, Clock, SystemClock};
 use super::egress::{CallError, Egress};
 use super::hook::{Hook, HookSource};
 use super::target::{TargetPolicy, TargetRefused};
-use super::wire::{Action, Answer, request_body};
+use super::test_call::{NotTestable, TestCall, TestFailure};
+use super::wire::{Action, Answer, request_body, test_request_body};
 use crate::config::{HookConfig, HookEvent, HookFallback};
 use crate::storage::IncomingMessage;
 use crate::storage::envelope::valid_tag;
@@ -312,6 +313,49 @@ fn fallback(which: HookFallback, why: &str) -> Option<Verdict> {
         HookFallback::Tempfail => Some(Verdict::Tempfail(format!(
             "policy check unavailable ({why}), try again later"
         ))),
+    }
+}
+
+/// `POST /hooks/{id}/test`.
+impl HookDispatcher {
+    /// Calls an enabled hook with a made-up message, bypassing and not touching its
+    /// breaker. Only the status and latency are kept: the answer's body is not read.
+    pub async fn test(&self, id: &str) -> Result<TestCall, NotTestable> {
+        let hooks = self.snapshot();
+        let hook = hooks
+            .iter()
+            .find(|h| h.config.id == id)
+            .ok_or(NotTestable::NoSuchHook)?;
+        if !hook.config.enabled {
+            return Err(NotTestable::Disabled);
+        }
+        let body = test_request_body(&hook.config.id, hook.config.event);
+        let started = Instant::now();
+        let result = self.egress().send(&hook.config, body).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let failed = |error| TestCall {
+            ok: false,
+            status: None,
+            latency_ms,
+            error: Some(error),
+        };
+        Ok(match result {
+            Ok(resp) => TestCall {
+                ok: resp.status().is_success(),
+                status: Some(resp.status().as_u16()),
+                latency_ms,
+                error: None,
+            },
+            Err(CallError::Refused(refused)) => {
+                hook.log_refusal(&refused);
+                failed(TestFailure::TargetRefused)
+            }
+            Err(CallError::TimedOut) => failed(TestFailure::Timeout),
+            Err(CallError::Failed(e)) => {
+                tracing::info!(component = "hook", hook = %hook.config.id, event = "hook_test_failed", error = %e, "hook test call failed");
+                failed(TestFailure::Unreachable)
+            }
+        })
     }
 }
 
