@@ -89,7 +89,7 @@ impl HealthState {
 
     /// The StorageActor is down for good (its restart budget spent): new mail is
     /// answered 451 at MAIL instead of failing at the end of each DATA.
-    pub fn store_lost(&self) {
+    pub fn mark_store_lost(&self) {
         self.store_lost.store(true, Ordering::Release);
     }
 

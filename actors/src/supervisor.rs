@@ -346,7 +346,7 @@ impl Handler<ChildExited> for Supervisor {
                 );
                 self.handles.health.child_failed(&child.name);
                 if child.kind == ChildKind::Storage {
-                    self.handles.health.store_lost();
+                    self.handles.health.mark_store_lost();
                 }
                 Restart::No
             }
