@@ -120,6 +120,39 @@ async fn policy_replies() {
     assert!(c.closed().await);
 }
 
+/// Account changes made by another process (the CLI) count at the very next RCPT, in
+/// the same session: nothing answers from what it saw before.
+#[tokio::test]
+async fn the_next_rcpt_sees_account_changes_of_the_cli() {
+    let server = TestServer::start();
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    c.expect("EHLO client.test", 250).await;
+    c.expect("MAIL FROM:<s@remote.test>", 250).await;
+    c.expect("RCPT TO:<bob@example.test>", 250).await;
+    server.cli_ok(&["user", "disable", "bob@example.test"], None);
+    let r = c.expect("RCPT TO:<bob@example.test>", 550).await;
+    assert!(r.text.starts_with("5.1.1"), "{}", r.text);
+    server.cli_ok(&["user", "enable", "bob@example.test"], None);
+    c.expect("RCPT TO:<bob@example.test>", 250).await;
+    server.cli_ok(&["user", "remove", "bob@example.test"], None);
+    let r = c.expect("RCPT TO:<bob@example.test>", 550).await;
+    assert!(r.text.starts_with("5.1.1"), "{}", r.text);
+    server.cli_ok(
+        &["user", "add", "dave@example.test", "--password-stdin"],
+        Some("pw\n"),
+    );
+    c.expect("RCPT TO:<dave@example.test>", 250).await;
+    c.expect("RCPT TO:<x@fresh.test>", 550).await;
+    server.cli_ok(&["domain", "add", "fresh.test"], None);
+    let r = c.expect("RCPT TO:<x@fresh.test>", 550).await;
+    assert!(
+        r.text.starts_with("5.1.1"),
+        "a new local domain: {}",
+        r.text
+    );
+    c.expect("QUIT", 221).await;
+}
+
 #[tokio::test]
 async fn size_limit_gives_552() {
     let server = TestServer::start_with(Options {

@@ -76,10 +76,7 @@ pub async fn find_domain<C: ConnectionTrait>(
     db: &C,
     name: &str,
 ) -> Result<Option<domain::Model>, DbErr> {
-    domain::Entity::find()
-        .filter(domain::Column::Name.eq(name.to_ascii_lowercase()))
-        .one(db)
-        .await
+    domain_query(name).one(db).await
 }
 
 pub async fn list_domains(db: &DatabaseConnection) -> Result<Vec<domain::Model>, DbErr> {
@@ -337,15 +334,33 @@ pub enum RecipientLookup {
     Remote,
 }
 
-/// One round trip for the common case (a local user): the user and their INBOX.
-pub async fn lookup_recipient(
-    db: &DatabaseConnection,
-    address: &Address,
-) -> Result<RecipientLookup, DbErr> {
+/// A user row as a recipient lookup reads it: id, disabled, INBOX id (none without one).
+pub struct RecipientRow {
+    pub user_id: i64,
+    pub disabled: bool,
+    pub inbox_id: Option<i64>,
+}
+
+impl RecipientRow {
+    /// Where mail for the user `key` of this row goes.
+    pub fn lookup(self, key: String) -> RecipientLookup {
+        match (self.disabled, self.inbox_id) {
+            (false, Some(inbox_id)) => RecipientLookup::Local(LocalRecipient {
+                address: key,
+                user_id: self.user_id,
+                inbox_id,
+            }),
+            _ => RecipientLookup::UnknownUser,
+        }
+    }
+}
+
+/// The one query for the common case (a local user): the user `key` and their INBOX,
+/// as columns `user_id`, `disabled`, `inbox_id`.
+pub fn recipient_query(key: &str) -> sea_orm::sea_query::SelectStatement {
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
-    let key = address.key();
     let (users, boxes) = (Alias::new("users"), Alias::new("mailboxes"));
-    let query = Query::select()
+    Query::select()
         .expr_as(
             Expr::col((users.clone(), Alias::new("id"))),
             Alias::new("user_id"),
@@ -364,22 +379,31 @@ pub async fn lookup_recipient(
             boxes.clone(),
             Expr::col((boxes.clone(), Alias::new("user_id")))
                 .equals((users.clone(), Alias::new("id")))
-                .and(Expr::col((boxes.clone(), Alias::new("name"))).eq("INBOX")),
+                .and(Expr::col((boxes, Alias::new("name"))).eq("INBOX")),
         )
-        .and_where(Expr::col((users, Alias::new("address"))).eq(key.clone()))
-        .to_owned();
-    if let Some(row) = db.query_one(&query).await? {
-        let user_id: i64 = row.try_get("", "user_id")?;
-        let disabled: bool = row.try_get("", "disabled")?;
-        let inbox_id: Option<i64> = row.try_get("", "inbox_id")?;
-        return Ok(match (disabled, inbox_id) {
-            (false, Some(inbox_id)) => RecipientLookup::Local(LocalRecipient {
-                address: key,
-                user_id,
-                inbox_id,
-            }),
-            _ => RecipientLookup::UnknownUser,
-        });
+        .and_where(Expr::col((users, Alias::new("address"))).eq(key))
+        .to_owned()
+}
+
+/// The query [`find_domain`] runs.
+pub fn domain_query(name: &str) -> sea_orm::Select<domain::Entity> {
+    domain::Entity::find().filter(domain::Column::Name.eq(name.to_ascii_lowercase()))
+}
+
+/// One round trip for the common case (a local user): the user and their INBOX; a
+/// second one (the domain) for an address that is no user's.
+pub async fn lookup_recipient(
+    db: &DatabaseConnection,
+    address: &Address,
+) -> Result<RecipientLookup, DbErr> {
+    let key = address.key();
+    if let Some(row) = db.query_one(&recipient_query(&key)).await? {
+        let row = RecipientRow {
+            user_id: row.try_get("", "user_id")?,
+            disabled: row.try_get("", "disabled")?,
+            inbox_id: row.try_get("", "inbox_id")?,
+        };
+        return Ok(row.lookup(key));
     }
     if find_domain(db, &address.domain).await?.is_some() {
         Ok(RecipientLookup::UnknownUser)

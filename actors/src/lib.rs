@@ -27,6 +27,8 @@
 //! - [`submission`] — the one pipeline a message passes on its way in (SMTP and API):
 //!   sender and recipient policy, hooks, Received, storage; the recipient directory
 //! - [`database`] — connection and schema version checks
+//! - [`sqlite`] — SQLite files opened directly: the storage row writer, the directory's
+//!   recipient lookups
 //! - [`config`] — the configuration model and its validation
 
 pub mod accounts;
@@ -49,6 +51,7 @@ pub mod queue;
 pub mod retention;
 pub mod shutdown;
 pub mod smtp;
+pub mod sqlite;
 pub mod storage;
 pub mod submission;
 pub mod supervisor;

@@ -189,7 +189,7 @@ impl Supervisor {
         }
         let pipeline = Arc::new(Pipeline {
             config: config.clone(),
-            directory: Arc::new(db.clone()),
+            directory: crate::submission::directory::for_database(&db),
             storage: storage.clone().recipient(),
             hooks: hooks.clone(),
             health: health.clone(),

@@ -49,7 +49,7 @@ use super::bodies::BodyStore;
 use super::envelope::IncomingMessage;
 use super::error::StoreError;
 use super::recovery::recover_unflushed;
-use super::rows::RowChores;
+use super::rows::{RowChores, RowWriter};
 use crate::health_state::DependencyFailed;
 use lanes::{Entry, Waiter};
 
@@ -76,6 +76,8 @@ impl StoreMessage {
 
 pub struct StorageActor {
     db: DatabaseConnection,
+    /// Where the row transactions run (SQLite: its writer thread).
+    rows: RowWriter,
     bodies: BodyStore,
     mode: CommitMode,
     /// Told of every failure: it marks the dependency down (451 from then on),
@@ -128,8 +130,21 @@ impl StorageActor {
         health_monitor: Recipient<DependencyFailed>,
         queue: QueueHook,
     ) -> Self {
+        let rows = RowWriter::for_database(&db);
+        StorageActor::with_writer(db, rows, bodies, mode, health_monitor, queue)
+    }
+
+    fn with_writer(
+        db: DatabaseConnection,
+        rows: RowWriter,
+        bodies: BodyStore,
+        mode: CommitMode,
+        health_monitor: Recipient<DependencyFailed>,
+        queue: QueueHook,
+    ) -> Self {
         StorageActor {
             db,
+            rows,
             bodies,
             mode,
             health_monitor,
@@ -200,8 +215,9 @@ impl Supervised for StorageActor {
             let _ = waiter.reply.send(Err(StoreError::Stopped));
         }
         let row_gate = self.row_gate.clone();
-        *self = StorageActor::new(
+        *self = StorageActor::with_writer(
             self.db.clone(),
+            self.rows.clone(),
             self.bodies.clone(),
             self.mode,
             self.health_monitor.clone(),

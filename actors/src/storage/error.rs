@@ -1,7 +1,8 @@
 //! Why a message was not stored: what the StorageActor answers a caller, and what
 //! recovery at start reports.
 
-use super::rows::RowFailure;
+use sea_orm::DbErr;
+
 use crate::health_state::Dependency;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -21,6 +22,13 @@ impl StoreError {
             _ => Dependency::Storage,
         }
     }
+}
+
+/// Why a row transaction failed: before its COMMIT (nothing committed), or at it (it
+/// may have committed).
+pub(super) enum RowFailure {
+    Before(DbErr),
+    Commit(DbErr),
 }
 
 impl From<RowFailure> for StoreError {

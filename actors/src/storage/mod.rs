@@ -5,6 +5,7 @@
 //! - [`error`] — [`StoreError`]: why a message was not stored
 //! - [`actor`] — the StorageActor and its group commit
 //! - [`rows`] — the row lane's transaction: message rows, mailbox and queue entries
+//! - [`sqlite_writer`] — SQLite's row writer thread
 //! - [`recovery`] — at start, rows a dead node committed ahead of their body
 //! - [`identity`] — the marker tying the object store to its database
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod identity;
 pub mod recovery;
 pub mod rows;
+mod sqlite_writer;
 
 pub use actor::{CommitMode, QueueHook, StorageActor, StoreMessage};
 pub use bodies::BodyStore;

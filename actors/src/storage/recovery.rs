@@ -8,7 +8,7 @@ use sea_orm::{DatabaseConnection, EntityTrait};
 
 use super::bodies::BodyStore;
 use super::error::StoreError;
-use super::rows::{RowChores, commit_batch};
+use super::rows::{RowChores, RowWriter, commit_batch};
 
 /// Parallel mode, before accepting mail: the journal lists the messages whose rows were
 /// committed while their object might not be durable. Those whose object is missing
@@ -46,9 +46,15 @@ pub async fn recover_unflushed(
         clear_outbound: false,
     };
     if !chores.is_empty() {
-        commit_batch(db, &[], &chores, true, Duration::ZERO)
-            .await
-            .map_err(StoreError::from)?;
+        commit_batch(
+            &RowWriter::Pool(db.clone()),
+            &[],
+            &chores,
+            true,
+            Duration::ZERO,
+        )
+        .await
+        .map_err(StoreError::from)?;
     }
     Ok(removed)
 }

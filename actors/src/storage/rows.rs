@@ -2,18 +2,21 @@
 //! mailbox entries and, for remote recipients, queue entries, all committed together so
 //! 250 means stored and queued (SPEC M4, M6); Parallel mode journals the batch in
 //! `unflushed_messages` and carries the chores of earlier batches (deletions, journal
-//! clears). The queue (`queue::store`) takes its entries from there.
+//! clears). The queue (`queue::store`) takes its entries from there. The statements are
+//! built once for either backend; SQLite's run on its writer thread ([`SqliteWriter`]).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient, unflushed_message};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryTrait, Set, Statement, TransactionTrait,
 };
 
 use super::envelope::IncomingMessage;
-use crate::database::insert_in_chunks;
+use super::error::RowFailure;
+use super::sqlite_writer::SqliteWriter;
 
 /// The status a queue recipient starts in; the queue moves it on to delivered or
 /// failed (`queue::store`).
@@ -39,61 +42,120 @@ impl RowChores {
     }
 }
 
-/// Why a row transaction failed: before its COMMIT (nothing committed), or at it (it
-/// may have committed).
-pub(super) enum RowFailure {
-    Before(DbErr),
-    Commit(DbErr),
+/// Where row transactions run.
+#[derive(Clone)]
+pub(super) enum RowWriter {
+    /// A transaction of the pool per batch: PostgreSQL, and SQLite in memory.
+    Pool(DatabaseConnection),
+    /// SQLite in a file: its writer thread (see [`SqliteWriter`]).
+    Sqlite(SqliteWriter),
+}
+
+impl RowWriter {
+    /// The writer for `db`: SQLite's writer thread when `db` is a SQLite file.
+    pub(super) fn for_database(db: &DatabaseConnection) -> RowWriter {
+        if let Some(path) = crate::sqlite::file_of(db) {
+            match SqliteWriter::spawn(path) {
+                Ok(writer) => return RowWriter::Sqlite(writer),
+                Err(e) => {
+                    tracing::warn!(component = "storage", error = %e, "could not start the SQLite writer thread; rows go through the pool")
+                }
+            }
+        }
+        RowWriter::Pool(db.clone())
+    }
+
+    fn backend(&self) -> DbBackend {
+        match self {
+            RowWriter::Pool(db) => db.get_database_backend(),
+            RowWriter::Sqlite(_) => DbBackend::Sqlite,
+        }
+    }
 }
 
 /// One row transaction: the batch's rows and queue entries (journalled in Parallel
 /// mode), the rows of messages whose object failed deleted, journal entries cleared.
 pub(super) async fn commit_batch(
-    db: &DatabaseConnection,
+    writer: &RowWriter,
     messages: &[&IncomingMessage],
     chores: &RowChores,
     journal: bool,
     max_age: Duration,
 ) -> Result<(), RowFailure> {
+    let statements = batch_statements(writer.backend(), messages, chores, journal, max_age);
+    match writer {
+        RowWriter::Sqlite(writer) => writer.transaction(statements).await,
+        RowWriter::Pool(db) => {
+            let db_err = RowFailure::Before;
+            let txn = db.begin().await.map_err(db_err)?;
+            for statement in statements {
+                txn.execute_raw(statement).await.map_err(db_err)?;
+            }
+            txn.commit().await.map_err(RowFailure::Commit)
+        }
+    }
+}
+
+/// The statements of one row transaction, in order.
+fn batch_statements(
+    backend: DbBackend,
+    messages: &[&IncomingMessage],
+    chores: &RowChores,
+    journal: bool,
+    max_age: Duration,
+) -> Vec<Statement> {
     let now = Utc::now();
-    let db_err = RowFailure::Before;
-    let txn = db.begin().await.map_err(db_err)?;
+    let mut statements = Vec::new();
     // Chunked: SQLite allows a bounded number of bind parameters per statement.
     for chunk in chores.delete.chunks(128) {
         let ids: Vec<String> = chunk.iter().map(|(_, id)| id.clone()).collect();
-        message::Entity::delete_many()
-            .filter(message::Column::Id.is_in(ids.clone()))
-            .exec(&txn)
-            .await
-            .map_err(db_err)?;
-        unflushed_message::Entity::delete_many()
-            .filter(unflushed_message::Column::MessageId.is_in(ids))
-            .exec(&txn)
-            .await
-            .map_err(db_err)?;
+        statements.push(
+            message::Entity::delete_many()
+                .filter(message::Column::Id.is_in(ids.clone()))
+                .build(backend),
+        );
+        statements.push(
+            unflushed_message::Entity::delete_many()
+                .filter(unflushed_message::Column::MessageId.is_in(ids))
+                .build(backend),
+        );
     }
     for chunk in chores.clear.chunks(128) {
-        unflushed_message::Entity::delete_many()
-            .filter(unflushed_message::Column::MessageId.is_in(chunk.to_vec()))
-            .exec(&txn)
-            .await
-            .map_err(db_err)?;
+        statements.push(
+            unflushed_message::Entity::delete_many()
+                .filter(unflushed_message::Column::MessageId.is_in(chunk.to_vec()))
+                .build(backend),
+        );
     }
     if !messages.is_empty() {
-        insert_rows(&txn, messages, journal, max_age, now)
-            .await
-            .map_err(db_err)?;
+        insert_rows(&mut statements, backend, messages, journal, max_age, now);
     }
-    txn.commit().await.map_err(RowFailure::Commit)
+    statements
 }
 
-async fn insert_rows(
-    txn: &sea_orm::DatabaseTransaction,
+/// INSERTs of `rows`, `per_statement` at a time (within the backends' bind-parameter
+/// limits, SQLite's being the lowest).
+fn inserts<A>(
+    statements: &mut Vec<Statement>,
+    backend: DbBackend,
+    rows: Vec<A>,
+    per_statement: usize,
+) where
+    A: sea_orm::ActiveModelTrait + Clone,
+{
+    for chunk in rows.chunks(per_statement) {
+        statements.push(<A::Entity as EntityTrait>::insert_many(chunk.to_vec()).build(backend));
+    }
+}
+
+fn insert_rows(
+    statements: &mut Vec<Statement>,
+    backend: DbBackend,
     messages: &[&IncomingMessage],
     journal: bool,
     max_age: Duration,
-    now: chrono::DateTime<Utc>,
-) -> Result<(), sea_orm::DbErr> {
+    now: DateTime<Utc>,
+) {
     let rows: Vec<message::ActiveModel> = messages
         .iter()
         .map(|m| message::ActiveModel {
@@ -145,25 +207,26 @@ async fn insert_rows(
                 created_at: Set(now.into()),
             })
             .collect();
-        insert_in_chunks(txn, entries, 128).await?;
+        inserts(statements, backend, entries, 128);
     }
-    insert_in_chunks(txn, rows, 64).await?;
-    insert_in_chunks(txn, index, 128).await?;
-    enqueue(txn, messages, max_age, now).await
+    inserts(statements, backend, rows, 64);
+    inserts(statements, backend, index, 128);
+    enqueue(statements, backend, messages, max_age, now);
 }
 
 /// Rows for messages with remote recipients; run inside the StorageActor's transaction
 /// so 250 means the queue entry is committed with the message (SPEC M4, M6).
-async fn enqueue(
-    txn: &sea_orm::DatabaseTransaction,
+fn enqueue(
+    statements: &mut Vec<Statement>,
+    backend: DbBackend,
     messages: &[&IncomingMessage],
     max_age: Duration,
     now: DateTime<Utc>,
-) -> Result<(), DbErr> {
+) {
     let queued: Vec<&&IncomingMessage> =
         messages.iter().filter(|m| !m.outbound.is_empty()).collect();
     if queued.is_empty() {
-        return Ok(());
+        return;
     }
     let expires_at = now + chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
     let entries: Vec<queue_entry::ActiveModel> = queued
@@ -196,6 +259,6 @@ async fn enqueue(
             })
         })
         .collect();
-    insert_in_chunks(txn, entries, QUEUE_ROWS_PER_INSERT).await?;
-    insert_in_chunks(txn, recipients, QUEUE_ROWS_PER_INSERT).await
+    inserts(statements, backend, entries, QUEUE_ROWS_PER_INSERT);
+    inserts(statements, backend, recipients, QUEUE_ROWS_PER_INSERT);
 }

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use super::{CommitMode, StorageActor, StoreError};
 use crate::health_state::DependencyFailed;
 use crate::storage::envelope::IncomingMessage;
-use crate::storage::rows::{RowChores, RowFailure, commit_batch};
+use crate::storage::error::RowFailure;
+use crate::storage::rows::{RowChores, commit_batch};
 
 /// Upper bound of messages per lane batch, to bound latency and memory.
 pub(super) const MAX_BATCH: usize = 256;
@@ -136,7 +137,7 @@ impl StorageActor {
             self.clear_due = false;
             std::mem::take(&mut self.chores)
         };
-        let db = self.db.clone();
+        let writer = self.rows.clone();
         let queue = self.queue.clone();
         let journal = self.mode == CommitMode::Parallel;
         let n = batch.len();
@@ -147,7 +148,7 @@ impl StorageActor {
         let fut = async move {
             let started = Instant::now();
             let messages: Vec<&IncomingMessage> = batch.iter().map(|(_, m)| m.as_ref()).collect();
-            let result = commit_batch(&db, &messages, &chores, journal, queue.max_age).await;
+            let result = commit_batch(&writer, &messages, &chores, journal, queue.max_age).await;
             // Only a failed COMMIT may have committed after all.
             let ambiguous = matches!(result, Err(RowFailure::Commit(_)));
             let result = result.map_err(StoreError::from);
