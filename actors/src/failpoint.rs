@@ -11,6 +11,7 @@
 //! | `queue_worker_loop` | top of each QueueWorker loop turn | (panics) |
 //! | `smtp_accept` | the accept loop, after a connection is accepted | the loop ends with `text` |
 //! | `storage_batch` | the StorageActor, as an object batch starts | the actor stops |
+//! | `sqlite_writer` | SQLite's row writer thread, before a COMMIT | (panics; the actor fails with it) |
 //! | `health_probe` | each HealthMonitor probe | (panics) |
 //! | `janitor_run` | the Janitor, as it starts | (panics) |
 

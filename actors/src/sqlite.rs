@@ -11,9 +11,8 @@ use rusqlite::types::{ToSql, ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, ParamsFromIter};
 use sea_orm::{DbErr, RuntimeErr, Statement, Value};
 
-/// Distinct statements kept prepared per connection: an INSERT's text depends on its
-/// number of rows.
-const STATEMENT_CACHE: usize = 256;
+/// Distinct statements kept prepared per connection (the row writer uses about ten).
+const STATEMENT_CACHE: usize = 64;
 
 /// Opens the database file at `path` with the pool's settings (`database::connect`):
 /// WAL, `synchronous = FULL` (a COMMIT is durable when it returns), foreign keys, and
@@ -33,19 +32,36 @@ pub fn open(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// The file a SQLite connection of the pool opened; `None` for any other backend and
-/// for an in-memory database (which no other connection can see).
+/// The file a SQLite connection of the pool opened, when it can be opened directly: a
+/// file that holds the server's tables. `None` for any other backend, and for a
+/// database the pool opened in memory (`:memory:`, `mode=memory`: no other connection
+/// sees it) or otherwise than as that file.
 pub fn file_of(db: &sea_orm::DatabaseConnection) -> Option<std::path::PathBuf> {
     if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
         return None;
     }
     let options = db.get_sqlite_connection_pool().connect_options();
-    let path = options.get_filename();
+    let path = options.get_filename().to_path_buf();
     // sqlx names an in-memory database `file:sqlx-in-memory-N` or `:memory:`.
-    let in_memory = path
+    if path
         .to_str()
-        .is_some_and(|p| p.starts_with("file:") || p == ":memory:");
-    (!in_memory).then(|| path.to_path_buf())
+        .is_none_or(|p| p.starts_with("file:") || p == ":memory:")
+    {
+        return None;
+    }
+    let holds_tables = || -> rusqlite::Result<bool> {
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    match holds_tables() {
+        Ok(true) => Some(path),
+        Ok(false) | Err(_) => None,
+    }
 }
 
 /// The values of `statement`, bound as the pool binds them for SQLite.
@@ -64,8 +80,24 @@ impl ToSql for Bind<'_> {
         let null = ToSqlOutput::Owned(SqlValue::Null);
         Ok(match self.0 {
             Value::Bool(v) => v.map_or(null, |b| ToSqlOutput::from(i64::from(b))),
+            Value::TinyInt(v) => v.map_or(null, |n| ToSqlOutput::from(i64::from(n))),
+            Value::SmallInt(v) => v.map_or(null, |n| ToSqlOutput::from(i64::from(n))),
             Value::Int(v) => v.map_or(null, |n| ToSqlOutput::from(i64::from(n))),
             Value::BigInt(v) => v.map_or(null, ToSqlOutput::from),
+            Value::TinyUnsigned(v) => v.map_or(null, |n| ToSqlOutput::from(i64::from(n))),
+            Value::SmallUnsigned(v) => v.map_or(null, |n| ToSqlOutput::from(i64::from(n))),
+            Value::Unsigned(v) => v.map_or(null, |n| ToSqlOutput::from(i64::from(n))),
+            // sqlx binds a u64 as i64 too, failing above i64::MAX.
+            Value::BigUnsigned(v) => match v {
+                None => null,
+                Some(n) => ToSqlOutput::from(
+                    i64::try_from(*n)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                ),
+            },
+            Value::Float(v) => v.map_or(null, |x| ToSqlOutput::from(f64::from(x))),
+            Value::Double(v) => v.map_or(null, ToSqlOutput::from),
+            Value::Char(v) => v.map_or(null, |c| ToSqlOutput::from(c.to_string())),
             Value::String(v) => v.as_deref().map_or(null, |s| {
                 ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
             }),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use mairust_actors::database;
-use mairust_actors::storage::{StoreError, StoreMessage};
+use mairust_actors::storage::{StorageActor, StoreError, StoreMessage};
 use mairust_actors::supervisor::{
     ChildExited, ChildId, ChildKind, Exit, Restart, Watch, supervise_actor,
 };
@@ -35,17 +35,52 @@ impl Handler<ChildExited> for Restarter {
     }
 }
 
-#[actix_rt::test]
-async fn a_restart_recovers_only_after_the_row_transaction_in_flight_ended() {
-    let scenario = fail::FailScenario::setup();
-    let s = setup().await;
-    let (exits_tx, mut exits) = tokio::sync::mpsc::unbounded_channel();
+/// The StorageActor on the setup under a [`Restarter`], and how its runs end.
+fn supervised(
+    s: &Setup,
+) -> (
+    Addr<StorageActor>,
+    tokio::sync::mpsc::UnboundedReceiver<Exit>,
+) {
+    let (exits_tx, exits) = tokio::sync::mpsc::unbounded_channel();
     let watch = Watch {
         child: ChildId::new(ChildKind::Storage, "storage"),
         supervisor: Restarter(exits_tx).start().recipient(),
     };
-    let (actor, _failures) = storage_actor(&s);
-    let actor = supervise_actor(watch, Context::new(), actor);
+    let (actor, _failures) = storage_actor(s);
+    (supervise_actor(watch, Context::new(), actor), exits)
+}
+
+async fn assert_panicked(exits: &mut tokio::sync::mpsc::UnboundedReceiver<Exit>) {
+    let exit = tokio::time::timeout(Duration::from_secs(10), exits.recv())
+        .await
+        .expect("the runner reports the panic")
+        .unwrap();
+    assert!(matches!(exit, Exit::Panicked(_)), "{exit:?}");
+}
+
+/// A message stored by the restarted actor, which takes one only after its recovery;
+/// then its journal entry is cleared.
+async fn store_after_the_restart(actor: &Addr<StorageActor>, s: &Setup) {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        actor.send(StoreMessage::new(message(s, "after"))),
+    )
+    .await
+    .expect("answered")
+    .unwrap()
+    .expect("stored after the restart");
+    wait_until("the journal is cleared", || async {
+        count(&s.db, unflushed_message::Entity).await == 0
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_restart_recovers_only_after_the_row_transaction_in_flight_ended() {
+    let scenario = fail::FailScenario::setup();
+    let s = setup().await;
+    let (actor, mut exits) = supervised(&s);
 
     // Another connection holds the write lock: the first message's rows stall in
     // flight, and its body fails (the object lane is broken).
@@ -62,11 +97,7 @@ async fn a_restart_recovers_only_after_the_row_transaction_in_flight_ended() {
     // Its handler panicked: its caller hears nothing back (451 for a session).
     let second = actor.send(StoreMessage::new(message(&s, "panics"))).await;
     assert!(second.is_err(), "{second:?}");
-    let exit = tokio::time::timeout(Duration::from_secs(10), exits.recv())
-        .await
-        .expect("the runner reports the panic")
-        .unwrap();
-    assert!(matches!(exit, Exit::Panicked(_)), "{exit:?}");
+    assert_panicked(&mut exits).await;
     let first = first.await.unwrap();
     assert!(
         matches!(first, Err(StoreError::Stopped)),
@@ -80,24 +111,40 @@ async fn a_restart_recovers_only_after_the_row_transaction_in_flight_ended() {
     mend_objects(&s.root);
     // The restarted actor takes a message only after its recovery: once this is
     // stored, the recovery has run.
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        actor.send(StoreMessage::new(message(&s, "after"))),
-    )
-    .await
-    .expect("answered")
-    .unwrap()
-    .expect("stored after the restart");
-    wait_until("the journal is cleared", || async {
-        count(&s.db, unflushed_message::Entity).await == 0
-    })
-    .await;
+    store_after_the_restart(&actor, &s).await;
     assert_eq!(
         count(&s.db, message::Entity).await,
         1,
         "only the last message"
     );
     assert_eq!(count(&s.db, mailbox_message::Entity).await, 1);
+    assert_eq!(count(&s.db, queue_entry::Entity).await, 1);
+    scenario.teardown();
+}
+
+/// SQLite's writer thread panics inside a row transaction (before its COMMIT): the
+/// transaction is rolled back, and since a panic's outcome is unknown to the actor, the
+/// actor fails with it, as when the transaction ran on its own task. The Supervisor
+/// restarts it, and the next message is stored by the same thread, which outlives the
+/// panic.
+#[actix_rt::test]
+async fn a_panic_in_the_sqlite_writer_fails_the_actor_and_mail_flows_after_its_restart() {
+    let scenario = fail::FailScenario::setup();
+    let s = setup().await;
+    let (actor, mut exits) = supervised(&s);
+    fail::cfg("sqlite_writer", "1*panic").unwrap();
+    let first = actor.send(StoreMessage::new(message(&s, "panics"))).await;
+    assert!(
+        matches!(first, Ok(Err(StoreError::Stopped)) | Err(_)),
+        "never stored: {first:?}"
+    );
+    assert_panicked(&mut exits).await;
+    store_after_the_restart(&actor, &s).await;
+    assert_eq!(
+        count(&s.db, message::Entity).await,
+        1,
+        "only the last message"
+    );
     assert_eq!(count(&s.db, queue_entry::Entity).await, 1);
     scenario.teardown();
 }

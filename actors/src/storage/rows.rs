@@ -107,7 +107,7 @@ fn batch_statements(
     let now = Utc::now();
     let mut statements = Vec::new();
     // Chunked: SQLite allows a bounded number of bind parameters per statement.
-    for chunk in chores.delete.chunks(128) {
+    for chunk in chores.delete.chunks(per_statement(backend, 128)) {
         let ids: Vec<String> = chunk.iter().map(|(_, id)| id.clone()).collect();
         statements.push(
             message::Entity::delete_many()
@@ -120,7 +120,7 @@ fn batch_statements(
                 .build(backend),
         );
     }
-    for chunk in chores.clear.chunks(128) {
+    for chunk in chores.clear.chunks(per_statement(backend, 128)) {
         statements.push(
             unflushed_message::Entity::delete_many()
                 .filter(unflushed_message::Column::MessageId.is_in(chunk.to_vec()))
@@ -133,6 +133,18 @@ fn batch_statements(
     statements
 }
 
+/// Rows (or ids) per statement, at most `most`: one on SQLite, where the writer thread
+/// runs each statement from its cache of prepared statements (one text per statement
+/// kind, where multi-row statements would have a text per row count to parse); up to
+/// `most` elsewhere, saving round trips to the server.
+fn per_statement(backend: DbBackend, most: usize) -> usize {
+    if backend == DbBackend::Sqlite {
+        1
+    } else {
+        most
+    }
+}
+
 /// INSERTs of `rows`, `per_statement` at a time (within the backends' bind-parameter
 /// limits, SQLite's being the lowest).
 fn inserts<A>(
@@ -143,7 +155,7 @@ fn inserts<A>(
 ) where
     A: sea_orm::ActiveModelTrait + Clone,
 {
-    for chunk in rows.chunks(per_statement) {
+    for chunk in rows.chunks(self::per_statement(backend, per_statement)) {
         statements.push(<A::Entity as EntityTrait>::insert_many(chunk.to_vec()).build(backend));
     }
 }

@@ -14,7 +14,7 @@
 //! reused in a state a failure left it in.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -28,10 +28,12 @@ use crate::sqlite::{bind, internal, open, sqlite_error};
 /// `busy_timeout`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The handle the StorageActor holds; the thread ends once every clone is dropped.
+/// The handle the StorageActor holds (kept across its restarts); the thread ends once
+/// every clone is dropped.
 #[derive(Clone)]
 pub(super) struct SqliteWriter {
-    jobs: mpsc::Sender<Job>,
+    path: Arc<PathBuf>,
+    jobs: Arc<Mutex<mpsc::Sender<Job>>>,
 }
 
 struct Job {
@@ -43,26 +45,50 @@ impl SqliteWriter {
     /// Starts the thread for the database file at `path` (opened at the first
     /// transaction, so a failure to open is that transaction's error).
     pub(super) fn spawn(path: PathBuf) -> std::io::Result<SqliteWriter> {
-        let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || run(&path, queue))?;
-        Ok(SqliteWriter { jobs })
+        let jobs = start_thread(path.clone())?;
+        Ok(SqliteWriter {
+            path: Arc::new(path),
+            jobs: Arc::new(Mutex::new(jobs)),
+        })
     }
 
     /// Runs `statements` in one transaction; `Ok` once it is committed and durable.
+    ///
+    /// Panics when the statements made the thread panic: the outcome is unknown, as
+    /// when the transaction ran on the actor's own task, so the actor fails with it and
+    /// its restart recovers the journal.
     pub(super) async fn transaction(&self, statements: Vec<Statement>) -> Result<(), RowFailure> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { statements, reply })
-            .map_err(|_| RowFailure::Before(internal("the SQLite writer thread is gone")))?;
-        // The thread answers every job it takes, even one whose statements panicked.
-        answer.await.unwrap_or_else(|_| {
-            Err(RowFailure::Commit(internal(
-                "the SQLite writer thread died",
-            )))
-        })
+        self.hand_over(Job { statements, reply })?;
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => panic!("the SQLite writer panicked during a transaction"),
+        }
     }
+
+    /// Gives the job to the thread, starting a new one if it is gone.
+    fn hand_over(&self, job: Job) -> Result<(), RowFailure> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let Err(mpsc::SendError(job)) = jobs.send(job) else {
+            return Ok(());
+        };
+        let gone = |e: std::io::Error| {
+            RowFailure::Before(internal(&format!(
+                "cannot start the SQLite writer thread: {e}"
+            )))
+        };
+        *jobs = start_thread(self.path.as_ref().clone()).map_err(gone)?;
+        jobs.send(job)
+            .map_err(|_| RowFailure::Before(internal("the SQLite writer thread is gone")))
+    }
+}
+
+fn start_thread(path: PathBuf) -> std::io::Result<mpsc::Sender<Job>> {
+    let (jobs, queue) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || run(&path, queue))?;
+    Ok(jobs)
 }
 
 fn run(path: &std::path::Path, queue: mpsc::Receiver<Job>) {
@@ -80,14 +106,11 @@ fn run(path: &std::path::Path, queue: mpsc::Receiver<Job>) {
                 connection = Some(conn);
             }
             result
-        }))
-        // A panic inside may have come after the COMMIT: the outcome is unknown.
-        .unwrap_or_else(|_| {
-            Err(RowFailure::Commit(internal(
-                "the SQLite writer panicked during a transaction",
-            )))
-        });
-        let _ = job.reply.send(result);
+        }));
+        // A panic drops the reply unanswered (and the connection): the caller fails.
+        if let Ok(result) = result {
+            let _ = job.reply.send(result);
+        }
     }
 }
 
@@ -99,6 +122,8 @@ fn transaction(conn: &Connection, statements: &[Statement]) -> Result<(), RowFai
         let mut prepared = txn.prepare_cached(&statement.sql).map_err(before)?;
         prepared.execute(bind(statement)).map_err(before)?;
     }
+    // Supervision tests: the thread panics with the transaction not yet committed.
+    crate::failpoint::failpoint!("sqlite_writer");
     txn.commit()
         .map_err(|e| RowFailure::Commit(sqlite_error(e)))
 }

@@ -69,11 +69,15 @@ pub fn for_database(db: &DatabaseConnection) -> Arc<dyn Directory> {
 
 /// SQLite in a file: a recipient lookup reads it on the caller's thread, through a
 /// connection that thread keeps, instead of a round trip to the pool's worker thread.
-/// It is an indexed read of a WAL database, which no writer blocks: microseconds, and
-/// every RCPT sees the accounts as committed at that moment (a user removed by the CLI
-/// is refused at once). A read that fails or finds the file locked (it waits at most
-/// [`READ_BUSY`]) goes through the pool instead, which waits and reports as before. The
-/// other questions (logins, senders) go through the pool.
+/// It is an indexed read of a WAL database, which no writer blocks: microseconds (a few
+/// pages from the OS cache: the connection's own cache is dropped after each commit of
+/// another connection), and every RCPT sees the accounts as committed at that moment (a
+/// user removed by the CLI is refused at once). A read that fails, or finds the file
+/// locked (it waits at most [`READ_BUSY`]), goes through the pool instead, which waits
+/// and reports as before. The cost of reading on the session's thread: the sessions of
+/// that thread wait while it reads; the worst case is SQLite's own retry while another
+/// connection resets or recovers the WAL (after a crash, at the first read), which does
+/// not heed the busy timeout. The other questions (logins, senders) use the pool.
 pub struct SqliteDirectory {
     db: DatabaseConnection,
     path: PathBuf,
