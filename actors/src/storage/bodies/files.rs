@@ -38,6 +38,7 @@ pub(super) fn write_files(
     objects: &[(String, Bytes)],
     fsync: bool,
     marked: bool,
+    spares: &Spares,
 ) -> std::io::Result<()> {
     let present = if marked {
         root.join(MARKER_KEY).is_file()
@@ -67,7 +68,7 @@ pub(super) fn write_files(
                     scope.spawn(move || {
                         chunk
                             .iter()
-                            .map(|object| write_file(root, tmp_dir, object, true))
+                            .map(|object| write_file(root, tmp_dir, object, true, spares))
                             .collect::<std::io::Result<Vec<_>>>()
                     })
                 })
@@ -84,7 +85,7 @@ pub(super) fn write_files(
     } else {
         objects
             .iter()
-            .map(|object| write_file(root, &tmp_dir, object, fsync))
+            .map(|object| write_file(root, &tmp_dir, object, fsync, spares))
             .collect::<std::io::Result<_>>()?
     };
     if fsync {
@@ -110,12 +111,37 @@ fn write_file(
     tmp_dir: &std::path::Path,
     (key, body): &(String, Bytes),
     fsync: bool,
+    spares: &Spares,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let path = root.join(key);
+    match spares.take() {
+        Some(spare) => match write_into(root, &path, body, fsync, &spare.path, Some(spare.file)) {
+            // The spare's directory went away under it (removed by hand): a new file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_into(root, &path, body, fsync, &temporary_name(tmp_dir), None)
+            }
+            written => written,
+        },
+        None => write_into(root, &path, body, fsync, &temporary_name(tmp_dir), None),
+    }
+}
+
+/// Writes `body` through the temporary `tmp` (`spare`: already created and open) into
+/// `path`; see [`write_file`].
+fn write_into(
+    root: &std::path::Path,
+    path: &std::path::Path,
+    body: &[u8],
+    fsync: bool,
+    tmp: &std::path::Path,
+    spare: Option<std::fs::File>,
 ) -> std::io::Result<Vec<std::path::PathBuf>> {
     use std::io::Write;
-    let path = root.join(key);
-    let tmp = tmp_dir.join(format!("{}.eml.tmp", uuid::Uuid::new_v4().simple()));
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = match spare {
+            Some(file) => file,
+            None => std::fs::File::create(tmp)?,
+        };
         file.write_all(body)?;
         if fsync {
             file.sync_data()?;
@@ -136,13 +162,90 @@ fn write_file(
             }
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(tmp, path)?;
         Ok(created)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     result
+}
+
+fn temporary_name(tmp_dir: &std::path::Path) -> std::path::PathBuf {
+    tmp_dir.join(format!("{}.eml.tmp", uuid::Uuid::new_v4().simple()))
+}
+
+/// Empty temporary files made ahead of the bodies that will fill them (fs). Creating a
+/// file is the slowest metadata step of a write on some file systems (ext4 without a
+/// journal checks every inode of the group deleted in the last minutes: about 1 ms a
+/// file after a large deletion), so it is done after a batch is answered
+/// ([`Spares::refill`]), not while its callers wait. A body written into a spare goes
+/// through the same write, flush and rename as into a new file.
+#[derive(Default)]
+pub(super) struct Spares {
+    files: std::sync::Mutex<Vec<Spare>>,
+    refilling: std::sync::atomic::AtomicBool,
+}
+
+struct Spare {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    made: std::time::Instant,
+}
+
+/// Spares kept: a batch at low concurrency finds them all made; a larger batch makes
+/// the rest as it goes.
+const SPARES: usize = 32;
+
+/// A spare older than this is removed, not used: well before the sweep of stale
+/// temporaries ([`STALE_TEMPORARY`]) could remove it under a writer.
+const SPARE_MAX_AGE: Duration = Duration::from_secs(STALE_TEMPORARY.as_secs() / 2);
+
+impl Spares {
+    fn take(&self) -> Option<Spare> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(spare) = files.pop() {
+            if spare.made.elapsed() < SPARE_MAX_AGE {
+                return Some(spare);
+            }
+            let _ = std::fs::remove_file(&spare.path);
+        }
+        None
+    }
+
+    /// Makes spares up to [`SPARES`] in `root`'s temporary directory (blocking; one
+    /// refill at a time, a second call meanwhile returns at once).
+    pub(super) fn refill(&self, root: &std::path::Path) {
+        use std::sync::atomic::Ordering;
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let tmp_dir = root.join(TMP_DIR);
+        loop {
+            let missing = {
+                let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+                SPARES.saturating_sub(files.len())
+            };
+            if missing == 0 || !tmp_dir.is_dir() {
+                break;
+            }
+            let path = temporary_name(&tmp_dir);
+            match std::fs::File::create(&path) {
+                Ok(file) => self
+                    .files
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Spare {
+                        path,
+                        file,
+                        made: std::time::Instant::now(),
+                    }),
+                // A full or failing disk: the next write reports it.
+                Err(_) => break,
+            }
+        }
+        self.refilling.store(false, Ordering::Release);
+    }
 }
 
 /// Temporary files older than this were left by a crash or a failed write: no write
@@ -219,4 +322,36 @@ fn remove_old_temporaries(
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temporaries(root: &std::path::Path) -> usize {
+        std::fs::read_dir(root.join(TMP_DIR)).unwrap().count()
+    }
+
+    fn write(root: &std::path::Path, key: &str, body: &'static [u8], spares: &Spares) {
+        let objects = [(key.to_string(), Bytes::from_static(body))];
+        write_files(root, &objects, true, false, spares).unwrap();
+        assert_eq!(std::fs::read(root.join(key)).unwrap(), body);
+    }
+
+    #[test]
+    fn bodies_go_into_spares_and_a_lost_spare_gives_way_to_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let spares = Spares::default();
+        write(root, "messages/a.eml", b"first", &spares);
+        assert_eq!(temporaries(root), 0);
+        spares.refill(root);
+        assert_eq!(temporaries(root), SPARES);
+        write(root, "messages/b.eml", b"second", &spares);
+        assert_eq!(temporaries(root), SPARES - 1, "the body took a spare");
+        // Removed by hand: the spares left are gone, the write still lands.
+        std::fs::remove_dir_all(root.join(TMP_DIR)).unwrap();
+        write(root, "messages/c.eml", b"third", &spares);
+        assert_eq!(temporaries(root), 0);
+    }
 }

@@ -23,7 +23,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
 use crate::config::{StorageBackend, StorageConfig};
-use files::{blocking, write_files};
+use files::{Spares, blocking, write_files};
 
 /// The marker object at the root of the store, holding the store's identity (see
 /// [`super::identity`]): its absence means the volume or bucket is not the store.
@@ -64,6 +64,8 @@ pub struct BodyStore {
     description: String,
     /// The identity marker the health probe expects (see [`super::identity`]).
     identity: Option<Arc<str>>,
+    /// For `fs`: empty temporary files made ahead of the bodies.
+    spares: Arc<Spares>,
 }
 
 impl std::fmt::Debug for BodyStore {
@@ -93,6 +95,7 @@ impl BodyStore {
                     fsync: fs.fsync,
                     description: format!("fs:{}", fs.path.display()),
                     identity: None,
+                    spares: Arc::default(),
                 })
             }
             StorageBackend::S3 => {
@@ -139,6 +142,7 @@ impl BodyStore {
                     fsync: false,
                     description,
                     identity: None,
+                    spares: Arc::default(),
                 })
             }
         }
@@ -273,7 +277,15 @@ impl BodyStore {
             Some(root) => {
                 let fsync = self.fsync;
                 let marked = self.identity.is_some();
-                blocking(move || write_files(&root, &objects, fsync, marked)).await
+                let spares = self.spares.clone();
+                let written =
+                    blocking(move || write_files(&root, &objects, fsync, marked, &spares)).await;
+                // The files the next batches will take, made after this one is answered.
+                let (spares, root) = (self.spares.clone(), self.fs_root.clone());
+                if let Some(root) = root.filter(|_| written.is_ok()) {
+                    tokio::task::spawn_blocking(move || spares.refill(&root));
+                }
+                written
             }
         };
         if result.is_err() {
@@ -289,7 +301,8 @@ impl BodyStore {
             None => self.put(key, body).await,
             Some(root) => {
                 let objects = vec![(key.to_string(), body)];
-                blocking(move || write_files(&root, &objects, true, false)).await
+                let spares = self.spares.clone();
+                blocking(move || write_files(&root, &objects, true, false, &spares)).await
             }
         }
     }
