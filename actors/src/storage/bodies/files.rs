@@ -1,6 +1,6 @@
-//! The `fs` backend's own writes: bodies through a temporary file and a rename, flushed
-//! in batches (fsync of the files, then once per directory), and the sweep of the
-//! temporaries a crash or a failed write leaves behind.
+//! The `fs` backend's own writes: bodies through a temporary file (made ahead: [`Spares`])
+//! and a rename, flushed in batches (fsync of the files, then once per directory), and
+//! the sweep of the temporaries a crash or a failed write leaves behind.
 
 use std::time::Duration;
 
@@ -116,8 +116,14 @@ fn write_file(
     let path = root.join(key);
     match spares.take() {
         Some(spare) => match write_into(root, &path, body, fsync, &spare.path, Some(spare.file)) {
-            // The spare's directory went away under it (removed by hand): a new file.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // The spare went away under it (its directory removed by hand; on NFS, swept
+            // by another node: ESTALE): a new file.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ESTALE) =>
+            {
+                // The others were made in the same place.
+                spares.forget();
                 write_into(root, &path, body, fsync, &temporary_name(tmp_dir), None)
             }
             written => written,
@@ -180,10 +186,13 @@ fn temporary_name(tmp_dir: &std::path::Path) -> std::path::PathBuf {
 /// journal checks every inode of the group deleted in the last minutes: about 1 ms a
 /// file after a large deletion), so it is done after a batch is answered
 /// ([`Spares::refill`]), not while its callers wait. A body written into a spare goes
-/// through the same write, flush and rename as into a new file.
+/// through the same write, flush and rename as into a new file. Spares are kept open
+/// (a volume holding the store cannot be unmounted while the server runs anyway) and
+/// removed when the store is dropped; a kill leaves them to the sweep.
 #[derive(Default)]
 pub(super) struct Spares {
-    files: std::sync::Mutex<Vec<Spare>>,
+    /// Oldest first.
+    files: std::sync::Mutex<std::collections::VecDeque<Spare>>,
     refilling: std::sync::atomic::AtomicBool,
 }
 
@@ -195,38 +204,58 @@ struct Spare {
 
 /// Spares kept: a batch at low concurrency finds them all made; a larger batch makes
 /// the rest as it goes.
-const SPARES: usize = 32;
+pub const SPARE_FILES: usize = 32;
 
-/// A spare older than this is removed, not used: well before the sweep of stale
-/// temporaries ([`STALE_TEMPORARY`]) could remove it under a writer.
+/// A spare is used only while younger than this, well before the sweep of stale
+/// temporaries ([`STALE_TEMPORARY`]) could remove it under a writer; older ones are
+/// removed by the next refill.
 const SPARE_MAX_AGE: Duration = Duration::from_secs(STALE_TEMPORARY.as_secs() / 2);
 
 impl Spares {
+    /// The newest spare, if it is young enough (never any file work here: this is on
+    /// the path a caller waits on).
     fn take(&self) -> Option<Spare> {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(spare) = files.pop() {
-            if spare.made.elapsed() < SPARE_MAX_AGE {
-                return Some(spare);
-            }
-            let _ = std::fs::remove_file(&spare.path);
-        }
-        None
+        files
+            .back()
+            .is_some_and(|spare| spare.made.elapsed() < SPARE_MAX_AGE)
+            .then(|| files.pop_back())
+            .flatten()
     }
 
-    /// Makes spares up to [`SPARES`] in `root`'s temporary directory (blocking; one
-    /// refill at a time, a second call meanwhile returns at once).
-    pub(super) fn refill(&self, root: &std::path::Path) {
+    /// Drops every spare (their files went away): the next refill makes new ones.
+    fn forget(&self) {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Removes the expired spares and makes new ones up to [`SPARE_FILES`] in `root`'s
+    /// temporary directory (blocking; one refill at a time, a second call meanwhile
+    /// returns at once). With `marked`, only while the root holds the identity marker:
+    /// a root without it is a bare mount point, where nothing is written.
+    pub(super) fn refill(&self, root: &std::path::Path, marked: bool) {
         use std::sync::atomic::Ordering;
         if self.refilling.swap(true, Ordering::AcqRel) {
             return;
+        }
+        let expired: Vec<Spare> = {
+            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            let keep = files
+                .iter()
+                .position(|spare| spare.made.elapsed() < SPARE_MAX_AGE)
+                .unwrap_or(files.len());
+            files.drain(..keep).collect()
+        };
+        for spare in expired {
+            let _ = std::fs::remove_file(&spare.path);
         }
         let tmp_dir = root.join(TMP_DIR);
         loop {
             let missing = {
                 let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-                SPARES.saturating_sub(files.len())
+                SPARE_FILES.saturating_sub(files.len())
             };
-            if missing == 0 || !tmp_dir.is_dir() {
+            let mounted = !marked || root.join(MARKER_KEY).is_file();
+            if missing == 0 || !mounted || !tmp_dir.is_dir() {
                 break;
             }
             let path = temporary_name(&tmp_dir);
@@ -235,7 +264,7 @@ impl Spares {
                     .files
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(Spare {
+                    .push_back(Spare {
                         path,
                         file,
                         made: std::time::Instant::now(),
@@ -248,8 +277,17 @@ impl Spares {
     }
 }
 
-/// Temporary files older than this were left by a crash or a failed write: no write
-/// takes that long.
+impl Drop for Spares {
+    fn drop(&mut self) {
+        let files = self.files.get_mut().unwrap_or_else(|e| e.into_inner());
+        for spare in files.drain(..) {
+            let _ = std::fs::remove_file(&spare.path);
+        }
+    }
+}
+
+/// Temporary files older than this were left by a crash, a kill or a failed write: no
+/// write takes that long, and no spare is used that old ([`SPARE_MAX_AGE`]).
 pub const STALE_TEMPORARY: Duration = Duration::from_secs(600);
 
 /// `fs`: removes temporary body files older than `older_than` (left by a kill or a
@@ -345,13 +383,21 @@ mod tests {
         let spares = Spares::default();
         write(root, "messages/a.eml", b"first", &spares);
         assert_eq!(temporaries(root), 0);
-        spares.refill(root);
-        assert_eq!(temporaries(root), SPARES);
+        spares.refill(root, false);
+        assert_eq!(temporaries(root), SPARE_FILES);
         write(root, "messages/b.eml", b"second", &spares);
-        assert_eq!(temporaries(root), SPARES - 1, "the body took a spare");
+        assert_eq!(temporaries(root), SPARE_FILES - 1, "the body took a spare");
         // Removed by hand: the spares left are gone, the write still lands.
         std::fs::remove_dir_all(root.join(TMP_DIR)).unwrap();
         write(root, "messages/c.eml", b"third", &spares);
         assert_eq!(temporaries(root), 0);
+        // A root without its marker is a bare mount point: no spare is made there.
+        spares.refill(root, true);
+        assert_eq!(temporaries(root), 0);
+        std::fs::write(root.join(MARKER_KEY), "id").unwrap();
+        spares.refill(root, true);
+        assert_eq!(temporaries(root), SPARE_FILES);
+        drop(spares);
+        assert_eq!(temporaries(root), 0, "the spares go with the store");
     }
 }

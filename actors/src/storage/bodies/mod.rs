@@ -9,7 +9,7 @@
 
 mod files;
 
-pub use files::{STALE_TEMPORARY, TMP_DIR, remove_stale_temporaries};
+pub use files::{SPARE_FILES, STALE_TEMPORARY, TMP_DIR, remove_stale_temporaries};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -283,7 +283,7 @@ impl BodyStore {
                 // The files the next batches will take, made after this one is answered.
                 let (spares, root) = (self.spares.clone(), self.fs_root.clone());
                 if let Some(root) = root.filter(|_| written.is_ok()) {
-                    tokio::task::spawn_blocking(move || spares.refill(&root));
+                    tokio::task::spawn_blocking(move || spares.refill(&root, marked));
                 }
                 written
             }
