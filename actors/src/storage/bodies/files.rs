@@ -223,6 +223,17 @@ impl Spares {
             .flatten()
     }
 
+    /// Whether a refill is due: half the spares are taken, or the newest is too old to
+    /// be used (then so are the others). A batch that leaves enough spares costs no
+    /// refill task.
+    pub(super) fn low(&self) -> bool {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.len() <= SPARE_FILES / 2
+            || files
+                .back()
+                .is_some_and(|spare| spare.made.elapsed() >= SPARE_MAX_AGE)
+    }
+
     /// Drops every spare (their files went away): the next refill makes new ones.
     fn forget(&self) {
         self.files.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -383,8 +394,10 @@ mod tests {
         let spares = Spares::default();
         write(root, "messages/a.eml", b"first", &spares);
         assert_eq!(temporaries(root), 0);
+        assert!(spares.low());
         spares.refill(root, false);
         assert_eq!(temporaries(root), SPARE_FILES);
+        assert!(!spares.low(), "full: the next batch needs no refill");
         write(root, "messages/b.eml", b"second", &spares);
         assert_eq!(temporaries(root), SPARE_FILES - 1, "the body took a spare");
         // Removed by hand: the spares left are gone, the write still lands.

@@ -282,7 +282,7 @@ impl BodyStore {
                     blocking(move || write_files(&root, &objects, fsync, marked, &spares)).await;
                 // The files the next batches will take, made after this one is answered.
                 let (spares, root) = (self.spares.clone(), self.fs_root.clone());
-                if let Some(root) = root.filter(|_| written.is_ok()) {
+                if let Some(root) = root.filter(|_| written.is_ok() && spares.low()) {
                     tokio::task::spawn_blocking(move || spares.refill(&root, marked));
                 }
                 written
