@@ -445,6 +445,63 @@ async fn messages_list_filter_raw_flags_and_soft_delete() {
         server.object(&stored[0].object_key).await.unwrap()
     );
 
+    // While a message is being stored (its rows journalled, its body not whole yet),
+    // its raw form is 503, never a cut body.
+    {
+        use sea_orm::{ActiveValue::Set, EntityTrait};
+        let b = list("?q=m1@remote".into()).await;
+        let id = b["data"][0]["id"].as_i64().unwrap();
+        let row = server.messages_with_id("m1@remote.test").await.remove(0);
+        let whole = server.object(&row.object_key).await.unwrap();
+        let config = common::mairust_actors_config(&server.config_path);
+        let store = mairust_actors::storage::BodyStore::open(&config.storage).unwrap();
+        let journal = mairust_entities::unflushed_message::ActiveModel {
+            message_id: Set(row.id.clone()),
+            object_key: Set(row.object_key.clone()),
+            created_at: Set(chrono::Utc::now().into()),
+        };
+        let db = server.db().await;
+        mairust_entities::unflushed_message::Entity::insert(journal)
+            .exec(&db)
+            .await
+            .unwrap();
+        let cut = bytes::Bytes::copy_from_slice(&whole[..whole.len() / 2]);
+        store.put(&row.object_key, cut).await.unwrap();
+        let raw = format!("/messages/{id}/raw");
+        let b = api
+            .expect(
+                Method::GET,
+                &raw,
+                Some(&key),
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .await;
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("still being stored"),
+            "{b}"
+        );
+        // Stored whole: served again.
+        store
+            .put(&row.object_key, whole.clone().into())
+            .await
+            .unwrap();
+        mairust_entities::unflushed_message::Entity::delete_by_id(row.id.clone())
+            .exec(&db)
+            .await
+            .unwrap();
+        let served = api
+            .request(Method::GET, &raw)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.bytes().await.unwrap(), whole);
+    }
+
     // Flags and tags.
     let message = format!("/messages/{id}");
     let change = json!({"flags": ["\\Seen"], "tags": ["invoice", "2026:q4", "invoice"]});

@@ -290,8 +290,23 @@ async fn sigkill_loses_no_acknowledged_message() {
         "too few messages before the kill: {}",
         acked.len()
     );
+    // SQLite + fs: bodies go into files made ahead at their place; the kill leaves the
+    // unused ones, empty, which the next start removes before any new one is made.
+    let placed = common::postgres_url().is_none() && server.backend.s3.is_none();
+    let messages = server.dir.path().join("objects").join("messages");
+    if placed {
+        assert!(empty_files(&messages) > 0, "no file was made ahead");
+    }
 
     server.spawn();
+    if placed {
+        assert_eq!(
+            empty_files(&messages),
+            0,
+            "files made ahead outlived the kill"
+        );
+        assert!(server.log_contains("spares_removed"));
+    }
     let mut missing = Vec::new();
     for id in &acked {
         let rows = server.messages_with_id(id).await;
@@ -313,6 +328,20 @@ async fn sigkill_loses_no_acknowledged_message() {
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
 
+/// Empty files anywhere under `dir`.
+fn empty_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap())
+        .map(|e| match e.file_type().unwrap().is_dir() {
+            true => empty_files(&e.path()),
+            false => usize::from(e.metadata().unwrap().len() == 0),
+        })
+        .sum()
+}
+
 #[tokio::test]
 async fn restart_removes_rows_whose_object_never_reached_the_disk() {
     if common::postgres_url().is_some() {
@@ -322,25 +351,37 @@ async fn restart_removes_rows_whose_object_never_reached_the_disk() {
     let mut server = TestServer::start();
     assert_eq!(transaction_reply(&server, "kept@remote.test").await, 250);
     assert_eq!(transaction_reply(&server, "torn@remote.test").await, 250);
+    assert_eq!(transaction_reply(&server, "cut@remote.test").await, 250);
     server.kill();
-    // What a crash between the row flush and the object flush leaves behind: a row
-    // still journalled as unflushed, without its object.
+    // What a crash between the row flush and the object flush leaves behind: rows
+    // still journalled as unflushed, one without its object, one whose body (written in
+    // place) was cut short.
     let torn = server.messages_with_id("torn@remote.test").await.remove(0);
+    let cut = server.messages_with_id("cut@remote.test").await.remove(0);
     let db = server.db().await;
     use sea_orm::{ActiveValue::Set, EntityTrait};
-    mairust_entities::unflushed_message::Entity::insert(
-        mairust_entities::unflushed_message::ActiveModel {
-            message_id: Set(torn.id.clone()),
-            object_key: Set(torn.object_key.clone()),
-            created_at: Set(chrono::Utc::now().into()),
-        },
-    )
-    // (still journalled if the kill came before the entry was cleared)
-    .on_conflict_do_nothing_on([mairust_entities::unflushed_message::Column::MessageId])
-    .exec(&db)
-    .await
-    .unwrap();
+    for row in [&torn, &cut] {
+        mairust_entities::unflushed_message::Entity::insert(
+            mairust_entities::unflushed_message::ActiveModel {
+                message_id: Set(row.id.clone()),
+                object_key: Set(row.object_key.clone()),
+                created_at: Set(chrono::Utc::now().into()),
+            },
+        )
+        // (still journalled if the kill came before the entry was cleared)
+        .on_conflict_do_nothing_on([mairust_entities::unflushed_message::Column::MessageId])
+        .exec(&db)
+        .await
+        .unwrap();
+    }
     db.close().await.ok();
+    let cut_body = server.object(&cut.object_key).await.unwrap();
+    {
+        let config = common::mairust_actors_config(&server.config_path);
+        let store = mairust_actors::storage::BodyStore::open(&config.storage).unwrap();
+        let half = bytes::Bytes::copy_from_slice(&cut_body[..cut_body.len() / 2]);
+        store.put(&cut.object_key, half).await.unwrap();
+    }
     if server.backend.s3.is_some() {
         let config = common::mairust_actors_config(&server.config_path);
         let store = mairust_actors::storage::BodyStore::open(&config.storage).unwrap();
@@ -354,6 +395,12 @@ async fn restart_removes_rows_whose_object_never_reached_the_disk() {
         server.index_count(&torn.id).await,
         0,
         "mailbox entry left behind"
+    );
+    assert!(server.messages_with_id("cut@remote.test").await.is_empty());
+    assert_eq!(server.index_count(&cut.id).await, 0);
+    assert!(
+        server.object(&cut.object_key).await.is_none(),
+        "the cut body outlived its rows"
     );
     let kept = server.messages_with_id("kept@remote.test").await;
     assert_eq!(kept.len(), 1);

@@ -6,6 +6,7 @@
 //! | `missing_object` | a message row whose body is not in the store | the body is lost: the row, its mailbox entries and queue entry are removed and each is written to the audit log (`db_check.lost_message`) — refused when more than 5 and more than 10% of the bodies are missing (a store misconfigured, not lost: check `storage`), unless `--accept-lost` |
 //! | `size_mismatch` | the row's size differs from the object's, its checksum matches | the row takes the object's size |
 //! | `checksum_mismatch` | the object's SHA-256 differs from the row's | reported (the body is damaged) |
+//! | `spare_file` | an empty file under `messages/` that no row refers to, older than 10 minutes: made ahead for a body by a server (SQLite + fs) that was killed | removed (a body is never empty; a running server's spares are younger and never looked at) |
 //! | `orphan_object` | a body under `messages/` that no row refers to | moved to `lost+found/<key>` once older than `--orphan-grace` (a body is written before its row); kept, since it may be the only copy of a message whose row was lost — refused when more than 5 and more than 10% of the bodies are orphans, unless `--accept-orphans` |
 //! | `stale_lease` | a queue entry still leased long after the lease ran out | lease cleared |
 //! | `dangling_index` | a mailbox entry whose message or mailbox row is gone | entry deleted |
@@ -21,7 +22,7 @@ use clap::Args;
 use mairust_actors::audit::{AuditLog, Entry};
 use mairust_actors::config::Config;
 use mairust_actors::storage::BodyStore;
-use mairust_actors::storage::bodies::BodyError;
+use mairust_actors::storage::bodies::{BodyError, STALE_TEMPORARY};
 use mairust_actors::storage::envelope::hex;
 use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient, unflushed_message};
 use sea_orm::sea_query::Expr;
@@ -179,10 +180,33 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
 
     let grace = chrono::Duration::from_std(Duration::from_secs(args.orphan_grace))
         .unwrap_or(chrono::Duration::MAX);
-    let orphans: Vec<_> = objects
+    // Empty ones are files a server made ahead for bodies (SQLite + fs): a running
+    // server's are young and not anybody's to touch; older ones were left by a kill.
+    let (spares, orphans): (Vec<_>, Vec<_>) = objects
         .iter()
         .filter(|o| !referenced.contains(o.key.as_str()))
-        .collect();
+        .partition(|o| o.size == 0);
+    let stale = chrono::Duration::from_std(STALE_TEMPORARY).unwrap_or(chrono::Duration::MAX);
+    for object in spares {
+        let age = chrono::Utc::now() - object.last_modified;
+        if age < stale {
+            continue;
+        }
+        let mut p = problem(
+            "spare_file",
+            object.key.clone(),
+            format!(
+                "an empty file made ahead for a body and never used ({} s old; left by a kill)",
+                age.num_seconds()
+            ),
+        );
+        if args.fix {
+            store.delete(&object.key).await?;
+            p.detail.push_str("; removed");
+            p.fixed = true;
+        }
+        problems.push(p);
+    }
     // Many orphans means rows were lost (an old database restored, the wrong database),
     // not debris: leave the bodies where they are.
     let many_orphans = orphans.len() > 5 && orphans.len() * 10 > objects.len();

@@ -45,7 +45,7 @@ use actix::prelude::*;
 use sea_orm::DatabaseConnection;
 use tokio::sync::oneshot;
 
-use super::bodies::BodyStore;
+use super::bodies::{BodyStore, Placed};
 use super::envelope::IncomingMessage;
 use super::error::StoreError;
 use super::recovery::recover_unflushed;
@@ -105,6 +105,9 @@ pub struct StorageActor {
     /// Messages whose rows failed while their object was being written: the object is
     /// deleted once written.
     drop_objects: HashSet<u64>,
+    /// Parallel mode (fs): the files reserved for bodies not yet handed to the object
+    /// lane, whose keys the messages took (a file dropped unwritten is removed).
+    placed: HashMap<u64, Placed>,
     /// Outbound messages enter the queue in the same row transaction (SPEC M6).
     queue: QueueHook,
     /// One permit, held by the row transaction in flight (a task of its own, see
@@ -131,6 +134,10 @@ impl StorageActor {
         queue: QueueHook,
     ) -> Self {
         let rows = RowWriter::for_database(&db);
+        if mode == CommitMode::Parallel {
+            // One node writes this store: bodies go into files made at their place.
+            bodies.place_spares();
+        }
         StorageActor::with_writer(db, rows, bodies, mode, health_monitor, queue)
     }
 
@@ -162,6 +169,7 @@ impl StorageActor {
             chores_held_until: None,
             chores_backoff: Duration::ZERO,
             drop_objects: HashSet::new(),
+            placed: HashMap::new(),
             queue,
             row_gate: Arc::new(tokio::sync::Semaphore::new(1)),
         }
@@ -256,7 +264,16 @@ impl Handler<StoreMessage> for StorageActor {
         let (tx, rx) = oneshot::channel();
         let seq = self.next_seq;
         self.next_seq += 1;
-        let entry = (seq, Arc::new(msg.0));
+        let mut message = msg.0;
+        // Parallel mode: the body's file is made already; its name is the object key
+        // the rows record.
+        if self.mode == CommitMode::Parallel
+            && let Some(placed) = self.bodies.take_placed()
+        {
+            message.object_key = placed.key().to_string();
+            self.placed.insert(seq, placed);
+        }
+        let entry = (seq, Arc::new(message));
         if !msg.1.is_disabled() {
             self.spans.insert(seq, msg.1);
         }

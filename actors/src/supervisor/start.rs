@@ -21,6 +21,7 @@ use crate::queue::route::{HickoryResolver, NoResolver, Resolver};
 use crate::shutdown::SessionRegistry;
 use crate::smtp::listener::SmtpListener;
 use crate::smtp::session::SessionContext;
+use crate::storage::bodies::sweep_placed;
 use crate::storage::{BodyStore, CommitMode, QueueHook, StorageActor, recover_unflushed};
 
 /// Opens the object store, verified to be this database's (storage::identity) before
@@ -103,6 +104,22 @@ pub(super) async fn start_storage(
                 removed,
                 "removed rows of unacknowledged messages left by a crash"
             );
+        }
+        // Then the files a kill left made ahead for bodies: no spare is made before.
+        if let Some(root) = bodies.fs_root() {
+            let root = root.to_path_buf();
+            let swept = tokio::task::spawn_blocking(move || sweep_placed(&root))
+                .await
+                .map_err(anyhow::Error::from)?
+                .context("removing the files made ahead for bodies before a kill")?;
+            if swept > 0 {
+                tracing::info!(
+                    component = "storage",
+                    event = "spares_removed",
+                    removed = swept,
+                    "removed the empty files made ahead for bodies that a kill left"
+                );
+            }
         }
         CommitMode::Parallel
     } else {

@@ -12,9 +12,9 @@ use mairust_actors::health_state::Dependency;
 use mairust_actors::storage::bodies::BodyError;
 use mairust_actors::storage::envelope::{TAG_CHARS, valid_tag};
 use mairust_actors::supervisor::Handles;
-use mairust_entities::mailbox_message;
+use mairust_entities::{mailbox_message, unflushed_message};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, EntityTrait, QueryResult, Set};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryResult, Set};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
@@ -314,7 +314,7 @@ pub async fn get(
         (status = 404, description = "No such message (or deleted)", body = ErrorBody),
         (status = 429, description = "Too many failed authentications", body = ErrorBody),
         (status = 500, description = "The body is missing from the object store", body = ErrorBody),
-        (status = 503, description = "Database or object store unavailable", body = ErrorBody)
+        (status = 503, description = "Database or object store unavailable, or the message still being stored", body = ErrorBody)
     ),
     security(("bearer" = ["read"]))
 )]
@@ -328,6 +328,8 @@ pub async fn raw(
     let id = id.into_inner();
     let mut select = Query::select()
         .expr_as(col("m", "object_key"), Alias::new("object_key"))
+        .expr_as(col("m", "size"), Alias::new("size"))
+        .expr_as(col("m", "id"), Alias::new("message_id"))
         .from_as(Alias::new("mailbox_messages"), Alias::new("mm"))
         .join_as(
             JoinType::InnerJoin,
@@ -351,10 +353,28 @@ pub async fn raw(
             "the object store is unavailable; the message body cannot be read now",
         ));
     }
+    let size: i64 = row.try_get("", "size")?;
+    let message_id: String = row.try_get("", "message_id")?;
     match handles.bodies.get(&key).await {
+        // A message listed while it is being stored (SQLite: its rows commit beside
+        // its body, which is written in place): not complete yet.
+        Ok(bytes)
+            if bytes.len() as i64 != size && being_stored(&handles.db, &message_id).await? =>
+        {
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the message is still being stored; try again in a moment",
+            ))
+        }
         Ok(bytes) => Ok(HttpResponse::Ok()
             .content_type("message/rfc822")
             .body(bytes)),
+        Err(BodyError::NotFound(_)) if being_stored(&handles.db, &message_id).await? => {
+            Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the message is still being stored; try again in a moment",
+            ))
+        }
         Err(BodyError::NotFound(_)) => {
             tracing::error!(component = "api", id, key = %key, "message body missing from the object store");
             Err(ApiError::new(
@@ -370,6 +390,17 @@ pub async fn raw(
             ))
         }
     }
+}
+
+/// Whether the message's rows are journalled: committed while its body is still being
+/// written (see the StorageActor's Parallel mode).
+async fn being_stored(db: &DatabaseConnection, message_id: &str) -> Result<bool, ApiError> {
+    Ok(
+        unflushed_message::Entity::find_by_id(message_id.to_string())
+            .one(db)
+            .await?
+            .is_some(),
+    )
 }
 
 /// Replace a message's flags and/or tags.

@@ -72,13 +72,19 @@ impl StorageActor {
             &batch,
             |parent| tracing::info_span!(parent: parent, "storage.put_body", batch = n),
         );
+        let objects = batch
+            .iter()
+            .map(|(seq, m)| {
+                (
+                    m.object_key.clone(),
+                    m.body.clone(),
+                    self.placed.remove(seq),
+                )
+            })
+            .collect();
         let fut = async move {
-            let objects = batch
-                .iter()
-                .map(|(_, m)| (m.object_key.clone(), m.body.clone()))
-                .collect();
             let result = bodies
-                .put_batch(objects)
+                .put_placed(objects)
                 .await
                 .map_err(|e| StoreError::Storage(e.to_string()));
             drop(spans);
@@ -343,6 +349,8 @@ impl StorageActor {
 
     /// Answers a caller and forgets it.
     fn answer(&mut self, seq: u64, result: Result<(), StoreError>) {
+        // A file reserved for a body never written is removed.
+        self.placed.remove(&seq);
         if let Some(waiter) = self.waiters.remove(&seq) {
             if waiter.rows_done && !waiter.object_done {
                 self.rows_ahead -= 1;

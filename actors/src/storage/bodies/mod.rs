@@ -1,15 +1,20 @@
 //! Message bodies as immutable objects: local files or S3 through one `object_store` API.
 //!
 //! Durability (SPEC M4): S3 acknowledges a PUT only once it is stored. For local files
-//! [`BodyStore::put_batch`] writes a whole batch in one blocking task (temporary file,
-//! fsync, rename, in the layout `object_store`'s LocalFileSystem reads), then flushes
-//! each directory that got new names once: one thread hop per batch, and the files'
-//! flushes run in parallel so the filesystem can merge their journal commits (in
-//! `bodies/files.rs`).
+//! [`BodyStore::put_placed`] writes a whole batch in one blocking task, in the layout
+//! `object_store`'s LocalFileSystem reads: on SQLite into files made ahead at their keys
+//! with their names already flushed (one flush a body, `bodies/spares.rs`), otherwise
+//! through a temporary file, fsync and rename, then one flush of each directory that got
+//! new names. One thread hop per batch; the files' flushes run in parallel so the block
+//! layer can merge them (`bodies/files.rs`).
 
 mod files;
+mod layout;
+mod spares;
 
-pub use files::{SPARE_FILES, STALE_TEMPORARY, TMP_DIR, remove_stale_temporaries};
+pub use files::remove_stale_temporaries;
+pub use layout::{STALE_TEMPORARY, TMP_DIR};
+pub use spares::{Placed, SPARE_FILES, sweep_placed};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +28,8 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
 use crate::config::{StorageBackend, StorageConfig};
-use files::{Spares, blocking, write_files};
+use files::{Object, blocking, write_files};
+use spares::Spares;
 
 /// The marker object at the root of the store, holding the store's identity (see
 /// [`super::identity`]): its absence means the volume or bucket is not the store.
@@ -262,12 +268,27 @@ impl BodyStore {
     /// none of them is left behind: the batch's callers are answered 4xx and their
     /// senders retry, so objects already written would only be orphans.
     pub async fn put_batch(&self, objects: Vec<(String, Bytes)>) -> Result<(), BodyError> {
-        let keys: Vec<String> = objects.iter().map(|(key, _)| key.clone()).collect();
+        self.put_placed(
+            objects
+                .into_iter()
+                .map(|(key, body)| (key, body, None))
+                .collect(),
+        )
+        .await
+    }
+
+    /// [`BodyStore::put_batch`], where a body may have its file reserved ahead
+    /// ([`BodyStore::take_placed`]; its key is the place's).
+    pub async fn put_placed(
+        &self,
+        objects: Vec<(String, Bytes, Option<Placed>)>,
+    ) -> Result<(), BodyError> {
+        let keys: Vec<String> = objects.iter().map(|(key, ..)| key.clone()).collect();
         let result = match self.fs_root.clone() {
             None => {
                 let puts = objects
                     .into_iter()
-                    .map(|(key, body)| self.put_keyed(key, body));
+                    .map(|(key, body, _)| self.put_keyed(key, body));
                 futures::future::join_all(puts)
                     .await
                     .into_iter()
@@ -278,12 +299,16 @@ impl BodyStore {
                 let fsync = self.fsync;
                 let marked = self.identity.is_some();
                 let spares = self.spares.clone();
+                let objects = objects
+                    .into_iter()
+                    .map(|(key, body, placed)| Object { key, body, placed })
+                    .collect();
                 let written =
-                    blocking(move || write_files(&root, &objects, fsync, marked, &spares)).await;
+                    blocking(move || write_files(&root, objects, fsync, marked, &spares)).await;
                 // The files the next batches will take, made after this one is answered.
                 let (spares, root) = (self.spares.clone(), self.fs_root.clone());
                 if let Some(root) = root.filter(|_| written.is_ok() && spares.low()) {
-                    tokio::task::spawn_blocking(move || spares.refill(&root, marked));
+                    tokio::task::spawn_blocking(move || spares.refill(&root, marked, fsync));
                 }
                 written
             }
@@ -294,15 +319,36 @@ impl BodyStore {
         result
     }
 
+    /// From now on, `fs` bodies are written into files made ahead at their final place
+    /// (see `bodies/files.rs`, `Spares`): only for a store one node writes (SQLite),
+    /// whose StorageActor reserves them with [`BodyStore::take_placed`].
+    pub fn place_spares(&self) {
+        if self.fs_root.is_some() {
+            self.spares.place();
+        }
+    }
+
+    /// A file made ahead for one message's body, if one is ready (`fs`, after
+    /// [`BodyStore::place_spares`]); its key is to be the message's object key. No file
+    /// work: a lock and a pop.
+    pub fn take_placed(&self) -> Option<Placed> {
+        self.fs_root.as_ref()?;
+        self.spares.take_placed()
+    }
+
     /// Stores one object durably (on `fs`: flushed with its directory, even with
     /// `fsync` off), replacing what was there; a failure leaves the old object.
     pub async fn put_durable(&self, key: &str, body: Bytes) -> Result<(), BodyError> {
         match self.fs_root.clone() {
             None => self.put(key, body).await,
             Some(root) => {
-                let objects = vec![(key.to_string(), body)];
+                let objects = vec![Object {
+                    key: key.to_string(),
+                    body,
+                    placed: None,
+                }];
                 let spares = self.spares.clone();
-                blocking(move || write_files(&root, &objects, true, false, &spares)).await
+                blocking(move || write_files(&root, objects, true, false, &spares)).await
             }
         }
     }
