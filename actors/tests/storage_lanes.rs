@@ -126,6 +126,76 @@ async fn a_failed_body_leaves_nothing_whichever_lane_finishes_first() {
     assert_eq!(count(&s.db, unflushed_message::Entity).await, 0);
 }
 
+/// SQLite: bodies go into files made ahead at their place, whose names become the
+/// object keys. A message that failed leaves neither its file nor its rows; one stored
+/// is in its file, at the key its row records.
+#[actix_rt::test]
+async fn a_failed_message_leaves_nothing_of_the_file_made_for_it() {
+    let s = setup().await;
+    let (actor, _failures) = storage(&s);
+    let stored = |id: &str| {
+        let db = s.db.clone();
+        let id = id.to_string();
+        async move { message::Entity::find_by_id(id).one(&db).await.unwrap() }
+    };
+    let first_id = store_ok(&actor, &s, "first").await;
+    let messages = s.root.join("messages");
+    wait_until("the files for the next bodies are made", || async {
+        files_under(&messages).0 == SPARE_FILES
+    })
+    .await;
+    assert_eq!(files_under(&messages), (SPARE_FILES, 1));
+
+    let placed_id = store_ok(&actor, &s, "in its place").await;
+    let row = stored(&placed_id).await.expect("stored");
+    assert!(
+        !row.object_key.contains(&placed_id),
+        "not in a file made ahead: {}",
+        row.object_key
+    );
+    assert_eq!(
+        s.bodies.get(&row.object_key).await.unwrap().len() as i64,
+        row.size
+    );
+    assert_eq!(files_under(&messages), (SPARE_FILES - 1, 2));
+
+    break_objects(&s.root);
+    let doomed = message(&s, "doomed");
+    let doomed_id = doomed.id.clone();
+    let result = actor.send(StoreMessage::new(doomed)).await.unwrap();
+    assert!(matches!(result, Err(StoreError::Storage(_))), "{result:?}");
+    assert!(stored(&doomed_id).await.is_none());
+    wait_until("the journal is cleared", || async {
+        count(&s.db, unflushed_message::Entity).await == 0
+    })
+    .await;
+    assert_eq!(
+        files_under(&messages),
+        (SPARE_FILES - 2, 2),
+        "the file made for the failed message was left"
+    );
+    mend_objects(&s.root);
+    assert!(stored(&first_id).await.is_some());
+}
+
+/// Regular files under `dir`, by size: (empty, not empty).
+fn files_under(dir: &std::path::Path) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        if meta.is_dir() {
+            let (empty, full) = files_under(&entry.path());
+            counts = (counts.0 + empty, counts.1 + full);
+        } else if meta.len() == 0 {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
+        }
+    }
+    counts
+}
+
 /// Startup recovery looks at the journal only: an acknowledged row whose body is gone
 /// (an operator moved it) is never deleted; a journalled row without body is.
 #[actix_rt::test]
@@ -139,13 +209,7 @@ async fn recovery_removes_only_journalled_rows_without_body() {
         .await
         .unwrap()
         .unwrap();
-    let complete = message(&s, "complete, journal not yet cleared");
-    let complete_id = complete.id.clone();
-    actor
-        .send(StoreMessage::new(complete))
-        .await
-        .unwrap()
-        .unwrap();
+    let complete_id = store_ok(&actor, &s, "complete, journal not yet cleared").await;
     wait_until("journal cleared", || async {
         count(&s.db, unflushed_message::Entity).await == 0
     })

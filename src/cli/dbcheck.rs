@@ -6,7 +6,7 @@
 //! | `missing_object` | a message row whose body is not in the store | the body is lost: the row, its mailbox entries and queue entry are removed and each is written to the audit log (`db_check.lost_message`) — refused when more than 5 and more than 10% of the bodies are missing (a store misconfigured, not lost: check `storage`), unless `--accept-lost` |
 //! | `size_mismatch` | the row's size differs from the object's, its checksum matches | the row takes the object's size |
 //! | `checksum_mismatch` | the object's SHA-256 differs from the row's | reported (the body is damaged) |
-//! | `spare_file` | an empty file under `messages/` that no row refers to, older than 10 minutes: made ahead for a body by a server (SQLite + fs) that was killed | removed (a body is never empty; a running server's spares are younger and never looked at) |
+//! | `spare_file` | an empty file under `messages/` that no row refers to, older than 10 minutes: made ahead for a body by a server (SQLite + fs) that was killed, or expired unused on an idle one | removed, once read again as still empty, that old and unreferenced (a body is never empty; a server writes into such a file only while it is younger than 5 minutes by its time) |
 //! | `orphan_object` | a body under `messages/` that no row refers to | moved to `lost+found/<key>` once older than `--orphan-grace` (a body is written before its row); kept, since it may be the only copy of a message whose row was lost — refused when more than 5 and more than 10% of the bodies are orphans, unless `--accept-orphans` |
 //! | `stale_lease` | a queue entry still leased long after the lease ran out | lease cleared |
 //! | `dangling_index` | a mailbox entry whose message or mailbox row is gone | entry deleted |
@@ -22,7 +22,7 @@ use clap::Args;
 use mairust_actors::audit::{AuditLog, Entry};
 use mairust_actors::config::Config;
 use mairust_actors::storage::BodyStore;
-use mairust_actors::storage::bodies::{BodyError, STALE_TEMPORARY};
+use mairust_actors::storage::bodies::{BodyError, ObjectInfo, STALE_TEMPORARY};
 use mairust_actors::storage::envelope::hex;
 use mairust_entities::{mailbox_message, message, queue_entry, queue_recipient, unflushed_message};
 use sea_orm::sea_query::Expr;
@@ -187,6 +187,9 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
         .filter(|o| !referenced.contains(o.key.as_str()))
         .partition(|o| o.size == 0);
     let stale = chrono::Duration::from_std(STALE_TEMPORARY).unwrap_or(chrono::Duration::MAX);
+    // What is acted on is read again first: the listing is minutes old by now, and a
+    // running server may have written a body or a row since.
+    let mut now_referenced: Option<HashSet<String>> = None;
     for object in spares {
         let age = chrono::Utc::now() - object.last_modified;
         if age < stale {
@@ -196,14 +199,21 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
             "spare_file",
             object.key.clone(),
             format!(
-                "an empty file made ahead for a body and never used ({} s old; left by a kill)",
+                "an empty file made ahead for a body and never used ({} s old; left by a kill, or expired on an idle server)",
                 age.num_seconds()
             ),
         );
         if args.fix {
-            store.delete(&object.key).await?;
-            p.detail.push_str("; removed");
-            p.fixed = true;
+            let still =
+                |o: &ObjectInfo| o.size == 0 && chrono::Utc::now() - o.last_modified >= stale;
+            if unchanged(&db, &store, &mut now_referenced, &object.key, still).await? {
+                store.delete(&object.key).await?;
+                p.detail.push_str("; removed");
+                p.fixed = true;
+            } else {
+                p.detail
+                    .push_str("; written or referred to since, left alone");
+            }
         }
         problems.push(p);
     }
@@ -226,6 +236,14 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
                 p.detail.push_str(
                     "; not moved: too many orphans, were rows lost? (--accept-orphans moves them)",
                 );
+            } else if age >= grace
+                && !unchanged(&db, &store, &mut now_referenced, &object.key, |o| {
+                    o.size == object.size && o.last_modified == object.last_modified
+                })
+                .await?
+            {
+                p.detail
+                    .push_str("; written or referred to since, left alone");
             } else if age >= grace {
                 let kept = format!("{LOST_AND_FOUND}{}", object.key);
                 let body = store.get(&object.key).await?;
@@ -303,6 +321,28 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
 }
 
 /// A message whose body is gone: its rows go, the audit log keeps what it was.
+/// Whether the object at `key`, read again now, still `fits` and no row refers to it
+/// (the rows' keys are read again once, on first use).
+async fn unchanged(
+    db: &DatabaseConnection,
+    store: &BodyStore,
+    referenced: &mut Option<HashSet<String>>,
+    key: &str,
+    fits: impl Fn(&ObjectInfo) -> bool,
+) -> anyhow::Result<bool> {
+    let Some(now) = store.head(key).await.context("reading an object again")? else {
+        return Ok(false);
+    };
+    if !fits(&now) {
+        return Ok(false);
+    }
+    if referenced.is_none() {
+        let keys = super::column(db, "SELECT object_key FROM messages").await?;
+        *referenced = Some(keys.into_iter().collect());
+    }
+    Ok(!referenced.as_ref().is_some_and(|keys| keys.contains(key)))
+}
+
 async fn remove_lost(
     db: &DatabaseConnection,
     audit: &AuditLog,

@@ -185,7 +185,8 @@ impl Actor for StorageActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Some(root) = self.bodies.fs_root() {
             let root = root.to_path_buf();
-            ctx.run_interval(TEMPORARY_SWEEP, move |_, _| {
+            ctx.run_interval(TEMPORARY_SWEEP, move |act, _| {
+                act.bodies.refresh_spares();
                 let root = root.clone();
                 tokio::task::spawn_blocking(move || {
                     match super::bodies::remove_stale_temporaries(

@@ -106,9 +106,14 @@ pub(super) async fn start_storage(
             );
         }
         // Then the files a kill left made ahead for bodies: no spare is made before.
+        // Young ones only when `serve` holds the pid file's lock (nobody else writes).
         if let Some(root) = bodies.fs_root() {
             let root = root.to_path_buf();
-            let swept = tokio::task::spawn_blocking(move || sweep_placed(&root))
+            let older_than = match config.server.pid_file {
+                Some(_) => Duration::ZERO,
+                None => crate::storage::bodies::STALE_TEMPORARY,
+            };
+            let swept = tokio::task::spawn_blocking(move || sweep_placed(&root, older_than))
                 .await
                 .map_err(anyhow::Error::from)?
                 .context("removing the files made ahead for bodies before a kill")?;

@@ -94,6 +94,18 @@ pub fn storage(
     (actor.start(), rx)
 }
 
+/// Stores a new message (see [`message`]) and returns its id once it is stored.
+pub async fn store_ok(actor: &Addr<StorageActor>, s: &Setup, subject: &str) -> String {
+    let m = message(s, subject);
+    let id = m.id.clone();
+    actor
+        .send(mairust_actors::storage::StoreMessage::new(m))
+        .await
+        .unwrap()
+        .expect("stored");
+    id
+}
+
 /// A message for bob that also goes to a remote recipient (a queue entry).
 pub fn message(s: &Setup, subject: &str) -> IncomingMessage {
     let id = uuid::Uuid::now_v7().to_string();

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::BodyError;
 use super::layout::{TMP_DIR, make_dirs, present, temporary_name};
-use super::spares::{Placed, SPARE_MAX_AGE, Spare, Spares};
+use super::spares::{Placed, SPARE_MAX_AGE, Spare, Spares, age};
 use crate::private_dir::create_private_dir;
 
 /// Runs a filesystem job on the blocking pool.
@@ -214,13 +214,14 @@ fn write_object(
 }
 
 /// Writes `body` into its placed file; `false` when that file may not be used any more
-/// and the body goes the usual way to the same key (the rename replaces the file):
-/// it is older than [`SPARE_MAX_AGE`] (`mairust db check --fix` may remove an empty
-/// file once it is older than [`super::STALE_TEMPORARY`]), or its name was removed meanwhile.
+/// and the body goes the usual way to the same key (the rename replaces the file): it
+/// is older than [`SPARE_MAX_AGE`], by this process's clock or by its modification
+/// time on the wall clock (`mairust db check --fix` removes an empty file once that
+/// says it is older than [`super::STALE_TEMPORARY`]), or its name was removed meanwhile.
 fn write_placed(body: &[u8], fsync: bool, spare: Spare) -> std::io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
-    if spare.made.elapsed() >= SPARE_MAX_AGE {
+    if spare.made.elapsed() >= SPARE_MAX_AGE || age(&spare.file.metadata()?) >= SPARE_MAX_AGE {
         return Ok(false);
     }
     let mut file = spare.file;
@@ -418,6 +419,11 @@ mod tests {
         (dir, spares)
     }
 
+    fn inode(root: &std::path::Path, key: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(root.join(key)).unwrap().ino()
+    }
+
     /// The files under `dir`, by size: (empty, not empty).
     fn files_in(dir: &std::path::Path) -> (usize, usize) {
         let sizes: Vec<u64> = std::fs::read_dir(dir)
@@ -481,6 +487,7 @@ mod tests {
         // A batch: two bodies in their places, one the usual way.
         let other = spares.take_placed().unwrap();
         let other_key = other.key().to_string();
+        let made = inode(root, &key);
         let batch = vec![
             object(&key, b"in place", Some(placed)),
             object("messages/x/usual.eml", b"usual", None),
@@ -488,6 +495,11 @@ mod tests {
         ];
         write_files(root, batch, true, false, &spares).unwrap();
         assert_eq!(std::fs::read(root.join(&key)).unwrap(), b"in place");
+        assert_eq!(
+            inode(root, &key),
+            made,
+            "written in place, not renamed over"
+        );
         assert_eq!(
             std::fs::read(root.join(&other_key)).unwrap(),
             b"also in place"
@@ -509,28 +521,42 @@ mod tests {
         std::fs::remove_file(root.join(&gone_key)).unwrap();
         write_at(root, &gone_key, b"again", Some(gone), &spares);
 
-        // Too old to be written in place: the body replaces it the usual way.
+        // Too old to be written in place, by this process's clock or by the file's
+        // time: the body replaces it the usual way (a new file renamed over it).
         let mut old = spares.take_placed().unwrap();
         let old_key = old.key().to_string();
+        let made = inode(root, &old_key);
         if let Some(spare) = old.spare.as_mut() {
             spare.made = std::time::Instant::now()
                 .checked_sub(SPARE_MAX_AGE)
                 .unwrap();
         }
         write_at(root, &old_key, b"late", Some(old), &spares);
+        assert_ne!(inode(root, &old_key), made);
+        let stale = spares.take_placed().unwrap();
+        let stale_key = stale.key().to_string();
+        let made = inode(root, &stale_key);
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(&stale_key))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - SPARE_MAX_AGE)
+            .unwrap();
+        write_at(root, &stale_key, b"later", Some(stale), &spares);
+        assert_ne!(inode(root, &stale_key), made);
         assert_eq!(temporaries(root), 0);
 
         drop(spares);
         assert_eq!(
             files_in(&hour),
-            (0, 4),
+            (0, 5),
             "the unused spares go with the store"
         );
         assert!(
             !root.join(TMP_DIR).join(PLACED_DIRS).exists(),
             "a clean stop leaves no list"
         );
-        assert_eq!(sweep_placed(root).unwrap(), 0);
+        assert_eq!(sweep_placed(root, Duration::ZERO).unwrap(), 0);
     }
 
     #[test]
@@ -553,7 +579,13 @@ mod tests {
         std::mem::forget(reserved);
         std::mem::forget(spares);
         assert_eq!(files_in(&hour), (SPARE_FILES - 1, 1));
-        assert_eq!(sweep_placed(root).unwrap(), SPARE_FILES - 1);
+        // Another process may still use young ones: only old ones go then.
+        assert_eq!(
+            sweep_placed(root, super::super::STALE_TEMPORARY).unwrap(),
+            0
+        );
+        assert!(root.join(TMP_DIR).join(PLACED_DIRS).exists());
+        assert_eq!(sweep_placed(root, Duration::ZERO).unwrap(), SPARE_FILES - 1);
         assert_eq!(files_in(&hour), (0, 1), "the body stays");
         assert_eq!(std::fs::read(root.join(&key)).unwrap(), b"kept");
         assert!(!root.join(TMP_DIR).join(PLACED_DIRS).exists());

@@ -306,9 +306,8 @@ impl BodyStore {
                 let written =
                     blocking(move || write_files(&root, objects, fsync, marked, &spares)).await;
                 // The files the next batches will take, made after this one is answered.
-                let (spares, root) = (self.spares.clone(), self.fs_root.clone());
-                if let Some(root) = root.filter(|_| written.is_ok() && spares.low()) {
-                    tokio::task::spawn_blocking(move || spares.refill(&root, marked, fsync));
+                if written.is_ok() && self.spares.low() {
+                    self.refresh_spares();
                 }
                 written
             }
@@ -317,6 +316,30 @@ impl BodyStore {
             self.delete_unreferenced(&keys).await;
         }
         result
+    }
+
+    /// `fs`: removes the expired files made ahead and makes new ones, on a blocking
+    /// thread (after a batch, when few are left; hourly, so an idle server keeps none
+    /// that old).
+    pub fn refresh_spares(&self) {
+        if let Some(root) = self.fs_root.clone() {
+            let (spares, marked, fsync) =
+                (self.spares.clone(), self.identity.is_some(), self.fsync);
+            tokio::task::spawn_blocking(move || spares.refill(&root, marked, fsync));
+        }
+    }
+
+    /// One object's size and time, `None` when it is not there.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, BodyError> {
+        match self.store.head(&ObjectPath::from(key)).await {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: meta.size,
+                last_modified: meta.last_modified,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// From now on, `fs` bodies are written into files made ahead at their final place

@@ -155,8 +155,9 @@ impl Spares {
         };
         if missing > 0 && present(root, marked) {
             let made = if placed {
-                self.list_dir(root, &placed_dir_key(), fsync)
-                    .map(|dir_key| make_placed(root, &dir_key, missing, fsync))
+                let dir_key = placed_dir_key();
+                self.list_dir(root, &dir_key, fsync)
+                    .map(|new| make_placed(root, &dir_key, new, missing, fsync))
                     .unwrap_or_default()
             } else {
                 make_temporaries(root, missing)
@@ -205,33 +206,42 @@ fn create_spares(
 impl Spares {
     /// Placed mode: records `dir_key` in [`PLACED_DIRS`] before the first spare is made
     /// there (flushed with `fsync`), so that the next start finds what a kill leaves
-    /// ([`sweep_placed`]). `None` when it cannot be recorded: no spare is made then.
-    fn list_dir(&self, root: &std::path::Path, dir_key: &str, fsync: bool) -> Option<String> {
+    /// ([`sweep_placed`]). The list holds that directory and the one before (where the
+    /// spares still in use may be: a spare is used only while younger than
+    /// [`SPARE_MAX_AGE`]), rewritten once an hour. Returns whether `dir_key` is new
+    /// (its ancestors are flushed then), `None` when it cannot be recorded: no spare is
+    /// made then.
+    fn list_dir(&self, root: &std::path::Path, dir_key: &str, fsync: bool) -> Option<bool> {
         use std::io::Write;
         let mut listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
         if listed.0.as_deref() == Some(dir_key) {
-            return Some(dir_key.to_string());
+            return Some(false);
         }
         let tmp_dir = root.join(TMP_DIR);
         let path = tmp_dir.join(PLACED_DIRS);
-        let new = !path.exists();
-        let recorded = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut list| {
-                list.write_all(format!("{dir_key}\n").as_bytes())?;
-                if fsync {
-                    list.sync_data()?;
-                    if new {
-                        std::fs::File::open(&tmp_dir)?.sync_all()?;
-                    }
-                }
-                Ok(())
-            });
-        recorded.ok()?;
+        let next = tmp_dir.join(format!("{PLACED_DIRS}.new"));
+        let mut lines = String::new();
+        if let Some(before) = &listed.0 {
+            lines.push_str(&format!("{before}\n"));
+        }
+        lines.push_str(&format!("{dir_key}\n"));
+        let recorded = std::fs::File::create(&next).and_then(|mut list| {
+            list.write_all(lines.as_bytes())?;
+            if fsync {
+                list.sync_data()?;
+            }
+            std::fs::rename(&next, &path)?;
+            if fsync {
+                std::fs::File::open(&tmp_dir)?.sync_all()?;
+            }
+            Ok(())
+        });
+        if recorded.is_err() {
+            let _ = std::fs::remove_file(&next);
+            return None;
+        }
         *listed = (Some(dir_key.to_string()), Some(path));
-        Some(dir_key.to_string())
+        Some(true)
     }
 }
 
@@ -245,21 +255,23 @@ fn placed_dir_key() -> String {
     format!("messages/{}", chrono::Utc::now().format("%Y-%m-%d/%H"))
 }
 
-/// At start, before any spare is made (SQLite: the only server of this store): removes
-/// the placed spares a kill left, the empty `.eml` files in the directories
-/// [`PLACED_DIRS`] lists (a body is never empty, and the rows of a message whose body
-/// was never written were removed by the journal's recovery before). Returns how many.
-pub fn sweep_placed(root: &std::path::Path) -> std::io::Result<usize> {
+/// At start, before any spare is made (SQLite): removes the placed spares a kill left,
+/// the empty `.eml` files in the directories [`PLACED_DIRS`] lists (a body is never
+/// empty, and the rows of a message whose body was never written were removed by the
+/// journal's recovery before) once older than `older_than`: zero when this process
+/// holds the pid file's lock (nobody else writes), [`STALE_TEMPORARY`] otherwise
+/// (another process may be using its own). The list goes once nothing younger is left.
+/// Returns how many were removed.
+pub fn sweep_placed(root: &std::path::Path, older_than: Duration) -> std::io::Result<usize> {
     let list = root.join(TMP_DIR).join(PLACED_DIRS);
     let dirs = match std::fs::read_to_string(&list) {
         Ok(dirs) => dirs,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let mut removed = 0;
+    let (mut removed, mut young) = (0, 0);
     for dir_key in dirs.lines().filter(|l| l.starts_with("messages/")) {
-        let dir = root.join(dir_key);
-        let entries = match std::fs::read_dir(&dir) {
+        let entries = match std::fs::read_dir(root.join(dir_key)) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -270,23 +282,46 @@ pub fn sweep_placed(root: &std::path::Path) -> std::io::Result<usize> {
                 .file_name()
                 .to_str()
                 .is_some_and(|n| n.ends_with(".eml"));
-            let empty = entry.metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
-            if is_body && empty {
-                match std::fs::remove_file(entry.path()) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
+            let Ok(meta) = entry.metadata() else { continue };
+            if !(is_body && meta.is_file() && meta.len() == 0) {
+                continue;
+            }
+            if age(&meta) < older_than {
+                young += 1;
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
     }
-    std::fs::remove_file(&list)?;
+    if young == 0 {
+        std::fs::remove_file(&list)?;
+    }
     Ok(removed)
 }
 
-/// Up to `n` placed spares in `dir_key`, their names flushed (with `fsync`); none when
-/// that fails (the files made are removed again).
-fn make_placed(root: &std::path::Path, dir_key: &str, n: usize, fsync: bool) -> Vec<Spare> {
+/// How long ago a file was last written, by the wall clock (what `db check` sees); zero
+/// for a time ahead of the clock.
+pub(super) fn age(meta: &std::fs::Metadata) -> Duration {
+    meta.modified()
+        .ok()
+        .and_then(|modified| std::time::SystemTime::now().duration_since(modified).ok())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Up to `n` placed spares in `dir_key`, their names flushed (with `fsync`), and for a
+/// `new` directory its ancestors' entries too, whoever made them; none when that fails
+/// (the files made are removed again).
+fn make_placed(
+    root: &std::path::Path,
+    dir_key: &str,
+    new: bool,
+    n: usize,
+    fsync: bool,
+) -> Vec<Spare> {
     // The store's own temporary directory is there (a bare mount point has none): no
     // directory is made anywhere else.
     if !root.join(TMP_DIR).is_dir() {
@@ -297,6 +332,16 @@ fn make_placed(root: &std::path::Path, dir_key: &str, n: usize, fsync: bool) -> 
         return Vec::new();
     };
     flush.push(dir.clone());
+    if new {
+        flush.extend(
+            dir.ancestors()
+                .skip(1)
+                .take_while(|d| d.starts_with(root))
+                .map(std::path::Path::to_path_buf),
+        );
+        flush.sort();
+        flush.dedup();
+    }
     let mut made = create_spares(n, || {
         let key = format!("{dir_key}/{}.eml", uuid::Uuid::now_v7());
         (root.join(&key), Some(key))
