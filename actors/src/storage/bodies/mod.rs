@@ -202,11 +202,7 @@ impl BodyStore {
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, BodyError> {
-        match self.store.head(&ObjectPath::from(key)).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.head(key).await?.is_some())
     }
 
     /// Deletes an object; one that is not there is not an error.
