@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: cli::accounts::DomainAction,
     },
+    /// DKIM signing keys of local domains (the mail users submit is signed with them).
+    Dkim {
+        #[command(subcommand)]
+        action: cli::dkim::DkimAction,
+    },
     /// Manage users (mailboxes INBOX and Sent are created with each user).
     User {
         #[command(subcommand)]
@@ -150,6 +155,7 @@ fn main() -> ExitCode {
                         done(cli::accounts::domain(&config, action).await)
                     }
                     Command::User { action } => done(cli::accounts::user(&config, action).await),
+                    Command::Dkim { action } => done(cli::dkim::run(&config, action).await),
                     Command::Queue { action } => done(cli::queue::run(&config, action).await),
                     Command::Admin { action } => done(cli::admin::run(&config, action).await),
                     Command::Reload => done(cli::reload::run(&config).await),

@@ -282,6 +282,10 @@ async fn openapi_document_describes_every_route() {
     let expected = [
         ("/api/v1/domains", vec!["get", "post"]),
         ("/api/v1/domains/{name}", vec!["get", "delete"]),
+        ("/api/v1/domains/{name}/dkim", vec!["get", "post"]),
+        ("/api/v1/domains/{name}/dkim/rotate", vec!["post"]),
+        ("/api/v1/domains/{name}/dkim/{selector}", vec!["delete"]),
+        ("/api/v1/domains/{name}/dns", vec!["get"]),
         ("/api/v1/users", vec!["get", "post"]),
         ("/api/v1/users/{address}", vec!["get", "patch", "delete"]),
         ("/api/v1/users/{address}/mailboxes", vec!["get", "post"]),

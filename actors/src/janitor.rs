@@ -6,6 +6,8 @@
 //!   `retention.purge_interval_seconds`. The database hands each entry to one node, so
 //!   each node audits only its own share: one `retention.purge` entry per run that
 //!   deleted anything, with counts, never one per message.
+//! - DKIM keys whose record no longer needs publishing (rotated out, past their grace
+//!   period) are removed, hourly with the audit pruning; idempotent as well.
 //!
 //! The Janitor takes no message: it is a plain task the Supervisor restarts if it
 //! panics ([`Janitor::run`]), ending when the shutdown begins.
@@ -26,6 +28,7 @@ use crate::storage::BodyStore;
 const INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Janitor {
+    db: DatabaseConnection,
     audit: Arc<AuditLog>,
     retention_days: u32,
     /// None when `retention.deleted_messages_days` is 0 (deleted messages are kept).
@@ -55,8 +58,14 @@ impl Purge {
 }
 
 impl Janitor {
-    pub fn new(audit: Arc<AuditLog>, retention_days: u32, purge: Option<Purge>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        audit: Arc<AuditLog>,
+        retention_days: u32,
+        purge: Option<Purge>,
+    ) -> Self {
         Janitor {
+            db,
             audit,
             retention_days,
             purge,
@@ -82,7 +91,10 @@ impl Janitor {
         let work = async {
             loop {
                 tokio::select! {
-                    _ = prune.tick() => self.prune().await,
+                    _ = prune.tick() => {
+                        self.prune().await;
+                        self.expire_dkim_keys().await;
+                    }
                     _ = tick(&mut purge) => {
                         if let Some(purge) = &self.purge {
                             self.purge(purge).await;
@@ -112,6 +124,28 @@ impl Janitor {
             }
             Err(e) => {
                 tracing::warn!(component = "supervisor", event = "audit_prune_failed", error = %e, "audit pruning failed; next try in an hour")
+            }
+        }
+    }
+
+    /// Removes the DKIM keys past `publish_until`, with one audit entry per run that
+    /// removed any.
+    async fn expire_dkim_keys(&self) {
+        match crate::dkim::store::purge_expired(&self.db, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    component = "supervisor",
+                    event = "dkim_keys_expired",
+                    removed = n,
+                    "DKIM keys past their publication period removed"
+                );
+                self.audit
+                    .record(Entry::success("dkim.expire", "janitor").detail("removed", n))
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(component = "supervisor", event = "dkim_expire_failed", error = %e, "removing expired DKIM keys failed; next try in an hour")
             }
         }
     }

@@ -24,6 +24,7 @@
 //!   throttling, DATA memory
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
+//! - [`dkim`] — DKIM keys (sealed in the database) and the signing of submitted mail
 //! - [`submission`] — the one pipeline a message passes on its way in (SMTP and API):
 //!   sender and recipient policy, hooks, Received, storage; the recipient directory
 //! - [`database`] — connection and schema version checks
@@ -36,6 +37,7 @@ pub mod apikeys;
 pub mod audit;
 pub mod config;
 pub mod database;
+pub mod dkim;
 pub mod failpoint;
 pub mod health;
 pub mod health_state;

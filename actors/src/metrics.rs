@@ -73,6 +73,9 @@ pub struct Metrics {
     retention_purged: IntCounterVec,
     pub hook_calls: IntCounterVec,
     pub plugin_errors: IntCounterVec,
+    /// DKIM signatures made for submitted mail, by algorithm and result (signed,
+    /// failed), every pair present from start.
+    dkim_signatures: IntCounterVec,
     /// Resource limits hit by clients (`limits::Limit`), every label present from start
     /// (see [`Metrics::limit_known`]).
     limit_hits: IntCounterVec,
@@ -313,6 +316,20 @@ impl Metrics {
                 "Hook (plugin) calls that failed: timeouts, connection errors, bad answers",
                 &["plugin"],
             ),
+            dkim_signatures: {
+                let dkim = counter_vec(
+                    &registry,
+                    "mairust_dkim_signatures_total",
+                    "DKIM signatures of submitted mail, by algorithm (rsa-sha256, ed25519-sha256) and result (signed, failed)",
+                    &["algorithm", "result"],
+                );
+                for algorithm in ["rsa-sha256", "ed25519-sha256"] {
+                    for result in ["signed", "failed"] {
+                        dkim.with_label_values(&[algorithm, result]);
+                    }
+                }
+                dkim
+            },
             limit_hits: counter_vec(
                 &registry,
                 "mairust_limit_hits_total",
@@ -349,6 +366,13 @@ impl Metrics {
         self.retention_purged
             .with_label_values(&["messages"])
             .inc_by(messages);
+    }
+
+    /// Counts one DKIM signature made (`signed`) or that could not be made (`failed`).
+    pub fn dkim_signature(&self, algorithm: &str, result: &str) {
+        self.dkim_signatures
+            .with_label_values(&[algorithm, result])
+            .inc();
     }
 
     /// Counts a restart of a supervised child of kind `actor` (one of [`SUPERVISED_ACTORS`]).

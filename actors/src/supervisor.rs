@@ -134,7 +134,12 @@ impl Supervisor {
         let bodies = open_store(&config, &db).await?;
         let audit = AuditLog::open(&config.audit, db.clone(), node_id.clone())?;
         let purge = Purge::new(db.clone(), bodies.clone(), &config.retention);
-        let janitor = Janitor::new(audit.clone(), config.audit.retention_days, purge);
+        let janitor = Janitor::new(
+            db.clone(),
+            audit.clone(),
+            config.audit.retention_days,
+            purge,
+        );
         let health = Arc::new(HealthState::default());
         health.set_storage_limit(config.storage.limit_bytes);
         let health_monitor =
@@ -194,6 +199,7 @@ impl Supervisor {
             hooks: hooks.clone(),
             health: health.clone(),
             health_monitor: health_monitor.clone().recipient(),
+            dkim: crate::dkim::Signer::new(&config.dkim, db.clone()),
         });
         let ctx = Arc::new(SessionContext {
             config: config.clone(),

@@ -174,6 +174,7 @@ impl Node {
             hooks,
             health: health.clone(),
             health_monitor: monitor.recipient(),
+            dkim: None,
         });
         // No database: audit entries go to the log only (their insert fails quietly).
         let audit = AuditLog::open(&Default::default(), Default::default(), "test").unwrap();

@@ -5,6 +5,7 @@
 //! - [`message`] — one row per received message, its body is one object in the store
 //! - [`mailbox_message`] — the message indexed in one recipient's mailbox (SPEC M5)
 //! - [`api_key`] — REST API keys (SPEC A2)
+//! - [`dkim_key`] — DKIM signing keys of local domains
 //! - [`audit_entry`] — the audit log (SPEC O5)
 //! - [`hook`] — hooks created through the API (SPEC M9)
 //! - [`store_identity`], [`unflushed_message`] — the object store's expected identity and
@@ -13,6 +14,7 @@
 
 pub mod api_key;
 pub mod audit_entry;
+pub mod dkim_key;
 pub mod domain;
 pub mod hook;
 pub mod mailbox;

@@ -12,6 +12,7 @@
 //!   journal of messages whose body may not be durable yet.
 //! - `m20261202_000007_api_key_domains`: API keys limited to some domains.
 //! - `m20261202_000008_message_submitted_by`: the account that submitted a message.
+//! - `m20261203_000009_dkim_keys`: DKIM signing keys of local domains.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -23,6 +24,7 @@ mod m20261130_000005_audit_log;
 mod m20261202_000006_store_identity;
 mod m20261202_000007_api_key_domains;
 mod m20261202_000008_message_submitted_by;
+mod m20261203_000009_dkim_keys;
 
 pub struct Migrator;
 
@@ -38,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_store_identity::Migration),
             Box::new(m20261202_000007_api_key_domains::Migration),
             Box::new(m20261202_000008_message_submitted_by::Migration),
+            Box::new(m20261203_000009_dkim_keys::Migration),
         ]
     }
 }

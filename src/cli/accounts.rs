@@ -14,8 +14,10 @@ pub enum DomainAction {
     Add { name: String },
     /// List local domains.
     List,
-    /// Remove a domain with all its users and their mail index.
+    /// Remove a domain with all its users, their mail index and its DKIM keys.
     Remove { name: String },
+    /// Print the DNS records the domain needs (MX, SPF, DKIM, DMARC) as zone file lines.
+    Dns { name: String },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +85,7 @@ pub async fn domain(config: &Config, action: DomainAction) -> anyhow::Result<()>
             super::audit(&audit, "domain.delete", name.to_ascii_lowercase()).await;
             println!("removed domain {}", name.to_ascii_lowercase());
         }
+        DomainAction::Dns { name } => super::dkim::print_domain_records(config, &db, &name).await?,
     }
     db.close().await?;
     Ok(())

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod backup;
 pub mod dbcheck;
 pub mod diag;
+pub mod dkim;
 pub mod migrate;
 pub mod pidfile;
 pub mod queue;

@@ -13,6 +13,7 @@
 //! - `database`, `storage`: where metadata and message bodies live.
 //! - `queue`, `delivery`: the outbound queue and how it reaches other servers.
 //! - `hooks`: `hooks` and `hook_policy`.
+//! - `dkim`: signing submitted mail, and the key that seals the private keys.
 //! - `auth`, `health`, `logging`, `telemetry`, `audit`, `retention`.
 
 mod api;
@@ -20,6 +21,7 @@ mod audit;
 mod auth;
 mod database;
 mod delivery;
+mod dkim;
 mod health;
 mod hooks;
 mod logging;
@@ -42,6 +44,7 @@ pub use audit::AuditConfig;
 pub use auth::AuthConfig;
 pub use database::DatabaseConfig;
 pub use delivery::{DeliveryConfig, DnsConfig, OutboundTls};
+pub use dkim::{DEFAULT_SIGNED_HEADERS, DkimConfig, MAX_DELAY_HOURS, MAX_GRACE_DAYS};
 pub use health::HealthConfig;
 pub use hooks::{HookConfig, HookEvent, HookFallback, HookPolicyConfig, MAX_HOOK_RESPONSE_BYTES};
 pub use logging::{LogFormat, LoggingConfig, RotationConfig};
@@ -102,6 +105,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub dkim: DkimConfig,
 }
 
 impl Config {
@@ -124,6 +129,7 @@ impl Config {
         self.telemetry.validate()?;
         self.audit.validate()?;
         self.api.validate()?;
+        self.dkim.validate()?;
         self.retention.validate()
     }
 }

@@ -104,6 +104,13 @@ impl IncomingMessage {
             submitted_by: None,
         }
     }
+
+    /// Replaces the body with `body`, the same message with header fields the server
+    /// added before it (DKIM signatures): its digest follows, its index stays.
+    pub fn set_body(&mut self, body: Vec<u8>) {
+        self.sha256 = hex(&Sha256::digest(&body));
+        self.body = Bytes::from(body);
+    }
 }
 
 /// Characters a tag may hold besides ASCII letters and digits.

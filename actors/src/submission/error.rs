@@ -47,6 +47,10 @@ pub enum SubmitError {
     /// The message could not be stored durably; nothing of it was kept.
     #[error("not stored: {0}")]
     NotStored(StoreError),
+    /// Its From: domain has DKIM keys but the signature could not be made (the master
+    /// key file missing, a key that does not open, the keys unreadable).
+    #[error("not signed: {0}")]
+    NotSigned(crate::dkim::signer::SignError),
     /// The StorageActor did not answer (stopped, or its mailbox closed).
     #[error("storage unreachable: {0}")]
     StorageUnreachable(actix::MailboxError),
@@ -73,6 +77,7 @@ impl SubmitError {
                 | SubmitError::Deferred { .. }
                 | SubmitError::Directory(_)
                 | SubmitError::NotStored(_)
+                | SubmitError::NotSigned(_)
                 | SubmitError::StorageUnreachable(_)
         )
     }
@@ -92,6 +97,7 @@ impl SubmitError {
             SubmitError::Deferred { .. } => "deferred_by_hook",
             SubmitError::Directory(_) => "directory_failed",
             SubmitError::NotStored(_) => "not_stored",
+            SubmitError::NotSigned(_) => "not_signed",
             SubmitError::StorageUnreachable(_) => "storage_unreachable",
         }
     }

@@ -30,6 +30,7 @@ use super::recipients::Recipients;
 use super::sender::{Policy, Submitter};
 use crate::accounts::RecipientLookup;
 use crate::config::{Config, HookEvent};
+use crate::dkim::Signer;
 use crate::health_state::{Dependency, DependencyFailed, HealthState};
 use crate::hooks::{HookDispatcher, Verdict};
 use crate::proto::Address;
@@ -46,6 +47,8 @@ pub struct Pipeline {
     pub health: Arc<HealthState>,
     /// Told when a directory lookup fails, so the HealthMonitor probes at once.
     pub health_monitor: Recipient<DependencyFailed>,
+    /// Signs what our users submit (`None`: `dkim.sign` off, or no database).
+    pub dkim: Option<Arc<Signer>>,
 }
 
 /// A message ready to be checked and stored.
@@ -208,6 +211,14 @@ impl Pipeline {
         );
         message.submitted_by = submission.submitter.map(|s| s.account().to_string());
         self.screen(&mut message).await?;
+        if submission.submitter.is_some()
+            && let Some(dkim) = &self.dkim
+        {
+            let span = trace::child_span(|| tracing::info_span!("dkim.sign"));
+            let body = Vec::from(std::mem::take(&mut message.body));
+            let signed = dkim.sign(body).instrument(span).await;
+            message.set_body(signed.map_err(SubmitError::NotSigned)?);
+        }
         let accepted = Accepted {
             id: message.id.clone(),
             size: message.body.len(),

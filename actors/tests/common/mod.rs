@@ -42,6 +42,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         retention: Default::default(),
         telemetry: Default::default(),
         auth: Default::default(),
+        dkim: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `/api/v1/openapi.json` is collected from the routes themselves.
 //!
 //! - [`domains`], [`users`], [`mailboxes`] — accounts (SPEC M8)
+//! - [`dkim`] — a domain's DKIM keys and the DNS records it needs
 //! - [`messages`] — messages in mailboxes: list, get, raw, flags/tags, soft delete
 //! - [`queue`] — the outbound queue (SPEC M6, O13)
 //! - [`send`] — POST /send: build, store, deliver or queue
@@ -13,6 +14,7 @@
 //! - [`reach`] — what a key limited to some domains reaches
 
 pub mod audit;
+pub mod dkim;
 pub mod domains;
 pub mod hooks;
 pub mod keys;
@@ -227,6 +229,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(domains::create)
         .service(domains::get)
         .service(domains::delete)
+        .service(dkim::list)
+        .service(dkim::create)
+        .service(dkim::rotate)
+        .service(dkim::remove)
+        .service(dkim::dns)
         .service(users::list)
         .service(users::create)
         .service(users::get)

@@ -331,5 +331,9 @@ fn refused(field: &str, error: SubmitError) -> ApiError {
             tracing::error!(component = "api", error = %error, "storage actor unreachable");
             unavailable("storage unavailable")
         }
+        SubmitError::NotSigned(_) => {
+            tracing::error!(component = "api", event = "message_not_signed", error = %error, "DKIM signature not made; message refused for now");
+            unavailable("the message could not be DKIM-signed now; try again later")
+        }
     }
 }

@@ -71,6 +71,9 @@ impl Session {
             SubmitError::StorageUnreachable(_) => {
                 tracing::error!(component = "smtp", session_id = %self.id, error = %error, "storage actor unreachable");
             }
+            SubmitError::NotSigned(_) => {
+                tracing::error!(component = "smtp", session_id = %self.id, event = "message_not_signed", id, error = %error, "DKIM signature not made; message refused for now");
+            }
             SubmitError::Rejected { hook, .. } => {
                 tracing::info!(component = "smtp", session_id = %self.id, event = "message_rejected_by_hook", id, hook, "message rejected by a hook");
             }
@@ -94,6 +97,7 @@ impl Session {
             SubmitError::NotAccepting
             | SubmitError::Directory(_)
             | SubmitError::NotStored(_)
+            | SubmitError::NotSigned(_)
             | SubmitError::StorageUnreachable(_) => reply::TEMPFAIL_SYSTEM,
             SubmitError::StorageFull => reply::STORAGE_FULL,
             SubmitError::TooBig { .. } => reply::MESSAGE_TOO_BIG,

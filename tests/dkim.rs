@@ -1,0 +1,444 @@
+//! DKIM signing of submitted mail (RFC 6376, RFC 8463), proven against dkimpy, an
+//! implementation we share no code with: keys made by `mairust dkim generate` (RSA and
+//! Ed25519) sign what users submit over SMTP and `POST /send`; the mail a remote server
+//! receives verifies against the TXT records the command printed. Rotation, removal and
+//! the DNS listing through the API; a key that cannot be opened gets a temporary
+//! refusal, never unsigned mail.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::api::cli_key;
+use common::raw::RawClient;
+use common::sink::{Received, Sink};
+use common::{DOMAIN, Options, PASSWORD, TestServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/dkim_verify.py");
+
+fn server(sink: &Sink) -> TestServer {
+    TestServer::start_with(Options {
+        allow_plaintext_auth: true,
+        extra_yaml: format!(
+            "queue:\n  poll_interval_seconds: 0.2\n{}",
+            sink.route_yaml(&["remote.test"])
+        ),
+        ..Options::default()
+    })
+}
+
+/// The TXT record lines (`name. 3600 IN TXT "..." "..."`) in `text`, as name → text.
+fn txt_records(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| l.contains(" IN TXT "))
+        .map(|l| {
+            let name = l.split_whitespace().next().unwrap().trim_end_matches('.');
+            let value: String = l.split('"').skip(1).step_by(2).collect();
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+/// One signature as dkimpy saw it.
+#[derive(Debug, PartialEq)]
+struct Verdict {
+    d: String,
+    s: String,
+    a: String,
+    ok: bool,
+}
+
+/// Every signature of `message` checked by dkimpy against `records`; `None` when
+/// dkimpy is missing outside CI (`.ci/run` installs it).
+fn dkimpy(message: &[u8], records: &HashMap<String, String>, dir: &Path) -> Option<Vec<Verdict>> {
+    let file = dir.join(format!("message-{}.eml", fastrand_suffix()));
+    std::fs::write(&file, message).unwrap();
+    let zone = dir.join(format!("zone-{}.json", fastrand_suffix()));
+    std::fs::write(&zone, serde_json::to_vec(records).unwrap()).unwrap();
+    let out = Command::new("python3")
+        .arg(VERIFIER)
+        .arg(&file)
+        .arg(&zone)
+        .output()
+        .expect("python3");
+    if out.status.code() == Some(3) {
+        assert!(
+            std::env::var("CI").is_err(),
+            "dkimpy is needed in CI (pip install dkimpy pynacl)"
+        );
+        eprintln!("dkimpy not installed: signatures not verified (pip install dkimpy pynacl)");
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "dkim_verify.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    Some(
+        results
+            .iter()
+            .map(|r| Verdict {
+                d: r["d"].as_str().unwrap().into(),
+                s: r["s"].as_str().unwrap().into(),
+                a: r["a"].as_str().unwrap().into(),
+                ok: r["ok"].as_bool().unwrap(),
+            })
+            .collect(),
+    )
+}
+
+fn fastrand_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A plaintext session on the submission port, logged in as bob.
+async fn bob(server: &TestServer) -> RawClient {
+    use base64::Engine;
+    let (mut c, _) = RawClient::connect(server.submission).await;
+    c.expect("EHLO client.test", 250).await;
+    let plain = base64::engine::general_purpose::STANDARD
+        .encode(format!("\0{}\0{PASSWORD}", TestServer::address("bob")));
+    c.expect(&format!("AUTH PLAIN {plain}"), 235).await;
+    c
+}
+
+/// Bob sends `subject` to friend@remote.test; the reply to the final dot.
+async fn submit(c: &mut RawClient, subject: &str) -> (u16, String) {
+    let bob = TestServer::address("bob");
+    c.expect(&format!("MAIL FROM:<{bob}>"), 250).await;
+    c.expect("RCPT TO:<friend@remote.test>", 250).await;
+    c.expect("DATA", 354).await;
+    let data = format!(
+        "From: Bob <{bob}>\r\nTo: <friend@remote.test>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@example.test>\r\nDate: Thu, 03 Dec 2026 12:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello,  \r\nthis  line has  odd spacing\t \r\n\r\n\r\n.\r\n"
+    );
+    c.send(data.as_bytes()).await;
+    let r = c.reply().await.expect("reply to the data");
+    (r.code, r.text)
+}
+
+fn delivered(sink: &Sink, subject: &str) -> Received {
+    let wanted = format!("Subject: {subject}\r\n");
+    for _ in 0..500 {
+        if let Some(m) = sink
+            .received()
+            .into_iter()
+            .find(|m| String::from_utf8_lossy(&m.data).contains(&wanted))
+        {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{subject} never reached the remote server");
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
+async fn metrics(server: &TestServer) -> String {
+    reqwest::get(format!("http://{}/metrics", server.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() {
+    let sink = Sink::start();
+    let server = server(&sink);
+
+    // Keys from the CLI: each prints the record to publish, and never a private key.
+    let rsa = server.cli_ok(
+        &[
+            "dkim",
+            "generate",
+            DOMAIN,
+            "--selector",
+            "rsa1",
+            "--algorithm",
+            "rsa",
+        ],
+        None,
+    );
+    let ed = server.cli_ok(
+        &[
+            "dkim",
+            "generate",
+            DOMAIN,
+            "--selector",
+            "ed1",
+            "--algorithm",
+            "ed25519",
+        ],
+        None,
+    );
+    let mut records = txt_records(&rsa);
+    records.extend(txt_records(&ed));
+    assert!(records["rsa1._domainkey.example.test"].starts_with("v=DKIM1; k=rsa; p=MIIB"));
+    assert!(records["ed1._domainkey.example.test"].starts_with("v=DKIM1; k=ed25519; p="));
+    for out in [&rsa, &ed] {
+        assert!(!out.contains("PRIVATE"), "{out}");
+    }
+    let master = server.dir.path().join("data/dkim-master.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&master).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the master key file is the owner's only"
+        );
+    }
+    // A second key under a taken selector is refused, naming it.
+    let taken = server.cli(&["dkim", "generate", DOMAIN, "--selector", "rsa1"], None);
+    assert!(!taken.status.success());
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("rsa1"));
+    // `domain dns` lists what the domain needs, the keys' records the same as printed.
+    let dns = server.cli_ok(&["domain", "dns", DOMAIN], None);
+    assert!(dns.contains("example.test. 3600 IN MX 10 "), "{dns}");
+    assert!(dns.contains("\"v=spf1 mx -all\""), "{dns}");
+    assert!(
+        dns.contains("_dmarc.example.test. 3600 IN TXT \"v=DMARC1;"),
+        "{dns}"
+    );
+    let listed = txt_records(&dns);
+    for (name, value) in &records {
+        assert_eq!(listed.get(name), Some(value), "{name} in `domain dns`");
+    }
+
+    // SMTP AUTH submission: signed by both keys; dkimpy verifies both.
+    let mut c = bob(&server).await;
+    let (code, text) = submit(&mut c, "over-smtp").await;
+    assert_eq!(code, 250, "{text}");
+    let m = delivered(&sink, "over-smtp");
+    let head = String::from_utf8_lossy(&m.data);
+    assert!(head.starts_with("DKIM-Signature: "), "{head}");
+    let dir = server.dir.path();
+    if let Some(verdicts) = dkimpy(&m.data, &records, dir) {
+        let mut got: Vec<(String, String, bool)> = verdicts
+            .iter()
+            .map(|v| (v.s.clone(), v.a.clone(), v.ok))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("ed1".into(), "ed25519-sha256".into(), true),
+                ("rsa1".into(), "rsa-sha256".into(), true),
+            ]
+        );
+        assert!(verdicts.iter().all(|v| v.d == DOMAIN));
+        // The check can fail: one changed byte of the body, or a From: added on top
+        // (From is signed once more than it occurs), and neither verifies.
+        let text = String::from_utf8_lossy(&m.data).into_owned();
+        let altered = text.replace("odd spacing", "odd spacinG");
+        let verdicts = dkimpy(altered.as_bytes(), &records, dir).unwrap();
+        assert!(verdicts.iter().all(|v| !v.ok), "{verdicts:?}");
+        let forged = format!("From: ceo@bank.test\r\n{text}");
+        let verdicts = dkimpy(forged.as_bytes(), &records, dir).unwrap();
+        assert!(verdicts.iter().all(|v| !v.ok), "{verdicts:?}");
+    }
+
+    // POST /send: the same pipeline, the same signatures.
+    let key = cli_key(&server, &["send"]);
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/send", server.http))
+        .bearer_auth(&key)
+        .json(&json!({"from": TestServer::address("bob"), "to": ["friend@remote.test"], "subject": "over-api", "text": "hello from the API"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let m = delivered(&sink, "over-api");
+    if let Some(verdicts) = dkimpy(&m.data, &records, dir) {
+        assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+        assert!(verdicts.iter().all(|v| v.ok), "{verdicts:?}");
+    }
+
+    // Mail from other servers (port 25, no AUTH) is not ours to sign.
+    let inbound = common::deliver_to_bob(&server, "<inbound@remote.test>").await;
+    assert_eq!(inbound.code, 250);
+
+    let text = metrics(&server).await;
+    let signed = |a: &str| {
+        metric(
+            &text,
+            &format!("mairust_dkim_signatures_total{{algorithm=\"{a}\",result=\"signed\"}}"),
+        )
+    };
+    assert_eq!(signed("rsa-sha256"), 2.0);
+    assert_eq!(signed("ed25519-sha256"), 2.0);
+}
+
+#[tokio::test]
+async fn keys_rotate_and_go_through_the_api_and_a_key_that_does_not_open_defers_mail() {
+    let sink = Sink::start();
+    let mut server = server(&sink);
+    let admin = cli_key(&server, &["admin", "read"]);
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}/api/v1/domains/{DOMAIN}{p}", server.http);
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = http.request(method, url(path)).bearer_auth(&admin);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // Nothing to rotate yet; a bad algorithm or selector is named.
+    let (s, b) = call(reqwest::Method::POST, "/dkim/rotate", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    let (s, b) = call(
+        reqwest::Method::POST,
+        "/dkim",
+        Some(json!({"algorithm": "dsa"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["details"][0]["field"], "algorithm", "{b}");
+    let (s, b) = call(
+        reqwest::Method::POST,
+        "/dkim",
+        Some(json!({"selector": "bad_one"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+
+    let (s, first) = call(
+        reqwest::Method::POST,
+        "/dkim",
+        Some(json!({"selector": "old"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    assert_eq!(first["state"], "active");
+    assert_eq!(first["algorithm"], "rsa-sha256");
+    assert!(first.to_string().find("PRIVATE").is_none());
+
+    // A rotation with a delay: the new key is pending, the old one still signs.
+    let (s, r) = call(
+        reqwest::Method::POST,
+        "/dkim/rotate",
+        Some(json!({"selector": "later", "delay_hours": 24, "grace_days": 3})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["new"]["state"], "pending");
+    assert_eq!(r["retired"][0]["selector"], "old");
+    assert_eq!(
+        r["retired"][0]["state"], "active",
+        "it signs until the switch: {r}"
+    );
+    // Rotating again at once replaces the pending key's successor role: both earlier
+    // keys end now and stay listed for the grace period.
+    let (s, r) = call(
+        reqwest::Method::POST,
+        "/dkim/rotate",
+        Some(json!({"selector": "now", "delay_hours": 0, "grace_days": 3})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["new"]["state"], "active");
+    let mut retired: Vec<&str> = r["retired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["selector"].as_str().unwrap())
+        .collect();
+    retired.sort();
+    assert_eq!(retired, ["later", "old"]);
+
+    let (s, list) = call(reqwest::Method::GET, "/dkim", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let states: HashMap<String, String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["selector"].as_str().unwrap().into(),
+                k["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(states["old"], "retired");
+    assert_eq!(states["later"], "retired");
+    assert_eq!(states["now"], "active");
+    let (s, dns) = call(reqwest::Method::GET, "/dns", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let records: HashMap<String, String> = dns["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["purpose"] == "dkim")
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().into(),
+                r["value"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(records.len(), 3, "retired keys stay published: {dns}");
+
+    // Mail is signed with the new key only.
+    let mut c = bob(&server).await;
+    let (code, text) = submit(&mut c, "after-rotation").await;
+    assert_eq!(code, 250, "{text}");
+    let m = delivered(&sink, "after-rotation");
+    if let Some(verdicts) = dkimpy(&m.data, &records, server.dir.path()) {
+        assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+        assert_eq!(verdicts[0].s, "now");
+        assert!(verdicts[0].ok);
+    }
+
+    // Removal: gone from the list, 404 the second time.
+    let (s, _) = call(reqwest::Method::DELETE, "/dkim/old", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = call(reqwest::Method::DELETE, "/dkim/old", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+
+    // The master key file gone (a node set up without it), found at the next start:
+    // a temporary refusal, no unsigned mail; the file back, the same server signs the
+    // next message.
+    drop(c);
+    server.stop();
+    let master = server.dir.path().join("data/dkim-master.key");
+    let aside = server.dir.path().join("dkim-master.key.aside");
+    std::fs::rename(&master, &aside).unwrap();
+    server.spawn();
+    let mut c = bob(&server).await;
+    let before = sink.count();
+    let (code, text) = submit(&mut c, "no-master-key").await;
+    assert_eq!(code, 451, "{text}");
+    let logged = common::eventually(Duration::from_secs(5), || async {
+        server.log_contains("message_not_signed")
+    })
+    .await;
+    assert!(logged, "the refusal is logged");
+    std::fs::rename(&aside, &master).unwrap();
+    let (code, text) = submit(&mut c, "master-key-back").await;
+    assert_eq!(code, 250, "{text}");
+    let m = delivered(&sink, "master-key-back");
+    assert!(String::from_utf8_lossy(&m.data).starts_with("DKIM-Signature: "));
+    assert_eq!(sink.count(), before + 1, "the refused message never left");
+    let failed = metric(
+        &metrics(&server).await,
+        "mairust_dkim_signatures_total{algorithm=\"rsa-sha256\",result=\"failed\"}",
+    );
+    assert!(failed >= 1.0);
+}
