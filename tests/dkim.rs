@@ -93,6 +93,14 @@ fn dkimpy(message: &[u8], records: &HashMap<String, String>, dir: &Path) -> Opti
     )
 }
 
+/// No PEM block and no base64 PKCS#8 private key (RSA `MIIEv`/`MIIEp`, Ed25519
+/// `MC4CAQ`/`MFMCAQ`) in `text`.
+fn assert_no_private_key(text: &str) {
+    for needle in ["PRIVATE", "MIIEv", "MIIEp", "MC4CAQ", "MFMCAQ"] {
+        assert!(!text.contains(needle), "{needle} in {text}");
+    }
+}
+
 fn fastrand_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -188,7 +196,7 @@ async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() 
     assert!(records["rsa1._domainkey.example.test"].starts_with("v=DKIM1; k=rsa; p=MIIB"));
     assert!(records["ed1._domainkey.example.test"].starts_with("v=DKIM1; k=ed25519; p="));
     for out in [&rsa, &ed] {
-        assert!(!out.contains("PRIVATE"), "{out}");
+        assert_no_private_key(out);
     }
     let master = server.dir.path().join("data/dkim-master.key");
     {
@@ -200,10 +208,11 @@ async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() 
             "the master key file is the owner's only"
         );
     }
-    // A second key under a taken selector is refused, naming it.
-    let taken = server.cli(&["dkim", "generate", DOMAIN, "--selector", "rsa1"], None);
+    // A second RSA key beside the first is refused (that is a rotation), naming it.
+    let taken = server.cli(&["dkim", "generate", DOMAIN, "--selector", "rsa2"], None);
     assert!(!taken.status.success());
-    assert!(String::from_utf8_lossy(&taken.stderr).contains("rsa1"));
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert!(said.contains("rsa1") && said.contains("rotate"), "{said}");
     // `domain dns` lists what the domain needs, the keys' records the same as printed.
     let dns = server.cli_ok(&["domain", "dns", DOMAIN], None);
     assert!(dns.contains("example.test. 3600 IN MX 10 "), "{dns}");
@@ -244,10 +253,16 @@ async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() 
         let text = String::from_utf8_lossy(&m.data).into_owned();
         let altered = text.replace("odd spacing", "odd spacinG");
         let verdicts = dkimpy(altered.as_bytes(), &records, dir).unwrap();
+        assert_eq!(verdicts.len(), 2, "{verdicts:?}");
         assert!(verdicts.iter().all(|v| !v.ok), "{verdicts:?}");
-        let forged = format!("From: ceo@bank.test\r\n{text}");
-        let verdicts = dkimpy(forged.as_bytes(), &records, dir).unwrap();
-        assert!(verdicts.iter().all(|v| !v.ok), "{verdicts:?}");
+        // Another signed field added on top (every listed field is signed once more
+        // than it occurs): a second Subject: breaks it as well.
+        for added in ["From: ceo@bank.test", "Subject: urgent"] {
+            let forged = format!("{added}\r\n{text}");
+            let verdicts = dkimpy(forged.as_bytes(), &records, dir).unwrap();
+            assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+            assert!(verdicts.iter().all(|v| !v.ok), "{added}: {verdicts:?}");
+        }
     }
 
     // POST /send: the same pipeline, the same signatures.
@@ -266,9 +281,23 @@ async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() 
         assert!(verdicts.iter().all(|v| v.ok), "{verdicts:?}");
     }
 
-    // Mail from other servers (port 25, no AUTH) is not ours to sign.
-    let inbound = common::deliver_to_bob(&server, "<inbound@remote.test>").await;
-    assert_eq!(inbound.code, 250);
+    // Mail from other servers (port 25, no AUTH) is not ours to sign, even when it
+    // claims one of our domains.
+    let (mut c, _) = RawClient::connect(server.inbound).await;
+    c.expect("EHLO client.test", 250).await;
+    c.expect("MAIL FROM:<carol@example.test>", 250).await;
+    c.expect(&format!("RCPT TO:<{}>", TestServer::address("bob")), 250)
+        .await;
+    c.expect("DATA", 354).await;
+    c.send(b"From: <carol@example.test>\r\nSubject: claims-ours\r\nMessage-ID: <claims-ours@x>\r\n\r\nhi\r\n.\r\n")
+        .await;
+    assert_eq!(c.reply().await.unwrap().code, 250);
+    let stored = server.messages_with_id("claims-ours@x").await;
+    let raw = server.object(&stored[0].object_key).await.unwrap();
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("DKIM-Signature"),
+        "mail from outside was signed"
+    );
 
     let text = metrics(&server).await;
     let signed = |a: &str| {
@@ -328,7 +357,38 @@ async fn keys_rotate_and_go_through_the_api_and_a_key_that_does_not_open_defers_
     assert_eq!(s, StatusCode::CREATED, "{first}");
     assert_eq!(first["state"], "active");
     assert_eq!(first["algorithm"], "rsa-sha256");
-    assert!(first.to_string().find("PRIVATE").is_none());
+    let mut fields: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "algorithm",
+            "created_at",
+            "dns_name",
+            "dns_value",
+            "domain",
+            "publish_until",
+            "selector",
+            "signs_from",
+            "signs_until",
+            "state"
+        ],
+        "a key's view holds its public part only"
+    );
+    assert_no_private_key(&first.to_string());
+    // A second RSA key is a rotation, not an addition.
+    let (s, b) = call(
+        reqwest::Method::POST,
+        "/dkim",
+        Some(json!({"selector": "again"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
 
     // A rotation with a delay: the new key is pending, the old one still signs.
     let (s, r) = call(
@@ -441,4 +501,49 @@ async fn keys_rotate_and_go_through_the_api_and_a_key_that_does_not_open_defers_
         "mairust_dkim_signatures_total{algorithm=\"rsa-sha256\",result=\"failed\"}",
     );
     assert!(failed >= 1.0);
+
+    // Another node's master key (32 bytes, mode 0600, but not the one that sealed the
+    // keys): the start says so, mail is refused for now, and the CLI refuses to seal
+    // new keys with it instead of splitting the domain's keys between two master keys.
+    drop(c);
+    server.stop();
+    std::fs::rename(&master, &aside).unwrap();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&master)
+            .unwrap();
+        f.write_all(&[0x5a; 32]).unwrap();
+    }
+    server.spawn();
+    let logged = common::eventually(Duration::from_secs(5), || async {
+        server.log_contains("dkim_master_key_unusable")
+    })
+    .await;
+    assert!(logged, "the start reports a master key that opens nothing");
+    let mut c = bob(&server).await;
+    let (code, text) = submit(&mut c, "wrong-master-key").await;
+    assert_eq!(code, 451, "{text}");
+    let out = server.cli(
+        &["dkim", "generate", DOMAIN, "--algorithm", "ed25519"],
+        None,
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("does not open"), "{said}");
+    std::fs::remove_file(&master).unwrap();
+    // No file at all while keys exist: refused too, and no new file is made.
+    let out = server.cli(
+        &["dkim", "generate", DOMAIN, "--algorithm", "ed25519"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(!master.exists(), "a master key was made beside sealed keys");
+    std::fs::rename(&aside, &master).unwrap();
+    let (code, text) = submit(&mut c, "right-master-key").await;
+    assert_eq!(code, 250, "the right file is read again: {text}");
 }

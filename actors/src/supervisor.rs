@@ -201,6 +201,9 @@ impl Supervisor {
             health_monitor: health_monitor.clone().recipient(),
             dkim: crate::dkim::Signer::new(&config.dkim, db.clone()),
         });
+        if let Some(dkim) = &pipeline.dkim {
+            dkim.check_at_start().await;
+        }
         let ctx = Arc::new(SessionContext {
             config: config.clone(),
             pipeline: pipeline.clone(),

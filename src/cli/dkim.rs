@@ -61,8 +61,11 @@ pub enum DkimAction {
     Remove { domain: String, selector: String },
 }
 
-fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
-    MasterKey::load_or_create(&config.dkim.master_key_file).map_err(anyhow::Error::msg)
+async fn master_key(
+    config: &Config,
+    db: &sea_orm::DatabaseConnection,
+) -> anyhow::Result<MasterKey> {
+    Ok(store::master_key(db, &config.dkim.master_key_file).await?)
 }
 
 pub async fn run(config: &Config, action: DkimAction) -> anyhow::Result<()> {
@@ -74,7 +77,7 @@ pub async fn run(config: &Config, action: DkimAction) -> anyhow::Result<()> {
             selector,
             algorithm,
         } => {
-            let master = master_key(config)?;
+            let master = master_key(config, &db).await?;
             let new = NewKey {
                 domain: &domain,
                 selector: selector.as_deref(),
@@ -120,7 +123,7 @@ pub async fn run(config: &Config, action: DkimAction) -> anyhow::Result<()> {
             delay_hours,
             grace_days,
         } => {
-            let master = master_key(config)?;
+            let master = master_key(config, &db).await?;
             let delay = delay_hours.unwrap_or(config.dkim.rotation_delay_hours);
             let grace = grace_days.unwrap_or(config.dkim.rotation_grace_days);
             let new = NewKey {

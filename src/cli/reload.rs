@@ -56,6 +56,8 @@ fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         differs("delivery", &old.delivery, &new.delivery),
         differs("audit", &old.audit, &new.audit),
         differs("telemetry", &old.telemetry, &new.telemetry),
+        differs("dkim", &old.dkim, &new.dkim),
+        differs("mail_auth", &old.mail_auth, &new.mail_auth),
     ]
     .into_iter()
     .flatten()

@@ -14,6 +14,7 @@
 //! - `queue`, `delivery`: the outbound queue and how it reaches other servers.
 //! - `hooks`: `hooks` and `hook_policy`.
 //! - `dkim`: signing submitted mail, and the key that seals the private keys.
+//! - `mail_auth`: SPF, DKIM, DMARC and ARC checks of mail from other servers.
 //! - `auth`, `health`, `logging`, `telemetry`, `audit`, `retention`.
 
 mod api;
@@ -25,6 +26,7 @@ mod dkim;
 mod health;
 mod hooks;
 mod logging;
+mod mail_auth;
 mod queue;
 mod retention;
 mod server;
@@ -48,6 +50,7 @@ pub use dkim::{DEFAULT_SIGNED_HEADERS, DkimConfig, MAX_DELAY_HOURS, MAX_GRACE_DA
 pub use health::HealthConfig;
 pub use hooks::{HookConfig, HookEvent, HookFallback, HookPolicyConfig, MAX_HOOK_RESPONSE_BYTES};
 pub use logging::{LogFormat, LoggingConfig, RotationConfig};
+pub use mail_auth::{FailAction, MailAuthConfig};
 pub use queue::{QueueConfig, RetryConfig};
 pub use retention::RetentionConfig;
 pub use server::{ServerConfig, ShutdownConfig};
@@ -107,6 +110,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub dkim: DkimConfig,
+    #[serde(default)]
+    pub mail_auth: MailAuthConfig,
 }
 
 impl Config {
@@ -130,6 +135,7 @@ impl Config {
         self.audit.validate()?;
         self.api.validate()?;
         self.dkim.validate()?;
+        self.mail_auth.validate()?;
         self.retention.validate()
     }
 }

@@ -12,6 +12,7 @@ use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use zeroize::Zeroizing;
 
 /// Bytes of the master key file.
 pub const MASTER_KEY_LEN: usize = 32;
@@ -57,15 +58,9 @@ impl Algorithm {
 /// public key as the record's `p=` holds it.
 pub struct NewKeyPair {
     pub algorithm: Algorithm,
-    pub pkcs8: Vec<u8>,
+    pub pkcs8: Zeroizing<Vec<u8>>,
     /// Base64: an X.509 SubjectPublicKeyInfo for RSA, the 32 raw bytes for Ed25519.
     pub public_key: String,
-}
-
-impl Drop for NewKeyPair {
-    fn drop(&mut self) {
-        self.pkcs8.iter_mut().for_each(|b| *b = 0);
-    }
 }
 
 fn crypto_error(what: &str) -> impl Fn(aws_lc_rs::error::Unspecified) -> String + '_ {
@@ -88,7 +83,7 @@ pub fn generate(algorithm: Algorithm) -> Result<NewKeyPair, String> {
                 .map_err(crypto_error("encoding the RSA public key"))?;
             Ok(NewKeyPair {
                 algorithm,
-                pkcs8: pkcs8.as_ref().to_vec(),
+                pkcs8: Zeroizing::new(pkcs8.as_ref().to_vec()),
                 public_key: b64(public.as_ref()),
             })
         }
@@ -99,7 +94,7 @@ pub fn generate(algorithm: Algorithm) -> Result<NewKeyPair, String> {
                 .map_err(|e| format!("reading the new Ed25519 key: {e}"))?;
             Ok(NewKeyPair {
                 algorithm,
-                pkcs8: document.as_ref().to_vec(),
+                pkcs8: Zeroizing::new(document.as_ref().to_vec()),
                 public_key: b64(pair.public_key().as_ref()),
             })
         }
@@ -175,12 +170,15 @@ impl MasterKey {
         }
     }
 
+    /// Made whole under a temporary name (0600, flushed), then linked to its name in one
+    /// step: a reader never sees a short file, and of two commands making it at once one
+    /// wins and the other reads the winner's.
     fn create(path: &Path) -> Result<MasterKey, String> {
         use std::os::unix::fs::OpenOptionsExt;
         let shown = path.display();
-        let mut bytes = [0u8; MASTER_KEY_LEN];
+        let mut bytes = Zeroizing::new([0u8; MASTER_KEY_LEN]);
         SystemRandom::new()
-            .fill(&mut bytes)
+            .fill(bytes.as_mut())
             .map_err(crypto_error("making the master key"))?;
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -188,21 +186,32 @@ impl MasterKey {
         };
         crate::private_dir::create_private_dir(&parent)
             .map_err(|e| format!("dkim.master_key_file: creating {}: {e}", parent.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = parent.join(format!(".{name}.{}.tmp", std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)
+            .open(&temporary)
             .and_then(|mut f| {
-                f.write_all(&bytes)?;
+                f.write_all(bytes.as_ref())?;
                 f.sync_all()
-            })
-            .and_then(|()| std::fs::File::open(&parent)?.sync_all());
-        let key = written
-            .map_err(|e| format!("dkim.master_key_file {shown}: {e}"))
-            .and_then(|()| Self::from_bytes(&bytes));
-        bytes.iter_mut().for_each(|b| *b = 0);
-        key
+            });
+        let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+        let _ = std::fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => {
+                std::fs::File::open(&parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| format!("dkim.master_key_file {shown}: {e}"))?;
+                Self::from_bytes(bytes.as_ref())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
+            Err(e) => Err(format!("dkim.master_key_file {shown}: {e}")),
+        }
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<MasterKey, String> {
@@ -226,42 +235,51 @@ impl MasterKey {
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(crypto_error("making a nonce"))?;
-        let mut sealed = plaintext.to_vec();
+        let mut sealed = Zeroizing::new(plaintext.to_vec());
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(context),
-                &mut sealed,
+                &mut *sealed,
             )
             .map_err(crypto_error("sealing the key"))?;
         let mut out = nonce.to_vec();
-        out.append(&mut sealed);
+        out.extend_from_slice(&sealed);
         Ok(out)
     }
 
     /// The plaintext [`MasterKey::seal`] sealed with the same context; an error for
     /// another master key, another context or altered bytes.
-    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
         if sealed.len() < NONCE_LEN {
             return Err("the sealed key is truncated".into());
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(crypto_error("nonce"))?;
-        let mut buffer = ciphertext.to_vec();
+        let mut buffer = Zeroizing::new(ciphertext.to_vec());
         let opened = self
             .key
             .open_in_place(nonce, Aad::from(context), &mut buffer)
-            .map(|plain| plain.to_vec());
-        buffer.iter_mut().for_each(|b| *b = 0);
+            .map(|plain| Zeroizing::new(plain.to_vec()));
         opened.map_err(|_| {
             "the sealed key does not open with dkim.master_key_file (another node's master key, or the row was altered)".into()
         })
     }
 }
 
-/// What a sealed key is bound to.
-pub fn seal_context(domain: &str, selector: &str, algorithm: Algorithm) -> Vec<u8> {
-    format!("mairust-dkim\0{domain}\0{selector}\0{}", algorithm.name()).into_bytes()
+/// What a sealed key is bound to: its row's domain, selector, algorithm and public key
+/// (so a row whose published key was swapped does not open).
+pub fn seal_context(
+    domain: &str,
+    selector: &str,
+    algorithm: Algorithm,
+    public_key: &str,
+) -> Vec<u8> {
+    format!(
+        "mairust-dkim\0{domain}\0{selector}\0{}\0{public_key}",
+        algorithm.name()
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -278,19 +296,29 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let ctx = seal_context("example.test", "s1", Algorithm::Ed25519);
+        let ctx = seal_context("example.test", "s1", Algorithm::Ed25519, "pk");
         let sealed = master.seal(&ctx, b"secret").unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
-        assert_eq!(master.open(&ctx, &sealed).unwrap(), b"secret");
-        let other = seal_context("example.test", "s2", Algorithm::Ed25519);
+        assert_eq!(&master.open(&ctx, &sealed).unwrap()[..], b"secret");
+        let other = seal_context("example.test", "s2", Algorithm::Ed25519, "pk");
         assert!(master.open(&other, &sealed).is_err());
+        let swapped = seal_context("example.test", "s1", Algorithm::Ed25519, "other");
+        assert!(master.open(&swapped, &sealed).is_err());
         let mut altered = sealed.clone();
         *altered.last_mut().unwrap() ^= 1;
         assert!(master.open(&ctx, &altered).is_err());
         // The same file, read again, opens it; another master key does not.
         assert_eq!(
-            MasterKey::load(&path).unwrap().open(&ctx, &sealed).unwrap(),
+            &MasterKey::load(&path).unwrap().open(&ctx, &sealed).unwrap()[..],
             b"secret"
+        );
+        // A second creation reads the file made first.
+        let again = MasterKey::load_or_create(&path).unwrap();
+        assert_eq!(&again.open(&ctx, &sealed).unwrap()[..], b"secret");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1,
+            "no temporary left"
         );
         let stranger = MasterKey::load_or_create(&dir.path().join("other.key")).unwrap();
         assert!(stranger.open(&ctx, &sealed).is_err());

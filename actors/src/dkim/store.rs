@@ -41,6 +41,10 @@ pub enum DkimError {
         "domain `{0}` has no {1} key that signs now or later to rotate; add one with `mairust dkim generate`"
     )]
     NothingToRotate(String, &'static str),
+    #[error(
+        "domain `{0}` already has a {1} key ({2}); replace it with `mairust dkim rotate`, or remove it first"
+    )]
+    AlgorithmTaken(String, &'static str, String),
     /// The master key file, or a key that does not open or sign.
     #[error("{0}")]
     Key(String),
@@ -126,13 +130,86 @@ pub fn normalize_selector(selector: &str) -> Result<String, DkimError> {
     Ok(s)
 }
 
-/// The selector a key gets when none is given: algorithm and date (`rsa-20261203`).
+/// The selector a key gets when none is given: algorithm, date and time
+/// (`rsa-202612031152`), so a key made and rotated the same day get different ones.
 pub fn default_selector(algorithm: Algorithm, now: DateTime<Utc>) -> String {
     let prefix = match algorithm {
         Algorithm::Rsa => "rsa",
         Algorithm::Ed25519 => "ed",
     };
-    format!("{prefix}-{}", now.format("%Y%m%d"))
+    format!("{prefix}-{}", now.format("%Y%m%d%H%M"))
+}
+
+/// The master key for commands that add keys: the file, made when there is none and
+/// the database holds no key yet. A node without the file, or with another node's,
+/// must not seal keys the others cannot open: both are refused, naming the fix.
+pub async fn master_key(
+    db: &impl ConnectionTrait,
+    path: &std::path::Path,
+) -> Result<MasterKey, DkimError> {
+    let existing = any_key(db).await?;
+    let master = match &existing {
+        None => MasterKey::load_or_create(path),
+        Some(_) => MasterKey::load(path).map_err(|e| {
+            format!("{e}; the database holds DKIM keys sealed under a master key: copy dkim.master_key_file from the node that made them")
+        }),
+    }
+    .map_err(DkimError::Key)?;
+    if let Some(info) = existing {
+        open_key(&master, &info).map_err(|_| {
+            DkimError::Key(format!(
+                "dkim.master_key_file {} does not open the DKIM keys in the database (it is another node's, or new): copy the file from the node that made them",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(master)
+}
+
+/// Whether `master` opens the keys in the database (any one of them); `Ok(None)` when
+/// there is none. For the check at start.
+pub async fn check_master(
+    db: &impl ConnectionTrait,
+    master: &MasterKey,
+) -> Result<Option<bool>, DbErr> {
+    Ok(any_key(db)
+        .await?
+        .map(|info| open_key(master, &info).is_ok()))
+}
+
+/// `Some(())` when the database holds a key: for the check at start when there is no
+/// master key file to try.
+pub async fn check_master_missing(db: &impl ConnectionTrait) -> Result<Option<()>, DbErr> {
+    Ok(any_key(db).await?.map(|_| ()))
+}
+
+async fn any_key(db: &impl ConnectionTrait) -> Result<Option<KeyInfo>, DbErr> {
+    let Some(key) = dkim_key::Entity::find()
+        .order_by_asc(dkim_key::Column::Id)
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let domain = domain::Entity::find_by_id(key.domain_id)
+        .one(db)
+        .await?
+        .map(|d| d.name)
+        .unwrap_or_default();
+    Ok(Some(KeyInfo { domain, key }))
+}
+
+/// The PKCS#8 private key of a row, opened with `master`.
+pub fn open_key(master: &MasterKey, info: &KeyInfo) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let algorithm = Algorithm::parse(&info.key.algorithm)
+        .ok_or_else(|| format!("unknown algorithm `{}`", info.key.algorithm))?;
+    let context = keys::seal_context(
+        &info.domain,
+        &info.key.selector,
+        algorithm,
+        &info.key.public_key,
+    );
+    master.open(&context, &info.key.sealed_key)
 }
 
 async fn domain_of(db: &impl ConnectionTrait, name: &str) -> Result<domain::Model, DkimError> {
@@ -158,9 +235,61 @@ pub async fn add(
     let now = Utc::now();
     let pair = generated(new.algorithm).await?;
     let txn = db.begin().await?;
+    let domain = lock_domain(&txn, new.domain).await?;
+    if let Some(other) = signing_or_pending(&txn, &domain, new.algorithm, now)
+        .await?
+        .first()
+    {
+        return Err(DkimError::AlgorithmTaken(
+            domain.name,
+            new.algorithm.key_type(),
+            other.selector.clone(),
+        ));
+    }
     let info = insert(&txn, master, &new, pair, now, now).await?;
     txn.commit().await?;
     Ok(info)
+}
+
+/// The domain row, locked for the transaction on PostgreSQL so two nodes adding or
+/// rotating keys of one domain at once go one after the other (SQLite has one writer).
+async fn lock_domain(
+    txn: &sea_orm::DatabaseTransaction,
+    name: &str,
+) -> Result<domain::Model, DkimError> {
+    use sea_orm::QuerySelect;
+    let d = domain_of(txn, name).await?;
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        domain::Entity::find_by_id(d.id)
+            .lock_exclusive()
+            .one(txn)
+            .await?;
+    }
+    Ok(d)
+}
+
+/// The domain's keys of `algorithm` that sign now or will.
+async fn signing_or_pending(
+    db: &impl ConnectionTrait,
+    domain: &domain::Model,
+    algorithm: Algorithm,
+    now: DateTime<Utc>,
+) -> Result<Vec<dkim_key::Model>, DbErr> {
+    let keys = dkim_key::Entity::find()
+        .filter(dkim_key::Column::DomainId.eq(domain.id))
+        .filter(dkim_key::Column::Algorithm.eq(algorithm.name()))
+        .filter(
+            Condition::any()
+                .add(dkim_key::Column::SignsUntil.is_null())
+                .add(dkim_key::Column::SignsUntil.gt(now.fixed_offset())),
+        )
+        .all(db)
+        .await?;
+    // A key rotated again before it started (it ends where it begins) never signs.
+    Ok(keys
+        .into_iter()
+        .filter(|k| k.signs_until.is_none_or(|until| until > k.signs_from))
+        .collect())
 }
 
 /// A key pair made on a blocking thread (an RSA key takes tens of milliseconds), before
@@ -193,7 +322,7 @@ async fn insert(
     if taken.is_some() {
         return Err(DkimError::SelectorExists(domain.name, selector));
     }
-    let context = keys::seal_context(&domain.name, &selector, new.algorithm);
+    let context = keys::seal_context(&domain.name, &selector, new.algorithm, &pair.public_key);
     let sealed = master.seal(&context, &pair.pkcs8).map_err(DkimError::Key)?;
     let key = dkim_key::ActiveModel {
         domain_id: Set(domain.id),
@@ -250,17 +379,8 @@ pub async fn rotate(
     let switch = now + delay;
     let pair = generated(new.algorithm).await?;
     let txn = db.begin().await?;
-    let domain = domain_of(&txn, new.domain).await?;
-    let current = dkim_key::Entity::find()
-        .filter(dkim_key::Column::DomainId.eq(domain.id))
-        .filter(dkim_key::Column::Algorithm.eq(new.algorithm.name()))
-        .filter(
-            Condition::any()
-                .add(dkim_key::Column::SignsUntil.is_null())
-                .add(dkim_key::Column::SignsUntil.gt(switch.fixed_offset())),
-        )
-        .all(&txn)
-        .await?;
+    let domain = lock_domain(&txn, new.domain).await?;
+    let current = signing_or_pending(&txn, &domain, new.algorithm, now).await?;
     if current.is_empty() {
         return Err(DkimError::NothingToRotate(
             domain.name,
@@ -270,9 +390,10 @@ pub async fn rotate(
     let created = insert(&txn, master, &new, pair, now, switch).await?;
     let mut retired = Vec::new();
     for old in current {
-        // The old key signs until the switch; one that would only have started after
-        // it (a pending key rotated again) never signs: it ends where it begins.
-        let ends = old.signs_from.to_utc().max(switch);
+        // A key signing now signs until the switch; one still pending (a rotation
+        // rotated again) never signs: it ends where it begins.
+        let from = old.signs_from.to_utc();
+        let ends = if from > now { from } else { switch };
         let mut row: dkim_key::ActiveModel = old.into();
         row.signs_until = Set(Some(ends.into()));
         row.publish_until = Set(Some((ends + grace).into()));

@@ -57,29 +57,33 @@ pub struct HickoryResolver(TokioResolver);
 
 impl HickoryResolver {
     pub fn new(nameservers: &[SocketAddr]) -> Result<Self, String> {
-        let builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| format!("system DNS configuration: {e}"))?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = addr.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = addr.port();
-                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        builder
-            .build()
-            .map(HickoryResolver)
-            .map_err(|e| format!("DNS resolver: {e}"))
+        tokio_resolver(nameservers).map(HickoryResolver)
     }
+}
+
+/// A hickory resolver on `nameservers` (`delivery.dns.nameservers`), or the system's
+/// configuration when there are none: MX lookups of delivery and the sender checks of
+/// inbound mail (`sender_auth`) ask the same servers, which tests replace.
+pub fn tokio_resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
+    let builder = if nameservers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| format!("system DNS configuration: {e}"))?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|addr| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    builder.build().map_err(|e| format!("DNS resolver: {e}"))
 }
 
 fn dns_error(what: &str, name: &str, e: hickory_resolver::net::NetError) -> RouteError {

@@ -88,7 +88,7 @@ impl IncomingMessage {
         outbound: Vec<Address>,
     ) -> Self {
         let meta = MessageMeta::parse(&body);
-        let sha256 = hex(&Sha256::digest(&body));
+        let sha256 = digest(&body);
         IncomingMessage {
             object_key: object_key(&id),
             id,
@@ -106,9 +106,10 @@ impl IncomingMessage {
     }
 
     /// Replaces the body with `body`, the same message with header fields the server
-    /// added before it (DKIM signatures): its digest follows, its index stays.
-    pub fn set_body(&mut self, body: Vec<u8>) {
-        self.sha256 = hex(&Sha256::digest(&body));
+    /// added before it (DKIM signatures, Authentication-Results), whose [`digest`] the
+    /// caller computed (off the async threads); the index stays.
+    pub fn set_body(&mut self, body: Vec<u8>, sha256: String) {
+        self.sha256 = sha256;
         self.body = Bytes::from(body);
     }
 }
@@ -138,6 +139,11 @@ pub fn object_key(id: &str) -> String {
         .unwrap_or(0);
     let time = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
     format!("messages/{}/{id}.eml", time.format("%Y-%m-%d/%H"))
+}
+
+/// The SHA-256 of a body, in hex: what `messages.sha256` records.
+pub fn digest(body: &[u8]) -> String {
+    hex(&Sha256::digest(body))
 }
 
 pub fn hex(bytes: &[u8]) -> String {

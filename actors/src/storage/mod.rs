@@ -20,7 +20,7 @@ mod sqlite_writer;
 
 pub use actor::{CommitMode, QueueHook, StorageActor, StoreMessage};
 pub use bodies::BodyStore;
-pub use envelope::{IncomingMessage, MessageMeta};
+pub use envelope::{IncomingMessage, MessageMeta, digest};
 pub use error::StoreError;
 pub use recovery::recover_unflushed;
 

@@ -211,13 +211,18 @@ impl Pipeline {
         );
         message.submitted_by = submission.submitter.map(|s| s.account().to_string());
         self.screen(&mut message).await?;
-        if submission.submitter.is_some()
+        if let Some(submitter) = submission.submitter
             && let Some(dkim) = &self.dkim
         {
             let span = trace::child_span(|| tracing::info_span!("dkim.sign"));
             let body = Vec::from(std::mem::take(&mut message.body));
-            let signed = dkim.sign(body).instrument(span).await;
-            message.set_body(signed.map_err(SubmitError::NotSigned)?);
+            let owns = |domain: &str| submitter.owns_domain(domain);
+            let signed = dkim.sign(body, owns).instrument(span).await;
+            let signed = signed.map_err(SubmitError::NotSigned)?;
+            match signed.sha256 {
+                Some(sha256) => message.set_body(signed.body, sha256),
+                None => message.body = signed.body.into(),
+            }
         }
         let accepted = Accepted {
             id: message.id.clone(),

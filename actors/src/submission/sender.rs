@@ -104,6 +104,14 @@ impl Submitter {
         &self.account
     }
 
+    /// Whether one of the addresses the account may use is of `domain` (lower case):
+    /// mail it sends from that domain may carry the domain's DKIM signature.
+    pub fn owns_domain(&self, domain: &str) -> bool {
+        self.addresses
+            .iter()
+            .any(|a| a.rsplit_once('@').is_some_and(|(_, d)| d == domain))
+    }
+
     pub fn may_use(&self, address: &Address) -> bool {
         let key = address.key();
         self.addresses.contains(&key)
@@ -208,6 +216,13 @@ mod tests {
     fn from(headers: &str) -> Result<(), Refusal> {
         let message = format!("Received: from x by y; now\r\n{headers}Subject: s\r\n\r\nbody\r\n");
         bob().check_from_header(Policy::STRICT, message.as_bytes())
+    }
+
+    #[test]
+    fn owned_domains_are_those_of_the_accounts_addresses() {
+        assert!(bob().owns_domain("example.test"));
+        assert!(!bob().owns_domain("other.test"));
+        assert!(!bob().owns_domain("test"));
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         telemetry: Default::default(),
         auth: Default::default(),
         dkim: Default::default(),
+        mail_auth: Default::default(),
     }
 }
 

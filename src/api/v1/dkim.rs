@@ -106,9 +106,9 @@ fn dkim_error(e: DkimError) -> ApiError {
     match e {
         DkimError::Db(e) => e.into(),
         DkimError::Account(e) => account_error(e),
-        DkimError::SelectorExists(..) | DkimError::NothingToRotate(..) => {
-            ApiError::conflict(e.to_string())
-        }
+        DkimError::SelectorExists(..)
+        | DkimError::NothingToRotate(..)
+        | DkimError::AlgorithmTaken(..) => ApiError::conflict(e.to_string()),
         DkimError::NoSuchKey(..) => ApiError::not_found(e.to_string()),
         DkimError::InvalidSelector(_) => ApiError::field("selector", e.to_string()),
         DkimError::InvalidAlgorithm(_) => ApiError::field("algorithm", e.to_string()),
@@ -131,9 +131,10 @@ fn algorithm(text: Option<&str>) -> Result<Algorithm, ApiError> {
     }
 }
 
-fn master_key(handles: &Handles) -> Result<MasterKey, ApiError> {
-    MasterKey::load_or_create(&handles.config.dkim.master_key_file)
-        .map_err(|e| dkim_error(DkimError::Key(e)))
+async fn master_key(handles: &Handles) -> Result<MasterKey, ApiError> {
+    store::master_key(&handles.db, &handles.config.dkim.master_key_file)
+        .await
+        .map_err(dkim_error)
 }
 
 /// A domain's DKIM keys.
@@ -173,8 +174,9 @@ pub async fn list(
         (status = 201, description = "Created; publish `dns_name` TXT `dns_value`", body = DkimKeyView),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
         (status = 404, description = "No such domain", body = ErrorBody),
-        (status = 409, description = "The selector exists", body = ErrorBody),
+        (status = 409, description = "The selector exists, or the domain has a key of that algorithm (rotate it)", body = ErrorBody),
         (status = 422, description = "Invalid selector or algorithm", body = ErrorBody),
+        (status = 500, description = "This node's DKIM master key is missing or another node's", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["admin"]))
@@ -192,7 +194,7 @@ pub async fn create(
     if let Some(s) = &body.selector {
         store::normalize_selector(s).map_err(dkim_error)?;
     }
-    let master = master_key(&handles)?;
+    let master = master_key(&handles).await?;
     let new = NewKey {
         domain: &d.name,
         selector: body.selector.as_deref(),
@@ -224,6 +226,7 @@ pub async fn create(
         (status = 404, description = "No such domain", body = ErrorBody),
         (status = 409, description = "No key to rotate, or the selector exists", body = ErrorBody),
         (status = 422, description = "Invalid selector, algorithm or duration", body = ErrorBody),
+        (status = 500, description = "This node's DKIM master key is missing or another node's", body = ErrorBody),
         AuthErrors
     ),
     security(("bearer" = ["admin"]))
@@ -253,7 +256,7 @@ pub async fn rotate(
     if grace_days > 365 {
         return Err(ApiError::field("grace_days", "must be at most 365"));
     }
-    let master = master_key(&handles)?;
+    let master = master_key(&handles).await?;
     let new = NewKey {
         domain: &d.name,
         selector: body.selector.as_deref(),
