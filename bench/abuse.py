@@ -91,6 +91,8 @@ storage:
 logging:
   level: info
   format: json
+mail_auth:
+  verify: false
 audit:
   path: {self.audit_path}
 """

@@ -142,7 +142,7 @@ async fn domains_and_users_with_pagination() {
         .expect(Method::POST, "/users", Some(&key), dora, CREATED)
         .await;
     assert_eq!(b["address"], "dora@d1.example.org");
-    assert_eq!(b["mailboxes"], json!(["INBOX", "Sent"]));
+    assert_eq!(b["mailboxes"], json!(["INBOX", "Sent", "Junk"]));
     for (body, want) in [
         (user("x@nowhere.example", "pw"), NOT_FOUND),
         (user("y@d1.example.org", ""), INVALID),
@@ -167,7 +167,7 @@ async fn domains_and_users_with_pagination() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["INBOX", "Sent", "Invoices"]);
+    assert_eq!(names, ["INBOX", "Sent", "Junk", "Invoices"]);
     for (name, want) in [
         ("INBOX", INVALID),
         ("Invoices", NO_CONTENT),

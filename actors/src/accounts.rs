@@ -11,8 +11,9 @@ use sea_orm::{
 
 use crate::proto::Address;
 
-/// Mailboxes every new user gets.
-pub const DEFAULT_MAILBOXES: [&str; 2] = ["INBOX", "Sent"];
+/// Mailboxes every new user gets (Junk: mail that failed the sender checks, see
+/// `sender_auth`).
+pub const DEFAULT_MAILBOXES: [&str; 3] = ["INBOX", "Sent", "Junk"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -383,6 +384,20 @@ pub fn recipient_query(key: &str) -> sea_orm::sea_query::SelectStatement {
         )
         .and_where(Expr::col((users, Alias::new("address"))).eq(key))
         .to_owned()
+}
+
+/// The id of the user's mailbox `name`, if it has one.
+pub async fn mailbox_id<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+    name: &str,
+) -> Result<Option<i64>, DbErr> {
+    Ok(mailbox::Entity::find()
+        .filter(mailbox::Column::UserId.eq(user_id))
+        .filter(mailbox::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .map(|b| b.id))
 }
 
 /// The query [`find_domain`] runs.

@@ -22,6 +22,9 @@
 //! - [`net`] — what a connection is: its stream, its listener kind, its client key
 //! - [`limits`] — bounds on what one client may take: password checks, failed-AUTH
 //!   throttling, DATA memory
+//! - [`sender_auth`] — SPF, DKIM, DMARC and ARC checks of mail from other servers,
+//!   Authentication-Results, what a failure costs
+//! - [`spam`] — rspamd scans and what their verdict does
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
 //! - [`dkim`] — DKIM keys (sealed in the database) and the signing of submitted mail
@@ -51,8 +54,10 @@ pub mod private_dir;
 pub mod proto;
 pub mod queue;
 pub mod retention;
+pub mod sender_auth;
 pub mod shutdown;
 pub mod smtp;
+pub mod spam;
 pub mod sqlite;
 pub mod storage;
 pub mod submission;

@@ -76,6 +76,11 @@ pub struct Metrics {
     /// DKIM signatures made for submitted mail, by algorithm and result (signed,
     /// failed), every pair present from start.
     dkim_signatures: IntCounterVec,
+    /// Results of the checks of mail from other servers, by method and result, every
+    /// pair present from start ([`MAIL_AUTH_METHODS`], [`MAIL_AUTH_RESULTS`]).
+    mail_auth: IntCounterVec,
+    /// rspamd scans by outcome ([`SPAM_RESULTS`]), every one present from start.
+    spam_scans: IntCounterVec,
     /// Resource limits hit by clients (`limits::Limit`), every label present from start
     /// (see [`Metrics::limit_known`]).
     limit_hits: IntCounterVec,
@@ -99,6 +104,32 @@ pub const SUPERVISED_ACTORS: [&str; 6] = [
     "health_monitor",
     "janitor",
     "hook_refresh",
+];
+
+/// The methods counted in `mairust_mail_auth_total` (`sender_auth`), and their
+/// results (RFC 8601 §2.7).
+pub const MAIL_AUTH_METHODS: [&str; 4] = ["spf", "dkim", "dmarc", "arc"];
+pub const MAIL_AUTH_RESULTS: [&str; 8] = [
+    "pass",
+    "fail",
+    "softfail",
+    "neutral",
+    "none",
+    "temperror",
+    "permerror",
+    "policy",
+];
+
+/// The results of `mairust_spam_scans_total` (`spam`).
+pub const SPAM_RESULTS: [&str; 8] = [
+    "reject",
+    "soft_reject",
+    "greylist",
+    "add_header",
+    "rewrite_subject",
+    "no_action",
+    "error",
+    "skipped",
 ];
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -330,6 +361,32 @@ impl Metrics {
                 }
                 dkim
             },
+            mail_auth: {
+                let checks = counter_vec(
+                    &registry,
+                    "mairust_mail_auth_total",
+                    "Checks of mail from other servers, by method (spf, dkim, dmarc, arc) and result (pass, fail, softfail, neutral, none, temperror, permerror, policy)",
+                    &["method", "result"],
+                );
+                for method in MAIL_AUTH_METHODS {
+                    for result in MAIL_AUTH_RESULTS {
+                        checks.with_label_values(&[method, result]);
+                    }
+                }
+                checks
+            },
+            spam_scans: {
+                let scans = counter_vec(
+                    &registry,
+                    "mairust_spam_scans_total",
+                    "rspamd scans by result: reject, soft_reject, greylist, add_header, rewrite_subject, no_action, error (no answer), skipped (breaker open)",
+                    &["result"],
+                );
+                for result in SPAM_RESULTS {
+                    scans.with_label_values(&[result]);
+                }
+                scans
+            },
             limit_hits: counter_vec(
                 &registry,
                 "mairust_limit_hits_total",
@@ -373,6 +430,16 @@ impl Metrics {
         self.dkim_signatures
             .with_label_values(&[algorithm, result])
             .inc();
+    }
+
+    /// Counts one result of a check of mail from another server.
+    pub fn mail_auth(&self, method: &str, result: &str) {
+        self.mail_auth.with_label_values(&[method, result]).inc();
+    }
+
+    /// Counts one rspamd scan by result.
+    pub fn spam_scan(&self, result: &str) {
+        self.spam_scans.with_label_values(&[result]).inc();
     }
 
     /// Counts a restart of a supervised child of kind `actor` (one of [`SUPERVISED_ACTORS`]).

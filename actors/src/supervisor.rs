@@ -200,6 +200,8 @@ impl Supervisor {
             health: health.clone(),
             health_monitor: health_monitor.clone().recipient(),
             dkim: crate::dkim::Signer::new(&config.dkim, db.clone()),
+            sender_auth: crate::sender_auth::Checker::new(&config).map_err(anyhow::Error::msg)?,
+            spam: crate::spam::Rspamd::new(&config.spam.rspamd).map_err(anyhow::Error::msg)?,
         });
         if let Some(dkim) = &pipeline.dkim {
             dkim.check_at_start().await;

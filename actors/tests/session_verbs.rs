@@ -87,6 +87,15 @@ impl Directory for MemoryDirectory {
     fn is_local_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<bool, DbErr>> {
         Box::pin(async move { self.answer(domain.eq_ignore_ascii_case("example.test")) })
     }
+
+    fn mailbox<'a>(
+        &'a self,
+        user_id: i64,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, DbErr>> {
+        // Each user's only mailbox has the user's id (see `recipient`).
+        Box::pin(async move { self.answer(Some(user_id)) })
+    }
 }
 
 /// Keeps what it is asked to store, or fails each request while `failing`.
@@ -175,6 +184,8 @@ impl Node {
             health: health.clone(),
             health_monitor: monitor.recipient(),
             dkim: None,
+            sender_auth: None,
+            spam: None,
         });
         // No database: audit entries go to the log only (their insert fails quietly).
         let audit = AuditLog::open(&Default::default(), Default::default(), "test").unwrap();

@@ -29,6 +29,12 @@ pub struct Model {
     /// The account that submitted the message (an SMTP AUTH user, or the sender user of
     /// `POST /send`); `None` for mail from other servers (SPEC S5).
     pub submitted_by: Option<String>,
+    /// What the checks of mail from other servers found (SPF, DKIM, DMARC, ARC and the
+    /// action taken), as JSON; `None` for mail our users submitted or not checked.
+    pub authentication: Option<String>,
+    /// What rspamd said (score, required score, action, symbols), as JSON; `None` when
+    /// not scanned.
+    pub spam: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

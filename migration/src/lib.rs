@@ -13,6 +13,8 @@
 //! - `m20261202_000007_api_key_domains`: API keys limited to some domains.
 //! - `m20261202_000008_message_submitted_by`: the account that submitted a message.
 //! - `m20261203_000009_dkim_keys`: DKIM signing keys of local domains.
+//! - `m20261203_000010_mail_auth`: what the sender checks and rspamd found, and every
+//!   user's Junk mailbox.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -25,6 +27,7 @@ mod m20261202_000006_store_identity;
 mod m20261202_000007_api_key_domains;
 mod m20261202_000008_message_submitted_by;
 mod m20261203_000009_dkim_keys;
+mod m20261203_000010_mail_auth;
 
 pub struct Migrator;
 
@@ -41,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_api_key_domains::Migration),
             Box::new(m20261202_000008_message_submitted_by::Migration),
             Box::new(m20261203_000009_dkim_keys::Migration),
+            Box::new(m20261203_000010_mail_auth::Migration),
         ]
     }
 }

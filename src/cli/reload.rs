@@ -58,6 +58,7 @@ fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         differs("telemetry", &old.telemetry, &new.telemetry),
         differs("dkim", &old.dkim, &new.dkim),
         differs("mail_auth", &old.mail_auth, &new.mail_auth),
+        differs("spam", &old.spam, &new.spam),
     ]
     .into_iter()
     .flatten()

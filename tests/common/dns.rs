@@ -1,6 +1,7 @@
-//! A tiny authoritative DNS server over UDP for tests: answers MX and A queries from
-//! tables, NXDOMAIN for names it does not know, so the server's real resolver
-//! (hickory, configured with `delivery.dns.nameservers`) can be exercised offline.
+//! A tiny authoritative DNS server over UDP for tests: answers MX, A and TXT queries
+//! from tables, NXDOMAIN for names it does not know, so the server's real resolver
+//! (hickory, configured with `delivery.dns.nameservers`) can be exercised offline:
+//! MX lookups of delivery, and SPF, DKIM and DMARC records of the sender checks.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -10,12 +11,17 @@ use std::time::Duration;
 
 const TYPE_A: u16 = 1;
 const TYPE_MX: u16 = 15;
+const TYPE_TXT: u16 = 16;
 
 #[derive(Default, Clone)]
 pub struct Zone {
     /// name → [(preference, exchange)]; an exchange of "" is a null MX.
     pub mx: HashMap<String, Vec<(u16, String)>>,
     pub a: HashMap<String, Vec<Ipv4Addr>>,
+    /// name → TXT records, each one text (split into 255-byte strings on the wire).
+    pub txt: HashMap<String, Vec<String>>,
+    /// Names (and the names below them) the server never answers: a slow DNS.
+    pub silent: Vec<String>,
 }
 
 pub struct DnsServer {
@@ -86,9 +92,17 @@ fn answer(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let (name, end) = read_name(query, 12)?;
+    if zone
+        .silent
+        .iter()
+        .any(|s| name == *s || name.ends_with(&format!(".{s}")))
+    {
+        return None;
+    }
     let qtype = u16::from_be_bytes([*query.get(end)?, *query.get(end + 1)?]);
     let question = query.get(12..end + 4)?;
-    let known = zone.mx.contains_key(&name) || zone.a.contains_key(&name);
+    let known =
+        zone.mx.contains_key(&name) || zone.a.contains_key(&name) || zone.txt.contains_key(&name);
     let mut records: Vec<(u16, Vec<u8>)> = Vec::new();
     match qtype {
         TYPE_MX => {
@@ -101,6 +115,16 @@ fn answer(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
         TYPE_A => {
             for ip in zone.a.get(&name).into_iter().flatten() {
                 records.push((TYPE_A, ip.octets().to_vec()));
+            }
+        }
+        TYPE_TXT => {
+            for text in zone.txt.get(&name).into_iter().flatten() {
+                let mut rdata = Vec::new();
+                for chunk in text.as_bytes().chunks(255) {
+                    rdata.push(chunk.len() as u8);
+                    rdata.extend_from_slice(chunk);
+                }
+                records.push((TYPE_TXT, rdata));
             }
         }
         _ => {}

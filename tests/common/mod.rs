@@ -18,6 +18,7 @@ pub mod http;
 mod inspect;
 pub mod otlp;
 pub mod raw;
+pub mod rspamd;
 mod server;
 pub mod sink;
 mod smtp;

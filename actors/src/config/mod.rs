@@ -15,6 +15,7 @@
 //! - `hooks`: `hooks` and `hook_policy`.
 //! - `dkim`: signing submitted mail, and the key that seals the private keys.
 //! - `mail_auth`: SPF, DKIM, DMARC and ARC checks of mail from other servers.
+//! - `spam`: scanning with rspamd.
 //! - `auth`, `health`, `logging`, `telemetry`, `audit`, `retention`.
 
 mod api;
@@ -31,6 +32,7 @@ mod queue;
 mod retention;
 mod server;
 mod smtp;
+mod spam;
 mod storage;
 mod telemetry;
 
@@ -55,6 +57,7 @@ pub use queue::{QueueConfig, RetryConfig};
 pub use retention::RetentionConfig;
 pub use server::{ServerConfig, ShutdownConfig};
 pub use smtp::{ListenerConfig, Listeners, SmtpConfig, SmtpLimits, SubmissionConfig, TlsConfig};
+pub use spam::{RspamdConfig, SpamConfig, SpamOnError};
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use telemetry::{MetricsConfig, TelemetryConfig, TraceExporter, TracingConfig};
 
@@ -112,6 +115,8 @@ pub struct Config {
     pub dkim: DkimConfig,
     #[serde(default)]
     pub mail_auth: MailAuthConfig,
+    #[serde(default)]
+    pub spam: SpamConfig,
 }
 
 impl Config {
@@ -136,6 +141,7 @@ impl Config {
         self.api.validate()?;
         self.dkim.validate()?;
         self.mail_auth.validate()?;
+        self.spam.validate()?;
         self.retention.validate()
     }
 }

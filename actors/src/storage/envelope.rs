@@ -75,6 +75,10 @@ pub struct IncomingMessage {
     /// The account that submitted it (SMTP AUTH, or `POST /send`'s sender); `None` for
     /// mail from other servers. Set by the caller after [`IncomingMessage::new`].
     pub submitted_by: Option<String>,
+    /// The checks of mail from other servers, as JSON (`sender_auth::Summary`).
+    pub authentication: Option<String>,
+    /// What rspamd said, as JSON (`spam::Report`).
+    pub spam: Option<String>,
 }
 
 impl IncomingMessage {
@@ -102,6 +106,8 @@ impl IncomingMessage {
             listener,
             remote_ip,
             submitted_by: None,
+            authentication: None,
+            spam: None,
         }
     }
 

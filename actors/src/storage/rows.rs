@@ -193,6 +193,8 @@ fn insert_rows(
             remote_ip: Set(m.remote_ip.to_string()),
             received_at: Set(now.into()),
             submitted_by: Set(m.submitted_by.clone()),
+            authentication: Set(m.authentication.clone()),
+            spam: Set(m.spam.clone()),
         })
         .collect();
     let index: Vec<mailbox_message::ActiveModel> = messages

@@ -36,6 +36,14 @@ pub trait Directory: Send + Sync {
 
     /// Whether `domain` is one of this server's domains.
     fn is_local_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<bool, DbErr>>;
+
+    /// The id of the user's mailbox `name` (`Junk` for mail the sender checks
+    /// quarantine), if it has one.
+    fn mailbox<'a>(
+        &'a self,
+        user_id: i64,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, DbErr>>;
 }
 
 impl Directory for DatabaseConnection {
@@ -52,6 +60,14 @@ impl Directory for DatabaseConnection {
 
     fn is_local_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<bool, DbErr>> {
         Box::pin(async move { Ok(accounts::find_domain(self, domain).await?.is_some()) })
+    }
+
+    fn mailbox<'a>(
+        &'a self,
+        user_id: i64,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, DbErr>> {
+        Box::pin(accounts::mailbox_id(self, user_id, name))
     }
 }
 
@@ -159,5 +175,13 @@ impl Directory for SqliteDirectory {
 
     fn is_local_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<bool, DbErr>> {
         self.db.is_local_domain(domain)
+    }
+
+    fn mailbox<'a>(
+        &'a self,
+        user_id: i64,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, DbErr>> {
+        self.db.mailbox(user_id, name)
     }
 }

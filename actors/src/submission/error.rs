@@ -51,6 +51,24 @@ pub enum SubmitError {
     /// key file missing, a key that does not open, the keys unreadable).
     #[error("not signed: {0}")]
     NotSigned(crate::dkim::signer::SignError),
+    /// The sender checks (`sender_auth`) refused it: the DMARC policy of its From:
+    /// domain, or its SPF record, with `mail_auth.*` set to reject.
+    #[error("{0}")]
+    AuthFailed(String),
+    /// rspamd called it spam (`reject`).
+    #[error("{0}")]
+    Spam(String),
+    /// rspamd asked to try again later (`soft reject`, `greylist`), or could not scan
+    /// it with `spam.rspamd.on_error: tempfail`.
+    #[error("{0}")]
+    SpamDeferred(String),
+    /// The sender checks could not finish (the From: domain's DMARC record could not be
+    /// read in time): try again later.
+    #[error("{0}")]
+    AuthDeferred(String),
+    /// A step failed inside the server (a task panicked); nothing was stored.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The StorageActor did not answer (stopped, or its mailbox closed).
     #[error("storage unreachable: {0}")]
     StorageUnreachable(actix::MailboxError),
@@ -78,6 +96,9 @@ impl SubmitError {
                 | SubmitError::Directory(_)
                 | SubmitError::NotStored(_)
                 | SubmitError::NotSigned(_)
+                | SubmitError::Internal(_)
+                | SubmitError::SpamDeferred(_)
+                | SubmitError::AuthDeferred(_)
                 | SubmitError::StorageUnreachable(_)
         )
     }
@@ -98,6 +119,11 @@ impl SubmitError {
             SubmitError::Directory(_) => "directory_failed",
             SubmitError::NotStored(_) => "not_stored",
             SubmitError::NotSigned(_) => "not_signed",
+            SubmitError::AuthFailed(_) => "sender_auth_failed",
+            SubmitError::Internal(_) => "internal_error",
+            SubmitError::Spam(_) => "spam",
+            SubmitError::AuthDeferred(_) => "sender_auth_deferred",
+            SubmitError::SpamDeferred(_) => "spam_deferred",
             SubmitError::StorageUnreachable(_) => "storage_unreachable",
         }
     }

@@ -34,8 +34,13 @@ use crate::dkim::Signer;
 use crate::health_state::{Dependency, DependencyFailed, HealthState};
 use crate::hooks::{HookDispatcher, Verdict};
 use crate::proto::Address;
+use crate::sender_auth::{Action, Checker};
+use crate::spam::{self, Rspamd, ScanEnvelope};
 use crate::storage::{IncomingMessage, StoreMessage};
 use crate::trace;
+
+/// Bodies larger than this are rebuilt (headers added) on a blocking thread.
+const OFF_THREAD_BYTES: usize = 256 * 1024;
 
 /// What the pipeline needs from the running node; shared (`Arc`) by every session and
 /// API request.
@@ -49,6 +54,10 @@ pub struct Pipeline {
     pub health_monitor: Recipient<DependencyFailed>,
     /// Signs what our users submit (`None`: `dkim.sign` off, or no database).
     pub dkim: Option<Arc<Signer>>,
+    /// Checks what other servers send (`None`: `mail_auth.verify` off).
+    pub sender_auth: Option<Arc<Checker>>,
+    /// Scans with rspamd (`None`: no `spam.rspamd.url`).
+    pub spam: Option<Arc<Rspamd>>,
 }
 
 /// A message ready to be checked and stored.
@@ -63,6 +72,8 @@ pub struct Submission<'a> {
     /// The listener's name, or `api`.
     pub listener: &'static str,
     pub remote: IpAddr,
+    /// The client's HELO/EHLO name (SMTP).
+    pub helo: Option<&'a str>,
     /// The account that submits it (SMTP AUTH, the API's sender); `None` for mail from
     /// other servers.
     pub submitter: Option<&'a Submitter>,
@@ -182,14 +193,18 @@ impl Pipeline {
     /// How many copies of a body the hooks may hold at once while it is screened: a
     /// pre_receive or pre_send call holds its base64 form, the JSON request and the
     /// request's own copy beside the body, about four times its size.
+    /// A body rebuilt with header fields on top (the sender checks' and rspamd's) is
+    /// briefly held twice.
     pub fn copies_while_screened(&self, has_outbound: bool) -> usize {
-        if self.hooks.has(HookEvent::PreReceive)
+        let screened = if self.hooks.has(HookEvent::PreReceive)
             || (has_outbound && self.hooks.has(HookEvent::PreSend))
         {
             4
         } else {
             1
-        }
+        };
+        let rebuilt = self.sender_auth.is_some() || self.spam.is_some();
+        screened + usize::from(rebuilt)
     }
 
     /// Checks, screens and stores a message; `Ok` only once it is durable (SPEC M4).
@@ -210,6 +225,30 @@ impl Pipeline {
             submission.recipients.outbound,
         );
         message.submitted_by = submission.submitter.map(|s| s.account().to_string());
+        if submission.submitter.is_none()
+            && let Some(checker) = &self.sender_auth
+        {
+            let envelope = crate::sender_auth::Envelope {
+                remote: submission.remote,
+                helo: submission.helo,
+                mail_from: submission.sender,
+            };
+            self.check_sender(checker, &mut message, envelope).await?;
+        }
+        if submission.submitter.is_some()
+            && let Some(checker) = &self.sender_auth
+        {
+            // Our users' mail is not checked, but it may not carry a verdict in our
+            // name to another local user either.
+            let authserv_id = checker.authserv_id().to_string();
+            let forged = move |field: &[u8]| crate::sender_auth::claims(field, &authserv_id);
+            put_on_top(&mut message, String::new(), forged).await?;
+        }
+        if let Some(rspamd) = &self.spam
+            && (submission.submitter.is_none() || rspamd.scans_outbound())
+        {
+            self.scan(rspamd, &mut message, submission.helo).await?;
+        }
         self.screen(&mut message).await?;
         if let Some(submitter) = submission.submitter
             && let Some(dkim) = &self.dkim
@@ -247,6 +286,101 @@ impl Pipeline {
         }
     }
 
+    /// The checks of mail from other servers (`sender_auth`): refused, or our
+    /// Authentication-Results on top (forged ones of our id removed), the summary kept
+    /// with the message, and the recipients' Junk mailbox when that is the verdict.
+    async fn check_sender(
+        &self,
+        checker: &Checker,
+        message: &mut IncomingMessage,
+        envelope: crate::sender_auth::Envelope<'_>,
+    ) -> Result<(), SubmitError> {
+        let span = trace::child_span(|| tracing::info_span!("mail_auth.check"));
+        let checked = checker
+            .check(&message.body, envelope)
+            .instrument(span)
+            .await;
+        match &checked.action {
+            Action::Reject(text) => return Err(SubmitError::AuthFailed(text.clone())),
+            Action::Defer(text) => return Err(SubmitError::AuthDeferred(text.clone())),
+            Action::Junk => self.to_junk(message).await?,
+            Action::Accept => {}
+        }
+        message.authentication = serde_json::to_string(&checked.summary).ok();
+        let authserv_id = checker.authserv_id().to_string();
+        let forged = move |field: &[u8]| crate::sender_auth::claims(field, &authserv_id);
+        put_on_top(message, checked.header, forged).await
+    }
+
+    /// The rspamd scan (`spam`): refused or deferred as rspamd says, or its `X-Spam-*`
+    /// headers on top (those the message came with removed), the report kept with the
+    /// message, and the Junk mailbox for spam.
+    async fn scan(
+        &self,
+        rspamd: &Rspamd,
+        message: &mut IncomingMessage,
+        helo: Option<&str>,
+    ) -> Result<(), SubmitError> {
+        let span = trace::child_span(|| tracing::info_span!("spam.scan"));
+        let recipients = message
+            .recipients
+            .iter()
+            .map(|r| r.address.clone())
+            .chain(message.outbound.iter().map(|a| a.to_string()))
+            .collect();
+        let envelope = ScanEnvelope {
+            remote: message.remote_ip,
+            helo,
+            mail_from: &message.envelope_from,
+            recipients,
+            user: message.submitted_by.as_deref(),
+            queue_id: &message.id,
+        };
+        let verdict = rspamd
+            .scan(message.body.clone(), envelope)
+            .instrument(span)
+            .await;
+        let (headers, report) = match verdict {
+            spam::Verdict::Reject(text) => return Err(SubmitError::Spam(text)),
+            spam::Verdict::Defer(text) => return Err(SubmitError::SpamDeferred(text)),
+            spam::Verdict::Junk { headers, report } => {
+                self.to_junk(message).await?;
+                (headers, Some(report))
+            }
+            spam::Verdict::Accept { headers, report } => (headers, report),
+        };
+        let Some(report) = report else {
+            return Ok(());
+        };
+        message.spam = serde_json::to_string(&report).ok();
+        let ours = |field: &[u8]| {
+            crate::sender_auth::field_name(field).is_some_and(|n| crate::spam::is_spam_header(&n))
+        };
+        put_on_top(message, headers, ours).await
+    }
+
+    /// Every local recipient's entry goes to their Junk mailbox (when they have one).
+    async fn to_junk(&self, message: &mut IncomingMessage) -> Result<(), SubmitError> {
+        for recipient in &mut message.recipients {
+            let junk = self
+                .directory
+                .mailbox(recipient.user_id, crate::sender_auth::JUNK)
+                .await;
+            match self.looked_up(junk)? {
+                Some(id) => recipient.inbox_id = id,
+                None => {
+                    tracing::warn!(
+                        component = "smtp",
+                        event = "no_junk_mailbox",
+                        user_id = recipient.user_id,
+                        "the recipient has no Junk mailbox: quarantined mail goes to the INBOX"
+                    )
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The hooks every message passes before it is stored: pre_receive, then pre_send
     /// when it has remote recipients. Tags of an allowing hook go on the mailbox
     /// entries; the first refusal or deferral ends it.
@@ -269,6 +403,41 @@ impl Pipeline {
             SubmitError::Directory(e)
         })
     }
+}
+
+/// `headers` put on top of the message after the header fields `drop` picks were
+/// removed; the digest follows. A large body is copied and hashed off the async
+/// threads.
+async fn put_on_top(
+    message: &mut IncomingMessage,
+    headers: String,
+    drop: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> Result<(), SubmitError> {
+    let large = message.body.len() > OFF_THREAD_BYTES;
+    let body = std::mem::take(&mut message.body);
+    let rebuild = move || {
+        let stripped = crate::sender_auth::without_fields(&body, drop);
+        if stripped.is_none() && headers.is_empty() {
+            return Err(body);
+        }
+        let mut out = stripped.unwrap_or_else(|| body.to_vec());
+        out.splice(0..0, headers.into_bytes());
+        let sha256 = crate::storage::digest(&out);
+        Ok((out, sha256))
+    };
+    let rebuilt = if large {
+        tokio::task::spawn_blocking(rebuild)
+            .await
+            .map_err(|e| SubmitError::Internal(format!("adding header fields: {e}")))?
+    } else {
+        rebuild()
+    };
+    match rebuilt {
+        Ok((body, sha256)) => message.set_body(body, sha256),
+        // Nothing to change: the body as it was.
+        Err(body) => message.body = body,
+    }
+    Ok(())
 }
 
 /// One hook's verdict on `message`; its text is made single-line and bounded. The

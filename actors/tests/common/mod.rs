@@ -44,6 +44,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         auth: Default::default(),
         dkim: Default::default(),
         mail_auth: Default::default(),
+        spam: Default::default(),
     }
 }
 

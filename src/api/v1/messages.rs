@@ -46,6 +46,15 @@ pub struct MessageView {
     /// The account that submitted the message: the SMTP AUTH user, or the sender user
     /// of `POST /send`. Null for mail received from other servers.
     pub submitted_by: Option<String>,
+    /// What the checks of mail from other servers found: `spf`, `dkim` (one per
+    /// signature), `dmarc`, `dmarc_policy`, `arc`, `from_domain`, and `action` (accept,
+    /// junk). Null for mail our users submitted.
+    #[schema(value_type = Option<Object>)]
+    pub authentication: Option<serde_json::Value>,
+    /// What rspamd said: `score`, `required_score`, `action`, `symbols` ([name, score]
+    /// pairs, highest first). Null when not scanned.
+    #[schema(value_type = Option<Object>)]
+    pub spam: Option<serde_json::Value>,
     pub received_at: DateTime<Utc>,
     pub flags: Vec<String>,
     pub tags: Vec<String>,
@@ -66,6 +75,9 @@ pub struct MessageFilter {
     pub before: Option<DateTime<FixedOffset>>,
     /// Only this mailbox (id).
     pub mailbox: Option<i64>,
+    /// Only mailboxes of this name, e.g. `Junk` (mail the sender checks quarantined)
+    /// or `INBOX`; with `user`, that user's.
+    pub mailbox_name: Option<String>,
     /// Only messages with this tag.
     pub tag: Option<String>,
     /// Only this user's mailboxes (address).
@@ -106,6 +118,8 @@ fn base_select(domains: Option<&BTreeSet<String>>) -> SelectStatement {
         ("m", "attachments", "attachments"),
         ("m", "envelope_from", "envelope_from"),
         ("m", "submitted_by", "submitted_by"),
+        ("m", "authentication", "authentication"),
+        ("m", "spam", "spam"),
         ("m", "received_at", "received_at"),
     ] {
         q.expr_as(col(table, column), Alias::new(name));
@@ -158,6 +172,12 @@ fn view(row: &QueryResult) -> Result<MessageView, sea_orm::DbErr> {
         attachments: row.try_get("", "attachments")?,
         envelope_from: row.try_get("", "envelope_from")?,
         submitted_by: row.try_get("", "submitted_by")?,
+        authentication: row
+            .try_get::<Option<String>>("", "authentication")?
+            .and_then(|json| serde_json::from_str(&json).ok()),
+        spam: row
+            .try_get::<Option<String>>("", "spam")?
+            .and_then(|json| serde_json::from_str(&json).ok()),
         received_at: received.to_utc(),
         flags: words(&row.try_get::<String>("", "flags")?),
         tags: words(&row.try_get::<String>("", "tags")?),
@@ -247,6 +267,9 @@ pub async fn list(
     }
     if let Some(mailbox) = filter.mailbox {
         select.and_where(col("mm", "mailbox_id").eq(mailbox));
+    }
+    if let Some(name) = &filter.mailbox_name {
+        select.and_where(col("b", "name").eq(name.as_str()));
     }
     if let Some(user) = &filter.user {
         select.and_where(col("u", "address").eq(user.trim().to_lowercase()));

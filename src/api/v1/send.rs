@@ -233,6 +233,7 @@ pub async fn send(
         recipients,
         listener: "api",
         remote,
+        helo: None,
         submitter: Some(&submitter),
     };
     pipeline.submit(submission).await.map_err(|e| {
@@ -330,6 +331,18 @@ fn refused(field: &str, error: SubmitError) -> ApiError {
         SubmitError::StorageUnreachable(_) => {
             tracing::error!(component = "api", error = %error, "storage actor unreachable");
             unavailable("storage unavailable")
+        }
+        SubmitError::AuthFailed(_) | SubmitError::Spam(_) => {
+            ApiError::field(field, error.to_string())
+        }
+        SubmitError::AuthDeferred(text) => ApiError::new(ErrorCode::Unavailable, text),
+        SubmitError::SpamDeferred(text) => ApiError::new(
+            ErrorCode::Unavailable,
+            format!("deferred by the spam scanner, try again later: {text}"),
+        ),
+        SubmitError::Internal(_) => {
+            tracing::error!(component = "api", error = %error, "message not taken: internal error");
+            unavailable("internal error; try again shortly")
         }
         SubmitError::NotSigned(_) => {
             tracing::error!(component = "api", event = "message_not_signed", error = %error, "DKIM signature not made; message refused for now");

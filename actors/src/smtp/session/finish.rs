@@ -47,6 +47,7 @@ impl Session {
             recipients: envelope.recipients,
             listener: self.listener.name(),
             remote: self.remote.ip(),
+            helo: self.client.helo.as_deref(),
             submitter,
         };
         match pipeline.submit(submission).await {
@@ -70,6 +71,15 @@ impl Session {
             }
             SubmitError::StorageUnreachable(_) => {
                 tracing::error!(component = "smtp", session_id = %self.id, error = %error, "storage actor unreachable");
+            }
+            SubmitError::Spam(_) | SubmitError::SpamDeferred(_) => {
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_refused_by_rspamd", id, remote = %self.remote, reason = %error, temporary = error.is_temporary(), "message refused by rspamd");
+            }
+            SubmitError::AuthFailed(_) | SubmitError::AuthDeferred(_) => {
+                tracing::info!(component = "smtp", session_id = %self.id, event = "message_rejected_by_sender_checks", id, remote = %self.remote, reason = %error, "message refused by the sender checks (SPF/DMARC)");
+            }
+            SubmitError::Internal(_) => {
+                tracing::error!(component = "smtp", session_id = %self.id, event = "message_tempfail", id, error = %error, "message not taken: internal error");
             }
             SubmitError::NotSigned(_) => {
                 tracing::error!(component = "smtp", session_id = %self.id, event = "message_not_signed", id, error = %error, "DKIM signature not made; message refused for now");
@@ -98,7 +108,14 @@ impl Session {
             | SubmitError::Directory(_)
             | SubmitError::NotStored(_)
             | SubmitError::NotSigned(_)
+            | SubmitError::Internal(_)
             | SubmitError::StorageUnreachable(_) => reply::TEMPFAIL_SYSTEM,
+            SubmitError::AuthFailed(text) | SubmitError::Spam(text) => {
+                reply::refused_by_policy(text)
+            }
+            SubmitError::SpamDeferred(text) | SubmitError::AuthDeferred(text) => {
+                reply::deferred_by_policy(text)
+            }
             SubmitError::StorageFull => reply::STORAGE_FULL,
             SubmitError::TooBig { .. } => reply::MESSAGE_TOO_BIG,
             SubmitError::TooManyRecipients { .. } => reply::TOO_MANY_RECIPIENTS,
