@@ -14,6 +14,8 @@ use common::rspamd::Rspamd;
 use common::{Options, TestServer};
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+/// rspamd's test pattern for the `add header` action (`enable_test_patterns`).
+const YJS: &str = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
 fn server(url: &str, on_error: &str, timeout: f64) -> TestServer {
     TestServer::start_with(Options {
@@ -98,9 +100,30 @@ async fn rspamd_refuses_gtube_and_marks_clean_mail() {
         assert!(n >= at_least, "{series} {n}");
     }
 
-    // rspamd stopped: on_error accept takes mail unscanned (no X-Spam headers).
+    // rspamd's test pattern for "add header": spam, delivered to Junk with our verdict.
+    let (code, text, _) = send(&server, &message("likely-spam", YJS, "")).await;
+    assert_eq!(code, 250, "{text}");
+    let rows = server.messages_with_id("likely-spam").await;
+    let raw = String::from_utf8(server.object(&rows[0].object_key).await.unwrap()).unwrap();
+    assert!(raw.starts_with("X-Spam-Flag: YES\r\n"), "{raw}");
+    assert!(raw.contains("X-Spam-Action: add header"), "{raw}");
+    let listed = server
+        .get_json(&key, "/api/v1/messages?q=scan%20likely-spam")
+        .await;
+    assert_eq!(listed["data"][0]["mailbox"], "Junk", "{listed}");
+
+    // rspamd stopped: on_error accept takes mail unscanned, and a verdict the sender
+    // wrote is still removed.
     rspamd.kill();
-    let (code, text, _) = send(&server, &message("unscanned", "hello again", "")).await;
+    let (code, text, _) = send(
+        &server,
+        &message(
+            "unscanned",
+            "hello again",
+            "X-Spam-Status: No, score=-50\r\nX-Spam-Flag: NO\r\n",
+        ),
+    )
+    .await;
     assert_eq!(code, 250, "{text}");
     let rows = server.messages_with_id("unscanned").await;
     let raw = String::from_utf8(server.object(&rows[0].object_key).await.unwrap()).unwrap();

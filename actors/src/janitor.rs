@@ -6,6 +6,7 @@
 //!   `retention.purge_interval_seconds`. The database hands each entry to one node, so
 //!   each node audits only its own share: one `retention.purge` entry per run that
 //!   deleted anything, with counts, never one per message.
+//! - Send counters of past hours (`limits::sending`) are removed hourly.
 //! - DKIM keys whose record no longer needs publishing (rotated out, past their grace
 //!   period) are removed, hourly with the audit pruning; idempotent as well.
 //!
@@ -94,6 +95,7 @@ impl Janitor {
                     _ = prune.tick() => {
                         self.prune().await;
                         self.expire_dkim_keys().await;
+                        self.purge_send_counters().await;
                     }
                     _ = tick(&mut purge) => {
                         if let Some(purge) = &self.purge {
@@ -147,6 +149,13 @@ impl Janitor {
             Err(e) => {
                 tracing::warn!(component = "supervisor", event = "dkim_expire_failed", error = %e, "removing expired DKIM keys failed; next try in an hour")
             }
+        }
+    }
+
+    /// Removes send counters of windows before the last hour.
+    async fn purge_send_counters(&self) {
+        if let Err(e) = crate::limits::sending::purge_counters(&self.db, chrono::Utc::now()).await {
+            tracing::warn!(component = "supervisor", event = "send_counters_purge_failed", error = %e, "removing old send counters failed; next try in an hour")
         }
     }
 

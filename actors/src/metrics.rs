@@ -81,6 +81,8 @@ pub struct Metrics {
     mail_auth: IntCounterVec,
     /// rspamd scans by outcome ([`SPAM_RESULTS`]), every one present from start.
     spam_scans: IntCounterVec,
+    /// Submissions refused by a send limit, by scope and kind, every pair from start.
+    send_limit_hits: IntCounterVec,
     /// Resource limits hit by clients (`limits::Limit`), every label present from start
     /// (see [`Metrics::limit_known`]).
     limit_hits: IntCounterVec,
@@ -121,8 +123,11 @@ pub const MAIL_AUTH_RESULTS: [&str; 8] = [
 ];
 
 /// The results of `mairust_spam_scans_total` (`spam`).
-pub const SPAM_RESULTS: [&str; 8] = [
+pub const SPAM_RESULTS: [&str; 11] = [
     "reject",
+    "discard",
+    "quarantine",
+    "other",
     "soft_reject",
     "greylist",
     "add_header",
@@ -379,13 +384,27 @@ impl Metrics {
                 let scans = counter_vec(
                     &registry,
                     "mairust_spam_scans_total",
-                    "rspamd scans by result: reject, soft_reject, greylist, add_header, rewrite_subject, no_action, error (no answer), skipped (breaker open)",
+                    "rspamd scans by result: reject, discard, soft_reject, greylist, add_header, rewrite_subject, quarantine, no_action, other (an unknown action), error (no answer), skipped (breaker open)",
                     &["result"],
                 );
                 for result in SPAM_RESULTS {
                     scans.with_label_values(&[result]);
                 }
                 scans
+            },
+            send_limit_hits: {
+                let hits = counter_vec(
+                    &registry,
+                    "mairust_send_limit_hits_total",
+                    "Submissions refused by send_limits, by scope (account, domain) and kind (messages, recipients)",
+                    &["scope", "kind"],
+                );
+                for scope in ["account", "domain"] {
+                    for kind in ["messages", "recipients"] {
+                        hits.with_label_values(&[scope, kind]);
+                    }
+                }
+                hits
             },
             limit_hits: counter_vec(
                 &registry,
@@ -440,6 +459,11 @@ impl Metrics {
     /// Counts one rspamd scan by result.
     pub fn spam_scan(&self, result: &str) {
         self.spam_scans.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a submission a send limit refused.
+    pub fn send_limit_hit(&self, scope: &str, kind: &str) {
+        self.send_limit_hits.with_label_values(&[scope, kind]).inc();
     }
 
     /// Counts a restart of a supervised child of kind `actor` (one of [`SUPERVISED_ACTORS`]).

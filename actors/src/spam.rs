@@ -105,6 +105,7 @@ impl Rspamd {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs_f64(config.timeout_seconds))
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("spam.rspamd: HTTP client: {e}"))?;
@@ -135,26 +136,30 @@ impl Rspamd {
             .lock()
             .expect("rspamd breaker")
             .admit(Instant::now(), self.thresholds());
+        let trial = matches!(transition, Some(Transition::HalfOpened));
         log_transition(transition);
         if !admitted {
             metrics().spam_scan("skipped");
-            return self.failed("rspamd is not answering (its breaker is open)");
+            return self.failed();
         }
-        // The breaker learns how the call ended even if this future is dropped
-        // mid-call (the client went away): a trial never stays in flight for ever.
+        // The breaker learns how the call ended. A call dropped mid-way (the client
+        // went away) says nothing about rspamd, unless it was the trial, which must
+        // not stay in flight for ever: that counts as a failure.
         let mut outcome = Outcome {
             rspamd: self,
-            ok: false,
+            ok: if trial { Some(false) } else { None },
         };
         let answer = self.call(message, &envelope).await;
-        outcome.ok = answer.is_ok();
+        // Only no answer (connection, timeout, 5xx) means rspamd is unavailable; an
+        // answer it gave that we cannot use is this message's problem.
+        outcome.ok = Some(!matches!(answer, Err(Failure::Unavailable(_))));
         drop(outcome);
         match answer {
             Ok(answer) => self.verdict(answer),
-            Err(e) => {
+            Err(Failure::Unavailable(e) | Failure::Unusable(e)) => {
                 metrics().spam_scan("error");
                 tracing::warn!(component = "spam", event = "rspamd_failed", error = %e, "rspamd scan failed");
-                self.failed(&e)
+                self.failed()
             }
         }
     }
@@ -163,7 +168,7 @@ impl Rspamd {
         &self,
         message: bytes::Bytes,
         envelope: &ScanEnvelope<'_>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let mut request = self
             .client
             .post(&self.url)
@@ -179,38 +184,46 @@ impl Rspamd {
         for rcpt in envelope.recipients.iter().filter(|r| header_safe(r)) {
             request = request.header("Rcpt", rcpt.as_str());
         }
-        let mut response = request
-            .body(message)
-            .send()
-            .await
-            .map_err(|e| format!("rspamd at {}: {e}", self.url))?;
-        if !response.status().is_success() {
-            return Err(format!("rspamd answered HTTP {}", response.status()));
+        let mut response = request.body(message).send().await.map_err(|e| {
+            if e.is_builder() {
+                Failure::Unusable(format!("request to rspamd: {e}"))
+            } else {
+                Failure::Unavailable(format!("rspamd at {}: {e}", self.url))
+            }
+        })?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(Failure::Unavailable(format!(
+                "rspamd answered HTTP {status}"
+            )));
+        }
+        if !status.is_success() {
+            return Err(Failure::Unusable(format!("rspamd answered HTTP {status}")));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| format!("reading rspamd's answer: {e}"))?
+            .map_err(|e| Failure::Unavailable(format!("reading rspamd's answer: {e}")))?
         {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err("rspamd's answer is too long".into());
+                return Err(Failure::Unusable("rspamd's answer is too long".into()));
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| format!("rspamd's answer is not understood: {e}"))
+        serde_json::from_slice(&body)
+            .map_err(|e| Failure::Unusable(format!("rspamd's answer is not understood: {e}")))
     }
 
-    fn failed(&self, why: &str) -> Verdict {
+    fn failed(&self) -> Verdict {
         match self.config.on_error {
             SpamOnError::Accept => Verdict::Accept {
                 headers: String::new(),
                 report: None,
             },
-            SpamOnError::Tempfail => Verdict::Defer(format!(
-                "spam scanning is unavailable, try again later ({})",
-                short(why)
-            )),
+            SpamOnError::Tempfail => {
+                Verdict::Defer("spam scanning is unavailable, try again later".into())
+            }
         }
     }
 
@@ -246,37 +259,62 @@ impl Rspamd {
                 metrics().spam_scan(&label);
                 Verdict::Defer(said("try again later"))
             }
-            "add header" | "rewrite subject" => {
+            "discard" => {
+                metrics().spam_scan("discard");
+                Verdict::Reject(said("message refused as spam"))
+            }
+            "add header" | "rewrite subject" | "quarantine" => {
                 metrics().spam_scan(&label);
                 Verdict::Junk {
                     headers: headers(&report, true),
                     report,
                 }
             }
-            _ => {
+            "no action" => {
                 metrics().spam_scan("no_action");
                 Verdict::Accept {
                     headers: headers(&report, false),
                     report: Some(report),
                 }
             }
+            other => {
+                // An action of the operator's own: treated as spam, not as clean.
+                tracing::warn!(component = "spam", event = "rspamd_unknown_action", action = %crate::proto::text::sanitize(other), "rspamd answered an action MaiRust does not know: the message goes to Junk");
+                metrics().spam_scan("other");
+                Verdict::Junk {
+                    headers: headers(&report, true),
+                    report,
+                }
+            }
         }
     }
 }
 
-/// Records a call's end in the breaker when dropped.
+/// Why a scan gave no verdict.
+enum Failure {
+    /// No answer: connection refused, timeout, 5xx. Counts for the breaker.
+    Unavailable(String),
+    /// An answer that cannot be used (4xx, too long, not JSON): this message only.
+    Unusable(String),
+}
+
+/// Records a call's end in the breaker when dropped (`None`: nothing to record).
 struct Outcome<'a> {
     rspamd: &'a Rspamd,
-    ok: bool,
+    ok: Option<bool>,
 }
 
 impl Drop for Outcome<'_> {
     fn drop(&mut self) {
-        let transition = self.rspamd.breaker.lock().expect("rspamd breaker").record(
-            self.ok,
-            Instant::now(),
-            self.rspamd.thresholds(),
-        );
+        let Some(ok) = self.ok else {
+            return;
+        };
+        let transition = self
+            .rspamd
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(ok, Instant::now(), self.rspamd.thresholds());
         log_transition(transition);
     }
 }
@@ -307,11 +345,6 @@ fn header_safe(value: &str) -> bool {
     !value.is_empty() && value.len() <= 1024 && !value.chars().any(|c| c.is_control())
 }
 
-fn short(text: &str) -> String {
-    let text = crate::proto::text::sanitize(text);
-    text.chars().take(120).collect()
-}
-
 /// `X-Spam-Flag` (spam only), `X-Spam-Score`, `X-Spam-Status` and `X-Spam-Action`.
 fn headers(report: &Report, spam: bool) -> String {
     let names: Vec<String> = report
@@ -336,8 +369,12 @@ fn headers(report: &Report, spam: bool) -> String {
     out
 }
 
-/// Whether a header field name is one of those we write (`X-Spam-*`): the copies a
-/// message arrives with are removed.
+/// Whether a header field name is a spam verdict (`X-Spam-*`, `X-Spam`, `X-Spamd-*`,
+/// `X-Rspamd-*`): the copies a message arrives with are removed, so only ours is shown.
 pub fn is_spam_header(name: &str) -> bool {
-    name.trim().to_ascii_lowercase().starts_with("x-spam-")
+    let name = name.trim().to_ascii_lowercase();
+    name == "x-spam"
+        || name.starts_with("x-spam-")
+        || name.starts_with("x-spamd-")
+        || name.starts_with("x-rspamd-")
 }

@@ -202,6 +202,10 @@ impl Supervisor {
             dkim: crate::dkim::Signer::new(&config.dkim, db.clone()),
             sender_auth: crate::sender_auth::Checker::new(&config).map_err(anyhow::Error::msg)?,
             spam: crate::spam::Rspamd::new(&config.spam.rspamd).map_err(anyhow::Error::msg)?,
+            send_limits: Some(Arc::new(crate::limits::sending::SendLimits::new(
+                &config.send_limits,
+                db.clone(),
+            ))),
         });
         if let Some(dkim) = &pipeline.dkim {
             dkim.check_at_start().await;

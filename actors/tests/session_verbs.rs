@@ -186,6 +186,7 @@ impl Node {
             dkim: None,
             sender_auth: None,
             spam: None,
+            send_limits: None,
         });
         // No database: audit entries go to the log only (their insert fails quietly).
         let audit = AuditLog::open(&Default::default(), Default::default(), "test").unwrap();

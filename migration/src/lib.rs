@@ -15,6 +15,8 @@
 //! - `m20261203_000009_dkim_keys`: DKIM signing keys of local domains.
 //! - `m20261203_000010_mail_auth`: what the sender checks and rspamd found, and every
 //!   user's Junk mailbox.
+//! - `m20261203_000011_send_limits`: send counters per account and domain and hour,
+//!   and users' own limits.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -28,6 +30,7 @@ mod m20261202_000007_api_key_domains;
 mod m20261202_000008_message_submitted_by;
 mod m20261203_000009_dkim_keys;
 mod m20261203_000010_mail_auth;
+mod m20261203_000011_send_limits;
 
 pub struct Migrator;
 
@@ -45,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_message_submitted_by::Migration),
             Box::new(m20261203_000009_dkim_keys::Migration),
             Box::new(m20261203_000010_mail_auth::Migration),
+            Box::new(m20261203_000011_send_limits::Migration),
         ]
     }
 }

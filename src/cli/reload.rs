@@ -59,6 +59,7 @@ fn restart_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         differs("dkim", &old.dkim, &new.dkim),
         differs("mail_auth", &old.mail_auth, &new.mail_auth),
         differs("spam", &old.spam, &new.spam),
+        differs("send_limits", &old.send_limits, &new.send_limits),
     ]
     .into_iter()
     .flatten()

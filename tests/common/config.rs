@@ -35,6 +35,9 @@ pub struct Options {
     /// Lines under `mail_auth:`. Off by default: the sender checks would ask the
     /// machine's resolver; their tests turn them on with the in-test DNS server.
     pub mail_auth_yaml: Vec<String>,
+    /// Lines under `send_limits:`. None by default: suites submit thousands of
+    /// messages as one account; `tests/send_limits.rs` sets its own.
+    pub send_limits_yaml: Vec<String>,
 }
 
 impl Default for Options {
@@ -59,6 +62,10 @@ impl Default for Options {
             smtp_workers: 2,
             env: Vec::new(),
             mail_auth_yaml: vec!["verify: false".into()],
+            send_limits_yaml: vec![
+                "messages_per_hour: 0".into(),
+                "recipients_per_hour: 0".into(),
+            ],
         }
     }
 }
@@ -118,7 +125,13 @@ logging:
   path: {dir}/audit.log
   retention_days: {retention}
 mail_auth:
-{mail_auth}{extra}"#,
+{mail_auth}send_limits:
+{send_limits}{extra}"#,
+        send_limits = o
+            .send_limits_yaml
+            .iter()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>(),
         mail_auth = o
             .mail_auth_yaml
             .iter()

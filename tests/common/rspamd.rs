@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 pub struct Rspamd {
     pub addr: SocketAddr,
-    child: Child,
+    /// Taken by the first [`Rspamd::kill`]: its group is never signalled twice.
+    child: Option<Child>,
     _dir: tempfile::TempDir,
 }
 
@@ -46,18 +47,35 @@ impl Rspamd {
             "worker-proxy.inc",
             format!("bind_socket = \"127.0.0.1:{proxy}\";\ncount = 1;\nmilter = no;\n"),
         );
+        // The compiled expressions are kept between runs (the first start takes about a
+        // minute); everything else an instance writes stays in its own directory.
+        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rspamd-hs-cache");
+        std::fs::create_dir_all(&cache).unwrap();
         write(
             "options.inc",
-            "dns {\n  nameserver = [\"127.0.0.1:9\"];\n  timeout = 0.5s;\n  retransmits = 1;\n}\n"
-                .into(),
+            format!(
+                "dns {{\n  nameserver = [\"127.0.0.1:9\"];\n  timeout = 0.5s;\n  retransmits = 1;\n}}\nhs_cache_dir = \"{}\";\nenable_test_patterns = true;\n",
+                cache.display()
+            ),
         );
+        // No module that asks servers outside.
+        for module in [
+            "fuzzy_check",
+            "rbl",
+            "surbl",
+            "dcc",
+            "replies",
+            "neural",
+            "ratelimit",
+        ] {
+            write(&format!("{module}.conf"), "enabled = false;\n".into());
+        }
         write(
             "logging.inc",
             "type = \"console\";\nlevel = \"error\";\n".into(),
         );
-        // The compiled regular expressions and the like, kept between runs.
-        let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rspamd-cache");
-        std::fs::create_dir_all(&cache).unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir_all(&db).unwrap();
         let var = |k: &str, v: &std::path::Path| format!("{k}={}", v.display());
         let run = dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
@@ -65,7 +83,7 @@ impl Rspamd {
         let child = Command::new("rspamd")
             .args(["-f", "-i", "-c", "/etc/rspamd/rspamd.conf"])
             .args(["--var", &var("LOCAL_CONFDIR", dir.path())])
-            .args(["--var", &var("DBDIR", &cache)])
+            .args(["--var", &var("DBDIR", &db)])
             .args(["--var", &var("RUNDIR", &run)])
             .args(["--var", &var("LOGDIR", dir.path())])
             .stdin(Stdio::null())
@@ -76,14 +94,19 @@ impl Rspamd {
             .spawn()
             .expect("start rspamd");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let rspamd = Rspamd {
+        let mut rspamd = Rspamd {
             addr,
-            child,
+            child: Some(child),
             _dir: dir,
         };
         // The first start compiles its suffix lists and expressions: up to a minute.
         let deadline = Instant::now() + Duration::from_secs(180);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(Ok(Some(status))) = rspamd.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "rspamd exited at start ({status}): run it by hand with this configuration to see why"
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "rspamd did not listen within 180 s"
@@ -100,18 +123,22 @@ impl Rspamd {
     /// Stops it and its workers now (a dead scanner): SIGTERM to the group, SIGKILL
     /// after 5 s.
     pub fn kill(&mut self) {
-        let group = -(self.child.id() as i32);
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let group = -(child.id() as i32);
         // SAFETY: signals to the process group this harness started.
         unsafe { libc::kill(group, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // SAFETY: as above; the group's leader is not reaped yet, so its id is ours.
         unsafe { libc::kill(group, libc::SIGKILL) };
-        let _ = self.child.wait();
+        let _ = child.wait();
     }
 }
 

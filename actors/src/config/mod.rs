@@ -16,6 +16,7 @@
 //! - `dkim`: signing submitted mail, and the key that seals the private keys.
 //! - `mail_auth`: SPF, DKIM, DMARC and ARC checks of mail from other servers.
 //! - `spam`: scanning with rspamd.
+//! - `send_limits`: messages and recipients per hour of accounts and domains.
 //! - `auth`, `health`, `logging`, `telemetry`, `audit`, `retention`.
 
 mod api;
@@ -30,6 +31,7 @@ mod logging;
 mod mail_auth;
 mod queue;
 mod retention;
+mod send_limits;
 mod server;
 mod smtp;
 mod spam;
@@ -55,6 +57,7 @@ pub use logging::{LogFormat, LoggingConfig, RotationConfig};
 pub use mail_auth::{FailAction, MailAuthConfig};
 pub use queue::{QueueConfig, RetryConfig};
 pub use retention::RetentionConfig;
+pub use send_limits::SendLimitsConfig;
 pub use server::{ServerConfig, ShutdownConfig};
 pub use smtp::{ListenerConfig, Listeners, SmtpConfig, SmtpLimits, SubmissionConfig, TlsConfig};
 pub use spam::{RspamdConfig, SpamConfig, SpamOnError};
@@ -117,6 +120,8 @@ pub struct Config {
     pub mail_auth: MailAuthConfig,
     #[serde(default)]
     pub spam: SpamConfig,
+    #[serde(default)]
+    pub send_limits: SendLimitsConfig,
 }
 
 impl Config {

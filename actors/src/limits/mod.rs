@@ -6,11 +6,14 @@
 //! - [`throttle`] — [`AuthThrottle`]: failed AUTH per address and per account: delay,
 //!   lockout, and audit summaries instead of one entry per guess
 //! - [`memory`] — [`DataBudget`]: the node-wide budget of DATA bytes held in memory
+//! - [`sending`] — [`sending::SendLimits`]: messages and recipients per hour of each
+//!   account and domain, counted in the database across nodes
 //!
 //! Per-address limits count clients by [`crate::net::client_key`] (IPv6 by prefix).
 
 pub mod memory;
 pub mod password;
+pub mod sending;
 pub mod throttle;
 
 pub use memory::{ClientShares, DataBudget, Reservation, Share};

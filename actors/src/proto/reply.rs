@@ -145,6 +145,15 @@ pub fn refused_by_policy(text: &str) -> Reply {
     Reply::dynamic(550, "5.7.1", or(text, "message refused by policy"))
 }
 
+/// The account sent its hourly allowance (`send_limits`): 451 4.7.0.
+pub fn send_limit(text: &str) -> Reply {
+    Reply::dynamic(
+        451,
+        "4.7.0",
+        or(text, "sending limit reached, try again later"),
+    )
+}
+
 /// A policy hook asked to try again later (SPEC M9: 451 4.7.1).
 pub fn deferred_by_policy(text: &str) -> Reply {
     Reply::dynamic(451, "4.7.1", or(text, "try again later"))

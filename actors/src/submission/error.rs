@@ -66,6 +66,9 @@ pub enum SubmitError {
     /// read in time): try again later.
     #[error("{0}")]
     AuthDeferred(String),
+    /// The account (or its domain) sent its hourly allowance (`send_limits`).
+    #[error("{0}")]
+    SendLimit(crate::limits::sending::Exceeded),
     /// A step failed inside the server (a task panicked); nothing was stored.
     #[error("internal error: {0}")]
     Internal(String),
@@ -99,6 +102,7 @@ impl SubmitError {
                 | SubmitError::Internal(_)
                 | SubmitError::SpamDeferred(_)
                 | SubmitError::AuthDeferred(_)
+                | SubmitError::SendLimit(_)
                 | SubmitError::StorageUnreachable(_)
         )
     }
@@ -123,6 +127,7 @@ impl SubmitError {
             SubmitError::Internal(_) => "internal_error",
             SubmitError::Spam(_) => "spam",
             SubmitError::AuthDeferred(_) => "sender_auth_deferred",
+            SubmitError::SendLimit(_) => "send_limit",
             SubmitError::SpamDeferred(_) => "spam_deferred",
             SubmitError::StorageUnreachable(_) => "storage_unreachable",
         }

@@ -33,6 +33,7 @@ use crate::config::{Config, HookEvent};
 use crate::dkim::Signer;
 use crate::health_state::{Dependency, DependencyFailed, HealthState};
 use crate::hooks::{HookDispatcher, Verdict};
+use crate::limits::sending::ChargeError;
 use crate::proto::Address;
 use crate::sender_auth::{Action, Checker};
 use crate::spam::{self, Rspamd, ScanEnvelope};
@@ -58,6 +59,8 @@ pub struct Pipeline {
     pub sender_auth: Option<Arc<Checker>>,
     /// Scans with rspamd (`None`: no `spam.rspamd.url`).
     pub spam: Option<Arc<Rspamd>>,
+    /// Messages and recipients per hour of accounts (`None`: not counted, tests).
+    pub send_limits: Option<Arc<crate::limits::sending::SendLimits>>,
 }
 
 /// A message ready to be checked and stored.
@@ -250,6 +253,20 @@ impl Pipeline {
             self.scan(rspamd, &mut message, submission.helo).await?;
         }
         self.screen(&mut message).await?;
+        // Charged last: a message refused by a check above costs no allowance.
+        if let Some(submitter) = submission.submitter
+            && let Some(limits) = &self.send_limits
+        {
+            let recipients = (message.recipients.len() + message.outbound.len()) as u64;
+            match limits.charge(submitter.account(), recipients).await {
+                Ok(()) => {}
+                Err(ChargeError::Exceeded(e)) => return Err(SubmitError::SendLimit(e)),
+                Err(ChargeError::Db(e)) => {
+                    self.directory_failed();
+                    return Err(SubmitError::Directory(e));
+                }
+            }
+        }
         if let Some(submitter) = submission.submitter
             && let Some(dkim) = &self.dkim
         {
@@ -340,23 +357,31 @@ impl Pipeline {
             .scan(message.body.clone(), envelope)
             .instrument(span)
             .await;
+        let submitted = message.submitted_by.is_some();
         let (headers, report) = match verdict {
             spam::Verdict::Reject(text) => return Err(SubmitError::Spam(text)),
             spam::Verdict::Defer(text) => return Err(SubmitError::SpamDeferred(text)),
+            // Our user's mail that rspamd calls spam does not leave from our address.
+            spam::Verdict::Junk { .. } if submitted && !message.outbound.is_empty() => {
+                return Err(SubmitError::Spam(
+                    "message refused: it looks like spam to our filter".into(),
+                ));
+            }
             spam::Verdict::Junk { headers, report } => {
                 self.to_junk(message).await?;
                 (headers, Some(report))
             }
             spam::Verdict::Accept { headers, report } => (headers, report),
         };
-        let Some(report) = report else {
-            return Ok(());
-        };
-        message.spam = serde_json::to_string(&report).ok();
-        let ours = |field: &[u8]| {
+        message.spam = report.and_then(|r| serde_json::to_string(&r).ok());
+        // What users submit carries no verdict of our filter (it would tell outsiders
+        // our scores); its report is kept on the message all the same.
+        let headers = if submitted { String::new() } else { headers };
+        // Verdicts the message came with go, scanned or not.
+        let theirs = |field: &[u8]| {
             crate::sender_auth::field_name(field).is_some_and(|n| crate::spam::is_spam_header(&n))
         };
-        put_on_top(message, headers, ours).await
+        put_on_top(message, headers, theirs).await
     }
 
     /// Every local recipient's entry goes to their Junk mailbox (when they have one).
@@ -420,8 +445,10 @@ async fn put_on_top(
         if stripped.is_none() && headers.is_empty() {
             return Err(body);
         }
-        let mut out = stripped.unwrap_or_else(|| body.to_vec());
-        out.splice(0..0, headers.into_bytes());
+        let kept = stripped.as_deref().unwrap_or(&body);
+        let mut out = Vec::with_capacity(headers.len() + kept.len());
+        out.extend_from_slice(headers.as_bytes());
+        out.extend_from_slice(kept);
         let sha256 = crate::storage::digest(&out);
         Ok((out, sha256))
     };

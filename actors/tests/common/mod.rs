@@ -45,6 +45,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         dkim: Default::default(),
         mail_auth: Default::default(),
         spam: Default::default(),
+        send_limits: Default::default(),
     }
 }
 

@@ -336,6 +336,7 @@ fn refused(field: &str, error: SubmitError) -> ApiError {
             ApiError::field(field, error.to_string())
         }
         SubmitError::AuthDeferred(text) => ApiError::new(ErrorCode::Unavailable, text),
+        SubmitError::SendLimit(e) => ApiError::new(ErrorCode::RateLimited, e.to_string()),
         SubmitError::SpamDeferred(text) => ApiError::new(
             ErrorCode::Unavailable,
             format!("deferred by the spam scanner, try again later: {text}"),

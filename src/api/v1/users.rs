@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use mairust_actors::accounts::{self, AccountError};
 use mairust_actors::apikeys::Scope;
+use mairust_actors::limits::sending;
 use mairust_actors::supervisor::Handles;
 use mairust_entities::{mailbox, user};
 use sea_orm::query::Order;
@@ -28,9 +29,28 @@ pub struct UserView {
     pub address: String,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
-    /// Mailbox names (INBOX, Sent, custom); only in single-user answers.
+    /// Mailbox names (INBOX, Sent, Junk, custom); only in single-user answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailboxes: Option<Vec<String>>,
+    /// The user's send limits in force; only in single-user answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_limits: Option<SendLimitsView>,
+}
+
+/// Messages and recipients per hour the user may send (0: no limit).
+#[derive(Debug, Serialize, Deserialize, ToSchema, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct SendLimitsBody {
+    pub messages_per_hour: u64,
+    pub recipients_per_hour: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SendLimitsView {
+    pub messages_per_hour: u64,
+    pub recipients_per_hour: u64,
+    /// The user's own limits (set through the API) rather than `send_limits.*`.
+    pub own: bool,
 }
 
 impl From<user::Model> for UserView {
@@ -41,6 +61,7 @@ impl From<user::Model> for UserView {
             disabled: u.disabled,
             created_at: u.created_at.to_utc(),
             mailboxes: None,
+            send_limits: None,
         }
     }
 }
@@ -166,8 +187,22 @@ async fn with_mailboxes(handles: &Handles, u: user::Model) -> Result<UserView, A
         .into_tuple()
         .all(&handles.db)
         .await?;
+    let own = sending::limits_of(&handles.db, &u.address).await?;
+    let config = &handles.config.send_limits;
     let mut view = UserView::from(u);
     view.mailboxes = Some(names);
+    view.send_limits = Some(match own {
+        Some(l) => SendLimitsView {
+            messages_per_hour: l.messages_per_hour,
+            recipients_per_hour: l.recipients_per_hour,
+            own: true,
+        },
+        None => SendLimitsView {
+            messages_per_hour: config.messages_per_hour,
+            recipients_per_hour: config.recipients_per_hour,
+            own: false,
+        },
+    });
     Ok(view)
 }
 
@@ -235,6 +270,20 @@ pub struct UserUpdate {
     pub password: Option<String>,
     /// A disabled user cannot log in and receives no mail (550 5.1.1).
     pub disabled: Option<bool>,
+    /// The user's own send limits (`admin` scope); `null` returns the user to the
+    /// configured `send_limits`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<SendLimitsBody>, nullable)]
+    pub send_limits: Option<Option<SendLimitsBody>>,
+}
+
+/// A field that may be given as `null` (`Some(None)`) or left out (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Change a user's password (`admin` scope) or disable/enable them (`write`).
@@ -259,12 +308,19 @@ pub async fn update(
     body: web::Json<UserUpdate>,
 ) -> Result<web::Json<UserView>, ApiError> {
     auth.require(Scope::Write)?;
-    let UserUpdate { password, disabled } = body.into_inner();
-    if password.is_some() {
+    let UserUpdate {
+        password,
+        disabled,
+        send_limits,
+    } = body.into_inner();
+    if password.is_some() || send_limits.is_some() {
         auth.require(Scope::Admin)?;
     }
-    if password.is_none() && disabled.is_none() {
-        return Err(ApiError::field("password", "give password and/or disabled"));
+    if password.is_none() && disabled.is_none() && send_limits.is_none() {
+        return Err(ApiError::field(
+            "password",
+            "give password, disabled and/or send_limits",
+        ));
     }
     if password.as_deref() == Some("") {
         return Err(ApiError::field("password", "must not be empty"));
@@ -286,13 +342,24 @@ pub async fn update(
     )
     .await
     .map_err(account_error)?;
+    if let Some(limits) = send_limits {
+        let limits = limits.map(|l| sending::Limits {
+            messages_per_hour: l.messages_per_hour,
+            recipients_per_hour: l.recipients_per_hour,
+        });
+        sending::set_limits_of(&handles.db, u.id, limits).await?;
+    }
     handles
         .audit
         .record(
             auth.did("user.change")
                 .target(&u.address)
                 .detail("password_changed", password_changed)
-                .detail("disabled", disabled),
+                .detail("disabled", disabled)
+                .detail(
+                    "send_limits",
+                    send_limits.map(|l| serde_json::to_value(l).unwrap_or_default()),
+                ),
         )
         .await;
     Ok(web::Json(with_mailboxes(&handles, u).await?))

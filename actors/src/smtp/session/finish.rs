@@ -72,6 +72,9 @@ impl Session {
             SubmitError::StorageUnreachable(_) => {
                 tracing::error!(component = "smtp", session_id = %self.id, error = %error, "storage actor unreachable");
             }
+            SubmitError::SendLimit(e) => {
+                tracing::info!(component = "smtp", session_id = %self.id, event = "send_limit_reached", id, scope = e.scope, kind = e.kind, limit = e.limit, subject = %e.subject, "send limit reached");
+            }
             SubmitError::Spam(_) | SubmitError::SpamDeferred(_) => {
                 tracing::info!(component = "smtp", session_id = %self.id, event = "message_refused_by_rspamd", id, remote = %self.remote, reason = %error, temporary = error.is_temporary(), "message refused by rspamd");
             }
@@ -116,6 +119,7 @@ impl Session {
             SubmitError::SpamDeferred(text) | SubmitError::AuthDeferred(text) => {
                 reply::deferred_by_policy(text)
             }
+            SubmitError::SendLimit(e) => reply::send_limit(&e.to_string()),
             SubmitError::StorageFull => reply::STORAGE_FULL,
             SubmitError::TooBig { .. } => reply::MESSAGE_TOO_BIG,
             SubmitError::TooManyRecipients { .. } => reply::TOO_MANY_RECIPIENTS,
