@@ -86,6 +86,27 @@ async fn accounts_and_domains_are_held_to_their_hourly_limits() {
     assert_eq!(code, 451, "{text}");
     assert!(text.contains("recipients"), "{text}");
 
+    // More recipients in one message than an hour allows: refused for good (550).
+    let from = TestServer::address("alice");
+    alice.expect("RSET", 250).await;
+    alice.expect(&format!("MAIL FROM:<{from}>"), 250).await;
+    for i in 0..6 {
+        alice
+            .expect(&format!("RCPT TO:<friend{i}@remote.test>"), 250)
+            .await;
+    }
+    alice.expect("DATA", 354).await;
+    alice
+        .send(format!("From: <{from}>\r\nSubject: many\r\n\r\nhello\r\n.\r\n").as_bytes())
+        .await;
+    let r = alice.reply().await.unwrap();
+    assert_eq!(r.code, 550, "{}", r.text);
+    assert!(
+        r.text.contains("5.7.1") && r.text.contains("more than 5 recipients"),
+        "{}",
+        r.text
+    );
+
     // The domain: 3 (bob) + 1 (alice) so far; carol's 2 reach 6, her third is over.
     let mut carol = login(&server, "carol").await;
     for _ in 0..2 {
@@ -133,6 +154,49 @@ async fn accounts_and_domains_are_held_to_their_hourly_limits() {
     let view: Value = resp.json().await.unwrap();
     assert_eq!(view["send_limits"]["own"], false, "{view}");
     assert_eq!(view["send_limits"]["messages_per_hour"], 3);
+    // Only a key of every domain may change limits, within bounds; a PATCH without
+    // them leaves them alone.
+    let limited = server
+        .cli_ok(
+            &[
+                "admin",
+                "create-key",
+                "--name",
+                "tenant",
+                "--scope",
+                "admin",
+                "--domain",
+                "example.test",
+            ],
+            None,
+        )
+        .trim()
+        .to_string();
+    let resp = http
+        .patch(&user_url)
+        .bearer_auth(&limited)
+        .json(&json!({"send_limits": {"messages_per_hour": 0, "recipients_per_hour": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = http
+        .patch(&user_url)
+        .bearer_auth(&key)
+        .json(&json!({"send_limits": {"messages_per_hour": 2_000_000_000_000u64, "recipients_per_hour": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let resp = http
+        .patch(&user_url)
+        .bearer_auth(&key)
+        .json(&json!({"disabled": false}))
+        .send()
+        .await
+        .unwrap();
+    let view: Value = resp.json().await.unwrap();
+    assert_eq!(view["send_limits"]["own"], false, "{view}");
     // A write key may not change limits.
     let write = cli_key(&server, &["write"]);
     let resp = http
@@ -158,7 +222,7 @@ async fn accounts_and_domains_are_held_to_their_hourly_limits() {
             .unwrap_or_else(|| panic!("no {series}"))
     };
     assert_eq!(hits("account", "messages"), 2.0);
-    assert_eq!(hits("account", "recipients"), 1.0);
+    assert_eq!(hits("account", "recipients"), 2.0);
     assert_eq!(hits("domain", "messages"), 2.0);
 }
 

@@ -57,7 +57,7 @@ pub use logging::{LogFormat, LoggingConfig, RotationConfig};
 pub use mail_auth::{FailAction, MailAuthConfig};
 pub use queue::{QueueConfig, RetryConfig};
 pub use retention::RetentionConfig;
-pub use send_limits::SendLimitsConfig;
+pub use send_limits::{MAX_SEND_LIMIT, SendLimitsConfig};
 pub use server::{ServerConfig, ShutdownConfig};
 pub use smtp::{ListenerConfig, Listeners, SmtpConfig, SmtpLimits, SubmissionConfig, TlsConfig};
 pub use spam::{RspamdConfig, SpamConfig, SpamOnError};
@@ -147,6 +147,7 @@ impl Config {
         self.dkim.validate()?;
         self.mail_auth.validate()?;
         self.spam.validate()?;
+        self.send_limits.validate()?;
         self.retention.validate()
     }
 }

@@ -27,12 +27,27 @@ impl Default for SendLimitsConfig {
     }
 }
 
+/// The largest limit taken (config and API): far past any real sending rate.
+pub const MAX_SEND_LIMIT: u64 = 1_000_000_000_000;
+
 impl SendLimitsConfig {
-    /// Whether any limit is set.
-    pub fn any(&self) -> bool {
-        self.messages_per_hour > 0
-            || self.recipients_per_hour > 0
-            || self.domain_messages_per_hour > 0
-            || self.domain_recipients_per_hour > 0
+    pub(super) fn validate(&self) -> Result<(), super::ConfigError> {
+        for (key, value) in [
+            ("messages_per_hour", self.messages_per_hour),
+            ("recipients_per_hour", self.recipients_per_hour),
+            ("domain_messages_per_hour", self.domain_messages_per_hour),
+            (
+                "domain_recipients_per_hour",
+                self.domain_recipients_per_hour,
+            ),
+        ] {
+            if value > MAX_SEND_LIMIT {
+                return Err(super::ConfigError::new(
+                    format!("send_limits.{key}"),
+                    format!("must be at most {MAX_SEND_LIMIT} (0: no limit)"),
+                ));
+            }
+        }
+        Ok(())
     }
 }

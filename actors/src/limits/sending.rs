@@ -16,7 +16,7 @@ use crate::metrics::metrics;
 
 /// A limit the submission would pass.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the sending limit of {limit} {kind} per hour for {subject} is reached; try again later")]
+#[error("{}", self.text())]
 pub struct Exceeded {
     /// `account` or `domain`.
     pub scope: &'static str,
@@ -24,6 +24,24 @@ pub struct Exceeded {
     pub kind: &'static str,
     pub limit: u64,
     pub subject: String,
+    /// One message with more recipients than the hourly limit: no later hour takes it.
+    pub permanent: bool,
+}
+
+impl Exceeded {
+    fn text(&self) -> String {
+        if self.permanent {
+            format!(
+                "a message to more than {} recipients is over the sending limit of {} per hour",
+                self.limit, self.subject
+            )
+        } else {
+            format!(
+                "the sending limit of {} {} per hour for {} is reached; try again later",
+                self.limit, self.kind, self.subject
+            )
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +73,9 @@ impl SendLimits {
     }
 
     /// Charges one message of `recipients` recipients to `account` (lower case) and
-    /// its domain, or says which limit it would pass (nothing is charged then).
-    pub async fn charge(&self, account: &str, recipients: u64) -> Result<(), ChargeError> {
+    /// its domain, or says which limit it would pass (nothing is charged then). The
+    /// [`Charge`] gives it back ([`SendLimits::refund`]) when the message is not kept.
+    pub async fn charge(&self, account: &str, recipients: u64) -> Result<Charge, ChargeError> {
         let own = limits_of(&self.db, account).await?;
         let account_limits = own.unwrap_or(Limits {
             messages_per_hour: self.config.messages_per_hour,
@@ -75,11 +94,22 @@ impl SendLimits {
             ),
         ];
         let window = window(Utc::now());
+        let limited: Vec<_> = scopes
+            .into_iter()
+            .filter(|(_, _, l)| l.messages_per_hour > 0 || l.recipients_per_hour > 0)
+            .collect();
+        let charge = Charge {
+            account: account.to_string(),
+            domain: domain.to_string(),
+            window,
+            recipients,
+            scopes: limited.iter().map(|(scope, _, _)| *scope).collect(),
+        };
+        if limited.is_empty() {
+            return Ok(charge);
+        }
         let txn = self.db.begin().await?;
-        for (scope, subject, limits) in scopes {
-            if limits.messages_per_hour == 0 && limits.recipients_per_hour == 0 {
-                continue;
-            }
+        for (scope, subject, limits) in limited {
             if let Err(e) = charge_one(&txn, scope, subject, window, recipients, limits).await {
                 txn.rollback().await.ok();
                 if let ChargeError::Exceeded(x) = &e {
@@ -89,8 +119,50 @@ impl SendLimits {
             }
         }
         txn.commit().await?;
-        Ok(())
+        Ok(charge)
     }
+
+    /// Gives back a charge whose message was not kept (it failed after the charge:
+    /// signing, storage). Failures are logged: the allowance then stays spent.
+    pub async fn refund(&self, charge: &Charge) {
+        let backend = self.db.get_database_backend();
+        let p = placeholders(backend, 4);
+        for scope in &charge.scopes {
+            let subject = if *scope == "account" {
+                &charge.account
+            } else {
+                &charge.domain
+            };
+            let sql = format!(
+                "UPDATE send_counters SET messages = messages - 1, recipients = recipients - {} \
+                 WHERE scope = {} AND subject = {} AND window_start = {} AND messages > 0",
+                p[0], p[1], p[2], p[3]
+            );
+            let values: Vec<Value> = vec![
+                i64::try_from(charge.recipients).unwrap_or(i64::MAX).into(),
+                (*scope).into(),
+                subject.as_str().into(),
+                charge.window.into(),
+            ];
+            if let Err(e) = self
+                .db
+                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await
+            {
+                tracing::warn!(component = "smtp", event = "send_refund_failed", error = %e, "a send charge could not be given back");
+            }
+        }
+    }
+}
+
+/// What [`SendLimits::charge`] counted, to give back if the message is not kept.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    account: String,
+    domain: String,
+    window: i64,
+    recipients: u64,
+    scopes: Vec<&'static str>,
 }
 
 /// The hour window of `now`.
@@ -115,21 +187,29 @@ async fn charge_one(
     recipients: u64,
     limits: Limits,
 ) -> Result<(), ChargeError> {
-    let exceeded = |kind, limit| {
+    let exceeded = |kind, limit, permanent| {
         ChargeError::Exceeded(Exceeded {
             scope,
             kind,
             limit,
             subject: subject.to_string(),
+            permanent,
         })
     };
-    let cap = |limit: u64| if limit == 0 { i64::MAX } else { limit as i64 };
+    let cap = |limit: u64| {
+        if limit == 0 {
+            i64::MAX
+        } else {
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        }
+    };
     let (max_messages, max_recipients) = (
         cap(limits.messages_per_hour),
         cap(limits.recipients_per_hour),
     );
-    if recipients as i64 > max_recipients {
-        return Err(exceeded("recipients", limits.recipients_per_hour));
+    let recipients = i64::try_from(recipients).unwrap_or(i64::MAX);
+    if recipients > max_recipients {
+        return Err(exceeded("recipients", limits.recipients_per_hour, true));
     }
     let backend = db.get_database_backend();
     let p = placeholders(backend, 6);
@@ -148,7 +228,7 @@ async fn charge_one(
         scope.into(),
         subject.into(),
         window.into(),
-        (recipients as i64).into(),
+        recipients.into(),
         max_messages.into(),
         max_recipients.into(),
     ];
@@ -176,9 +256,9 @@ async fn charge_one(
         None => 0,
     };
     if messages + 1 > max_messages {
-        Err(exceeded("messages", limits.messages_per_hour))
+        Err(exceeded("messages", limits.messages_per_hour, false))
     } else {
-        Err(exceeded("recipients", limits.recipients_per_hour))
+        Err(exceeded("recipients", limits.recipients_per_hour, false))
     }
 }
 
@@ -218,27 +298,33 @@ pub async fn set_limits_of(
 ) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     let p = placeholders(backend, 3);
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        format!("DELETE FROM send_limit_overrides WHERE user_id = {}", p[0]),
-        [user_id.into()],
-    ))
-    .await?;
-    if let Some(l) = limits {
-        db.execute_raw(Statement::from_sql_and_values(
+    let statement = match limits {
+        None => Statement::from_sql_and_values(
+            backend,
+            format!("DELETE FROM send_limit_overrides WHERE user_id = {}", p[0]),
+            [user_id.into()],
+        ),
+        Some(l) => Statement::from_sql_and_values(
             backend,
             format!(
-                "INSERT INTO send_limit_overrides (user_id, messages_per_hour, recipients_per_hour) VALUES ({}, {}, {})",
+                "INSERT INTO send_limit_overrides (user_id, messages_per_hour, recipients_per_hour) \
+                 VALUES ({}, {}, {}) ON CONFLICT (user_id) DO UPDATE SET \
+                 messages_per_hour = excluded.messages_per_hour, \
+                 recipients_per_hour = excluded.recipients_per_hour",
                 p[0], p[1], p[2]
             ),
             [
                 user_id.into(),
-                (l.messages_per_hour as i64).into(),
-                (l.recipients_per_hour as i64).into(),
+                i64::try_from(l.messages_per_hour)
+                    .unwrap_or(i64::MAX)
+                    .into(),
+                i64::try_from(l.recipients_per_hour)
+                    .unwrap_or(i64::MAX)
+                    .into(),
             ],
-        ))
-        .await?;
-    }
+        ),
+    };
+    db.execute_raw(statement).await?;
     Ok(())
 }
 

@@ -69,6 +69,9 @@ pub enum SubmitError {
     /// The account (or its domain) sent its hourly allowance (`send_limits`).
     #[error("{0}")]
     SendLimit(crate::limits::sending::Exceeded),
+    /// The send counters could not be read or written (the database).
+    #[error("send counters: {0}")]
+    SendCounters(sea_orm::DbErr),
     /// A step failed inside the server (a task panicked); nothing was stored.
     #[error("internal error: {0}")]
     Internal(String),
@@ -102,9 +105,9 @@ impl SubmitError {
                 | SubmitError::Internal(_)
                 | SubmitError::SpamDeferred(_)
                 | SubmitError::AuthDeferred(_)
-                | SubmitError::SendLimit(_)
+                | SubmitError::SendCounters(_)
                 | SubmitError::StorageUnreachable(_)
-        )
+        ) || matches!(self, SubmitError::SendLimit(e) if !e.permanent)
     }
 
     /// A stable name for logs.
@@ -128,6 +131,7 @@ impl SubmitError {
             SubmitError::Spam(_) => "spam",
             SubmitError::AuthDeferred(_) => "sender_auth_deferred",
             SubmitError::SendLimit(_) => "send_limit",
+            SubmitError::SendCounters(_) => "send_counters_failed",
             SubmitError::SpamDeferred(_) => "spam_deferred",
             SubmitError::StorageUnreachable(_) => "storage_unreachable",
         }

@@ -253,21 +253,35 @@ impl Pipeline {
             self.scan(rspamd, &mut message, submission.helo).await?;
         }
         self.screen(&mut message).await?;
-        // Charged last: a message refused by a check above costs no allowance.
+        // Charged last: a message refused by a check above costs no allowance, and one
+        // that is not kept after all (signing, storage) is given back.
+        let mut charge = None;
         if let Some(submitter) = submission.submitter
             && let Some(limits) = &self.send_limits
         {
             let recipients = (message.recipients.len() + message.outbound.len()) as u64;
             match limits.charge(submitter.account(), recipients).await {
-                Ok(()) => {}
+                Ok(c) => charge = Some((limits, c)),
                 Err(ChargeError::Exceeded(e)) => return Err(SubmitError::SendLimit(e)),
-                Err(ChargeError::Db(e)) => {
-                    self.directory_failed();
-                    return Err(SubmitError::Directory(e));
-                }
+                Err(ChargeError::Db(e)) => return Err(SubmitError::SendCounters(e)),
             }
         }
-        if let Some(submitter) = submission.submitter
+        let result = self.sign_and_store(submission.submitter, message).await;
+        if let (Err(SubmitError::NotSigned(_) | SubmitError::NotStored(_)), Some((limits, c))) =
+            (&result, &charge)
+        {
+            limits.refund(c).await;
+        }
+        result
+    }
+
+    /// The last steps: the DKIM signature of our users' mail, then durable storage.
+    async fn sign_and_store(
+        &self,
+        submitter: Option<&Submitter>,
+        mut message: IncomingMessage,
+    ) -> Result<Accepted, SubmitError> {
+        if let Some(submitter) = submitter
             && let Some(dkim) = &self.dkim
         {
             let span = trace::child_span(|| tracing::info_span!("dkim.sign"));

@@ -336,7 +336,12 @@ fn refused(field: &str, error: SubmitError) -> ApiError {
             ApiError::field(field, error.to_string())
         }
         SubmitError::AuthDeferred(text) => ApiError::new(ErrorCode::Unavailable, text),
+        SubmitError::SendLimit(e) if e.permanent => ApiError::field("to", e.to_string()),
         SubmitError::SendLimit(e) => ApiError::new(ErrorCode::RateLimited, e.to_string()),
+        SubmitError::SendCounters(_) => {
+            tracing::warn!(component = "api", event = "send_counters_failed", error = %error, "send counters unavailable");
+            unavailable("the send counters are unavailable; try again shortly")
+        }
         SubmitError::SpamDeferred(text) => ApiError::new(
             ErrorCode::Unavailable,
             format!("deferred by the spam scanner, try again later: {text}"),

@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use mairust_actors::accounts::{self, AccountError};
 use mairust_actors::apikeys::Scope;
+use mairust_actors::config::MAX_SEND_LIMIT;
 use mairust_actors::limits::sending;
 use mairust_actors::supervisor::Handles;
 use mairust_entities::{mailbox, user};
@@ -313,8 +314,21 @@ pub async fn update(
         disabled,
         send_limits,
     } = body.into_inner();
-    if password.is_some() || send_limits.is_some() {
+    if password.is_some() {
         auth.require(Scope::Admin)?;
+    }
+    // A user's limits are the server's protection against a taken-over account: only
+    // an admin key of every domain changes them.
+    if send_limits.is_some() {
+        auth.require_global(Scope::Admin)?;
+    }
+    if let Some(Some(l)) = &send_limits
+        && (l.messages_per_hour > MAX_SEND_LIMIT || l.recipients_per_hour > MAX_SEND_LIMIT)
+    {
+        return Err(ApiError::field(
+            "send_limits",
+            format!("limits must be at most {MAX_SEND_LIMIT} (0: no limit)"),
+        ));
     }
     if password.is_none() && disabled.is_none() && send_limits.is_none() {
         return Err(ApiError::field(

@@ -72,6 +72,9 @@ impl Session {
             SubmitError::StorageUnreachable(_) => {
                 tracing::error!(component = "smtp", session_id = %self.id, error = %error, "storage actor unreachable");
             }
+            SubmitError::SendCounters(_) => {
+                tracing::warn!(component = "smtp", session_id = %self.id, event = "send_counters_failed", id, error = %error, "send counters unavailable; message refused for now");
+            }
             SubmitError::SendLimit(e) => {
                 tracing::info!(component = "smtp", session_id = %self.id, event = "send_limit_reached", id, scope = e.scope, kind = e.kind, limit = e.limit, subject = %e.subject, "send limit reached");
             }
@@ -119,7 +122,9 @@ impl Session {
             SubmitError::SpamDeferred(text) | SubmitError::AuthDeferred(text) => {
                 reply::deferred_by_policy(text)
             }
+            SubmitError::SendLimit(e) if e.permanent => reply::refused_by_policy(&e.to_string()),
             SubmitError::SendLimit(e) => reply::send_limit(&e.to_string()),
+            SubmitError::SendCounters(_) => reply::TEMPFAIL_SYSTEM,
             SubmitError::StorageFull => reply::STORAGE_FULL,
             SubmitError::TooBig { .. } => reply::MESSAGE_TOO_BIG,
             SubmitError::TooManyRecipients { .. } => reply::TOO_MANY_RECIPIENTS,
