@@ -145,22 +145,6 @@ fn delivered(sink: &Sink, subject: &str) -> Received {
     panic!("{subject} never reached the remote server");
 }
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in /metrics"))
-}
-
-async fn metrics(server: &TestServer) -> String {
-    reqwest::get(format!("http://{}/metrics", server.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() {
     let sink = Sink::start();
@@ -299,9 +283,9 @@ async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() 
         "mail from outside was signed"
     );
 
-    let text = metrics(&server).await;
+    let text = server.metrics_text().await;
     let signed = |a: &str| {
-        metric(
+        common::sample(
             &text,
             &format!("mairust_dkim_signatures_total{{algorithm=\"{a}\",result=\"signed\"}}"),
         )
@@ -496,8 +480,8 @@ async fn keys_rotate_and_go_through_the_api_and_a_key_that_does_not_open_defers_
     let m = delivered(&sink, "master-key-back");
     assert!(String::from_utf8_lossy(&m.data).starts_with("DKIM-Signature: "));
     assert_eq!(sink.count(), before + 1, "the refused message never left");
-    let failed = metric(
-        &metrics(&server).await,
+    let failed = common::sample(
+        &server.metrics_text().await,
         "mairust_dkim_signatures_total{algorithm=\"rsa-sha256\",result=\"failed\"}",
     );
     assert!(failed >= 1.0);

@@ -373,13 +373,7 @@ async fn senders_are_checked_with_spf_dkim_and_dmarc() {
     );
 
     let metrics = server.metrics_text().await;
-    let count = |series: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series}"))
-    };
+    let count = |series: &str| common::sample(&metrics, series);
     assert!(count("mairust_mail_auth_total{method=\"spf\",result=\"fail\"}") >= 4.0);
     assert!(count("mairust_mail_auth_total{method=\"spf\",result=\"softfail\"}") >= 2.0);
     assert!(count("mairust_mail_auth_total{method=\"dmarc\",result=\"fail\"}") >= 3.0);

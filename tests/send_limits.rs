@@ -215,11 +215,7 @@ async fn accounts_and_domains_are_held_to_their_hourly_limits() {
     let metrics = server.metrics_text().await;
     let hits = |scope: &str, kind: &str| -> f64 {
         let series = format!("mairust_send_limit_hits_total{{kind=\"{kind}\",scope=\"{scope}\"}}");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series.as_str()))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series}"))
+        common::sample(&metrics, &series)
     };
     assert_eq!(hits("account", "messages"), 2.0);
     assert_eq!(hits("account", "recipients"), 2.0);

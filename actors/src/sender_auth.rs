@@ -388,7 +388,7 @@ impl Decision {
 fn bounded_signatures(message: &[u8]) -> Option<Vec<u8>> {
     let count = |wanted: &str| {
         let n = std::cell::Cell::new(0usize);
-        without_fields(message, |field| {
+        has_field(message, |field| {
             if field_name(field).is_some_and(|name| name.eq_ignore_ascii_case(wanted)) {
                 n.set(n.get() + 1);
             }
@@ -465,6 +465,20 @@ fn dmarc_name(r: &DmarcResult) -> &'static str {
 /// `None` when it has none.
 pub fn without_forged_results(message: &[u8], authserv_id: &str) -> Option<Vec<u8>> {
     without_fields(message, |field| claims(field, authserv_id))
+}
+
+/// Whether `pick` picks a field of the header section of `message`.
+pub fn has_field(message: &[u8], pick: impl Fn(&[u8]) -> bool) -> bool {
+    let header_end = header_section_end(message);
+    let mut at = 0;
+    while at < header_end {
+        let end = field_end(message, at, header_end);
+        if pick(&message[at..end]) {
+            return true;
+        }
+        at = end;
+    }
+    false
 }
 
 /// `message` without the fields of its header section (each whole, continuation lines

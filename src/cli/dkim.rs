@@ -6,7 +6,7 @@ use chrono::Utc;
 use clap::{Subcommand, ValueEnum};
 use mairust_actors::audit::Entry;
 use mairust_actors::config::Config;
-use mairust_actors::dkim::dns::{PublishRecord, domain_records};
+use mairust_actors::dkim::dns::{dkim_record, domain_records};
 use mairust_actors::dkim::store::{self, KeyInfo, NewKey};
 use mairust_actors::dkim::{Algorithm, MasterKey};
 
@@ -198,15 +198,7 @@ pub async fn print_domain_records(
 }
 
 fn record_line(info: &KeyInfo) -> String {
-    let record = info.record();
-    PublishRecord {
-        purpose: "dkim",
-        name: record.name,
-        rtype: "TXT",
-        value: record.value,
-        note: String::new(),
-    }
-    .zone_line()
+    dkim_record(info, String::new()).zone_line()
 }
 
 fn entry(event: &'static str, info: &KeyInfo) -> Entry {

@@ -60,6 +60,16 @@ where
 }
 
 /// A loopback port nothing listens on (for fixed-port configurations and dead hops).
+/// The value of one sample of a `/metrics` page by its series (`name` or
+/// `name{labels}`, labels in Prometheus' order); a missing series fails the test: every
+/// family and known label is exported from the first scrape.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

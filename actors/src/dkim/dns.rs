@@ -104,6 +104,18 @@ pub fn domain_records(
     records
 }
 
+/// The TXT record that publishes `key`.
+pub fn dkim_record(key: &KeyInfo, note: String) -> PublishRecord {
+    let record = key.record();
+    PublishRecord {
+        purpose: "dkim",
+        name: record.name,
+        rtype: "TXT",
+        value: record.value,
+        note,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,21 +251,24 @@ pub async fn add(
     Ok(info)
 }
 
-/// The domain row, locked for the transaction on PostgreSQL so two nodes adding or
-/// rotating keys of one domain at once go one after the other (SQLite has one writer).
+/// The domain row, locked for the transaction, so two nodes adding or rotating keys of
+/// one domain at once go one after the other.
 async fn lock_domain(
     txn: &sea_orm::DatabaseTransaction,
     name: &str,
 ) -> Result<domain::Model, DkimError> {
-    use sea_orm::QuerySelect;
-    let d = domain_of(txn, name).await?;
-    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        domain::Entity::find_by_id(d.id)
-            .lock_exclusive()
-            .one(txn)
-            .await?;
-    }
-    Ok(d)
+    use sea_orm::sea_query::{Expr, Query};
+    // A write first, on both backends: PostgreSQL locks the row; SQLite takes its
+    // write lock now, so the reads that follow cannot be outdated by another writer
+    // before this transaction writes (which SQLite would refuse at once, busy).
+    let name = accounts::normalize_domain(name)?;
+    let touch = Query::update()
+        .table(domain::Entity)
+        .value(domain::Column::Name, Expr::col(domain::Column::Name))
+        .and_where(domain::Column::Name.eq(name.as_str()))
+        .to_owned();
+    txn.execute(&touch).await?;
+    domain_of(txn, &name).await
 }
 
 /// The domain's keys of `algorithm` that sign now or will.
@@ -473,11 +476,15 @@ pub async fn signing_keys(
     domain: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<KeyInfo>, DbErr> {
-    let Some(d) = accounts::find_domain(db, domain).await? else {
-        return Ok(Vec::new());
-    };
+    use sea_orm::sea_query::Query;
+    // One query per submitted message: the domain by name inside it.
+    let domain_id = Query::select()
+        .column(domain::Column::Id)
+        .from(domain::Entity)
+        .and_where(domain::Column::Name.eq(domain.to_ascii_lowercase()))
+        .to_owned();
     let keys = dkim_key::Entity::find()
-        .filter(dkim_key::Column::DomainId.eq(d.id))
+        .filter(dkim_key::Column::DomainId.in_subquery(domain_id))
         .filter(dkim_key::Column::SignsFrom.lte(now.fixed_offset()))
         .filter(
             Condition::any()
@@ -492,7 +499,7 @@ pub async fn signing_keys(
     for key in keys {
         if !chosen.iter().any(|c| c.key.algorithm == key.algorithm) {
             chosen.push(KeyInfo {
-                domain: d.name.clone(),
+                domain: domain.to_ascii_lowercase(),
                 key,
             });
         }

@@ -228,24 +228,21 @@ impl Pipeline {
             submission.recipients.outbound,
         );
         message.submitted_by = submission.submitter.map(|s| s.account().to_string());
-        if submission.submitter.is_none()
-            && let Some(checker) = &self.sender_auth
-        {
-            let envelope = crate::sender_auth::Envelope {
-                remote: submission.remote,
-                helo: submission.helo,
-                mail_from: submission.sender,
-            };
-            self.check_sender(checker, &mut message, envelope).await?;
-        }
-        if submission.submitter.is_some()
-            && let Some(checker) = &self.sender_auth
-        {
-            // Our users' mail is not checked, but it may not carry a verdict in our
-            // name to another local user either.
-            let authserv_id = checker.authserv_id().to_string();
-            let forged = move |field: &[u8]| crate::sender_auth::claims(field, &authserv_id);
-            put_on_top(&mut message, String::new(), forged).await?;
+        if let Some(checker) = &self.sender_auth {
+            if submission.submitter.is_none() {
+                let envelope = crate::sender_auth::Envelope {
+                    remote: submission.remote,
+                    helo: submission.helo,
+                    mail_from: submission.sender,
+                };
+                self.check_sender(checker, &mut message, envelope).await?;
+            } else {
+                // Our users' mail is not checked, but it may not carry a verdict in our
+                // name to another local user either.
+                let authserv_id = checker.authserv_id().to_string();
+                let forged = move |field: &[u8]| crate::sender_auth::claims(field, &authserv_id);
+                put_on_top(&mut message, String::new(), forged).await?;
+            }
         }
         if let Some(rspamd) = &self.spam
             && (submission.submitter.is_none() || rspamd.scans_outbound())
@@ -452,32 +449,30 @@ async fn put_on_top(
     headers: String,
     drop: impl Fn(&[u8]) -> bool + Send + 'static,
 ) -> Result<(), SubmitError> {
+    // Only the header section is looked at: cheap, on this thread. Most messages carry
+    // nothing to drop, and then nothing is copied.
+    if headers.is_empty() && !crate::sender_auth::has_field(&message.body, &drop) {
+        return Ok(());
+    }
     let large = message.body.len() > OFF_THREAD_BYTES;
     let body = std::mem::take(&mut message.body);
     let rebuild = move || {
         let stripped = crate::sender_auth::without_fields(&body, drop);
-        if stripped.is_none() && headers.is_empty() {
-            return Err(body);
-        }
         let kept = stripped.as_deref().unwrap_or(&body);
         let mut out = Vec::with_capacity(headers.len() + kept.len());
         out.extend_from_slice(headers.as_bytes());
         out.extend_from_slice(kept);
         let sha256 = crate::storage::digest(&out);
-        Ok((out, sha256))
+        (out, sha256)
     };
-    let rebuilt = if large {
+    let (body, sha256) = if large {
         tokio::task::spawn_blocking(rebuild)
             .await
             .map_err(|e| SubmitError::Internal(format!("adding header fields: {e}")))?
     } else {
         rebuild()
     };
-    match rebuilt {
-        Ok((body, sha256)) => message.set_body(body, sha256),
-        // Nothing to change: the body as it was.
-        Err(body) => message.body = body,
-    }
+    message.set_body(body, sha256);
     Ok(())
 }
 
