@@ -183,6 +183,11 @@ async fn sigterm_lets_an_open_transaction_finish() {
     idle.expect("EHLO idle.test", 250).await;
 
     server.signal(libc::SIGTERM);
+    // Load balancers see the node leave at once (no close delay configured).
+    assert!(
+        server.wait_ready_status(503, Duration::from_secs(1)).await,
+        "readiness still 200 after SIGTERM"
+    );
     // The idle session is told to go away; new connections are not accepted.
     let r = idle.reply().await.expect("421 to idle session");
     assert_eq!(r.code, 421, "{}", r.text);
@@ -202,6 +207,151 @@ async fn sigterm_lets_an_open_transaction_finish() {
     let status = server.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(server.messages_with_id("drain@remote.test").await.len(), 1);
+}
+
+/// The datagrams a `Type=notify` service manager would get, read as they come (like
+/// systemd, which never lets the server's sends block) by a thread of the test.
+struct NotifySocket {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    received: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (into, stopped) = (received.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    into.lock().unwrap().push(text);
+                }
+            }
+        });
+        NotifySocket {
+            _dir: dir,
+            path,
+            received,
+            stop,
+        }
+    }
+
+    /// Waits up to `timeout` for a datagram holding the line `line`; returns that
+    /// datagram.
+    async fn wait_for(&self, line: &str, timeout: Duration) -> Result<String, Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.received.lock().unwrap().clone();
+            if let Some(d) = seen.iter().find(|d| d.lines().any(|l| l == line)) {
+                return Ok(d.clone());
+            }
+            if Instant::now() >= deadline {
+                return Err(seen);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `Type=notify` (systemd): READY=1 once the listeners are bound, STOPPING=1 when the
+/// shutdown begins. With a close delay, readiness is 503 within 1 s of SIGTERM while new
+/// connections are still served; then the listeners close and the open transaction
+/// still finishes.
+#[tokio::test]
+async fn sigterm_with_close_delay_unready_first_then_drain() {
+    let notify = NotifySocket::bind();
+    let mut server = TestServer::start_with(Options {
+        close_delay_seconds: 3,
+        env: vec![
+            ("NOTIFY_SOCKET".into(), notify.path.display().to_string()),
+            ("WATCHDOG_USEC".into(), "400000".into()),
+        ],
+        ..Options::default()
+    });
+    let ready = notify
+        .wait_for("READY=1", Duration::from_secs(10))
+        .await
+        .expect("READY=1");
+    assert!(
+        ready
+            .lines()
+            .any(|l| l.starts_with("STATUS=serving: inbound 127.0.0.1:")),
+        "{ready:?}"
+    );
+    // The watchdog is armed: WATCHDOG_USEC/2 between pings.
+    notify
+        .wait_for("WATCHDOG=1", Duration::from_secs(2))
+        .await
+        .expect("WATCHDOG=1");
+    assert_eq!(server.http_get("/health/ready").await.0, 200);
+
+    let (mut open, _) = RawClient::connect(server.inbound).await;
+    open.begin_data("bob@example.test").await;
+    open.send(b"Subject: delay\r\nMessage-ID: <delay@remote.test>\r\n\r\nfirst half\r\n")
+        .await;
+    let signalled = Instant::now();
+    server.signal(libc::SIGTERM);
+    assert!(
+        server.wait_ready_status(503, Duration::from_secs(1)).await,
+        "readiness still 200 a second after SIGTERM"
+    );
+    let (_, body) = server.http_get("/health/ready").await;
+    assert_eq!(body["status"], "draining", "{body}");
+    assert_eq!(body["checks"]["smtp"]["draining"], true, "{body}");
+    notify
+        .wait_for("STOPPING=1", Duration::from_secs(1))
+        .await
+        .expect("STOPPING=1");
+    // Within the close delay a new client is still served in full.
+    assert!(signalled.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        transaction_reply(&server, "during-delay@remote.test").await,
+        250
+    );
+    // Then the listeners close, not before the delay.
+    let inbound = server.inbound;
+    assert!(
+        eventually(Duration::from_secs(8), || async move {
+            tokio::net::TcpStream::connect(inbound).await.is_err()
+        })
+        .await,
+        "listener still accepting after the close delay"
+    );
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(2900),
+        "listeners closed before the close delay: {:?}",
+        signalled.elapsed()
+    );
+    open.send(b"second half\r\n.\r\n").await;
+    let r = open.reply().await.unwrap();
+    assert_eq!(r.code, 250, "{}", r.text);
+    open.expect("QUIT", 221).await;
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(server.messages_with_id("delay@remote.test").await.len(), 1);
+    assert_eq!(
+        server
+            .messages_with_id("during-delay@remote.test")
+            .await
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -43,6 +43,9 @@ pub struct HealthState {
     /// The StorageActor spent its restart budget: nothing can be stored on this node
     /// until it restarts, so no new mail is taken.
     store_lost: AtomicBool,
+    /// The graceful shutdown has begun: `/health/ready` answers 503 from then on, so
+    /// load balancers stop sending connections before the listeners close.
+    leaving: AtomicBool,
     started: Instant,
 }
 
@@ -59,6 +62,7 @@ impl Default for HealthState {
             storage_limit_bytes: AtomicU64::new(0),
             failed_children: Mutex::new(Vec::new()),
             store_lost: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             started: Instant::now(),
         }
     }
@@ -91,6 +95,15 @@ impl HealthState {
     /// answered 451 at MAIL instead of failing at the end of each DATA.
     pub fn mark_store_lost(&self) {
         self.store_lost.store(true, Ordering::Release);
+    }
+
+    /// The shutdown has begun (SIGTERM): this node is no longer ready for new work.
+    pub fn set_leaving(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    pub fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     pub fn get(&self, dependency: Dependency) -> DependencyHealth {

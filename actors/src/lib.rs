@@ -19,6 +19,7 @@
 //! - [`json_line`] — JSON lines with no raw control character (audit file, JSON log)
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421), the phase every
 //!   session watches and the registry of open sessions (capped per SPEC M2)
+//! - [`systemd`] — notifications to the service manager (READY=1, STOPPING=1, watchdog)
 //! - [`net`] — what a connection is: its stream, its listener kind, its client key
 //! - [`limits`] — bounds on what one client may take: password checks, failed-AUTH
 //!   throttling, DATA memory
@@ -62,4 +63,5 @@ pub mod sqlite;
 pub mod storage;
 pub mod submission;
 pub mod supervisor;
+pub mod systemd;
 pub mod trace;

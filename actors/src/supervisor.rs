@@ -160,9 +160,9 @@ impl Supervisor {
         let shutdown = ShutdownCoordinator::new(
             phase_tx,
             sessions.clone(),
-            Duration::from_secs(config.server.shutdown.timeout_seconds),
+            health.clone(),
+            &config.server.shutdown,
             queue_done_rx,
-            Duration::from_secs(config.server.shutdown.drain_timeout_seconds),
             finished,
         )
         .start();

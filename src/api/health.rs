@@ -2,7 +2,8 @@
 //!
 //! - `/health/live`: the process answers (no dependency checked).
 //! - `/health/ready`: 200 while the database and the object store answer and every
-//!   child of the actor tree runs, else 503.
+//!   child of the actor tree runs, else 503; 503 (status `draining`) from the moment a
+//!   graceful shutdown begins, so load balancers stop sending new connections.
 //! - `/health`: the same report as ready, always 200, for humans and dashboards.
 //!
 //! The queue check gives the queue length and the oldest entry's age as of the last
@@ -33,7 +34,9 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
     // Children of the actor tree that spent their restart budget (a queue worker, a
     // listener, the storage actor...): this node no longer does all its work.
     let failed = handles.health.failed_children();
+    let leaving = handles.health.leaving();
     let status = match (db.up, storage.up, failed.is_empty()) {
+        (true, true, true) if leaving => "draining",
         (true, true, true) => "healthy",
         (true, false, true) => "degraded",
         _ => "unhealthy",
@@ -68,6 +71,7 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
             "smtp": {
                 "status": if handles.health.accepting_mail() { "healthy" } else { "unhealthy" },
                 "sessions": handles.sessions.active(),
+                "draining": leaving,
             },
             "actors": {
                 "status": word(failed.is_empty()),
@@ -75,7 +79,7 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
             },
         }
     });
-    (db.up && storage.up && failed.is_empty(), body)
+    (db.up && storage.up && failed.is_empty() && !leaving, body)
 }
 
 async fn health(handles: web::Data<Handles>) -> HttpResponse {

@@ -170,9 +170,11 @@ pub fn spawn_on_sighup(path: std::path::PathBuf, started: Config, live: Reloadab
         let mut applied = started.clone();
         while hangups.recv().await.is_some() {
             tracing::info!(component = "supervisor", event = "sighup", config = %path.display(), "SIGHUP: reloading the configuration");
+            mairust_actors::systemd::reloading();
             live.handles.audit.reopen();
             let entry = apply(&path, &started, &mut applied, &live);
             live.handles.audit.record(entry).await;
+            mairust_actors::systemd::tell("READY=1");
         }
     });
 }

@@ -38,6 +38,7 @@ pub fn run(
             tracing::warn!(component = "supervisor", event = "config_deprecated", key = old, replacement = new, "deprecated configuration key; rename it");
         }
         warn_if_readable_by_others(&config, path);
+        mairust_actors::systemd::status("starting: connecting to the database");
         let db = super::connect(&config).await?;
         match database::schema_status(&db).await? {
             SchemaStatus::Current => {}
@@ -47,6 +48,7 @@ pub fn run(
             }
             status => return Err(super::schema_error(&status)),
         }
+        mairust_actors::systemd::status("starting: object store, actors and listeners");
         let (finished_tx, finished_rx) = oneshot::channel();
         let supervisor = Supervisor::start(config.clone(), db.clone(), finished_tx).await?;
         let handles = supervisor.send(GetHandles).await?;
@@ -74,6 +76,23 @@ pub fn run(
             pid_file.publish()?;
         }
         tracing::info!(component = "supervisor", event = "ready", node = %handles.node_id, "MaiRust is ready");
+        let listening: Vec<String> = handles.listeners.iter().map(|(name, addr)| format!("{name} {addr}")).collect();
+        mairust_actors::systemd::tell(&format!(
+            "READY=1\nSTATUS=serving: {}; node {}",
+            listening.join(", "),
+            handles.node_id
+        ));
+        if let Some(every) = mairust_actors::systemd::watchdog_interval() {
+            // Sent from this event loop: a loop that stops turning stops the pings, and
+            // the service manager restarts the process.
+            actix_rt::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    mairust_actors::systemd::tell("WATCHDOG=1");
+                }
+            });
+        }
         let _ = finished_rx.await;
         if let Some(http) = http {
             http.stop(true).await;

@@ -12,6 +12,10 @@ pub struct Options {
     pub max_sessions_per_ip: usize,
     pub shutdown_timeout_seconds: u64,
     pub drain_timeout_seconds: u64,
+    /// `server.shutdown.close_delay_seconds`: readiness 503, listeners still open.
+    pub close_delay_seconds: u64,
+    /// Lines added under `smtp.listeners.inbound` (e.g. its proxy_protocol).
+    pub inbound_yaml: Vec<String>,
     pub command_timeout_seconds: u64,
     pub allow_plaintext_auth: bool,
     /// Also run the implicit-TLS `submissions` listener.
@@ -49,6 +53,8 @@ impl Default for Options {
             max_sessions_per_ip: 200,
             shutdown_timeout_seconds: 10,
             drain_timeout_seconds: 10,
+            close_delay_seconds: 0,
+            inbound_yaml: Vec::new(),
             command_timeout_seconds: 30,
             allow_plaintext_auth: false,
             submissions: false,
@@ -88,11 +94,12 @@ pub fn config_yaml(dir: &Path, db_url: &str, storage: &str, o: &Options) -> Stri
   shutdown:
     timeout_seconds: {shutdown}
     drain_timeout_seconds: {drain}
+    close_delay_seconds: {close_delay}
 smtp:
   listeners:
     inbound:
       address: 127.0.0.1:0
-    submission:
+{inbound_extra}    submission:
       address: 127.0.0.1:0
     submissions:
       address: 127.0.0.1:0
@@ -162,6 +169,12 @@ mail_auth:
         dir = dir.display(),
         shutdown = o.shutdown_timeout_seconds,
         drain = o.drain_timeout_seconds,
+        close_delay = o.close_delay_seconds,
+        inbound_extra = o
+            .inbound_yaml
+            .iter()
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>(),
         plain = o.allow_plaintext_auth,
         submissions = o.submissions,
         size = o.max_message_size,

@@ -13,6 +13,7 @@ pub mod api;
 mod backends;
 mod config;
 pub mod dns;
+pub mod haproxy;
 pub mod hook_receiver;
 pub mod http;
 mod inspect;

@@ -59,7 +59,10 @@ pub use queue::{QueueConfig, RetryConfig};
 pub use retention::RetentionConfig;
 pub use send_limits::{MAX_SEND_LIMIT, SendLimitsConfig};
 pub use server::{ServerConfig, ShutdownConfig};
-pub use smtp::{ListenerConfig, Listeners, SmtpConfig, SmtpLimits, SubmissionConfig, TlsConfig};
+pub use smtp::{
+    ListenerConfig, Listeners, ProxyProtocolConfig, SmtpConfig, SmtpLimits, SubmissionConfig,
+    TlsConfig,
+};
 pub use spam::{RspamdConfig, SpamConfig, SpamOnError};
 pub use storage::{FsStorageConfig, S3StorageConfig, StorageBackend, StorageConfig};
 pub use telemetry::{MetricsConfig, TelemetryConfig, TraceExporter, TracingConfig};

@@ -34,6 +34,10 @@ pub struct ShutdownConfig {
     pub timeout_seconds: u64,
     /// How long queue workers may finish in-flight deliveries after SIGTERM.
     pub drain_timeout_seconds: u64,
+    /// Between SIGTERM and the listeners closing: `/health/ready` already answers 503
+    /// and new connections are still served, so load balancers take the node out
+    /// before it refuses anyone.
+    pub close_delay_seconds: u64,
 }
 
 impl Default for ShutdownConfig {
@@ -41,6 +45,7 @@ impl Default for ShutdownConfig {
         ShutdownConfig {
             timeout_seconds: 60,
             drain_timeout_seconds: 30,
+            close_delay_seconds: 0,
         }
     }
 }
@@ -49,6 +54,12 @@ impl ServerConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.hostname.is_empty() || self.hostname.contains(char::is_whitespace) {
             return Err(ConfigError::new("server.hostname", "must be a host name"));
+        }
+        if self.shutdown.close_delay_seconds > 3600 {
+            return Err(ConfigError::new(
+                "server.shutdown.close_delay_seconds",
+                "at most 3600",
+            ));
         }
         Ok(())
     }

@@ -94,6 +94,18 @@ impl SmtpConfig {
             if l.enabled {
                 parse_addr(&format!("smtp.listeners.{name}.address"), &l.address)?;
             }
+            if let Some(proxy) = &l.proxy_protocol {
+                if proxy.networks(name)?.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("smtp.listeners.{name}.proxy_protocol.trusted"),
+                        "list the proxies' addresses or networks",
+                    ));
+                }
+                require_nonzero(
+                    &format!("smtp.listeners.{name}.proxy_protocol"),
+                    &[("timeout_seconds", proxy.timeout_seconds)],
+                )?;
+            }
         }
         if self.listeners.submissions.enabled && self.tls.is_none() {
             return Err(ConfigError::new(
@@ -146,6 +158,8 @@ pub struct ListenerConfig {
     pub address: String,
     #[serde(default = "super::yes")]
     pub enabled: bool,
+    /// Load balancers in front of this listener that send a PROXY protocol header.
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
 }
 
 impl ListenerConfig {
@@ -153,7 +167,36 @@ impl ListenerConfig {
         ListenerConfig {
             address: address.into(),
             enabled,
+            proxy_protocol: None,
         }
+    }
+}
+
+/// PROXY protocol (v1 and v2) on one listener: a connection from a `trusted` network
+/// must start with the header, and the client it names is the session's client (its
+/// limits, Received header, SPF checks, logs). Connections from anyone else are served
+/// as direct clients, and a PROXY header from them is refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolConfig {
+    /// Addresses or CIDR networks of the proxies (e.g. HAProxy's source address).
+    pub trusted: Vec<String>,
+    /// A trusted peer that has not sent its whole header by then is disconnected.
+    #[serde(default = "default_proxy_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_proxy_timeout() -> u64 {
+    5
+}
+
+impl ProxyProtocolConfig {
+    /// `trusted` parsed; the error names the entry.
+    pub fn networks(&self, listener: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        super::parse_networks(
+            &format!("smtp.listeners.{listener}.proxy_protocol.trusted"),
+            &self.trusted,
+        )
     }
 }
 

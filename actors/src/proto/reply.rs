@@ -257,6 +257,11 @@ pub const ENCRYPTION_REQUIRED: Reply = Reply::new(
 );
 pub const NO_SUCH_USER: Reply = Reply::new(550, "5.1.1", "Mailbox does not exist");
 pub const RELAY_DENIED: Reply = Reply::new(550, "5.7.1", "Relaying denied");
+pub const PROXY_REFUSED: Reply = Reply::new(
+    550,
+    "5.7.1",
+    "PROXY header refused: this address is not a trusted proxy",
+);
 pub const BARE_LF_IN_DATA: Reply = Reply::new(
     550,
     "5.6.0",

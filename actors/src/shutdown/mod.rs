@@ -1,4 +1,7 @@
-//! ShutdownCoordinator (SPEC O11): on SIGTERM or SIGINT the listeners stop accepting,
+//! ShutdownCoordinator (SPEC O11): on SIGTERM or SIGINT `/health/ready` turns 503 and
+//! the service manager hears STOPPING=1 at once; after `server.shutdown.
+//! close_delay_seconds` (0 by default: at once), during which load balancers take the
+//! node out and new connections are still served, the listeners stop accepting and
 //! open sessions may finish for `server.shutdown.timeout_seconds`, then the remaining
 //! ones get 421 and are closed. When every session is gone the coordinator reports
 //! `Finished` so `serve` can stop the HTTP server, close the database and exit 0.
@@ -24,6 +27,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::health_state::HealthState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Running,
@@ -43,6 +48,12 @@ pub struct BeginShutdown {
 pub struct ShutdownCoordinator {
     phase: watch::Sender<Phase>,
     registry: Arc<SessionRegistry>,
+    /// Marked leaving at the first signal (readiness 503).
+    health: Arc<HealthState>,
+    /// From the first signal to the listeners closing.
+    close_delay: Duration,
+    /// The first signal came and the close delay runs (the phase is still Running).
+    leaving: Option<SpawnHandle>,
     timeout: Duration,
     /// Closed when every QueueWorker has finished its in-flight deliveries and released
     /// the rest (each holds a sender).
@@ -55,17 +66,20 @@ impl ShutdownCoordinator {
     pub fn new(
         phase: watch::Sender<Phase>,
         registry: Arc<SessionRegistry>,
-        timeout: Duration,
+        health: Arc<HealthState>,
+        timeouts: &crate::config::ShutdownConfig,
         queue_done: mpsc::Receiver<()>,
-        drain_timeout: Duration,
         finished: oneshot::Sender<()>,
     ) -> Self {
         ShutdownCoordinator {
             phase,
             registry,
-            timeout,
+            health,
+            close_delay: Duration::from_secs(timeouts.close_delay_seconds),
+            leaving: None,
+            timeout: Duration::from_secs(timeouts.timeout_seconds),
             queue_done: Some(queue_done),
-            drain_timeout,
+            drain_timeout: Duration::from_secs(timeouts.drain_timeout_seconds),
             finished: Some(finished),
         }
     }
@@ -102,7 +116,27 @@ impl Handler<BeginShutdown> for ShutdownCoordinator {
     fn handle(&mut self, msg: BeginShutdown, ctx: &mut Context<Self>) {
         let current = *self.phase.borrow();
         match current {
-            Phase::Running => {}
+            Phase::Running if self.leaving.is_none() && !self.close_delay.is_zero() => {
+                self.leave(msg);
+                let reason = msg.reason;
+                self.leaving = Some(ctx.run_later(self.close_delay, move |act, ctx| {
+                    act.drain(reason, ctx);
+                }));
+            }
+            Phase::Running => {
+                if let Some(delay) = self.leaving.take() {
+                    // A second signal during the close delay: close the listeners now.
+                    ctx.cancel_future(delay);
+                    tracing::warn!(
+                        component = "supervisor",
+                        reason = msg.reason,
+                        "second shutdown signal, closing the listeners now"
+                    );
+                } else {
+                    self.leave(msg);
+                }
+                self.drain(msg.reason, ctx);
+            }
             Phase::Draining => {
                 // A second signal: stop waiting.
                 tracing::warn!(
@@ -113,16 +147,42 @@ impl Handler<BeginShutdown> for ShutdownCoordinator {
                 self.phase.send_replace(Phase::Closing);
                 return;
             }
-            Phase::Closing => return,
+            Phase::Closing => {}
         }
+    }
+}
+
+impl ShutdownCoordinator {
+    /// The first signal: no longer ready (503), and the service manager is told.
+    fn leave(&self, msg: BeginShutdown) {
+        self.health.set_leaving();
+        crate::systemd::tell("STOPPING=1");
         tracing::info!(
             component = "supervisor",
             event = "shutdown_begin",
             reason = msg.reason,
             sessions = self.registry.active(),
+            close_delay_seconds = self.close_delay.as_secs(),
             timeout_seconds = self.timeout.as_secs(),
-            "graceful shutdown: no new connections, waiting for sessions"
+            "graceful shutdown: readiness now 503; listeners close after the close delay"
         );
+    }
+
+    /// The listeners close; sessions and queue workers finish, then `finished` fires.
+    fn drain(&mut self, reason: &'static str, ctx: &mut Context<Self>) {
+        self.leaving = None;
+        tracing::info!(
+            component = "supervisor",
+            event = "shutdown_drain",
+            reason,
+            sessions = self.registry.active(),
+            timeout_seconds = self.timeout.as_secs(),
+            "no new connections, waiting for sessions"
+        );
+        crate::systemd::status(&format!(
+            "draining: {} SMTP sessions open",
+            self.registry.active()
+        ));
         self.phase.send_replace(Phase::Draining);
         let registry = self.registry.clone();
         let timeout = self.timeout;

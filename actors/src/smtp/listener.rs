@@ -6,18 +6,24 @@
 //! arbiters. On shutdown the listeners stop accepting and drop their sockets. An
 //! SmtpListener is a task the Supervisor restarts when its loop panics or fails, not an
 //! actor: it takes no message.
+//!
+//! With `proxy_protocol` on the listener, a connection from a trusted proxy first
+//! gives its PROXY header (read on its own task, bounded in time and size), and the
+//! client it names is the one the session limits count and the session serves.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::session::SessionContext;
 use super::session::actor::SmtpSession;
 use crate::net::ListenerKind;
-use crate::proto::reply;
+use crate::proto::{proxy, reply};
 use crate::shutdown::{Phase, SessionRegistry};
 
 /// One listener's accept loop on one SMTP arbiter. Not an actor: a plain task the
@@ -29,6 +35,21 @@ pub struct SmtpListener {
     socket: std::net::TcpListener,
     ctx: Arc<SessionContext>,
     registry: Arc<SessionRegistry>,
+    proxies: Option<Arc<TrustedProxies>>,
+}
+
+/// The proxies whose PROXY header this listener takes.
+#[derive(Debug)]
+pub struct TrustedProxies {
+    pub networks: Vec<ipnet::IpNet>,
+    pub timeout: Duration,
+}
+
+impl TrustedProxies {
+    fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.networks.iter().any(|n| n.contains(&peer))
+    }
 }
 
 impl SmtpListener {
@@ -37,12 +58,14 @@ impl SmtpListener {
         socket: std::net::TcpListener,
         ctx: Arc<SessionContext>,
         registry: Arc<SessionRegistry>,
+        proxies: Option<Arc<TrustedProxies>>,
     ) -> Self {
         SmtpListener {
             kind,
             socket,
             ctx,
             registry,
+            proxies,
         }
     }
 
@@ -53,6 +76,7 @@ impl SmtpListener {
     pub fn accept_loop(&self) -> impl Future<Output = Result<(), String>> + use<> {
         let socket = self.socket.try_clone();
         let (kind, sctx, registry) = (self.kind, self.ctx.clone(), self.registry.clone());
+        let proxies = self.proxies.clone();
         async move {
             let listener = socket
                 .and_then(|socket| {
@@ -87,22 +111,35 @@ impl SmtpListener {
                 if let Some(m) = counted {
                     m.connections.inc();
                 }
-                let Some(guard) = registry.try_register(remote.ip()) else {
-                    if let Some(m) = counted {
-                        m.error_reply(reply::TOO_MANY_SESSIONS.code);
-                    }
-                    tracing::info!(component = "smtp", listener = kind.name(), remote = %remote, event = "session_limit", "too many sessions, refused");
+                if let Some(proxies) = proxies.as_ref().filter(|p| p.trusts(remote.ip())) {
+                    let (proxies, sctx, registry) =
+                        (proxies.clone(), sctx.clone(), registry.clone());
                     actix::spawn(async move {
                         let mut stream = stream;
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(5),
-                            stream.write_all(&reply::TOO_MANY_SESSIONS.to_bytes()),
+                        let client = match tokio::time::timeout(
+                            proxies.timeout,
+                            read_proxy_header(&mut stream),
                         )
-                        .await;
+                        .await
+                        {
+                            Ok(Ok(header)) => header.addresses.map_or(remote, |(client, _)| {
+                                SocketAddr::new(client.ip().to_canonical(), client.port())
+                            }),
+                            Ok(Err(error)) => {
+                                tracing::warn!(component = "smtp", listener = kind.name(), proxy = %remote, event = "proxy_header_invalid", error = %error, "bad PROXY header from a trusted proxy, connection closed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::warn!(component = "smtp", listener = kind.name(), proxy = %remote, event = "proxy_header_timeout", "no PROXY header from a trusted proxy in time, connection closed");
+                                return;
+                            }
+                        };
+                        tracing::debug!(component = "smtp", listener = kind.name(), proxy = %remote, remote = %client, event = "proxied", "client named by the PROXY header");
+                        admit(stream, client, kind, &sctx, &registry);
                     });
                     continue;
-                };
-                SmtpSession::new(stream, sctx.clone(), kind, remote, guard).start();
+                }
+                admit(stream, remote, kind, &sctx, &registry);
             }
             tracing::info!(
                 component = "smtp",
@@ -111,6 +148,50 @@ impl SmtpListener {
                 "stopped accepting connections"
             );
             Ok(())
+        }
+    }
+}
+
+/// Starts a session for `remote` if the session limits let it in (421 otherwise).
+fn admit(
+    stream: TcpStream,
+    remote: SocketAddr,
+    kind: ListenerKind,
+    sctx: &Arc<SessionContext>,
+    registry: &Arc<SessionRegistry>,
+) {
+    let Some(guard) = registry.try_register(remote.ip()) else {
+        if let Some(m) = crate::metrics::smtp_if(sctx.config.telemetry.metrics.enabled, kind) {
+            m.error_reply(reply::TOO_MANY_SESSIONS.code);
+        }
+        tracing::info!(component = "smtp", listener = kind.name(), remote = %remote, event = "session_limit", "too many sessions, refused");
+        actix::spawn(async move {
+            let mut stream = stream;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                stream.write_all(&reply::TOO_MANY_SESSIONS.to_bytes()),
+            )
+            .await;
+        });
+        return;
+    };
+    SmtpSession::new(stream, sctx.clone(), kind, remote, guard).start();
+}
+
+/// Reads exactly the PROXY header (never a byte of what follows it).
+async fn read_proxy_header(stream: &mut TcpStream) -> Result<proxy::Header, String> {
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        match proxy::parse(&buf).map_err(|e| e.to_string())? {
+            proxy::Parsed::NeedMore(n) => {
+                let have = buf.len();
+                buf.resize(n, 0);
+                stream
+                    .read_exact(&mut buf[have..])
+                    .await
+                    .map_err(|e| format!("reading the header: {e}"))?;
+            }
+            proxy::Parsed::Header { header, .. } => return Ok(header),
         }
     }
 }

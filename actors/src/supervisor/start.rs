@@ -224,11 +224,19 @@ pub(super) fn start_listeners(
         let local = socket.local_addr()?;
         tracing::info!(component = "smtp", event = "listening", listener = name, addr = %local, "SMTP listener ready");
         bound.push((name, local));
+        let proxies = match &lc.proxy_protocol {
+            Some(p) => Some(Arc::new(crate::smtp::listener::TrustedProxies {
+                networks: p.networks(name).map_err(|e| anyhow::anyhow!("{e}"))?,
+                timeout: Duration::from_secs(p.timeout_seconds),
+            })),
+            None => None,
+        };
         for (index, arbiter) in arbiters.iter().enumerate() {
             let socket = socket
                 .try_clone()
                 .with_context(|| format!("smtp.listeners.{name}: cannot share the socket"))?;
-            let listener = SmtpListener::new(kind, socket, ctx.clone(), sessions.clone());
+            let listener =
+                SmtpListener::new(kind, socket, ctx.clone(), sessions.clone(), proxies.clone());
             let watch = reports.watch(
                 ChildKind::SmtpListener,
                 format!("smtp_listener:{name}#{index}"),

@@ -319,6 +319,13 @@ impl Session {
                 self.reply(reply);
                 continue;
             }
+            // A PROXY header from a peer the listener does not trust (trusted ones are
+            // read before the session starts): the header would name another client.
+            if self.client.helo.is_none() && crate::proto::proxy::looks_like_header(&self.rbuf) {
+                tracing::warn!(component = "smtp", session_id = %self.id, remote = %self.remote, listener = self.listener.name(), event = "proxy_header_refused", "PROXY header from an address that is not a trusted proxy");
+                self.reply(reply::PROXY_REFUSED);
+                return Flow::Close;
+            }
             let (consumed, line) = match self.lines.next(&self.rbuf, max_line) {
                 LineEvent::NeedMore { consumed } => {
                     self.rbuf.advance(consumed);
