@@ -7,6 +7,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::moto::Moto;
 use common::raw::RawClient;
 use common::{Backend, Options, S3Target, TestServer, eventually, message};
 
@@ -33,45 +34,6 @@ async fn transaction_reply(server: &TestServer, message_id: &str) -> u16 {
     c.reply().await.unwrap().code
 }
 
-/// A private moto_server, so an outage test can stop "S3" without touching others.
-struct Moto {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start(port: u16) -> Moto {
-        let program =
-            std::env::var("MAIRUST_TEST_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        let child = std::process::Command::new(program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server on PATH");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        common::block_on(async move {
-            reqwest::Client::new()
-                .put(format!("http://127.0.0.1:{port}/outage"))
-                .send()
-                .await
-                .expect("create bucket");
-        });
-        Moto { child, port }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn storage_outage_tempfails_and_recovers_without_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,7 +41,7 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
     let s3 = backend.s3.is_some();
     let mut moto = None;
     let storage_yaml = if s3 {
-        let m = Moto::start(common::free_port());
+        let m = Moto::start(common::free_port(), "outage");
         let yaml = common::s3_yaml(&S3Target {
             endpoint: format!("http://127.0.0.1:{}", m.port),
             bucket: "outage".into(),
@@ -121,7 +83,7 @@ async fn storage_outage_tempfails_and_recovers_without_restart() {
 
     // Bring it back: the server notices by itself.
     if let Some(port) = port {
-        moto = Some(Moto::start(port));
+        moto = Some(Moto::start(port, "outage"));
         store.put(marker_key, marker).await.unwrap();
     } else {
         std::fs::remove_file(&objects).unwrap();

@@ -5,6 +5,7 @@
 //!   children that panic or stop (backoff, restart budget, `actor_restarted`)
 //! - [`failpoint`] — failures on purpose for the supervision tests (feature `failpoints`)
 //! - [`smtp`] — sessions, listeners, TLS
+//! - [`certs`] — TLS certificates served from files, reloaded without a restart
 //! - [`proto`] — the SMTP wire protocol, pure: commands, replies, DATA, SASL
 //! - [`storage`] — StorageActor with group commit, object store (fs | s3)
 //! - [`queue`] — outbound queue: QueueWorkers, delivery, retries, DSNs
@@ -39,6 +40,7 @@
 pub mod accounts;
 pub mod apikeys;
 pub mod audit;
+pub mod certs;
 pub mod config;
 pub mod database;
 pub mod dkim;

@@ -82,6 +82,8 @@ pub struct Handles {
     pub limits: Arc<NodeLimits>,
     /// The way every message gets in (SMTP and `POST /send`).
     pub pipeline: Arc<Pipeline>,
+    /// The SMTP listeners' certificate (`smtp.tls`), reloaded by `serve`.
+    pub smtp_certs: Option<Arc<crate::certs::CertStore>>,
 }
 
 /// How often API-defined hooks are re-read from the database.
@@ -183,9 +185,12 @@ impl Supervisor {
         });
         let queue_arbiter = start_queue_workers(queue_ctx, queue_done_tx, &reports);
 
-        let tls = match &config.smtp.tls {
-            Some(t) => Some(tls::load_acceptor(t, &config.server.hostname)?),
-            None => None,
+        let (tls, smtp_certs) = match &config.smtp.tls {
+            Some(t) => {
+                let (acceptor, store) = tls::load_acceptor(t, &config.server.hostname)?;
+                (Some(acceptor), Some(store))
+            }
+            None => (None, None),
         };
         let policy = crate::hooks::TargetPolicy::from_config(&config.hook_policy)?;
         let hooks = Arc::new(HookDispatcher::new(&config.hooks, policy)?);
@@ -245,6 +250,7 @@ impl Supervisor {
             audit,
             limits: node_limits,
             pipeline,
+            smtp_certs,
         };
         Ok(context.run(Supervisor {
             handles,

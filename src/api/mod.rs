@@ -28,9 +28,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api
 }
 
+/// The HTTP server on `http.address`, with HTTPS when `certs` (from `http.tls`) is given.
 pub fn server(
     handles: Handles,
     limiter: std::sync::Arc<auth::AuthLimiter>,
+    certs: Option<&std::sync::Arc<mairust_actors::certs::CertStore>>,
 ) -> std::io::Result<(actix_web::dev::Server, Vec<std::net::SocketAddr>)> {
     let config = handles.config.clone();
     let data = web::Data::new(handles);
@@ -81,8 +83,15 @@ pub fn server(
     )
     // The ShutdownCoordinator owns the signals; `serve` stops this server itself.
     .disable_signals()
-    .shutdown_timeout(5)
-    .bind(&config.http.address)?;
+    .shutdown_timeout(5);
+    let server = match certs {
+        Some(certs) => {
+            let mut tls = certs.server_config();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            server.bind_rustls_0_23(&config.http.address, tls)?
+        }
+        None => server.bind(&config.http.address)?,
+    };
     let addrs = server.addrs();
     Ok((server.run(), addrs))
 }

@@ -1,8 +1,8 @@
 //! Configuration reload (SPEC O4, O15): on SIGHUP the server reads its configuration
 //! file again and, when it is valid, applies what can change at run time — the log level,
 //! config.yaml's hooks and `hook_policy`, the rate limits (`api.auth_failures_per_minute`,
-//! `smtp.limits.max_sessions`, `max_sessions_per_ip`) — and names the changed sections
-//! that need a restart. An invalid file changes nothing. Either way an audit entry
+//! `smtp.limits.max_sessions`, `max_sessions_per_ip`) — reads the TLS certificate files
+//! again (`smtp.tls`, `http.tls`), and names the changed sections that need a restart. An invalid file changes nothing. Either way an audit entry
 //! `config.reload` says what happened.
 //!
 //! `mairust reload` sends SIGHUP to the process in `server.pid_file` and waits for that
@@ -27,6 +27,8 @@ use crate::api::auth::AuthLimiter;
 pub struct Reloadable {
     pub handles: Handles,
     pub limiter: Arc<AuthLimiter>,
+    /// The TLS certificates served (`smtp.tls`, `http.tls`): read again on every SIGHUP.
+    pub certificates: Vec<Arc<mairust_actors::certs::CertStore>>,
 }
 
 /// Sections whose change needs a restart, by name.
@@ -144,7 +146,25 @@ pub fn apply(path: &Path, started: &Config, applied: &mut Config, live: &Reloada
         applied.smtp.limits.max_sessions_per_ip = new_limits.max_sessions_per_ip;
         changed.push("smtp.limits.max_sessions");
     }
+    // The certificate files are read again whatever the configuration says (a renewal
+    // changes the files, not config.yaml); one that does not load keeps the running one.
+    let mut tls_errors = Vec::new();
+    for store in &live.certificates {
+        match store.reload_logged("SIGHUP") {
+            Ok(true) => changed.push(store.name),
+            Ok(false) => {}
+            Err(e) => tls_errors.push(e),
+        }
+    }
     let restart = restart_sections(started, &new);
+    if !tls_errors.is_empty() {
+        return Entry::failure("config.reload", actor)
+            .target(path.display())
+            .detail("changed", changed)
+            .detail("restart_needed", restart)
+            .detail("error", tls_errors.join("; "))
+            .detail("certificate_refused", true);
+    }
     tracing::info!(component = "supervisor", event = "reloaded", changed = ?changed, restart_needed = ?restart, "configuration reloaded");
     if !restart.is_empty() {
         tracing::warn!(component = "supervisor", sections = ?restart, "these sections differ from the running ones and take effect only after a restart");
@@ -212,10 +232,13 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        bail!(
-            "the server refused the new configuration and keeps the running one: {}",
-            details["error"].as_str().unwrap_or("see the server log")
-        );
+        let error = details["error"].as_str().unwrap_or("see the server log");
+        if details["certificate_refused"] == true {
+            println!("configuration reloaded (process {pid})");
+            println!("  applied: {}", list(&details["changed"]));
+            bail!("a TLS certificate was not reloaded, the running one stays: {error}");
+        }
+        bail!("the server refused the new configuration and keeps the running one: {error}");
     }
     db.close().await.ok();
     bail!("SIGHUP sent to process {pid}, but it confirmed nothing within 10 s: see the server log")

@@ -53,13 +53,19 @@ pub fn run(
         let supervisor = Supervisor::start(config.clone(), db.clone(), finished_tx).await?;
         let handles = supervisor.send(GetHandles).await?;
         let limiter = Arc::new(crate::api::auth::AuthLimiter::new(config.api.auth_failures_per_minute));
+        let http_certs = match (&config.http.tls, config.http.enabled) {
+            (Some(tls), true) => Some(mairust_actors::certs::CertStore::open("http.tls", tls, &config.server.hostname)?),
+            _ => None,
+        };
+        let certificates: Vec<_> = handles.smtp_certs.iter().chain(http_certs.iter()).cloned().collect();
         super::reload::spawn_on_sighup(
             path.to_path_buf(),
             (*config).clone(),
-            super::reload::Reloadable { handles: handles.clone(), limiter: limiter.clone() },
+            super::reload::Reloadable { handles: handles.clone(), limiter: limiter.clone(), certificates: certificates.clone() },
         );
+        mairust_actors::certs::watch(certificates, std::time::Duration::from_secs(config.server.certificate_check_seconds));
         let http = if config.http.enabled {
-            let (server, addrs) = crate::api::server(handles.clone(), limiter)
+            let (server, addrs) = crate::api::server(handles.clone(), limiter, http_certs.as_ref())
                 .with_context(|| format!("http.address: cannot listen on {}", config.http.address))?;
             for addr in &addrs {
                 tracing::info!(component = "api", event = "listening", listener = "http", addr = %addr, "HTTP server ready");

@@ -14,6 +14,8 @@ pub struct Options {
     pub drain_timeout_seconds: u64,
     /// `server.shutdown.close_delay_seconds`: readiness 503, listeners still open.
     pub close_delay_seconds: u64,
+    /// Lines added under `server`.
+    pub server_yaml: Vec<String>,
     /// Lines added under `smtp.listeners.inbound` (e.g. its proxy_protocol).
     pub inbound_yaml: Vec<String>,
     pub command_timeout_seconds: u64,
@@ -54,6 +56,7 @@ impl Default for Options {
             shutdown_timeout_seconds: 10,
             drain_timeout_seconds: 10,
             close_delay_seconds: 0,
+            server_yaml: Vec::new(),
             inbound_yaml: Vec::new(),
             command_timeout_seconds: 30,
             allow_plaintext_auth: false,
@@ -95,7 +98,7 @@ pub fn config_yaml(dir: &Path, db_url: &str, storage: &str, o: &Options) -> Stri
     timeout_seconds: {shutdown}
     drain_timeout_seconds: {drain}
     close_delay_seconds: {close_delay}
-smtp:
+{server_extra}smtp:
   listeners:
     inbound:
       address: 127.0.0.1:0
@@ -170,6 +173,11 @@ mail_auth:
         shutdown = o.shutdown_timeout_seconds,
         drain = o.drain_timeout_seconds,
         close_delay = o.close_delay_seconds,
+        server_extra = o
+            .server_yaml
+            .iter()
+            .map(|l| format!("  {l}\n"))
+            .collect::<String>(),
         inbound_extra = o
             .inbound_yaml
             .iter()

@@ -17,6 +17,7 @@ pub mod haproxy;
 pub mod hook_receiver;
 pub mod http;
 mod inspect;
+pub mod moto;
 pub mod otlp;
 pub mod raw;
 pub mod rspamd;

@@ -67,6 +67,13 @@ impl TestServer {
         Self::configure(dir, backend, options, None)
     }
 
+    /// [`TestServer::prepare`] with another storage section.
+    pub fn prepare_on(options: Options, storage_yaml: String) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Backend::new(dir.path());
+        Self::configure(dir, backend, options, Some(storage_yaml))
+    }
+
     /// Another node on this server's database and object store (accounts exist).
     pub fn start_node(&self, options: Options) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -265,6 +272,7 @@ impl TestServer {
         assert!(self.child.is_none(), "the server is running");
         let mut child = self
             .mairust(&["serve"])
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn mairust serve");

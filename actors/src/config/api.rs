@@ -15,6 +15,9 @@ pub struct HttpConfig {
     /// Each may hold a request body of up to 1 MiB (more for `/send`, within
     /// `smtp.limits.max_message_size`) while it is read.
     pub max_connections: usize,
+    /// HTTPS on `address` (API keys and, later, passwords cross it): the certificate
+    /// and key, reloaded like `smtp.tls`'s.
+    pub tls: Option<super::TlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -24,6 +27,7 @@ impl Default for HttpConfig {
             address: "127.0.0.1:8080".into(),
             workers: 2,
             max_connections: 256,
+            tls: None,
         }
     }
 }

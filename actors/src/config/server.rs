@@ -15,6 +15,9 @@ pub struct ServerConfig {
     pub shutdown: ShutdownConfig,
     /// `serve` writes its process id here (removed at exit); `mairust reload` reads it.
     pub pid_file: Option<PathBuf>,
+    /// How often the TLS certificate files (`smtp.tls`, `http.tls`) are checked for a
+    /// renewal, which is then served without a restart; 0: only on SIGHUP.
+    pub certificate_check_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -23,6 +26,7 @@ impl Default for ServerConfig {
             hostname: "localhost".into(),
             shutdown: ShutdownConfig::default(),
             pid_file: None,
+            certificate_check_seconds: 10,
         }
     }
 }

@@ -37,6 +37,12 @@ impl StorageConfig {
                 Some(s3) if s3.bucket.is_empty() => {
                     Err(ConfigError::new("storage.s3.bucket", "must not be empty"))
                 }
+                Some(s3) if s3.access_key_id.is_some() != s3.secret_access_key.is_some() => {
+                    Err(ConfigError::new(
+                        "storage.s3",
+                        "set both access_key_id and secret_access_key, or neither (then the AWS credential chain: environment, web identity, container or instance credentials)",
+                    ))
+                }
                 _ => Ok(()),
             },
             _ => Ok(()),
@@ -61,6 +67,7 @@ pub struct S3StorageConfig {
     pub region: String,
     /// For S3-compatible stores (MinIO, moto ...); AWS when absent.
     pub endpoint: Option<String>,
+    /// Both or neither; without them the standard AWS credential chain is used.
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     #[serde(default)]

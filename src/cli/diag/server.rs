@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use mairust_actors::config::Config;
 use serde_json::{Value, json};
@@ -15,36 +15,51 @@ async fn get(config: &Config, path: &str) -> anyhow::Result<(u16, Value)> {
     if !config.http.enabled {
         bail!("http.enabled is false: the server has no HTTP endpoint to ask");
     }
-    let addr = reachable(&config.http.address, "http.address")?;
-    let url = format!("http://{addr}{path}");
-    let resp = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?
-        .get(&url)
+    let (client, url) = local_client(config, Duration::from_secs(5))?;
+    let resp = client
+        .get(format!("{url}{path}"))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("no server answers at {addr} ({e}): is it running?"))?;
+        .map_err(|e| anyhow::anyhow!("no server answers at {url} ({e}): is it running?"))?;
     let status = resp.status().as_u16();
     let body = resp.json().await.unwrap_or(Value::Null);
     Ok((status, body))
 }
 
+/// A client for this node's own HTTP listener and its base URL. With `http.tls` it
+/// speaks HTTPS and trusts only the certificate file the server serves (the address
+/// is an IP, so the name in the certificate is not checked).
+fn local_client(config: &Config, timeout: Duration) -> anyhow::Result<(reqwest::Client, String)> {
+    let addr = reachable(&config.http.address, "http.address")?;
+    let builder = reqwest::Client::builder().timeout(timeout);
+    let Some(tls) = &config.http.tls else {
+        return Ok((builder.build()?, format!("http://{addr}")));
+    };
+    let pem = std::fs::read(&tls.cert_path).with_context(|| {
+        format!(
+            "http.tls.cert_path: cannot read {}",
+            tls.cert_path.display()
+        )
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("http.tls.cert_path: bad PEM in {}", tls.cert_path.display()))?;
+    let client = builder
+        .tls_certs_only(certs)
+        .tls_danger_accept_invalid_hostnames(true)
+        .build()?;
+    Ok((client, format!("https://{addr}")))
+}
+
 /// Whether a server answers `/health/live` at the configured HTTP address.
 pub async fn server_answers(config: &Config) -> bool {
-    let Ok(addr) = reachable(&config.http.address, "http.address") else {
-        return false;
-    };
     if !config.http.enabled {
         return false;
     }
-    let Ok(client) = reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-    else {
+    let Ok((client, url)) = local_client(config, Duration::from_secs(1)) else {
         return false;
     };
     client
-        .get(format!("http://{addr}/health/live"))
+        .get(format!("{url}/health/live"))
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
@@ -58,10 +73,20 @@ pub enum HealthAction {
         #[arg(long)]
         json: bool,
     },
+    /// Exit 0 when the running server's process answers (`/health/live`, no dependency
+    /// checked), 1 otherwise: for container HEALTHCHECKs and liveness probes.
+    Live,
 }
 
 pub async fn health(config: &Config, action: HealthAction) -> anyhow::Result<bool> {
-    let HealthAction::Check { json } = action;
+    let json = match action {
+        HealthAction::Check { json } => json,
+        HealthAction::Live => {
+            let (status, _) = get(config, "/health/live").await?;
+            println!("{}", if status == 200 { "live" } else { "not live" });
+            return Ok(status == 200);
+        }
+    };
     let (status, body) = get(config, "/health/ready").await?;
     if json {
         println!("{body}");

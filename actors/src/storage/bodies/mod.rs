@@ -109,9 +109,19 @@ impl BodyStore {
                     .s3
                     .as_ref()
                     .ok_or_else(|| BodyError::Config("storage.s3 missing".into()))?;
+                // Keys in the configuration, or else the standard AWS credential chain:
+                // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, web
+                // identity (EKS IRSA), ECS task and EKS Pod Identity credentials, then
+                // instance metadata. Configured keys are never mixed with the
+                // environment's (a session token from elsewhere would spoil them).
+                let base = if s3.access_key_id.is_none() && s3.secret_access_key.is_none() {
+                    AmazonS3Builder::from_env()
+                } else {
+                    AmazonS3Builder::new()
+                };
                 // Short timeouts and few retries: an unreachable store must turn into
                 // a quick 451 and a health flip, not a client waiting for minutes.
-                let mut builder = AmazonS3Builder::new()
+                let mut builder = base
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region)
                     .with_allow_http(s3.allow_http)
