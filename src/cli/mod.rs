@@ -153,12 +153,51 @@ pub fn schema_error(status: &SchemaStatus) -> anyhow::Error {
 
 /// A database URL without its password, for messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+    // A password in the query (`?password=...`, which PostgreSQL URLs accept too).
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            (base, format!("?{}", params.join("&")))
         }
-        _ => url.to_string(),
+        None => (url, String::new()),
+    };
+    match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &base[scheme + 3..at];
+            let redacted = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => userinfo.to_string(),
+            };
+            format!("{}{redacted}{}{query}", &base[..scheme + 3], &base[at..])
+        }
+        _ => format!("{base}{query}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_shown_the_rest_is() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/mail?sslmode=verify-full&sslrootcert=/ca.pem"),
+            "postgres://app:***@db:5432/mail?sslmode=verify-full&sslrootcert=/ca.pem"
+        );
+        assert_eq!(
+            redact("postgres://app@db/mail?password=s3cret&sslmode=require"),
+            "postgres://app@db/mail?password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact("sqlite://./data/mairust.db?mode=rwc"),
+            "sqlite://./data/mairust.db?mode=rwc"
+        );
+        assert_eq!(redact("postgres://a:b@c@h/d"), "postgres://a:***@h/d");
     }
 }

@@ -19,6 +19,7 @@ pub mod http;
 mod inspect;
 pub mod moto;
 pub mod otlp;
+pub mod postgres;
 pub mod raw;
 pub mod rspamd;
 mod server;
