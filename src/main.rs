@@ -43,6 +43,11 @@ enum Command {
     Serve,
     /// Apply pending database migrations, or show their status.
     Migrate {
+        /// Say what the pending migrations mean for nodes still running the previous
+        /// release (additive: they keep serving; breaking: stop them first) and change
+        /// nothing. Exit 0 when a rolling upgrade is possible, 1 when not.
+        #[arg(long)]
+        check: bool,
         #[command(subcommand)]
         action: Option<cli::migrate::MigrateAction>,
     },
@@ -150,7 +155,12 @@ fn main() -> ExitCode {
             let verdict = runtime.block_on(async move {
                 let done = |r: anyhow::Result<()>| r.map(|()| true);
                 match command {
-                    Command::Migrate { action } => done(cli::migrate::run(&config, action).await),
+                    Command::Migrate { check: true, .. } => {
+                        done(cli::migrate::check(&config).await)
+                    }
+                    Command::Migrate { action, .. } => {
+                        done(cli::migrate::run(&config, action).await)
+                    }
                     Command::Domain { action } => {
                         done(cli::accounts::domain(&config, action).await)
                     }

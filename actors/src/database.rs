@@ -1,5 +1,6 @@
 //! Opening the database and checking its schema version against the migrations this
-//! binary knows (SPEC O9).
+//! binary knows (SPEC O9), and whether a newer schema still suits this binary (SPEC
+//! O10's rolling upgrade: migrations recorded as additive in `schema_compat`).
 
 use std::time::Duration;
 
@@ -108,15 +109,21 @@ pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
 
 /// Whether any migration bookkeeping exists, checked without creating anything.
 pub async fn has_schema(db: &DatabaseConnection) -> Result<bool, DbErr> {
+    table_exists(db, "seaql_migrations").await
+}
+
+/// Whether `table` exists (in the current schema on PostgreSQL). `table` is one of ours,
+/// never input.
+async fn table_exists(db: &DatabaseConnection, table: &str) -> Result<bool, DbErr> {
     use sea_orm::Statement;
     let backend = db.get_database_backend();
     let sql = match backend {
-        sea_orm::DbBackend::Sqlite => {
-            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'"
-        }
-        _ => {
-            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'seaql_migrations'"
-        }
+        sea_orm::DbBackend::Sqlite => format!(
+            "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+        ),
+        _ => format!(
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '{table}'"
+        ),
     };
     let n: i64 = db
         .query_one_raw(Statement::from_string(backend, sql))
@@ -138,9 +145,23 @@ pub enum SchemaStatus {
         pending: Vec<String>,
     },
     /// Migrations this binary does not know: a newer version wrote this database.
+    /// When none of them is `breaking` (all recorded as additive), this binary may keep
+    /// serving it (a rolling upgrade under way).
     Ahead {
         unknown: Vec<String>,
+        breaking: Vec<String>,
     },
+}
+
+impl SchemaStatus {
+    /// This binary can work on the schema: current, or newer by additive migrations only.
+    pub fn usable(&self) -> bool {
+        match self {
+            SchemaStatus::Current => true,
+            SchemaStatus::Ahead { breaking, .. } => breaking.is_empty(),
+            SchemaStatus::Fresh | SchemaStatus::Behind { .. } => false,
+        }
+    }
 }
 
 pub async fn schema_status(db: &DatabaseConnection) -> Result<SchemaStatus, DbErr> {
@@ -159,7 +180,13 @@ pub async fn schema_status(db: &DatabaseConnection) -> Result<SchemaStatus, DbEr
         .cloned()
         .collect();
     if !unknown.is_empty() {
-        return Ok(SchemaStatus::Ahead { unknown });
+        let additive = recorded_additive(db).await?;
+        let breaking = unknown
+            .iter()
+            .filter(|v| !additive.contains(v))
+            .cloned()
+            .collect();
+        return Ok(SchemaStatus::Ahead { unknown, breaking });
     }
     if applied.is_empty() {
         return Ok(SchemaStatus::Fresh);
@@ -176,9 +203,63 @@ pub async fn schema_status(db: &DatabaseConnection) -> Result<SchemaStatus, DbEr
     }
 }
 
-/// Applies every pending migration.
+/// The migrations `schema_compat` records as additive; none when the table is absent
+/// (a schema older than the record, whose unknown migrations all count as breaking).
+async fn recorded_additive(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    use sea_orm::Statement;
+    if !table_exists(db, "schema_compat").await? {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT version FROM schema_compat WHERE additive",
+        ))
+        .await?;
+    rows.iter().map(|r| r.try_get("", "version")).collect()
+}
+
+/// Writes every applied migration's [`mairust_migration::Compat`] that `schema_compat`
+/// lacks (after `migrate_up`, and for databases migrated before the record existed). A
+/// row missing after a crash counts as breaking: the safe side.
+pub async fn record_compat(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::Statement;
+    let applied: Vec<String> = Migrator::get_migration_models(db)
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    if !applied.iter().any(|v| v.ends_with("_schema_compat")) {
+        return Ok(());
+    }
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => {
+            "INSERT INTO schema_compat (version, additive) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING"
+        }
+        _ => {
+            "INSERT INTO schema_compat (version, additive) VALUES (?, ?) ON CONFLICT (version) DO NOTHING"
+        }
+    };
+    for (name, compat) in mairust_migration::compatibility() {
+        if applied.contains(&name) {
+            let additive = compat == mairust_migration::Compat::Additive;
+            db.execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [name.into(), additive.into()],
+            ))
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies every pending migration and records what each means for older binaries.
 pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    Migrator::up(db, None).await?;
+    record_compat(db).await
 }
 
 /// A cheap round trip, used by the health probe.

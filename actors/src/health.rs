@@ -147,6 +147,12 @@ impl Prober {
                 state.set_queue(length, oldest);
             }
             if ok
+                && let Ok(Ok(status)) =
+                    tokio::time::timeout(timeout, database::schema_status(db)).await
+            {
+                self.apply_schema(&status);
+            }
+            if ok
                 && sum_storage
                 && let Ok(Ok(bytes)) =
                     tokio::time::timeout(timeout, crate::storage::stored_bytes(db)).await
@@ -172,6 +178,37 @@ impl Prober {
             (Dependency::Database, db_ok, db_ms),
             (Dependency::Storage, store_ok, store_ms),
         ])
+    }
+
+    /// A breaking migration of a newer release applied under this running node: it
+    /// stops taking mail (451) and turns unready until it is replaced; an additive one
+    /// changes nothing. Logged once per change.
+    fn apply_schema(&self, status: &database::SchemaStatus) {
+        let problem = match status {
+            database::SchemaStatus::Ahead { breaking, .. } if !breaking.is_empty() => {
+                Some(format!(
+                    "breaking migration(s) of a newer release applied: {}; upgrade this node",
+                    breaking.join(", ")
+                ))
+            }
+            database::SchemaStatus::Behind { pending } => Some(format!(
+                "migration(s) rolled back under this node: {}",
+                pending.join(", ")
+            )),
+            _ => None,
+        };
+        if self.state.set_schema_problem(problem.clone()) {
+            match problem {
+                Some(p) => {
+                    tracing::error!(component = "supervisor", event = "schema_incompatible", problem = %p, "the database schema no longer suits this binary: no new mail (451), not ready")
+                }
+                None => tracing::info!(
+                    component = "supervisor",
+                    event = "schema_compatible",
+                    "the database schema suits this binary again"
+                ),
+            }
+        }
     }
 
     /// Applies a probe's results: up at once, down after `failures_before_down`

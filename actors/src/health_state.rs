@@ -46,6 +46,10 @@ pub struct HealthState {
     /// The graceful shutdown has begun: `/health/ready` answers 503 from then on, so
     /// load balancers stop sending connections before the listeners close.
     leaving: AtomicBool,
+    /// Why the database schema no longer suits this binary (a breaking migration of a
+    /// newer release was applied while it runs); None while it does.
+    schema_problem: Mutex<Option<String>>,
+    schema_ok: AtomicBool,
     started: Instant,
 }
 
@@ -63,6 +67,8 @@ impl Default for HealthState {
             failed_children: Mutex::new(Vec::new()),
             store_lost: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
+            schema_problem: Mutex::new(None),
+            schema_ok: AtomicBool::new(true),
             started: Instant::now(),
         }
     }
@@ -89,6 +95,28 @@ impl HealthState {
         self.database_up.load(Ordering::Acquire)
             && self.storage_up.load(Ordering::Acquire)
             && !self.store_lost.load(Ordering::Acquire)
+            && self.schema_ok.load(Ordering::Acquire)
+    }
+
+    /// What the last probe found of the schema: None when this binary can work on it.
+    /// Returns true when that changed.
+    pub(crate) fn set_schema_problem(&self, problem: Option<String>) -> bool {
+        let mut current = self
+            .schema_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.schema_ok.store(problem.is_none(), Ordering::Release);
+        let changed = *current != problem;
+        *current = problem;
+        changed
+    }
+
+    /// Why the schema does not suit this binary, if it does not.
+    pub fn schema_problem(&self) -> Option<String> {
+        self.schema_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The StorageActor is down for good (its restart budget spent): new mail is

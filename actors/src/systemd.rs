@@ -74,9 +74,7 @@ pub fn reloading() {
 /// How often to send WATCHDOG=1: half of `WATCHDOG_USEC`, when the variable is set for
 /// this process (`WATCHDOG_PID` absent or ours). None when no watchdog is armed.
 pub fn watchdog_interval() -> Option<Duration> {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return None;
-    }
+    std::env::var_os("NOTIFY_SOCKET")?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID")
         && pid.trim().parse::<u32>().ok() != Some(std::process::id())
     {

@@ -17,6 +17,14 @@
 //!   user's Junk mailbox.
 //! - `m20261203_000011_send_limits`: send counters per account and domain and hour,
 //!   and users' own limits.
+//! - `m20261203_000012_schema_compat`: which applied migrations binaries that predate
+//!   them can work with (rolling upgrades).
+//!
+//! Every migration declares its [`Compat`] in [`catalogue`]: `Additive` when a binary
+//! of the previous release keeps working on the schema it leaves (it only adds tables,
+//! or columns that are nullable or have a default, and old code never needs to fill
+//! them), `Breaking` otherwise. Those before 000012 are `Breaking`: binaries that
+//! predate the record cannot read it anyway.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -31,24 +39,82 @@ mod m20261202_000008_message_submitted_by;
 mod m20261203_000009_dkim_keys;
 mod m20261203_000010_mail_auth;
 mod m20261203_000011_send_limits;
+mod m20261203_000012_schema_compat;
+#[cfg(feature = "test-migrations")]
+mod test_release;
 
 pub struct Migrator;
+
+/// Whether binaries that predate a migration keep working after it (see the module
+/// documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compat {
+    Additive,
+    Breaking,
+}
+
+/// Every migration in order, with its [`Compat`].
+pub fn catalogue() -> Vec<(Box<dyn MigrationTrait>, Compat)> {
+    use Compat::*;
+    #[allow(unused_mut)]
+    let mut all: Vec<(Box<dyn MigrationTrait>, Compat)> = vec![
+        (
+            Box::new(m20261129_000001_accounts_and_messages::Migration),
+            Breaking,
+        ),
+        (
+            Box::new(m20261129_000002_outbound_queue::Migration),
+            Breaking,
+        ),
+        (Box::new(m20261129_000003_api_keys::Migration), Breaking),
+        (Box::new(m20261129_000004_hooks::Migration), Breaking),
+        (Box::new(m20261130_000005_audit_log::Migration), Breaking),
+        (
+            Box::new(m20261202_000006_store_identity::Migration),
+            Breaking,
+        ),
+        (
+            Box::new(m20261202_000007_api_key_domains::Migration),
+            Breaking,
+        ),
+        (
+            Box::new(m20261202_000008_message_submitted_by::Migration),
+            Breaking,
+        ),
+        (Box::new(m20261203_000009_dkim_keys::Migration), Breaking),
+        (Box::new(m20261203_000010_mail_auth::Migration), Breaking),
+        (Box::new(m20261203_000011_send_limits::Migration), Breaking),
+        (
+            Box::new(m20261203_000012_schema_compat::Migration),
+            Breaking,
+        ),
+    ];
+    // Test builds: a "next release" of migrations, chosen at run time, so one binary
+    // can act as the release with them and the release without them.
+    #[cfg(feature = "test-migrations")]
+    {
+        let extra = std::env::var("MAIRUST_TEST_EXTRA_MIGRATIONS").unwrap_or_default();
+        if extra.split(',').any(|e| e == "additive") {
+            all.push((Box::new(test_release::ADDITIVE), Additive));
+        }
+        if extra.split(',').any(|e| e == "breaking") {
+            all.push((Box::new(test_release::BREAKING), Breaking));
+        }
+    }
+    all
+}
+
+/// Each migration's name and [`Compat`], in order.
+pub fn compatibility() -> Vec<(String, Compat)> {
+    catalogue()
+        .into_iter()
+        .map(|(m, c)| (m.name().to_string(), c))
+        .collect()
+}
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(m20261129_000001_accounts_and_messages::Migration),
-            Box::new(m20261129_000002_outbound_queue::Migration),
-            Box::new(m20261129_000003_api_keys::Migration),
-            Box::new(m20261129_000004_hooks::Migration),
-            Box::new(m20261130_000005_audit_log::Migration),
-            Box::new(m20261202_000006_store_identity::Migration),
-            Box::new(m20261202_000007_api_key_domains::Migration),
-            Box::new(m20261202_000008_message_submitted_by::Migration),
-            Box::new(m20261203_000009_dkim_keys::Migration),
-            Box::new(m20261203_000010_mail_auth::Migration),
-            Box::new(m20261203_000011_send_limits::Migration),
-        ]
+        catalogue().into_iter().map(|(m, _)| m).collect()
     }
 }

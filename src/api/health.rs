@@ -35,7 +35,8 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
     // listener, the storage actor...): this node no longer does all its work.
     let failed = handles.health.failed_children();
     let leaving = handles.health.leaving();
-    let status = match (db.up, storage.up, failed.is_empty()) {
+    let schema = handles.health.schema_problem();
+    let status = match (db.up && schema.is_none(), storage.up, failed.is_empty()) {
         (true, true, true) if leaving => "draining",
         (true, true, true) => "healthy",
         (true, false, true) => "degraded",
@@ -54,7 +55,11 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
         "uptime_seconds": handles.health.uptime_seconds(),
         "listeners": listeners,
         "checks": {
-            "database": {"status": word(db.up), "latency_ms": db.latency_ms},
+            "database": {
+                "status": word(db.up && schema.is_none()),
+                "latency_ms": db.latency_ms,
+                "schema": schema.as_deref().unwrap_or("compatible"),
+            },
             "storage": {
                 "status": word(storage.up),
                 "latency_ms": storage.latency_ms,
@@ -79,7 +84,8 @@ fn report(handles: &Handles) -> (bool, serde_json::Value) {
             },
         }
     });
-    (db.up && storage.up && failed.is_empty() && !leaving, body)
+    let ready = db.up && schema.is_none() && storage.up && failed.is_empty() && !leaving;
+    (ready, body)
 }
 
 async fn health(handles: web::Data<Handles>) -> HttpResponse {

@@ -1,13 +1,19 @@
-//! `mairust migrate` (apply pending), `mairust migrate status` and `mairust migrate
-//! rollback --to VERSION` (run down steps until VERSION is the newest applied; `0` for
-//! an empty schema). Stop the servers first: a server refuses a schema older or newer
-//! than its own.
+//! `mairust migrate` (apply pending), `mairust migrate status`, `mairust migrate
+//! --check` (what the pending ones mean for nodes of the previous release) and `mairust
+//! migrate rollback --to VERSION` (run down steps until VERSION is the newest applied;
+//! `0` for an empty schema).
+//!
+//! Rolling upgrade (SPEC O10): run the new release's `mairust migrate` while the old
+//! nodes serve, then replace the nodes one by one. That works when every pending
+//! migration is additive; a node of the older release keeps serving on such a schema,
+//! and refuses (at start, and by turning unready while running) a schema with a breaking
+//! migration it does not know. A server refuses a schema older than its own.
 
 use anyhow::Context;
 use clap::Subcommand;
 use mairust_actors::config::Config;
 use mairust_actors::database::{self, SchemaStatus};
-use mairust_migration::{Migrator, MigratorTrait};
+use mairust_migration::{Compat, Migrator, MigratorTrait};
 
 #[derive(Subcommand)]
 pub enum MigrateAction {
@@ -106,14 +112,71 @@ pub async fn run(config: &Config, action: Option<MigrateAction>) -> anyhow::Resu
                 };
                 println!("{state:8} {}", m.name());
             }
-            if let SchemaStatus::Ahead { unknown } = &status {
+            if let SchemaStatus::Ahead { unknown, breaking } = &status {
                 for u in unknown {
-                    println!("{:8} {u}", "unknown");
+                    let what = if breaking.contains(u) {
+                        "breaking"
+                    } else {
+                        "additive"
+                    };
+                    println!("{:8} {u} ({what}, from a newer release)", "unknown");
                 }
-                return Err(super::schema_error(&status));
+                if !status.usable() {
+                    return Err(super::schema_error(&status));
+                }
             }
         }
     }
     db.close().await?;
     Ok(())
+}
+
+/// What one [`Compat`] means for the nodes of the previous release.
+fn meaning(compat: Compat) -> &'static str {
+    match compat {
+        Compat::Additive => "additive: nodes of the previous release keep serving",
+        Compat::Breaking => "breaking: nodes of older releases must be stopped or upgraded first",
+    }
+}
+
+/// `mairust migrate --check`: the pending migrations and whether the nodes still
+/// running the previous release may serve once they are applied. Changes nothing.
+pub async fn check(config: &Config) -> anyhow::Result<()> {
+    let db = super::connect(config).await?;
+    let status = database::schema_status(&db).await?;
+    db.close().await.ok();
+    let pending = match status {
+        SchemaStatus::Current => {
+            println!("database schema is up to date: nothing to apply");
+            return Ok(());
+        }
+        SchemaStatus::Fresh => {
+            println!("empty database: `mairust migrate` (or the first `serve`) creates the schema");
+            return Ok(());
+        }
+        SchemaStatus::Ahead { .. } => return Err(super::schema_error(&status)),
+        SchemaStatus::Behind { pending } => pending,
+    };
+    let compat = mairust_migration::compatibility();
+    let mut breaking = Vec::new();
+    println!("{} pending migration(s):", pending.len());
+    for name in &pending {
+        let c = compat
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(Compat::Breaking, |(_, c)| *c);
+        if c == Compat::Breaking {
+            breaking.push(name.as_str());
+        }
+        println!("  {name}  {}", meaning(c));
+    }
+    if breaking.is_empty() {
+        println!("rolling upgrade possible: migrate now, then replace the nodes one by one");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "rolling upgrade not possible: {} breaking; stop (or upgrade) every node of an older release before `mairust migrate`",
+            breaking.join(", ")
+        )
+    }
 }

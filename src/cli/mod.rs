@@ -42,8 +42,21 @@ pub async fn open_existing(config: &Config) -> anyhow::Result<DatabaseConnection
         );
     }
     match database::schema_status(&db).await? {
-        SchemaStatus::Current => Ok(db),
+        status if status.usable() => {
+            warn_if_ahead(&status);
+            Ok(db)
+        }
         status => Err(schema_error(&status)),
+    }
+}
+
+/// A CLI command on a schema newer by additive migrations works, and says so.
+fn warn_if_ahead(status: &SchemaStatus) {
+    if let SchemaStatus::Ahead { unknown, .. } = status {
+        eprintln!(
+            "note: the database schema is newer than this mairust (additive migration(s): {}); upgrade this node soon",
+            unknown.join(", ")
+        );
     }
 }
 
@@ -62,7 +75,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
 pub async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection> {
     let db = connect(config).await?;
     match database::schema_status(&db).await? {
-        SchemaStatus::Current => Ok(db),
+        status if status.usable() => {
+            warn_if_ahead(&status);
+            Ok(db)
+        }
         SchemaStatus::Fresh => {
             database::migrate_up(&db)
                 .await
@@ -143,9 +159,14 @@ pub fn schema_error(status: &SchemaStatus) -> anyhow::Error {
             pending.len(),
             pending.join(", ")
         ),
-        SchemaStatus::Ahead { unknown } => anyhow::anyhow!(
-            "the database schema is newer than this version of mairust knows (unknown migration(s): {}); run a newer mairust, or roll the schema back with that version's `mairust migrate rollback`",
+        SchemaStatus::Ahead { unknown, breaking } if breaking.is_empty() => anyhow::anyhow!(
+            "the database schema is newer than this version of mairust ({} additive migration(s) it does not know: {}); this command needs the newer mairust",
+            unknown.len(),
             unknown.join(", ")
+        ),
+        SchemaStatus::Ahead { breaking, .. } => anyhow::anyhow!(
+            "the database schema is newer than this version of mairust and not compatible with it: migration(s) {} change what this version reads or writes; upgrade this node to the release that brought them (or roll the schema back with that release's `mairust migrate rollback`)",
+            breaking.join(", ")
         ),
         SchemaStatus::Fresh | SchemaStatus::Current => anyhow::anyhow!("schema is usable"),
     }

@@ -41,7 +41,16 @@ pub fn run(
         mairust_actors::systemd::status("starting: connecting to the database");
         let db = super::connect(&config).await?;
         match database::schema_status(&db).await? {
-            SchemaStatus::Current => {}
+            SchemaStatus::Current => {
+                // Rows a crash after `migrate` left unwritten (missing ones count as
+                // breaking for older nodes until then).
+                if let Err(e) = database::record_compat(&db).await {
+                    tracing::warn!(component = "supervisor", error = %e, "schema_compat not brought up to date");
+                }
+            }
+            SchemaStatus::Ahead { unknown, breaking } if breaking.is_empty() => {
+                tracing::warn!(component = "supervisor", event = "schema_newer_compatible", migrations = ?unknown, "the database schema is newer than this binary by additive migrations only: serving (a rolling upgrade is under way; upgrade this node)");
+            }
             SchemaStatus::Fresh => {
                 database::migrate_up(&db).await.context("initialising the database")?;
                 tracing::info!(component = "supervisor", event = "database_initialised", "fresh database initialised");

@@ -145,7 +145,6 @@ impl Handler<BeginShutdown> for ShutdownCoordinator {
                     "second shutdown signal, closing sessions now"
                 );
                 self.phase.send_replace(Phase::Closing);
-                return;
             }
             Phase::Closing => {}
         }

@@ -93,6 +93,10 @@ async fn check_db(config: &Config) -> anyhow::Result<String> {
     db.close().await.ok();
     match status {
         SchemaStatus::Current => Ok(format!("{backend}, schema current")),
+        SchemaStatus::Ahead { unknown, breaking } if breaking.is_empty() => Ok(format!(
+            "{backend}, schema newer by additive migration(s) {} (this node keeps serving; upgrade it)",
+            unknown.join(", ")
+        )),
         SchemaStatus::Fresh => Ok(format!("{backend}, empty (initialised at the first start)")),
         status => Err(cli::schema_error(&status)),
     }
