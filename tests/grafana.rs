@@ -31,7 +31,7 @@ fn promtool(args: &[&str]) -> Option<String> {
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     if let Some(said) = promtool(&["check", "rules", "rules.yml"]) {
-        assert!(said.contains("SUCCESS: 6 rules found"), "{said}");
+        assert!(said.contains("SUCCESS: 9 rules found"), "{said}");
     }
     if let Some(said) = promtool(&["test", "rules", "rules_test.yml"]) {
         assert!(said.contains("SUCCESS"), "{said}");
@@ -47,6 +47,9 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
         "QueueBacklog",
         "StorageAlmostFull",
         "ActorRestarting",
+        "TargetDown",
+        "HighCpu",
+        "HighMemory",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),

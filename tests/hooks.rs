@@ -377,6 +377,15 @@ async fn hooks_created_through_the_api_take_effect() {
             (json!("api-policy"), json!("api"))
         ]
     );
+    // Its series are listed (at 0) while it exists...
+    let series = |text: String| {
+        text.lines()
+            .any(|l| l.contains("hook=\"api-policy\"") || l.contains("plugin=\"api-policy\""))
+    };
+    assert!(
+        series(server.metrics_text().await),
+        "no series for the new hook"
+    );
     for (method, path, want) in [
         (Method::DELETE, "/hooks/from-config", StatusCode::CONFLICT),
         (Method::DELETE, "/hooks/api-policy", StatusCode::NO_CONTENT),
@@ -384,6 +393,8 @@ async fn hooks_created_through_the_api_take_effect() {
     ] {
         api.expect(method, path, Some(&key), None, want).await;
     }
+    // ...and gone with it (hooks made and removed through the API do not pile up).
+    assert!(!series(server.metrics_text().await), "series left behind");
 }
 
 /// `mairust_hook_calls_total{hook, result}` as the server exports it (0 when absent).

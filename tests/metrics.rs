@@ -180,12 +180,90 @@ async fn metrics_move_with_real_traffic() {
         .trim()
         .to_string();
     let before = scrape(&server).await;
-    for family in ["mairust_build_info", "mairust_up", "mairust_queue_length"] {
+    // Every family is there from the first scrape (dashboards show 0, absent() alerts
+    // work), the error and hook counters included.
+    for family in [
+        "mairust_build_info",
+        "mairust_up",
+        "mairust_queue_length",
+        "mairust_smtp_errors_total",
+        "mairust_hook_calls_total",
+        "mairust_plugin_errors_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "mairust_cpu_cores",
+        "mairust_memory_limit_bytes",
+    ] {
         assert!(
             before.types.contains_key(family),
             "{family} missing at start"
         );
     }
+    assert_eq!(
+        before.sum(
+            "mairust_smtp_errors_total",
+            &[("listener", "inbound"), ("code", "451")]
+        ),
+        0.0
+    );
+    assert!(
+        before
+            .label_values("mairust_smtp_errors_total", "code")
+            .contains("550")
+    );
+    for hook in ["scan", "archive"] {
+        assert_eq!(
+            before
+                .label_values("mairust_hook_calls_total", "result")
+                .len(),
+            7,
+            "every result listed"
+        );
+        assert_eq!(
+            before.sum("mairust_plugin_errors_total", &[("plugin", hook)]),
+            0.0
+        );
+        assert!(
+            before
+                .label_values("mairust_plugin_errors_total", "plugin")
+                .contains(hook)
+        );
+    }
+    // The process's own figures, as /proc has them.
+    let pid = server.pid();
+    let rss_kb: f64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let rss = before.sum("process_resident_memory_bytes", &[]);
+    assert!(
+        (rss - rss_kb * 1024.0).abs() < rss_kb * 1024.0 * 0.5,
+        "resident {rss} vs /proc {rss_kb} kB"
+    );
+    assert!(before.sum("process_open_fds", &[]) >= 5.0);
+    assert!(before.sum("process_max_fds", &[]) >= before.sum("process_open_fds", &[]));
+    assert!(before.sum("process_cpu_seconds_total", &[]) > 0.0);
+    assert!(before.sum("mairust_cpu_cores", &[]) >= 1.0);
+    assert!(before.sum("mairust_memory_limit_bytes", &[]) > rss);
+    let started = before.sum("process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        started <= now + 1.0 && started > now - 120.0,
+        "start {started}, now {now}"
+    );
     assert_eq!(before.sum("mairust_up", &[("dependency", "database")]), 1.0);
     assert_eq!(before.sum("mairust_up", &[("dependency", "storage")]), 1.0);
 

@@ -8,6 +8,8 @@
 
 use std::sync::LazyLock;
 
+mod process;
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -60,6 +62,17 @@ impl SmtpMetrics {
     }
 }
 
+/// The reply codes `mairust_smtp_errors_total` lists from the start (at 0), per
+/// listener; others appear when first sent.
+pub const SMTP_ERROR_CODES: [u16; 16] = [
+    421, 450, 451, 452, 454, 500, 501, 502, 503, 504, 530, 535, 550, 552, 553, 554,
+];
+
+/// Every result `mairust_hook_calls_total` counts.
+pub const HOOK_RESULTS: [&str; 7] = [
+    "allow", "reject", "tempfail", "invalid", "timeout", "error", "skipped",
+];
+
 pub struct Metrics {
     pub registry: Registry,
     smtp: [SmtpMetrics; 3],
@@ -91,6 +104,8 @@ pub struct Metrics {
     data_memory_bytes: IntGauge,
     spool_bytes: IntGauge,
     pub up: IntGaugeVec,
+    /// CPU, memory and descriptors of this process, read at each scrape.
+    pub process: process::ProcessMetrics,
     /// Restarts of the Supervisor's children, by kind ([`SUPERVISED_ACTORS`]).
     actor_restarts: IntCounterVec,
     api_requests: IntCounterVec,
@@ -241,6 +256,15 @@ impl Metrics {
                 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
             ],
         );
+        for kind in [
+            ListenerKind::Inbound,
+            ListenerKind::Submission,
+            ListenerKind::Submissions,
+        ] {
+            for code in SMTP_ERROR_CODES {
+                errors.with_label_values(&[kind.name(), code.to_string().as_str()]);
+            }
+        }
         let smtp = [
             ListenerKind::Inbound,
             ListenerKind::Submission,
@@ -423,6 +447,7 @@ impl Metrics {
                 "DATA bytes spooled to disk by sessions (smtp.limits.max_spool_bytes)",
             ),
             up,
+            process: process::ProcessMetrics::new(&registry),
             registry,
         }
     }
@@ -464,6 +489,24 @@ impl Metrics {
     /// Counts a submission a send limit refused.
     pub fn send_limit_hit(&self, scope: &str, kind: &str) {
         self.send_limit_hits.with_label_values(&[scope, kind]).inc();
+    }
+
+    /// Makes a hook's series exist at 0 from the moment it is defined, so a hook
+    /// that never failed shows 0 failures rather than nothing.
+    pub fn hook_known(&self, id: &str) {
+        for result in HOOK_RESULTS {
+            self.hook_calls.with_label_values(&[id, result]);
+        }
+        self.plugin_errors.with_label_values(&[id]);
+    }
+
+    /// Drops a removed hook's series (API-made hooks come and go; their series must
+    /// not pile up).
+    pub fn hook_removed(&self, id: &str) {
+        for result in HOOK_RESULTS {
+            let _ = self.hook_calls.remove_label_values(&[id, result]);
+        }
+        let _ = self.plugin_errors.remove_label_values(&[id]);
     }
 
     /// Counts a restart of a supervised child of kind `actor` (one of [`SUPERVISED_ACTORS`]).

@@ -100,6 +100,7 @@ pub fn server(
 async fn metrics_text(handles: web::Data<Handles>) -> HttpResponse {
     use prometheus::Encoder;
     handles.limits.report_data_bytes();
+    mairust_actors::metrics::metrics().process.refresh();
     let encoder = prometheus::TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(

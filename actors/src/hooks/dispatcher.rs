@@ -141,6 +141,16 @@ impl HookDispatcher {
                 carried(&config.id),
             )));
         }
+        let m = crate::metrics::metrics();
+        for gone in old
+            .iter()
+            .filter(|o| !hooks.iter().any(|h| h.config.id == o.config.id))
+        {
+            m.hook_removed(&gone.config.id);
+        }
+        for hook in &hooks {
+            m.hook_known(&hook.config.id);
+        }
         *self.hooks.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(hooks);
     }
 
