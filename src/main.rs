@@ -78,6 +78,12 @@ enum Command {
     },
     /// Check the configuration file and print where it was found.
     ConfigCheck,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell), e.g.
+    /// `mairust completions bash > /etc/bash_completion.d/mairust`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the manual pages (mairust.1 and one per subcommand) into a directory, e.g.
+    /// `mairust man /usr/local/share/man/man1`.
+    Man { dir: PathBuf },
     /// Make the running server re-read its configuration (log level, hooks, rate
     /// limits) and report the result.
     Reload,
@@ -121,6 +127,36 @@ fn private_files() {
 fn main() -> ExitCode {
     private_files();
     let cli = Cli::parse();
+    // No configuration needed: generated from the command-line definition itself.
+    match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "mairust",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            return match write_man_pages(&Cli::command(), dir) {
+                Ok(n) => {
+                    println!("wrote {n} manual pages to {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "mairust: cannot write the manual pages to {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
     let (config, path) = match config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -181,7 +217,10 @@ fn main() -> ExitCode {
                     Command::Status(args) => cli::diag::status(&config, args).await,
                     Command::Check(args) => cli::diag::check(&config, args).await,
                     Command::Logs(args) => cli::diag::logs(&config, args).await,
-                    Command::Serve | Command::ConfigCheck => unreachable!("handled above"),
+                    Command::Serve
+                    | Command::ConfigCheck
+                    | Command::Completions { .. }
+                    | Command::Man { .. } => unreachable!("handled above"),
                 }
             });
             match verdict {
@@ -199,4 +238,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `mairust.1` for the whole command and `mairust-SUB.1` (`mairust-SUB-SUBSUB.1`) for
+/// each subcommand, into `dir` (which must exist). Returns how many were written.
+fn write_man_pages(command: &clap::Command, dir: &std::path::Path) -> std::io::Result<usize> {
+    if !dir.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "not a directory",
+        ));
+    }
+    let mut written = 0;
+    let mut stack = vec![(command.clone().name("mairust"), "mairust".to_string())];
+    while let Some((cmd, name)) = stack.pop() {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let full = format!("{name}-{}", sub.get_name());
+            stack.push((sub.clone().name(full.clone()), full));
+        }
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+        written += 1;
+    }
+    Ok(written)
 }

@@ -215,3 +215,88 @@ async fn serve_refuses_a_newer_schema() {
     assert!(err.contains("m20991231_000001_from_the_future"), "{err}");
     assert!(err.contains("mairust migrate rollback"), "{err}");
 }
+
+/// Shell completions load in bash and complete subcommands; manual pages render
+/// with groff without a warning. Neither needs a configuration.
+#[test]
+fn completions_and_manual_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::output(&out));
+    let script = dir.path().join("mairust.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let complete = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(mairust mig); COMP_CWORD=1; _mairust mairust mig mairust; echo \"${{COMPREPLY[@]}}\"; COMP_WORDS=(mairust dkim ''); COMP_CWORD=2; _mairust mairust '' dkim; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&complete.stdout);
+    let mut lines = said.lines();
+    assert_eq!(lines.next(), Some("migrate"), "{said}");
+    let dkim = lines.next().unwrap_or("");
+    for sub in ["generate", "list", "rotate", "remove"] {
+        assert!(dkim.split(' ').any(|w| w == sub), "dkim {sub}: {said}");
+    }
+    for shell in ["zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stdout.len() > 1000, "{shell}");
+    }
+
+    let man = dir.path().join("man1");
+    std::fs::create_dir(&man).unwrap();
+    let out = Command::new(BIN).arg("man").arg(&man).output().unwrap();
+    assert!(out.status.success(), "{}", common::output(&out));
+    for page in [
+        "mairust.1",
+        "mairust-serve.1",
+        "mairust-migrate.1",
+        "mairust-dkim-generate.1",
+    ] {
+        let path = man.join(page);
+        assert!(path.exists(), "{page} missing");
+        let render = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww"])
+            .arg(&path)
+            .output()
+            .expect("groff (Debian package groff-base)");
+        let text = String::from_utf8_lossy(&render.stdout);
+        assert!(render.status.success(), "{page}");
+        assert!(
+            render.stderr.is_empty(),
+            "{page}: {}",
+            String::from_utf8_lossy(&render.stderr)
+        );
+        assert!(text.contains("mairust"), "{page}: {text}");
+    }
+    let top = String::from_utf8_lossy(
+        &Command::new("groff")
+            .args(["-man", "-Tutf8"])
+            .arg(man.join("mairust.1"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        top.contains("config-check") && top.contains("completions"),
+        "{top}"
+    );
+    // A directory that is not there: a clear error and exit 1.
+    let out = Command::new(BIN)
+        .arg("man")
+        .arg(dir.path().join("absent"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::output(&out).contains("cannot write the manual pages"));
+}
