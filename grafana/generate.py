@@ -146,7 +146,7 @@ DASHBOARDS = [
     dashboard(
         "mairust-storage",
         "MaiRust / Storage and dependencies",
-        "Message store size against its limit, purges of deleted messages, database and object store health, versions",
+        "Message store size against its limit, purges of deleted messages, database and object store health, versions, each node's CPU, memory and descriptors",
         [
             panel(1, "Dependencies up", [(f"min by (dependency) (mairust_up{{{SEL}}})", "{{dependency}}")], kind="stat", x=0, y=0, w=8, h=6),
             panel(2, "Stored bytes", [(f"max(mairust_storage_bytes{{{SEL}}})", "stored")], "bytes", kind="stat", x=8, y=0, w=8, h=6),
@@ -156,6 +156,12 @@ DASHBOARDS = [
             panel(7, "Purged by retention", [(f"sum by (kind) (increase(mairust_retention_purged_total{{{SEL}}}[$__rate_interval]))", "{{kind}}")], x=0, y=14, w=24,
                   description="Deleted mailbox entries past retention.deleted_messages_days, and the messages they were the last reference to, purged by all nodes"),
             panel(6, "Versions running", [(f"count by (version) (mairust_build_info{{{SEL}}})", "{{version}}")], kind="stat", x=0, y=22, w=24, h=5),
+            panel(8, "CPU use per node (share of its cores)", [(f"rate(process_cpu_seconds_total{{{SEL}}}[$__rate_interval]) / on (instance) mairust_cpu_cores{{{SEL}}}", "{{instance}}")], "percentunit", x=0, y=27, w=8,
+                  description="The seed's scale-out trigger: over 80% for 5 minutes (alert HighCpu)"),
+            panel(9, "Resident memory per node (share of its limit)", [(f"process_resident_memory_bytes{{{SEL}}} / on (instance) mairust_memory_limit_bytes{{{SEL}}}", "{{instance}}")], "percentunit", x=8, y=27, w=8,
+                  description="The seed's scale-up trigger: over 85% (alert HighMemory); the limit is the cgroup's, else the machine's memory"),
+            panel(10, "Open file descriptors per node", [(f"process_open_fds{{{SEL}}}", "{{instance}} open"), (f"process_max_fds{{{SEL}}}", "{{instance}} limit")], x=16, y=27, w=8,
+                  description="Each SMTP session holds a socket, a spooling one a file too"),
         ],
     ),
 ]

@@ -91,7 +91,11 @@ fn dashboards_are_provisioning_ready() {
             assert!(!targets.is_empty(), "{name}: {}", panel["title"]);
             for t in targets {
                 assert_eq!(t["datasource"]["uid"], "${datasource}", "{name}");
-                assert!(t["expr"].as_str().unwrap().contains("mairust_"), "{name}");
+                let expr = t["expr"].as_str().unwrap();
+                assert!(
+                    expr.contains("mairust_") || expr.contains("process_"),
+                    "{name}: {expr}"
+                );
             }
         }
     }

@@ -123,6 +123,15 @@ impl CertStore {
     }
 }
 
+/// The log component of a store's listener: `smtp` or `api`.
+fn component(name: &str) -> &'static str {
+    if name.starts_with("http") {
+        "api"
+    } else {
+        "smtp"
+    }
+}
+
 /// Logs what a reload of `store` did.
 pub fn log_outcome(
     store: &CertStore,
@@ -131,13 +140,13 @@ pub fn log_outcome(
 ) -> Result<bool, String> {
     match outcome {
         Ok(Reloaded::Replaced) => {
-            tracing::info!(component = "tls", event = "tls_certificate_reloaded", config = store.name, path = %store.cert_path.display(), reason, "new TLS certificate served");
+            tracing::info!(component = component(store.name), event = "tls_certificate_reloaded", config = store.name, path = %store.cert_path.display(), reason, "new TLS certificate served");
             Ok(true)
         }
         Ok(Reloaded::Unchanged) => Ok(false),
         Err(e) => {
             let error = format!("{e:#}");
-            tracing::error!(component = "tls", event = "tls_reload_failed", config = store.name, path = %store.cert_path.display(), reason, error = %error, "TLS certificate not reloaded; the running one stays");
+            tracing::error!(component = component(store.name), event = "tls_reload_failed", config = store.name, path = %store.cert_path.display(), reason, error = %error, "TLS certificate not reloaded; the running one stays");
             Err(error)
         }
     }
@@ -222,7 +231,7 @@ fn write_self_signed(name: &str, config: &TlsConfig, hostname: &str) -> anyhow::
         &config.key_path,
         certified.signing_key.serialize_pem().as_bytes(),
     )?;
-    tracing::warn!(component = "tls", event = "self_signed_certificate", config = name, path = %config.cert_path.display(), "created a self-signed TLS certificate; replace it for production");
+    tracing::warn!(component = component(name), event = "self_signed_certificate", config = name, path = %config.cert_path.display(), "created a self-signed TLS certificate; replace it for production");
     Ok(())
 }
 
