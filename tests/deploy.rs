@@ -7,13 +7,17 @@
 //!
 //! Tools: `systemd` and `haproxy` (Debian packages), `kubernetes-validate` (PyPI);
 //! `.ci/run` installs them, and a missing one fails its test saying what to install.
-//! The image is built when a Docker engine answers `docker info`; without one the build
-//! is skipped with a note (the Dockerfile is still checked against its config).
+//! The image is built when a Docker engine answers `docker info`, under a tag of its
+//! own that is removed afterwards (`docker rmi -f`, also when the build fails); without
+//! an engine the build is skipped with a note (the Dockerfile is still checked against
+//! its config).
 //!
 //! kubernetes-validate has no schema for custom resources (the ServiceMonitor) nor for
 //! a misspelt kind or apiVersion: it prints a WARN and exits 0. So the core manifests
 //! must each print `passed`, and the ServiceMonitor is checked here against the Service
-//! it selects.
+//! it selects. The migrate Job (applied apart from kustomization.yaml) must run the
+//! Deployment's image with its environment, volumes and security context, and the
+//! `migrate --check` Job its header derives with sed must validate too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -30,12 +34,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_mairust");
 const MARGIN: u64 = 20;
 
 /// Manifests kubernetes-validate has schemas for (secret.example.yaml included).
-const CORE_MANIFESTS: [&str; 5] = [
+const CORE_MANIFESTS: [&str; 6] = [
     "configmap.yaml",
     "secret.example.yaml",
     "deployment.yaml",
     "service.yaml",
     "pdb.yaml",
+    "migrate-job.yaml",
+];
+
+/// Core manifests kustomization.yaml must not list: the example Secret (`apply -k`
+/// would overwrite the real one) and the migrate Job (immutable: applied by hand before
+/// the rest, see its header).
+const APPLIED_APART: [&str; 2] = ["secret.example.yaml", "migrate-job.yaml"];
+
+/// migrate-job.yaml's header turns it into the `migrate --check` Job with these sed
+/// expressions (checked to be there, then run, in kubernetes_migrate_job_*).
+const CHECK_JOB_SED: [&str; 3] = [
+    r#"s/^  name: mairust-migrate$/  name: mairust-migrate-check/"#,
+    r#"s/^  backoffLimit: 3$/  backoffLimit: 0/"#,
+    r#"s/args: \["migrate"\]/args: ["migrate", "--check"]/"#,
 ];
 
 fn repo() -> &'static Path {
@@ -518,6 +536,15 @@ fn container_image_builds_and_fits_its_config() {
 
     match Command::new("docker").arg("info").output() {
         Ok(info) if info.status.success() => {
+            // A tag of this run alone, removed again whatever happens below.
+            let image = BuiltImage(format!(
+                "mairust-deploy-test:{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
             let out = tool(
                 "docker",
                 &[
@@ -525,7 +552,7 @@ fn container_image_builds_and_fits_its_config() {
                     "-f",
                     "deploy/container/Dockerfile",
                     "-t",
-                    "mairust:deploy-test",
+                    &image.0,
                     ".",
                 ],
                 "Docker",
@@ -537,6 +564,20 @@ fn container_image_builds_and_fits_its_config() {
             said(&info).lines().last().unwrap_or("no answer")
         ),
         Err(e) => eprintln!("Docker engine absent (no docker command: {e}): image build skipped"),
+    }
+}
+
+/// An image tag this test builds: `docker rmi -f` when dropped, also when the build or
+/// an assertion failed (a tag the build never made is only a note).
+struct BuiltImage(String);
+
+impl Drop for BuiltImage {
+    fn drop(&mut self) {
+        match Command::new("docker").args(["rmi", "-f", &self.0]).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!("docker rmi -f {}: {}", self.0, said(&out).trim()),
+            Err(e) => eprintln!("docker rmi -f {}: {e}", self.0),
+        }
     }
 }
 
@@ -684,8 +725,11 @@ fn compose_stack_fits_the_node_config() {
     );
     let address = haproxy["networks"]["mail"]["ipv4_address"]
         .as_str()
-        .expect("haproxy's ipv4_address");
+        .expect("haproxy's ipv4_address (pinned: the nodes trust exactly it)");
     assert!(in_network(subnet, address), "{address} not in {subnet}");
+    // What the nodes trust for the PROXY protocol and X-Forwarded-For: HAProxy alone,
+    // never the network (any container on it could claim any client address).
+    let haproxy_only = serde_json::json!([format!("{address}/32")]);
     let published: Vec<&str> = haproxy["ports"]
         .as_array()
         .expect("haproxy ports")
@@ -699,15 +743,17 @@ fn compose_stack_fits_the_node_config() {
             published.contains(&mapping.as_str()),
             "haproxy publishes {mapping}"
         );
-        // Every listener behind HAProxy reads the PROXY header from that network only.
+        // Every listener behind HAProxy reads the PROXY header from HAProxy only.
         let proxy = &node["smtp"]["listeners"][name]["proxy_protocol"];
         assert_eq!(
-            proxy["trusted"],
-            serde_json::json!([subnet]),
-            "smtp.listeners.{name}.proxy_protocol.trusted"
+            proxy["trusted"], haproxy_only,
+            "smtp.listeners.{name}.proxy_protocol.trusted: HAProxy's address only"
         );
     }
-    assert_eq!(node["api"]["trusted_proxies"], serde_json::json!([subnet]));
+    assert_eq!(
+        node["api"]["trusted_proxies"], haproxy_only,
+        "api.trusted_proxies: HAProxy's address only"
+    );
 
     // The nodes: the same config file, the environment it reads, a stop grace period
     // covering the drain, the schema applied before they start.
@@ -819,12 +865,12 @@ fn kubernetes_manifests_pass_kubernetes_validate_strictly() {
     let expected: BTreeSet<&str> = CORE_MANIFESTS
         .iter()
         .copied()
-        .filter(|f| *f != "secret.example.yaml")
+        .filter(|f| !APPLIED_APART.contains(f))
         .chain(["servicemonitor.yaml"])
         .collect();
     assert_eq!(
         listed, expected,
-        "kustomization.yaml: every manifest but the example Secret"
+        "kustomization.yaml: every manifest but the example Secret and the migrate Job"
     );
 }
 
@@ -1118,4 +1164,148 @@ fn kubernetes_services_and_servicemonitor_select_the_pods() {
         assert_eq!(port["targetPort"], "http");
         assert_eq!(endpoint["path"], "/metrics");
     }
+}
+
+#[test]
+fn kubernetes_migrate_job_runs_the_deployments_image_and_config() {
+    let docs = kubernetes_docs();
+    let deployment = single(of_kind(&docs, "Deployment"), "Deployment");
+    let job = single(of_kind(&docs, "Job"), "Job");
+    assert_eq!(job["apiVersion"], "batch/v1");
+    assert_eq!(job["metadata"]["name"], "mairust-migrate");
+    for key in [
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+        "activeDeadlineSeconds",
+    ] {
+        assert!(
+            job["spec"][key].as_u64().is_some_and(|n| n > 0),
+            "migrate-job.yaml: spec.{key}"
+        );
+    }
+    let pod = &deployment["spec"]["template"]["spec"];
+    let job_pod = &job["spec"]["template"]["spec"];
+    assert_eq!(job_pod["restartPolicy"], "Never");
+    let server = named(&pod["containers"], "mairust", "container");
+    let containers = job_pod["containers"].as_array().expect("Job containers");
+    assert_eq!(containers.len(), 1, "one container in the Job");
+    let migrate = &containers[0];
+    // `mairust --config /etc/mairust/config.yaml` (the image's ENTRYPOINT) `migrate`.
+    assert_eq!(migrate["args"], serde_json::json!(["migrate"]));
+    assert!(
+        migrate.get("command").is_none(),
+        "the Job keeps the image's ENTRYPOINT"
+    );
+    let out = Command::new(BIN)
+        .args(["migrate", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && said(&out).contains("--check"),
+        "mairust migrate --check: {}",
+        said(&out)
+    );
+
+    // The Deployment's image, environment, configuration, Secrets and confinement: the
+    // same config file must load (every `env:NAME` set) and reach the same database.
+    for key in [
+        "image",
+        "imagePullPolicy",
+        "env",
+        "volumeMounts",
+        "securityContext",
+    ] {
+        assert_eq!(
+            migrate[key], server[key],
+            "migrate-job.yaml container {key} vs deployment.yaml's"
+        );
+    }
+    for key in [
+        "volumes",
+        "securityContext",
+        "automountServiceAccountToken",
+        "serviceAccountName",
+    ] {
+        assert_eq!(
+            job_pod[key], pod[key],
+            "migrate-job.yaml pod {key} vs deployment.yaml's"
+        );
+    }
+
+    // Its pod is nobody's backend: no Service, PodDisruptionBudget or the Deployment
+    // selects it.
+    let labels = &job["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/name"], "mairust");
+    assert!(!selects(
+        &deployment["spec"]["selector"]["matchLabels"],
+        labels
+    ));
+    for service in of_kind(&docs, "Service") {
+        assert!(
+            !selects(&service["spec"]["selector"], labels),
+            "{} selects the migrate Job's pod",
+            service["metadata"]["name"]
+        );
+    }
+    for pdb in of_kind(&docs, "PodDisruptionBudget") {
+        assert!(!selects(&pdb["spec"]["selector"]["matchLabels"], labels));
+    }
+
+    // The order the header and kustomization.yaml give: the Job, wait, then apply -k.
+    let header = read("deploy/kubernetes/migrate-job.yaml");
+    let kustomization = read("deploy/kubernetes/kustomization.yaml");
+    for (file, text) in [
+        ("migrate-job.yaml", &header),
+        ("kustomization.yaml", &kustomization),
+    ] {
+        let steps = [
+            "kubectl apply -f deploy/kubernetes/migrate-job.yaml",
+            "kubectl wait --for=condition=complete --timeout=15m job/mairust-migrate",
+            "kubectl apply -k deploy/kubernetes",
+        ];
+        let mut rest = text.as_str();
+        for step in steps {
+            let at = rest
+                .find(step)
+                .unwrap_or_else(|| panic!("{file}: `{step}` (after {steps:?} before it)"));
+            rest = &rest[at + step.len()..];
+        }
+        assert!(text.contains("migrate --check"), "{file}: migrate --check");
+    }
+
+    // The header's `migrate --check` Job: its sed expressions are there, and what they
+    // make is a valid Job of its own name running `migrate --check` once.
+    for expression in CHECK_JOB_SED {
+        assert!(
+            header.contains(&format!("-e '{expression}'")),
+            "migrate-job.yaml's header: sed -e '{expression}'"
+        );
+    }
+    let mut sed = vec![];
+    for expression in CHECK_JOB_SED {
+        sed.extend(["-e", expression]);
+    }
+    sed.push("deploy/kubernetes/migrate-job.yaml");
+    let out = tool("sed", &sed, "sed");
+    assert!(out.status.success(), "sed: {}", said(&out));
+    let dir = tempfile::tempdir().unwrap();
+    let check_file = dir.path().join("migrate-check-job.yaml");
+    std::fs::write(&check_file, &out.stdout).unwrap();
+    let check: Value = yaml(&String::from_utf8_lossy(&out.stdout), "the check Job");
+    assert_eq!(check["metadata"]["name"], "mairust-migrate-check");
+    assert_eq!(check["spec"]["backoffLimit"], 0);
+    assert_eq!(
+        check["spec"]["template"]["spec"]["containers"][0]["args"],
+        serde_json::json!(["migrate", "--check"])
+    );
+    let out = tool(
+        "kubernetes-validate",
+        &["--strict", check_file.to_str().unwrap()],
+        "kubernetes-validate (pip install kubernetes-validate)",
+    );
+    let text = said(&out);
+    assert!(
+        out.status.success() && text.contains(" passed for resource job/mairust-migrate-check"),
+        "kubernetes-validate --strict on the check Job: {text}"
+    );
 }

@@ -216,12 +216,22 @@ async fn metrics_move_with_real_traffic() {
             .contains("550")
     );
     for hook in ["scan", "archive"] {
+        let results: BTreeSet<&str> = before
+            .samples
+            .iter()
+            .filter(|(n, l, v)| {
+                n == "mairust_hook_calls_total"
+                    && l.get("hook").map(String::as_str) == Some(hook)
+                    && *v == 0.0
+            })
+            .filter_map(|(_, l, _)| l.get("result").map(String::as_str))
+            .collect();
         assert_eq!(
-            before
-                .label_values("mairust_hook_calls_total", "result")
-                .len(),
-            7,
-            "every result listed"
+            results,
+            BTreeSet::from([
+                "allow", "reject", "tempfail", "invalid", "timeout", "error", "skipped"
+            ]),
+            "{hook}: every result listed at 0"
         );
         assert_eq!(
             before.sum("mairust_plugin_errors_total", &[("plugin", hook)]),

@@ -239,3 +239,56 @@ async fn read_to_end(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
         .ok();
     out
 }
+
+/// Connections from a trusted address that never send their header are bounded: no
+/// more of them wait than sessions may exist (`max_sessions`); the next is closed at
+/// once and counted (`mairust_limit_hits_total{limit="proxy_pending"}`), and the slots
+/// come back when the waits time out.
+#[tokio::test]
+async fn header_waits_are_bounded_by_max_sessions() {
+    let a = TestServer::start_with(Options {
+        limits_yaml: vec!["max_sessions: 2".into()],
+        inbound_yaml: vec![
+            "proxy_protocol:".into(),
+            format!("  trusted: [{PROXY_SOURCE}/32]"),
+            "  timeout_seconds: 2".into(),
+        ],
+        ..Options::default()
+    });
+    let source: SocketAddr = format!("{PROXY_SOURCE}:0").parse().unwrap();
+    let connect = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(source).unwrap();
+        socket.connect(a.inbound).await.unwrap()
+    };
+    let _first = connect().await;
+    let _second = connect().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let mut third = connect().await;
+    assert!(read_to_end(&mut third).await.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the third wait was not refused at once: {:?}",
+        started.elapsed()
+    );
+    let metrics = a.metrics_text().await;
+    assert_eq!(
+        common::sample(
+            &metrics,
+            "mairust_limit_hits_total{limit=\"proxy_pending\"}"
+        ),
+        1.0
+    );
+    // The two waits time out (2 s); then a header-carrying connection is served.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut stream = connect().await;
+    stream
+        .write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 25\r\n")
+        .await
+        .unwrap();
+    use tokio::io::AsyncReadExt;
+    let mut greeting = [0u8; 3];
+    stream.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"220");
+}

@@ -165,11 +165,7 @@ impl SchemaStatus {
 }
 
 pub async fn schema_status(db: &DatabaseConnection) -> Result<SchemaStatus, DbErr> {
-    let applied: Vec<String> = Migrator::get_migration_models(db)
-        .await?
-        .into_iter()
-        .map(|m| m.version)
-        .collect();
+    let applied = applied_versions(db).await?;
     let known: Vec<String> = Migrator::migrations()
         .iter()
         .map(|m| m.name().to_string())
@@ -220,46 +216,65 @@ async fn recorded_additive(db: &DatabaseConnection) -> Result<Vec<String>, DbErr
     rows.iter().map(|r| r.try_get("", "version")).collect()
 }
 
-/// Writes every applied migration's [`mairust_migration::Compat`] that `schema_compat`
-/// lacks (after `migrate_up`, and for databases migrated before the record existed). A
-/// row missing after a crash counts as breaking: the safe side.
+/// The applied migrations' names, read with a plain SELECT (sea-orm-migration's own
+/// reader first runs `CREATE TABLE IF NOT EXISTS`, DDL that a health probe must not
+/// run every few seconds, nor need the privilege for). None applied when the table is
+/// absent.
+async fn applied_versions(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    use sea_orm::Statement;
+    if !has_schema(db).await? {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT version FROM seaql_migrations ORDER BY version",
+        ))
+        .await?;
+    rows.iter().map(|r| r.try_get("", "version")).collect()
+}
+
+/// Writes the [`mairust_migration::Compat`] of every migration this binary knows into
+/// `schema_compat` (once the table exists), overwriting what an earlier release said of
+/// the same name. Rows of migrations not applied yet are written too: `migrate_up`
+/// calls this before applying, so no node of an older release ever sees an applied
+/// migration without its row (it would count as breaking and turn that node unready).
+/// Only applied versions are ever consulted.
 pub async fn record_compat(db: &DatabaseConnection) -> Result<(), DbErr> {
     use sea_orm::Statement;
-    let applied: Vec<String> = Migrator::get_migration_models(db)
-        .await?
-        .into_iter()
-        .map(|m| m.version)
-        .collect();
-    if !applied.iter().any(|v| v.ends_with("_schema_compat")) {
+    if !table_exists(db, "schema_compat").await? {
         return Ok(());
     }
     let backend = db.get_database_backend();
     let sql = match backend {
         sea_orm::DbBackend::Postgres => {
-            "INSERT INTO schema_compat (version, additive) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING"
+            "INSERT INTO schema_compat (version, additive) VALUES ($1, $2) ON CONFLICT (version) DO UPDATE SET additive = excluded.additive"
         }
         _ => {
-            "INSERT INTO schema_compat (version, additive) VALUES (?, ?) ON CONFLICT (version) DO NOTHING"
+            "INSERT INTO schema_compat (version, additive) VALUES (?, ?) ON CONFLICT (version) DO UPDATE SET additive = excluded.additive"
         }
     };
     for (name, compat) in mairust_migration::compatibility() {
-        if applied.contains(&name) {
-            let additive = compat == mairust_migration::Compat::Additive;
-            db.execute_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [name.into(), additive.into()],
-            ))
-            .await?;
-        }
+        let additive = compat == mairust_migration::Compat::Additive;
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [name.into(), additive.into()],
+        ))
+        .await?;
     }
     Ok(())
 }
 
-/// Applies every pending migration and records what each means for older binaries.
+/// Applies every pending migration, recording what each means for older binaries
+/// before (see [`record_compat`]) and after (the record's own table may be among them).
+/// The record is written after a failed migration too.
 pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await?;
-    record_compat(db).await
+    record_compat(db).await?;
+    let applied = Migrator::up(db, None).await;
+    let recorded = record_compat(db).await;
+    applied.and(recorded)
 }
 
 /// A cheap round trip, used by the health probe.

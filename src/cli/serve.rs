@@ -59,13 +59,15 @@ pub fn run(
         }
         mairust_actors::systemd::status("starting: object store, actors and listeners");
         let (finished_tx, finished_rx) = oneshot::channel();
-        let supervisor = Supervisor::start(config.clone(), db.clone(), finished_tx).await?;
-        let handles = supervisor.send(GetHandles).await?;
-        let limiter = Arc::new(crate::api::auth::AuthLimiter::new(config.api.auth_failures_per_minute));
+        // Before the listeners open: a bad http.tls stops the start before any client is
+        // served.
         let http_certs = match (&config.http.tls, config.http.enabled) {
             (Some(tls), true) => Some(mairust_actors::certs::CertStore::open("http.tls", tls, &config.server.hostname)?),
             _ => None,
         };
+        let supervisor = Supervisor::start(config.clone(), db.clone(), finished_tx).await?;
+        let handles = supervisor.send(GetHandles).await?;
+        let limiter = Arc::new(crate::api::auth::AuthLimiter::new(config.api.auth_failures_per_minute));
         let certificates: Vec<_> = handles.smtp_certs.iter().chain(http_certs.iter()).cloned().collect();
         super::reload::spawn_on_sighup(
             path.to_path_buf(),

@@ -66,7 +66,7 @@ impl Haproxy {
             "haproxy -c refused the configuration:\n{cfg}\n{}",
             String::from_utf8_lossy(&check.stderr)
         );
-        let child = Command::new("haproxy")
+        let child = super::die_with_test(&mut Command::new("haproxy"))
             .arg("-db")
             .arg("-f")
             .arg(&path)

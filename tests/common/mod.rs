@@ -43,6 +43,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mairust");
 pub const DOMAIN: &str = "example.test";
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// Makes `command`'s process die (SIGKILL) when the thread that starts it ends, so a
+/// helper server (HAProxy, moto, PostgreSQL) never outlives a test that was killed or
+/// panicked before its guard could stop it. Start it from the test's own thread.
+pub fn die_with_test(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Runs a future to completion on a private runtime (usable from sync code and from
 /// inside a tokio test).
 pub fn block_on<F: std::future::Future + Send>(fut: F) -> F::Output

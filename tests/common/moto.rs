@@ -35,12 +35,14 @@ impl Moto {
     /// Starts moto_server on `port` (`MAIRUST_TEST_MOTO_SERVER` or `moto_server` on
     /// PATH) and creates `bucket` (again, when restarted on the same port).
     pub fn start(port: u16, bucket: &str) -> Moto {
-        let child = std::process::Command::new(program())
+        let child = super::die_with_test(&mut std::process::Command::new(program()))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("moto_server on PATH");
+        // Owned before anything can panic: dropping it kills the server.
+        let moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "moto_server did not start");
@@ -54,7 +56,7 @@ impl Moto {
                 .await
                 .expect("create bucket");
         });
-        Moto { child, port }
+        moto
     }
 
     pub fn endpoint(&self) -> String {

@@ -74,7 +74,9 @@ impl OwnPostgres {
     /// by the server's user with mode 0600.
     pub fn start(settings: &[String], files: &[(&str, &Path)]) -> OwnPostgres {
         let bin = bin_dir().expect("PostgreSQL server programs");
-        let dir = tempfile::tempdir().unwrap();
+        // Under /tmp whatever TMPDIR says: the server's user must reach it (not under
+        // /root, say).
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
         let data = dir.path().join("data");
         chown_to_postgres(dir.path());
         let out = command(&bin.join("initdb"))
@@ -98,6 +100,7 @@ impl OwnPostgres {
         }
         let port = super::free_port();
         let mut c = command(&bin.join("postgres"));
+        super::die_with_test(&mut c);
         c.arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string()])

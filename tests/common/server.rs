@@ -135,6 +135,13 @@ impl TestServer {
             .args(args)
             .current_dir(self.dir.path())
             .stdout(Stdio::piped());
+        // The AWS credential chain of the machine running the tests must not reach a
+        // test server (only `Options::env` gives it one).
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(|n| n.starts_with("AWS_")) {
+                command.env_remove(name);
+            }
+        }
         command
     }
 

@@ -101,10 +101,13 @@ pub enum Limit {
     SessionLifetime,
     /// A client did not read its replies within `write_timeout_seconds`.
     WriteTimeout,
+    /// A connection from a trusted proxy found the listener's PROXY-header waits full
+    /// (as many as `max_sessions`) and was closed at once.
+    ProxyPending,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::AuthBusy,
         Limit::AuthLocked,
         Limit::DataSpooled,
@@ -113,6 +116,7 @@ impl Limit {
         Limit::DataRate,
         Limit::SessionLifetime,
         Limit::WriteTimeout,
+        Limit::ProxyPending,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +129,7 @@ impl Limit {
             Limit::DataRate => "data_rate",
             Limit::SessionLifetime => "session_lifetime",
             Limit::WriteTimeout => "write_timeout",
+            Limit::ProxyPending => "proxy_pending",
         }
     }
 }

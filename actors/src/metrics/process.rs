@@ -9,6 +9,8 @@
 use prometheus::{Counter, Gauge, IntGauge, Opts, Registry};
 
 pub struct ProcessMetrics {
+    /// One refresh at a time: two scrapes at once would both add the same CPU delta.
+    refreshing: std::sync::Mutex<()>,
     cpu_seconds: Counter,
     resident_bytes: IntGauge,
     virtual_bytes: IntGauge,
@@ -46,6 +48,7 @@ impl ProcessMetrics {
             .register(Box::new(start_time.clone()))
             .expect("registered once");
         let m = ProcessMetrics {
+            refreshing: std::sync::Mutex::new(()),
             cpu_seconds,
             resident_bytes: int_gauge(
                 registry,
@@ -85,6 +88,7 @@ impl ProcessMetrics {
 
     /// Reads `/proc` again. Values that cannot be read keep their last value.
     pub fn refresh(&self) {
+        let _one = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(stat) = read_stat() {
             let total = stat.cpu_seconds;
             let counted = self.cpu_seconds.get();

@@ -41,14 +41,67 @@ pub struct SmtpListener {
 /// The proxies whose PROXY header this listener takes.
 #[derive(Debug)]
 pub struct TrustedProxies {
-    pub networks: Vec<ipnet::IpNet>,
-    pub timeout: Duration,
+    networks: Vec<ipnet::IpNet>,
+    timeout: Duration,
+    /// Connections whose header is still awaited (each holds a socket before the
+    /// session limits count it), at most `max_pending`.
+    pending: std::sync::atomic::AtomicUsize,
+    max_pending: usize,
 }
 
 impl TrustedProxies {
+    /// `networks` written as IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) are taken as the
+    /// IPv4 networks they are, as peers are.
+    pub fn new(networks: Vec<ipnet::IpNet>, timeout: Duration, max_pending: usize) -> Self {
+        let networks = networks
+            .into_iter()
+            .map(|n| match n {
+                ipnet::IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+                    Some(v4) if v6.prefix_len() >= 96 => {
+                        ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                            .map(ipnet::IpNet::V4)
+                            .unwrap_or(n)
+                    }
+                    _ => n,
+                },
+                v4 => v4,
+            })
+            .collect();
+        TrustedProxies {
+            networks,
+            timeout,
+            pending: std::sync::atomic::AtomicUsize::new(0),
+            max_pending,
+        }
+    }
+
     fn trusts(&self, peer: std::net::IpAddr) -> bool {
         let peer = peer.to_canonical();
         self.networks.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// One connection waiting for its PROXY header, counted while it waits.
+struct PendingHeader(Arc<TrustedProxies>);
+
+impl PendingHeader {
+    fn take(proxies: &Arc<TrustedProxies>) -> Option<PendingHeader> {
+        use std::sync::atomic::Ordering;
+        proxies
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < proxies.max_pending).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PendingHeader(proxies.clone()))
+    }
+}
+
+impl Drop for PendingHeader {
+    fn drop(&mut self) {
+        self.0
+            .pending
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -112,12 +165,20 @@ impl SmtpListener {
                     m.connections.inc();
                 }
                 if let Some(proxies) = proxies.as_ref().filter(|p| p.trusts(remote.ip())) {
-                    let (proxies, sctx, registry) =
-                        (proxies.clone(), sctx.clone(), registry.clone());
+                    let Some(waiting) = PendingHeader::take(proxies) else {
+                        // As many header waits as sessions may exist: a proxy (or a host
+                        // in a trusted range) holding connections open without a header
+                        // gets no more sockets.
+                        crate::limits::hit(crate::limits::Limit::ProxyPending);
+                        continue;
+                    };
+                    let (timeout, sctx, registry) =
+                        (proxies.timeout, sctx.clone(), registry.clone());
                     actix::spawn(async move {
+                        let _waiting = waiting;
                         let mut stream = stream;
                         let client = match tokio::time::timeout(
-                            proxies.timeout,
+                            timeout,
                             read_proxy_header(&mut stream),
                         )
                         .await
@@ -193,5 +254,37 @@ async fn read_proxy_header(stream: &mut TcpStream) -> Result<proxy::Header, Stri
             }
             proxy::Parsed::Header { header, .. } => return Ok(header),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_networks_match_canonical_peers() {
+        let nets = ["10.1.0.0/16", "::ffff:192.0.2.0/120", "2001:db8::/32"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let t = TrustedProxies::new(nets, Duration::from_secs(1), 2);
+        for (peer, trusted) in [
+            ("10.1.2.3", true),
+            ("::ffff:10.1.2.3", true),
+            ("10.2.0.1", false),
+            ("192.0.2.77", true),
+            ("::ffff:192.0.2.77", true),
+            ("192.0.3.1", false),
+            ("2001:db8::5", true),
+            ("2001:db9::5", false),
+        ] {
+            assert_eq!(t.trusts(peer.parse().unwrap()), trusted, "{peer}");
+        }
+        let t = Arc::new(t);
+        let (a, b) = (PendingHeader::take(&t), PendingHeader::take(&t));
+        assert!(a.is_some() && b.is_some());
+        assert!(PendingHeader::take(&t).is_none(), "over max_pending");
+        drop(a);
+        assert!(PendingHeader::take(&t).is_some(), "a slot freed");
     }
 }

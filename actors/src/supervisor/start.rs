@@ -225,10 +225,11 @@ pub(super) fn start_listeners(
         tracing::info!(component = "smtp", event = "listening", listener = name, addr = %local, "SMTP listener ready");
         bound.push((name, local));
         let proxies = match &lc.proxy_protocol {
-            Some(p) => Some(Arc::new(crate::smtp::listener::TrustedProxies {
-                networks: p.networks(name).map_err(|e| anyhow::anyhow!("{e}"))?,
-                timeout: Duration::from_secs(p.timeout_seconds),
-            })),
+            Some(p) => Some(Arc::new(crate::smtp::listener::TrustedProxies::new(
+                p.networks(name).map_err(|e| anyhow::anyhow!("{e}"))?,
+                Duration::from_secs(p.timeout_seconds),
+                ctx.config.smtp.limits.max_sessions,
+            ))),
             None => None,
         };
         for (index, arbiter) in arbiters.iter().enumerate() {

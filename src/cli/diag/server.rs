@@ -20,40 +20,133 @@ async fn get(config: &Config, path: &str) -> anyhow::Result<(u16, Value)> {
         .get(format!("{url}{path}"))
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("no server answers at {url} ({e}): is it running?"))?;
+        .map_err(|e| {
+            // The cause is deep in reqwest's chain (a refused connection, a certificate
+            // that is not the pinned one): name all of it.
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            anyhow::anyhow!("no server answers at {url} ({why}): is it running?")
+        })?;
     let status = resp.status().as_u16();
     let body = resp.json().await.unwrap_or(Value::Null);
     Ok((status, body))
 }
 
 /// A client for this node's own HTTP listener and its base URL. With `http.tls` it
-/// speaks HTTPS and trusts only the certificate file the server serves (the address
-/// is an IP, so the name in the certificate is not checked).
+/// speaks HTTPS and accepts exactly the certificate that `http.tls.cert_path` starts
+/// with (a pin: no CA, no name check, since the address is an IP and the file may hold
+/// a leaf alone or a whole chain).
 fn local_client(config: &Config, timeout: Duration) -> anyhow::Result<(reqwest::Client, String)> {
     let addr = reachable(&config.http.address, "http.address")?;
     let builder = reqwest::Client::builder().timeout(timeout);
     let Some(tls) = &config.http.tls else {
         return Ok((builder.build()?, format!("http://{addr}")));
     };
-    let pem = std::fs::read(&tls.cert_path).with_context(|| {
-        format!(
-            "http.tls.cert_path: cannot read {}",
-            tls.cert_path.display()
-        )
-    })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+    use rustls_pki_types::pem::PemObject;
+    let pinned = rustls_pki_types::CertificateDer::pem_file_iter(&tls.cert_path)
+        .with_context(|| {
+            format!(
+                "http.tls.cert_path: cannot read {}",
+                tls.cert_path.display()
+            )
+        })?
+        .next()
+        .with_context(|| {
+            format!(
+                "http.tls.cert_path: no certificate in {}",
+                tls.cert_path.display()
+            )
+        })?
         .with_context(|| format!("http.tls.cert_path: bad PEM in {}", tls.cert_path.display()))?;
-    let client = builder
-        .tls_certs_only(certs)
-        .tls_danger_accept_invalid_hostnames(true)
-        .build()?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(Pinned { pinned, provider }))
+        .with_no_client_auth();
+    let client = builder.tls_backend_preconfigured(client_tls).build()?;
     Ok((client, format!("https://{addr}")))
 }
 
-/// Whether a server answers `/health/live` at the configured HTTP address.
+/// Accepts the one certificate served from `http.tls.cert_path`; the handshake's
+/// signatures are still checked against it.
+#[derive(Debug)]
+struct Pinned {
+    pinned: rustls_pki_types::CertificateDer<'static>,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.pinned.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "the server's certificate is not the first one in http.tls.cert_path (another server, or a renewal it refused?)".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Whether a server answers at the configured HTTP address: `/health/live` over plain
+/// HTTP; with `http.tls`, any connection accepted counts (a certificate problem must
+/// never make `restore` think the server is down).
 pub async fn server_answers(config: &Config) -> bool {
     if !config.http.enabled {
         return false;
+    }
+    if config.http.tls.is_some() {
+        let Ok(addr) = reachable(&config.http.address, "http.address") else {
+            return false;
+        };
+        return tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+            .is_ok_and(|c| c.is_ok());
     }
     let Ok((client, url)) = local_client(config, Duration::from_secs(1)) else {
         return false;

@@ -31,6 +31,39 @@ use crate::config::{StorageBackend, StorageConfig};
 use files::{Object, blocking, write_files};
 use spares::Spares;
 
+/// The AWS credential chain's variables from the environment, and nothing else: other
+/// `AWS_*` variables (endpoint, signing, encryption, conditional puts ...) would change
+/// the store behind config.yaml's back.
+const CREDENTIAL_VARIABLES: [&str; 13] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_METADATA_ENDPOINT",
+    "AWS_IMDSV1_FALLBACK",
+    "AWS_TOKEN",
+];
+
+fn credential_chain_from_env() -> AmazonS3Builder {
+    let mut builder = AmazonS3Builder::new();
+    for name in CREDENTIAL_VARIABLES {
+        if let (Ok(value), Ok(key)) = (
+            std::env::var(name),
+            name.to_ascii_lowercase()
+                .parse::<object_store::aws::AmazonS3ConfigKey>(),
+        ) {
+            builder = builder.with_config(key, value);
+        }
+    }
+    builder
+}
+
 /// The marker object at the root of the store, holding the store's identity (see
 /// [`super::identity`]): its absence means the volume or bucket is not the store.
 pub const MARKER_KEY: &str = "mairust-store-id";
@@ -115,7 +148,7 @@ impl BodyStore {
                 // instance metadata. Configured keys are never mixed with the
                 // environment's (a session token from elsewhere would spoil them).
                 let base = if s3.access_key_id.is_none() && s3.secret_access_key.is_none() {
-                    AmazonS3Builder::from_env()
+                    credential_chain_from_env()
                 } else {
                     AmazonS3Builder::new()
                 };
