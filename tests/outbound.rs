@@ -70,13 +70,17 @@ async fn history_of(server: &TestServer, entry_id: &str) -> Vec<(String, String)
 /// The queue id (= message id) of a submitted message, from the log of its storage.
 async fn queue_id(server: &TestServer, message_id: &str) -> String {
     let db = server.db().await;
-    let history = queue_history::Entity::find()
-        .order_by_asc(queue_history::Column::Id)
+    // The row first, the history after: an outbound-only message's row goes once its
+    // last recipient is done, after that attempt's history was written, so one of the
+    // two always names it (read the other way round, a delivery finishing between the
+    // two reads hid it from both).
+    let rows = message_entity::Entity::find()
+        .filter(message_entity::Column::MessageId.eq(message_id))
         .all(&db)
         .await
         .unwrap();
-    let rows = message_entity::Entity::find()
-        .filter(message_entity::Column::MessageId.eq(message_id))
+    let history = queue_history::Entity::find()
+        .order_by_asc(queue_history::Column::Id)
         .all(&db)
         .await
         .unwrap();
