@@ -153,12 +153,8 @@ async fn sigterm_lets_an_open_transaction_finish() {
     // The idle session is told to go away; new connections are not accepted.
     let r = idle.reply().await.expect("421 to idle session");
     assert_eq!(r.code, 421, "{}", r.text);
-    let inbound = server.inbound;
     assert!(
-        eventually(Duration::from_secs(5), || async move {
-            tokio::net::TcpStream::connect(inbound).await.is_err()
-        })
-        .await,
+        listener_closes(server.inbound, Duration::from_secs(5)).await,
         "listener still accepting"
     );
     // The open transaction completes normally.
@@ -169,6 +165,14 @@ async fn sigterm_lets_an_open_transaction_finish() {
     let status = server.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(server.messages_with_id("drain@remote.test").await.len(), 1);
+}
+
+/// Whether connections to `addr` are refused within `within` (the listener closed).
+async fn listener_closes(addr: std::net::SocketAddr, within: Duration) -> bool {
+    eventually(within, || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await
 }
 
 /// The datagrams a `Type=notify` service manager would get, read as they come (like
@@ -287,12 +291,8 @@ async fn sigterm_with_close_delay_unready_first_then_drain() {
         250
     );
     // Then the listeners close, not before the delay.
-    let inbound = server.inbound;
     assert!(
-        eventually(Duration::from_secs(8), || async move {
-            tokio::net::TcpStream::connect(inbound).await.is_err()
-        })
-        .await,
+        listener_closes(server.inbound, Duration::from_secs(8)).await,
         "listener still accepting after the close delay"
     );
     assert!(

@@ -7,98 +7,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use common::postgres::OwnPostgres;
 use common::{Options, TestServer, deliver_to_bob};
 use sea_orm::{ConnectionTrait, Database, Statement};
-
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA named `name` in `dir`: (certificate, key).
-fn make_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-        dir,
-    );
-    (dir.join(crt), dir.join(key))
-}
-
-/// A server certificate for localhost / 127.0.0.1 signed by the CA: (certificate, key).
-fn make_server_cert(dir: &Path, ca: &(PathBuf, PathBuf)) -> (PathBuf, PathBuf) {
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-        dir,
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            ca.0.to_str().unwrap(),
-            "-CAkey",
-            ca.1.to_str().unwrap(),
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-        dir,
-    );
-    (dir.join("server.crt"), dir.join("server.key"))
-}
 
 struct TlsPostgres {
     pg: OwnPostgres,
@@ -112,9 +24,9 @@ fn start() -> Option<TlsPostgres> {
         return None;
     }
     let certs = tempfile::tempdir().unwrap();
-    let ca = make_ca(certs.path(), "test-ca");
-    let other = make_ca(certs.path(), "other-ca");
-    let (crt, key) = make_server_cert(certs.path(), &ca);
+    let ca = common::certs::ca(certs.path(), "test-ca");
+    let other = common::certs::ca(certs.path(), "other-ca");
+    let (crt, key) = common::certs::signed(certs.path(), &ca, "server");
     let pg = OwnPostgres::start(
         &[
             "ssl=on".into(),

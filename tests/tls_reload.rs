@@ -8,49 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Options, TestServer, eventually};
-
-/// A new self-signed certificate and key (P-256) for `name`, as PEM files in `dir`.
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args(["-days", "2", "-subj", &format!("/CN={name}")])
-        .args([
-            "-addext",
-            &format!("subjectAltName=DNS:{name},DNS:localhost"),
-        ])
-        // A server certificate, not a CA (webpki refuses a CA as the end entity).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
 
 /// The first certificate of a PEM text, without its armour or line breaks.
 fn first_cert(pem: &str) -> String {
@@ -109,7 +71,7 @@ async fn https_live(http: std::net::SocketAddr, cert: &Path) -> Result<u16, Stri
 #[tokio::test]
 async fn sighup_serves_renewed_certificates_and_keeps_them_on_a_bad_one() {
     let certs = tempfile::tempdir().unwrap();
-    let (h1, h1_key) = make_cert(certs.path(), "h1.test");
+    let (h1, h1_key) = common::certs::self_signed(certs.path(), "h1.test");
     let (http_cert, http_key) = (certs.path().join("http.crt"), certs.path().join("http.key"));
     replace(&h1, &http_cert);
     replace(&h1_key, &http_key);
@@ -155,8 +117,8 @@ async fn sighup_serves_renewed_certificates_and_keeps_them_on_a_bad_one() {
     assert!(out.status.success(), "{}", common::output(&out));
 
     // Renewed: new files for both listeners, then `mairust reload` (SIGHUP).
-    let (b, b_key) = make_cert(certs.path(), "b.test");
-    let (h2, h2_key) = make_cert(certs.path(), "h2.test");
+    let (b, b_key) = common::certs::self_signed(certs.path(), "b.test");
+    let (h2, h2_key) = common::certs::self_signed(certs.path(), "h2.test");
     replace(&b_key, &smtp_key_path);
     replace(&b, &smtp_cert_path);
     replace(&h2_key, &http_key);
@@ -181,7 +143,7 @@ async fn sighup_serves_renewed_certificates_and_keeps_them_on_a_bad_one() {
     let out = health_live();
     assert!(out.status.success(), "{}", common::output(&out));
     // A file the server does not serve (a renewal it would refuse): the CLI says so.
-    let (h3, _) = make_cert(certs.path(), "h3.test");
+    let (h3, _) = common::certs::self_signed(certs.path(), "h3.test");
     replace(&h3, &http_cert);
     let out = health_live();
     assert!(!out.status.success());
@@ -194,7 +156,7 @@ async fn sighup_serves_renewed_certificates_and_keeps_them_on_a_bad_one() {
 
     // A broken renewal (a certificate without its key): refused, the running one stays,
     // and `mairust reload` says so with a failing exit code.
-    let (c, _) = make_cert(certs.path(), "c.test");
+    let (c, _) = common::certs::self_signed(certs.path(), "c.test");
     replace(&c, &smtp_cert_path);
     let out = server.cli(&["reload"], None);
     assert!(!out.status.success(), "{}", common::output(&out));
@@ -226,7 +188,7 @@ async fn renewed_files_are_served_without_a_signal() {
     let smtp_cert_path = server.dir.path().join("tls/cert.pem");
     let smtp_key_path = server.dir.path().join("tls/key.pem");
     let certs = tempfile::tempdir().unwrap();
-    let (b, b_key) = make_cert(certs.path(), "b.test");
+    let (b, b_key) = common::certs::self_signed(certs.path(), "b.test");
     // The key first: for a moment the pair does not match, which is refused; the
     // certificate then completes it.
     replace(&b_key, &smtp_key_path);

@@ -11,6 +11,7 @@
 
 pub mod api;
 mod backends;
+pub mod certs;
 mod config;
 pub mod dns;
 pub mod haproxy;
@@ -42,6 +43,20 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_mairust");
 pub const DOMAIN: &str = "example.test";
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Whether a peer program a test needs (`what`, installed by `how`) is here. Without
+/// it the test is skipped with a line saying so, except in CI (`.ci/run` installs
+/// every one), where that fails: a skip there would hide a test that never ran.
+pub fn tool_available(found: bool, what: &str, how: &str) -> bool {
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{what} is needed in CI ({how})"
+        );
+        eprintln!("skipped: needs {what} ({how})");
+    }
+    found
+}
 
 /// Makes `command`'s process die (SIGKILL) when the thread that starts it ends, so a
 /// helper server (HAProxy, moto, PostgreSQL) never outlives a test that was killed or

@@ -22,14 +22,7 @@ impl Moto {
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok();
-        if !found {
-            assert!(
-                std::env::var("CI").is_err(),
-                "moto_server is needed in CI (pip install 'moto[server]')"
-            );
-            eprintln!("skipped: needs moto_server (pip install 'moto[server]')");
-        }
-        found
+        super::tool_available(found, "moto_server", "pip install 'moto[server]'")
     }
 
     /// Starts moto_server on `port` (`MAIRUST_TEST_MOTO_SERVER` or `moto_server` on

@@ -58,15 +58,11 @@ fn postgres_ids() -> (u32, u32) {
 impl OwnPostgres {
     /// Whether the server programs are here; outside CI a test without them is skipped.
     pub fn available() -> bool {
-        let found = bin_dir().is_some();
-        if !found {
-            assert!(
-                std::env::var("CI").is_err(),
-                "PostgreSQL's server programs are needed in CI (Debian package postgresql)"
-            );
-            eprintln!("skipped: needs PostgreSQL's initdb (Debian package postgresql)");
-        }
-        found
+        super::tool_available(
+            bin_dir().is_some(),
+            "PostgreSQL's server programs",
+            "Debian package postgresql",
+        )
     }
 
     /// initdb, then the server with `settings` (`name=value` each) on a free port.

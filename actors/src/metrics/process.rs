@@ -8,6 +8,8 @@
 
 use prometheus::{Counter, Gauge, IntGauge, Opts, Registry};
 
+use super::{gauge, register};
+
 pub struct ProcessMetrics {
     /// One refresh at a time: two scrapes at once would both add the same CPU delta.
     refreshing: std::sync::Mutex<()>,
@@ -21,62 +23,54 @@ pub struct ProcessMetrics {
     memory_limit: IntGauge,
 }
 
-fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("registered once");
-    g
-}
-
 impl ProcessMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let cpu_seconds = Counter::with_opts(Opts::new(
-            "process_cpu_seconds_total",
-            "User and system CPU time spent by this process, in seconds",
-        ))
-        .expect("valid metric");
-        registry
-            .register(Box::new(cpu_seconds.clone()))
-            .expect("registered once");
-        let start_time = Gauge::with_opts(Opts::new(
-            "process_start_time_seconds",
-            "When this process started, in seconds since the Unix epoch",
-        ))
-        .expect("valid metric");
-        registry
-            .register(Box::new(start_time.clone()))
-            .expect("registered once");
+        let cpu_seconds = register(
+            registry,
+            Counter::with_opts(Opts::new(
+                "process_cpu_seconds_total",
+                "User and system CPU time spent by this process, in seconds",
+            ))
+            .expect("valid metric"),
+        );
+        let start_time = register(
+            registry,
+            Gauge::with_opts(Opts::new(
+                "process_start_time_seconds",
+                "When this process started, in seconds since the Unix epoch",
+            ))
+            .expect("valid metric"),
+        );
         let m = ProcessMetrics {
             refreshing: std::sync::Mutex::new(()),
             cpu_seconds,
-            resident_bytes: int_gauge(
+            resident_bytes: gauge(
                 registry,
                 "process_resident_memory_bytes",
                 "Resident memory of this process, in bytes",
             ),
-            virtual_bytes: int_gauge(
+            virtual_bytes: gauge(
                 registry,
                 "process_virtual_memory_bytes",
                 "Virtual memory of this process, in bytes",
             ),
-            open_fds: int_gauge(
+            open_fds: gauge(
                 registry,
                 "process_open_fds",
                 "Open file descriptors of this process (sockets included)",
             ),
-            max_fds: int_gauge(
+            max_fds: gauge(
                 registry,
                 "process_max_fds",
                 "The process's open-files limit (soft)",
             ),
             start_time,
-            cpu_cores: int_gauge(
+            cpu_cores: gauge(
                 registry,
                 "mairust_cpu_cores",
                 "CPU cores this process may use (affinity and cgroup quota taken into account)",
             ),
-            memory_limit: int_gauge(
+            memory_limit: gauge(
                 registry,
                 "mairust_memory_limit_bytes",
                 "Memory this process may use: its cgroup's limit, else the machine's memory",
