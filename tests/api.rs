@@ -293,6 +293,8 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/messages", vec!["get"]),
         ("/api/v1/messages/{id}", vec!["get", "patch", "delete"]),
         ("/api/v1/messages/{id}/raw", vec!["get"]),
+        ("/api/v1/messages/{id}/content", vec!["get"]),
+        ("/api/v1/messages/{id}/html", vec!["get"]),
         ("/api/v1/send", vec!["post"]),
         ("/api/v1/queue", vec!["get"]),
         ("/api/v1/queue/stats", vec!["get"]),
@@ -306,6 +308,10 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/api-keys", vec!["get", "post"]),
         ("/api/v1/api-keys/{id}", vec!["delete"]),
         ("/api/v1/audit", vec!["get"]),
+        ("/api/v1/nodes", vec!["get"]),
+        ("/api/v1/stats", vec!["get"]),
+        ("/api/v1/session", vec!["post", "get", "delete"]),
+        ("/api/v1/sessions", vec!["delete"]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys());
@@ -322,6 +328,10 @@ async fn openapi_document_describes_every_route() {
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["session"]["in"],
+        "cookie"
+    );
     assert_eq!(
         paths["/api/v1/queue/{id}/retry-now"]["post"]["deprecated"],
         true
@@ -957,4 +967,85 @@ async fn old_audit_entries_are_pruned() {
         })
         .await
     );
+}
+
+/// The dashboard's figures: this node's report in `/nodes` (written within 10 s of
+/// the start), and `/stats` counting this hour's mail, the queue and storage, on
+/// whichever backend the suite runs.
+#[tokio::test]
+async fn nodes_and_stats_for_the_dashboard() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let admin = cli_key(&server, &["admin"]);
+    let hour_of = |t: chrono::DateTime<chrono::Utc>| t.timestamp() / 3600;
+    let before = hour_of(chrono::Utc::now());
+    for id in ["stats-1@remote.test", "stats-2@remote.test"] {
+        assert_eq!(common::deliver_to_bob(&server, id).await.code, 250);
+    }
+    let reported = common::eventually(std::time::Duration::from_secs(15), || async {
+        api.get_ok(&admin, "/nodes").await["data"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    });
+    assert!(reported.await, "no node report within 15 s");
+    let b = api.get_ok(&admin, "/nodes").await;
+    let node = &b["data"][0];
+    assert_eq!(b["data"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(
+        (node["ready"].clone(), node["stale"].clone()),
+        (json!(true), json!(false)),
+        "{node}"
+    );
+    assert_eq!(node["status"], "healthy");
+    assert_eq!(node["checks"]["database"]["up"], true, "{node}");
+    assert!(
+        node["checks"]["database"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("latency_ms")
+    );
+
+    let b = api.get_ok(&admin, "/stats?hours=3").await;
+    let hours = b["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 3, "{b}");
+    let now: chrono::DateTime<chrono::Utc> = hours[2]["start"].as_str().unwrap().parse().unwrap();
+    assert!(chrono::Utc::now() - now < chrono::Duration::hours(1), "{b}");
+    let received: i64 = hours.iter().map(|h| h["received"].as_i64().unwrap()).sum();
+    assert_eq!(received, 2, "{b}");
+    if hour_of(chrono::Utc::now()) == before {
+        assert_eq!(hours[2]["received"], 2, "both in the current hour: {b}");
+    }
+    assert_eq!(b["storage"]["messages"], 2, "{b}");
+    assert_eq!(b["queue"]["length"], 0, "{b}");
+    assert_eq!(hours[2]["delivered"], 0);
+
+    let b = api
+        .expect(Method::GET, "/stats?hours=0", Some(&admin), None, INVALID)
+        .await;
+    assert_eq!(b["error"]["details"][0]["field"], "hours");
+    api.expect(Method::GET, "/stats?hours=169", Some(&admin), None, INVALID)
+        .await;
+    // What counts every domain is refused to a key limited to one, and to a read-less
+    // key.
+    let limited = server
+        .cli_ok(
+            &[
+                "admin",
+                "create-key",
+                "--scope",
+                "admin",
+                "--domain",
+                common::DOMAIN,
+            ],
+            None,
+        )
+        .trim()
+        .to_string();
+    let send_only = cli_key(&server, &["send"]);
+    for key in [&limited, &send_only] {
+        for path in ["/nodes", "/stats"] {
+            api.expect(Method::GET, path, Some(key), None, FORBIDDEN)
+                .await;
+        }
+    }
 }

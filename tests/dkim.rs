@@ -1,9 +1,11 @@
 //! DKIM signing of submitted mail (RFC 6376, RFC 8463), proven against dkimpy, an
 //! implementation we share no code with: keys made by `mairust dkim generate` (RSA and
 //! Ed25519) sign what users submit over SMTP and `POST /send`; the mail a remote server
-//! receives verifies against the TXT records the command printed. Rotation, removal and
-//! the DNS listing through the API; a key that cannot be opened gets a temporary
-//! refusal, never unsigned mail.
+//! receives verifies against the TXT records the command printed. Listing, rotation and
+//! removal through the CLI and the API, with no private key in any output, the server's
+//! log file or the audit file; the DNS listing; a key that cannot be opened gets a
+//! temporary refusal, never unsigned mail, and an API answer that keeps the reason (it
+//! names server paths) for the log.
 
 mod common;
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 
 use common::api::cli_key;
 use common::raw::RawClient;
-use common::sink::{Received, Sink};
+use common::sink::Sink;
 use common::{DOMAIN, Options, PASSWORD, TestServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -101,6 +103,32 @@ fn assert_no_private_key(text: &str) {
     }
 }
 
+/// `mairust ARGS` that succeeds; its standard output. Nothing it prints, on either
+/// stream, holds a private key.
+fn cli_ok(server: &TestServer, args: &[&str]) -> String {
+    let out = server.cli(args, None);
+    let said = common::output(&out);
+    assert!(out.status.success(), "mairust {args:?} failed: {said}");
+    assert_no_private_key(&said);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `mairust dkim list --domain example.test`: each selector's state and whole line.
+fn listed(server: &TestServer) -> HashMap<String, (String, String)> {
+    cli_ok(server, &["dkim", "list", "--domain", DOMAIN])
+        .lines()
+        .map(|line| {
+            // DOMAIN SELECTOR ALGORITHM STATE signs_from=... signs_until=... publish_until=...
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words[0], DOMAIN, "{line}");
+            (
+                words[1].to_string(),
+                (words[3].to_string(), line.to_string()),
+            )
+        })
+        .collect()
+}
+
 fn fastrand_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -128,21 +156,6 @@ async fn submit(c: &mut RawClient, subject: &str) -> (u16, String) {
     c.send(data.as_bytes()).await;
     let r = c.reply().await.expect("reply to the data");
     (r.code, r.text)
-}
-
-fn delivered(sink: &Sink, subject: &str) -> Received {
-    let wanted = format!("Subject: {subject}\r\n");
-    for _ in 0..500 {
-        if let Some(m) = sink
-            .received()
-            .into_iter()
-            .find(|m| String::from_utf8_lossy(&m.data).contains(&wanted))
-        {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{subject} never reached the remote server");
 }
 
 #[tokio::test]
@@ -214,7 +227,7 @@ async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() 
     let mut c = bob(&server).await;
     let (code, text) = submit(&mut c, "over-smtp").await;
     assert_eq!(code, 250, "{text}");
-    let m = delivered(&sink, "over-smtp");
+    let m = sink.with_subject("over-smtp");
     let head = String::from_utf8_lossy(&m.data);
     assert!(head.starts_with("DKIM-Signature: "), "{head}");
     let dir = server.dir.path();
@@ -259,7 +272,7 @@ async fn submitted_mail_is_signed_with_both_algorithms_and_dkimpy_verifies_it() 
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{:?}", resp.text().await);
-    let m = delivered(&sink, "over-api");
+    let m = sink.with_subject("over-api");
     if let Some(verdicts) = dkimpy(&m.data, &records, dir) {
         assert_eq!(verdicts.len(), 2, "{verdicts:?}");
         assert!(verdicts.iter().all(|v| v.ok), "{verdicts:?}");
@@ -443,7 +456,7 @@ async fn keys_rotate_and_go_through_the_api_and_a_key_that_does_not_open_defers_
     let mut c = bob(&server).await;
     let (code, text) = submit(&mut c, "after-rotation").await;
     assert_eq!(code, 250, "{text}");
-    let m = delivered(&sink, "after-rotation");
+    let m = sink.with_subject("after-rotation");
     if let Some(verdicts) = dkimpy(&m.data, &records, server.dir.path()) {
         assert_eq!(verdicts.len(), 1, "{verdicts:?}");
         assert_eq!(verdicts[0].s, "now");
@@ -477,7 +490,7 @@ async fn keys_rotate_and_go_through_the_api_and_a_key_that_does_not_open_defers_
     std::fs::rename(&aside, &master).unwrap();
     let (code, text) = submit(&mut c, "master-key-back").await;
     assert_eq!(code, 250, "{text}");
-    let m = delivered(&sink, "master-key-back");
+    let m = sink.with_subject("master-key-back");
     assert!(String::from_utf8_lossy(&m.data).starts_with("DKIM-Signature: "));
     assert_eq!(sink.count(), before + 1, "the refused message never left");
     let failed = common::sample(
@@ -519,6 +532,37 @@ async fn keys_rotate_and_go_through_the_api_and_a_key_that_does_not_open_defers_
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("does not open"), "{said}");
+    // The API refuses the same, without the reason: it names this node's file. The
+    // log has it.
+    let resp = http
+        .post(format!(
+            "http://{}/api/v1/domains/{DOMAIN}/dkim",
+            server.http
+        ))
+        .bearer_auth(&admin)
+        .json(&json!({"algorithm": "ed25519"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let b: Value = resp.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "INTERNAL_ERROR", "{b}");
+    let answered = b["error"]["message"].as_str().unwrap();
+    let dir = server.dir.path().to_str().unwrap();
+    assert!(
+        !answered.contains("dkim-master.key") && !answered.contains(dir),
+        "{answered}"
+    );
+    assert!(answered.contains("server log"), "{answered}");
+    let logged = common::eventually(Duration::from_secs(5), || async {
+        server.log_lines().iter().any(|l| {
+            l["event"] == "dkim_key_error"
+                && l["component"] == "api"
+                && l.to_string().contains("dkim-master.key")
+        })
+    })
+    .await;
+    assert!(logged, "the reason is logged");
     std::fs::remove_file(&master).unwrap();
     // No file at all while keys exist: refused too, and no new file is made.
     let out = server.cli(
@@ -530,4 +574,190 @@ async fn keys_rotate_and_go_through_the_api_and_a_key_that_does_not_open_defers_
     std::fs::rename(&aside, &master).unwrap();
     let (code, text) = submit(&mut c, "right-master-key").await;
     assert_eq!(code, 250, "the right file is read again: {text}");
+}
+
+#[tokio::test]
+async fn the_cli_lists_rotates_and_removes_keys_and_no_private_key_is_printed_or_logged() {
+    let sink = Sink::start();
+    let server = TestServer::start_with(Options {
+        allow_plaintext_auth: true,
+        // The server logs to its file (the harness tails it), read whole at the end.
+        log_file: true,
+        extra_yaml: format!(
+            "queue:\n  poll_interval_seconds: 0.2\n{}",
+            sink.route_yaml(&["remote.test"])
+        ),
+        ..Options::default()
+    });
+    // Every command goes through `cli_ok`: nothing it prints holds a private key.
+    let out = cli_ok(&server, &["dkim", "list"]);
+    assert_eq!(out.trim(), "no DKIM keys");
+    let out = cli_ok(&server, &["dkim", "generate", DOMAIN, "--selector", "cli1"]);
+    let mut records = txt_records(&out);
+    let keys = listed(&server);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let (state, line) = &keys["cli1"];
+    assert_eq!(state, "active", "{line}");
+    assert!(
+        line.starts_with("example.test cli1 rsa-sha256 active signs_from="),
+        "{line}"
+    );
+    assert!(line.ends_with(" signs_until=- publish_until=-"), "{line}");
+    // Every domain's keys without --domain; an unknown domain is refused.
+    let all = cli_ok(&server, &["dkim", "list"]);
+    assert!(
+        all.starts_with("example.test cli1 rsa-sha256 active "),
+        "{all}"
+    );
+    let out = server.cli(&["dkim", "list", "--domain", "nowhere.test"], None);
+    assert!(!out.status.success(), "{}", common::output(&out));
+
+    // A rotation with a delay: the new key is pending (publish its record now), the old
+    // one signs until the switch and stays listed for the grace period after it.
+    let out = cli_ok(
+        &server,
+        &[
+            "dkim",
+            "rotate",
+            DOMAIN,
+            "--selector",
+            "cli2",
+            "--delay-hours",
+            "24",
+            "--grace-days",
+            "3",
+        ],
+    );
+    assert!(
+        out.starts_with("added DKIM key cli2 (rsa-sha256) for example.test; it signs from "),
+        "{out}"
+    );
+    assert!(out.contains("Publish this TXT record now:\n"), "{out}");
+    assert!(out.contains("\nkey cli1 signs until "), "{out}");
+    assert!(out.contains("; keep its record published until "), "{out}");
+    records.extend(txt_records(&out));
+    assert!(records["cli2._domainkey.example.test"].starts_with("v=DKIM1; k=rsa; p=MIIB"));
+    let keys = listed(&server);
+    assert_eq!(keys["cli1"].0, "active", "{keys:?}");
+    assert!(!keys["cli1"].1.contains("signs_until=-"), "{keys:?}");
+    assert!(!keys["cli1"].1.contains("publish_until=-"), "{keys:?}");
+    assert_eq!(keys["cli2"].0, "pending", "{keys:?}");
+
+    // Rotating again at once: the new key signs now; the pending one never will, and
+    // both earlier keys are retired (still listed and published).
+    let out = cli_ok(
+        &server,
+        &[
+            "dkim",
+            "rotate",
+            DOMAIN,
+            "--selector",
+            "cli3",
+            "--delay-hours",
+            "0",
+            "--grace-days",
+            "3",
+        ],
+    );
+    records.extend(txt_records(&out));
+    let keys = listed(&server);
+    let states: HashMap<&str, &str> = keys
+        .iter()
+        .map(|(selector, (state, _))| (selector.as_str(), state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        HashMap::from([("cli1", "retired"), ("cli2", "retired"), ("cli3", "active")])
+    );
+    let dns = cli_ok(&server, &["domain", "dns", DOMAIN]);
+    for selector in ["cli1", "cli2", "cli3"] {
+        let name = format!("{selector}._domainkey.example.test. 3600 IN TXT ");
+        assert!(dns.contains(&name), "{selector} published: {dns}");
+    }
+
+    // Mail is signed with the new key only.
+    let mut c = bob(&server).await;
+    let (code, text) = submit(&mut c, "after-cli-rotation").await;
+    assert_eq!(code, 250, "{text}");
+    let m = sink.with_subject("after-cli-rotation");
+    let head = String::from_utf8_lossy(&m.data);
+    assert_eq!(head.matches("DKIM-Signature: ").count(), 1, "{head}");
+    assert!(head.contains("; s=cli3; d=example.test;"), "{head}");
+    if let Some(verdicts) = dkimpy(&m.data, &records, server.dir.path()) {
+        assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+        assert_eq!(verdicts[0].s, "cli3");
+        assert!(verdicts[0].ok, "{verdicts:?}");
+    }
+
+    // Removal is at once: gone from the list, from `domain dns` and from the API.
+    let out = cli_ok(&server, &["dkim", "remove", DOMAIN, "cli2"]);
+    assert_eq!(
+        out.trim(),
+        "removed DKIM key cli2 of example.test; its record cli2._domainkey.example.test can be withdrawn"
+    );
+    let keys = listed(&server);
+    let mut selectors: Vec<&str> = keys.keys().map(|k| k.as_str()).collect();
+    selectors.sort();
+    assert_eq!(selectors, ["cli1", "cli3"]);
+    let dns = cli_ok(&server, &["domain", "dns", DOMAIN]);
+    assert!(!dns.contains("cli2._domainkey"), "{dns}");
+    let out = server.cli(&["dkim", "remove", DOMAIN, "cli2"], None);
+    common::assert_refused(&out, "has no key with selector `cli2`");
+    let key = cli_key(&server, &["admin", "read"]);
+    let http = reqwest::Client::new();
+    let listed_by_api: Value = http
+        .get(format!(
+            "http://{}/api/v1/domains/{DOMAIN}/dkim",
+            server.http
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut selectors: Vec<&str> = listed_by_api["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["selector"].as_str().unwrap())
+        .collect();
+    selectors.sort();
+    assert_eq!(selectors, ["cli1", "cli3"], "{listed_by_api}");
+    let resp = http
+        .delete(format!(
+            "http://{}/api/v1/domains/{DOMAIN}/dkim/cli2",
+            server.http
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // Each change is audited by the CLI, naming the key; no entry holds key material.
+    let targets = |event: &str| -> Vec<String> {
+        server
+            .audit_file_events(event)
+            .iter()
+            .map(|e| e["target"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(targets("dkim.create"), ["example.test/cli1"]);
+    assert_eq!(
+        targets("dkim.rotate"),
+        ["example.test/cli2", "example.test/cli3"]
+    );
+    assert_eq!(targets("dkim.delete"), ["example.test/cli2"]);
+    let audit = std::fs::read_to_string(server.dir.path().join("audit.log")).unwrap();
+    assert_no_private_key(&audit);
+    // Nor does the server's log file, which saw the keys opened and used.
+    drop(c);
+    let log = std::fs::read_to_string(server.dir.path().join("log/mairust.log")).unwrap();
+    assert!(
+        log.contains("\"ready\""),
+        "the log file is the server's: {log}"
+    );
+    assert_no_private_key(&log);
 }

@@ -151,7 +151,7 @@ async fn additive_keeps_old_nodes_serving_breaking_stops_them() {
     let out = next_release(
         &server,
         "additive,breaking",
-        &["migrate", "rollback", "--to", "12"],
+        &["migrate", "rollback", "--to", "13"],
     );
     assert!(out.status.success(), "{}", output(&out));
     server.options.env.clear();

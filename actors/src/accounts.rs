@@ -125,15 +125,17 @@ pub async fn add_user(
     if password.is_empty() {
         return Err(AccountError::Invalid("(empty)".into(), "password"));
     }
-    add_user_hashed(db, address, hash_password(password)?).await
+    add_user_hashed(db, address, hash_password(password)?, false).await
 }
 
 /// Adds a user whose password the caller hashed ([`hash_password`], through the
 /// node's `limits::PasswordGate` on a server).
+/// `admin`: the user manages the server when signed in to the Admin UI.
 pub async fn add_user_hashed(
     db: &DatabaseConnection,
     address: &str,
     hash: String,
+    admin: bool,
 ) -> Result<user::Model, AccountError> {
     let addr = parse_address(address)?;
     let key = addr.key();
@@ -150,6 +152,7 @@ pub async fn add_user_hashed(
         address: Set(key),
         password_hash: Set(hash),
         disabled: Set(false),
+        admin: Set(admin),
         created_at: Set(now.into()),
         ..Default::default()
     }
@@ -201,6 +204,8 @@ pub struct UserChange {
     pub password_hash: Option<String>,
     /// A disabled user cannot log in and receives no mail (550 5.1.1).
     pub disabled: Option<bool>,
+    /// The admin role (the Admin UI).
+    pub admin: Option<bool>,
 }
 
 /// The user `address` names, with its key (the lower-cased address), or `NoSuchUser`.
@@ -215,22 +220,32 @@ async fn existing_user(
     }
 }
 
-/// Sets a user's password and/or disabled flag.
+/// Sets a user's password, disabled flag and/or admin role. A new password or a
+/// disabled user ends the user's browser sessions (in the same transaction).
 pub async fn update_user(
     db: &DatabaseConnection,
     address: &str,
     change: UserChange,
 ) -> Result<user::Model, AccountError> {
-    let hash = change.password_hash;
+    let end_sessions = change.password_hash.is_some() || change.disabled == Some(true);
     let (_, u) = existing_user(db, address).await?;
+    let txn = db.begin().await?;
     let mut active: user::ActiveModel = u.into();
-    if let Some(hash) = hash {
+    if let Some(hash) = change.password_hash {
         active.password_hash = Set(hash);
     }
     if let Some(disabled) = change.disabled {
         active.disabled = Set(disabled);
     }
-    Ok(active.update(db).await?)
+    if let Some(admin) = change.admin {
+        active.admin = Set(admin);
+    }
+    let u = active.update(&txn).await?;
+    if end_sessions {
+        crate::websessions::end_all_of(&txn, u.id).await?;
+    }
+    txn.commit().await?;
+    Ok(u)
 }
 
 pub async fn remove_user(db: &DatabaseConnection, address: &str) -> Result<(), AccountError> {

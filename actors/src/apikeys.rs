@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::accounts;
-use crate::storage::envelope::hex;
+use crate::tokens::{hex, random_hex};
 
 /// What a key may do. `admin` includes every other scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -144,15 +144,6 @@ pub enum KeyError {
 /// Hex digits after `mr_` in the public prefix, and in the secret after it.
 const PREFIX_HEX: usize = 8;
 const SECRET_HEX: usize = 40;
-
-fn random_hex(n: usize) -> String {
-    let mut s = String::new();
-    while s.len() < n {
-        s.push_str(&uuid::Uuid::new_v4().simple().to_string());
-    }
-    s.truncate(n);
-    s
-}
 
 /// What is stored of a key: the SHA-256 of the key, and for a key limited to some
 /// domains of its domain list (as stored) and the key, so that code unaware of the

@@ -17,6 +17,7 @@
 //! - [`trace`] — head sampling of SMTP transactions for the trace export
 //! - [`audit`] — the audit log (file and database), [`janitor`] prunes it
 //! - [`retention`] — purging soft-deleted messages (the janitor runs it on every node)
+//! - [`tokens`] — hex text and random tokens (a leaf)
 //! - [`json_line`] — JSON lines with no raw control character (audit file, JSON log)
 //! - [`shutdown`] — ShutdownCoordinator (SIGTERM/SIGINT, drain, 421), the phase every
 //!   session watches and the registry of open sessions (capped per SPEC M2)
@@ -29,6 +30,8 @@
 //! - [`spam`] — rspamd scans and what their verdict does
 //! - [`accounts`] — domains, users, mailboxes (query functions)
 //! - [`apikeys`] — REST API keys and scopes
+//! - [`signin`] — the one password check of SMTP AUTH and the web sign-in
+//! - [`websessions`] — browser sessions of signed-in users (the Admin UI)
 //! - [`dkim`] — DKIM keys (sealed in the database) and the signing of submitted mail
 //! - [`submission`] — the one pipeline a message passes on its way in (SMTP and API):
 //!   sender and recipient policy, hooks, Received, storage; the recipient directory
@@ -59,6 +62,7 @@ pub mod queue;
 pub mod retention;
 pub mod sender_auth;
 pub mod shutdown;
+pub mod signin;
 pub mod smtp;
 pub mod spam;
 pub mod sqlite;
@@ -66,4 +70,6 @@ pub mod storage;
 pub mod submission;
 pub mod supervisor;
 pub mod systemd;
+pub mod tokens;
 pub mod trace;
+pub mod websessions;

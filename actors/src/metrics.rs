@@ -124,8 +124,8 @@ pub const SUPERVISED_ACTORS: [&str; 6] = [
 ];
 
 /// The methods counted in `mairust_mail_auth_total` (`sender_auth`), and their
-/// results (RFC 8601 §2.7).
-pub const MAIL_AUTH_METHODS: [&str; 4] = ["spf", "dkim", "dmarc", "arc"];
+/// results (RFC 8601 §2.7). `spf` is the MAIL FROM identity, `spf_helo` the HELO one.
+pub const MAIL_AUTH_METHODS: [&str; 5] = ["spf", "spf_helo", "dkim", "dmarc", "arc"];
 pub const MAIL_AUTH_RESULTS: [&str; 8] = [
     "pass",
     "fail",
@@ -394,7 +394,7 @@ impl Metrics {
                 let checks = counter_vec(
                     &registry,
                     "mairust_mail_auth_total",
-                    "Checks of mail from other servers, by method (spf, dkim, dmarc, arc) and result (pass, fail, softfail, neutral, none, temperror, permerror, policy)",
+                    "Checks of mail from other servers, by method (spf: MAIL FROM, spf_helo: HELO, dkim, dmarc, arc) and result (pass, fail, softfail, neutral, none, temperror, permerror, policy)",
                     &["method", "result"],
                 );
                 for method in MAIL_AUTH_METHODS {

@@ -1,6 +1,7 @@
-//! Checks of mail from other servers (RFC 7208 SPF, RFC 6376 DKIM, RFC 7489 DMARC, RFC
-//! 8617 ARC) with mail-auth, through the same resolver as delivery
-//! (`delivery.dns.nameservers`, which tests replace), and what a failure costs.
+//! Checks of mail from other servers (RFC 7208 SPF of the MAIL FROM and HELO identities,
+//! RFC 6376 DKIM, RFC 7489 DMARC, RFC 8617 ARC) with mail-auth, through the same resolver
+//! as delivery (`delivery.dns.nameservers`, which tests replace), and what a failure
+//! costs.
 //!
 //! The submission pipeline asks [`Checker::check`] for every message no local account
 //! submits. The result becomes our Authentication-Results header (RFC 8601), put on top
@@ -13,7 +14,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use mail_auth::common::crypto::HashAlgorithm;
 use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::Canonicalization;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
@@ -33,8 +37,13 @@ pub const JUNK: &str = "Junk";
 /// What the checks found, as stored with the message and shown by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Summary {
-    /// SPF of MAIL FROM (of `postmaster@<HELO>` for a bounce).
+    /// SPF of MAIL FROM (of `postmaster@<HELO>` for a bounce): what DMARC and
+    /// `mail_auth.spf_fail` go by.
     pub spf: String,
+    /// SPF of the HELO/EHLO name (RFC 7208 §2.3), recorded for the reader only: a HELO
+    /// name proves less than the envelope sender, and DMARC never looks at it. `none`
+    /// for an address literal or a name that is no host name (nothing to look up).
+    pub spf_helo: String,
     /// One per DKIM-Signature, in order.
     pub dkim: Vec<String>,
     pub dmarc: String,
@@ -106,66 +115,75 @@ impl Checker {
         &self.authserv_id
     }
 
-    /// Checks `message` (our Received header first, then what the client sent). SPF,
-    /// DKIM (with ARC) and DMARC each get a third of `mail_auth.timeout_seconds`: a
-    /// slow SPF or DKIM lookup is `temperror` (never aligned for a domain the sender
-    /// picked, so DMARC still fails where it should); a DMARC record that cannot be
-    /// read in time defers the message.
-    pub async fn check(&self, message: &[u8], envelope: Envelope<'_>) -> Checked {
-        let checked = self.run(message, &envelope).await;
+    /// Checks `message` (our Received header first, then what the client sent).
+    ///
+    /// Each step that waits on DNS gets a third of `mail_auth.timeout_seconds`: SPF
+    /// (MAIL FROM and HELO side by side), then DKIM with ARC, then DMARC once per From:
+    /// domain. A slow SPF or DKIM lookup is `temperror` (never aligned for a domain the
+    /// sender picked, so DMARC still fails where it should; ARC is then `none`); a DMARC
+    /// record that cannot be read in time defers the message.
+    pub async fn check(&self, message: Bytes, envelope: Envelope<'_>) -> Checked {
+        let checked = self.run(&message, &envelope).await;
         count(&checked.summary);
         checked
     }
 
-    async fn run(&self, message: &[u8], envelope: &Envelope<'_>) -> Checked {
+    async fn run(&self, message: &Bytes, envelope: &Envelope<'_>) -> Checked {
         let step = Duration::from_secs_f64(self.config.timeout_seconds / 3.0);
         let helo = envelope.helo.unwrap_or("unknown");
+        let helo_name = envelope.helo.and_then(helo_domain);
         // RFC 7208 §2.4: a bounce is checked as postmaster@<HELO>.
         let sender = envelope
             .mail_from
             .map(|a| a.to_string())
             .unwrap_or_else(|| format!("postmaster@{helo}"));
         let mail_from_domain = sender.rsplit_once('@').map_or(helo, |(_, d)| d).to_string();
-        let spf = tokio::time::timeout(
-            step,
-            self.authenticator.verify_spf(SpfParameters::verify_mail_from(
-                envelope.remote,
-                helo,
-                &self.hostname,
-                &sender,
-            )),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            tracing::info!(component = "smtp", event = "mail_auth_timeout", check = "spf", domain = %mail_from_domain, "SPF lookups took too long: temperror");
-            SpfOutput::new(mail_from_domain.clone()).with_result(SpfResult::TempError)
-        });
+        let mail_from_spf = async {
+            if envelope.mail_from.is_none() && helo_name.is_none() {
+                // A bounce from a client that named no host (an address literal): no
+                // identity to look up.
+                return SpfOutput::new(mail_from_domain.clone()).with_result(SpfResult::None);
+            }
+            let params =
+                SpfParameters::verify_mail_from(envelope.remote, helo, &self.hostname, &sender);
+            self.spf(step, params, "spf", &mail_from_domain).await
+        };
+        // RFC 7208 §2.3: the HELO identity too. `None`: a bounce, whose MAIL FROM check
+        // was this very identity.
+        let helo_spf = async {
+            match helo_name {
+                Some(name) if envelope.mail_from.is_some() => {
+                    let params = SpfParameters::verify_ehlo(envelope.remote, name, &self.hostname);
+                    Some(self.spf(step, params, "spf_helo", name).await)
+                }
+                Some(_) => None,
+                None => Some(SpfOutput::new(helo.to_string()).with_result(SpfResult::None)),
+            }
+        };
+        // The body hashes (CPU) are made while SPF waits on DNS.
+        let (spf, spf_helo, prepared) = tokio::join!(mail_from_spf, helo_spf, prepare(message));
+        let spf_helo = spf_helo.unwrap_or_else(|| spf.clone());
         let mail_from_text = envelope
             .mail_from
             .map(|a| a.to_string())
             .unwrap_or_default();
-        // At most MAX_SIGNATURES DKIM signatures and a bounded ARC chain are looked at:
-        // each costs a body hash and a DNS lookup of a name the sender picks.
-        let bounded = bounded_signatures(message);
-        let message = bounded.as_deref().unwrap_or(message);
-        let Some(mut parsed) = AuthenticatedMessage::parse(message) else {
-            // Not a message mail-auth can read (no header section): SPF only.
-            let header = AuthenticationResults::new(&self.authserv_id)
-                .with_spf_mailfrom_result(&spf, envelope.remote, &mail_from_text, helo)
-                .to_header();
-            let summary = Summary {
-                spf: spf_name(spf.result()).into(),
-                dmarc: "none".into(),
-                dmarc_policy: "none".into(),
-                arc: "none".into(),
-                action: "accept".into(),
-                ..Summary::default()
-            };
-            return Checked {
-                header,
-                summary,
-                action: Action::Accept,
-            };
+        let Some(mut parsed) = prepared.parsed(message) else {
+            // Not a message mail-auth can read (no header section): SPF only, and no
+            // DMARC verdict to follow.
+            let results = spf_results(
+                AuthenticationResults::new(&self.authserv_id),
+                (&spf, &spf_helo),
+                envelope,
+                &mail_from_text,
+            );
+            let decision = self.without_dmarc(&spf, &mail_from_domain, envelope.remote);
+            return outcome(
+                results,
+                (&spf, &spf_helo),
+                &[],
+                &ArcOutput::default(),
+                decision,
+            );
         };
         // A signature listing more fields than any sender needs makes header hashing
         // quadratic: left out (reported as no signature).
@@ -235,39 +253,33 @@ impl Checker {
                 worst = Some((rank, decision));
             }
         }
-        let decision = worst.map(|(_, d)| d).unwrap_or_else(Decision::no_from);
-        let mut results = AuthenticationResults::new(&self.authserv_id)
-            .with_dkim_results(&dkim, domains.first().map(String::as_str).unwrap_or(""))
-            .with_spf_mailfrom_result(&spf, envelope.remote, &mail_from_text, helo)
+        // No From: domain (none, or only a group such as `undisclosed-recipients:;`):
+        // nothing for DMARC to evaluate, but SPF still counts.
+        let decision = worst
+            .map(|(_, d)| d)
+            .unwrap_or_else(|| self.without_dmarc(&spf, &mail_from_domain, envelope.remote));
+        let results = AuthenticationResults::new(&self.authserv_id)
+            .with_dkim_results(&dkim, domains.first().map(String::as_str).unwrap_or(""));
+        let results = spf_results(results, (&spf, &spf_helo), envelope, &mail_from_text)
             .with_arc_result(&arc, envelope.remote);
-        if let Some(dmarc) = &decision.output {
-            results = results.with_dmarc_result(dmarc);
-        }
-        let mut header = results.to_header();
-        if decision.output.is_none() {
-            // Our own verdict when mail-auth has none to write (no From:, a timeout).
-            header.truncate(header.trim_end().len());
-            header.push_str(&format!(";\r\n\tdmarc={}\r\n", decision.dmarc));
-        }
-        let summary = Summary {
-            spf: spf_name(spf.result()).into(),
-            dkim: dkim.iter().map(|d| dkim_name(d.result()).into()).collect(),
-            dmarc: decision.dmarc.clone(),
-            dmarc_policy: decision.policy.into(),
-            arc: dkim_name(arc.result()).into(),
-            from_domain: decision.domain.clone(),
-            action: match &decision.action {
-                Action::Accept => "accept",
-                Action::Junk => "junk",
-                Action::Reject(_) => "reject",
-                Action::Defer(_) => "defer",
+        outcome(results, (&spf, &spf_helo), &dkim, &arc, decision)
+    }
+
+    /// One SPF identity (`check`: `spf` for MAIL FROM, `spf_helo`), within `step`;
+    /// past it, `temperror`.
+    async fn spf(
+        &self,
+        step: Duration,
+        params: SpfParameters<'_>,
+        check: &'static str,
+        domain: &str,
+    ) -> SpfOutput {
+        match tokio::time::timeout(step, self.authenticator.verify_spf(params)).await {
+            Ok(output) => output,
+            Err(_) => {
+                tracing::info!(component = "smtp", event = "mail_auth_timeout", check, domain = %domain, "SPF lookups took too long: temperror");
+                SpfOutput::new(domain.to_string()).with_result(SpfResult::TempError)
             }
-            .into(),
-        };
-        Checked {
-            header,
-            summary,
-            action: decision.action,
         }
     }
 
@@ -294,7 +306,55 @@ impl Checker {
             }
             _ => (FailAction::Accept, Rule::Dmarc),
         };
-        let action = match (action, rule) {
+        Decision {
+            dmarc: dmarc_name(&result).into(),
+            policy: match policy {
+                Policy::Reject => "reject",
+                Policy::Quarantine => "quarantine",
+                Policy::None | Policy::Unspecified => "none",
+            },
+            action: self.action(action, rule, &domain, mail_from_domain, remote),
+            domain,
+            output: Some(dmarc),
+        }
+    }
+
+    /// No DMARC verdict to follow: the message names no From: domain, or mail-auth
+    /// cannot read it. An SPF `fail` of MAIL FROM costs what `mail_auth.spf_fail` says,
+    /// as when the From: domain publishes no policy: leaving the From: out is no way
+    /// around it.
+    fn without_dmarc(&self, spf: &SpfOutput, mail_from_domain: &str, remote: IpAddr) -> Decision {
+        let action = if spf.result() == SpfResult::Fail {
+            self.action(
+                self.config.spf_fail,
+                Rule::Spf,
+                "",
+                mail_from_domain,
+                remote,
+            )
+        } else {
+            Action::Accept
+        };
+        Decision {
+            dmarc: "none".into(),
+            policy: "none",
+            domain: String::new(),
+            action,
+            output: None,
+        }
+    }
+
+    /// The action `rule`'s failure costs, set to `action`; a refusal names the record
+    /// that decided (`domain`'s DMARC record, or the SPF record of `mail_from_domain`).
+    fn action(
+        &self,
+        action: FailAction,
+        rule: Rule,
+        domain: &str,
+        mail_from_domain: &str,
+        remote: IpAddr,
+    ) -> Action {
+        match (action, rule) {
             (FailAction::Accept, _) => Action::Accept,
             (FailAction::Junk, _) => Action::Junk,
             (FailAction::Reject, Rule::Dmarc) => Action::Reject(format!(
@@ -303,18 +363,148 @@ impl Checker {
             (FailAction::Reject, Rule::Spf) => Action::Reject(format!(
                 "message refused: the SPF record of {mail_from_domain} does not allow {remote} to send its mail"
             )),
-        };
-        Decision {
-            dmarc: dmarc_name(&result).into(),
-            policy: match policy {
-                Policy::Reject => "reject",
-                Policy::Quarantine => "quarantine",
-                Policy::None | Policy::Unspecified => "none",
-            },
-            domain,
-            action,
-            output: Some(dmarc),
         }
+    }
+}
+
+/// `results` with our SPF results: MAIL FROM's, then HELO's (RFC 8601 §2.7.2 names both
+/// `smtp.mailfrom` and `smtp.helo`; one `spf=` each).
+fn spf_results<'x>(
+    results: AuthenticationResults<'x>,
+    (spf, spf_helo): (&SpfOutput, &SpfOutput),
+    envelope: &Envelope<'_>,
+    mail_from: &str,
+) -> AuthenticationResults<'x> {
+    let helo = envelope.helo.unwrap_or("unknown");
+    let results = results.with_spf_mailfrom_result(spf, envelope.remote, mail_from, helo);
+    match envelope.helo {
+        Some(helo) => results.with_spf_ehlo_result(spf_helo, envelope.remote, helo),
+        None => results,
+    }
+}
+
+/// The header, the summary and the action of one message: `results` holds every
+/// method's result but DMARC's, which `decision` brings.
+fn outcome(
+    mut results: AuthenticationResults<'_>,
+    (spf, spf_helo): (&SpfOutput, &SpfOutput),
+    dkim: &[DkimOutput<'_>],
+    arc: &ArcOutput<'_>,
+    decision: Decision,
+) -> Checked {
+    if let Some(dmarc) = &decision.output {
+        results = results.with_dmarc_result(dmarc);
+    }
+    let mut header = results.to_header();
+    if decision.output.is_none() {
+        // Our own verdict when mail-auth has none to write (no From:, a timeout).
+        header.truncate(header.trim_end().len());
+        header.push_str(&format!(";\r\n\tdmarc={}\r\n", decision.dmarc));
+    }
+    let summary = Summary {
+        spf: spf_name(spf.result()).into(),
+        spf_helo: spf_name(spf_helo.result()).into(),
+        dkim: dkim.iter().map(|d| dkim_name(d.result()).into()).collect(),
+        dmarc: decision.dmarc.clone(),
+        dmarc_policy: decision.policy.into(),
+        arc: dkim_name(arc.result()).into(),
+        from_domain: decision.domain.clone(),
+        action: match &decision.action {
+            Action::Accept => "accept",
+            Action::Junk => "junk",
+            Action::Reject(_) => "reject",
+            Action::Defer(_) => "defer",
+        }
+        .into(),
+    };
+    Checked {
+        header,
+        summary,
+        action: decision.action,
+    }
+}
+
+/// The HELO name as an SPF identity (RFC 7208 §2.3): a host name, without a final dot.
+/// `None` for an address literal (`[192.0.2.1]`, or a bare address as some clients send)
+/// or anything else that is no host name: its result is `none`, with no lookup of a name
+/// the client made up.
+fn helo_domain(helo: &str) -> Option<&str> {
+    let name = helo.strip_suffix('.').unwrap_or(helo);
+    let host_name = name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    (host_name && name.parse::<IpAddr>().is_err()).then_some(name)
+}
+
+/// Bodies larger than this are parsed and hashed on a blocking thread (as the
+/// pipeline's header rebuilding does).
+const OFF_THREAD_BYTES: usize = 256 * 1024;
+
+/// The body hashes mail-auth computes, one per canonicalization, algorithm and length
+/// its signatures ask for (`AuthenticatedMessage::body_hashes`).
+type BodyHashes = Vec<(Canonicalization, HashAlgorithm, u64, Vec<u8>)>;
+
+/// The CPU-heavy part of reading a message for DKIM and ARC, made apart from the DNS
+/// lookups: mail-auth hashes the body (once per canonicalization, algorithm and length
+/// its DKIM-Signature and ARC-Message-Signature fields ask for) when it parses the
+/// message, not when it verifies. A parsed message borrows the bytes, so it cannot come
+/// back from a blocking thread; its body hashes and the body's offset can, and the
+/// header section alone is then parsed again on this thread, cheaply.
+struct Prepared {
+    /// The message without the signatures past the bounds ([`bounded_signatures`]);
+    /// `None`: the message as it came.
+    bounded: Option<Vec<u8>>,
+    /// Where mail-auth found the body, and its hashes; `None`: no header section
+    /// mail-auth can read.
+    read: Option<(u32, BodyHashes)>,
+}
+
+impl Prepared {
+    fn of(message: &[u8]) -> Prepared {
+        // At most MAX_SIGNATURES DKIM signatures and a bounded ARC chain are looked at:
+        // each costs a body hash and a DNS lookup of a name the sender picks.
+        let bounded = bounded_signatures(message);
+        let text = bounded.as_deref().unwrap_or(message);
+        let read = AuthenticatedMessage::parse(text).map(|p| (p.body_offset, p.body_hashes));
+        Prepared { bounded, read }
+    }
+
+    /// `message` (the one [`Prepared::of`] was given) as mail-auth reads it: its header
+    /// section parsed here, the body hashes those made already.
+    fn parsed<'a>(&'a self, message: &'a [u8]) -> Option<AuthenticatedMessage<'a>> {
+        let text = self.bounded.as_deref().unwrap_or(message);
+        let (offset, hashes) = self.read.as_ref()?;
+        // Up to the body, the header section parses as it did within the whole message
+        // (mail-auth's own offset: the empty line is included), and the empty body it
+        // then sees costs nothing to hash.
+        let mut parsed = AuthenticatedMessage::parse(text.get(..*offset as usize)?)?;
+        parsed.raw_message = text;
+        parsed.body_offset = *offset;
+        parsed.body_hashes = hashes.clone();
+        Some(parsed)
+    }
+}
+
+/// [`Prepared`] for `message`, on a blocking thread when it is large: hashing a body of
+/// up to `max_message_size` (up to 5 DKIM signatures and an ARC set, each with its own
+/// canonicalization) would hold an async worker and every session on it.
+async fn prepare(message: &Bytes) -> Prepared {
+    if message.len() <= OFF_THREAD_BYTES {
+        return Prepared::of(message);
+    }
+    let owned = message.clone();
+    match tokio::task::spawn_blocking(move || Prepared::of(&owned)).await {
+        Ok(prepared) => prepared,
+        // Its panic is the check's, as it would be on this thread.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled (the runtime is shutting down): done here instead.
+        Err(_) => Prepared::of(message),
     }
 }
 
@@ -331,7 +521,8 @@ enum Rule {
     Spf,
 }
 
-/// The outcome of DMARC for one From: domain and what it asks for.
+/// The outcome of DMARC for one From: domain (or of SPF alone, without one) and what it
+/// asks for.
 struct Decision {
     dmarc: String,
     policy: &'static str,
@@ -367,16 +558,6 @@ impl Decision {
             action: Action::Defer(format!(
                 "the DMARC record of {domain} could not be read now; try again later"
             )),
-            output: None,
-        }
-    }
-
-    fn no_from() -> Decision {
-        Decision {
-            dmarc: "none".into(),
-            policy: "none",
-            domain: String::new(),
-            action: Action::Accept,
             output: None,
         }
     }
@@ -417,6 +598,7 @@ fn bounded_signatures(message: &[u8]) -> Option<Vec<u8>> {
 fn count(summary: &Summary) {
     let m = metrics();
     m.mail_auth("spf", &summary.spf);
+    m.mail_auth("spf_helo", &summary.spf_helo);
     for d in &summary.dkim {
         m.mail_auth("dkim", d);
     }
@@ -626,6 +808,46 @@ mod tests {
             without_forged_results(quoted, "mx.example.test").unwrap(),
             b"Subject: s\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_prepared_message_reads_as_mail_auth_parses_it_whole() {
+        let signatures = "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=a.test; s=s1;\r\n h=from:subject; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=dGVzdA==\r\nDKIM-Signature: v=1; a=rsa-sha256; c=simple/simple; d=a.test; s=s2; h=from;\r\n bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=dGVzdA==\r\n";
+        let large = format!("{}\r\n", "y".repeat(998)).repeat(400);
+        for message in [
+            format!("Received: by us\r\n{signatures}From: <x@a.test>\r\nSubject: s\r\n\r\nbody  line \r\n\r\n\r\n"),
+            format!("Received: by us\r\n{signatures}From: <x@a.test>\r\n\r\n{large}"),
+            // No body.
+            format!("{signatures}From: <x@a.test>\r\nSubject: s\r\n"),
+            // Bare line feeds.
+            "DKIM-Signature: v=1; a=rsa-sha256; d=a.test; s=s; h=from; bh=AAAA; b=AAAA\nFrom: x@a.test\n\nbody\n".to_string(),
+        ] {
+            let message = message.as_bytes();
+            let whole = AuthenticatedMessage::parse(message).unwrap();
+            assert!(!whole.body_hashes.is_empty(), "the signatures parse");
+            let prepared = Prepared::of(message);
+            assert_eq!(prepared.parsed(message).unwrap(), whole);
+        }
+        let prepared = Prepared::of(b"");
+        assert!(prepared.parsed(b"").is_none());
+    }
+
+    #[test]
+    fn only_host_names_are_helo_identities() {
+        assert_eq!(helo_domain("mta.sender.test"), Some("mta.sender.test"));
+        assert_eq!(helo_domain("mta.sender.test."), Some("mta.sender.test"));
+        for no_host in [
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            "192.0.2.1",
+            "2001:db8::1",
+            "localhost",
+            "a..test",
+            "bad;name.test",
+            "",
+        ] {
+            assert_eq!(helo_domain(no_host), None, "{no_host}");
+        }
     }
 
     #[test]

@@ -47,6 +47,7 @@ impl MemoryDirectory {
                 address: address.to_string(),
                 password_hash: accounts::hash_password(password).unwrap(),
                 disabled,
+                admin: false,
                 created_at: chrono::Utc::now().into(),
             },
         );

@@ -14,6 +14,9 @@ pub struct Model {
     #[serde(skip)]
     pub password_hash: String,
     pub disabled: bool,
+    /// Manages the server through the Admin UI (the API as an admin key of every
+    /// domain), when signed in.
+    pub admin: bool,
     pub created_at: DateTimeWithTimeZone,
 }
 

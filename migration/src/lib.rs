@@ -19,6 +19,8 @@
 //!   and users' own limits.
 //! - `m20261203_000012_schema_compat`: which applied migrations binaries that predate
 //!   them can work with (rolling upgrades).
+//! - `m20261203_000013_web_sessions`: the admin role of users and their browser
+//!   sessions (the Admin UI).
 //!
 //! Every migration declares its [`Compat`] in [`catalogue`]: `Additive` when a binary
 //! of the previous release keeps working on the schema it leaves (it only adds tables,
@@ -40,6 +42,7 @@ mod m20261203_000009_dkim_keys;
 mod m20261203_000010_mail_auth;
 mod m20261203_000011_send_limits;
 mod m20261203_000012_schema_compat;
+mod m20261203_000013_web_sessions;
 #[cfg(feature = "test-migrations")]
 mod test_release;
 
@@ -88,6 +91,7 @@ pub fn catalogue() -> Vec<(Box<dyn MigrationTrait>, Compat)> {
             Box::new(m20261203_000012_schema_compat::Migration),
             Breaking,
         ),
+        (Box::new(m20261203_000013_web_sessions::Migration), Additive),
     ];
     // Test builds: a "next release" of migrations, chosen at run time, so one binary
     // can act as the release with them and the release without them.

@@ -1,10 +1,19 @@
-//! Bearer API keys (SPEC A2): the [`Authenticated`] extractor verifies the key, answers
-//! 401 without or with a bad key, 429 to a bad key after too many failures from one
-//! client address (a valid key is always served: behind a proxy or NAT, one client's
-//! failures must not lock out the others), and 503 at once while the database is down
-//! (SPEC A6). [`Authenticated::require`] turns a missing scope into 403, and
+//! Who is calling (SPEC A2): the [`Authenticated`] extractor verifies a bearer API key,
+//! or else the browser session cookie of a signed-in user (the Admin UI). It answers
+//! 401 without or with a bad key or session, 429 to a bad one after too many failures
+//! from one client address (a valid key is always served: behind a proxy or NAT, one
+//! client's failures must not lock out the others), and 503 at once while the database
+//! is down (SPEC A6). [`Authenticated::require`] turns a missing scope into 403, and
 //! [`Authenticated::require_global`] refuses a key limited to some domains what concerns
 //! the whole server.
+//!
+//! A session acts as its user: an admin user's as an admin key of every domain; a
+//! normal user's has no scope at all, so every route refuses it (403) except those
+//! that ask [`Authenticated::mail_reach`], which narrow what they read and change to
+//! that user's own mailboxes. A request made with a session that changes anything
+//! must carry the session's CSRF token in `X-CSRF-Token` (and, when the browser sends
+//! `Origin`, come from this server's own origin): the cookie alone, which a forged
+//! cross-site request may carry, is never enough.
 //!
 //! Keys limited to domains (SPEC S4) see other domains' objects as absent: a domain,
 //! user, mailbox, message, queue entry or key of another domain is answered 404 exactly
@@ -21,6 +30,7 @@ use mairust_actors::apikeys::{self, Caller, Scope};
 use mairust_actors::audit::Entry;
 use mairust_actors::health_state::Dependency;
 use mairust_actors::supervisor::Handles;
+use mairust_actors::websessions;
 use tracing::Instrument;
 
 use super::client_address::ClientAddress;
@@ -78,12 +88,40 @@ impl AuthLimiter {
     }
 }
 
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "mairust_session";
+
+/// The header that carries a session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A signed-in user's browser session.
+#[derive(Debug, Clone)]
+pub struct WebSession {
+    pub id: i64,
+    pub user_id: i64,
+    pub address: String,
+    pub admin: bool,
+    /// The cookie's token (its CSRF token is derived from it).
+    pub token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The verified caller of an API request.
 pub struct Authenticated {
     pub caller: Caller,
     /// The client's address ([`ClientAddress`]: behind a trusted proxy, the one it
     /// forwarded for).
     pub remote: IpAddr,
+    /// The session, when the caller is a signed-in user rather than an API key.
+    pub session: Option<WebSession>,
+}
+
+/// What a route about mail may read and change: the domains of a key limited to some
+/// (`None`: every domain), and for a normal user's session, that user only.
+#[derive(Debug, Clone, Copy)]
+pub struct MailReach<'a> {
+    pub domains: Option<&'a std::collections::BTreeSet<String>>,
+    pub user: Option<i64>,
 }
 
 impl Authenticated {
@@ -91,12 +129,40 @@ impl Authenticated {
     pub fn require(&self, scope: Scope) -> Result<&Caller, ApiError> {
         if self.caller.has(scope) {
             Ok(&self.caller)
+        } else if self.session.is_some() {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this needs an administrator: a user's session reaches only the user's own mail",
+            ))
         } else {
             Err(ApiError::new(
                 ErrorCode::Forbidden,
                 format!("this API key lacks the `{scope}` scope"),
             ))
         }
+    }
+
+    /// What a route about mailboxes and messages reaches with `scope` (`read` or
+    /// `write`): a normal user's session its own user's mail, a key or an admin's
+    /// session what [`Authenticated::require`] allows.
+    pub fn mail_reach(&self, scope: Scope) -> Result<MailReach<'_>, ApiError> {
+        match &self.session {
+            Some(s) if !s.admin && matches!(scope, Scope::Read | Scope::Write) => Ok(MailReach {
+                domains: None,
+                user: Some(s.user_id),
+            }),
+            _ => Ok(MailReach {
+                domains: self.require(scope)?.domains.as_ref(),
+                user: None,
+            }),
+        }
+    }
+
+    /// Whether the caller is the normal (not admin) user whose address is `address`.
+    pub fn is_user(&self, address: &str) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.admin && s.address.eq_ignore_ascii_case(address.trim()))
     }
 
     /// 403 unless the key has `scope` and is a key of every domain: for what concerns
@@ -134,7 +200,10 @@ impl Authenticated {
     }
 
     fn actor(&self) -> String {
-        format!("api-key:{}#{}", self.caller.name, self.caller.key_id)
+        match &self.session {
+            Some(s) => format!("web:{}", s.address),
+            None => format!("api-key:{}#{}", self.caller.name, self.caller.key_id),
+        }
     }
 }
 
@@ -145,13 +214,7 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let handles = req.app_data::<web::Data<Handles>>().cloned();
         let limiter = req.app_data::<web::Data<AuthLimiter>>().cloned();
-        let peer = req
-            .peer_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        let ip = match req.app_data::<web::Data<ClientAddress>>() {
-            Some(clients) => clients.client(peer, req.headers()),
-            None => peer,
-        };
+        let ip = client_ip(req);
         let token = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -161,6 +224,11 @@ impl FromRequest for Authenticated {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(|t| t.trim().to_string());
+        // A bearer key wins over a cookie: browsers never add one on their own.
+        let session = match token {
+            Some(_) => None,
+            None => session_cookie(req).map(|t| (t, csrf_check(req))),
+        };
         Box::pin(async move {
             let (Some(handles), Some(limiter)) = (handles, limiter) else {
                 return Err(ApiError::new(
@@ -171,6 +239,9 @@ impl FromRequest for Authenticated {
             if !handles.health.get(Dependency::Database).up {
                 return Err(ApiError::unavailable());
             }
+            if let Some((cookie, csrf)) = session {
+                return from_session(&handles, &limiter, ip, cookie, csrf).await;
+            }
             let Some(token) = token.filter(|t| !t.is_empty()) else {
                 return Err(refuse(&handles, &limiter, ip, Refusal::NoKey).await);
             };
@@ -180,7 +251,11 @@ impl FromRequest for Authenticated {
                 .instrument(tracing::info_span!("db.verify_api_key"))
                 .await?;
             match verified {
-                Some(caller) => Ok(Authenticated { caller, remote: ip }),
+                Some(caller) => Ok(Authenticated {
+                    caller,
+                    remote: ip,
+                    session: None,
+                }),
                 None => {
                     let prefix = token.get(..11).filter(|p| p.starts_with("mr_"));
                     Err(refuse(&handles, &limiter, ip, Refusal::BadKey(prefix)).await)
@@ -190,9 +265,140 @@ impl FromRequest for Authenticated {
     }
 }
 
+/// The client's address: behind a trusted proxy, the one it forwarded for.
+pub fn client_ip(req: &HttpRequest) -> IpAddr {
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    match req.app_data::<web::Data<ClientAddress>>() {
+        Some(clients) => clients.client(peer, req.headers()),
+        None => peer,
+    }
+}
+
+/// The session token in the request's `Cookie` header(s), if any.
+pub fn session_cookie(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+}
+
+/// What a request made with a session must show besides its cookie.
+enum Csrf {
+    /// A safe method (GET, HEAD, OPTIONS): nothing.
+    NotNeeded,
+    /// The `X-CSRF-Token` sent (maybe none).
+    Token(Option<String>),
+    /// `Origin` names another site.
+    CrossOrigin(String),
+}
+
+fn csrf_check(req: &HttpRequest) -> Csrf {
+    use actix_web::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Csrf::NotNeeded;
+    }
+    if let Some(origin) = foreign_origin(req) {
+        return Csrf::CrossOrigin(origin);
+    }
+    Csrf::Token(
+        req.headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    )
+}
+
+/// The request's `Origin` when it is not this server's own (scheme aside: a proxy may
+/// end TLS), i.e. a page of another site sent it.
+pub fn foreign_origin(req: &HttpRequest) -> Option<String> {
+    let origin = req.headers().get(header::ORIGIN)?.to_str().ok()?;
+    let host = req.connection_info().host().to_ascii_lowercase();
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(origin)
+        .to_ascii_lowercase();
+    (origin_host != host).then(|| origin.to_string())
+}
+
+/// The caller of a request that carries a session cookie.
+async fn from_session(
+    handles: &Handles,
+    limiter: &AuthLimiter,
+    ip: IpAddr,
+    cookie: String,
+    csrf: Csrf,
+) -> Result<Authenticated, ApiError> {
+    let found = websessions::find(&handles.db, &handles.config.api.sessions, &cookie)
+        .instrument(tracing::info_span!("db.find_session"))
+        .await?;
+    let Some(active) = found else {
+        return Err(refuse(handles, limiter, ip, Refusal::NoSession).await);
+    };
+    match csrf {
+        Csrf::NotNeeded => {}
+        Csrf::Token(Some(given)) if websessions::csrf_matches(&cookie, &given) => {}
+        refused => {
+            let (reason, origin) = match refused {
+                Csrf::CrossOrigin(origin) => ("request from another site", Some(origin)),
+                _ => ("missing or wrong CSRF token", None),
+            };
+            tracing::warn!(component = "api", event = "csrf_refused", remote = %ip, user = %active.user.address, reason, "request with a session refused");
+            handles
+                .audit
+                .record(
+                    Entry::failure("auth.csrf", format!("web:{}", active.user.address))
+                        .remote(ip)
+                        .detail("reason", reason)
+                        .detail("origin", origin),
+                )
+                .await;
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("{reason}: a change made with a session needs its token in X-CSRF-Token"),
+            ));
+        }
+    }
+    let user = active.user;
+    let caller = Caller {
+        key_id: 0,
+        name: format!("web:{}", user.address),
+        scopes: if user.admin {
+            [Scope::Admin].into()
+        } else {
+            Default::default()
+        },
+        domains: if user.admin {
+            None
+        } else {
+            Some(Default::default())
+        },
+    };
+    Ok(Authenticated {
+        caller,
+        remote: ip,
+        session: Some(WebSession {
+            id: active.session.id,
+            user_id: user.id,
+            address: user.address,
+            admin: user.admin,
+            token: cookie,
+            expires_at: active.session.expires_at.to_utc(),
+        }),
+    })
+}
+
 /// Why a request has no caller.
 enum Refusal<'a> {
     NoKey,
+    /// A session cookie naming no live session (ended, expired, or never made):
+    /// counted, not audited (a browser left open past its session sends these).
+    NoSession,
     /// Unknown, malformed or revoked; with the public prefix when it looks like one.
     BadKey(Option<&'a str>),
 }
@@ -214,20 +420,25 @@ async fn refuse(
     limiter.failed(ip);
     let entry = Entry::failure("auth.api_key", "api:anonymous").remote(ip);
     let (entry, message) = match why {
+        Refusal::NoSession => (None, "no session or the session ended: sign in again"),
         Refusal::NoKey => (
-            entry.detail("reason", "no key"),
+            Some(entry.detail("reason", "no key")),
             "missing API key: send Authorization: Bearer <key>",
         ),
         Refusal::BadKey(prefix) => {
             tracing::warn!(component = "api", event = "auth_failure", remote = %ip, "invalid API key");
             (
-                entry
-                    .detail("reason", "invalid or revoked key")
-                    .detail("key_prefix", prefix),
+                Some(
+                    entry
+                        .detail("reason", "invalid or revoked key")
+                        .detail("key_prefix", prefix),
+                ),
                 "invalid or revoked API key",
             )
         }
     };
-    handles.audit.record(entry).await;
+    if let Some(entry) = entry {
+        handles.audit.record(entry).await;
+    }
     ApiError::new(ErrorCode::Unauthorized, message)
 }

@@ -14,11 +14,26 @@
 //! when only the object store is down (metadata still readable, new mail tempfails),
 //! else `healthy`. The values are the HealthMonitor's latest probes, so these handlers never
 //! wait on a dead dependency.
+//!
+//! Each node also writes its report to `node_status` every [`NODE_REPORT_EVERY`]
+//! ([`publish`]), so the Admin UI's dashboard shows every node sharing the database.
+
+use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
 use mairust_actors::health_state::Dependency;
 use mairust_actors::supervisor::Handles;
+use mairust_entities::node_status;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::json;
+
+/// How often a node writes its report to `node_status`.
+pub const NODE_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// A node's report older than this is shown as stale (the node stopped or lost the
+/// database); older than a day it is removed.
+pub const NODE_REPORT_STALE: Duration = Duration::from_secs(35);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
@@ -26,7 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/health/ready", web::get().to(ready));
 }
 
-fn report(handles: &Handles) -> (bool, serde_json::Value) {
+pub fn report(handles: &Handles) -> (bool, serde_json::Value) {
     let db = handles.health.get(Dependency::Database);
     let storage = handles.health.get(Dependency::Storage);
     let queue = handles.health.queue();
@@ -101,4 +116,53 @@ async fn ready(handles: web::Data<Handles>) -> HttpResponse {
         (true, body) => HttpResponse::Ok().json(body),
         (false, body) => HttpResponse::ServiceUnavailable().json(body),
     }
+}
+
+/// Writes this node's report to `node_status` every [`NODE_REPORT_EVERY`] while the
+/// database is up, and removes reports of nodes gone for a day. Runs for the life of
+/// the process.
+pub async fn publish(handles: Handles) {
+    let started = Utc::now();
+    let mut tick = tokio::time::interval(NODE_REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !handles.health.get(Dependency::Database).up {
+            continue;
+        }
+        if let Err(e) = write_report(&handles, started).await {
+            tracing::debug!(component = "api", error = %e, "node report not written");
+        }
+    }
+}
+
+async fn write_report(handles: &Handles, started: DateTime<Utc>) -> Result<(), sea_orm::DbErr> {
+    let now = Utc::now();
+    let row = node_status::ActiveModel {
+        node_id: Set(handles.node_id.clone()),
+        hostname: Set(handles.config.server.hostname.clone()),
+        version: Set(env!("CARGO_PKG_VERSION").to_string()),
+        started_at: Set(started.fixed_offset()),
+        updated_at: Set(now.fixed_offset()),
+        report: Set(report(handles).1.to_string()),
+    };
+    node_status::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(node_status::Column::NodeId)
+                .update_columns([
+                    node_status::Column::Hostname,
+                    node_status::Column::Version,
+                    node_status::Column::StartedAt,
+                    node_status::Column::UpdatedAt,
+                    node_status::Column::Report,
+                ])
+                .to_owned(),
+        )
+        .exec(&handles.db)
+        .await?;
+    node_status::Entity::delete_many()
+        .filter(node_status::Column::UpdatedAt.lt((now - chrono::Duration::days(1)).fixed_offset()))
+        .exec(&handles.db)
+        .await?;
+    Ok(())
 }

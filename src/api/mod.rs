@@ -6,11 +6,13 @@
 //! - [`auth`] — API keys, scopes and domain limits, failed-auth rate limiting
 //! - [`client_address`] — the client behind trusted reverse proxies
 //! - [`error`] — the one error body (SPEC A3)
+//! - [`ui`] — the Admin UI (`/admin`) and Swagger UI (`/api/v1/docs`), built in
 
 pub mod auth;
 pub mod client_address;
 pub mod error;
 pub mod health;
+pub mod ui;
 pub mod v1;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -57,6 +59,7 @@ pub fn server(
             .app_data(web::Data::new(CountRequests(metrics_on)))
             .configure(error::configure_extractors)
             .configure(health::routes)
+            .configure(ui::admin_routes)
             .configure(|cfg| {
                 if metrics_on {
                     cfg.route("/metrics", web::get().to(metrics_text));
@@ -68,6 +71,8 @@ pub fn server(
                 utoipa_actix_web::scope("/api/v1")
                     .configure(v1::routes)
                     .route("/openapi.json", web::get().to(openapi_json))
+                    .route("/docs", web::get().to(ui::docs_root))
+                    .route("/docs/{file:.*}", web::get().to(ui::docs_file))
                     .default_service(web::to(not_found)),
             )
             .split_for_parts();

@@ -29,6 +29,10 @@ pub enum UserAction {
         /// never taken from the command line, where other users could see them.
         #[arg(long)]
         password_stdin: bool,
+        /// Give the user the admin role: signed in to the Admin UI, they manage the
+        /// server (every domain, user, key, hook and the queue).
+        #[arg(long)]
+        admin: bool,
     },
     /// List users, optionally of one domain.
     List {
@@ -48,6 +52,11 @@ pub enum UserAction {
     Disable { address: String },
     /// Enable a disabled user.
     Enable { address: String },
+    /// Give a user the admin role (the Admin UI manages the server as them).
+    GrantAdmin { address: String },
+    /// Take the admin role back; their sessions reach only their own mail from the next
+    /// request on.
+    RevokeAdmin { address: String },
 }
 
 /// The first line of standard input, which must not be empty.
@@ -98,20 +107,30 @@ pub async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
         UserAction::Add {
             address,
             password_stdin,
+            admin,
         } => {
             let password = password_from_stdin(password_stdin)?;
-            let u = accounts::add_user(&db, &address, &password).await?;
-            super::audit(&audit, "user.create", &u.address).await;
+            let hash = accounts::hash_password(&password)?;
+            let u = accounts::add_user_hashed(&db, &address, hash, admin).await?;
+            audit
+                .record(
+                    Entry::success("user.create", super::cli_actor())
+                        .target(&u.address)
+                        .detail("admin", u.admin),
+                )
+                .await;
             println!(
-                "added user {} (mailboxes: {})",
+                "added user {}{} (mailboxes: {})",
                 u.address,
+                if u.admin { " with the admin role" } else { "" },
                 accounts::DEFAULT_MAILBOXES.join(", ")
             );
         }
         UserAction::List { domain } => {
             for u in accounts::list_users(&db, domain.as_deref()).await? {
+                let admin = if u.admin { " (admin)" } else { "" };
                 let state = if u.disabled { " (disabled)" } else { "" };
-                println!("{}{state}", u.address);
+                println!("{}{admin}{state}", u.address);
             }
         }
         UserAction::Remove { address } => {
@@ -129,13 +148,15 @@ pub async fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
             }
             let change = accounts::UserChange {
                 password_hash: Some(accounts::hash_password(&password)?),
-                disabled: None,
+                ..Default::default()
             };
             let u = change_user(&db, &audit, &address, change).await?;
             println!("password of {} changed", u.address);
         }
         UserAction::Disable { address } => set_disabled(&db, &audit, &address, true).await?,
         UserAction::Enable { address } => set_disabled(&db, &audit, &address, false).await?,
+        UserAction::GrantAdmin { address } => set_admin(&db, &audit, &address, true).await?,
+        UserAction::RevokeAdmin { address } => set_admin(&db, &audit, &address, false).await?,
     }
     db.close().await?;
     Ok(())
@@ -148,12 +169,31 @@ async fn set_disabled(
     disabled: bool,
 ) -> anyhow::Result<()> {
     let change = accounts::UserChange {
-        password_hash: None,
         disabled: Some(disabled),
+        ..Default::default()
     };
     let u = change_user(db, audit, address, change).await?;
     let state = if disabled { "disabled" } else { "enabled" };
     println!("user {} {state}", u.address);
+    Ok(())
+}
+
+async fn set_admin(
+    db: &sea_orm::DatabaseConnection,
+    audit: &AuditLog,
+    address: &str,
+    admin: bool,
+) -> anyhow::Result<()> {
+    let change = accounts::UserChange {
+        admin: Some(admin),
+        ..Default::default()
+    };
+    let u = change_user(db, audit, address, change).await?;
+    if admin {
+        println!("user {} has the admin role", u.address);
+    } else {
+        println!("user {} no longer has the admin role", u.address);
+    }
     Ok(())
 }
 
@@ -166,6 +206,7 @@ async fn change_user(
 ) -> anyhow::Result<mairust_entities::user::Model> {
     let password_changed = change.password_hash.is_some();
     let disabled = change.disabled;
+    let admin = change.admin;
     let u = accounts::update_user(db, address, change).await?;
     let mut entry = Entry::success("user.change", super::cli_actor()).target(&u.address);
     if password_changed {
@@ -173,6 +214,9 @@ async fn change_user(
     }
     if let Some(disabled) = disabled {
         entry = entry.detail("disabled", disabled);
+    }
+    if let Some(admin) = admin {
+        entry = entry.detail("admin", admin);
     }
     audit.record(entry).await;
     Ok(u)

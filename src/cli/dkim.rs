@@ -30,7 +30,8 @@ pub enum DkimAction {
     /// Make a key for a domain; it signs at once. Prints the DNS record to publish.
     Generate {
         domain: String,
-        /// Default: the algorithm and today's date (rsa-20261203, ed-20261203).
+        /// Default: the algorithm and the UTC date and time to the minute,
+        /// rsa-YYYYMMDDHHMM or ed-YYYYMMDDHHMM (e.g. rsa-202612031152).
         #[arg(long)]
         selector: Option<String>,
         #[arg(long, value_enum, default_value = "rsa")]
@@ -46,6 +47,8 @@ pub enum DkimAction {
     /// until then and stays listed for dkim.rotation_grace_days more.
     Rotate {
         domain: String,
+        /// The new key's; default: rsa-YYYYMMDDHHMM or ed-YYYYMMDDHHMM (UTC, to the
+        /// minute).
         #[arg(long)]
         selector: Option<String>,
         #[arg(long, value_enum, default_value = "rsa")]

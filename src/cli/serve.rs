@@ -92,6 +92,8 @@ pub fn run(
         if let Some(pid_file) = pid_file {
             pid_file.publish()?;
         }
+        // Every node's health on the Admin UI's dashboard, HTTP or not.
+        actix_rt::spawn(crate::api::health::publish(handles.clone()));
         tracing::info!(component = "supervisor", event = "ready", node = %handles.node_id, "MaiRust is ready");
         let listening: Vec<String> = handles.listeners.iter().map(|(name, addr)| format!("{name} {addr}")).collect();
         mairust_actors::systemd::tell(&format!(

@@ -26,6 +26,7 @@ pub mod rspamd;
 mod server;
 pub mod sink;
 mod smtp;
+pub mod webdriver;
 
 // Each suite uses some of these: what one suite leaves unused is not dead.
 #[allow(unused_imports)]

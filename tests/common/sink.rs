@@ -125,6 +125,22 @@ impl Sink {
         self.state.lock().unwrap().received.clone()
     }
 
+    /// The message with the header field `Subject: {subject}`, waiting up to 10 s.
+    pub fn with_subject(&self, subject: &str) -> Received {
+        let wanted = format!("Subject: {subject}\r\n");
+        for _ in 0..500 {
+            if let Some(m) = self
+                .received()
+                .into_iter()
+                .find(|m| String::from_utf8_lossy(&m.data).contains(&wanted))
+            {
+                return m;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{subject} never reached the remote server");
+    }
+
     pub fn count(&self) -> usize {
         self.state.lock().unwrap().received.len()
     }

@@ -18,21 +18,26 @@ except ImportError:
     sys.exit(3)
 
 
+def rsa_key():
+    """A new RSA-2048 key: its PEM private key and the DNS TXT text of its public key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER,
+        serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+    return private, "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()
+
+
 def main():
     algorithm, domain, selector, src, dst = sys.argv[1:6]
     message = open(src, "rb").read()
     if algorithm == "rsa":
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        public = key.public_key().public_bytes(
-            serialization.Encoding.DER,
-            serialization.PublicFormat.SubjectPublicKeyInfo,
-        )
-        record = "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()
+        private, record = rsa_key()
         signature_algorithm = b"rsa-sha256"
     else:
         key = nacl.signing.SigningKey.generate()
@@ -52,4 +57,5 @@ def main():
     print(record)
 
 
-main()
+if __name__ == "__main__":
+    main()

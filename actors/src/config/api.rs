@@ -63,6 +63,8 @@ pub struct ApiConfig {
     /// one, and a proxy that writes one passes the other through untouched.
     pub forwarded_header: ForwardedHeader,
     pub cors: CorsConfig,
+    /// Browser sessions of signed-in users (the Admin UI).
+    pub sessions: SessionConfig,
 }
 
 impl Default for ApiConfig {
@@ -72,7 +74,56 @@ impl Default for ApiConfig {
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             cors: CorsConfig::default(),
+            sessions: SessionConfig::default(),
         }
+    }
+}
+
+/// How long a browser session lasts (`api.sessions`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A session unused this long ends.
+    pub idle_timeout_seconds: u64,
+    /// A session ends this long after sign-in, however much it is used.
+    pub lifetime_seconds: u64,
+    /// Sessions one user may hold at once; signing in once more ends the oldest.
+    pub max_per_user: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout_seconds: 1800,
+            lifetime_seconds: 12 * 3600,
+            max_per_user: 10,
+        }
+    }
+}
+
+/// Longest session lifetime accepted: 30 days.
+const MAX_SESSION_SECONDS: u64 = 30 * 24 * 3600;
+
+impl SessionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+            ("lifetime_seconds", self.lifetime_seconds),
+        ] {
+            if !(1..=MAX_SESSION_SECONDS).contains(&value) {
+                return Err(ConfigError::new(
+                    format!("api.sessions.{key}"),
+                    format!("must be between 1 and {MAX_SESSION_SECONDS} (30 days)"),
+                ));
+            }
+        }
+        if !(1..=1000).contains(&self.max_per_user) {
+            return Err(ConfigError::new(
+                "api.sessions.max_per_user",
+                "must be between 1 and 1000",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +135,7 @@ impl ApiConfig {
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         self.trusted_proxy_networks()?;
+        self.sessions.validate()?;
         self.cors.validate()
     }
 }

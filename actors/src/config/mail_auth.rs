@@ -21,21 +21,32 @@ pub enum FailAction {
 #[serde(deny_unknown_fields, default)]
 pub struct MailAuthConfig {
     /// Check mail that no local account submits (from other servers, on any listener):
-    /// SPF of MAIL FROM (or HELO for bounces), DKIM signatures, DMARC of the From:
-    /// domain, ARC. Off: no DNS lookups, no Authentication-Results header.
+    /// SPF of MAIL FROM (`postmaster@<HELO>` for bounces) and of the HELO name, DKIM
+    /// signatures, DMARC of the From: domain, ARC. Off: no DNS lookups, no
+    /// Authentication-Results header (forged ones claiming `authserv_id` are removed
+    /// all the same).
     pub verify: bool,
     /// The authserv-id of our Authentication-Results headers; `server.hostname` when
-    /// empty. Headers from elsewhere that claim it are removed.
+    /// empty. Headers from elsewhere that claim it are removed, whether or not mail is
+    /// checked.
     pub authserv_id: String,
-    /// How long all checks of one message may take (DNS included); past it the results
-    /// are `temperror` and the message is accepted.
+    /// The time each DNS-bound step of one message's checks may take is a third of
+    /// this: SPF (MAIL FROM and HELO side by side), then DKIM with ARC, then DMARC once
+    /// for each From: domain (at most 5). It is not a total: one message may wait up to
+    /// 7/3 of it, and parsing and hashing the message are not counted. Past its share an
+    /// SPF identity is `temperror`, and so is every DKIM signature (ARC is then
+    /// `none`): the checks go on, and such a result never aligns for DMARC. A DMARC
+    /// record not read in time defers the message with `451 4.7.1` (its policy is
+    /// unknown).
     pub timeout_seconds: f64,
     /// A DMARC failure of a domain whose policy is `p=reject`.
     pub dmarc_reject: FailAction,
     /// A DMARC failure of a domain whose policy is `p=quarantine`.
     pub dmarc_quarantine: FailAction,
-    /// An SPF `fail` (the domain's `-all`) when the From: domain has no DMARC policy
-    /// that decides.
+    /// An SPF `fail` (the domain's `-all`) of MAIL FROM when no DMARC policy decides:
+    /// the From: domain publishes none (or `p=none`) and DMARC did not pass, or the
+    /// message names no From: domain at all. The HELO name's SPF result is recorded
+    /// only: it costs nothing by itself.
     pub spf_fail: FailAction,
 }
 

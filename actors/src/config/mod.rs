@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-pub use api::{ApiConfig, CorsConfig, ForwardedHeader, HttpConfig};
+pub use api::{ApiConfig, CorsConfig, ForwardedHeader, HttpConfig, SessionConfig};
 pub use audit::AuditConfig;
 pub use auth::AuthConfig;
 pub use database::DatabaseConfig;

@@ -25,7 +25,7 @@ pub struct SpamConfig {
 pub struct RspamdConfig {
     /// rspamd's normal worker, e.g. `http://127.0.0.1:11333`; empty: no scanning.
     pub url: String,
-    /// One scan at most (connection included).
+    /// One scan at most (connection included); at most 600.
     pub timeout_seconds: f64,
     pub on_error: SpamOnError,
     /// Also scan what our users submit (SMTP AUTH, `POST /send`); mail from other
@@ -35,6 +35,7 @@ pub struct RspamdConfig {
     /// gets `on_error` at once) until `breaker_cooldown_seconds` passed and one trial
     /// scan succeeds.
     pub breaker_failures: u32,
+    /// At most 86400 (one day).
     pub breaker_cooldown_seconds: f64,
 }
 
@@ -50,6 +51,11 @@ impl Default for RspamdConfig {
         }
     }
 }
+
+/// Longest scan: the ten minutes a client waits for the reply to its data.
+const MAX_TIMEOUT_SECONDS: f64 = 600.0;
+/// Longest time the breaker stays open before a trial scan.
+const MAX_COOLDOWN_SECONDS: f64 = 86_400.0;
 
 impl SpamConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -68,6 +74,21 @@ impl SpamConfig {
                 ("breaker_cooldown_seconds", r.breaker_cooldown_seconds),
             ],
         )?;
+        // Both become a `Duration`, which a value past 2^64 seconds does not fit (making
+        // it would panic). A client waits ten minutes for the
+        // reply to its data (RFC 5321 §4.5.3.2.6): a longer scan would answer nobody.
+        if r.timeout_seconds > MAX_TIMEOUT_SECONDS {
+            return Err(ConfigError::new(
+                "spam.rspamd.timeout_seconds",
+                "must be at most 600 (ten minutes)",
+            ));
+        }
+        if r.breaker_cooldown_seconds > MAX_COOLDOWN_SECONDS {
+            return Err(ConfigError::new(
+                "spam.rspamd.breaker_cooldown_seconds",
+                "must be at most 86400 (one day)",
+            ));
+        }
         super::require_nonzero(
             "spam.rspamd",
             &[("breaker_failures", r.breaker_failures.into())],

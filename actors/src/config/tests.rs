@@ -395,6 +395,145 @@ fn logging_telemetry_audit_api_and_retention_errors() {
 }
 
 #[test]
+fn dkim_mail_auth_spam_and_send_limits_settings_are_accepted() {
+    assert_accepted(vec![
+        json!({"dkim": {"sign": false, "headers": ["from", "Subject", "X-Custom"],
+            "rotation_delay_hours": 2160, "rotation_grace_days": 365}}),
+        json!({"dkim": {"rotation_delay_hours": 0, "rotation_grace_days": 0}}),
+        json!({"mail_auth": {"verify": false, "authserv_id": "mx-1.example_org",
+            "timeout_seconds": 300, "dmarc_reject": "junk", "dmarc_quarantine": "accept",
+            "spf_fail": "reject"}}),
+        json!({"spam": {"rspamd": {"url": "https://rspamd.internal:11333/", "timeout_seconds": 600,
+            "on_error": "tempfail", "scan_outbound": true, "breaker_failures": 1,
+            "breaker_cooldown_seconds": 86_400}}}),
+        json!({"spam": {"rspamd": {"url": "", "timeout_seconds": 0.5}}}),
+        json!({"send_limits": {"messages_per_hour": 0, "recipients_per_hour": 1_000_000_000_000u64,
+            "domain_messages_per_hour": 10, "domain_recipients_per_hour": 0}}),
+    ]);
+}
+
+#[test]
+fn dkim_and_mail_auth_errors() {
+    assert_rejected(vec![
+        (
+            json!({"dkim": {"master_key_file": ""}}),
+            "dkim.master_key_file: must not be empty",
+        ),
+        (
+            json!({"dkim": {"headers": ["Subject", "Date"]}}),
+            "dkim.headers: must include From (RFC 6376 §5.4)",
+        ),
+        (
+            json!({"dkim": {"headers": ["From", "X Mailer"]}}),
+            "dkim.headers: `X Mailer` is not a header field name",
+        ),
+        (
+            json!({"dkim": {"headers": ["From", "Subject:"]}}),
+            "dkim.headers: `Subject:` is not a header field name",
+        ),
+        (
+            json!({"dkim": {"headers": ["From", ""]}}),
+            "dkim.headers: `` is not a header field name",
+        ),
+        (
+            json!({"dkim": {"rotation_delay_hours": 2161}}),
+            "dkim.rotation_delay_hours: must be at most 2160 (90 days)",
+        ),
+        (
+            json!({"dkim": {"rotation_grace_days": 366}}),
+            "dkim.rotation_grace_days: must be at most 365",
+        ),
+        (
+            json!({"mail_auth": {"timeout_seconds": 0}}),
+            "mail_auth.timeout_seconds: must be greater than 0 and at most 300",
+        ),
+        (
+            json!({"mail_auth": {"timeout_seconds": 300.5}}),
+            "mail_auth.timeout_seconds: must be greater than 0 and at most 300",
+        ),
+        (
+            json!({"mail_auth": {"authserv_id": "mx.example.org; dkim=pass"}}),
+            "mail_auth.authserv_id: must be a host name (letters, digits, '-', '.', '_')",
+        ),
+    ]);
+}
+
+#[test]
+fn spam_and_send_limits_errors() {
+    let url = |u: &str| json!({"spam": {"rspamd": {"url": u}}});
+    let rspamd = |key: &str, value: Value| json!({"spam": {"rspamd": { key: value }}});
+    assert_rejected(vec![
+        (
+            url("rspamd:11333"),
+            "spam.rspamd.url: `rspamd:11333` is not an http:// or https:// URL",
+        ),
+        (
+            url("ftp://rspamd:11333"),
+            "spam.rspamd.url: `ftp://rspamd:11333` is not an http:// or https:// URL",
+        ),
+        (
+            url("http://"),
+            "spam.rspamd.url: `http://` is not an http:// or https:// URL",
+        ),
+        (
+            rspamd("timeout_seconds", json!(0)),
+            "spam.rspamd.timeout_seconds: must be a number greater than 0",
+        ),
+        (
+            rspamd("timeout_seconds", json!(-1.5)),
+            "spam.rspamd.timeout_seconds: must be a number greater than 0",
+        ),
+        (
+            rspamd("timeout_seconds", json!(600.5)),
+            "spam.rspamd.timeout_seconds: must be at most 600 (ten minutes)",
+        ),
+        (
+            rspamd("breaker_cooldown_seconds", json!(0.0)),
+            "spam.rspamd.breaker_cooldown_seconds: must be a number greater than 0",
+        ),
+        (
+            // Past what a Duration holds: refused here, not a panic at the first scan.
+            rspamd("breaker_cooldown_seconds", json!(1e30)),
+            "spam.rspamd.breaker_cooldown_seconds: must be at most 86400 (one day)",
+        ),
+        (
+            rspamd("breaker_failures", json!(0)),
+            "spam.rspamd.breaker_failures: must be greater than 0",
+        ),
+    ]);
+    for key in [
+        "messages_per_hour",
+        "recipients_per_hour",
+        "domain_messages_per_hour",
+        "domain_recipients_per_hour",
+    ] {
+        let expected = format!("send_limits.{key}: must be at most 1000000000000 (0: no limit)");
+        assert_rejected(vec![(
+            json!({"send_limits": { key: 1_000_000_000_001u64 }}),
+            expected.as_str(),
+        )]);
+    }
+    // A word that is no choice is refused by the loader, naming the choices.
+    for (patch, choices) in [
+        (
+            rspamd("on_error", json!("drop")),
+            "expected `accept` or `tempfail`",
+        ),
+        (
+            json!({"mail_auth": {"spf_fail": "quarantine"}}),
+            "expected one of `accept`, `junk`, `reject`",
+        ),
+    ] {
+        let mut value = minimal();
+        merge(&mut value, patch);
+        let err = serde_json::from_value::<Config>(value)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(choices), "{err}");
+    }
+}
+
+#[test]
 fn unknown_keys_are_refused_by_every_section() {
     for section in [
         "server",
@@ -412,6 +551,10 @@ fn unknown_keys_are_refused_by_every_section() {
         "retention",
         "telemetry",
         "auth",
+        "dkim",
+        "mail_auth",
+        "spam",
+        "send_limits",
     ] {
         let mut value = minimal();
         merge(&mut value, json!({ section: {"no_such_key": 1} }));
@@ -420,4 +563,10 @@ fn unknown_keys_are_refused_by_every_section() {
             .to_string();
         assert!(err.contains("no_such_key"), "{section}: {err}");
     }
+    let mut value = minimal();
+    merge(&mut value, json!({"spam": {"rspamd": {"no_such_key": 1}}}));
+    let err = serde_json::from_value::<Config>(value)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no_such_key"), "spam.rspamd: {err}");
 }

@@ -152,15 +152,7 @@ pub fn digest(body: &[u8]) -> String {
     hex(&Sha256::digest(body))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub use crate::tokens::hex;
 
 #[cfg(test)]
 mod tests {

@@ -196,8 +196,9 @@ impl Pipeline {
     /// How many copies of a body the hooks may hold at once while it is screened: a
     /// pre_receive or pre_send call holds its base64 form, the JSON request and the
     /// request's own copy beside the body, about four times its size.
-    /// A body rebuilt with header fields on top (the sender checks' and rspamd's) is
-    /// briefly held twice.
+    /// A body rebuilt with header fields on top (the sender checks' and rspamd's) or
+    /// without forged Authentication-Results (any message may carry one, checked or
+    /// not) is briefly held twice.
     pub fn copies_while_screened(&self, has_outbound: bool) -> usize {
         let screened = if self.hooks.has(HookEvent::PreReceive)
             || (has_outbound && self.hooks.has(HookEvent::PreSend))
@@ -206,8 +207,15 @@ impl Pipeline {
         } else {
             1
         };
-        let rebuilt = self.sender_auth.is_some() || self.spam.is_some();
-        screened + usize::from(rebuilt)
+        screened + 1
+    }
+
+    /// Our authserv-id (`mail_auth.authserv_id`, else the host name), the one the
+    /// sender checks write: known whether or not they run.
+    fn authserv_id(&self) -> &str {
+        self.config
+            .mail_auth
+            .authserv_id(&self.config.server.hostname)
     }
 
     /// Checks, screens and stores a message; `Ok` only once it is durable (SPEC M4).
@@ -228,18 +236,19 @@ impl Pipeline {
             submission.recipients.outbound,
         );
         message.submitted_by = submission.submitter.map(|s| s.account().to_string());
-        if let Some(checker) = &self.sender_auth {
-            if submission.submitter.is_none() {
+        match &self.sender_auth {
+            Some(checker) if submission.submitter.is_none() => {
                 let envelope = crate::sender_auth::Envelope {
                     remote: submission.remote,
                     helo: submission.helo,
                     mail_from: submission.sender,
                 };
                 self.check_sender(checker, &mut message, envelope).await?;
-            } else {
-                // Our users' mail is not checked, but it may not carry a verdict in our
-                // name to another local user either.
-                let authserv_id = checker.authserv_id().to_string();
+            }
+            // Mail that is not checked (our users' mail, or any with `mail_auth.verify`
+            // off) may not carry a verdict in our name to a local reader either.
+            _ => {
+                let authserv_id = self.authserv_id().to_string();
                 let forged = move |field: &[u8]| crate::sender_auth::claims(field, &authserv_id);
                 put_on_top(&mut message, String::new(), forged).await?;
             }
@@ -251,7 +260,7 @@ impl Pipeline {
         }
         self.screen(&mut message).await?;
         // Charged last: a message refused by a check above costs no allowance, and one
-        // that is not kept after all (signing, storage) is given back.
+        // that is not kept after all (signing, storage, a failed task) is given back.
         let mut charge = None;
         if let Some(submitter) = submission.submitter
             && let Some(limits) = &self.send_limits
@@ -264,8 +273,10 @@ impl Pipeline {
             }
         }
         let result = self.sign_and_store(submission.submitter, message).await;
-        if let (Err(SubmitError::NotSigned(_) | SubmitError::NotStored(_)), Some((limits, c))) =
-            (&result, &charge)
+        // `sign_and_store` answers `Ok` once the message is stored, and only then; any
+        // error tells the client it was not taken (it may send it again, and pay then).
+        if result.is_err()
+            && let Some((limits, c)) = &charge
         {
             limits.refund(c).await;
         }
@@ -325,7 +336,7 @@ impl Pipeline {
     ) -> Result<(), SubmitError> {
         let span = trace::child_span(|| tracing::info_span!("mail_auth.check"));
         let checked = checker
-            .check(&message.body, envelope)
+            .check(message.body.clone(), envelope)
             .instrument(span)
             .await;
         match &checked.action {

@@ -58,7 +58,8 @@ impl DkimKeyView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDkimKey {
-    /// Default: the algorithm and today's date (`rsa-20261203`).
+    /// Default: the algorithm and the UTC date and time to the minute,
+    /// `rsa-YYYYMMDDHHMM` or `ed-YYYYMMDDHHMM` (e.g. `rsa-202612031152`).
     pub selector: Option<String>,
     /// `rsa` (RSA-2048, the default) or `ed25519`.
     pub algorithm: Option<String>,
@@ -67,6 +68,8 @@ pub struct NewDkimKey {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DkimRotation {
+    /// The new key's; default: `rsa-YYYYMMDDHHMM` or `ed-YYYYMMDDHHMM` (UTC, to the
+    /// minute).
     pub selector: Option<String>,
     /// The algorithm of the key replaced and of its successor: `rsa` (default) or
     /// `ed25519`.
@@ -114,10 +117,12 @@ fn dkim_error(e: DkimError) -> ApiError {
         DkimError::InvalidAlgorithm(_) => ApiError::field("algorithm", e.to_string()),
         DkimError::OutOfRange(field, _) => ApiError::field(field, e.to_string()),
         DkimError::Key(reason) => {
+            // The reason names server paths (dkim.master_key_file) and key handling:
+            // for the log, not for API clients. The CLI, run on the server, prints it.
             tracing::error!(component = "api", event = "dkim_key_error", error = %reason, "DKIM key operation failed");
             ApiError::new(
                 ErrorCode::InternalError,
-                format!("DKIM key error: {reason}"),
+                "this node could not make or open a DKIM key; the server log says why (most often its DKIM master key file is missing, unreadable or another node's)",
             )
         }
     }

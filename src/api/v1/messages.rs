@@ -1,27 +1,24 @@
 //! `/api/v1/messages`: messages as they sit in mailboxes. The id is the mailbox entry's
 //! (a message delivered to three users is three entries sharing one stored body);
 //! flags, tags and the soft delete (SPEC M7) belong to the entry. A key limited to some
-//! domains reaches the entries of those domains' users only.
-
-use std::collections::BTreeSet;
+//! domains reaches the entries of those domains' users only, a normal user's session
+//! the user's own entries only ([`MailReach`]).
 
 use actix_web::{HttpResponse, delete, get, patch, web};
 use chrono::{DateTime, FixedOffset, Utc};
-use mairust_actors::apikeys::{Caller, Scope};
-use mairust_actors::health_state::Dependency;
-use mairust_actors::storage::bodies::BodyError;
+use mairust_actors::apikeys::Scope;
 use mairust_actors::storage::envelope::{TAG_CHARS, valid_tag};
 use mairust_actors::supervisor::Handles;
-use mairust_entities::{mailbox_message, unflushed_message};
+use mairust_entities::mailbox_message;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query, SelectStatement};
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryResult, Set};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryResult, Set};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{Page, PageQuery, reach};
-use crate::api::auth::Authenticated;
-use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
+use crate::api::auth::{Authenticated, MailReach};
+use crate::api::error::{ApiError, AuthErrors, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessageView {
@@ -46,7 +43,7 @@ pub struct MessageView {
     /// The account that submitted the message: the SMTP AUTH user, or the sender user
     /// of `POST /send`. Null for mail received from other servers.
     pub submitted_by: Option<String>,
-    /// What the checks of mail from other servers found: `spf`, `dkim` (one per
+    /// What the checks of mail from other servers found: `spf`, `spf_helo`, `dkim` (one per
     /// signature), `dmarc`, `dmarc_policy`, `arc`, `from_domain`, and `action` (accept,
     /// junk). Null for mail our users submitted.
     #[schema(value_type = Option<Object>)]
@@ -93,13 +90,13 @@ pub struct MessagePatch {
     pub tags: Option<Vec<String>>,
 }
 
-fn col(table: &str, column: &str) -> Expr {
+pub(super) fn col(table: &str, column: &str) -> Expr {
     Expr::col((Alias::new(table), Alias::new(column)))
 }
 
 /// Entries with their message, user and mailbox; soft-deleted ones left out, and those
-/// of users outside `domains` when the caller is limited to some.
-fn base_select(domains: Option<&BTreeSet<String>>) -> SelectStatement {
+/// out of the caller's reach.
+fn base_select(reach: MailReach<'_>) -> SelectStatement {
     let mut q = Query::select();
     for (table, column, name) in [
         ("mm", "id", "id"),
@@ -144,10 +141,18 @@ fn base_select(domains: Option<&BTreeSet<String>>) -> SelectStatement {
             col("b", "id").equals((Alias::new("mm"), Alias::new("mailbox_id"))),
         )
         .and_where(col("mm", "deleted_at").is_null());
-    if let Some(domains) = domains {
-        q.and_where(col("u", "domain_id").in_subquery(reach::domain_ids(domains)));
-    }
+    narrow(&mut q, reach);
     q.to_owned()
+}
+
+/// Leaves out of a select over `mailbox_messages AS mm` the entries out of `reach`.
+pub(super) fn narrow(q: &mut SelectStatement, reach: MailReach<'_>) {
+    if let Some(domains) = reach.domains {
+        q.and_where(col("mm", "user_id").in_subquery(reach::user_ids(domains)));
+    }
+    if let Some(user) = reach.user {
+        q.and_where(col("mm", "user_id").eq(user));
+    }
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -206,12 +211,12 @@ fn valid_flag(f: &str) -> bool {
             .all(|c| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c))
 }
 
-fn no_message(id: i64) -> ApiError {
+pub(super) fn no_message(id: i64) -> ApiError {
     ApiError::not_found(format!("no message {id}"))
 }
 
-async fn fetch(handles: &Handles, caller: &Caller, id: i64) -> Result<MessageView, ApiError> {
-    let select = base_select(caller.domains.as_ref())
+async fn fetch(handles: &Handles, reach: MailReach<'_>, id: i64) -> Result<MessageView, ApiError> {
+    let select = base_select(reach)
         .and_where(col("mm", "id").eq(id))
         .to_owned();
     match handles.db.query_one(&select).await? {
@@ -239,9 +244,9 @@ pub async fn list(
     page: web::Query<PageQuery>,
     filter: web::Query<MessageFilter>,
 ) -> Result<web::Json<Page<MessageView>>, ApiError> {
-    let caller = auth.require(Scope::Read)?;
+    let reach = auth.mail_reach(Scope::Read)?;
     let limit = page.limit()?;
-    let mut select = base_select(caller.domains.as_ref());
+    let mut select = base_select(reach);
     if let Some(before_id) = page.after_id()? {
         select.and_where(col("mm", "id").lt(before_id));
     }
@@ -322,108 +327,8 @@ pub async fn get(
     handles: web::Data<Handles>,
     id: web::Path<i64>,
 ) -> Result<web::Json<MessageView>, ApiError> {
-    let caller = auth.require(Scope::Read)?;
-    Ok(web::Json(fetch(&handles, caller, id.into_inner()).await?))
-}
-
-/// The message as received (RFC 5322 bytes, our Received header first).
-#[utoipa::path(
-    tag = "messages",
-    params(("id" = i64, Path, description = "Mailbox entry id")),
-    responses(
-        (status = 200, description = "The raw message", content_type = "message/rfc822", body = Vec<u8>),
-        (status = 401, description = "No or invalid API key", body = ErrorBody),
-        (status = 403, description = "The key lacks the read scope", body = ErrorBody),
-        (status = 404, description = "No such message (or deleted)", body = ErrorBody),
-        (status = 429, description = "Too many failed authentications", body = ErrorBody),
-        (status = 500, description = "The body is missing from the object store", body = ErrorBody),
-        (status = 503, description = "Database or object store unavailable, or the message still being stored", body = ErrorBody)
-    ),
-    security(("bearer" = ["read"]))
-)]
-#[get("/messages/{id}/raw")]
-pub async fn raw(
-    auth: Authenticated,
-    handles: web::Data<Handles>,
-    id: web::Path<i64>,
-) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Read)?;
-    let id = id.into_inner();
-    let mut select = Query::select()
-        .expr_as(col("m", "object_key"), Alias::new("object_key"))
-        .expr_as(col("m", "size"), Alias::new("size"))
-        .expr_as(col("m", "id"), Alias::new("message_id"))
-        .from_as(Alias::new("mailbox_messages"), Alias::new("mm"))
-        .join_as(
-            JoinType::InnerJoin,
-            Alias::new("messages"),
-            Alias::new("m"),
-            col("m", "id").equals((Alias::new("mm"), Alias::new("message_id"))),
-        )
-        .and_where(col("mm", "id").eq(id))
-        .and_where(col("mm", "deleted_at").is_null())
-        .to_owned();
-    if let Some(domains) = &caller.domains {
-        select.and_where(col("mm", "user_id").in_subquery(reach::user_ids(domains)));
-    }
-    let Some(row) = handles.db.query_one(&select).await? else {
-        return Err(no_message(id));
-    };
-    let key: String = row.try_get("", "object_key")?;
-    if !handles.health.get(Dependency::Storage).up {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the object store is unavailable; the message body cannot be read now",
-        ));
-    }
-    let size: i64 = row.try_get("", "size")?;
-    let message_id: String = row.try_get("", "message_id")?;
-    match handles.bodies.get(&key).await {
-        // A message listed while it is being stored (SQLite: its rows commit beside
-        // its body, which is written in place): not complete yet.
-        Ok(bytes)
-            if bytes.len() as i64 != size && being_stored(&handles.db, &message_id).await? =>
-        {
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the message is still being stored; try again in a moment",
-            ))
-        }
-        Ok(bytes) => Ok(HttpResponse::Ok()
-            .content_type("message/rfc822")
-            .body(bytes)),
-        Err(BodyError::NotFound(_)) if being_stored(&handles.db, &message_id).await? => {
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the message is still being stored; try again in a moment",
-            ))
-        }
-        Err(BodyError::NotFound(_)) => {
-            tracing::error!(component = "api", id, key = %key, "message body missing from the object store");
-            Err(ApiError::new(
-                ErrorCode::InternalError,
-                "the message body is missing from the object store (run `mairust db check`)",
-            ))
-        }
-        Err(e) => {
-            tracing::warn!(component = "api", id, error = %e, "object store read failed");
-            Err(ApiError::new(
-                ErrorCode::Unavailable,
-                "the object store is unavailable; the message body cannot be read now",
-            ))
-        }
-    }
-}
-
-/// Whether the message's rows are journalled: committed while its body is still being
-/// written (see the StorageActor's Parallel mode).
-async fn being_stored(db: &DatabaseConnection, message_id: &str) -> Result<bool, ApiError> {
-    Ok(
-        unflushed_message::Entity::find_by_id(message_id.to_string())
-            .one(db)
-            .await?
-            .is_some(),
-    )
+    let reach = auth.mail_reach(Scope::Read)?;
+    Ok(web::Json(fetch(&handles, reach, id.into_inner()).await?))
 }
 
 /// Replace a message's flags and/or tags.
@@ -447,10 +352,10 @@ pub async fn update(
     id: web::Path<i64>,
     body: web::Json<MessagePatch>,
 ) -> Result<web::Json<MessageView>, ApiError> {
-    let caller = auth.require(Scope::Write)?;
+    let reach = auth.mail_reach(Scope::Write)?;
     let id = id.into_inner();
     let body = body.into_inner();
-    fetch(&handles, caller, id).await?;
+    fetch(&handles, reach, id).await?;
     let mut entry = mailbox_message::ActiveModel {
         id: Set(id),
         ..Default::default()
@@ -473,7 +378,7 @@ pub async fn update(
     mailbox_message::Entity::update(entry)
         .exec(&handles.db)
         .await?;
-    Ok(web::Json(fetch(&handles, caller, id).await?))
+    Ok(web::Json(fetch(&handles, reach, id).await?))
 }
 
 fn dedup(mut items: Vec<String>) -> Vec<String> {
@@ -499,7 +404,7 @@ pub async fn remove(
     handles: web::Data<Handles>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth.require(Scope::Write)?;
+    let reach = auth.mail_reach(Scope::Write)?;
     let id = id.into_inner();
     use sea_orm::{ColumnTrait, QueryFilter};
     let mut delete = mailbox_message::Entity::update_many()
@@ -509,9 +414,12 @@ pub async fn remove(
         )
         .filter(mailbox_message::Column::Id.eq(id))
         .filter(mailbox_message::Column::DeletedAt.is_null());
-    if let Some(domains) = &caller.domains {
+    if let Some(domains) = reach.domains {
         delete =
             delete.filter(mailbox_message::Column::UserId.in_subquery(reach::user_ids(domains)));
+    }
+    if let Some(user) = reach.user {
+        delete = delete.filter(mailbox_message::Column::UserId.eq(user));
     }
     let deleted = delete.exec(&handles.db).await?.rows_affected;
     if deleted == 0 {

@@ -4,26 +4,32 @@
 //!
 //! - [`domains`], [`users`], [`mailboxes`] — accounts (SPEC M8)
 //! - [`dkim`] — a domain's DKIM keys and the DNS records it needs
-//! - [`messages`] — messages in mailboxes: list, get, raw, flags/tags, soft delete
+//! - [`messages`] — messages in mailboxes: list, get, flags/tags, soft delete
+//! - [`message_body`] — a message's body: raw, parsed, its HTML part sanitized
 //! - [`queue`] — the outbound queue (SPEC M6, O13)
 //! - [`send`] — POST /send: build, store, deliver or queue
 //! - [`hooks`] — hooks and their circuit breakers (SPEC M9)
 //! - [`keys`] — API keys (SPEC A2)
 //! - [`audit`] — the audit log (SPEC O5)
+//! - [`dashboard`] — every node's health and the server's recent figures (Admin UI)
 //! - [`legacy`] — deprecated aliases with Deprecation/Sunset headers (SPEC A5)
 //! - [`reach`] — what a key limited to some domains reaches
+//! - [`session`] — people signing in and out (browser sessions of the Admin UI)
 
 pub mod audit;
+pub mod dashboard;
 pub mod dkim;
 pub mod domains;
 pub mod hooks;
 pub mod keys;
 pub mod legacy;
 pub mod mailboxes;
+pub mod message_body;
 pub mod messages;
 pub mod queue;
 pub mod reach;
 pub mod send;
+pub mod session;
 pub mod users;
 
 use sea_orm::query::Order;
@@ -31,7 +37,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -176,6 +182,16 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::api::auth::SESSION_COOKIE,
+                "A signed-in user's session (POST /api/v1/session); every route takes one \
+                 instead of a key. An admin user's acts as an admin key; a normal user's \
+                 reaches the user's own mailboxes and messages only. Changes need the \
+                 session's CSRF token in X-CSRF-Token.",
+            ))),
+        );
     }
 }
 
@@ -193,7 +209,9 @@ impl Modify for BearerAuth {
         (name = "queue", description = "The outbound queue"),
         (name = "hooks", description = "HTTP hooks (admin)"),
         (name = "api-keys", description = "API keys (admin)"),
-        (name = "audit", description = "The audit log (admin)")
+        (name = "audit", description = "The audit log (admin)"),
+        (name = "session", description = "Signing in and out (browser sessions)"),
+        (name = "dashboard", description = "Nodes and figures (admin)")
     )
 )]
 pub struct ApiDoc;
@@ -244,7 +262,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(mailboxes::remove)
         .service(messages::list)
         .service(messages::get)
-        .service(messages::raw)
+        .service(message_body::raw)
+        .service(message_body::content)
+        .service(message_body::html)
         .service(messages::update)
         .service(messages::remove)
         .service(send::send)
@@ -263,5 +283,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(keys::list)
         .service(keys::create)
         .service(keys::revoke)
-        .service(audit::list);
+        .service(audit::list)
+        .service(dashboard::nodes)
+        .service(dashboard::stats)
+        .service(session::sign_in)
+        .service(session::get)
+        .service(session::sign_out)
+        .service(session::sign_out_everywhere);
 }

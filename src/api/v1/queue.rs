@@ -148,5 +148,10 @@ pub async fn delete(
         Err(DeleteError::Db(e)) => return Err(e.into()),
     };
     handles.bodies.delete_unreferenced(&keys).await;
+    // Mail dropped by hand: who did it stays on record.
+    handles
+        .audit
+        .record(auth.did("queue.delete").target(id.as_str()))
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -97,9 +97,13 @@ fn has_bare_cr(text: &str) -> bool {
     responses(
         (status = 202, description = "Stored: delivered locally and/or queued", body = SendResponse),
         (status = 400, description = "Not a JSON body", body = ErrorBody),
-        (status = 422, description = "Invalid or unsafe address, sender not an existing enabled user, unknown local recipient, no body, a bare CR in the body, or refused by a pre_receive/pre_send hook", body = ErrorBody),
-        (status = 503, description = "Not stored now, try again later: a dependency is down, the store is full, a hook deferred it, or the server had no memory budget for it within 10 s", body = ErrorBody),
-        AuthErrors
+        (status = 422, description = "Refused for good (`details` names the request's field where one is at fault): an invalid or unsafe address; no recipient, or more than smtp.limits.max_recipients; no text or html, or a bare CR in it; a message over smtp.limits.max_message_size; a sender that is not an existing, enabled user of a local domain; an unknown local recipient; a display name that is an address the sender may not use; a message to more recipients than the sender's hourly send limit (send_limits) allows at all; refused by a pre_receive or pre_send hook; or refused by rspamd (action `reject` or `discard`, or, with spam.rspamd.scan_outbound, spam to a remote recipient)", body = ErrorBody),
+        AuthErrors,
+        // After AuthErrors, whose 429 and 503 these replace (the last one given wins)
+        // with every reason this route has.
+        (status = 429, description = "Too many failed authentications from this address, or the sender's account or its domain has sent its hourly allowance of messages or recipients (send_limits, per UTC hour): try again after the hour", body = ErrorBody),
+        (status = 500, description = "Internal error (logged); nothing was stored", body = ErrorBody),
+        (status = 503, description = "Not stored now, try again later: the database or another dependency is down, the store is full (storage.limit_bytes), the send counters are unavailable, a pre_receive or pre_send hook deferred it, rspamd asked to try later (`soft reject`, `greylist`) or could not scan it with spam.rspamd.on_error: tempfail, the message could not be DKIM-signed (this node's dkim.master_key_file is missing or another node's), it could not be stored, or the server had no memory budget for it within 10 s", body = ErrorBody)
     ),
     security(("bearer" = ["send"]))
 )]
@@ -332,8 +336,9 @@ fn refused(field: &str, error: SubmitError) -> ApiError {
             tracing::error!(component = "api", error = %error, "storage actor unreachable");
             unavailable("storage unavailable")
         }
+        // About the whole message, not one field of the request.
         SubmitError::AuthFailed(_) | SubmitError::Spam(_) => {
-            ApiError::field(field, error.to_string())
+            ApiError::new(ErrorCode::ValidationError, error.to_string())
         }
         SubmitError::AuthDeferred(text) => ApiError::new(ErrorCode::Unavailable, text),
         SubmitError::SendLimit(e) if e.permanent => ApiError::field("to", e.to_string()),

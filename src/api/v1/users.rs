@@ -29,6 +29,8 @@ pub struct UserView {
     /// Lower-case address.
     pub address: String,
     pub disabled: bool,
+    /// Manages the server when signed in to the Admin UI.
+    pub admin: bool,
     pub created_at: DateTime<Utc>,
     /// Mailbox names (INBOX, Sent, Junk, custom); only in single-user answers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +62,7 @@ impl From<user::Model> for UserView {
             id: u.id,
             address: u.address,
             disabled: u.disabled,
+            admin: u.admin,
             created_at: u.created_at.to_utc(),
             mailboxes: None,
             send_limits: None,
@@ -74,6 +77,10 @@ pub struct NewUser {
     pub address: String,
     /// Stored as an argon2id hash.
     pub password: String,
+    /// The admin role: the user manages the server when signed in (an `admin` key of
+    /// every domain may give it). Default false.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -141,6 +148,9 @@ pub async fn create(
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::Write)?;
+    if body.admin {
+        auth.require_global(Scope::Admin)?;
+    }
     if body.password.is_empty() {
         return Err(ApiError::field("password", "must not be empty"));
     }
@@ -149,12 +159,16 @@ pub async fn create(
         return Err(account_error(AccountError::NoSuchDomain(address.domain)));
     }
     let hash = hash(&handles, auth.remote, body.password.clone()).await?;
-    let u = accounts::add_user_hashed(&handles.db, &body.address, hash)
+    let u = accounts::add_user_hashed(&handles.db, &body.address, hash, body.admin)
         .await
         .map_err(account_error)?;
     handles
         .audit
-        .record(auth.did("user.create").target(&u.address))
+        .record(
+            auth.did("user.create")
+                .target(&u.address)
+                .detail("admin", u.admin),
+        )
         .await;
     Ok(HttpResponse::Created().json(with_mailboxes(&handles, u).await?))
 }
@@ -269,8 +283,11 @@ pub async fn delete(
 pub struct UserUpdate {
     /// A new password (stored as an argon2id hash); needs the `admin` scope.
     pub password: Option<String>,
-    /// A disabled user cannot log in and receives no mail (550 5.1.1).
+    /// A disabled user cannot log in and receives no mail (550 5.1.1); disabling ends
+    /// the user's sessions.
     pub disabled: Option<bool>,
+    /// The admin role (an `admin` key of every domain, or an admin's session).
+    pub admin: Option<bool>,
     /// The user's own send limits (`admin` scope); `null` returns the user to the
     /// configured `send_limits`.
     #[serde(default, deserialize_with = "present")]
@@ -312,10 +329,15 @@ pub async fn update(
     let UserUpdate {
         password,
         disabled,
+        admin,
         send_limits,
     } = body.into_inner();
     if password.is_some() {
         auth.require(Scope::Admin)?;
+    }
+    // The role that manages every domain is given by who manages every domain.
+    if admin.is_some() {
+        auth.require_global(Scope::Admin)?;
     }
     // A user's limits are the server's protection against a taken-over account: only
     // an admin key of every domain changes them.
@@ -330,10 +352,10 @@ pub async fn update(
             format!("limits must be at most {MAX_SEND_LIMIT} (0: no limit)"),
         ));
     }
-    if password.is_none() && disabled.is_none() && send_limits.is_none() {
+    if password.is_none() && disabled.is_none() && admin.is_none() && send_limits.is_none() {
         return Err(ApiError::field(
             "password",
-            "give password, disabled and/or send_limits",
+            "give password, disabled, admin and/or send_limits",
         ));
     }
     if password.as_deref() == Some("") {
@@ -352,6 +374,7 @@ pub async fn update(
         accounts::UserChange {
             password_hash,
             disabled,
+            admin,
         },
     )
     .await
@@ -370,6 +393,7 @@ pub async fn update(
                 .target(&u.address)
                 .detail("password_changed", password_changed)
                 .detail("disabled", disabled)
+                .detail("admin", admin)
                 .detail(
                     "send_limits",
                     send_limits.map(|l| serde_json::to_value(l).unwrap_or_default()),
