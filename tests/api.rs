@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::TestServer;
-use common::api::{Api, assert_error, cli_key, item_ids};
+use common::api::{Api, assert_error, cli_key, cli_key_of_domain, item_ids};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -1004,6 +1004,25 @@ async fn nodes_and_stats_for_the_dashboard() {
             .unwrap()
             .contains("latency_ms")
     );
+    // Nodes sharing PostgreSQL see each other; a node that stops cleanly leaves the list.
+    if server.backend.is_postgres() {
+        let mut other = server.start_node(common::Options::default());
+        let count = || async {
+            api.get_ok(&admin, "/nodes").await["data"]
+                .as_array()
+                .unwrap()
+                .len()
+        };
+        let both = common::eventually(std::time::Duration::from_secs(15), || async {
+            count().await == 2
+        });
+        assert!(both.await, "the second node's report within 15 s");
+        other.stop();
+        let one = common::eventually(std::time::Duration::from_secs(10), || async {
+            count().await == 1
+        });
+        assert!(one.await, "a stopped node's report removed");
+    }
 
     let b = api.get_ok(&admin, "/stats?hours=3").await;
     let hours = b["hours"].as_array().unwrap();
@@ -1027,20 +1046,7 @@ async fn nodes_and_stats_for_the_dashboard() {
         .await;
     // What counts every domain is refused to a key limited to one, and to a read-less
     // key.
-    let limited = server
-        .cli_ok(
-            &[
-                "admin",
-                "create-key",
-                "--scope",
-                "admin",
-                "--domain",
-                common::DOMAIN,
-            ],
-            None,
-        )
-        .trim()
-        .to_string();
+    let limited = cli_key_of_domain(&server, "admin", common::DOMAIN);
     let send_only = cli_key(&server, &["send"]);
     for key in [&limited, &send_only] {
         for path in ["/nodes", "/stats"] {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::api::{Api, assert_error, cli_key, error_code};
+use common::api::{Api, assert_error, cli_key, cli_key_of_domain, error_code};
 use common::{DOMAIN, Options, PASSWORD, TestServer, deliver_to, tls_login};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -523,4 +523,126 @@ async fn sign_in_is_throttled_with_smtp_auth_and_refuses_other_sites() {
     // Oversized credentials are refused without hashing them.
     let (status, b) = sign_in_status(&api, &format!("bob@{DOMAIN}"), &"x".repeat(5000)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+}
+
+#[tokio::test]
+async fn admin_accounts_stay_out_of_reach_of_keys_limited_to_a_domain() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    server.cli_ok(&["user", "grant-admin", &format!("bob@{DOMAIN}")], None);
+    let limited = cli_key_of_domain(&server, "admin", DOMAIN);
+    let limited_write = cli_key_of_domain(&server, "write", DOMAIN);
+    let bob = format!("/users/bob@{DOMAIN}");
+    // A new password would be a way to become the admin of every domain.
+    for (key, body) in [
+        (&limited, json!({"password": "taken over"})),
+        (&limited, json!({"disabled": true})),
+        (&limited_write, json!({"disabled": true})),
+    ] {
+        api.expect(Method::PATCH, &bob, Some(key), Some(body), FORBIDDEN)
+            .await;
+    }
+    api.expect(Method::DELETE, &bob, Some(&limited), None, FORBIDDEN)
+        .await;
+    let (status, _) = sign_in_status(&api, &format!("bob@{DOMAIN}"), "taken over").await;
+    assert_eq!(status, UNAUTHORIZED, "the password did not change");
+    // The same keys still manage the domain's other users.
+    let alice = format!("/users/alice@{DOMAIN}");
+    api.expect(
+        Method::PATCH,
+        &alice,
+        Some(&limited),
+        Some(json!({"password": "new one"})),
+        OK,
+    )
+    .await;
+    api.expect(
+        Method::PATCH,
+        &alice,
+        Some(&limited_write),
+        Some(json!({"disabled": true})),
+        OK,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_ends_with_the_password_it_was_opened_with() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let (first, _, _) = sign_in(&api, "alice").await;
+    // A new sign-in from the same browser ends the session it held.
+    let resp = api
+        .request(Method::POST, "/session")
+        .header("cookie", format!("mairust_session={}", first.cookie))
+        .json(&json!({"address": format!("alice@{DOMAIN}"), "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), CREATED);
+    first
+        .expect(Method::GET, "/session", None, UNAUTHORIZED)
+        .await;
+    let (second, _, _) = sign_in(&api, "alice").await;
+    second.expect(Method::GET, "/session", None, OK).await;
+    // A password written by something that knows nothing of sessions (a node of the
+    // previous release, a database restore): the session ends all the same.
+    let db = sea_orm::Database::connect(&server.backend.db_url)
+        .await
+        .unwrap();
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(&format!(
+        "UPDATE users SET password_hash = 'changed elsewhere' WHERE address = 'alice@{DOMAIN}'"
+    ))
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    second
+        .expect(Method::GET, "/session", None, UNAUTHORIZED)
+        .await;
+}
+
+#[tokio::test]
+async fn over_https_the_cookie_is_a_secure_host_cookie() {
+    let server = TestServer::start();
+    let api = Api::new(&server);
+    let https = [("x-forwarded-proto", "https")];
+    let resp = api
+        .request(Method::POST, "/session")
+        .header(https[0].0, https[0].1)
+        .json(&json!({"address": format!("alice@{DOMAIN}"), "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), CREATED);
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set_cookie.starts_with("__Host-mairust_session="),
+        "{set_cookie}"
+    );
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+    let token = set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    // Over HTTPS only the __Host- cookie counts: the plain name, which a sibling host
+    // could plant, is not read.
+    let host_cookie = format!("__Host-mairust_session={token}");
+    let plain_cookie = format!("mairust_session={token}");
+    for (cookie, want) in [(&host_cookie, OK), (&plain_cookie, UNAUTHORIZED)] {
+        let (status, b) = api
+            .call_with(
+                Method::GET,
+                "/session",
+                None,
+                None,
+                &[("cookie", cookie), https[0]],
+            )
+            .await;
+        assert_eq!(status, want, "{cookie}: {b}");
+    }
 }

@@ -1,8 +1,12 @@
 //! Browser sessions of signed-in users (the Admin UI): server-side rows found by the
-//! SHA-256 of the token in the session cookie (256 random bits; the token itself is
-//! never stored). A session ends at its `expires_at` (`api.sessions.lifetime_seconds`
-//! after sign-in), when unused for `api.sessions.idle_timeout_seconds`, when its user
-//! signs out (one session or all), is disabled, removed or has their password changed.
+//! SHA-256 of the token in the session cookie (64 hex digits from UUIDv4s: 244 random
+//! bits; the token itself is never stored). A session ends at its `expires_at`
+//! (`api.sessions.lifetime_seconds` after sign-in), when unused for
+//! `api.sessions.idle_timeout_seconds` (its last use is written at most once per
+//! minute or quarter of that time, so it may end that much sooner), when its user signs
+//! out (one session or all), is disabled or removed, and when the user's password is no
+//! longer the one it was opened with — even a password set while the sign-in that
+//! opened it was under way, or by a node that knows nothing of sessions.
 //!
 //! The CSRF token of a session is derived from its token ([`csrf_of`]): only a page
 //! that was given it by the API (same origin) can send it back, so a forged
@@ -38,6 +42,11 @@ pub struct Active {
 
 fn token_hash(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// What a session keeps of the password it was opened with.
+fn credential_of(user: &user::Model) -> String {
+    hex(&Sha256::digest(user.password_hash.as_bytes()))
 }
 
 /// The CSRF token of the session whose token is `token`.
@@ -86,15 +95,16 @@ pub async fn purge_ended(
         .rows_affected)
 }
 
-/// Opens a session for `user_id` after a verified sign-in; the user's oldest sessions
-/// beyond `max_per_user` end.
+/// Opens a session for `user` (as read by the verified sign-in: its password hash is
+/// the one checked); the user's oldest sessions beyond `max_per_user` end.
 pub async fn create(
     db: &impl ConnectionTrait,
     config: &SessionConfig,
-    user_id: i64,
+    user: &user::Model,
     remote: &str,
     user_agent: &str,
 ) -> Result<NewSession, DbErr> {
+    let user_id = user.id;
     let now = Utc::now();
     purge_ended(db, config, now).await?;
     let token = random_hex(TOKEN_HEX);
@@ -108,6 +118,7 @@ pub async fn create(
         expires_at: Set((now + seconds(config.lifetime_seconds)).fixed_offset()),
         remote: Set(remote),
         user_agent: Set(user_agent),
+        credential: Set(credential_of(user)),
         ..Default::default()
     }
     .insert(db)
@@ -160,6 +171,10 @@ pub async fn find(
     else {
         return Ok(None);
     };
+    if credential_of(&user) != session.credential {
+        end(db, session.id).await?;
+        return Ok(None);
+    }
     let touch_after = seconds(60.min(config.idle_timeout_seconds / 4));
     if now - session.last_seen_at.to_utc() >= touch_after {
         web_session::Entity::update_many()
@@ -172,6 +187,18 @@ pub async fn find(
             .await?;
     }
     Ok(Some(Active { session, user }))
+}
+
+/// Ends the session whose cookie holds `token`, if there is one (a new sign-in from a
+/// browser that held one).
+pub async fn end_token(db: &impl ConnectionTrait, token: &str) -> Result<(), DbErr> {
+    if well_formed(token) {
+        web_session::Entity::delete_many()
+            .filter(web_session::Column::TokenHash.eq(token_hash(token)))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Ends one session; whether it was there.

@@ -20,6 +20,10 @@ pub struct Model {
     pub remote: String,
     /// The browser's User-Agent at sign-in (first 256 characters).
     pub user_agent: String,
+    /// Hex SHA-256 of the user's password hash at sign-in: another password ends the
+    /// session.
+    #[serde(skip)]
+    pub credential: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

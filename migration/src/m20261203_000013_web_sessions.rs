@@ -6,7 +6,9 @@
 //!
 //! A session is found by the SHA-256 of its cookie's token (the token itself is never
 //! stored); it ends at `expires_at`, or when unused for the configured idle time, or
-//! with its user.
+//! with its user, or when the user's password is no longer the one it was opened with
+//! (`credential`: a SHA-256 of the password hash then; so even a node one release older,
+//! which knows nothing of sessions, ends them by changing a password).
 //!
 //! Additive: a node one release older never reads any of it, and the new column has a
 //! default (users it adds are not admins).
@@ -51,6 +53,7 @@ enum WebSessions {
     ExpiresAt,
     Remote,
     UserAgent,
+    Credential,
 }
 
 #[async_trait::async_trait]
@@ -76,6 +79,7 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone(WebSessions::ExpiresAt))
                     .col(string_len(WebSessions::Remote, 64))
                     .col(string_len(WebSessions::UserAgent, 256))
+                    .col(string_len(WebSessions::Credential, 64))
                     .foreign_key(
                         ForeignKey::create()
                             .from(WebSessions::Table, WebSessions::UserId)
@@ -107,7 +111,7 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(NodeStatus::Table)
-                    .col(string_len(NodeStatus::NodeId, 128).primary_key())
+                    .col(string_len(NodeStatus::NodeId, 320).primary_key())
                     .col(string_len(NodeStatus::Hostname, 255))
                     .col(string_len(NodeStatus::Version, 64))
                     .col(timestamp_with_time_zone(NodeStatus::StartedAt))

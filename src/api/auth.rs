@@ -88,8 +88,27 @@ impl AuthLimiter {
     }
 }
 
-/// The name of the session cookie.
+/// The name of the session cookie over plain HTTP.
 pub const SESSION_COOKIE: &str = "mairust_session";
+/// Its name over HTTPS: a `__Host-` cookie is Secure, for this host only and Path=/, so
+/// a page of a sibling host (another.example.org) cannot plant one.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-mairust_session";
+
+/// Whether the browser reached this server over HTTPS: `http.tls`, or a proxy ending
+/// TLS that says so (`X-Forwarded-Proto`/`Forwarded`; a client that claims it for
+/// itself only changes its own cookie's name and flags).
+pub fn over_https(handles: &Handles, req: &HttpRequest) -> bool {
+    handles.config.http.tls.is_some() || req.connection_info().scheme() == "https"
+}
+
+/// The session cookie's name for this request.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// The header that carries a session's CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -225,9 +244,11 @@ impl FromRequest for Authenticated {
             })
             .map(|t| t.trim().to_string());
         // A bearer key wins over a cookie: browsers never add one on their own.
-        let session = match token {
-            Some(_) => None,
-            None => session_cookie(req).map(|t| (t, csrf_check(req))),
+        let session = match (&token, &handles) {
+            (None, Some(h)) => {
+                session_cookie(req, over_https(h, req)).map(|t| (t, csrf_check(req)))
+            }
+            _ => None,
         };
         Box::pin(async move {
             let (Some(handles), Some(limiter)) = (handles, limiter) else {
@@ -276,14 +297,16 @@ pub fn client_ip(req: &HttpRequest) -> IpAddr {
     }
 }
 
-/// The session token in the request's `Cookie` header(s), if any.
-pub fn session_cookie(req: &HttpRequest) -> Option<String> {
+/// The session token in the request's `Cookie` header(s), if any: over HTTPS only
+/// the `__Host-` cookie counts.
+pub fn session_cookie(req: &HttpRequest, secure: bool) -> Option<String> {
+    let name = cookie_name(secure);
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim().to_string())
 }
 
@@ -313,17 +336,40 @@ fn csrf_check(req: &HttpRequest) -> Csrf {
     )
 }
 
-/// The request's `Origin` when it is not this server's own (scheme aside: a proxy may
-/// end TLS), i.e. a page of another site sent it.
+/// The request's `Origin` (at most 256 characters of it) when it is not this server's
+/// own, i.e. a page of another site (or a page whose origin the browser hides: `null`)
+/// sent it. This server's own is the `Host` the browser asked for: the request's, or
+/// behind a trusted proxy (`api.trusted_proxies`) the `X-Forwarded-Host` it passes on.
+/// The scheme is not compared: a proxy may end TLS.
 pub fn foreign_origin(req: &HttpRequest) -> Option<String> {
     let origin = req.headers().get(header::ORIGIN)?.to_str().ok()?;
-    let host = req.connection_info().host().to_ascii_lowercase();
+    let header_text = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+    };
+    let from_proxy = match (req.peer_addr(), req.app_data::<web::Data<ClientAddress>>()) {
+        (Some(peer), Some(clients)) => clients.trusted(peer.ip()),
+        _ => false,
+    };
+    let host = match from_proxy {
+        true => header_text("x-forwarded-host").or_else(|| header_text("host")),
+        false => header_text("host"),
+    }
+    .unwrap_or_default();
     let origin_host = origin
         .split_once("://")
         .map(|(_, rest)| rest)
         .unwrap_or(origin)
         .to_ascii_lowercase();
-    (origin_host != host).then(|| origin.to_string())
+    (origin_host != host).then(|| origin.chars().take(256).collect())
 }
 
 /// The caller of a request that carries a session cookie.
@@ -349,6 +395,15 @@ async fn from_session(
                 _ => ("missing or wrong CSRF token", None),
             };
             tracing::warn!(component = "api", event = "csrf_refused", remote = %ip, user = %active.user.address, reason, "request with a session refused");
+            // Counted like a bad key: a page that keeps forging from this address is
+            // soon answered 429 without an audit row each.
+            if let Some(wait) = limiter.blocked(ip) {
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("too many refused requests from {ip}; retry in {wait} s"),
+                ));
+            }
+            limiter.failed(ip);
             handles
                 .audit
                 .record(

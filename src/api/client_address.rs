@@ -30,7 +30,8 @@ impl ClientAddress {
         })
     }
 
-    fn trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of `api.trusted_proxies`.
+    pub fn trusted(&self, ip: IpAddr) -> bool {
         self.proxies.iter().any(|net| net.contains(&ip))
     }
 

@@ -119,20 +119,41 @@ async fn ready(handles: web::Data<Handles>) -> HttpResponse {
 }
 
 /// Writes this node's report to `node_status` every [`NODE_REPORT_EVERY`] while the
-/// database is up, and removes reports of nodes gone for a day. Runs for the life of
+/// database is up, and removes reports of nodes gone for a day (PostgreSQL, where
+/// nodes share the database). Runs for the life of
 /// the process.
 pub async fn publish(handles: Handles) {
+    // SQLite serves one node (its file is not shared): /nodes reads this process's
+    // report live, and writing it would only compete with the CLI's writes.
+    if handles.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        return;
+    }
     let started = Utc::now();
     let mut tick = tokio::time::interval(NODE_REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Stopping: `withdraw` removes the report; none may come back after it.
+        if handles.health.leaving() {
+            return;
+        }
         if !handles.health.get(Dependency::Database).up {
             continue;
         }
         if let Err(e) = write_report(&handles, started).await {
             tracing::debug!(component = "api", error = %e, "node report not written");
         }
+    }
+}
+
+/// Removes this node's report at a clean stop (a new start is a new node id), so the
+/// dashboard lists only nodes that run or stopped without saying so.
+pub async fn withdraw(handles: &Handles) {
+    let gone = node_status::Entity::delete_by_id(handles.node_id.clone())
+        .exec(&handles.db)
+        .await;
+    if let Err(e) = gone {
+        tracing::debug!(component = "api", error = %e, "node report not removed");
     }
 }
 

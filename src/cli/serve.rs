@@ -116,6 +116,7 @@ pub fn run(
         if let Some(http) = http {
             http.stop(true).await;
         }
+        crate::api::health::withdraw(&handles).await;
         actix::System::current().stop();
         db.close().await.ok();
         tracing::info!(component = "supervisor", event = "stopped", "MaiRust stopped");

@@ -156,6 +156,12 @@ pub fn item_ids<C: FromIterator<i64>>(items: &[Value]) -> C {
     items.iter().map(|i| i["id"].as_i64().unwrap()).collect()
 }
 
+/// A key with `scope` limited to `domain`, made with the CLI.
+pub fn cli_key_of_domain(server: &TestServer, scope: &str, domain: &str) -> String {
+    let args = ["admin", "create-key", "--scope", scope, "--domain", domain];
+    server.cli_ok(&args, None).trim().to_string()
+}
+
 /// A key made with the CLI, as an operator makes the first one.
 pub fn cli_key(server: &TestServer, scopes: &[&str]) -> String {
     let mut args = vec!["admin", "create-key", "--name", "test"];

@@ -1,5 +1,5 @@
-//! What the Admin UI's dashboard shows: every node's health (`/nodes`, from the reports
-//! the nodes write to `node_status`) and the server's recent figures (`/stats`: mail
+//! What the Admin UI's dashboard shows: every node's health (`/nodes`: this node's live,
+//! the others' from the reports they write to `node_status` on PostgreSQL) and the server's recent figures (`/stats`: mail
 //! received, delivered and bounced per hour, the queue, storage). Both concern the
 //! whole server: a key of every domain (or an admin's session).
 
@@ -9,7 +9,10 @@ use mairust_actors::apikeys::Scope;
 use mairust_actors::supervisor::Handles;
 use mairust_entities::{message, node_status, queue_history};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, EntityName, EntityTrait, PaginatorTrait, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityName, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -60,32 +63,69 @@ pub async fn nodes(
 ) -> Result<web::Json<NodeList>, ApiError> {
     auth.require_global(Scope::Read)?;
     let rows = node_status::Entity::find()
+        .filter(node_status::Column::NodeId.ne(handles.node_id.as_str()))
         .order_by_asc(node_status::Column::NodeId)
         .limit(1000)
         .all(&handles.db)
         .await?;
     let now = Utc::now();
-    let stale_after = Duration::from_std(NODE_REPORT_STALE).unwrap_or(Duration::seconds(35));
-    let data = rows
-        .into_iter()
-        .map(|row| {
-            let report: serde_json::Value = serde_json::from_str(&row.report).unwrap_or_default();
-            let updated = row.updated_at.to_utc();
-            let status = report["status"].as_str().unwrap_or("unknown").to_string();
-            NodeView {
-                stale: now - updated > stale_after,
-                ready: status == "healthy",
-                status,
-                checks: with_summaries(&report["checks"]),
+    // This node's own report is read live (on SQLite, one node by design, it is the only
+    // one: nothing is written there).
+    let uptime = Duration::seconds(handles.health.uptime_seconds() as i64);
+    let mut data = vec![view(
+        NodeReport {
+            node_id: handles.node_id.clone(),
+            hostname: handles.config.server.hostname.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: now - uptime,
+            updated_at: now,
+            report: crate::api::health::report(&handles).1,
+        },
+        now,
+    )];
+    data.extend(rows.into_iter().map(|row| {
+        view(
+            NodeReport {
+                report: serde_json::from_str(&row.report).unwrap_or_default(),
                 node_id: row.node_id,
                 hostname: row.hostname,
                 version: row.version,
                 started_at: row.started_at.to_utc(),
-                updated_at: updated,
-            }
-        })
-        .collect();
+                updated_at: row.updated_at.to_utc(),
+            },
+            now,
+        )
+    }));
     Ok(web::Json(NodeList { data }))
+}
+
+/// A node's report, from this process or from `node_status`.
+struct NodeReport {
+    node_id: String,
+    hostname: String,
+    version: String,
+    started_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    report: serde_json::Value,
+}
+
+fn view(node: NodeReport, now: DateTime<Utc>) -> NodeView {
+    let stale_after = Duration::from_std(NODE_REPORT_STALE).unwrap_or(Duration::seconds(35));
+    let status = node.report["status"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string();
+    NodeView {
+        stale: now - node.updated_at > stale_after,
+        ready: status == "healthy",
+        status,
+        checks: with_summaries(&node.report["checks"]),
+        node_id: node.node_id,
+        hostname: node.hostname,
+        version: node.version,
+        started_at: node.started_at,
+        updated_at: node.updated_at,
+    }
 }
 
 /// Each check of a report with `up` and a one-line `detail` of its other fields.

@@ -43,9 +43,20 @@ pub async fn raw(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let reach = auth.mail_reach(Scope::Read)?;
-    let bytes = load(&handles, reach, id.into_inner()).await?;
+    let id = id.into_inner();
+    let bytes = load(&handles, reach, id).await?;
+    // The sender's bytes: downloaded, never rendered by a browser as a page of ours.
     Ok(HttpResponse::Ok()
         .content_type("message/rfc822")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"message-{id}.eml\""),
+        ))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        ))
         .body(bytes))
 }
 
@@ -254,7 +265,11 @@ pub fn sanitize(dirty: &str) -> String {
         .link_rel(Some("noopener noreferrer"))
         .add_url_schemes(["data", "cid"])
         .attribute_filter(|element, attribute, value| {
-            let embedded = value.starts_with("data:") || value.starts_with("cid:");
+            // As browsers read a URL: any case, spaces and controls around it.
+            let url = value
+                .trim_matches(|c: char| c.is_whitespace() || c.is_control())
+                .to_ascii_lowercase();
+            let embedded = url.starts_with("data:") || url.starts_with("cid:");
             match (element, attribute) {
                 // Images only from the message itself: a remote one tells the sender
                 // the message was read.
@@ -333,6 +348,7 @@ mod tests {
 <img src="https://tracker.example/pixel.gif" onerror="alert(3)">
 <img src="data:image/png;base64,AAAA">
 <a href="javascript:alert(4)">x</a><a href="https://example.org/">ok</a>
+<a href=" DATA:text/html,<script>alert(6)</script>">d</a><img src=" HTTPS://tracker.example/b.gif">
 <iframe src="https://example.org/"></iframe><form action="https://x/"><input></form>
 <style>body{background:url(https://x/)}</style><svg onload="alert(5)"></svg>"#;
         let clean = sanitize(dirty);

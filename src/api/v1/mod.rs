@@ -186,8 +186,8 @@ impl Modify for BearerAuth {
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 crate::api::auth::SESSION_COOKIE,
-                "A signed-in user's session (POST /api/v1/session); every route takes one \
-                 instead of a key. An admin user's acts as an admin key; a normal user's \
+                "A signed-in user's session (POST /api/v1/session; `__Host-mairust_session` \
+                 over HTTPS); every route takes one instead of a key. An admin user's acts as an admin key; a normal user's \
                  reaches the user's own mailboxes and messages only. Changes need the \
                  session's CSRF token in X-CSRF-Token.",
             ))),

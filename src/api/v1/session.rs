@@ -16,7 +16,7 @@ use mairust_actors::websessions;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::auth::{self, Authenticated, SESSION_COOKIE};
+use crate::api::auth::{self, Authenticated};
 use crate::api::error::{ApiError, AuthErrors, ErrorBody, ErrorCode};
 
 /// Longest password taken (its hash costs the same whatever its length, but reading
@@ -59,11 +59,13 @@ fn view(handles: &Handles, session: &auth::WebSession) -> SessionView {
     }
 }
 
-/// The `Set-Cookie` value carrying `token` for `max_age` seconds (0: removes it).
+/// The `Set-Cookie` value carrying `token` for `max_age` seconds (0: removes it):
+/// `__Host-mairust_session` with `Secure` over HTTPS.
 fn cookie(handles: &Handles, req: &HttpRequest, token: &str, max_age: u64) -> String {
-    let secure = handles.config.http.tls.is_some() || req.connection_info().scheme() == "https";
+    let secure = auth::over_https(handles, req);
     format!(
-        "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        "{}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        auth::cookie_name(secure),
         if secure { "; Secure" } else { "" }
     )
 }
@@ -151,14 +153,12 @@ pub async fn sign_in(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let config = &handles.config.api.sessions;
-    let new = websessions::create(
-        &handles.db,
-        config,
-        user.id,
-        &remote.to_string(),
-        user_agent,
-    )
-    .await?;
+    // The session this browser held, if any, ends: one browser, one session.
+    if let Some(old) = auth::session_cookie(&req, auth::over_https(&handles, &req)) {
+        websessions::end_token(&handles.db, &old).await?;
+    }
+    let new =
+        websessions::create(&handles.db, config, &user, &remote.to_string(), user_agent).await?;
     let session = auth::WebSession {
         id: new.record.id,
         user_id: user.id,

@@ -181,6 +181,23 @@ pub(super) fn user_in_reach(auth: &Authenticated, address: &str) -> Result<(), A
     }
 }
 
+/// 403 unless the caller manages every domain, when the user `address` has the admin
+/// role: a key limited to a domain must not change, disable or remove the account of
+/// someone who manages every domain (a new password would be a way to become them).
+async fn admin_needs_global(
+    auth: &Authenticated,
+    handles: &Handles,
+    address: &str,
+) -> Result<(), ApiError> {
+    if let Some(u) = accounts::find_user(&handles.db, address).await?
+        && u.admin
+        && auth.caller.domains.is_some()
+    {
+        auth.require_global(Scope::Admin)?;
+    }
+    Ok(())
+}
+
 /// Hashes a new password within the node's bound on password work (503 when every slot
 /// is taken), off the HTTP worker thread.
 async fn hash(handles: &Handles, client: IpAddr, password: String) -> Result<String, ApiError> {
@@ -268,6 +285,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Scope::Admin)?;
     user_in_reach(&auth, &address)?;
+    admin_needs_global(&auth, &handles, &address).await?;
     accounts::remove_user(&handles.db, &address)
         .await
         .map_err(account_error)?;
@@ -364,6 +382,7 @@ pub async fn update(
     let password_changed = password.is_some();
     accounts::parse_address(&address).map_err(account_error)?;
     user_in_reach(&auth, &address)?;
+    admin_needs_global(&auth, &handles, &address).await?;
     let password_hash = match password {
         Some(p) => Some(hash(&handles, auth.remote, p).await?),
         None => None,
