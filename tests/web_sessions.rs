@@ -533,7 +533,17 @@ async fn admin_accounts_stay_out_of_reach_of_keys_limited_to_a_domain() {
     let limited = cli_key_of_domain(&server, "admin", DOMAIN);
     let limited_write = cli_key_of_domain(&server, "write", DOMAIN);
     let bob = format!("/users/bob@{DOMAIN}");
-    // A new password would be a way to become the admin of every domain.
+    let spaced = format!("/users/%20BOB@{DOMAIN}");
+    let write = cli_key(&server, &["write"]);
+    // A new password would be a way to become the admin of every domain, and so would
+    // enabling an account whose password leaked: the address as the change finds it.
+    for (path, key, body) in [
+        (&spaced, &limited, json!({"password": "taken over"})),
+        (&bob, &write, json!({"disabled": true})),
+    ] {
+        api.expect(Method::PATCH, path, Some(key), Some(body), FORBIDDEN)
+            .await;
+    }
     for (key, body) in [
         (&limited, json!({"password": "taken over"})),
         (&limited, json!({"disabled": true})),

@@ -356,7 +356,7 @@ pub fn foreign_origin(req: &HttpRequest) -> Option<String> {
             })
     };
     let from_proxy = match (req.peer_addr(), req.app_data::<web::Data<ClientAddress>>()) {
-        (Some(peer), Some(clients)) => clients.trusted(peer.ip()),
+        (Some(peer), Some(clients)) => clients.trusted(peer.ip().to_canonical()),
         _ => false,
     };
     let host = match from_proxy {
@@ -364,6 +364,11 @@ pub fn foreign_origin(req: &HttpRequest) -> Option<String> {
         false => header_text("host"),
     }
     .unwrap_or_default();
+    // A default port written out names the same origin as none.
+    let host = host
+        .strip_suffix(":443")
+        .or_else(|| host.strip_suffix(":80"))
+        .unwrap_or(&host);
     let origin_host = origin
         .split_once("://")
         .map(|(_, rest)| rest)

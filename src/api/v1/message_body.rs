@@ -265,9 +265,13 @@ pub fn sanitize(dirty: &str) -> String {
         .link_rel(Some("noopener noreferrer"))
         .add_url_schemes(["data", "cid"])
         .attribute_filter(|element, attribute, value| {
-            // As browsers read a URL: any case, spaces and controls around it.
-            let url = value
-                .trim_matches(|c: char| c.is_whitespace() || c.is_control())
+            // As browsers read a URL: any case, and tabs, line ends, spaces and controls
+            // anywhere in the scheme ignored.
+            let url: String = value
+                .chars()
+                .filter(|c| !c.is_whitespace() && !c.is_control())
+                .take(8)
+                .collect::<String>()
                 .to_ascii_lowercase();
             let embedded = url.starts_with("data:") || url.starts_with("cid:");
             match (element, attribute) {
@@ -348,7 +352,7 @@ mod tests {
 <img src="https://tracker.example/pixel.gif" onerror="alert(3)">
 <img src="data:image/png;base64,AAAA">
 <a href="javascript:alert(4)">x</a><a href="https://example.org/">ok</a>
-<a href=" DATA:text/html,<script>alert(6)</script>">d</a><img src=" HTTPS://tracker.example/b.gif">
+<a href=" DATA:text/html,<script>alert(6)</script>">d</a><a href="da&#9;ta:text/html,x7">t</a><img src=" HTTPS://tracker.example/b.gif">
 <iframe src="https://example.org/"></iframe><form action="https://x/"><input></form>
 <style>body{background:url(https://x/)}</style><svg onload="alert(5)"></svg>"#;
         let clean = sanitize(dirty);

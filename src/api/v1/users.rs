@@ -181,17 +181,21 @@ pub(super) fn user_in_reach(auth: &Authenticated, address: &str) -> Result<(), A
     }
 }
 
-/// 403 unless the caller manages every domain, when the user `address` has the admin
-/// role: a key limited to a domain must not change, disable or remove the account of
-/// someone who manages every domain (a new password would be a way to become them).
+/// 403 unless the caller is an admin of every domain, when the user `address` (as the
+/// change will find it: trimmed, lower-cased) has the admin role: neither a key limited
+/// to a domain nor a `write` key may change, disable, enable or remove the account of
+/// someone who manages every domain (a new password, or a leaked one enabled again,
+/// would be a way to become them).
 async fn admin_needs_global(
     auth: &Authenticated,
     handles: &Handles,
     address: &str,
 ) -> Result<(), ApiError> {
-    if let Some(u) = accounts::find_user(&handles.db, address).await?
+    let Ok(parsed) = accounts::parse_address(address) else {
+        return Ok(());
+    };
+    if let Some(u) = accounts::find_user(&handles.db, &parsed.key()).await?
         && u.admin
-        && auth.caller.domains.is_some()
     {
         auth.require_global(Scope::Admin)?;
     }
