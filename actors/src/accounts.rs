@@ -139,7 +139,16 @@ pub async fn add_user_hashed(
 ) -> Result<user::Model, AccountError> {
     let addr = parse_address(address)?;
     let key = addr.key();
-    let txn = db.begin().await?;
+    // Reads, then writes: on SQLite a deferred transaction that another connection
+    // writes under between the two fails at once (SQLITE_BUSY_SNAPSHOT, no busy wait),
+    // as `mairust user add` did beside a running server. Immediate takes the write lock
+    // first, waiting its turn (PostgreSQL ignores the mode).
+    let txn = db
+        .begin_with_options(sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await?;
     let d = find_domain(&txn, &addr.domain)
         .await?
         .ok_or_else(|| AccountError::NoSuchDomain(addr.domain.clone()))?;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::accounts;
-use crate::tokens::{hex, random_hex};
+use crate::tokens::{hex, random_hex, same};
 
 /// What a key may do. `admin` includes every other scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -283,15 +283,6 @@ pub async fn revoke(db: &DatabaseConnection, id: i64) -> Result<api_key::Model, 
     let mut active: api_key::ActiveModel = key.into();
     active.revoked_at = Set(Some(Utc::now().fixed_offset()));
     Ok(active.update(db).await?)
-}
-
-/// Equal-length comparison that does not stop at the first difference.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// The public prefix of a presented key (`mr_xxxxxxxx`), when the whole key has the

@@ -1,5 +1,5 @@
-//! Hex text of bytes, and random hex tokens (API keys, session tokens): a leaf module,
-//! so that what makes secrets names nothing else.
+//! Hex text of bytes, random hex tokens (API keys, session tokens) and their constant-
+//! time comparison: a leaf module, so that what makes secrets names nothing else.
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
@@ -20,4 +20,14 @@ pub fn random_hex(n: usize) -> String {
     }
     s.truncate(n);
     s
+}
+
+/// Whether `a` and `b` are equal, compared without stopping at the first difference
+/// (secrets: API keys, CSRF tokens).
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }

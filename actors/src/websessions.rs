@@ -22,7 +22,7 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 
 use crate::config::SessionConfig;
-use crate::tokens::{hex, random_hex};
+use crate::tokens::{hex, random_hex, same};
 
 /// Hex digits of a session token.
 const TOKEN_HEX: usize = 64;
@@ -59,13 +59,7 @@ pub fn csrf_of(token: &str) -> String {
 
 /// Whether `given` is the CSRF token of `token`, compared in constant time.
 pub fn csrf_matches(token: &str, given: &str) -> bool {
-    let expected = csrf_of(token);
-    expected.len() == given.len()
-        && expected
-            .bytes()
-            .zip(given.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    same(&csrf_of(token), given)
 }
 
 /// Whether `token` could be a session token at all (checked before any query).

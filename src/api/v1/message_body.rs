@@ -171,6 +171,19 @@ const MAX_HEADERS: usize = 500;
 /// Longest header value shown.
 const MAX_HEADER_VALUE: usize = 8 * 1024;
 
+/// `work` done on the blocking pool over the body of the entry `id` the caller reaches.
+async fn parsed<T: Send + 'static>(
+    auth: &Authenticated,
+    handles: &Handles,
+    id: i64,
+    work: fn(&[u8]) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let bytes = load(handles, auth.mail_reach(Scope::Read)?, id).await?;
+    web::block(move || work(&bytes))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::InternalError, e.to_string()))?
+}
+
 fn parse(bytes: &[u8]) -> Result<mail_parser::Message<'_>, ApiError> {
     mail_parser::MessageParser::default()
         .parse(bytes)
@@ -241,12 +254,9 @@ pub async fn content(
     handles: web::Data<Handles>,
     id: web::Path<i64>,
 ) -> Result<web::Json<MessageContent>, ApiError> {
-    let reach = auth.mail_reach(Scope::Read)?;
-    let bytes = load(&handles, reach, id.into_inner()).await?;
-    let content = web::block(move || content_of(&bytes))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::InternalError, e.to_string()))??;
-    Ok(web::Json(content))
+    Ok(web::Json(
+        parsed(&auth, &handles, id.into_inner(), content_of).await?,
+    ))
 }
 
 /// The policy the HTML part is served under: nothing runs, nothing is fetched (images
@@ -322,12 +332,8 @@ pub async fn html(
     handles: web::Data<Handles>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let reach = auth.mail_reach(Scope::Read)?;
     let id = id.into_inner();
-    let bytes = load(&handles, reach, id).await?;
-    let document = web::block(move || html_of(&bytes))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::InternalError, e.to_string()))??;
+    let document = parsed(&auth, &handles, id, html_of).await?;
     let Some(document) = document else {
         return Err(ApiError::not_found(format!(
             "message {id} has no HTML part"
