@@ -57,26 +57,43 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium session with a window of `width` x
     /// `height`; screenshots go into `shots`.
     pub async fn start(width: u32, height: u32, shots: &Path) -> Browser {
-        let port = super::free_port();
-        let mut command = Command::new("/usr/bin/chromedriver");
-        command
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let driver = super::die_with_test(&mut command)
-            .spawn()
-            .expect("chromedriver starts");
         let client = reqwest::Client::new();
-        let root = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while client.get(format!("{root}/status")).send().await.is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "chromedriver did not answer"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // The port is free when picked but may be taken before chromedriver binds it
+        // (another test's server or browser): then it listens on ::1 only, or exits.
+        // A driver that has not answered within 15 s is replaced on a new port.
+        let mut attempt = 0;
+        let (driver, root) = loop {
+            attempt += 1;
+            let port = super::free_port();
+            let mut command = Command::new("/usr/bin/chromedriver");
+            command
+                .arg(format!("--port={port}"))
+                .arg("--allowed-ips=127.0.0.1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut driver = super::die_with_test(&mut command)
+                .spawn()
+                .expect("chromedriver starts");
+            let root = format!("http://127.0.0.1:{port}");
+            let started = Instant::now();
+            let mut up = false;
+            while started.elapsed() < Duration::from_secs(15) {
+                if client.get(format!("{root}/status")).send().await.is_ok() {
+                    up = true;
+                    break;
+                }
+                if driver.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if up {
+                break (driver, root);
+            }
+            let _ = driver.kill();
+            let _ = driver.wait();
+            assert!(attempt < 3, "chromedriver did not answer on three ports");
+        };
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
